@@ -1,0 +1,180 @@
+"""Workload traces: requests per second, one value per second.
+
+Bundled evaluation windows (never used for training):
+
+- ``bursty``, ``steady_low``, ``steady_high``, ``fluctuating``: IPA's four 20-minute windows of the Twitter trace,
+  damped by 8 exactly as IPA's load generator does (``int(raw / 8)``).
+- ``infadapter``: InfAdapter's 21-minute window (day 15, minutes 82-103), undamped.
+
+The training split is the Twitter trace's days 0-13 (undamped), sampled in random windows by
+`TrainingSampler`. Anywhere a trace name is accepted, a CSV path with an ``rps`` column (one row per second)
+is accepted too.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from rlscale.errors import TraceError
+from rlscale.spec import data_dir
+
+IPA_PATTERNS = ("bursty", "steady_low", "steady_high", "fluctuating")
+EVAL_TRACES = (*IPA_PATTERNS, "infadapter")
+TRAINING_DAYS = 14
+SECONDS_PER_DAY = 86_400
+IPA_DAMPING = 8
+
+_DESCRIPTIONS = {
+    "bursty": "IPA bursty window, Twitter [1301160, 1302360), damped by 8",
+    "steady_low": "IPA steady-low window, Twitter [1299600, 1300800), damped by 8",
+    "steady_high": "IPA steady-high window, Twitter [1768800, 1769400) twice, damped by 8",
+    "fluctuating": "IPA fluctuating window, Twitter [1301400, 1302000) + [1308600, 1309200), damped by 8",
+    "infadapter": "InfAdapter evaluation window, Twitter day 15 minutes 82-103, undamped",
+}
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A workload: ``rps[t]`` requests arrive during second ``t``.
+
+    Attributes:
+        name: bundled name, CSV path, or a sampler tag such as ``train@123456``.
+        rps: requests per second, float64, non-negative.
+        description: where it came from.
+    """
+
+    name: str
+    rps: np.ndarray = field(repr=False)
+    description: str = ""
+
+    @property
+    def duration_s(self) -> int:
+        return int(self.rps.size)
+
+    @property
+    def total_requests(self) -> int:
+        return int(round(float(self.rps.sum())))
+
+    @property
+    def peak_rps(self) -> float:
+        return float(self.rps.max()) if self.rps.size else 0.0
+
+    @property
+    def mean_rps(self) -> float:
+        return float(self.rps.mean()) if self.rps.size else 0.0
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "duration_s": self.duration_s,
+            "requests": self.total_requests,
+            "mean_rps": round(self.mean_rps, 3),
+            "peak_rps": self.peak_rps,
+            "description": self.description,
+        }
+
+
+@cache
+def _eval_windows() -> dict[str, np.ndarray]:
+    path = data_dir() / "traces" / "eval_windows.csv"
+    series: dict[str, list[tuple[int, float]]] = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            series.setdefault(row["pattern"], []).append((int(row["t_s"]), float(row["rps"])))
+    return {name: np.array([v for _t, v in sorted(pts)], dtype=float) for name, pts in series.items()}
+
+
+def bundled_traces() -> list[str]:
+    """Names of the bundled evaluation traces."""
+    return list(EVAL_TRACES)
+
+
+def load_csv_trace(path: str | Path) -> Trace:
+    """Read a CSV with an ``rps`` column (one row per second; other columns ignored).
+
+    Raises:
+        TraceError: missing file, no ``rps`` column, a non-numeric, negative or non-finite value, or no rows.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TraceError(f"{path}: trace file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TraceError(f"{path}: cannot read trace: {exc}") from None
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    if "rps" not in header:
+        raise TraceError(f"{path}: line 1: no 'rps' column in header {header!r} (need one rps value per second)")
+    reader.fieldnames = header
+    values: list[float] = []
+    for line, row in enumerate(reader, start=2):
+        raw = (row.get("rps") or "").strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            raise TraceError(f"{path}: line {line}: rps is not a number: {raw!r}") from None
+        if not np.isfinite(value) or value < 0:
+            raise TraceError(f"{path}: line {line}: rps must be a finite number >= 0, got {raw}")
+        values.append(value)
+    if not values:
+        raise TraceError(f"{path}: trace has no rows")
+    return Trace(name=str(path), rps=np.asarray(values, dtype=float), description=f"CSV file {path}")
+
+
+def load_trace(name_or_path: str | Path) -> Trace:
+    """A bundled trace by name, or a CSV trace by path."""
+    key = str(name_or_path)
+    if key in EVAL_TRACES:
+        return Trace(name=key, rps=_eval_windows()[key].copy(), description=_DESCRIPTIONS[key])
+    path = Path(key)
+    if path.suffix.lower() == ".csv" or path.exists() or "/" in key:
+        return load_csv_trace(path)
+    raise TraceError(f"unknown trace {key!r}: not a bundled name ({', '.join(EVAL_TRACES)}) nor a CSV file")
+
+
+@cache
+def training_split() -> np.ndarray:
+    """The undamped Twitter training split, days 0-13: one request count per second (read-only view)."""
+    with np.load(data_dir() / "traces" / "twitter_train_days00-13.npz") as npz:
+        rps = npz["rps"].astype(float)
+    rps.flags.writeable = False
+    return rps
+
+
+class TrainingSampler:
+    """Random windows of the training split (days 0-13), for training and for tuning on training data only.
+
+    Args:
+        rng: the generator every draw comes from.
+        window_s: window length in seconds (IPA's evaluation windows are 1200 s).
+        damping: divide by this and floor, as IPA does for its evaluation windows (8); 1 keeps raw counts.
+    """
+
+    def __init__(self, rng: np.random.Generator, window_s: int = 1200, damping: int = IPA_DAMPING) -> None:
+        if window_s < 1:
+            raise TraceError(f"window_s must be >= 1, got {window_s}")
+        if damping < 1:
+            raise TraceError(f"damping must be >= 1, got {damping}")
+        self.rng = rng
+        self.window_s = int(window_s)
+        self.damping = int(damping)
+        self._split = training_split()
+        if self.window_s > self._split.size:
+            raise TraceError(f"window_s {window_s} is longer than the training split ({self._split.size} s)")
+
+    def sample(self) -> Trace:
+        """One window starting at a uniformly random second of days 0-13."""
+        start = int(self.rng.integers(0, self._split.size - self.window_s + 1))
+        raw = self._split[start : start + self.window_s]
+        rps = np.floor(raw / self.damping)
+        return Trace(
+            name=f"train@{start}",
+            rps=rps,
+            description=f"training split seconds [{start}, {start + self.window_s}), damped by {self.damping}",
+        )

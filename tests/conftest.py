@@ -1,0 +1,84 @@
+"""Shared fixtures: a small valid spec and profile written to a temp folder, so validation tests can mutate it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+PROFILE_ROWS = [
+    # variant, batch, cores, latency_s (l = 0.02*b/c + 0.005*b + 0.01/c + 0.002 for "fast", x3 for "slow")
+    (v, b, c, round(k * (0.02 * b / c + 0.005 * b + 0.01 / c + 0.002), 6))
+    for v, k in (("fast", 1.0), ("slow", 3.0))
+    for b in (1, 2, 4)
+    for c in (1, 2)
+]
+
+
+def base_spec_dict() -> dict[str, Any]:
+    return {
+        "name": "toy",
+        "description": "two-stage toy pipeline for tests",
+        "sla_s": 1.0,
+        "drop_limit_s": 2.0,
+        "interval_s": 10,
+        "batch_timeout_s": 0.1,
+        "core_budget": 16,
+        "objective": {"alpha": 2, "beta": 1, "gamma": 1e-6, "accuracy_method": "sum"},
+        "stages": [
+            {
+                "name": "first",
+                "task": "toy",
+                "profile": "toy.csv",
+                "batch_sizes": [1, 2, 4],
+                "cores": [1, 2],
+                "min_replicas": 1,
+                "max_replicas": 4,
+                "variants": [
+                    {"name": "fast", "accuracy": 0.5, "startup_s": 5},
+                    {"name": "slow", "accuracy": 0.8, "startup_s": 7},
+                ],
+            },
+            {
+                "name": "second",
+                "task": "toy",
+                "profile": "toy.csv",
+                "batch_sizes": [1],
+                "cores": [1],
+                "max_replicas": 2,
+                "variants": [{"name": "slow", "accuracy": 0.9, "startup_s": 6}],
+            },
+        ],
+    }
+
+
+def write_profile(folder: Path, rows=PROFILE_ROWS, name: str = "toy.csv") -> Path:
+    path = folder / name
+    lines = ["variant,batch,cores,latency_s,source,kind"]
+    lines += [f"{v},{b},{c},{lat},test,measured" for v, b, c, lat in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def toy_dir(tmp_path: Path) -> Path:
+    write_profile(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def write_spec(toy_dir: Path):
+    """Write a (mutated) copy of the base spec into the temp folder and return its path."""
+
+    def _write(mutate=None, name: str = "toy.yaml") -> Path:
+        data = copy.deepcopy(base_spec_dict())
+        if mutate is not None:
+            mutate(data)
+        path = toy_dir / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return _write

@@ -1,0 +1,99 @@
+"""Traces: bundled windows (IPA's totals), the CSV loader and its errors, the training sampler."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rlscale.errors import TraceError
+from rlscale.workload import (
+    EVAL_TRACES,
+    SECONDS_PER_DAY,
+    TRAINING_DAYS,
+    TrainingSampler,
+    load_trace,
+    training_split,
+)
+
+# Totals published with IPA's windows (damped by 8) and InfAdapter's window (undamped).
+EXPECTED = {
+    "bursty": (1200, 14437),
+    "steady_low": (1200, 6067),
+    "steady_high": (1200, 34606),
+    "fluctuating": (1200, 19837),
+    "infadapter": (1260, 121697),
+}
+
+
+@pytest.mark.parametrize("name", EVAL_TRACES)
+def test_bundled_windows_match_published_totals(name):
+    trace = load_trace(name)
+    assert (trace.duration_s, trace.total_requests) == EXPECTED[name]
+    assert np.all(trace.rps >= 0)
+    assert np.all(trace.rps == np.floor(trace.rps))
+
+
+def test_ipa_windows_peak_at_34_rps():
+    assert max(load_trace(n).peak_rps for n in ("bursty", "steady_high", "fluctuating")) == 34
+
+
+def test_training_split_is_days_0_to_13():
+    split = training_split()
+    assert split.size == TRAINING_DAYS * SECONDS_PER_DAY
+    assert 50 < split.mean() < 80  # ~64 rps undamped
+    assert not split.flags.writeable
+
+
+def test_sampler_is_seeded_and_stays_in_the_training_split():
+    a = [TrainingSampler(np.random.default_rng(7), window_s=600).sample() for _ in range(2)]
+    b = TrainingSampler(np.random.default_rng(7), window_s=600)
+    first = b.sample()
+    assert first.name == a[0].name and np.array_equal(first.rps, a[0].rps)
+    assert b.sample().name != first.name
+    for _ in range(50):
+        t = b.sample()
+        start = int(t.name.split("@")[1])
+        assert 0 <= start and start + 600 <= TRAINING_DAYS * SECONDS_PER_DAY
+        np.testing.assert_array_equal(t.rps, np.floor(training_split()[start : start + 600] / 8))
+
+
+def test_sampler_rejects_bad_arguments():
+    with pytest.raises(TraceError, match="window_s"):
+        TrainingSampler(np.random.default_rng(0), window_s=0)
+    with pytest.raises(TraceError, match="damping"):
+        TrainingSampler(np.random.default_rng(0), damping=0)
+
+
+def test_csv_trace_loads(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("t_s,rps\n0,3\n1,4.5\n2,0\n")
+    trace = load_trace(path)
+    assert trace.duration_s == 3
+    np.testing.assert_array_equal(trace.rps, [3, 4.5, 0])
+
+
+@pytest.mark.parametrize(
+    "body,problem",
+    [
+        ("", "no 'rps' column"),
+        ("load\n3\n", "no 'rps' column"),
+        ("rps\n3\nabc\n", "line 3: rps is not a number"),
+        ("rps\n-1\n", "line 2: rps must be a finite number >= 0"),
+        ("rps\nnan\n", "line 2: rps must be a finite number >= 0"),
+        ("rps\n", "no rows"),
+    ],
+)
+def test_bad_csv_traces(tmp_path, body, problem):
+    path = tmp_path / "bad.csv"
+    path.write_text(body)
+    with pytest.raises(TraceError) as info:
+        load_trace(path)
+    assert problem in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_trace_name():
+    with pytest.raises(TraceError, match="unknown trace 'burst'"):
+        load_trace("burst")
+    with pytest.raises(TraceError, match="not found"):
+        load_trace("missing/file.csv")
