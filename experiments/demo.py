@@ -1,13 +1,15 @@
 """``rlscale demo``: the main job on the bundled default pipeline (video) and IPA's four load patterns.
 
-At this stage of the project the demo shows the inputs every later experiment runs on: the bundled pipelines, the
-evaluation traces, and the video pipeline's latency model (measured and derived points against the fit). It
-writes ``traces.png`` and ``profiles-video.png`` to the output folder.
+Runs every policy that exists so far on the simulator over the four IPA windows and prints the comparison
+(violations, accuracy, cost, score); writes a timeline per run, plus the inputs every experiment runs on (the
+traces, and the video pipeline's latency model: measured and derived points against the fit) to the output
+folder.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -77,42 +79,41 @@ def plot_profiles(spec: PipelineSpec, out: Path) -> Path:
     return path
 
 
-def run_demo(out_dir: Path, pipeline: str = DEFAULT_PIPELINE) -> int:
-    """Print the bundled inputs and write the plots; returns the exit code."""
+def run_demo(out_dir: Path, pipeline: str = DEFAULT_PIPELINE, seed: int = 0) -> int:
+    """Run the comparison, print it and write the plots; returns the exit code."""
     from rich.console import Console
+    from rich.progress import track
     from rich.table import Table
 
-    console = Console()
+    from experiments.plots import plot_timeline
+    from experiments.registry import make_policy, policy_names
+    from rlscale.sim.runner import run_episode
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = Table(title="bundled pipelines")
-    for col in ("pipeline", "SLA (s)", "stages", "variants", "core budget"):
-        table.add_column(col)
-    for name in bundled_pipelines():
-        s = load_spec(name)
-        table.add_row(
-            s.name,
-            f"{s.sla_s:g}",
-            " -> ".join(st.name for st in s.stages),
-            " | ".join(str(len(st.variants)) for st in s.stages),
-            str(s.core_budget),
-        )
-    console.print(table)
-
     spec = load_spec(pipeline)
-    table = Table(title=f"{spec.name}: throughput of one replica (rps) at batch {max(spec.stages[0].batch_sizes)}")
-    table.add_column("stage / variant")
-    for c in spec.stages[0].cores:
-        table.add_column(f"{c} core(s)")
-    for st in spec.stages:
-        b = max(st.batch_sizes)
-        for v in st.variants:
-            table.add_row(
-                f"{st.name} / {v.name}",
-                *[f"{st.latency.throughput_rps(v.name, b, c):.1f}" for c in spec.stages[0].cores],
-            )
+    runs = [(t, p) for t in IPA_PATTERNS for p in policy_names()]
+    table = Table(title=f"rlscale demo: {spec.name} pipeline (SLA {spec.sla_s:g} s), IPA load patterns, seed {seed}")
+    for col in ("trace", "policy", "requests", "violations", "accuracy", "cost (cores)", "score", "p99 (s)"):
+        table.add_column(col, justify="right" if col not in ("trace", "policy") else "left")
+    paths = []
+    for trace_name, policy_name in track(runs, description="simulating", console=console, transient=True):
+        trace = load_trace(trace_name)
+        result = run_episode(spec, trace, make_policy(policy_name, spec, trace), seed=seed)
+        r = result.record
+        table.add_row(
+            trace_name,
+            policy_name,
+            str(r["requests"]),
+            f"{r['sla_violation_rate']:.2%}",
+            f"{r['accuracy']:.3f}",
+            f"{r['cost_cores']:.1f}",
+            f"{r['score']:.2f}",
+            f"{r['p99_latency_s']:.2f}",
+        )
+        paths.append(plot_timeline(spec, result, out_dir / f"timeline-{trace_name}-{policy_name}.png"))
     console.print(table)
-
-    paths = [plot_traces(out_dir), plot_profiles(spec, out_dir)]
-    for p in paths:
-        console.print(f"wrote {p}")
+    paths += [plot_traces(out_dir), plot_profiles(spec, out_dir)]
+    console.print(f"wrote {len(paths)} plots to {out_dir}/ (timeline-*.png, traces.png, profiles-{spec.name}.png)")
+    console.print(f"bundled pipelines: {', '.join(bundled_pipelines())} (see `rlscale pipelines`)")
     return 0

@@ -33,6 +33,21 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------------------------- pipelines
 
 
+def _console():
+    """A rich console; when stdout is not a terminal, wide enough that tables are not truncated."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _compact(values: Sequence[int]) -> str:
+    """1,2,4,8 stays a list; a contiguous run like 2..20 prints as 2-20."""
+    vals = list(values)
+    if len(vals) > 3 and vals == list(range(vals[0], vals[-1] + 1)):
+        return f"{vals[0]}-{vals[-1]}"
+    return ",".join(map(str, vals))
+
+
 def cmd_pipelines(args: argparse.Namespace) -> int:
     from rlscale.spec import bundled_pipelines, load_spec
 
@@ -40,24 +55,28 @@ def cmd_pipelines(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([s.to_dict() for s in specs], indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="rlscale pipelines", show_lines=True)
-    for col in ("pipeline", "SLA (s)", "stage", "variants (accuracy)", "batch", "cores", "replicas"):
+    table = Table(title="rlscale pipelines")
+    for col in ("pipeline", "SLA (s)", "stage", "batch", "cores", "replicas", "variant", "accuracy", "startup (s)"):
         table.add_column(col)
     for s in specs:
         for i, st in enumerate(s.stages):
-            table.add_row(
-                s.name if i == 0 else "",
-                f"{s.sla_s:g}" if i == 0 else "",
-                st.name,
-                ", ".join(f"{v.name} ({v.accuracy:.3f})" for v in st.variants),
-                ",".join(map(str, st.batch_sizes)),
-                ",".join(map(str, st.cores)),
-                f"{st.min_replicas}-{st.max_replicas}",
-            )
-    Console().print(table)
+            for j, v in enumerate(st.variants):
+                first = j == 0
+                table.add_row(
+                    s.name if i == 0 and first else "",
+                    f"{s.sla_s:g}" if i == 0 and first else "",
+                    st.name if first else "",
+                    _compact(st.batch_sizes) if first else "",
+                    _compact(st.cores) if first else "",
+                    f"{st.min_replicas}-{st.max_replicas}" if first else "",
+                    v.name,
+                    f"{v.accuracy:.3f}",
+                    f"{v.startup_s:g}",
+                    end_section=j == len(st.variants) - 1,
+                )
+    _console().print(table)
     return 0
 
 
@@ -71,7 +90,6 @@ def cmd_traces(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([t.summary() for t in traces], indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="rlscale traces")
@@ -86,7 +104,91 @@ def cmd_traces(args: argparse.Namespace) -> int:
             f"{t.peak_rps:g}",
             t.description,
         )
-    Console().print(table)
+    _console().print(table)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- simulate
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from experiments.registry import make_policy
+    from rlscale.sim.runner import run_episode
+    from rlscale.spec import load_spec
+    from rlscale.workload import load_trace
+
+    spec = load_spec(args.pipeline)
+    trace = load_trace(args.trace)
+    policy = make_policy(args.policy, spec, trace)
+    if args.plot:
+        _check_writable(Path(args.plot))
+    result = run_episode(spec, trace, policy, seed=args.seed, arrivals=args.arrivals)
+    if args.plot:
+        from experiments.plots import plot_timeline
+
+        plot_timeline(spec, result, Path(args.plot))
+        log.info("wrote %s", args.plot)
+    if args.json:
+        print(json.dumps(result.record, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"rlscale simulate: {spec.name} / {trace.name} / {policy.name} (seed {args.seed})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.record.items():
+        if key in ("pipeline", "trace", "policy", "seed", "stages"):
+            continue
+        shown = f"{value:.2%}" if key == "sla_violation_rate" else _fmt(value)
+        table.add_row(key, shown)
+    per_stage = Table(title="per stage")
+    columns = [k for k in result.record["stages"][0] if k != "stage"]
+    per_stage.add_column("stage")
+    for k in columns:
+        per_stage.add_column(k, justify="right")
+    for row in result.record["stages"]:
+        per_stage.add_row(row["stage"], *[_fmt(row[k]) for k in columns])
+    console = _console()
+    console.print(table)
+    console.print(per_stage)
+    return 0
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before a long run, not after it, when an output file cannot be written."""
+    from rlscale.errors import RlscaleError
+
+    if path.suffix.lower() != ".png":
+        raise RlscaleError(f"--plot {path}: the plot is a PNG file; give a path ending in .png")
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise RlscaleError(f"--plot {path}: {parent} is not a folder")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise RlscaleError(f"--plot {path}: folder {parent} is not writable")
+
+
+# ------------------------------------------------------------------------------------------------- bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from experiments.bench import run_bench
+
+    report = run_bench(repeats=args.repeats)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    sim = report["sim"]
+    print(
+        f"simulator ({sim['workload']}, {sim['events']} request-stage events, median of {sim['repeats']}): "
+        f"{sim['events_per_s']:,} events/s; naive reference {sim['naive_events_per_s']:,} events/s; "
+        f"ratio {sim['ratio']:.2f}x"
+    )
     return 0
 
 
@@ -129,6 +231,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", action="append", metavar="NAME|CSV", help="show only this trace (repeatable)")
     _add_json(p)
     p.set_defaults(func=cmd_traces)
+
+    from experiments.registry import POLICIES
+
+    p = sub.add_parser("simulate", help="run one episode of a policy on the simulator and summarise it")
+    p.add_argument("--pipeline", required=True, metavar="NAME|FILE", help="bundled pipeline name or spec YAML")
+    p.add_argument("--trace", required=True, metavar="NAME|CSV", help="bundled trace name or CSV with an rps column")
+    p.add_argument(
+        "--policy",
+        required=True,
+        choices=list(POLICIES),
+        metavar="POLICY",
+        help="; ".join(f"{k}: {v[1]}" for k, v in POLICIES.items()),
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    p.add_argument(
+        "--arrivals",
+        choices=("even", "poisson"),
+        default="even",
+        help="spread each second's requests evenly (IPA's generator, default) or as a Poisson process",
+    )
+    p.add_argument("--plot", metavar="FILE.png", help="draw load, replicas/variants and p99 vs SLA over time")
+    _add_json(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("bench", help="simulator speed (events/s) against a naive reference, same run")
+    p.add_argument("--repeats", type=int, default=5, help="runs per figure; the median is reported (default 5)")
+    _add_json(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the main job on the bundled default (what `make demo` runs)")
     p.add_argument("--out", default="out/demo", help="folder for the plots (default: out/demo)")

@@ -87,3 +87,97 @@ def test_malformed_trace_csv_gives_one_line(tmp_path):
 def test_unknown_flag_and_command_give_one_line():
     _assert_one_clear_line(run("pipelines", "--jsn"), "unrecognized arguments")
     _assert_one_clear_line(run("fly"), "invalid choice")
+
+
+# ------------------------------------------------------------------------------------------------ simulate
+
+RECORD_KEYS = {
+    "pipeline",
+    "trace",
+    "policy",
+    "seed",
+    "requests",
+    "completed",
+    "dropped",
+    "sla_violation_rate",
+    "accuracy",
+    "cost_cores",
+    "objective",
+    "score",
+    "p99_latency_s",
+    "decision_ms_p50",
+    "decision_ms_p99",
+    "reconfigurations",
+}
+
+
+def _simulate(policy: str, *extra: str) -> dict:
+    result = run("simulate", "--pipeline", "video", "--trace", "bursty", "--policy", policy, "--json", *extra)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_simulate_static_max_and_min_on_video_bursty(tmp_path):
+    """Acceptance: the full record, 14,437 requests, < 1% violations; static-min is cheaper and less accurate."""
+    plot = tmp_path / "timeline.png"
+    high = _simulate("static-max", "--plot", str(plot))
+    low = _simulate("static-min")
+    assert RECORD_KEYS <= set(high)
+    assert high["requests"] == low["requests"] == 14437
+    assert high["completed"] + high["dropped"] + high["in_flight"] == 14437
+    assert high["sla_violation_rate"] < 0.01
+    assert low["cost_cores"] < high["cost_cores"]
+    assert low["accuracy"] < high["accuracy"]
+    assert plot.stat().st_size > 10_000 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_is_reproducible_and_seeded():
+    a = _simulate("static-min", "--arrivals", "poisson", "--seed", "4")
+    b = _simulate("static-min", "--arrivals", "poisson", "--seed", "4")
+    c = _simulate("static-min", "--arrivals", "poisson", "--seed", "5")
+    assert a == {**b, "decision_ms_p50": a["decision_ms_p50"], "decision_ms_p99": a["decision_ms_p99"]}
+    assert a["requests"] != c["requests"] or a["p50_latency_s"] != c["p50_latency_s"]
+
+
+def test_simulate_readable_summary():
+    result = run("simulate", "--pipeline", "video", "--trace", "steady_low", "--policy", "static-min")
+    assert result.returncode == 0, result.stderr
+    assert "sla_violation_rate" in result.stdout and "per stage" in result.stdout
+
+
+def test_simulate_bad_inputs_give_one_line(tmp_path, write_spec):
+    _assert_one_clear_line(
+        run("simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "magic"), "invalid choice"
+    )
+    bad = tmp_path / "t.csv"
+    bad.write_text("rps\n-4\n")
+    _assert_one_clear_line(
+        run("simulate", "--pipeline", "video", "--trace", str(bad), "--policy", "static-max"), "t.csv", "line 2"
+    )
+    spec = write_spec(lambda d: d["stages"][0].update(batch_sizes=[1, 16]))
+    _assert_one_clear_line(
+        run("simulate", "--pipeline", str(spec), "--trace", "bursty", "--policy", "static-max"), "batch size 16"
+    )
+    _assert_one_clear_line(
+        run("simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "static-max", "--plot", "x.pdf"),
+        ".png",
+    )
+
+
+def test_simulate_on_a_csv_trace(tmp_path):
+    trace = tmp_path / "ramp.csv"
+    trace.write_text("rps\n" + "\n".join(str(i // 10) for i in range(300)) + "\n")
+    result = run("simulate", "--pipeline", "video", "--trace", str(trace), "--policy", "static-max", "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["requests"] == sum(i // 10 for i in range(300))
+    assert record["duration_s"] == 300
+
+
+def test_bench_json_shape():
+    result = run("bench", "--json", "--repeats", "1")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["sim"]["events_per_s"] > 0 and report["sim"]["naive_events_per_s"] > 0
+    assert report["sim"]["events"] == 2 * 14437  # every request visits both stages
+    assert set(report) <= {"sim", "decision_ms"}

@@ -1,0 +1,138 @@
+"""The SLA / throughput model shared by planners (ILP, DP, safety layer, static policies).
+
+For a stage running variant v with batch b and c cores per replica at load lambda (rps):
+
+- replica throughput ``h = b / l(v, b, c)``; the stage needs ``n >= ceil(lambda / (h * rho_max))`` replicas;
+- stage latency budget ``l(v, b, c) + (b - 1) / lambda`` (service plus the wait for the batch to fill, IPA's form);
+
+and a pipeline configuration is feasible when every stage has enough replicas within its range, the stage
+budgets sum to at most the SLA, and the total cores are within the core budget.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from dataclasses import dataclass
+
+from rlscale.spec import PipelineSpec, StageSpec
+from rlscale.types import PipelineConfig, StageConfig
+
+_EPS = 1e-9
+log = logging.getLogger(__name__)
+
+
+def batch_fill_wait_s(batch: int, load_rps: float) -> float:
+    """Time for ``batch`` requests to accumulate at ``load_rps`` (0 for batch 1; inf with no load and b > 1)."""
+    if batch <= 1:
+        return 0.0
+    if load_rps <= 0:
+        return math.inf
+    return (batch - 1) / load_rps
+
+
+def stage_latency_s(stage: StageSpec, variant: str, batch: int, cores: int, load_rps: float) -> float:
+    """IPA's planned stage latency: service time of a full batch plus the batch-fill wait."""
+    return stage.latency.latency_s(variant, batch, cores) + batch_fill_wait_s(batch, load_rps)
+
+
+def replicas_needed(stage: StageSpec, variant: str, batch: int, cores: int, load_rps: float, rho_max: float) -> int:
+    """Fewest replicas whose throughput covers ``load_rps / rho_max`` (at least the stage's min_replicas)."""
+    h = stage.latency.throughput_rps(variant, batch, cores) * rho_max
+    need = math.ceil(load_rps / h - _EPS) if load_rps > 0 else 0
+    return max(stage.min_replicas, need)
+
+
+@dataclass(frozen=True)
+class StageOption:
+    """One way to run a stage at a given load, with its planned latency and cores."""
+
+    config: StageConfig
+    latency_s: float
+    cores_total: int
+
+
+def stage_options(
+    stage: StageSpec, load_rps: float, rho_max: float, variants: list[str] | None = None
+) -> list[StageOption]:
+    """Every (variant, batch, cores) of a stage with the fewest replicas that carry ``load_rps``.
+
+    Options that need more than ``max_replicas`` are left out.
+    """
+    out = []
+    for v in variants if variants is not None else stage.variant_names:
+        for b in stage.batch_sizes:
+            for c in stage.cores:
+                n = replicas_needed(stage, v, b, c, load_rps, rho_max)
+                if n > stage.max_replicas:
+                    continue
+                out.append(StageOption(StageConfig(v, b, n, c), stage_latency_s(stage, v, b, c, load_rps), n * c))
+    return out
+
+
+def violations(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> list[str]:
+    """Why ``config`` is not in F(load); an empty list means feasible."""
+    problems = []
+    if len(config.stages) != len(spec.stages):
+        return [f"expected {len(spec.stages)} stages, got {len(config.stages)}"]
+    total_latency = 0.0
+    for st, sc in zip(spec.stages, config.stages, strict=True):
+        if sc.variant not in st.variant_names:
+            problems.append(f"{st.name}: unknown variant {sc.variant}")
+            continue
+        if sc.batch not in st.batch_sizes:
+            problems.append(f"{st.name}: batch {sc.batch} not allowed")
+        if sc.cores not in st.cores:
+            problems.append(f"{st.name}: {sc.cores} cores not allowed")
+        if not st.min_replicas <= sc.replicas <= st.max_replicas:
+            problems.append(f"{st.name}: {sc.replicas} replicas outside [{st.min_replicas}, {st.max_replicas}]")
+        capacity = sc.replicas * st.latency.throughput_rps(sc.variant, sc.batch, sc.cores) * spec.objective.rho_max
+        if capacity + _EPS < load_rps:
+            problems.append(f"{st.name}: capacity {capacity:.2f} rps < load {load_rps:.2f} rps")
+        total_latency += stage_latency_s(st, sc.variant, sc.batch, sc.cores, load_rps)
+    if total_latency > spec.sla_s + _EPS:
+        problems.append(f"latency {total_latency:.3f} s > SLA {spec.sla_s:g} s")
+    if config.total_cores > spec.core_budget:
+        problems.append(f"{config.total_cores} cores > budget {spec.core_budget}")
+    return problems
+
+
+def is_feasible(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> bool:
+    return not violations(spec, config, load_rps)
+
+
+def plan_fixed_variants(spec: PipelineSpec, variants: list[str], load_rps: float) -> PipelineConfig:
+    """Cheapest (batch, cores, replicas) per stage for fixed variants at ``load_rps``, by enumeration."""
+    per_stage: list[list[StageOption]] = []
+    for stage, v in zip(spec.stages, variants, strict=True):
+        opts = stage_options(stage, load_rps, spec.objective.rho_max, variants=[v])
+        if not opts:  # even max_replicas is not enough: take the largest capacity the stage allows
+            b, c = max(
+                ((b, c) for b in stage.batch_sizes for c in stage.cores),
+                key=lambda bc: stage.latency.throughput_rps(v, bc[0], bc[1]),
+            )
+            lat = stage.latency.latency_s(v, b, c)
+            opts = [StageOption(StageConfig(v, b, stage.max_replicas, c), lat, stage.max_replicas * c)]
+        per_stage.append(opts)
+    best: tuple[float, float] | None = None
+    choice: tuple[StageOption, ...] | None = None
+    fits = False
+    for combo in itertools.product(*per_stage):
+        latency = sum(o.latency_s for o in combo)
+        cores = sum(o.cores_total for o in combo)
+        ok = latency <= spec.sla_s + 1e-9 and cores <= spec.core_budget
+        key = (cores, latency) if ok else (latency, cores)
+        if ok and not fits:
+            fits, best, choice = True, key, combo
+        elif ok == fits and (best is None or key < best):
+            best, choice = key, combo
+    assert choice is not None
+    if not fits:
+        log.warning(
+            "%s: no configuration of %s meets the SLA within the budget at %.1f rps; using the fastest",
+            spec.name,
+            "/".join(variants),
+            load_rps,
+        )
+    return PipelineConfig(tuple(o.config for o in choice))
