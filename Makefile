@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean lstm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+# IPA's LSTM load predictor: retrain the bundled weights (agents/data/README.md)
+lstm: $(STAMP)
+	$(BIN)/python -m agents.lstm --out agents/data/lstm_predictor.npz
 
 clean:
 	rm -rf $(VENV) build *.egg-info

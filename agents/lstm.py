@@ -1,0 +1,436 @@
+"""IPA's LSTM load predictor (Ghafouri et al., JSys 2024; DESIGN.md section 7).
+
+Input: the maximum requests-per-second of each of the last 12 steps of 10 s (120 s of per-second arrivals,
+oldest first). Output: the maximum rps over the next 20 s. One LSTM layer of 25 units and a dense output, as in
+IPA; inputs and output are divided by a fixed ``scale_rps`` stored with the weights.
+
+Training uses only the Twitter training split (days 0-13, `rlscale.workload.training_split`), damped by 8 like
+IPA's evaluation windows; the last day is held out for validation. The evaluation windows are only *reported*
+on, after the weights are written. Inference is numpy only (no torch import): the weights live in a small
+``.npz`` and the forward pass below follows torch's gate order (i, f, g, o).
+
+Train with ``python -m agents.lstm --out agents/data/lstm_predictor.npz`` (``make lstm``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from rlscale import workload
+from rlscale.errors import RlscaleError
+from rlscale.types import PipelineState
+
+log = logging.getLogger(__name__)
+
+STEP_S = 10
+HISTORY_STEPS = 12
+HISTORY_S = STEP_S * HISTORY_STEPS
+HORIZON_S = 20
+SCALE_RPS = 50.0  # fixed normaliser: above the damped training split's peak (48 rps)
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "data" / "lstm_predictor.npz"
+_ARRAYS = ("w_ih", "w_hh", "b_ih", "b_hh", "w_out", "b_out", "scale_rps")
+
+
+def features(rps_history: np.ndarray) -> np.ndarray:
+    """The 12 step maxima (oldest first) of the last 120 s of per-second arrivals.
+
+    Args:
+        rps_history: per-second arrival counts, most recent last. Shorter histories are padded on the left with
+            their oldest value; an empty history gives zeros.
+
+    Returns:
+        float64 array of shape (12,): ``max(rps[t-120+10k : t-110+10k])`` for k = 0..11.
+    """
+    rps = np.asarray(rps_history, dtype=float).ravel()[-HISTORY_S:]
+    if rps.size == 0:
+        return np.zeros(HISTORY_STEPS)
+    if rps.size < HISTORY_S:
+        rps = np.concatenate([np.full(HISTORY_S - rps.size, rps[0]), rps])
+    return rps.reshape(HISTORY_STEPS, STEP_S).max(axis=1)
+
+
+@dataclass(frozen=True)
+class LSTMWeights:
+    """One LSTM layer plus a dense output, in torch's layout (gate rows ordered i, f, g, o).
+
+    Attributes:
+        w_ih: (4H, 1) input weights. w_hh: (4H, H) recurrent weights. b_ih, b_hh: (4H,) biases.
+        w_out: (1, H) dense weights. b_out: (1,) dense bias.
+        scale_rps: inputs are divided by it and the output multiplied by it.
+    """
+
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: np.ndarray
+    b_hh: np.ndarray
+    w_out: np.ndarray
+    b_out: np.ndarray
+    scale_rps: float
+
+    @property
+    def hidden_units(self) -> int:
+        return int(self.w_hh.shape[1])
+
+    def forward(self, x_rps: np.ndarray) -> np.ndarray:
+        """Predicted next-20-s max rps (unclipped) for a batch of feature rows of shape (n, 12)."""
+        x = np.asarray(x_rps, dtype=float) / self.scale_rps
+        hidden = self.hidden_units
+        # input contributions of all steps at once; only the recurrence is sequential
+        gates_x = x[:, :, None] * self.w_ih[:, 0] + (self.b_ih + self.b_hh)
+        h = np.zeros((x.shape[0], hidden))
+        c = np.zeros((x.shape[0], hidden))
+        w_hh_t = self.w_hh.T
+        for step in range(x.shape[1]):
+            gates = gates_x[:, step] + h @ w_hh_t
+            sig = 0.5 * (1.0 + np.tanh(0.5 * gates))  # overflow-free sigmoid
+            i, f, o = sig[:, :hidden], sig[:, hidden : 2 * hidden], sig[:, 3 * hidden :]
+            g = np.tanh(gates[:, 2 * hidden : 3 * hidden])
+            c = f * c + i * g
+            h = o * np.tanh(c)
+        return (h @ self.w_out.T + self.b_out)[:, 0] * self.scale_rps
+
+    def predict(self, x_rps: np.ndarray) -> np.ndarray:
+        """Forward pass clipped at 0 rps."""
+        return np.maximum(self.forward(x_rps), 0.0)
+
+
+def save_weights(path: Path, weights: LSTMWeights) -> None:
+    """Write the weights as float32 arrays (``scale_rps`` as float64) to an uncompressed ``.npz``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {name: np.asarray(getattr(weights, name), dtype=np.float32) for name in _ARRAYS[:-1]}
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays, scale_rps=np.float64(weights.scale_rps))
+
+
+def load_weights(path: Path) -> LSTMWeights:
+    """Read weights written by `save_weights`.
+
+    Raises:
+        RlscaleError: the file is missing, unreadable, lacks an array, or the shapes do not fit together.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: np.asarray(npz[name], dtype=float) for name in _ARRAYS}
+    except FileNotFoundError:
+        raise RlscaleError(f"{path}: LSTM weights not found (train them with `make lstm`)") from None
+    except KeyError as exc:
+        raise RlscaleError(f"{path}: corrupt LSTM weights: missing array {exc}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise RlscaleError(f"{path}: corrupt LSTM weights: {exc}") from None
+    hidden = arrays["w_hh"].shape[-1] if arrays["w_hh"].ndim == 2 else -1
+    expected = {
+        "w_ih": (4 * hidden, 1),
+        "w_hh": (4 * hidden, hidden),
+        "b_ih": (4 * hidden,),
+        "b_hh": (4 * hidden,),
+        "w_out": (1, hidden),
+        "b_out": (1,),
+        "scale_rps": (),
+    }
+    for name, shape in expected.items():
+        if hidden < 1 or arrays[name].shape != shape:
+            raise RlscaleError(f"{path}: corrupt LSTM weights: {name} has shape {arrays[name].shape}, need {shape}")
+    if not all(np.isfinite(a).all() for a in arrays.values()) or arrays["scale_rps"] <= 0:
+        raise RlscaleError(f"{path}: corrupt LSTM weights: non-finite values or scale_rps <= 0")
+    scale_rps = float(arrays.pop("scale_rps"))
+    return LSTMWeights(**arrays, scale_rps=scale_rps)
+
+
+@cache
+def _bundled_weights() -> LSTMWeights:
+    return load_weights(DEFAULT_WEIGHTS)
+
+
+def predict_from_history(rps_history: np.ndarray, weights: LSTMWeights | None = None) -> float:
+    """Predicted max rps over the next 20 s from per-second arrivals (most recent last); 0.0 if empty."""
+    rps = np.asarray(rps_history, dtype=float)
+    if rps.size == 0:
+        return 0.0
+    weights = weights if weights is not None else _bundled_weights()
+    return float(weights.predict(features(rps)[None, :])[0])
+
+
+class LSTMPredictor:
+    """IPA's LSTM predictor behind the `Predictor` protocol.
+
+    The bundled weights are trained at the damped (divide-by-8) scale, peaks of 34-48 rps; on undamped traces
+    such as ``infadapter`` (274 rps) the LSTM saturates and predicts far too little.
+
+    Args:
+        weights_path: an ``.npz`` written by `train`; None uses the bundled ``agents/data/lstm_predictor.npz``.
+
+    Raises:
+        RlscaleError: the weights file is missing or corrupt.
+    """
+
+    name = "lstm"
+
+    def __init__(self, weights_path: Path | None = None) -> None:
+        self.weights = _bundled_weights() if weights_path is None else load_weights(Path(weights_path))
+
+    def predict(self, state: PipelineState) -> float:
+        """Max rps expected over the next 20 s, from ``state.arrival_rps``."""
+        return predict_from_history(state.arrival_rps, self.weights)
+
+
+# --- training data -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Supervised samples cut from one per-second series.
+
+    Attributes:
+        x_rps: (n, 12) step maxima of the 120 s before each decision time.
+        y_rps: (n,) max rps of the 20 s after it.
+        end_s: (n,) decision times (seconds into the series); sample i reads ``[end_s-120, end_s+20)``.
+    """
+
+    x_rps: np.ndarray
+    y_rps: np.ndarray
+    end_s: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.y_rps.size)
+
+    def subset(self, index: np.ndarray) -> Samples:
+        return Samples(self.x_rps[index], self.y_rps[index], self.end_s[index])
+
+    @property
+    def reactive_rps(self) -> np.ndarray:
+        """The reactive baseline's prediction: the max of the last 10 s."""
+        return self.x_rps[:, -1]
+
+
+def make_samples(rps: np.ndarray, first_end_s: int = HISTORY_S, last_end_s: int | None = None) -> Samples:
+    """One sample at every 10-s decision time ``t`` in ``[first_end_s, last_end_s]`` with a full window.
+
+    Args:
+        rps: per-second arrivals (already damped).
+        first_end_s: earliest decision time; raised to 120 s so the history is complete, rounded up to 10 s.
+        last_end_s: latest decision time; None (and any later value) means ``len(rps) - 20``.
+    """
+    rps = np.asarray(rps, dtype=float)
+    n_steps = rps.size // STEP_S
+    step_max = rps[: n_steps * STEP_S].reshape(n_steps, STEP_S).max(axis=1)
+    last = rps.size - HORIZON_S if last_end_s is None else min(last_end_s, rps.size - HORIZON_S)
+    first_step = -(-max(first_end_s, HISTORY_S) // STEP_S)
+    ends = np.arange(first_step, last // STEP_S + 1) * STEP_S
+    if ends.size == 0:
+        return Samples(np.zeros((0, HISTORY_STEPS)), np.zeros(0), np.zeros(0, dtype=np.int64))
+    windows = np.lib.stride_tricks.sliding_window_view(step_max, HISTORY_STEPS)
+    j = ends // STEP_S
+    x = windows[j - HISTORY_STEPS]
+    y = np.max([step_max[j + k] for k in range(HORIZON_S // STEP_S)], axis=0)
+    return Samples(x.copy(), y, ends.astype(np.int64))
+
+
+def damped_training_split(damping: int = workload.IPA_DAMPING) -> np.ndarray:
+    """The training split (days 0-13) damped like IPA's evaluation windows: ``floor(raw / damping)``."""
+    return np.floor(workload.training_split() / damping)
+
+
+def split_samples(rps: np.ndarray, val_days: int = 1) -> tuple[Samples, Samples]:
+    """Training samples from all but the last ``val_days`` days of ``rps``; validation samples from those.
+
+    No sample's window crosses into the other part: training windows end by the validation start and
+    validation histories start at it.
+    """
+    val_start_s = rps.size - val_days * workload.SECONDS_PER_DAY
+    if val_start_s < HISTORY_S + HORIZON_S:
+        raise RlscaleError(f"series of {rps.size} s is too short to hold out {val_days} day(s)")
+    train = make_samples(rps, last_end_s=val_start_s - HORIZON_S)
+    val_rps = rps[val_start_s:]
+    val = make_samples(val_rps)
+    val = Samples(val.x_rps, val.y_rps, val.end_s + val_start_s)
+    return train, val
+
+
+def window_mae(weights: LSTMWeights, rps: np.ndarray) -> dict[str, float]:
+    """MAE (rps) of the LSTM and of the reactive baseline over every full-history 10-s step of one series."""
+    samples = make_samples(rps)
+    return {
+        "samples": len(samples),
+        "lstm_mae_rps": _mae(weights.predict(samples.x_rps), samples.y_rps),
+        "reactive_mae_rps": _mae(samples.reactive_rps, samples.y_rps),
+    }
+
+
+def _mae(pred: np.ndarray, true: np.ndarray) -> float:
+    return float(np.mean(np.abs(pred - true))) if true.size else float("nan")
+
+
+# --- training (torch imported here only) -------------------------------------------------------------------------
+
+
+def train(
+    out: Path,
+    epochs: int = 10,
+    seed: int = 0,
+    *,
+    max_samples: int | None = None,
+    hidden_units: int = 25,
+    batch_size: int = 128,
+    learning_rate: float = 3e-3,
+    eval_traces: Sequence[str] = workload.IPA_PATTERNS,
+) -> dict:
+    """Train the LSTM on the damped training split, write its weights to ``out`` and report its errors.
+
+    Args:
+        out: where to write the ``.npz`` weights.
+        epochs: passes over the training samples.
+        seed: seeds weight initialisation (torch) and shuffling (numpy Generator).
+        max_samples: use a random subset of at most this many training (and validation) samples; None uses all.
+        hidden_units: LSTM units (IPA: 25).
+        batch_size: samples per Adam step.
+        learning_rate: Adam learning rate.
+        eval_traces: evaluation windows to *report* MAE on, read only after the weights are written.
+
+    Returns:
+        The report: sample counts, train/validation MAE of the LSTM and the reactive baseline, per-window MAE.
+    """
+    if epochs < 1:
+        raise RlscaleError(f"epochs must be >= 1, got {epochs}")
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    train_set, val_set = split_samples(damped_training_split())
+    if max_samples is not None:
+        train_set = train_set.subset(np.sort(rng.permutation(len(train_set))[:max_samples]))
+        val_set = val_set.subset(np.sort(rng.permutation(len(val_set))[:max_samples]))
+    log.info("training on %d samples, validating on %d (last day of the split)", len(train_set), len(val_set))
+    weights = _fit(train_set, val_set, epochs, seed, rng, hidden_units, batch_size, learning_rate)
+    save_weights(out, weights)
+    report: dict = {
+        "weights": str(out),
+        "epochs": epochs,
+        "seed": seed,
+        "hidden_units": hidden_units,
+        "scale_rps": SCALE_RPS,
+        "train_samples": len(train_set),
+        "val_samples": len(val_set),
+        "train_mae_rps": _mae(weights.predict(train_set.x_rps), train_set.y_rps),
+        "val_mae_rps": _mae(weights.predict(val_set.x_rps), val_set.y_rps),
+        "val_reactive_mae_rps": _mae(val_set.reactive_rps, val_set.y_rps),
+        "train_wall_s": round(time.perf_counter() - started, 1),
+    }
+    # reported only; the weights are already fixed and written
+    report["eval"] = {name: window_mae(weights, workload.load_trace(name).rps) for name in eval_traces}
+    return report
+
+
+def _fit(
+    train_set: Samples,
+    val_set: Samples,
+    epochs: int,
+    seed: int,
+    rng: np.random.Generator,
+    hidden_units: int,
+    batch_size: int,
+    learning_rate: float,
+) -> LSTMWeights:
+    import torch
+
+    threads = torch.get_num_threads()
+    # one thread: this model is too small to gain from more, and spinning threads crawl on a busy machine
+    torch.set_num_threads(1)
+    try:
+        return _fit_torch(torch, train_set, val_set, epochs, seed, rng, hidden_units, batch_size, learning_rate)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_torch(
+    torch,
+    train_set: Samples,
+    val_set: Samples,
+    epochs: int,
+    seed: int,
+    rng: np.random.Generator,
+    hidden_units: int,
+    batch_size: int,
+    learning_rate: float,
+) -> LSTMWeights:
+    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's global RNG state
+        torch.manual_seed(seed)
+        lstm = torch.nn.LSTM(input_size=1, hidden_size=hidden_units, batch_first=True)
+        dense = torch.nn.Linear(hidden_units, 1)
+    params = [*lstm.parameters(), *dense.parameters()]
+    optimiser = torch.optim.Adam(params, lr=learning_rate)
+    steps_per_epoch = -(-len(train_set) // batch_size)
+    # cosine decay to zero: the last epochs settle instead of ending on a noisy step
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs * steps_per_epoch)
+    x_all = torch.as_tensor(train_set.x_rps / SCALE_RPS, dtype=torch.float32).unsqueeze(-1)
+    y_all = torch.as_tensor(train_set.y_rps / SCALE_RPS, dtype=torch.float32)
+
+    def model(x: torch.Tensor) -> torch.Tensor:
+        seq, _ = lstm(x)
+        return dense(seq[:, -1]).squeeze(-1)
+
+    for epoch in range(epochs):
+        order = torch.as_tensor(rng.permutation(len(train_set)))
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            loss = torch.nn.functional.l1_loss(model(x_all[idx]), y_all[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += loss.item() * len(idx)
+        weights = _export(lstm, dense)
+        val_mae = _mae(weights.predict(val_set.x_rps), val_set.y_rps)
+        log.info(
+            "epoch %d/%d: train L1 %.3f rps, val MAE %.3f rps",
+            epoch + 1,
+            epochs,
+            total / len(order) * SCALE_RPS,
+            val_mae,
+        )
+    return _export(lstm, dense)
+
+
+def _export(lstm, dense) -> LSTMWeights:
+    """Copy torch parameters (rounded to float32, as stored) into `LSTMWeights`."""
+
+    def arr(t) -> np.ndarray:
+        return t.detach().cpu().numpy().astype(np.float32).astype(float)
+
+    return LSTMWeights(
+        w_ih=arr(lstm.weight_ih_l0),
+        w_hh=arr(lstm.weight_hh_l0),
+        b_ih=arr(lstm.bias_ih_l0),
+        b_hh=arr(lstm.bias_hh_l0),
+        w_out=arr(dense.weight),
+        b_out=arr(dense.bias),
+        scale_rps=SCALE_RPS,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m agents.lstm --out PATH [--epochs N] [--seed S]``: train, write the weights, print the report."""
+    parser = argparse.ArgumentParser(prog="python -m agents.lstm", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="where to write the .npz weights")
+    parser.add_argument("--epochs", type=int, default=10, help="passes over the training samples")
+    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        report = train(args.out, epochs=args.epochs, seed=args.seed)
+    except RlscaleError as exc:
+        parser.exit(1, f"error: {exc}\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
