@@ -1,0 +1,207 @@
+"""The planning problem shared by the ILP and the DP: data, modes, the objective, and the result type.
+
+One configuration per stage (variant v, batch b, cores c, replicas n). At predicted load lambda (rps):
+
+- throughput: ``n * h(v, b, c) * rho_max >= lambda``, with ``h = b / l(v, b, c)``;
+- latency: ``sum_s l(v_s, b_s, c_s) + (b_s - 1) / lambda <= SLA`` (service plus batch-fill wait, IPA's form);
+- budget: ``sum_s n_s * c_s <= core_budget``; replicas within ``[min_replicas, max_replicas]``;
+- objective: maximise ``alpha * A - beta * sum_s n_s c_s - gamma * sum_s b_s`` with A the spec's accuracy method.
+
+Modes (IPA's baselines): ``ipa`` (variant, batch, cores and replicas free), ``fa2-low`` / ``fa2-high``
+(variants fixed to the cheapest / a heavier one; batch, cores and replicas free), ``rim`` (replicas and cores
+fixed; variant and batch free).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rlscale.errors import RlscaleError
+from rlscale.feasibility import plan_fixed_variants, replicas_needed, stage_latency_s
+from rlscale.spec import PipelineSpec, StageSpec
+from rlscale.types import PipelineConfig, StageConfig
+
+MODES = ("ipa", "fa2-low", "fa2-high", "rim")
+
+# IPA's FA2-high runs fix each stage to a heavier variant; these are the variants of IPA's own fa2-high runs
+# (initial_active_model of the revised-paper configs, ipa/derived/ipa_experiment_configs_from_notebooks.csv).
+# Pipelines not listed use the upper-median variant by accuracy.
+IPA_FA2_HIGH = {
+    "video": ("yolov5s", "resnet101"),
+    "audio-qa": ("facebook-s2t-medium-librispeech-asr", "deepset-roberta-base-squad2"),
+    "audio-sent": ("facebook-s2t-medium-librispeech-asr", "distilbert-base-uncased-finetuned-sst-2-english"),
+    "sum-qa": ("sshleifer-distilbart-xsum-12-6", "deepset-roberta-base-squad2"),
+    "nlp": (
+        "dinalzein-xlm-roberta-base-finetuned-language-identification",
+        "Helsinki-NLP-opus-mt-tc-big-fr-en",
+        "sshleifer-distilbart-xsum-12-6",
+    ),
+}
+
+
+class PlanningError(RlscaleError):
+    """The solver did not return an optimal solution."""
+
+
+class InfeasibleLoad(RlscaleError):
+    """No configuration meets the SLA, the throughput and the budget at this load."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to run one stage at the planning load (replicas at the fewest that carry it)."""
+
+    variant: str
+    batch: int
+    cores: int
+    replicas: int
+    latency_s: float
+    throughput_rps: float  # of one replica
+    acc_rank: float
+    acc_raw: float
+
+    @property
+    def cores_total(self) -> int:
+        return self.replicas * self.cores
+
+    def config(self) -> StageConfig:
+        return StageConfig(self.variant, self.batch, self.replicas, self.cores)
+
+
+@dataclass(frozen=True)
+class PlanningData:
+    """Everything a solver needs; built by `planning_data`, solver-independent and testable on its own."""
+
+    spec: PipelineSpec
+    load_rps: float
+    mode: str
+    options: tuple[tuple[Option, ...], ...]  # per stage
+
+    @property
+    def product(self) -> bool:
+        return self.spec.objective.accuracy_method == "product"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A solver's answer."""
+
+    config: PipelineConfig
+    objective: float
+    solver: str
+    solve_ms: float
+
+
+def fa2_high_variants(spec: PipelineSpec) -> list[str]:
+    """IPA's FA2-high variant per stage where known, else the upper-median variant by accuracy."""
+    known = IPA_FA2_HIGH.get(spec.name)
+    if (
+        known
+        and len(known) == len(spec.stages)
+        and all(v in st.variant_names for v, st in zip(known, spec.stages, strict=True))
+    ):
+        return list(known)
+    return [sorted(st.variants, key=lambda v: v.accuracy)[len(st.variants) // 2].name for st in spec.stages]
+
+
+def cheapest_variants(spec: PipelineSpec) -> list[str]:
+    return [min(st.variants, key=lambda v: v.accuracy).name for st in spec.stages]
+
+
+def rim_sizing(spec: PipelineSpec, peak_rps: float) -> list[tuple[int, int]]:
+    """RIM's fixed (replicas, cores) per stage: what the cheapest variants need at the peak load."""
+    plan = plan_fixed_variants(spec, cheapest_variants(spec), peak_rps)
+    return [(s.replicas, s.cores) for s in plan.stages]
+
+
+def _stage_options(
+    stage: StageSpec,
+    load_rps: float,
+    rho_max: float,
+    variants: list[str],
+    fixed: tuple[int, int] | None,
+) -> list[Option]:
+    out = []
+    for v in variants:
+        acc_rank = stage.rank_accuracy(v)
+        acc_raw = stage.variant(v).accuracy
+        for b in stage.batch_sizes:
+            lat = None
+            for c in stage.cores if fixed is None else (fixed[1],):
+                h = stage.latency.throughput_rps(v, b, c)
+                if fixed is None:
+                    n = replicas_needed(stage, v, b, c, load_rps, rho_max)
+                    if n > stage.max_replicas:
+                        continue
+                else:
+                    n = fixed[0]
+                    if n * h * rho_max + 1e-9 < load_rps:
+                        continue
+                lat = stage_latency_s(stage, v, b, c, load_rps)
+                if math.isinf(lat):
+                    continue
+                out.append(Option(v, b, c, n, lat, h, acc_rank, acc_raw))
+    return out
+
+
+def planning_data(
+    spec: PipelineSpec,
+    load_rps: float,
+    mode: str = "ipa",
+    *,
+    rim_fixed: list[tuple[int, int]] | None = None,
+) -> PlanningData:
+    """Enumerate each stage's options at ``load_rps`` for a mode.
+
+    Args:
+        spec: the pipeline.
+        load_rps: the load to plan for (already multiplied by any headroom).
+        mode: one of `MODES`.
+        rim_fixed: for ``rim``, the fixed (replicas, cores) per stage (see `rim_sizing`).
+    """
+    if mode not in MODES:
+        raise RlscaleError(f"unknown planning mode {mode!r} (known: {', '.join(MODES)})")
+    if load_rps < 0 or not math.isfinite(load_rps):
+        raise RlscaleError(f"load must be a finite number >= 0, got {load_rps}")
+    if mode == "fa2-low":
+        variants = [[v] for v in cheapest_variants(spec)]
+    elif mode == "fa2-high":
+        variants = [[v] for v in fa2_high_variants(spec)]
+    else:
+        variants = [st.variant_names for st in spec.stages]
+    if mode == "rim" and (rim_fixed is None or len(rim_fixed) != len(spec.stages)):
+        raise RlscaleError("rim mode needs the fixed (replicas, cores) of every stage")
+    options = tuple(
+        tuple(
+            _stage_options(
+                st, load_rps, spec.objective.rho_max, vs, rim_fixed[i] if mode == "rim" and rim_fixed else None
+            )
+        )
+        for i, (st, vs) in enumerate(zip(spec.stages, variants, strict=True))
+    )
+    return PlanningData(spec=spec, load_rps=float(load_rps), mode=mode, options=options)
+
+
+def objective_value(spec: PipelineSpec, config: PipelineConfig) -> float:
+    """``alpha * A - beta * cores - gamma * batch`` of a configuration (what every solver maximises)."""
+    o = spec.objective
+    return o.alpha * spec.accuracy(config.variants) - o.beta * config.total_cores - o.gamma * config.total_batch
+
+
+def max_capacity_config(spec: PipelineSpec, load_rps: float) -> PipelineConfig:
+    """The fallback when nothing is feasible: per stage the option with the most capacity per core, scaled out
+    as far as the budget allows in proportion to need; every stage gets at least its minimum."""
+    stages = []
+    for st in spec.stages:
+        best = max(
+            ((v, b, c) for v in st.variant_names for b in st.batch_sizes for c in st.cores),
+            key=lambda vbc: (st.latency.throughput_rps(*vbc) / vbc[2], -st.latency.latency_s(*vbc)),
+        )
+        stages.append((st, best))
+    share = spec.core_budget / max(1, sum(1 for _ in stages))
+    out = []
+    for st, (v, b, c) in stages:
+        n = max(st.min_replicas, min(st.max_replicas, int(share // c)))
+        out.append(StageConfig(v, b, n, c))
+    return PipelineConfig(tuple(out))
