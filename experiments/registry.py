@@ -1,24 +1,123 @@
-"""Policy names -> constructors: the one place ``simulate``, ``compare`` and ``demo`` build policies from."""
+"""Policy names -> constructors: the one place ``simulate``, ``compare`` and ``demo`` build policies from.
+
+``ipa``, ``fa2-low``, ``fa2-high`` and ``rim`` default to IPA's own choices: the LSTM predictor and IPA's
+published margin for the pipeline. ``ipa-tuned`` is ``ipa`` with the headroom that scored best on training
+windows (``experiments/data/ipa_tuned.json``, written by ``python -m experiments.tune_headroom``). ``oracle``
+plans on the true maximum load of the coming interval.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
+from agents.hpa import HPAPolicy
+from agents.lstm import LSTMPredictor
 from agents.static import StaticPolicy
+from ilp_baseline.policy import ALL_SOLVERS, ILPPolicy, ipa_headroom
+from ilp_baseline.problem import fa2_high_variants
 from rlscale.errors import RlscaleError
-from rlscale.interfaces import Policy
+from rlscale.interfaces import Policy, Predictor
+from rlscale.predictors import EWMAPredictor, OraclePredictor, ReactivePredictor
 from rlscale.spec import PipelineSpec
 from rlscale.workload import Trace
 
-PolicyFactory = Callable[[PipelineSpec, Trace], Policy]
+PREDICTORS = ("reactive", "ewma", "lstm", "oracle")
+TUNED_PATH = Path(__file__).resolve().parent / "data" / "ipa_tuned.json"
 
-POLICIES: dict[str, tuple[PolicyFactory, str]] = {
+
+@dataclass(frozen=True)
+class PolicyOptions:
+    """Flags that shape planner policies; None means the policy's own default.
+
+    Attributes:
+        solver: ``cbc``, ``highs`` or ``dp`` (default ``dp``: the same optimum, fastest).
+        predictor: ``reactive``, ``ewma``, ``lstm`` or ``oracle`` (default ``lstm``, IPA's).
+        headroom: plan for this multiple of the predicted load (default IPA's margin for the pipeline).
+    """
+
+    solver: str | None = None
+    predictor: str | None = None
+    headroom: float | None = None
+
+
+def make_predictor(name: str, trace: Trace) -> Predictor:
+    if name == "reactive":
+        return ReactivePredictor()
+    if name == "ewma":
+        return EWMAPredictor()
+    if name == "lstm":
+        return LSTMPredictor()
+    if name == "oracle":
+        return OraclePredictor(trace)
+    raise RlscaleError(f"unknown predictor {name!r} (known: {', '.join(PREDICTORS)})")
+
+
+def tuned_headroom(spec: PipelineSpec) -> float:
+    """The headroom `experiments.tune_headroom` chose for this pipeline on training windows."""
+    try:
+        table = json.loads(TUNED_PATH.read_text())
+    except FileNotFoundError:
+        table = {}
+    entry = table.get(spec.name)
+    if entry is None:
+        raise RlscaleError(
+            f"no tuned headroom for pipeline {spec.name!r}; run: python -m experiments.tune_headroom "
+            f"--pipeline {spec.name}"
+        )
+    return float(entry["headroom"])
+
+
+def _planner(mode: str, name: str) -> Callable[[PipelineSpec, Trace, PolicyOptions], Policy]:
+    def build(spec: PipelineSpec, trace: Trace, opts: PolicyOptions) -> Policy:
+        headroom = opts.headroom
+        if headroom is None:
+            headroom = tuned_headroom(spec) if name == "ipa-tuned" else ipa_headroom(spec)
+        return ILPPolicy(
+            spec,
+            make_predictor(opts.predictor or "lstm", trace),
+            mode=mode,
+            solver=opts.solver or "dp",
+            headroom=headroom,
+            peak_rps=trace.peak_rps,
+            name=name,
+        )
+
+    return build
+
+
+def _oracle(spec: PipelineSpec, trace: Trace, opts: PolicyOptions) -> Policy:
+    if opts.predictor not in (None, "oracle"):
+        raise RlscaleError("the oracle policy always plans on the true load; drop --predictor")
+    return ILPPolicy(
+        spec,
+        OraclePredictor(trace),
+        mode="ipa",
+        solver=opts.solver or "dp",
+        headroom=opts.headroom or 1.0,
+        name="oracle",
+    )
+
+
+POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace, PolicyOptions], Policy], str]] = {
+    "ipa": (_planner("ipa", "ipa"), "IPA: ILP over variant, batch, replicas on the predicted load"),
+    "ipa-tuned": (_planner("ipa", "ipa-tuned"), "IPA with the headroom that scored best on training windows"),
+    "oracle": (_oracle, "the ILP on the true next-interval load (upper bound)"),
+    "fa2-low": (_planner("fa2-low", "fa2-low"), "cheapest variants fixed; batch, cores, replicas optimised"),
+    "fa2-high": (_planner("fa2-high", "fa2-high"), "heavier variants fixed; batch, cores, replicas optimised"),
+    "rim": (_planner("rim", "rim"), "replicas fixed (sized for the peak); variant and batch optimised"),
+    "hpa": (
+        lambda spec, trace, opts: HPAPolicy(spec, fa2_high_variants(spec)),
+        "Kubernetes HPA on CPU utilisation (target 80%), heavier variants fixed",
+    ),
     "static-max": (
-        lambda spec, trace: StaticPolicy(spec, "max", trace.peak_rps),
+        lambda spec, trace, opts: StaticPolicy(spec, "max", trace.peak_rps),
         "most accurate variants, sized once for the trace's peak",
     ),
     "static-min": (
-        lambda spec, trace: StaticPolicy(spec, "min", trace.peak_rps),
+        lambda spec, trace, opts: StaticPolicy(spec, "min", trace.peak_rps),
         "cheapest variants, sized once for the trace's peak",
     ),
 }
@@ -28,10 +127,17 @@ def policy_names() -> list[str]:
     return list(POLICIES)
 
 
-def make_policy(name: str, spec: PipelineSpec, trace: Trace) -> Policy:
+def make_policy(name: str, spec: PipelineSpec, trace: Trace, options: PolicyOptions | None = None) -> Policy:
     """Build the policy called ``name`` for this pipeline and trace."""
+    opts = options or PolicyOptions()
+    if opts.solver is not None and opts.solver not in ALL_SOLVERS:
+        raise RlscaleError(f"unknown solver {opts.solver!r} (known: {', '.join(ALL_SOLVERS)})")
+    if opts.predictor is not None and opts.predictor not in PREDICTORS:
+        raise RlscaleError(f"unknown predictor {opts.predictor!r} (known: {', '.join(PREDICTORS)})")
+    if opts.headroom is not None and not opts.headroom > 0:
+        raise RlscaleError(f"headroom must be > 0, got {opts.headroom}")
     try:
         factory, _ = POLICIES[name]
     except KeyError:
         raise RlscaleError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})") from None
-    return factory(spec, trace)
+    return factory(spec, trace, opts)

@@ -187,21 +187,3 @@ def objective_value(spec: PipelineSpec, config: PipelineConfig) -> float:
     """``alpha * A - beta * cores - gamma * batch`` of a configuration (what every solver maximises)."""
     o = spec.objective
     return o.alpha * spec.accuracy(config.variants) - o.beta * config.total_cores - o.gamma * config.total_batch
-
-
-def max_capacity_config(spec: PipelineSpec, load_rps: float) -> PipelineConfig:
-    """The fallback when nothing is feasible: per stage the option with the most capacity per core, scaled out
-    as far as the budget allows in proportion to need; every stage gets at least its minimum."""
-    stages = []
-    for st in spec.stages:
-        best = max(
-            ((v, b, c) for v in st.variant_names for b in st.batch_sizes for c in st.cores),
-            key=lambda vbc: (st.latency.throughput_rps(*vbc) / vbc[2], -st.latency.latency_s(*vbc)),
-        )
-        stages.append((st, best))
-    share = spec.core_budget / max(1, sum(1 for _ in stages))
-    out = []
-    for st, (v, b, c) in stages:
-        n = max(st.min_replicas, min(st.max_replicas, int(share // c)))
-        out.append(StageConfig(v, b, n, c))
-    return PipelineConfig(tuple(out))

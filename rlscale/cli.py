@@ -118,14 +118,15 @@ def _fmt(value: object) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from experiments.registry import make_policy
+    from experiments.registry import PolicyOptions, make_policy
     from rlscale.sim.runner import run_episode
     from rlscale.spec import load_spec
     from rlscale.workload import load_trace
 
     spec = load_spec(args.pipeline)
     trace = load_trace(args.trace)
-    policy = make_policy(args.policy, spec, trace)
+    options = PolicyOptions(solver=args.solver, predictor=args.predictor, headroom=args.headroom)
+    policy = make_policy(args.policy, spec, trace, options)
     if args.plot:
         _check_writable(Path(args.plot))
     result = run_episode(spec, trace, policy, seed=args.seed, arrivals=args.arrivals)
@@ -208,6 +209,28 @@ def _add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
 
 
+def _add_planner_flags(p: argparse.ArgumentParser) -> None:
+    from experiments.registry import PREDICTORS
+    from ilp_baseline.policy import ALL_SOLVERS
+
+    p.add_argument(
+        "--solver",
+        choices=ALL_SOLVERS,
+        help="planner's solver: cbc, highs (PuLP ILP) or dp (exact DP); same optimum (default dp, the fastest)",
+    )
+    p.add_argument(
+        "--predictor",
+        choices=PREDICTORS,
+        help="load predictor of ipa/fa2/rim: reactive (max of last 10 s), ewma, lstm (IPA's, default), oracle",
+    )
+    p.add_argument(
+        "--headroom",
+        type=float,
+        metavar="H",
+        help="plan for H x the predicted load (default: IPA's published margin for the pipeline)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="rlscale",
@@ -242,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         choices=list(POLICIES),
         metavar="POLICY",
-        help="; ".join(f"{k}: {v[1]}" for k, v in POLICIES.items()),
+        help="; ".join(f"{k}: {v[1]}" for k, v in POLICIES.items()).replace("%", "%%"),
     )
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
     p.add_argument(
@@ -251,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="even",
         help="spread each second's requests evenly (IPA's generator, default) or as a Poisson process",
     )
+    _add_planner_flags(p)
     p.add_argument("--plot", metavar="FILE.png", help="draw load, replicas/variants and p99 vs SLA over time")
     _add_json(p)
     p.set_defaults(func=cmd_simulate)
@@ -267,22 +291,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
-    func: Callable[[argparse.Namespace], int] = args.func
     debug = os.environ.get("RLSCALE_DEBUG") == "1"
+    command = "rlscale"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"rlscale {args.command}"
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+        )
+        func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except RlscaleError as exc:
         if debug:
             raise
-        print(f"rlscale {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"rlscale {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
@@ -290,8 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(
-            f"rlscale {args.command}: internal error: {type(exc).__name__}: {exc} "
-            "(set RLSCALE_DEBUG=1 for a traceback)",
+            f"{command}: internal error: {type(exc).__name__}: {exc} (set RLSCALE_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )
         return EXIT_INTERNAL

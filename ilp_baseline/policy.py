@@ -1,0 +1,133 @@
+"""IPA as a `Policy`: every interval, predict the load, plan for ``headroom x`` it, and apply the optimum.
+
+The predictor is injected (reactive, EWMA, IPA's LSTM, or the oracle), so this module stays below ``agents``.
+Plans are cached by (planned load, mode): the optimum depends on nothing else, and the LSTM and reactive
+predictors repeat loads often.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ilp_baseline.dp import solve_dp
+from ilp_baseline.ilp import SOLVERS, solve
+from ilp_baseline.problem import (
+    MODES,
+    InfeasibleLoad,
+    Plan,
+    cheapest_variants,
+    fa2_high_variants,
+    planning_data,
+    rim_sizing,
+)
+from rlscale.errors import RlscaleError
+from rlscale.feasibility import plan_fixed_variants
+from rlscale.interfaces import Predictor
+from rlscale.spec import PipelineSpec
+from rlscale.types import PipelineConfig, PipelineState, StageConfig
+
+log = logging.getLogger(__name__)
+
+ALL_SOLVERS = (*SOLVERS, "dp")
+
+# IPA's published predictor margins (%), from its bursty IPA-run configs (configs/final/sample-*.yaml and the
+# revised-paper rows of ipa/derived/ipa_experiment_configs_from_notebooks.csv): headroom = 1 + margin / 100.
+IPA_MARGIN_PERCENT = {"video": 0, "audio-qa": 20, "audio-sent": 20, "sum-qa": 0, "nlp": 0}
+
+
+def ipa_headroom(spec: PipelineSpec) -> float:
+    """IPA's own headroom for a bundled pipeline (1.0 for pipelines it did not publish)."""
+    return 1.0 + IPA_MARGIN_PERCENT.get(spec.name, 0) / 100.0
+
+
+def plan(
+    spec: PipelineSpec,
+    load_rps: float,
+    mode: str = "ipa",
+    solver: str = "dp",
+    rim_fixed: list[tuple[int, int]] | None = None,
+    time_limit_s: float | None = None,
+) -> Plan:
+    """The optimal configuration at ``load_rps`` by the named solver (all three return the same optimum)."""
+    if solver not in ALL_SOLVERS:
+        raise RlscaleError(f"unknown solver {solver!r} (known: {', '.join(ALL_SOLVERS)})")
+    data = planning_data(spec, load_rps, mode, rim_fixed=rim_fixed)
+    if solver == "dp":
+        return solve_dp(data)
+    return solve(data, solver, time_limit_s=time_limit_s)
+
+
+class ILPPolicy:
+    """IPA's planner, or one of its baselines (``mode``), driven by a load predictor.
+
+    Args:
+        spec: the pipeline.
+        predictor: where the load estimate comes from.
+        mode: ``ipa``, ``fa2-low``, ``fa2-high`` or ``rim``.
+        solver: ``cbc``, ``highs`` or ``dp`` (identical optima; ``dp`` is the fastest).
+        headroom: plan for ``headroom x`` the predicted load (IPA's ``1 + predictor_margin/100``).
+        peak_rps: for ``rim`` only, the load its fixed replicas are sized for.
+        name: the policy's name in records.
+    """
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        predictor: Predictor,
+        *,
+        mode: str = "ipa",
+        solver: str = "dp",
+        headroom: float = 1.0,
+        peak_rps: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise RlscaleError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
+        if solver not in ALL_SOLVERS:
+            raise RlscaleError(f"unknown solver {solver!r} (known: {', '.join(ALL_SOLVERS)})")
+        if not headroom > 0:
+            raise RlscaleError(f"headroom must be > 0, got {headroom}")
+        if mode == "rim" and peak_rps is None:
+            raise RlscaleError("rim needs peak_rps to size its fixed replicas")
+        self.spec = spec
+        self.predictor = predictor
+        self.mode = mode
+        self.solver = solver
+        self.headroom = float(headroom)
+        self.rim_fixed = rim_sizing(spec, peak_rps) if mode == "rim" and peak_rps is not None else None
+        self.name = name or mode
+        self._cache: dict[float, PipelineConfig] = {}
+        self.last_load_rps = 0.0
+        self.infeasible_decisions = 0
+        self.plans: list[tuple[float, float]] = []  # (planned load, objective) of every decision
+
+    def _fallback(self, load_rps: float) -> PipelineConfig:
+        """When nothing is feasible: the mode's variants (cheapest for ipa/rim) at their largest capacity."""
+        variants = fa2_high_variants(self.spec) if self.mode == "fa2-high" else cheapest_variants(self.spec)
+        if self.rim_fixed is not None:
+            stages = []
+            for st, v, (n, c) in zip(self.spec.stages, variants, self.rim_fixed, strict=True):
+                b = max(st.batch_sizes, key=lambda b, v=v, c=c, st=st: st.latency.throughput_rps(v, b, c))
+                stages.append(StageConfig(v, b, n, c))
+            return PipelineConfig(tuple(stages))
+        return plan_fixed_variants(self.spec, variants, load_rps)
+
+    def decide(self, state: PipelineState) -> PipelineConfig:
+        load = max(0.0, self.predictor.predict(state)) * self.headroom
+        key = round(load, 6)
+        self.last_load_rps = load
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        try:
+            result = plan(self.spec, load, self.mode, self.solver, self.rim_fixed)
+            config = result.config
+            self.plans.append((load, result.objective))
+        except InfeasibleLoad as exc:
+            self.infeasible_decisions += 1
+            config = self._fallback(load)
+            log.warning("t=%.0fs %s: %s; falling back to %s", state.time_s, self.name, exc, config)
+        if config != state.config:
+            log.debug("t=%.0fs %s plans for %.1f rps: %s", state.time_s, self.name, load, config)
+        self._cache[key] = config
+        return config
