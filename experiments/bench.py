@@ -3,6 +3,12 @@
 ``sim``: request-stage events per second of the simulator on the video pipeline over the bursty trace with the
 ``static-max`` configuration (median of ``repeats`` runs), and of the naive reference simulator
 (`rlscale.sim.naive`, one heap event per request per stage) on exactly the same arrivals and configuration.
+
+``decision_ms``: time of one full planning decision (build the options, build and solve the model) for IPA's
+ILP with CBC (``ipa-cbc``) and HiGHS (``ipa-highs``) and for the exact DP (``dp``), on synthetic chains of 2, 5,
+10 and 20 stages (`experiments.synthetic`: 5 variants, batch sizes up to 64, up to 30 replicas per stage) at a
+low (5 rps) and a high (30 rps) load. p50/p99 pool both loads; ``by_load`` keeps them apart. An ILP solve that
+hits the time limit counts as the limit (a lower bound of its real time) and is counted in ``timeouts``.
 """
 
 from __future__ import annotations
@@ -11,7 +17,12 @@ import statistics
 import time
 from typing import Any
 
+import numpy as np
+
 from agents.static import StaticPolicy
+from experiments.synthetic import synthetic_chain
+from ilp_baseline.policy import plan
+from ilp_baseline.problem import PlanningError
 from rlscale.sim.engine import Simulator
 from rlscale.sim.naive import simulate_naive
 from rlscale.spec import load_spec
@@ -50,6 +61,66 @@ def bench_sim(pipeline: str = "video", trace_name: str = "bursty", repeats: int 
     }
 
 
-def run_bench(repeats: int = 5) -> dict[str, Any]:
-    """Every section that exists; sections not built yet are absent, never faked."""
-    return {"sim": bench_sim(repeats=repeats)}
+STAGES = (2, 5, 10, 20)
+LOADS_RPS = {"low": 5.0, "high": 30.0}
+SOLVER_NAMES = {"ipa-cbc": "cbc", "ipa-highs": "highs", "dp": "dp"}
+
+
+def bench_decisions(
+    stages: tuple[int, ...] = STAGES,
+    ilp_repeats: int = 3,
+    dp_repeats: int = 20,
+    time_limit_s: float = 10.0,
+    progress=None,
+) -> dict[str, Any]:
+    """Decision latency per solver and chain length (see the module docstring)."""
+    out: dict[str, Any] = {name: {} for name in SOLVER_NAMES}
+    for n in stages:
+        spec = synthetic_chain(n)
+        for name, solver in SOLVER_NAMES.items():
+            samples: dict[str, list[float]] = {}
+            timeouts = 0
+            objectives = []
+            for load_name, load in LOADS_RPS.items():
+                times = samples.setdefault(load_name, [])
+                for _ in range(dp_repeats if solver == "dp" else ilp_repeats):
+                    if progress is not None:
+                        progress(f"decision latency: {name}, {n} stages, {load_name} load")
+                    t = time.perf_counter()
+                    try:
+                        result = plan(spec, load, "ipa", solver, time_limit_s=time_limit_s)
+                        objectives.append(result.objective)
+                        times.append((time.perf_counter() - t) * 1e3)
+                    except PlanningError:
+                        timeouts += 1
+                        times.append(time_limit_s * 1e3)
+            pooled = np.concatenate([np.asarray(v) for v in samples.values()])
+            out[name][str(n)] = {
+                "p50": round(float(np.percentile(pooled, 50)), 3),
+                "p99": round(float(np.percentile(pooled, 99)), 3),
+                "by_load": {
+                    k: {"p50": round(float(np.percentile(v, 50)), 3), "p99": round(float(np.percentile(v, 99)), 3)}
+                    for k, v in samples.items()
+                },
+                "timeouts": timeouts,
+                "runs": int(pooled.size),
+            }
+    return out
+
+
+def run_bench(repeats: int = 5, quick: bool = False, progress=None) -> dict[str, Any]:
+    """Every section that exists; sections not built yet are absent, never faked.
+
+    Args:
+        repeats: simulator runs per figure.
+        quick: decision latency on 2 and 5 stages only, one ILP repeat (for smoke tests).
+        progress: optional callable taking a status line.
+    """
+    report: dict[str, Any] = {"sim": bench_sim(repeats=repeats)}
+    if quick:
+        report["decision_ms"] = bench_decisions(stages=(2, 5), ilp_repeats=1, dp_repeats=3, progress=progress)
+    else:
+        report["decision_ms"] = bench_decisions(progress=progress)
+    dm = report["decision_ms"]
+    report["ratios"] = {f"cbc_over_dp_{n}": round(dm["ipa-cbc"][n]["p50"] / dm["dp"][n]["p50"], 1) for n in dm["dp"]}
+    return report

@@ -99,7 +99,8 @@ class ILPPolicy:
         self._cache: dict[float, PipelineConfig] = {}
         self.last_load_rps = 0.0
         self.infeasible_decisions = 0
-        self.plans: list[tuple[float, float]] = []  # (planned load, objective) of every decision
+        # (planned load, objective or None when infeasible) of every decision that was solved (not cached)
+        self.plans: list[tuple[float, float | None]] = []
 
     def _fallback(self, load_rps: float) -> PipelineConfig:
         """When nothing is feasible: the mode's variants (cheapest for ipa/rim) at their largest capacity."""
@@ -125,6 +126,7 @@ class ILPPolicy:
             self.plans.append((load, result.objective))
         except InfeasibleLoad as exc:
             self.infeasible_decisions += 1
+            self.plans.append((load, None))
             config = self._fallback(load)
             log.warning("t=%.0fs %s: %s; falling back to %s", state.time_s, self.name, exc, config)
         if config != state.config:

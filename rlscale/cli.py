@@ -174,13 +174,57 @@ def _check_writable(path: Path) -> None:
         raise RlscaleError(f"--plot {path}: folder {parent} is not writable")
 
 
+# ----------------------------------------------------------------------------------------------- compare
+
+
+def _csv_list(value: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from experiments.compare import markdown_table, run_comparison
+    from experiments.registry import PolicyOptions
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        from rlscale.errors import RlscaleError
+
+        raise RlscaleError(f"--out {out}: exists and is not a folder")
+    options = PolicyOptions(solver=args.solver, predictor=args.predictor, headroom=args.headroom)
+    comp = run_comparison(
+        args.pipeline,
+        args.traces,
+        args.policies,
+        seeds=args.seeds,
+        options=options,
+        arrivals=args.arrivals,
+        out=out,
+        timelines=not args.no_timelines,
+        progress=sys.stderr.isatty(),
+    )
+    print(markdown_table(comp, args.traces, args.policies))
+    print(f"wrote {len(comp.files)} files to {out}/ (results.csv, results.md, accuracy_vs_cost.png, violations.png)")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------- bench
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from experiments.bench import run_bench
 
-    report = run_bench(repeats=args.repeats)
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        status = Console(stderr=True).status("benchmarking")
+        status.start()
+        report = run_bench(repeats=args.repeats, quick=args.quick, progress=lambda line: status.update(line))
+        status.stop()
+    else:
+        report = run_bench(repeats=args.repeats, quick=args.quick)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -190,6 +234,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"{sim['events_per_s']:,} events/s; naive reference {sim['naive_events_per_s']:,} events/s; "
         f"ratio {sim['ratio']:.2f}x"
     )
+    from rich.table import Table
+
+    dm = report["decision_ms"]
+    table = Table(title="decision latency (ms): p50 / p99 over a low (5 rps) and a high (30 rps) load")
+    table.add_column("solver")
+    for n in dm["dp"]:
+        table.add_column(f"{n} stages", justify="right")
+    for name, per in dm.items():
+        cells = []
+        for n in dm["dp"]:
+            c = per[n]
+            cells.append(f"{c['p50']:.2f} / {c['p99']:.2f}" + (f" ({c['timeouts']} timeouts)" if c["timeouts"] else ""))
+        table.add_row(name, *cells)
+    _console().print(table)
+    print("ratios:", ", ".join(f"{k} {v}x" for k, v in report["ratios"].items()))
     return 0
 
 
@@ -279,8 +338,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("bench", help="simulator speed (events/s) against a naive reference, same run")
+    p = sub.add_parser("compare", help="run policies x traces x seeds; write results.csv/.md and plots")
+    p.add_argument("--pipeline", required=True, metavar="NAME|FILE", help="bundled pipeline name or spec YAML")
+    p.add_argument(
+        "--traces", required=True, type=_csv_list, metavar="T1,T2", help="comma-separated trace names or CSV paths"
+    )
+    p.add_argument("--policies", required=True, type=_csv_list, metavar="A,B", help="comma-separated policy names")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per combination (default 1; >1 uses Poisson arrivals)")
+    p.add_argument("--arrivals", choices=("even", "poisson"), help="override the arrival process")
+    p.add_argument("--out", default="out/compare", help="output folder (default out/compare)")
+    p.add_argument("--no-timelines", action="store_true", help="skip the per-run timeline plots")
+    _add_planner_flags(p)
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "bench", help="simulator speed against a naive reference; decision latency of cbc, highs and dp by stages"
+    )
     p.add_argument("--repeats", type=int, default=5, help="runs per figure; the median is reported (default 5)")
+    p.add_argument("--quick", action="store_true", help="decision latency for 2 and 5 stages only (a smoke test)")
     _add_json(p)
     p.set_defaults(func=cmd_bench)
 

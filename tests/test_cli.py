@@ -175,9 +175,11 @@ def test_simulate_on_a_csv_trace(tmp_path):
 
 
 def test_bench_json_shape():
-    result = run("bench", "--json", "--repeats", "1")
+    result = run("bench", "--json", "--repeats", "1", "--quick")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["sim"]["events_per_s"] > 0 and report["sim"]["naive_events_per_s"] > 0
     assert report["sim"]["events"] == 2 * 14437  # every request visits both stages
-    assert set(report) <= {"sim", "decision_ms"}
+    assert set(report) <= {"sim", "decision_ms", "ratios"}
+    assert set(report["decision_ms"]) == {"ipa-cbc", "ipa-highs", "dp"}
+    assert report["decision_ms"]["dp"]["2"]["p50"] > 0
