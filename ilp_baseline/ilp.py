@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 
 import pulp
 
@@ -39,7 +40,10 @@ SOLVERS = ("cbc", "highs")
 def make_solver(name: str, time_limit_s: float | None = None) -> pulp.LpSolver:
     """CBC (PuLP's bundled binary) or HiGHS (through highspy), quiet, with an optimality gap of ~0."""
     if name == "cbc":
-        return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=1e-9, gapAbs=1e-9)
+        # PuLP 3.x warns that PuLP 4 drops the bundled CBC command; we pin pulp<4 for exactly that command
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=1e-9, gapAbs=1e-9)
     if name == "highs":
         return pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=1e-9, gapAbs=1e-9)
     raise PlanningError(f"unknown solver {name!r} (known: cbc, highs, dp)")
@@ -56,8 +60,8 @@ def build_problem(data: PlanningData) -> tuple[pulp.LpProblem, dict]:
     for s, opts in enumerate(data.options):
         st = spec.stages[s]
         for i in range(len(opts)):
-            x[s, i] = pulp.LpVariable(f"x_{s}_{i}", cat=pulp.LpBinary)
-            n[s, i] = pulp.LpVariable(f"n_{s}_{i}", lowBound=0, upBound=st.max_replicas, cat=pulp.LpInteger)
+            x[s, i] = prob.add_variable(f"x_{s}_{i}", cat=pulp.LpBinary)
+            n[s, i] = prob.add_variable(f"n_{s}_{i}", lowBound=0, upBound=st.max_replicas, cat=pulp.LpInteger)
     for s, opts in enumerate(data.options):
         st = spec.stages[s]
         prob += pulp.lpSum(x[s, i] for i in range(len(opts))) == 1, f"one_config_{s}"
@@ -108,13 +112,13 @@ def _product_accuracy(prob: pulp.LpProblem, data: PlanningData, x: dict) -> pulp
             if previous is None:
                 terms.append(acc[v] * y)
                 continue
-            z = pulp.LpVariable(f"z_{s}_{j}", lowBound=0, upBound=hi_prev)
+            z = prob.add_variable(f"z_{s}_{j}", lowBound=0, upBound=hi_prev)
             prob += z <= hi_prev * y, f"mccormick_hi_y_{s}_{j}"
             prob += z >= lo_prev * y, f"mccormick_lo_y_{s}_{j}"
             prob += z <= previous - lo_prev * (1 - y), f"mccormick_hi_p_{s}_{j}"
             prob += z >= previous - hi_prev * (1 - y), f"mccormick_lo_p_{s}_{j}"
             terms.append(acc[v] * z)
-        p = pulp.LpVariable(f"P_{s}", lowBound=lo, upBound=hi)
+        p = prob.add_variable(f"P_{s}", lowBound=lo, upBound=hi)
         prob += p == pulp.lpSum(terms), f"accuracy_product_{s}"
         previous, lo_prev, hi_prev = p, lo, hi
     assert previous is not None

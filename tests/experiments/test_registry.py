@@ -1,0 +1,90 @@
+"""One contract for every policy: valid configurations, conservation, determinism; plus the flags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments.registry import PolicyOptions, make_policy, policy_names, tuned_headroom
+from rlscale.errors import RlscaleError
+from rlscale.interfaces import Policy
+from rlscale.sim.runner import run_episode, warm_state
+from rlscale.spec import load_spec
+from rlscale.types import PipelineConfig
+from rlscale.workload import Trace, load_trace
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec("video")
+
+
+@pytest.fixture(scope="module")
+def ramp():
+    """The bursty window's first 600 s: calm, then the ramp to 30 rps."""
+    return Trace("bursty-600", load_trace("bursty").rps[:600].copy())
+
+
+def _valid(spec, config: PipelineConfig) -> None:
+    assert isinstance(config, PipelineConfig)
+    assert len(config.stages) == len(spec.stages)
+    for st, sc in zip(spec.stages, config.stages, strict=True):
+        assert sc.variant in st.variant_names
+        assert sc.batch in st.batch_sizes
+        assert sc.cores in st.cores
+        assert st.min_replicas <= sc.replicas <= st.max_replicas
+
+
+@pytest.mark.parametrize("name", policy_names())
+def test_every_policy_keeps_the_contract(spec, ramp, name):
+    policy = make_policy(name, spec, ramp)
+    assert isinstance(policy, Policy)
+    assert policy.name == name
+    _valid(spec, policy.decide(warm_state(spec, ramp)))
+    result = run_episode(spec, ramp, policy, seed=1)
+    r = result.record
+    assert r["requests"] == int(ramp.rps.sum())
+    assert r["completed"] + r["dropped"] + r["in_flight"] == r["requests"]
+    assert r["in_flight"] == 0
+    assert 0 <= r["sla_violation_rate"] <= 1
+    assert len(result.configs) == r["intervals"] == 60
+    for cfg in result.configs:
+        _valid(spec, cfg)
+    again = run_episode(spec, ramp, make_policy(name, spec, ramp), seed=1).record
+    for key in ("completed", "dropped", "late", "accuracy", "cost_cores", "reconfigurations"):
+        assert again[key] == r[key], key
+
+
+def test_planner_flags_change_the_plan(spec, ramp):
+    low = make_policy("ipa", spec, ramp, PolicyOptions(predictor="reactive", headroom=1.0))
+    high = make_policy("ipa", spec, ramp, PolicyOptions(predictor="reactive", headroom=2.0))
+    state = warm_state(spec, ramp)
+    state = state.__class__(**{**state.__dict__, "arrival_rps": np.full(10, 20.0)})
+    assert high.decide(state).total_cores > low.decide(state).total_cores
+    cbc = make_policy("ipa", spec, ramp, PolicyOptions(solver="cbc", predictor="reactive"))
+    assert cbc.decide(state) is not None
+
+
+@pytest.mark.parametrize(
+    "options,problem",
+    [
+        (PolicyOptions(solver="gurobi"), "unknown solver"),
+        (PolicyOptions(predictor="crystal-ball"), "unknown predictor"),
+        (PolicyOptions(headroom=0), "headroom must be > 0"),
+    ],
+)
+def test_bad_options(spec, ramp, options, problem):
+    with pytest.raises(RlscaleError, match=problem):
+        make_policy("ipa", spec, ramp, options)
+
+
+def test_oracle_refuses_another_predictor_and_unknown_policy(spec, ramp):
+    with pytest.raises(RlscaleError, match="oracle"):
+        make_policy("oracle", spec, ramp, PolicyOptions(predictor="lstm"))
+    with pytest.raises(RlscaleError, match="unknown policy 'ipa2'"):
+        make_policy("ipa2", spec, ramp)
+
+
+def test_ipa_tuned_uses_the_training_sweep(spec):
+    h = tuned_headroom(spec)
+    assert 1.0 <= h <= 2.0
