@@ -1,9 +1,9 @@
 """``rlscale demo``: the main job on the bundled default pipeline (video) and IPA's four load patterns.
 
-Runs every policy that exists so far on the simulator over the four IPA windows and prints the comparison
-(violations, accuracy, cost, score); writes a timeline per run, plus the inputs every experiment runs on (the
-traces, and the video pipeline's latency model: measured and derived points against the fit) to the output
-folder.
+Runs IPA, its tuned variant, the oracle, FA2 and the Kubernetes HPA on the simulator over the four IPA windows
+(through `experiments.compare`, the code path of ``rlscale compare``) and prints the comparison (violations,
+accuracy, cost, score); writes the comparison's files and plots, a timeline per run, and the inputs every
+experiment runs on (the traces; the latency model: measured and derived points against the fit).
 """
 
 from __future__ import annotations
@@ -79,41 +79,42 @@ def plot_profiles(spec: PipelineSpec, out: Path) -> Path:
     return path
 
 
+DEMO_POLICIES = ("ipa", "ipa-tuned", "oracle", "fa2-low", "fa2-high", "hpa")
+
+
 def run_demo(out_dir: Path, pipeline: str = DEFAULT_PIPELINE, seed: int = 0) -> int:
     """Run the comparison, print it and write the plots; returns the exit code."""
     from rich.console import Console
-    from rich.progress import track
     from rich.table import Table
 
-    from experiments.plots import plot_timeline
-    from experiments.registry import make_policy, policy_names
-    from rlscale.sim.runner import run_episode
+    from experiments.compare import run_comparison
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = load_spec(pipeline)
-    runs = [(t, p) for t in IPA_PATTERNS for p in policy_names()]
-    table = Table(title=f"rlscale demo: {spec.name} pipeline (SLA {spec.sla_s:g} s), IPA load patterns, seed {seed}")
-    for col in ("trace", "policy", "requests", "violations", "accuracy", "cost (cores)", "score", "p99 (s)"):
-        table.add_column(col, justify="right" if col not in ("trace", "policy") else "left")
-    paths = []
-    for trace_name, policy_name in track(runs, description="simulating", console=console, transient=True):
-        trace = load_trace(trace_name)
-        result = run_episode(spec, trace, make_policy(policy_name, spec, trace), seed=seed)
-        r = result.record
+    comp = run_comparison(
+        pipeline, list(IPA_PATTERNS), list(DEMO_POLICIES), seeds=1, out=out_dir, progress=sys.stderr.isatty()
+    )
+    table = Table(title=f"rlscale demo: {spec.name} pipeline (SLA {spec.sla_s:g} s), IPA's load patterns")
+    for col in ("trace", "policy", "requests", "violations", "accuracy", "cost (cores)", "score", "reconfigs"):
+        table.add_column(col, justify="left" if col in ("trace", "policy") else "right")
+    for r in comp.records:
         table.add_row(
-            trace_name,
-            policy_name,
+            r["trace"],
+            r["policy"],
             str(r["requests"]),
             f"{r['sla_violation_rate']:.2%}",
             f"{r['accuracy']:.3f}",
-            f"{r['cost_cores']:.1f}",
+            f"{r['cost_cores']:.2f}",
             f"{r['score']:.2f}",
-            f"{r['p99_latency_s']:.2f}",
+            str(r["reconfigurations"]),
+            end_section=r["policy"] == DEMO_POLICIES[-1],
         )
-        paths.append(plot_timeline(spec, result, out_dir / f"timeline-{trace_name}-{policy_name}.png"))
     console.print(table)
-    paths += [plot_traces(out_dir), plot_profiles(spec, out_dir)]
-    console.print(f"wrote {len(paths)} plots to {out_dir}/ (timeline-*.png, traces.png, profiles-{spec.name}.png)")
+    files = comp.files + [plot_traces(out_dir), plot_profiles(spec, out_dir)]
+    console.print(
+        f"wrote {len(files)} files to {out_dir}/: results.md/.csv, accuracy_vs_cost.png, violations.png, "
+        f"timeline-<trace>-<policy>.png, traces.png, profiles-{spec.name}.png"
+    )
     console.print(f"bundled pipelines: {', '.join(bundled_pipelines())} (see `rlscale pipelines`)")
     return 0
