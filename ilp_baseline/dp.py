@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -96,79 +97,109 @@ def solve_dp(data: PlanningData) -> Plan:
 
 
 def _search(data: PlanningData, budget: bool) -> list[Option] | None:
-    """The DP proper; ``budget`` says whether the core budget is enforced (and cores tracked)."""
+    """The planning problem as stage arrays for `frontier_dp`; ``budget``: enforce (and track) the core budget."""
     spec = data.spec
     o_ = spec.objective
     alpha, beta, gamma = o_.alpha, o_.beta, o_.gamma
     product = data.product
-    cap = spec.core_budget if budget else np.inf
-    scale = alpha if product else 1.0  # with sum accuracy, "acc" below already is alpha*acc - cost
-    stages: list[list[Option]] = []
-    per: list[tuple[np.ndarray, ...]] = []
+    per: list[StageArrays] = []
     for opts in data.options:
-        lat = np.array([o.latency_s for o in opts])
         cores = np.array([o.cores_total for o in opts], dtype=float)
         acc = np.array([o.acc_raw if product else o.acc_rank for o in opts])
         cost = beta * cores + gamma * np.array([o.batch for o in opts], dtype=float)
         if not product:
             # an additive objective needs no separate accuracy and cost: one value, a 2-D frontier (lat, value)
             acc, cost = alpha * acc - cost, np.zeros_like(cost)
+        per.append(StageArrays(np.array([o.latency_s for o in opts]), cores, acc, cost))
+    chosen = frontier_dp(
+        per, spec.sla_s, spec.core_budget if budget else None, product=product, scale=alpha if product else 1.0
+    )
+    if chosen is None:
+        return None
+    return [opts[i] for opts, i in zip(data.options, chosen, strict=True)]
+
+
+@dataclass(frozen=True)
+class StageArrays:
+    """One stage's options as arrays: latency, cores, gain (accuracy term) and cost, all of equal length."""
+
+    lat: np.ndarray
+    cores: np.ndarray
+    gain: np.ndarray
+    cost: np.ndarray
+
+
+def frontier_dp(
+    stages: list[StageArrays], sla_s: float, budget: float | None, *, product: bool = False, scale: float = 1.0
+) -> list[int] | None:
+    """Pick one option per stage maximising ``scale * G - C`` subject to total latency <= ``sla_s`` and total
+    cores <= ``budget`` (None: no budget), where G is the sum of the gains (``product=False``) or their product,
+    and C the sum of the costs. Exact: partial choices are pruned only when dominated or provably worse than a
+    known feasible choice. Returns the chosen option index of every stage, or None when nothing is feasible.
+
+    Used by the planner (`solve_dp`) and by the safety layer's projection (gain = minus the distance).
+    """
+    track = budget is not None
+    cap = float(budget) if track else np.inf
+    per: list[tuple[np.ndarray, ...]] = []
+    kept_idx: list[np.ndarray] = []
+    for st in stages:
         # options another option of the same stage beats on every count can never be part of an optimum
-        keep = _pareto_mask(lat, cores if budget else None, acc, cost)
-        stages.append([opts[i] for i in keep.tolist()])
-        per.append((lat[keep], cores[keep], acc[keep], cost[keep]))
-    n_st = len(stages)
-    # best case of the stages after s: fastest, fewest cores, most accurate, cheapest (each on its own)
+        keep = _pareto_mask(st.lat, st.cores if track else None, st.gain, st.cost)
+        kept_idx.append(keep)
+        per.append((st.lat[keep], st.cores[keep], st.gain[keep], st.cost[keep]))
+    n_st = len(per)
+    # best case of the stages after s: fastest, fewest cores, best gain, cheapest (each on its own)
     rest_lat = np.zeros(n_st + 1)
     rest_cores = np.zeros(n_st + 1)
-    rest_acc = np.ones(n_st + 1) if product else np.zeros(n_st + 1)  # for sum: the best remaining value
+    rest_gain = np.ones(n_st + 1) if product else np.zeros(n_st + 1)
     rest_cost = np.zeros(n_st + 1)
     for s in range(n_st - 1, -1, -1):
-        lat, cores, acc, cost = per[s]
+        lat, cores, gain, cost = per[s]
         rest_lat[s] = rest_lat[s + 1] + lat.min()
         rest_cores[s] = rest_cores[s + 1] + cores.min()
-        rest_acc[s] = rest_acc[s + 1] * acc.max() if product else rest_acc[s + 1] + acc.max()
+        rest_gain[s] = rest_gain[s + 1] * gain.max() if product else rest_gain[s + 1] + gain.max()
         rest_cost[s] = rest_cost[s + 1] + cost.min()
-    if rest_lat[0] > spec.sla_s + _EPS or rest_cores[0] > cap:
+    if rest_lat[0] > sla_s + _EPS or rest_cores[0] > cap:
         return None
 
-    # incumbent: the cheapest option of every stage, when feasible (budget included), bounds the search below
+    # incumbent: the cheapest option of every stage, when feasible, bounds the search from below
     incumbent = -np.inf
-    cheap = [int(np.lexsort((p[0], p[3]))[0]) for p in per]
+    cheap = [int(np.lexsort((p[0], -p[2], p[3]))[0]) for p in per]
     if (
-        sum(per[s][0][i] for s, i in enumerate(cheap)) <= spec.sla_s + _EPS
-        and sum(per[s][1][i] for s, i in enumerate(cheap)) <= spec.core_budget
+        sum(per[s][0][i] for s, i in enumerate(cheap)) <= sla_s + _EPS
+        and sum(per[s][1][i] for s, i in enumerate(cheap)) <= cap + _EPS
     ):
         picked = [per[s][2][i] for s, i in enumerate(cheap)]
-        acc0 = float(np.prod(picked)) if product else float(np.sum(picked))
-        incumbent = scale * acc0 - sum(per[s][3][i] for s, i in enumerate(cheap))
+        gain0 = float(np.prod(picked)) if product else float(np.sum(picked))
+        incumbent = scale * gain0 - sum(per[s][3][i] for s, i in enumerate(cheap))
 
     f_lat = np.zeros(1)
     f_cores = np.zeros(1)
-    f_acc = np.ones(1) if product else np.zeros(1)
+    f_gain = np.ones(1) if product else np.zeros(1)
     f_cost = np.zeros(1)
     parents: list[tuple[np.ndarray, np.ndarray]] = []  # per stage: (parent index, option index) of each partial
     for s in range(n_st):
-        lat, cores, acc, cost = per[s]
+        lat, cores, gain, cost = per[s]
         c_lat = (f_lat[:, None] + lat[None, :]).ravel()
         c_cores = (f_cores[:, None] + cores[None, :]).ravel()
-        c_acc = (f_acc[:, None] * acc[None, :]).ravel() if product else (f_acc[:, None] + acc[None, :]).ravel()
+        c_gain = (f_gain[:, None] * gain[None, :]).ravel() if product else (f_gain[:, None] + gain[None, :]).ravel()
         c_cost = (f_cost[:, None] + cost[None, :]).ravel()
         parent = np.repeat(np.arange(f_lat.size), lat.size)
         option = np.tile(np.arange(lat.size), f_lat.size)
-        ok = (c_lat + rest_lat[s + 1] <= spec.sla_s + _EPS) & (c_cores + rest_cores[s + 1] <= cap + _EPS)
-        bound_acc = c_acc * rest_acc[s + 1] if product else c_acc + rest_acc[s + 1]
-        ok &= scale * bound_acc - (c_cost + rest_cost[s + 1]) >= incumbent - 1e-9
+        ok = (c_lat + rest_lat[s + 1] <= sla_s + _EPS) & (c_cores + rest_cores[s + 1] <= cap + _EPS)
+        bound = c_gain * rest_gain[s + 1] if product else c_gain + rest_gain[s + 1]
+        ok &= scale * bound - (c_cost + rest_cost[s + 1]) >= incumbent - 1e-9
         idx = np.flatnonzero(ok)
         if idx.size == 0:
             return None
-        keep = idx[_pareto_mask(c_lat[idx], c_cores[idx] if budget else None, c_acc[idx], c_cost[idx])]
-        f_lat, f_cores, f_acc, f_cost = c_lat[keep], c_cores[keep], c_acc[keep], c_cost[keep]
+        keep = idx[_pareto_mask(c_lat[idx], c_cores[idx] if track else None, c_gain[idx], c_cost[idx])]
+        f_lat, f_cores, f_gain, f_cost = c_lat[keep], c_cores[keep], c_gain[keep], c_cost[keep]
         parents.append((parent[keep], option[keep]))
-    best = int(np.argmax(scale * f_acc - f_cost))
+    best = int(np.argmax(scale * f_gain - f_cost))
     chosen = []
     for s in range(n_st - 1, -1, -1):
         par, opt = parents[s]
-        chosen.append(stages[s][int(opt[best])])
+        chosen.append(int(kept_idx[s][int(opt[best])]))
         best = int(par[best])
     return list(reversed(chosen))
