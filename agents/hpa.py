@@ -50,6 +50,10 @@ class HPAPolicy:
             load = float(state.arrival_rps.max()) if state.arrival_rps.size else 0.0
             self._config = plan_fixed_variants(self.spec, self.variants, load)
             self._last_sync = int(state.time_s // SYNC_PERIOD_S)
+            # like kube-controller-manager, seed the stabilisation window with the current replicas, so nothing
+            # scales down during the first 300 s
+            for window, sc in zip(self._recommendations, self._config.stages, strict=True):
+                window.append((state.time_s, sc.replicas))
             return self._config
         sync = int(state.time_s // SYNC_PERIOD_S)
         if sync == self._last_sync:

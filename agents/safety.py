@@ -82,7 +82,9 @@ def config_distance(w: DistanceWeights, a: PipelineConfig, b: PipelineConfig) ->
     return sum(stage_distance(w, x, y) for x, y in zip(a.stages, b.stages, strict=True))
 
 
-def _candidates(stage: StageSpec, proposed: StageConfig, load: float, rho: float, w: DistanceWeights) -> list[_Cand]:
+def _candidates(
+    stage: StageSpec, proposed: StageConfig, load: float, rho: float, w: DistanceWeights, sla_s: float
+) -> list[_Cand]:
     """Every (variant, batch, cores) of the stage that carries the load, at its nearest replica count
     ``min(max_replicas, max(n_min, n'))``."""
     out = []
@@ -95,9 +97,11 @@ def _candidates(stage: StageSpec, proposed: StageConfig, load: float, rho: float
                 n_min = replicas_needed(stage, v, b, c, load, rho)
                 if n_min > stage.max_replicas:
                     continue
+                lat = stage.latency.latency_s(v, b, c) + wait
+                if lat > sla_s:  # can never fit the SLA; dropping it also keeps huge numbers out of the solvers
+                    continue
                 n = min(stage.max_replicas, max(n_min, proposed.replicas))
                 cfg = StageConfig(v, b, n, c)
-                lat = stage.latency.latency_s(v, b, c) + wait
                 out.append(_Cand(cfg, lat, n * c, stage_distance(w, proposed, cfg)))
     return out
 
@@ -211,7 +215,8 @@ class SafetyLayer:
         """
         rho = self.spec.objective.rho_max
         cands = [
-            _candidates(st, p, load, rho, self.weights) for st, p in zip(self.spec.stages, proposed.stages, strict=True)
+            _candidates(st, p, load, rho, self.weights, self.spec.sla_s)
+            for st, p in zip(self.spec.stages, proposed.stages, strict=True)
         ]
         if any(not c for c in cands):
             return None
@@ -251,8 +256,9 @@ class SafetyLayer:
                         continue
                     for c in st.cores:
                         n_min = replicas_needed(st, v, b, c, load, rho)
-                        if n_min <= st.max_replicas:
-                            stage_opts.append((v, b, c, n_min, st.latency.latency_s(v, b, c) + wait))
+                        lat = st.latency.latency_s(v, b, c) + wait
+                        if n_min <= st.max_replicas and lat <= spec.sla_s:
+                            stage_opts.append((v, b, c, n_min, lat))
             if not stage_opts:
                 return None
             opts[s] = stage_opts

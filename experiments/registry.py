@@ -36,11 +36,13 @@ class PolicyOptions:
         solver: ``cbc``, ``highs`` or ``dp`` (default ``dp``: the same optimum, fastest).
         predictor: ``reactive``, ``ewma``, ``lstm`` or ``oracle`` (default ``lstm``, IPA's).
         headroom: plan for this multiple of the predicted load (default IPA's margin for the pipeline).
+        agent: a trained agent's model.zip for ``ppo`` / ``ppo-raw`` (default: the bundled agent).
     """
 
     solver: str | None = None
     predictor: str | None = None
     headroom: float | None = None
+    agent: str | None = None
 
 
 def make_predictor(name: str, trace: Trace) -> Predictor:
@@ -101,7 +103,18 @@ def _oracle(spec: PipelineSpec, trace: Trace, opts: PolicyOptions) -> Policy:
     )
 
 
+def _ppo(safety: bool) -> Callable[[PipelineSpec, Trace, PolicyOptions], Policy]:
+    def build(spec: PipelineSpec, trace: Trace, opts: PolicyOptions) -> Policy:
+        from agents.ppo import PPOPolicy  # imports torch: only when an agent is asked for
+
+        return PPOPolicy(spec, Path(opts.agent) if opts.agent else None, safety=safety)
+
+    return build
+
+
 POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace, PolicyOptions], Policy], str]] = {
+    "ppo": (_ppo(True), "the PPO agent behind the safety layer (rlscale's policy)"),
+    "ppo-raw": (_ppo(False), "the PPO agent alone (ablation: what the safety layer buys)"),
     "ipa": (_planner("ipa", "ipa"), "IPA: ILP over variant, batch, replicas on the predicted load"),
     "ipa-tuned": (_planner("ipa", "ipa-tuned"), "IPA with the headroom that scored best on training windows"),
     "oracle": (_oracle, "the ILP on the true next-interval load (upper bound)"),

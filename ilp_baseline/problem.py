@@ -121,6 +121,7 @@ def _stage_options(
     rho_max: float,
     variants: list[str],
     fixed: tuple[int, int] | None,
+    sla_s: float,
 ) -> list[Option]:
     out = []
     for v in variants:
@@ -139,7 +140,7 @@ def _stage_options(
                     if n * h * rho_max + 1e-9 < load_rps:
                         continue
                 lat = stage_latency_s(stage, v, b, c, load_rps)
-                if math.isinf(lat):
+                if lat > sla_s:  # can never fit the SLA (this also keeps huge batch-fill waits out of the ILP)
                     continue
                 out.append(Option(v, b, c, n, lat, h, acc_rank, acc_raw))
     return out
@@ -175,7 +176,12 @@ def planning_data(
     options = tuple(
         tuple(
             _stage_options(
-                st, load_rps, spec.objective.rho_max, vs, rim_fixed[i] if mode == "rim" and rim_fixed else None
+                st,
+                load_rps,
+                spec.objective.rho_max,
+                vs,
+                rim_fixed[i] if mode == "rim" and rim_fixed else None,
+                spec.sla_s,
             )
         )
         for i, (st, vs) in enumerate(zip(spec.stages, variants, strict=True))

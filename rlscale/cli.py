@@ -125,7 +125,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.pipeline)
     trace = load_trace(args.trace)
-    options = PolicyOptions(solver=args.solver, predictor=args.predictor, headroom=args.headroom)
+    options = PolicyOptions(solver=args.solver, predictor=args.predictor, headroom=args.headroom, agent=args.agent)
     policy = make_policy(args.policy, spec, trace, options)
     if args.plot:
         _check_writable(Path(args.plot))
@@ -174,6 +174,44 @@ def _check_writable(path: Path) -> None:
         raise RlscaleError(f"--plot {path}: folder {parent} is not writable")
 
 
+# ------------------------------------------------------------------------------------------------- train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import shutil
+
+    from agents.ppo import BUNDLED_DIR, TrainConfig, train
+    from rlscale.spec import load_spec
+
+    spec = load_spec(args.pipeline)  # fail on a bad spec before anything is created
+    if args.resume and not Path(args.resume).exists():
+        from rlscale.errors import RlscaleError
+
+        raise RlscaleError(f"--resume {args.resume}: no such model file")
+    cfg = TrainConfig(
+        pipeline=args.pipeline,
+        timesteps=args.timesteps,
+        seed=args.seed,
+        n_envs=args.n_envs,
+        out=args.out,
+        resume=args.resume,
+    )
+    run = train(cfg, progress_bar=sys.stderr.isatty())
+    report = json.loads((run / "eval.json").read_text())
+    print(f"run folder: {run}")
+    for trace, rec in report["eval"].items():
+        print(
+            f"  {trace:12s} score {rec['score']:8.3f}  violations {rec['sla_violation_rate']:.2%}  "
+            f"accuracy {rec['accuracy']:.3f}  cost {rec['cost_cores']:.2f} cores"
+        )
+    if args.bundle:
+        BUNDLED_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copy(run / "model.zip", BUNDLED_DIR / f"ppo_{spec.name}.zip")
+        shutil.copy(run / "config.json", BUNDLED_DIR / f"ppo_{spec.name}.json")
+        print(f"bundled as {BUNDLED_DIR / f'ppo_{spec.name}.zip'}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------- compare
 
 
@@ -193,7 +231,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from rlscale.errors import RlscaleError
 
         raise RlscaleError(f"--out {out}: exists and is not a folder")
-    options = PolicyOptions(solver=args.solver, predictor=args.predictor, headroom=args.headroom)
+    options = PolicyOptions(solver=args.solver, predictor=args.predictor, headroom=args.headroom, agent=args.agent)
     comp = run_comparison(
         args.pipeline,
         args.traces,
@@ -288,6 +326,7 @@ def _add_planner_flags(p: argparse.ArgumentParser) -> None:
         metavar="H",
         help="plan for H x the predicted load (default: IPA's published margin for the pipeline)",
     )
+    p.add_argument("--agent", metavar="PATH", help="model.zip of a trained agent for ppo/ppo-raw (default: bundled)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,6 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="FILE.png", help="draw load, replicas/variants and p99 vs SLA over time")
     _add_json(p)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("train", help="train the PPO agent on training windows (progress bar, TensorBoard logs)")
+    p.add_argument("--pipeline", required=True, metavar="NAME|FILE", help="bundled pipeline name or spec YAML")
+    p.add_argument("--timesteps", type=int, default=200_000, help="adaptation intervals to train for (default 200000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of PPO and of the training windows (default 0)")
+    p.add_argument("--n-envs", type=int, default=4, help="parallel environments (default 4)")
+    p.add_argument("--out", default="runs", help="parent folder of the run folder (default runs/)")
+    p.add_argument("--resume", metavar="MODEL.zip", help="continue training this model")
+    p.add_argument("--bundle", action="store_true", help="copy the model into agents/data/ as the bundled agent")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("compare", help="run policies x traces x seeds; write results.csv/.md and plots")
     p.add_argument("--pipeline", required=True, metavar="NAME|FILE", help="bundled pipeline name or spec YAML")

@@ -44,6 +44,8 @@ class EWMAPredictor:
     def __init__(self, alpha: float = 0.5, step_s: int = 10) -> None:
         if not 0 < alpha <= 1:
             raise RlscaleError(f"alpha must be in (0, 1], got {alpha}")
+        if int(step_s) < 1:
+            raise RlscaleError(f"step_s must be >= 1, got {step_s}")
         self.alpha = alpha
         self.step_s = int(step_s)
 

@@ -1,0 +1,362 @@
+"""The Gymnasium environment: one step is one adaptation interval of a pipeline running on a `Cluster`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from rlscale.errors import RlscaleError
+from rlscale.feasibility import plan_fixed_variants
+from rlscale.interfaces import ActionFilter, Cluster, Predictor
+from rlscale.sim.engine import Simulator
+from rlscale.spec import PipelineSpec, load_spec
+from rlscale.types import PipelineConfig, PipelineState, StageConfig
+from rlscale.workload import EVAL_TRACES, Trace, TrainingSampler, load_trace
+
+HISTORY_STEPS = 12
+STEP_S = 10
+STAGE_FEATURES = 8
+PIPELINE_FEATURES = 5
+OBS_HIGH = 10.0
+CAPACITY_LEVELS = (0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
+
+ClusterFactory = Callable[[PipelineSpec, Trace, PipelineConfig, int], Cluster]
+
+
+def simulator_factory(spec: PipelineSpec, trace: Trace, initial: PipelineConfig, seed: int) -> Cluster:
+    return Simulator(spec, trace, initial, seed=seed)
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Observation and action encoding of one pipeline, shared by the env and by the deployed agent.
+
+    Attributes:
+        spec: the pipeline.
+        load_scale_rps: loads are divided by this (about the largest load the pipeline meets).
+        capacity_levels: replica action k provisions ``capacity_levels[k] x`` the reference load.
+    """
+
+    spec: PipelineSpec
+    load_scale_rps: float = 50.0
+    capacity_levels: tuple[float, ...] = CAPACITY_LEVELS
+
+    # ------------------------------------------------------------------ spaces
+
+    @cached_property
+    def variants(self) -> tuple[tuple[str, ...], ...]:
+        """Each stage's variants, least accurate first (the action's variant index)."""
+        return tuple(
+            tuple(sorted(st.variant_names, key=lambda v, st=st: st.variant(v).accuracy)) for st in self.spec.stages
+        )
+
+    def action_space(self) -> spaces.MultiDiscrete:
+        nvec = []
+        for st in self.spec.stages:
+            nvec += [len(st.variants), len(st.batch_sizes), len(st.cores), len(self.capacity_levels)]
+        return spaces.MultiDiscrete(np.array(nvec, dtype=np.int64))
+
+    def observation_space(self) -> spaces.Box:
+        n = HISTORY_STEPS + 1 + STAGE_FEATURES * len(self.spec.stages) + PIPELINE_FEATURES
+        return spaces.Box(low=0.0, high=OBS_HIGH, shape=(n,), dtype=np.float32)
+
+    # ------------------------------------------------------------------ encoding
+
+    @staticmethod
+    def reference_load_rps(state: PipelineState) -> float:
+        """The peak per-second load of the last interval: what replica actions and the safety floor refer to."""
+        hist = state.arrival_rps
+        n = max(1, int(math.ceil(state.interval_s)))
+        return float(hist[-n:].max()) if hist.size else 0.0
+
+    def observe(self, state: PipelineState, predicted_rps: float | None = None) -> np.ndarray:
+        spec, scale = self.spec, self.load_scale_rps
+        hist = np.asarray(state.arrival_rps, dtype=float)[-HISTORY_STEPS * STEP_S :]
+        steps = np.zeros(HISTORY_STEPS)
+        if hist.size:
+            pad = HISTORY_STEPS * STEP_S - hist.size
+            full = np.concatenate([np.full(pad, hist[0]), hist]) if pad > 0 else hist
+            steps = full.reshape(HISTORY_STEPS, STEP_S).max(axis=1)
+        parts = [steps / scale, [(predicted_rps if predicted_rps is not None else steps[-1]) / scale]]
+        last = state.last
+        for s, (st, sc) in enumerate(zip(spec.stages, state.config.stages, strict=True)):
+            m = last.stages[s] if last is not None else None
+            parts.append(
+                [
+                    self.variants[s].index(sc.variant) / max(1, len(st.variants) - 1),
+                    st.batch_sizes.index(sc.batch) / max(1, len(st.batch_sizes) - 1)
+                    if sc.batch in st.batch_sizes
+                    else 0,
+                    st.cores.index(sc.cores) / max(1, len(st.cores) - 1) if sc.cores in st.cores else 0,
+                    sc.replicas / st.max_replicas,
+                    m.utilisation if m else 0.0,
+                    _finite(m.latency_p99_s / spec.sla_s) if m else 0.0,
+                    (m.queue_len / (scale * STEP_S)) if m else 0.0,
+                    (m.replicas_serving / st.max_replicas) if m else sc.replicas / st.max_replicas,
+                ]
+            )
+        parts.append(
+            [
+                last.sla_violation_rate if last else 0.0,
+                _finite(last.e2e_p99_s / spec.sla_s) if last else 0.0,
+                last.cost_cores / spec.core_budget if last else 0.0,
+                state.in_flight / (scale * STEP_S),
+                state.config.total_cores / spec.core_budget,
+            ]
+        )
+        obs = np.concatenate([np.asarray(p, dtype=float).ravel() for p in parts])
+        return np.clip(np.nan_to_num(obs, nan=0.0), 0.0, OBS_HIGH).astype(np.float32)
+
+    def decode(self, action: np.ndarray, state: PipelineState) -> PipelineConfig:
+        """The configuration an action asks for, at the current reference load, kept within the core budget."""
+        spec = self.spec
+        a = np.asarray(action, dtype=np.int64).reshape(len(spec.stages), 4)
+        load = self.reference_load_rps(state)
+        stages = []
+        for s, st in enumerate(spec.stages):
+            v = self.variants[s][int(a[s, 0])]
+            b = st.batch_sizes[int(a[s, 1])]
+            c = st.cores[int(a[s, 2])]
+            target = self.capacity_levels[int(a[s, 3])] * load
+            h = st.latency.throughput_rps(v, b, c) * spec.objective.rho_max
+            n = math.ceil(target / h - 1e-9) if target > 0 else st.min_replicas
+            stages.append(StageConfig(v, b, int(min(st.max_replicas, max(st.min_replicas, n))), c))
+        config = PipelineConfig(tuple(stages))
+        total = config.total_cores
+        if total > spec.core_budget:  # scale every stage down in proportion so the proposal fits the budget
+            ratio = spec.core_budget / total
+            config = PipelineConfig(
+                tuple(
+                    sc.with_(replicas=max(st.min_replicas, int(sc.replicas * ratio)))
+                    for st, sc in zip(spec.stages, config.stages, strict=True)
+                )
+            )
+        return config
+
+    def encode(self, config: PipelineConfig, state: PipelineState) -> np.ndarray:
+        """An action that decodes to (about) ``config``: for tests and for imitation warm starts."""
+        load = self.reference_load_rps(state)
+        out = []
+        for s, (st, sc) in enumerate(zip(self.spec.stages, config.stages, strict=True)):
+            h = st.latency.throughput_rps(sc.variant, sc.batch, sc.cores) * self.spec.objective.rho_max
+            level = sc.replicas * h / load if load > 0 else 1.0
+            k = int(np.argmin([abs(level - x) for x in self.capacity_levels]))
+            out += [self.variants[s].index(sc.variant), st.batch_sizes.index(sc.batch), st.cores.index(sc.cores), k]
+        return np.asarray(out, dtype=np.int64)
+
+
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else 0.0
+
+
+class TrainingTraces:
+    """Training workloads: random windows of days 0-13 and synthetic variations of them (never eval windows).
+
+    Variations (each with its probability): as sampled (0.4); scaled by U(0.5, 1.6) (0.2); shifted by
+    U(0, 10) rps (0.1); with a step: a sudden rise of U(8, 25) rps for U(60, 400) s, the shape of IPA's bursty
+    window (0.3).
+    """
+
+    def __init__(self, rng: np.random.Generator, window_s: int = 1200, damping: int = 8) -> None:
+        self.rng = rng
+        self.sampler = TrainingSampler(rng, window_s=window_s, damping=damping)
+
+    def sample(self) -> Trace:
+        base = self.sampler.sample()
+        rps = base.rps.copy()
+        u = self.rng.random()
+        kind = "plain"
+        if u < 0.2:
+            rps = np.floor(rps * self.rng.uniform(0.5, 1.6))
+            kind = "scaled"
+        elif u < 0.3:
+            rps = rps + np.floor(self.rng.uniform(0, 10))
+            kind = "shifted"
+        elif u < 0.6:
+            start = int(self.rng.integers(60, max(61, rps.size - 120)))
+            length = int(self.rng.integers(60, 400))
+            rps[start : start + length] += np.floor(self.rng.uniform(8, 25))
+            kind = "step"
+        return Trace(name=f"{base.name}:{kind}", rps=np.maximum(rps, 0.0), description=base.description)
+
+
+class PipelineEnv(gym.Env):
+    """Autoscaling a multi-stage inference pipeline, one adaptation interval per step.
+
+    ## Description
+    ``pipeline_spec`` holds the pipeline (``spec`` is Gymnasium's registration record). Every step the agent
+    reconfigures every stage of the pipeline (variant, batch size, cores per replica and a
+    replica level); the configuration goes through the safety layer (unless disabled) and is applied to the
+    cluster, which then runs for one interval (10 s by default). The cluster is the discrete-event simulator
+    unless ``cluster_factory`` provides another `Cluster`.
+
+    ## Action Space
+    ``MultiDiscrete`` with four entries per stage s (S stages, 4S entries):
+
+    | index | meaning | values |
+    |---|---|---|
+    | 4s | variant, least accurate first | 0 .. V_s-1 |
+    | 4s+1 | batch size, index into the stage's batch sizes | 0 .. B_s-1 |
+    | 4s+2 | cores per replica, index into the stage's cores | 0 .. C_s-1 |
+    | 4s+3 | replica level k: replicas = ceil(level_k x L / throughput), L = last interval's peak load | 0 .. 5 |
+
+    Replica levels: 0.75, 1, 1.25, 1.5, 2, 3.
+
+    Proposals over the core budget are scaled down in proportion before the safety layer sees them.
+
+    ## Observation Space
+    ``Box(0, 10, (13 + 8S + 5,), float32)``:
+
+    | index | meaning | unit | bounds |
+    |---|---|---|---|
+    | 0-11 | peak load of each 10 s step of the last 120 s, oldest first | rps / load_scale | [0, 10] |
+    | 12 | predicted peak of the next 20 s (LSTM; else the last step's peak) | rps / load_scale | [0, 10] |
+    | 13+8s | variant index / (V_s - 1) | - | [0, 1] |
+    | 14+8s | batch index / (B_s - 1) | - | [0, 1] |
+    | 15+8s | cores index / (C_s - 1) | - | [0, 1] |
+    | 16+8s | replicas / max_replicas | - | [0, 1] |
+    | 17+8s | utilisation in the last interval | busy / serving time | [0, 1] |
+    | 18+8s | stage p99 latency / SLA | - | [0, 10] |
+    | 19+8s | queue length / (10 x load_scale) | requests | [0, 10] |
+    | 20+8s | replicas serving / max_replicas | - | [0, 1] |
+    | 13+8S | SLA violation rate in the last interval | (late + dropped) / arrivals | [0, 1] |
+    | 14+8S | end-to-end p99 / SLA | - | [0, 10] |
+    | 15+8S | allocated cores / core budget (time-averaged) | - | [0, 10] |
+    | 16+8S | requests in flight / (10 x load_scale) | requests | [0, 10] |
+    | 17+8S | configured cores / core budget | - | [0, 10] |
+
+    ## Rewards
+    The interval's score (DESIGN.md section 3: ``alpha*A - beta*cores - gamma*batch - sla_penalty*violation
+    rate``) minus ``projection_penalty x`` the safety layer's projection distance minus ``reconfig_penalty`` when
+    the applied configuration changed. Each term is in ``info``.
+
+    ## Starting State
+    A training window (random days-0-13 window, possibly varied; see `TrainingTraces`) or the trace named in
+    ``reset(options={"trace": ...})``; the cheapest configuration sized for the first interval's load runs warm.
+
+    ## Episode End
+    ``truncated`` when the trace has been played (120 steps for 1,200 s windows); never ``terminated``.
+
+    ## Arguments
+    - ``pipeline``: bundled name or spec path (default ``video``).
+    - ``safety``: pass actions through the safety layer (default True; False for the ablation).
+    - ``interval_s``: adaptation interval (default: the spec's).
+    - ``window_s``, ``damping``: training windows' length and damping (1,200 s, 8 like IPA's windows).
+    - ``load_scale_rps``: load normalisation (default 50 rps).
+    - ``predictor``: ``lstm`` (default) or ``none`` for observation index 12.
+    - ``projection_penalty``, ``reconfig_penalty``: reward shaping weights.
+    - ``cluster_factory``: builds the Cluster for a trace (default: the simulator).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        pipeline: str | PipelineSpec = "video",
+        *,
+        safety: bool = True,
+        interval_s: float | None = None,
+        window_s: int = 1200,
+        damping: int = 8,
+        load_scale_rps: float = 50.0,
+        predictor: str = "lstm",
+        projection_penalty: float = 0.05,
+        reconfig_penalty: float = 0.05,
+        cluster_factory: ClusterFactory | None = None,
+    ) -> None:
+        super().__init__()
+        self.pipeline_spec = pipeline if isinstance(pipeline, PipelineSpec) else load_spec(pipeline)
+        self.codec = Codec(self.pipeline_spec, load_scale_rps=load_scale_rps)
+        self.action_space = self.codec.action_space()
+        self.observation_space = self.codec.observation_space()
+        self.interval_s = float(interval_s or self.pipeline_spec.interval_s)
+        self.window_s = window_s
+        self.damping = damping
+        self.projection_penalty = projection_penalty
+        self.reconfig_penalty = reconfig_penalty
+        self.cluster_factory = cluster_factory or simulator_factory
+        self.predictor: Predictor | None = _make_predictor(predictor)
+        self.safety: ActionFilter | None = None
+        if safety:
+            from agents.safety import SafetyLayer
+
+            self.safety = SafetyLayer(self.pipeline_spec)
+        self._traces: TrainingTraces | None = None
+        self.cluster: Cluster | None = None
+        self.trace: Trace | None = None
+
+    def _obs(self, state: PipelineState) -> np.ndarray:
+        predicted = self.predictor.predict(state) if self.predictor is not None else None
+        return self.codec.observe(state, predicted)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        if "trace" in options:
+            trace = options["trace"]
+            self.trace = trace if isinstance(trace, Trace) else load_trace(trace)
+        else:
+            if self._traces is None or seed is not None:  # a new seed gives a new generator: follow it
+                self._traces = TrainingTraces(self.np_random, window_s=self.window_s, damping=self.damping)
+            self.trace = self._traces.sample()
+        first = self.trace.rps[: max(1, int(self.interval_s))]
+        cheapest = [v[0] for v in self.codec.variants]
+        initial = plan_fixed_variants(self.pipeline_spec, cheapest, float(first.max()) if first.size else 0.0)
+        episode_seed = int(self.np_random.integers(0, 2**31 - 1))
+        self.cluster = self.cluster_factory(self.pipeline_spec, self.trace, initial, episode_seed)
+        state = self.cluster.observe()
+        if state.arrival_rps.size == 0:  # warm start: as if the first interval's load had been running
+            state = PipelineState(state.time_s, state.interval_s, first.astype(float), state.config, None, 0)
+        self._state = state
+        return self._obs(state), {"trace": self.trace.name, "config": str(initial)}
+
+    def step(self, action):
+        if self.cluster is None:
+            raise RlscaleError("call reset() before step()")
+        state = self._state
+        proposed = self.codec.decode(action, state)
+        report: dict = {}
+        config = proposed
+        if self.safety is not None:
+            config, report = self.safety.project(proposed, state)
+        changed = config != state.config
+        self.cluster.apply(config)
+        metrics = self.cluster.step()
+        state = self.cluster.observe()
+        self._state = state
+        distance = float(report.get("distance", 0.0))
+        reward = metrics.score - self.projection_penalty * distance - self.reconfig_penalty * float(changed)
+        truncated = bool(getattr(self.cluster, "done", False))
+        info = {
+            "score": metrics.score,
+            "objective": metrics.objective,
+            "violation_rate": metrics.sla_violation_rate,
+            "accuracy": metrics.accuracy,
+            "cost_cores": metrics.cost_cores,
+            "projection_distance": distance,
+            "reconfigured": changed,
+            "infeasible": bool(report.get("infeasible", False)),
+            "config": str(config),
+        }
+        return self._obs(state), float(reward), False, truncated, info
+
+
+def _make_predictor(name: str) -> Predictor | None:
+    if name == "none":
+        return None
+    if name == "lstm":
+        from agents.lstm import LSTMPredictor
+
+        return LSTMPredictor()
+    raise RlscaleError(f"unknown observation predictor {name!r} (lstm or none)")
+
+
+def is_evaluation_trace(name: str) -> bool:
+    return name in EVAL_TRACES

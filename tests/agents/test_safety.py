@@ -1,0 +1,159 @@
+"""Safety layer invariants, property-tested on hundreds of random states and proposals (DESIGN.md section 6)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agents.safety import DistanceWeights, SafetyLayer, config_distance, max_capacity_config
+from rlscale.errors import RlscaleError
+from rlscale.feasibility import is_feasible
+from rlscale.spec import load_spec, parse_spec
+from rlscale.types import PipelineConfig, PipelineState, StageConfig
+
+
+def small_spec(tmp_path_factory, sla_s: float, budget: int):
+    """Two stages x two variants x batch {1,2} x cores {1,2} x up to 4 replicas: small enough for brute force."""
+    folder = tmp_path_factory.mktemp("safety")
+    rows = ["variant,batch,cores,latency_s"]
+    for v, k in (("a", 1.0), ("b", 2.5)):
+        for b in (1, 2):
+            for c in (1, 2):
+                rows.append(f"{v},{b},{c},{k * (0.1 * b / c + 0.02 * b + 0.02)}")
+    (folder / "p.csv").write_text("\n".join(rows) + "\n")
+    stage = {
+        "task": "t",
+        "profile": "p.csv",
+        "batch_sizes": [1, 2],
+        "cores": [1, 2],
+        "max_replicas": 4,
+        "variants": [{"name": "a", "accuracy": 0.5, "startup_s": 5}, {"name": "b", "accuracy": 0.8, "startup_s": 6}],
+    }
+    raw = {
+        "name": "small",
+        "sla_s": sla_s,
+        "drop_limit_s": max(sla_s, 1.0) * 2,
+        "interval_s": 10,
+        "batch_timeout_s": 0.5,
+        "core_budget": budget,
+        "objective": {"alpha": 1, "beta": 1, "gamma": 0, "accuracy_method": "sum"},
+        "stages": [{**stage, "name": "s1"}, {**stage, "name": "s2"}],
+    }
+    return parse_spec(raw, folder / "small.yaml")
+
+
+def all_configs(spec):
+    per_stage = [
+        [
+            StageConfig(v, b, n, c)
+            for v in s.variant_names
+            for b in s.batch_sizes
+            for c in s.cores
+            for n in range(s.min_replicas, s.max_replicas + 1)
+        ]
+        for s in spec.stages
+    ]
+    return [PipelineConfig(combo) for combo in itertools.product(*per_stage)]
+
+
+def state_at(load: float, config: PipelineConfig) -> PipelineState:
+    return PipelineState(time_s=10.0, interval_s=10.0, arrival_rps=np.full(10, load), config=config, last=None)
+
+
+_SPECS: dict = {}
+
+
+@pytest.fixture(scope="module")
+def specs(tmp_path_factory):
+    """Built once per module; returned through a function so hypothesis does not print the configs."""
+    if not _SPECS:
+        for sla in (0.3, 0.6, 1.5):
+            for budget in (4, 8, 16):
+                spec = small_spec(tmp_path_factory, sla, budget)
+                _SPECS[(sla, budget)] = (spec, all_configs(spec))
+    return _SPECS.get
+
+
+stage_config = st.builds(
+    StageConfig,
+    st.sampled_from(["a", "b"]),
+    st.sampled_from([1, 2]),
+    st.integers(1, 4),
+    st.sampled_from([1, 2]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sla=st.sampled_from([0.3, 0.6, 1.5]),
+    budget=st.sampled_from([4, 8, 16]),
+    load=st.floats(0.0, 40.0),
+    s1=stage_config,
+    s2=stage_config,
+)
+def test_projection_is_feasible_nearest_and_agrees_with_pulp(specs, sla, budget, load, s1, s2):
+    spec, configs = specs((sla, budget))
+    proposed = PipelineConfig((s1, s2))
+    dp = SafetyLayer(spec)
+    result, report = dp.project(proposed, state_at(load, proposed))
+    feasible = [c for c in configs if is_feasible(spec, c, load)]
+    if not feasible:
+        assert report["infeasible"]
+        assert result == max_capacity_config(spec, load)
+        assert result.total_cores <= spec.core_budget
+        return
+    assert not report["infeasible"]
+    assert is_feasible(spec, result, load)
+    w = DistanceWeights()
+    best = min(config_distance(w, proposed, c) for c in feasible)
+    assert report["distance"] == pytest.approx(best, abs=1e-9)
+    if is_feasible(spec, proposed, load):
+        assert result == proposed and report["feasible_input"] and report["distance"] == 0
+    pulp_result, pulp_report = SafetyLayer(spec, solver="pulp").project(proposed, state_at(load, proposed))
+    assert pulp_report["infeasible"] is False
+    assert pulp_report["distance"] == pytest.approx(best, abs=1e-6)
+    assert is_feasible(spec, pulp_result, load)
+
+
+@settings(max_examples=200, deadline=None)
+@given(load=st.floats(0.0, 60.0), data=st.data())
+def test_projection_on_the_video_pipeline(load, data):
+    spec = load_spec("video")
+    stages = []
+    for s in spec.stages:
+        stages.append(
+            StageConfig(
+                data.draw(st.sampled_from(s.variant_names)),
+                data.draw(st.sampled_from(s.batch_sizes)),
+                data.draw(st.integers(1, 12)),
+                data.draw(st.sampled_from(s.cores)),
+            )
+        )
+    proposed = PipelineConfig(tuple(stages))
+    result, report = SafetyLayer(spec).project(proposed, state_at(load, proposed))
+    if report["infeasible"]:
+        assert result.total_cores <= spec.core_budget
+    else:
+        assert is_feasible(spec, result, load)
+        again, report2 = SafetyLayer(spec).project(result, state_at(load, result))
+        assert again == result and report2["distance"] == 0  # projecting twice changes nothing
+
+
+def test_load_floor_is_the_last_interval_peak():
+    spec = load_spec("video")
+    hist = np.concatenate([np.full(50, 30.0), np.full(9, 4.0), [7.0]])
+    layer = SafetyLayer(spec)
+    state = PipelineState(60.0, 10.0, hist, PipelineConfig(()), None)
+    assert layer.load_rps(state) == 7.0  # what was observed in the last interval, not earlier
+
+
+def test_bad_arguments():
+    spec = load_spec("video")
+    with pytest.raises(RlscaleError, match="unknown safety solver"):
+        SafetyLayer(spec, solver="magic")
+    with pytest.raises(RlscaleError, match="needs a predictor"):
+        SafetyLayer(spec, load="predicted")
