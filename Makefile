@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean lstm
+.PHONY: demo test lint venv clean lstm agent
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ test: $(STAMP) lint
 # IPA's LSTM load predictor: retrain the bundled weights (agents/data/README.md)
 lstm: $(STAMP)
 	$(BIN)/python -m agents.lstm --out agents/data/lstm_predictor.npz
+
+# The bundled PPO agents (agents/data/ppo_<pipeline>.zip): train on training windows and bundle (a few minutes each)
+AGENT_STEPS ?= 300000
+agent: $(STAMP)
+	$(BIN)/rlscale train --pipeline video --timesteps $(AGENT_STEPS) --seed 0 --out runs --bundle
+	$(BIN)/rlscale train --pipeline sum-qa --timesteps $(AGENT_STEPS) --seed 0 --out runs --bundle
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -22,15 +22,16 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from ilp_baseline.dp import StageArrays, frontier_dp
 from rlscale.errors import RlscaleError
 from rlscale.feasibility import batch_fill_wait_s, is_feasible, replicas_needed
 from rlscale.interfaces import Predictor
-from rlscale.spec import PipelineSpec, StageSpec
+from rlscale.pareto import StageArrays, frontier_dp
+from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 
 LOAD_MODES = ("observed", "predicted")
@@ -54,14 +55,6 @@ class DistanceWeights:
     replicas: float = 0.5
 
 
-@dataclass(frozen=True)
-class _Cand:
-    config: StageConfig
-    latency_s: float
-    cores_total: int
-    distance: float
-
-
 def observed_load_rps(state: PipelineState) -> float:
     """The highest per-second arrival count of the last interval (0 with no history)."""
     hist = state.arrival_rps
@@ -80,30 +73,6 @@ def stage_distance(w: DistanceWeights, proposed: StageConfig, candidate: StageCo
 
 def config_distance(w: DistanceWeights, a: PipelineConfig, b: PipelineConfig) -> float:
     return sum(stage_distance(w, x, y) for x, y in zip(a.stages, b.stages, strict=True))
-
-
-def _candidates(
-    stage: StageSpec, proposed: StageConfig, load: float, rho: float, w: DistanceWeights, sla_s: float
-) -> list[_Cand]:
-    """Every (variant, batch, cores) of the stage that carries the load, at its nearest replica count
-    ``min(max_replicas, max(n_min, n'))``."""
-    out = []
-    for v in stage.variant_names:
-        for b in stage.batch_sizes:
-            wait = batch_fill_wait_s(b, load)
-            if math.isinf(wait):
-                continue
-            for c in stage.cores:
-                n_min = replicas_needed(stage, v, b, c, load, rho)
-                if n_min > stage.max_replicas:
-                    continue
-                lat = stage.latency.latency_s(v, b, c) + wait
-                if lat > sla_s:  # can never fit the SLA; dropping it also keeps huge numbers out of the solvers
-                    continue
-                n = min(stage.max_replicas, max(n_min, proposed.replicas))
-                cfg = StageConfig(v, b, n, c)
-                out.append(_Cand(cfg, lat, n * c, stage_distance(w, proposed, cfg)))
-    return out
 
 
 def max_capacity_config(spec: PipelineSpec, load_rps: float) -> PipelineConfig:
@@ -166,6 +135,7 @@ class SafetyLayer:
         self.solver = solver
         self.load_mode = load
         self.predictor = predictor
+        self._grids: dict[int, dict[str, np.ndarray]] = {}
 
     def load_rps(self, state: PipelineState) -> float:
         if self.load_mode == "predicted" and self.predictor is not None:
@@ -204,36 +174,67 @@ class SafetyLayer:
             return self._nearest_pulp(proposed, load_rps)
         return self._nearest_dp(proposed, load_rps)
 
+    def _grid(self, s: int) -> dict[str, np.ndarray]:
+        """Stage s's (variant, batch, cores) grid as arrays; load-independent, so computed once."""
+        if s not in self._grids:
+            st = self.spec.stages[s]
+            rows = [(v, b, c) for v in st.variant_names for b in st.batch_sizes for c in st.cores]
+            self._grids[s] = {
+                "rows": rows,
+                "variant": np.array([st.variant_names.index(v) for v, _b, _c in rows]),
+                "log_batch": np.log2([b for _v, b, _c in rows]),
+                "log_cores": np.log2([c for _v, _b, c in rows]),
+                "batch": np.array([b for _v, b, _c in rows], dtype=float),
+                "cores": np.array([c for _v, _b, c in rows], dtype=float),
+                "service_s": np.array([st.latency.latency_s(*r) for r in rows]),
+                "throughput_rps": np.array([st.latency.throughput_rps(*r) for r in rows]),
+            }
+        return self._grids[s]
+
+    def _candidates(
+        self, s: int, proposed: StageConfig, load: float
+    ) -> tuple[Callable[[int], StageConfig], StageArrays]:
+        """Every (variant, batch, cores) of stage s that carries the load within the SLA on its own, at its
+        nearest replica count ``min(max_replicas, max(n_min, n'))``, as frontier arrays (gain = -distance)."""
+        st, g, w = self.spec.stages[s], self._grid(s), self.weights
+        with np.errstate(divide="ignore", over="ignore"):
+            wait = np.where(g["batch"] > 1, (g["batch"] - 1) / load if load > 0 else np.inf, 0.0)
+        lat = g["service_s"] + wait
+        h = g["throughput_rps"] * self.spec.objective.rho_max
+        n_min = np.maximum(st.min_replicas, np.ceil(load / h - 1e-9)) if load > 0 else np.full(h.size, st.min_replicas)
+        ok = (n_min <= st.max_replicas) & (lat <= self.spec.sla_s)
+        n = np.minimum(st.max_replicas, np.maximum(n_min, proposed.replicas))
+        distance = (
+            w.variant * (g["variant"] != st.variant_names.index(proposed.variant))
+            + w.batch * np.abs(g["log_batch"] - np.log2(proposed.batch))
+            + w.cores * np.abs(g["log_cores"] - np.log2(proposed.cores))
+            + w.replicas * np.abs(n - proposed.replicas)
+        )
+        idx = np.flatnonzero(ok)
+        arrays = StageArrays(lat[idx], (n * g["cores"])[idx], -distance[idx], np.zeros(idx.size))
+
+        def config(k: int) -> StageConfig:  # built only for the chosen candidate
+            v, b, c = g["rows"][int(idx[k])]
+            return StageConfig(v, b, int(n[idx[k]]), c)
+
+        return config, arrays
+
     def _nearest_dp(self, proposed: PipelineConfig, load: float) -> PipelineConfig | None:
         """The DP on the budget-relaxed problem; exact whenever its answer fits the budget.
 
         Without the budget the nearest replica count of every (variant, batch, cores) is known in advance, so each
-        stage has one candidate per grid point and the search is a 2-D frontier (latency, distance): about a
-        millisecond. When the relaxed optimum exceeds the budget (the load forces more replicas than the budget
-        holds, or the proposal itself is over budget), the budget couples the stages' replica counts and the exact
-        integer program decides instead (tens of milliseconds).
+        stage has one candidate per grid point and the search is a 2-D frontier (latency, distance): a few
+        milliseconds even at 10 stages. When the relaxed optimum exceeds the budget (the load forces more
+        replicas than the budget holds, or the proposal itself is over budget), the budget couples the stages'
+        replica counts and the exact integer program decides instead (tens of milliseconds).
         """
-        rho = self.spec.objective.rho_max
-        cands = [
-            _candidates(st, p, load, rho, self.weights, self.spec.sla_s)
-            for st, p in zip(self.spec.stages, proposed.stages, strict=True)
-        ]
-        if any(not c for c in cands):
+        cands = [self._candidates(s, p, load) for s, p in enumerate(proposed.stages)]
+        if any(arr.lat.size == 0 for _c, arr in cands):
             return None
-        arrays = [
-            StageArrays(
-                np.array([c.latency_s for c in cs]),
-                np.array([c.cores_total for c in cs], dtype=float),
-                -np.array([c.distance for c in cs]),
-                # ties in distance: prefer fewer cores (a tiny cost, far below any distance step)
-                1e-6 * np.array([c.cores_total for c in cs], dtype=float),
-            )
-            for cs in cands
-        ]
-        chosen = frontier_dp(arrays, self.spec.sla_s, None)
+        chosen = frontier_dp([arr for _c, arr in cands], self.spec.sla_s, None)
         if chosen is None:
             return None  # the latency constraint alone is unsatisfiable: F is empty
-        config = PipelineConfig(tuple(cs[i].config for cs, i in zip(cands, chosen, strict=True)))
+        config = PipelineConfig(tuple(make(i) for (make, _a), i in zip(cands, chosen, strict=True)))
         if config.total_cores <= self.spec.core_budget:
             return config
         return self._nearest_pulp(proposed, load)

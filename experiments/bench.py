@@ -4,7 +4,9 @@
 ``static-max`` configuration (median of ``repeats`` runs), and of the naive reference simulator
 (`rlscale.sim.naive`, one heap event per request per stage) on exactly the same arrivals and configuration.
 
-``decision_ms``: time of one full planning decision (build the options, build and solve the model) for IPA's
+``decision_ms`` (``ppo``, ``ppo+safety``): an agent's full decision, see `bench_agents`.
+
+``decision_ms`` (solvers): time of one full planning decision (build the options, build and solve the model) for IPA's
 ILP with CBC (``ipa-cbc``) and HiGHS (``ipa-highs``) and for the exact DP (``dp``), on synthetic chains of 2, 5,
 10 and 20 stages (`experiments.synthetic`: 5 variants, batch sizes up to 64, up to 30 replicas per stage) at a
 low (5 rps) and a high (30 rps) load. p50/p99 pool both loads; ``by_load`` keeps them apart. An ILP solve that
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -108,6 +111,55 @@ def bench_decisions(
     return out
 
 
+def bench_agents(stages: tuple[int, ...] = STAGES, repeats: int = 50, progress=None) -> dict[str, Any]:
+    """Decision latency of an (untrained) PPO agent alone and behind the safety layer, per chain length.
+
+    The agent's network has the shape a trained one would have; training changes its weights, not its cost.
+    Each decision: observation (with the LSTM prediction), the network's forward pass, decoding, and for
+    ``ppo+safety`` the projection onto the feasible set. States alternate between the low and the high load.
+    """
+    import tempfile
+
+    from stable_baselines3 import PPO
+
+    from agents.ppo import PPOPolicy
+    from envs.pipeline_env import PipelineEnv
+    from rlscale.types import PipelineState
+
+    out: dict[str, Any] = {"ppo": {}, "ppo+safety": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in stages:
+            spec = synthetic_chain(n)
+            env = PipelineEnv(spec, predictor="none")
+            path = Path(tmp) / f"agent_{n}.zip"
+            PPO("MlpPolicy", env, seed=0, device="cpu", policy_kwargs={"net_arch": [128, 128]}).save(path)
+            for name, safety in (("ppo", False), ("ppo+safety", True)):
+                if progress is not None:
+                    progress(f"decision latency: {name}, {n} stages")
+                policy = PPOPolicy(spec, path, safety=safety)
+                config = policy.propose(PipelineState(0.0, 10.0, np.full(10, 5.0), _first_config(spec), None))
+                times = []
+                for i in range(repeats):
+                    load = LOADS_RPS["low"] if i % 2 == 0 else LOADS_RPS["high"]
+                    state = PipelineState(10.0 * i, 10.0, np.full(120, load), config, None)
+                    t = time.perf_counter()
+                    config = policy.decide(state)
+                    times.append((time.perf_counter() - t) * 1e3)
+                arr = np.asarray(times[2:])  # the first calls warm caches
+                out[name][str(n)] = {
+                    "p50": round(float(np.percentile(arr, 50)), 3),
+                    "p99": round(float(np.percentile(arr, 99)), 3),
+                    "runs": int(arr.size),
+                }
+    return out
+
+
+def _first_config(spec):
+    from rlscale.feasibility import plan_fixed_variants
+
+    return plan_fixed_variants(spec, [min(st.variants, key=lambda v: v.accuracy).name for st in spec.stages], 5.0)
+
+
 def run_bench(repeats: int = 5, quick: bool = False, progress=None) -> dict[str, Any]:
     """Every section that exists; sections not built yet are absent, never faked.
 
@@ -119,8 +171,10 @@ def run_bench(repeats: int = 5, quick: bool = False, progress=None) -> dict[str,
     report: dict[str, Any] = {"sim": bench_sim(repeats=repeats)}
     if quick:
         report["decision_ms"] = bench_decisions(stages=(2, 5), ilp_repeats=1, dp_repeats=3, progress=progress)
+        report["decision_ms"].update(bench_agents(stages=(2,), repeats=6, progress=progress))
     else:
         report["decision_ms"] = bench_decisions(progress=progress)
+        report["decision_ms"].update(bench_agents(progress=progress))
     dm = report["decision_ms"]
     report["ratios"] = {f"cbc_over_dp_{n}": round(dm["ipa-cbc"][n]["p50"] / dm["dp"][n]["p50"], 1) for n in dm["dp"]}
     return report

@@ -282,8 +282,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for name, per in dm.items():
         cells = []
         for n in dm["dp"]:
-            c = per[n]
-            cells.append(f"{c['p50']:.2f} / {c['p99']:.2f}" + (f" ({c['timeouts']} timeouts)" if c["timeouts"] else ""))
+            c = per.get(n)
+            if c is None:
+                cells.append("-")
+                continue
+            timeouts = c.get("timeouts", 0)
+            cells.append(f"{c['p50']:.2f} / {c['p99']:.2f}" + (f" ({timeouts} timeouts)" if timeouts else ""))
         table.add_row(name, *cells)
     _console().print(table)
     print("ratios:", ", ".join(f"{k} {v}x" for k, v in report["ratios"].items()))

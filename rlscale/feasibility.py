@@ -11,11 +11,13 @@ budgets sum to at most the SLA, and the total cores are within the core budget.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
+from rlscale.pareto import StageArrays, frontier_dp
 from rlscale.spec import PipelineSpec, StageSpec
 from rlscale.types import PipelineConfig, StageConfig
 
@@ -103,36 +105,38 @@ def is_feasible(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> 
 
 
 def plan_fixed_variants(spec: PipelineSpec, variants: list[str], load_rps: float) -> PipelineConfig:
-    """Cheapest (batch, cores, replicas) per stage for fixed variants at ``load_rps``, by enumeration."""
+    """Cheapest (batch, cores, replicas) per stage for fixed variants at ``load_rps``: the fewest total cores
+    whose planned latency fits the SLA (ties: lower latency), by the exact frontier search of `rlscale.pareto`.
+    When nothing fits the SLA and the budget, each stage takes its fastest option (with a warning)."""
     per_stage: list[list[StageOption]] = []
     for stage, v in zip(spec.stages, variants, strict=True):
         opts = stage_options(stage, load_rps, spec.objective.rho_max, variants=[v])
         if not opts:  # even max_replicas is not enough: take the largest capacity the stage allows
             b, c = max(
                 ((b, c) for b in stage.batch_sizes for c in stage.cores),
-                key=lambda bc: stage.latency.throughput_rps(v, bc[0], bc[1]),
+                key=lambda bc, stage=stage, v=v: stage.latency.throughput_rps(v, bc[0], bc[1]),
             )
             lat = stage.latency.latency_s(v, b, c)
             opts = [StageOption(StageConfig(v, b, stage.max_replicas, c), lat, stage.max_replicas * c)]
         per_stage.append(opts)
-    best: tuple[float, float] | None = None
-    choice: tuple[StageOption, ...] | None = None
-    fits = False
-    for combo in itertools.product(*per_stage):
-        latency = sum(o.latency_s for o in combo)
-        cores = sum(o.cores_total for o in combo)
-        ok = latency <= spec.sla_s + 1e-9 and cores <= spec.core_budget
-        key = (cores, latency) if ok else (latency, cores)
-        if ok and not fits:
-            fits, best, choice = True, key, combo
-        elif ok == fits and (best is None or key < best):
-            best, choice = key, combo
-    assert choice is not None
-    if not fits:
-        log.warning(
-            "%s: no configuration of %s meets the SLA within the budget at %.1f rps; using the fastest",
-            spec.name,
-            "/".join(variants),
-            load_rps,
+    arrays = [
+        StageArrays(
+            np.array([o.latency_s for o in opts]),
+            np.array([o.cores_total for o in opts], dtype=float),
+            np.zeros(len(opts)),
+            np.array([o.cores_total + 1e-6 * o.latency_s for o in opts]),
         )
-    return PipelineConfig(tuple(o.config for o in choice))
+        for opts in per_stage
+    ]
+    chosen = frontier_dp(arrays, spec.sla_s, None)
+    if chosen is not None:
+        config = PipelineConfig(tuple(opts[i].config for opts, i in zip(per_stage, chosen, strict=True)))
+        if config.total_cores <= spec.core_budget:
+            return config
+    log.warning(
+        "%s: no configuration of %s meets the SLA within the budget at %.1f rps; using the fastest",
+        spec.name,
+        "/".join(variants),
+        load_rps,
+    )
+    return PipelineConfig(tuple(min(opts, key=lambda o: (o.latency_s, o.cores_total)).config for opts in per_stage))

@@ -181,5 +181,5 @@ def test_bench_json_shape():
     assert report["sim"]["events_per_s"] > 0 and report["sim"]["naive_events_per_s"] > 0
     assert report["sim"]["events"] == 2 * 14437  # every request visits both stages
     assert set(report) <= {"sim", "decision_ms", "ratios"}
-    assert set(report["decision_ms"]) == {"ipa-cbc", "ipa-highs", "dp"}
+    assert set(report["decision_ms"]) == {"ipa-cbc", "ipa-highs", "dp", "ppo", "ppo+safety"}
     assert report["decision_ms"]["dp"]["2"]["p50"] > 0

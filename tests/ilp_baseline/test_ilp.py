@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+from pathlib import Path
 
 import pulp
 import pytest
@@ -28,7 +29,8 @@ from ilp_baseline.problem import (
     rim_sizing,
 )
 from rlscale.feasibility import is_feasible, stage_latency_s, violations
-from rlscale.spec import PipelineSpec, load_spec, parse_spec
+from rlscale.profiles import LatencyModel, ProfilePoint
+from rlscale.spec import ObjectiveSpec, PipelineSpec, StageSpec, VariantSpec, load_spec, parse_spec
 from rlscale.types import PipelineConfig
 
 BUNDLED = ("video", "sum-qa", "audio-qa", "nlp")
@@ -220,12 +222,23 @@ def test_rim_chooses_variants_but_not_replicas():
 
 @pytest.mark.parametrize(
     ("case", "load"),
-    [("sla too tight", 5.0), ("budget too small", 20.0), ("load above capacity", 1e5), ("rim above its sizing", 60.0)],
+    [
+        ("sla too tight", 5.0),
+        ("sla too tight for the stages together", 5.0),
+        ("budget too small", 20.0),
+        ("load above capacity", 1e5),
+        ("rim above its sizing", 60.0),
+    ],
 )
 def test_infeasible_load_raises_from_every_solver(case, load):
     mode, rim_fixed = "ipa", None
     if case == "sla too tight":
         spec = _modified("video", sla_s=0.01)
+    elif case == "sla too tight for the stages together":
+        fastest = [min(o.latency_s for o in opts) for opts in planning_data(load_spec("video"), load).options]
+        spec = _modified("video", sla_s=max(fastest) * 1.01)
+        assert sum(fastest) > spec.sla_s  # each stage fits alone, so the solvers must prove the infeasibility
+        assert all(planning_data(spec, load).options)
     elif case == "budget too small":
         spec = _modified("video", core_budget=2)
     elif case == "load above capacity":
@@ -278,3 +291,62 @@ def test_product_objective_equals_brute_force(write_spec, n_stages):
                 optima.add(plan.config.variants)
     # the grid exercises the product: the optimum trades accuracy between stages in more than one way
     assert len(optima) >= 3
+
+
+def _tiny_accuracy_spec(accuracy: float) -> PipelineSpec:
+    """Three one-variant stages (found by the property tests of test_dp.py, shrunk): feasible at 16/3 rps with
+    exactly the 5-core budget; the first stage's accuracy is ``accuracy``, the others' 0."""
+
+    def stage(i: int, acc: float, latency_s: dict[int, float], cores: tuple[int, ...], min_replicas: int):
+        points = [ProfilePoint("v0", b, float(c), lat) for b, lat in latency_s.items() for c in cores]
+        return StageSpec(
+            name=f"s{i}",
+            task="t",
+            metric="accuracy",
+            batch_sizes=tuple(latency_s),
+            cores=cores,
+            min_replicas=min_replicas,
+            max_replicas=4,
+            variants=(VariantSpec("v0", acc, None, 1.0),),
+            profile_path=Path(f"<s{i}>"),
+            latency=LatencyModel(points),
+        )
+
+    return PipelineSpec(
+        name="tiny-accuracy",
+        description="",
+        sla_s=0.65625,
+        drop_limit_s=100.0,
+        interval_s=10.0,
+        batch_timeout_s=0.5,
+        core_budget=5,
+        objective=ObjectiveSpec(0.0, 0.0, 0.0, "product", 1.0, 1.0),
+        stages=(
+            stage(0, accuracy, {1: 0.0625}, (1,), 1),
+            stage(1, 0.0, {1: 0.25, 2: 0.375}, (1, 2, 4), 2),
+            stage(2, 0.0, {1: 0.125, 2: 0.1875}, (2,), 1),
+        ),
+        source=Path("<tiny-accuracy>"),
+    )
+
+
+@pytest.mark.parametrize("accuracy", [0.5, 1e-5, 1e-7, 0.0])
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_product_with_extreme_accuracies_is_solved(solver, accuracy):
+    data = planning_data(_tiny_accuracy_spec(accuracy), 16 / 3)
+    plan = solve(data, solver)
+    assert plan.objective == pytest.approx(solve_dp(data).objective, abs=1e-12)
+    assert plan.config.total_cores == 5
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=InfeasibleLoad,
+    reason="HiGHS presolve declares this feasible product instance infeasible when a variant's accuracy is exactly "
+    "1e-6: the McCormick bounds of the partial product become [1e-6, 1e-6] ('excessively small column bounds'); "
+    "HiGHS with presolve='off', CBC and the DP all find the 5-core optimum",
+)
+def test_highs_solves_a_product_with_an_accuracy_of_1e_6():
+    data = planning_data(_tiny_accuracy_spec(1e-6), 16 / 3)
+    assert solve(data, "cbc").config.total_cores == 5  # CBC is fine
+    assert solve(data, "highs").config.total_cores == 5

@@ -1,0 +1,127 @@
+"""The Gymnasium environment: the checkers of Gymnasium and SB3, the codec, and training-only workloads."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs
+from envs.pipeline_env import Codec, PipelineEnv, TrainingTraces
+from rlscale.feasibility import is_feasible
+from rlscale.spec import load_spec
+from rlscale.types import PipelineState
+from rlscale.workload import EVAL_TRACES, SECONDS_PER_DAY, TRAINING_DAYS, load_trace
+
+
+@pytest.mark.parametrize("env_id", [i for i in gym.registry if i.startswith("rlscale/")])
+def test_gymnasium_checker_on_every_registered_id(env_id):
+    check_env(gym.make(env_id).unwrapped, skip_render_check=True)
+
+
+@pytest.mark.parametrize("pipeline", ["video", "sum-qa", "nlp"])
+def test_sb3_checker_and_a_full_episode(pipeline):
+    env = PipelineEnv(pipeline)
+    sb3_check_env(env)
+    obs, info = env.reset(seed=3)
+    assert env.observation_space.contains(obs)
+    steps, total = 0, 0.0
+    while True:
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert env.observation_space.contains(obs)
+        assert not terminated
+        for key in ("score", "violation_rate", "projection_distance", "reconfigured", "infeasible"):
+            assert key in info
+        # the reward is the score minus the shaping terms, and each term is in info
+        expected = (
+            info["score"]
+            - env.projection_penalty * info["projection_distance"]
+            - env.reconfig_penalty * float(info["reconfigured"])
+        )
+        assert reward == pytest.approx(expected)
+        total += reward
+        steps += 1
+        if truncated:
+            break
+    assert steps == 120
+
+
+def test_safety_keeps_applied_configs_feasible_and_raw_does_not():
+    spec = load_spec("video")
+    for safety in (True, False):
+        env = PipelineEnv("video", safety=safety)
+        env.reset(seed=1)
+        infeasible = 0
+        for _ in range(40):
+            state = env._state
+            action = env.action_space.sample()
+            action[3::4] = 0  # the lowest replica level: under-provisioned on purpose
+            env.step(action)
+            load = Codec.reference_load_rps(state)
+            applied = env.cluster.config
+            infeasible += not is_feasible(spec, applied, load)
+        if safety:
+            assert infeasible == 0
+        else:
+            assert infeasible > 0
+
+
+def test_reset_is_deterministic_for_a_seed_and_accepts_an_evaluation_trace():
+    env = PipelineEnv("video")
+    a = env.reset(seed=7)
+    b = env.reset(seed=7)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1]["trace"] == b[1]["trace"]
+    _obs, info = env.reset(seed=7, options={"trace": "bursty"})
+    assert info["trace"] == "bursty"
+
+
+def test_training_workloads_never_come_from_the_evaluation_windows(monkeypatch):
+    """Training episodes (reset without a trace) read only the training split, never an evaluation window."""
+    import rlscale.workload as workload
+
+    def forbidden(*_a, **_k):
+        raise AssertionError("an evaluation window was read during training")
+
+    monkeypatch.setattr(workload, "_eval_windows", forbidden)
+    monkeypatch.setattr(workload, "load_trace", forbidden)
+    env = PipelineEnv("video")
+    names = set()
+    for seed in range(30):
+        _obs, info = env.reset(seed=seed)
+        names.add(info["trace"])
+        assert info["trace"].startswith("train@")
+        start = int(info["trace"].split("@")[1].split(":")[0])
+        assert 0 <= start <= TRAINING_DAYS * SECONDS_PER_DAY - env.window_s
+        assert info["trace"] not in EVAL_TRACES
+    assert len({n.split(":")[1] for n in names}) >= 3  # the variations are exercised
+
+
+def test_training_variations_are_seeded():
+    a = TrainingTraces(np.random.default_rng(1)).sample()
+    b = TrainingTraces(np.random.default_rng(1)).sample()
+    assert a.name == b.name and np.array_equal(a.rps, b.rps)
+    assert np.all(a.rps >= 0)
+
+
+def test_codec_round_trip():
+    spec = load_spec("video")
+    codec = Codec(spec)
+    state = PipelineState(100.0, 10.0, load_trace("bursty").rps[:100].astype(float), None, None)
+    for _ in range(50):
+        action = codec.action_space().sample()
+        config = codec.decode(action, state)
+        assert config.total_cores <= spec.core_budget
+        again = codec.decode(codec.encode(config, state), state)
+        assert again.variants == config.variants
+        assert [s.batch for s in again.stages] == [s.batch for s in config.stages]
+
+
+def test_observation_layout_matches_the_docstring():
+    env = PipelineEnv("video")
+    n_stages = len(env.pipeline_spec.stages)
+    assert env.observation_space.shape == (13 + 8 * n_stages + 5,)
+    assert env.action_space.nvec.tolist() == [5, 4, 4, 6, 5, 4, 4, 6]
+    assert envs.ENV_ID in gym.registry
