@@ -1,6 +1,7 @@
 """``rlscale demo``: the main job on the bundled default pipeline (video) and IPA's four load patterns.
 
-Runs IPA, its tuned variant, the oracle, FA2 and the Kubernetes HPA on the simulator over the four IPA windows
+Runs the bundled PPO agent (behind the safety layer), IPA, its tuned variant, the oracle, FA2-low and the
+Kubernetes HPA on the simulator over the four IPA windows
 (through `experiments.compare`, the code path of ``rlscale compare``) and prints the comparison (violations,
 accuracy, cost, score); writes the comparison's files and plots, a timeline per run, and the inputs every
 experiment runs on (the traces; the latency model: measured and derived points against the fit).
@@ -79,7 +80,7 @@ def plot_profiles(spec: PipelineSpec, out: Path) -> Path:
     return path
 
 
-DEMO_POLICIES = ("ipa", "ipa-tuned", "oracle", "fa2-low", "fa2-high", "hpa")
+DEMO_POLICIES = ("ppo", "ipa", "ipa-tuned", "oracle", "fa2-low", "hpa")
 
 
 def run_demo(out_dir: Path, pipeline: str = DEFAULT_PIPELINE, seed: int = 0) -> int:
