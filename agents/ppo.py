@@ -81,9 +81,12 @@ class PPOPolicy:
         spec: the pipeline the agent was trained for.
         model_path: the agent's ``model.zip`` (default: the bundled agent of the pipeline).
         safety: project proposals onto the feasible set (``ppo``) or not (``ppo-raw``).
+        safety_load: the safety layer's load estimate (``observed``, ``backlog`` or ``predicted``).
     """
 
-    def __init__(self, spec: PipelineSpec, model_path: Path | None = None, *, safety: bool = True) -> None:
+    def __init__(
+        self, spec: PipelineSpec, model_path: Path | None = None, *, safety: bool = True, safety_load: str = "observed"
+    ) -> None:
         from stable_baselines3 import PPO
 
         path = Path(model_path) if model_path is not None else bundled_agent(spec.name)
@@ -103,7 +106,11 @@ class PPOPolicy:
                 f"{path}: agent observes {self.model.observation_space.shape}, pipeline {spec.name} needs {expected}"
             )
         self.predictor = LSTMPredictor()
-        self.safety = SafetyLayer(spec) if safety else None
+        self.safety = (
+            SafetyLayer(spec, load=safety_load, predictor=self.predictor if safety_load == "predicted" else None)
+            if safety
+            else None
+        )
         self.name = "ppo" if safety else "ppo-raw"
         self.last_report: dict = {}
 

@@ -8,7 +8,9 @@ of changes, summed over stages:
     w_variant * [v != v'] + w_batch * |log2 b - log2 b'| + w_cores * |log2 c - log2 c'| + w_replicas * |n - n'|
 
 The load is a floor by default: the highest per-second load observed in the last interval, so the agent stays
-free to provision ahead of a rise or to hold through a dip; ``load="predicted"`` uses a predictor instead.
+free to provision ahead of a rise or to hold through a dip; ``load="predicted"`` uses a predictor instead, and
+``load="backlog"`` adds the longest stage queue divided by the interval (capacity to drain a backlog within one
+interval: the observed peak alone can leave a queue that built up during a reaction delay in place for minutes).
 
 Invariants (property-tested): the result is in F whenever F is non-empty; a feasible proposal comes back
 unchanged; the result is a nearest feasible configuration; when F is empty the result is the maximum-capacity
@@ -34,7 +36,7 @@ from rlscale.pareto import StageArrays, frontier_dp
 from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 
-LOAD_MODES = ("observed", "predicted")
+LOAD_MODES = ("observed", "backlog", "predicted")
 SOLVERS = ("dp", "pulp")
 
 
@@ -111,7 +113,8 @@ class SafetyLayer:
         spec: the pipeline.
         weights: distance weights.
         solver: ``dp`` (exact Pareto DP, default) or ``pulp`` (exact integer program, CBC).
-        load: ``observed`` (the last interval's peak, a floor) or ``predicted`` (needs ``predictor``).
+        load: ``observed`` (the last interval's peak, a floor), ``backlog`` (that plus the longest queue / interval)
+            or ``predicted`` (needs ``predictor``).
         predictor: the load predictor for ``load="predicted"``.
     """
 
@@ -140,7 +143,12 @@ class SafetyLayer:
     def load_rps(self, state: PipelineState) -> float:
         if self.load_mode == "predicted" and self.predictor is not None:
             return max(0.0, self.predictor.predict(state))
-        return observed_load_rps(state)
+        observed = observed_load_rps(state)
+        if self.load_mode == "backlog" and state.last is not None:
+            # capacity to carry the observed peak *and* drain the longest queue within one interval
+            backlog = max((m.queue_len for m in state.last.stages), default=0)
+            return observed + backlog / state.interval_s
+        return observed
 
     def project(self, proposed: PipelineConfig, state: PipelineState) -> tuple[PipelineConfig, dict]:
         """The nearest configuration in F(load) and a report of what happened."""

@@ -37,12 +37,14 @@ class PolicyOptions:
         predictor: ``reactive``, ``ewma``, ``lstm`` or ``oracle`` (default ``lstm``, IPA's).
         headroom: plan for this multiple of the predicted load (default IPA's margin for the pipeline).
         agent: a trained agent's model.zip for ``ppo`` / ``ppo-raw`` (default: the bundled agent).
+        safety_load: the safety layer's load estimate for ``ppo``: observed (default), backlog or predicted.
     """
 
     solver: str | None = None
     predictor: str | None = None
     headroom: float | None = None
     agent: str | None = None
+    safety_load: str | None = None
 
 
 def make_predictor(name: str, trace: Trace) -> Predictor:
@@ -107,7 +109,9 @@ def _ppo(safety: bool) -> Callable[[PipelineSpec, Trace, PolicyOptions], Policy]
     def build(spec: PipelineSpec, trace: Trace, opts: PolicyOptions) -> Policy:
         from agents.ppo import PPOPolicy  # imports torch: only when an agent is asked for
 
-        return PPOPolicy(spec, Path(opts.agent) if opts.agent else None, safety=safety)
+        return PPOPolicy(
+            spec, Path(opts.agent) if opts.agent else None, safety=safety, safety_load=opts.safety_load or "observed"
+        )
 
     return build
 

@@ -125,7 +125,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.pipeline)
     trace = load_trace(args.trace)
-    options = PolicyOptions(solver=args.solver, predictor=args.predictor, headroom=args.headroom, agent=args.agent)
+    options = PolicyOptions(
+        solver=args.solver,
+        predictor=args.predictor,
+        headroom=args.headroom,
+        agent=args.agent,
+        safety_load=args.safety_load,
+    )
     policy = make_policy(args.policy, spec, trace, options)
     if args.plot:
         _check_writable(Path(args.plot))
@@ -231,7 +237,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from rlscale.errors import RlscaleError
 
         raise RlscaleError(f"--out {out}: exists and is not a folder")
-    options = PolicyOptions(solver=args.solver, predictor=args.predictor, headroom=args.headroom, agent=args.agent)
+    options = PolicyOptions(
+        solver=args.solver,
+        predictor=args.predictor,
+        headroom=args.headroom,
+        agent=args.agent,
+        safety_load=args.safety_load,
+    )
     comp = run_comparison(
         args.pipeline,
         args.traces,
@@ -331,6 +343,11 @@ def _add_planner_flags(p: argparse.ArgumentParser) -> None:
         help="plan for H x the predicted load (default: IPA's published margin for the pipeline)",
     )
     p.add_argument("--agent", metavar="PATH", help="model.zip of a trained agent for ppo/ppo-raw (default: bundled)")
+    p.add_argument(
+        "--safety-load",
+        choices=("observed", "backlog", "predicted"),
+        help="load the safety layer protects for: the last interval's peak (default), plus the backlog, or the LSTM's",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

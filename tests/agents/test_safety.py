@@ -157,3 +157,14 @@ def test_bad_arguments():
         SafetyLayer(spec, solver="magic")
     with pytest.raises(RlscaleError, match="needs a predictor"):
         SafetyLayer(spec, load="predicted")
+
+
+def test_backlog_floor_adds_the_longest_queue_per_interval():
+    from rlscale.types import IntervalMetrics, StageMetrics
+
+    spec = load_spec("video")
+    stage = lambda q: StageMetrics(10, 0, 0.1, 0.2, q, 0.9, 1, 1.0)  # noqa: E731
+    last = IntervalMetrics(0, 10, 100, 90, 0, 0, 0.0, 1, 2, 0.3, 3, -3, -3, (stage(50), stage(120)))
+    state = PipelineState(10.0, 10.0, np.full(10, 20.0), PipelineConfig(()), last)
+    assert SafetyLayer(spec, load="backlog").load_rps(state) == pytest.approx(20.0 + 120 / 10)
+    assert SafetyLayer(spec).load_rps(state) == 20.0
