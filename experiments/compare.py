@@ -30,22 +30,6 @@ from rlscale.workload import load_trace
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FIELDS = (
-    "requests",
-    "completed",
-    "dropped",
-    "late",
-    "sla_violation_rate",
-    "accuracy",
-    "cost_cores",
-    "objective",
-    "score",
-    "p99_latency_s",
-    "decision_ms_p50",
-    "decision_ms_p99",
-    "reconfigurations",
-)
-
 
 @dataclass
 class Comparison:
