@@ -31,10 +31,9 @@ lstm: $(STAMP)
 	$(BIN)/python -m agents.lstm --out agents/data/lstm_predictor.npz
 
 # The bundled PPO agents (agents/data/ppo_<pipeline>.zip): train on training windows and bundle (a few minutes each)
-AGENT_STEPS ?= 300000
 agent: $(STAMP)
-	$(BIN)/rlscale train --pipeline video --timesteps $(AGENT_STEPS) --seed 0 --out runs --bundle
-	$(BIN)/rlscale train --pipeline sum-qa --timesteps $(AGENT_STEPS) --seed 0 --out runs --bundle
+	$(BIN)/rlscale train --pipeline video --timesteps 300000 --seed 0 --out runs --bundle
+	$(BIN)/rlscale train --pipeline sum-qa --timesteps 200000 --seed 0 --out runs --bundle
 
 clean:
 	rm -rf $(VENV) build *.egg-info

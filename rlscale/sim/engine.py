@@ -11,7 +11,9 @@ Semantics:
   it counts as an SLA violation.
 - Reconfiguration is make-before-break. Changing only the replica count adds replicas that serve after the
   variant's ``startup_s`` (removals stop taking work at once and finish their batch). Changing variant, batch or
-  cores rolls the stage out: a new replica set serves after ``startup_s``; the old set keeps serving until then.
+  cores rolls the stage out: a new replica set serves after ``startup_s``; the serving set keeps serving until
+  then. A rollout ordered while another is still starting cancels the starting set and keeps the serving one
+  until the newest set is ready, so a stage is never left without serving replicas by reconfiguring.
   Batch size is a container setting, so it changes by rollout too, as on Kubernetes.
 - Cost: each replica's cores count from the decision that created it until it has retired and finished its last
   batch, so starting and draining replicas are paid for.
@@ -250,9 +252,13 @@ class Simulator:
                         r.retire_s = now
             else:
                 ready = now + startup
-                for r in live:
-                    # replicas still starting up are cancelled; serving ones keep serving until the new set is ready
-                    r.retire_s = now if r.ready_s > now else ready
+                for r in st.replicas:
+                    if r.ready_s > now:  # still starting up (an earlier target): cancelled
+                        r.retire_s = min(r.retire_s, now)
+                    elif r.retire_s > now:
+                        # serving replicas keep serving until the new set is ready, even those an earlier rollout
+                        # had scheduled to retire sooner: that rollout's replacements were just cancelled
+                        r.retire_s = ready
                 for _ in range(new.replicas):
                     st.replicas.append(self._new_replica(st.spec, new, alloc_s=now, ready_s=ready))
         self.config = config

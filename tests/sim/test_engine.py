@@ -241,3 +241,17 @@ def test_engine_matches_naive_reference(crop, cls, trace, arrivals):
     np.testing.assert_array_equal(sim.dropped_at.astype(int), ref["dropped_at"])
     np.testing.assert_allclose(np.nan_to_num(sim.finish_s, nan=-1), np.nan_to_num(ref["finish_s"], nan=-1))
     assert sim.events == int(ref["events"][0])
+
+
+def test_rollouts_faster_than_startup_never_leave_a_stage_without_replicas(tmp_path):
+    """A new rollout every interval, with a startup longer than the interval: the serving set keeps serving."""
+    spec = one_stage_spec(tmp_path, 0.05, startup=(15.0, 15.0))
+    sim = Simulator(spec, constant(5, 120), PipelineConfig((StageConfig("fast", 1, 2, 1),)), seed=0)
+    configs = [StageConfig("slow", 1, 2, 1), StageConfig("fast", 2, 2, 1), StageConfig("slow", 2, 2, 2)]
+    for i in range(10):
+        sim.step()
+        assert sim.last.stages[0].replicas_serving >= 1, i
+        sim.apply(PipelineConfig((configs[i % 3],)))
+    run_all(sim)
+    assert int(np.count_nonzero(sim.dropped_at >= 0)) == 0
+    assert sum(m.stages[0].served for m in sim.history) == sim.n_requests
