@@ -80,3 +80,16 @@ def test_missing_or_wrong_agent_is_one_clear_error(tmp_path, tiny_run):
 
 def test_bundled_agent_exists_for_video():
     assert bundled_agent("video").exists(), "run `make agent` to train and bundle the video agent"
+
+
+def test_numpy_actor_equals_sb3_predict():
+    """The torch-free forward pass picks exactly SB3's deterministic action."""
+    from envs.pipeline_env import PipelineEnv
+
+    policy = PPOPolicy(load_spec("video"))
+    assert policy._mlp is not None
+    env = PipelineEnv("video")
+    for i in range(200):
+        obs = env.observation_space.sample() if i % 2 else env.reset(seed=i)[0]
+        expected, _ = policy.model.predict(obs, deterministic=True)
+        np.testing.assert_array_equal(policy.act(obs), expected)
