@@ -375,18 +375,8 @@ def _fit(
         torch.set_num_threads(threads)
 
 
-def _fit_torch(
-    torch,
-    train_set: Samples,
-    val_set: Samples,
-    epochs: int,
-    seed: int,
-    rng: np.random.Generator,
-    hidden_units: int,
-    batch_size: int,
-    learning_rate: float,
-    quantile: float,
-) -> LSTMWeights:
+def _fit_torch(torch, train_set, val_set, epochs, seed, rng, hidden_units, batch_size, learning_rate, quantile):
+    """The training loop proper (arguments as `_fit`'s; ``torch`` is the module, imported only for training)."""
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's global RNG state
         torch.manual_seed(seed)
         lstm = torch.nn.LSTM(input_size=1, hidden_size=hidden_units, batch_first=True)

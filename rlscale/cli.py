@@ -191,8 +191,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.pipeline)  # fail on a bad spec before anything is created
     if args.resume and not Path(args.resume).exists():
-        from rlscale.errors import RlscaleError
-
         raise RlscaleError(f"--resume {args.resume}: no such model file")
     cfg = TrainConfig(
         pipeline=args.pipeline,
@@ -234,8 +232,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        from rlscale.errors import RlscaleError
-
         raise RlscaleError(f"--out {out}: exists and is not a folder")
     options = PolicyOptions(
         solver=args.solver,
