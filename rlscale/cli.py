@@ -169,8 +169,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _check_writable(path: Path) -> None:
     """Fail before a long run, not after it, when an output file cannot be written."""
-    from rlscale.errors import RlscaleError
-
     if path.suffix.lower() != ".png":
         raise RlscaleError(f"--plot {path}: the plot is a PNG file; give a path ending in .png")
     parent = path.parent if str(path.parent) else Path(".")
