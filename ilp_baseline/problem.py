@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 from rlscale.errors import RlscaleError
-from rlscale.feasibility import plan_fixed_variants, replicas_needed, stage_latency_s
+from rlscale.feasibility import batch_fill_wait_s, plan_fixed_variants
 from rlscale.spec import PipelineSpec, StageSpec
 from rlscale.types import PipelineConfig, StageConfig
 
@@ -128,20 +128,24 @@ def _stage_options(
         acc_rank = stage.rank_accuracy(v)
         acc_raw = stage.variant(v).accuracy
         for b in stage.batch_sizes:
-            lat = None
+            wait = batch_fill_wait_s(b, load_rps)
+            if wait > sla_s:
+                continue
             for c in stage.cores if fixed is None else (fixed[1],):
-                h = stage.latency.throughput_rps(v, b, c)
+                service = stage.latency.latency_s(v, b, c)  # one lookup: throughput and latency derive from it
+                lat = service + wait
+                if lat > sla_s:  # can never fit the SLA (this also keeps huge batch-fill waits out of the ILP)
+                    continue
+                h = b / service
                 if fixed is None:
-                    n = replicas_needed(stage, v, b, c, load_rps, rho_max)
+                    # the same count as rlscale.feasibility.replicas_needed, without its repeated lookups
+                    n = max(stage.min_replicas, math.ceil(load_rps / (h * rho_max) - 1e-9) if load_rps > 0 else 0)
                     if n > stage.max_replicas:
                         continue
                 else:
                     n = fixed[0]
                     if n * h * rho_max + 1e-9 < load_rps:
                         continue
-                lat = stage_latency_s(stage, v, b, c, load_rps)
-                if lat > sla_s:  # can never fit the SLA (this also keeps huge batch-fill waits out of the ILP)
-                    continue
                 out.append(Option(v, b, c, n, lat, h, acc_rank, acc_raw))
     return out
 
