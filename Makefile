@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean lstm agent
+.PHONY: demo test lint venv clean lstm agent prometheus
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) lint
+# integration tests need Debian's prometheus binary: install it when missing and possible (root + apt);
+# without it they skip, except under CI=true, where they fail
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		prometheus >/dev/null; } || echo "note: prometheus not installed; integration tests will skip"
+
+test: $(STAMP) lint prometheus
 	$(BIN)/python -m pytest -q
 
 # IPA's LSTM load predictor: retrain the bundled weights (agents/data/README.md)
