@@ -33,6 +33,7 @@ from rlscale.errors import RlscaleError
 from rlscale.feasibility import batch_fill_wait_s, is_feasible, replicas_needed
 from rlscale.interfaces import Predictor
 from rlscale.pareto import StageArrays, frontier_dp
+from rlscale.predictors import last_interval_peak_rps
 from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 
@@ -57,11 +58,8 @@ class DistanceWeights:
     replicas: float = 0.5
 
 
-def observed_load_rps(state: PipelineState) -> float:
-    """The highest per-second arrival count of the last interval (0 with no history)."""
-    hist = state.arrival_rps
-    n = max(1, int(math.ceil(state.interval_s)))
-    return float(hist[-n:].max()) if hist.size else 0.0
+# the load floor: the highest per-second load of the last interval
+observed_load_rps = last_interval_peak_rps
 
 
 def stage_distance(w: DistanceWeights, proposed: StageConfig, candidate: StageConfig) -> float:

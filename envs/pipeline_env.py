@@ -13,9 +13,10 @@ import numpy as np
 from gymnasium import spaces
 
 from rlscale.errors import RlscaleError
-from rlscale.feasibility import plan_fixed_variants
 from rlscale.interfaces import ActionFilter, Cluster, Predictor
+from rlscale.predictors import last_interval_peak_rps
 from rlscale.sim.engine import Simulator
+from rlscale.sim.runner import warm_state
 from rlscale.spec import PipelineSpec, load_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 from rlscale.workload import EVAL_TRACES, Trace, TrainingSampler, load_trace
@@ -69,12 +70,8 @@ class Codec:
 
     # ------------------------------------------------------------------ encoding
 
-    @staticmethod
-    def reference_load_rps(state: PipelineState) -> float:
-        """The peak per-second load of the last interval: what replica actions and the safety floor refer to."""
-        hist = state.arrival_rps
-        n = max(1, int(math.ceil(state.interval_s)))
-        return float(hist[-n:].max()) if hist.size else 0.0
+    # the peak per-second load of the last interval: what replica actions and the safety floor refer to
+    reference_load_rps = staticmethod(last_interval_peak_rps)
 
     def observe(self, state: PipelineState, predicted_rps: float | None = None) -> np.ndarray:
         spec, scale = self.spec, self.load_scale_rps
@@ -306,14 +303,13 @@ class PipelineEnv(gym.Env):
             if self._traces is None or seed is not None:  # a new seed gives a new generator: follow it
                 self._traces = TrainingTraces(self.np_random, window_s=self.window_s, damping=self.damping)
             self.trace = self._traces.sample()
-        first = self.trace.rps[: max(1, int(self.interval_s))]
-        cheapest = [v[0] for v in self.codec.variants]
-        initial = plan_fixed_variants(self.pipeline_spec, cheapest, float(first.max()) if first.size else 0.0)
+        warm = warm_state(self.pipeline_spec, self.trace, self.interval_s)
+        initial = warm.config
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
         self.cluster = self.cluster_factory(self.pipeline_spec, self.trace, initial, episode_seed)
         state = self.cluster.observe()
         if state.arrival_rps.size == 0:  # warm start: as if the first interval's load had been running
-            state = PipelineState(state.time_s, state.interval_s, first.astype(float), state.config, None, 0)
+            state = PipelineState(state.time_s, state.interval_s, warm.arrival_rps, state.config, None, 0)
         self._state = state
         return self._obs(state), {"trace": self.trace.name, "config": str(initial)}
 

@@ -118,20 +118,14 @@ def _fmt(value: object) -> str:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from experiments.registry import PolicyOptions, make_policy
+    from experiments.registry import make_policy
     from rlscale.sim.runner import run_episode
     from rlscale.spec import load_spec
     from rlscale.workload import load_trace
 
     spec = load_spec(args.pipeline)
     trace = load_trace(args.trace)
-    options = PolicyOptions(
-        solver=args.solver,
-        predictor=args.predictor,
-        headroom=args.headroom,
-        agent=args.agent,
-        safety_load=args.safety_load,
-    )
+    options = _policy_options(args)
     policy = make_policy(args.policy, spec, trace, options)
     if args.plot:
         _check_writable(Path(args.plot))
@@ -165,6 +159,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(per_stage)
     return 0
+
+
+def _policy_options(args: argparse.Namespace):
+    """The planner and agent flags of `_add_planner_flags` as `PolicyOptions`."""
+    from experiments.registry import PolicyOptions
+
+    return PolicyOptions(
+        solver=args.solver,
+        predictor=args.predictor,
+        headroom=args.headroom,
+        agent=args.agent,
+        safety_load=args.safety_load,
+    )
 
 
 def _check_writable(path: Path) -> None:
@@ -226,18 +233,11 @@ def _csv_list(value: str) -> list[str]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from experiments.compare import markdown_table, run_comparison
-    from experiments.registry import PolicyOptions
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise RlscaleError(f"--out {out}: exists and is not a folder")
-    options = PolicyOptions(
-        solver=args.solver,
-        predictor=args.predictor,
-        headroom=args.headroom,
-        agent=args.agent,
-        safety_load=args.safety_load,
-    )
+    options = _policy_options(args)
     comp = run_comparison(
         args.pipeline,
         args.traces,

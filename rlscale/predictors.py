@@ -16,6 +16,14 @@ from rlscale.types import PipelineState
 from rlscale.workload import Trace
 
 
+def last_interval_peak_rps(state: PipelineState) -> float:
+    """The highest per-second arrival count of the last interval (0 with no history): the safety layer's load
+    floor and the reference of the agent's replica levels."""
+    hist = state.arrival_rps
+    n = max(1, int(math.ceil(state.interval_s)))
+    return float(hist[-n:].max()) if hist.size else 0.0
+
+
 class ReactivePredictor:
     """The maximum per-second load of the last ``window_s`` seconds (IPA's reactive baseline)."""
 
