@@ -11,6 +11,7 @@ Every problem is reported as one `SpecError` whose message names the file, the f
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,6 +34,7 @@ _TOP_KEYS = {
     "core_budget",
     "objective",
     "stages",
+    "kubernetes",
 }
 _OBJECTIVE_KEYS = {"alpha", "beta", "gamma", "accuracy_method", "sla_penalty", "rho_max"}
 _STAGE_KEYS = {
@@ -47,6 +49,7 @@ _STAGE_KEYS = {
     "variants",
 }
 _VARIANT_KEYS = {"name", "accuracy", "metric_value", "startup_s"}
+_KUBE_KEYS = {"namespace", "container", "variant_env", "batch_env", "deployments", "promql"}
 
 
 def data_dir() -> Path:
@@ -133,6 +136,28 @@ class ObjectiveSpec:
 
 
 @dataclass(frozen=True)
+class KubeSpec:
+    """How the pipeline runs on Kubernetes (the spec's optional ``kubernetes`` section; every field has a default).
+
+    Attributes:
+        namespace: namespace of the stage Deployments (None: the sidecar's ``--namespace``, else ``default``).
+        container: the container that serves the model (None: the Deployment's first container).
+        variant_env: env var that names the model variant the container loads.
+        batch_env: env var that sets the container's maximum batch size.
+        deployments: Deployment name by stage; a stage not listed is found by the labels
+            ``rlscale.io/pipeline=<pipeline>`` and ``rlscale.io/stage=<stage>``.
+        promql: PromQL templates that override `rlscale.kube.prometheus.DEFAULT_TEMPLATES`, by name.
+    """
+
+    namespace: str | None = None
+    container: str | None = None
+    variant_env: str = "MODEL_VARIANT"
+    batch_env: str = "MAX_BATCH_SIZE"
+    deployments: dict[str, str] = field(default_factory=dict)
+    promql: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class PipelineSpec:
     """A validated pipeline spec. Build it with `load_spec`."""
 
@@ -146,6 +171,7 @@ class PipelineSpec:
     objective: ObjectiveSpec
     stages: tuple[StageSpec, ...]
     source: Path
+    kubernetes: KubeSpec = field(default_factory=KubeSpec, compare=False)
 
     def stage(self, name: str) -> StageSpec:
         for s in self.stages:
@@ -200,6 +226,14 @@ class PipelineSpec:
                 }
                 for s in self.stages
             ],
+            "kubernetes": {
+                "namespace": self.kubernetes.namespace,
+                "container": self.kubernetes.container,
+                "variant_env": self.kubernetes.variant_env,
+                "batch_env": self.kubernetes.batch_env,
+                "deployments": dict(self.kubernetes.deployments),
+                "promql": dict(self.kubernetes.promql),
+            },
         }
 
 
@@ -414,6 +448,7 @@ def parse_spec(raw: Any, path: Path) -> PipelineSpec:
             "core_budget",
             f"{core_budget} cores cannot hold the smallest configuration (min_replicas x min cores = {smallest})",
         )
+    kubernetes = _parse_kube(r, m.get("kubernetes"), [s.name for s in stages])
     return PipelineSpec(
         name=name,
         description=description,
@@ -425,7 +460,55 @@ def parse_spec(raw: Any, path: Path) -> PipelineSpec:
         objective=objective,
         stages=tuple(stages),
         source=path,
+        kubernetes=kubernetes,
     )
+
+
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _parse_kube(r: _Reader, raw: Any, stage_names: list[str]) -> KubeSpec:
+    from rlscale.kube.prometheus import check_template  # no client import: only the template names and fields
+
+    if raw is None:
+        return KubeSpec()
+    m = r.mapping(raw, "kubernetes", _KUBE_KEYS)
+    where = "kubernetes"
+    names = {}
+    for key in ("namespace", "container"):
+        if m.get(key) is not None:
+            value = r.string(m, key, where)
+            if not _K8S_NAME.match(value) or len(value) > 63:
+                raise r.fail(f"{where}.{key}", f"must be a Kubernetes name (lowercase, digits, '-'), got {value!r}")
+            names[key] = value
+    envs = {}
+    for key in ("variant_env", "batch_env"):
+        if m.get(key) is not None:
+            value = r.string(m, key, where)
+            if not _ENV_NAME.match(value):
+                raise r.fail(f"{where}.{key}", f"must be an environment variable name, got {value!r}")
+            envs[key] = value
+    deployments: dict[str, str] = {}
+    if m.get("deployments") is not None:
+        dm = r.mapping(m["deployments"], f"{where}.deployments", set(stage_names))
+        for stage in dm:
+            value = r.string(dm, stage, f"{where}.deployments")
+            if not _K8S_NAME.match(value) or len(value) > 253:
+                raise r.fail(f"{where}.deployments.{stage}", f"must be a Kubernetes name, got {value!r}")
+            deployments[str(stage)] = value
+    promql: dict[str, str] = {}
+    if m.get("promql") is not None:
+        from rlscale.kube.prometheus import DEFAULT_TEMPLATES
+
+        pm = r.mapping(m["promql"], f"{where}.promql", set(DEFAULT_TEMPLATES))
+        for key in pm:
+            value = r.string(pm, key, f"{where}.promql")
+            problem = check_template(key, value)
+            if problem:
+                raise r.fail(f"{where}.promql.{key}", problem)
+            promql[str(key)] = value
+    return KubeSpec(**names, **envs, deployments=deployments, promql=promql)
 
 
 def load_spec(name_or_path: str | Path) -> PipelineSpec:

@@ -1,17 +1,23 @@
 """Reading a pipeline's metrics from Prometheus (prometheus-api-client), through PromQL templates.
 
-A pipeline instrumented with the standard names below needs no configuration; others override the templates.
-Every stage exports (labels ``pipeline`` and ``stage``):
+A pipeline instrumented with the standard names below needs no configuration; others override the templates in
+the spec's ``kubernetes.promql`` section. Every metric carries the labels ``pipeline`` and (per stage) ``stage``:
 
-| metric | type | meaning |
-|---|---|---|
-| ``rlscale_requests_total`` | counter | requests that arrived at the stage |
-| ``rlscale_request_latency_seconds`` | histogram | stage latency (queue wait + service) of each request |
-| ``rlscale_queue_length`` | gauge | requests waiting at the stage |
+| metric | type | labels | meaning |
+|---|---|---|---|
+| ``rlscale_requests_total`` | counter | pipeline, stage | requests that arrived at the stage |
+| ``rlscale_request_latency_seconds`` | histogram | pipeline, stage | stage latency (queue wait + service) |
+| ``rlscale_queue_length`` | gauge | pipeline, stage | requests waiting at the stage |
+| ``rlscale_busy_seconds_total`` | counter | pipeline, stage | replica-seconds spent serving batches |
+| ``rlscale_e2e_latency_seconds`` | histogram | pipeline | end-to-end latency; needs a bucket boundary at the SLA |
+| ``rlscale_dropped_requests_total`` | counter | pipeline | requests dropped at any stage |
 
-Templates are Python format strings with the fields ``pipeline``, ``stage``, ``window`` (a PromQL duration) and
-``q`` (a quantile). A query that cannot be answered (Prometheus unreachable, slow, or no data yet) raises
-`MetricsUnavailable`, a temporary error: the caller keeps its configuration and retries later.
+Templates are Python format strings with the fields ``pipeline``, ``stage``, ``window`` (a PromQL duration),
+``q`` (a quantile) and ``sla`` (the SLA in seconds, formatted as client libraries format a bucket's ``le``).
+Only ``arrival_rate`` and ``queue_length`` are required; the others may have no data (no traffic, a pipeline that
+does not export them) and then read as NaN. A query that cannot be answered (Prometheus unreachable or slow, or
+no data for a required metric) raises `MetricsUnavailable`, a temporary error: the caller keeps its
+configuration and retries later.
 """
 
 from __future__ import annotations
@@ -25,14 +31,45 @@ import numpy as np
 
 from rlscale.errors import RlscaleError
 
+_STAGE = '{{pipeline="{pipeline}",stage="{stage}"}}'
+_PIPE = '{{pipeline="{pipeline}"}}'
 DEFAULT_TEMPLATES = {
-    "arrival_rate": 'sum(rate(rlscale_requests_total{{pipeline="{pipeline}",stage="{stage}"}}[{window}]))',
+    "arrival_rate": f"sum(rate(rlscale_requests_total{_STAGE}[{{window}}]))",
     "latency_quantile": (
-        "histogram_quantile({q}, sum by (le) "
-        '(rate(rlscale_request_latency_seconds_bucket{{pipeline="{pipeline}",stage="{stage}"}}[{window}])))'
+        f"histogram_quantile({{q}}, sum by (le) (rate(rlscale_request_latency_seconds_bucket{_STAGE}[{{window}}])))"
     ),
-    "queue_length": 'max(rlscale_queue_length{{pipeline="{pipeline}",stage="{stage}"}})',
+    "queue_length": f"max(rlscale_queue_length{_STAGE})",
+    "busy_rate": f"sum(rate(rlscale_busy_seconds_total{_STAGE}[{{window}}]))",
+    "e2e_latency_quantile": (
+        f"histogram_quantile({{q}}, sum by (le) (rate(rlscale_e2e_latency_seconds_bucket{_PIPE}[{{window}}])))"
+    ),
+    "completed_rate": f"sum(rate(rlscale_e2e_latency_seconds_count{_PIPE}[{{window}}]))",
+    "late_rate": (
+        f"sum(rate(rlscale_e2e_latency_seconds_count{_PIPE}[{{window}}])) - "
+        'sum(rate(rlscale_e2e_latency_seconds_bucket{{pipeline="{pipeline}",le="{sla}"}}[{window}]))'
+    ),
+    "dropped_rate": f"sum(rate(rlscale_dropped_requests_total{_PIPE}[{{window}}]))",
 }
+REQUIRED = ("arrival_rate", "queue_length")
+_FIELDS = {"pipeline": "p", "stage": "s", "window": "10s", "q": 0.99, "sla": "1.0"}
+
+
+def check_template(name: str, template: str) -> str | None:
+    """Why a template cannot be used (unknown name, unknown field, bad braces), or None if it can."""
+    if name not in DEFAULT_TEMPLATES:
+        return f"unknown template {name!r} (known: {', '.join(DEFAULT_TEMPLATES)})"
+    try:
+        template.format(**_FIELDS)
+    except KeyError as exc:
+        return f"unknown field {{{exc.args[0]}}} (fields: {', '.join(_FIELDS)}; write PromQL braces as {{{{ }}}})"
+    except (ValueError, IndexError) as exc:
+        return f"not a format string ({exc}); write PromQL braces as {{{{ }}}}"
+    return None
+
+
+def le_label(value: float) -> str:
+    """A bucket boundary as prometheus-client writes it in the ``le`` label (``6.89``, ``10.0``)."""
+    return repr(float(value))
 
 
 class MetricsUnavailable(RlscaleError):
@@ -58,39 +95,45 @@ class PrometheusReader:
     def __post_init__(self) -> None:
         from prometheus_api_client import PrometheusConnect
 
-        unknown = set(self.templates) - set(DEFAULT_TEMPLATES)
-        if unknown:
-            raise RlscaleError(f"unknown PromQL template(s): {', '.join(sorted(unknown))}")
+        for name, template in self.templates.items():
+            problem = check_template(name, template)
+            if problem:
+                raise RlscaleError(f"PromQL template {name}: {problem}")
         self.templates = {**DEFAULT_TEMPLATES, **self.templates}
         self._prom = PrometheusConnect(url=self.url, disable_ssl=True, timeout=self.timeout_s)
 
-    def _query(self, name: str, **fields) -> float:
+    def query(self, name: str, *, optional: bool = False, **fields) -> float:
+        """The value of template ``name`` (the first series); NaN when ``optional`` and there is no data.
+
+        Raises:
+            MetricsUnavailable: Prometheus did not answer in time, or a non-optional query has no data.
+        """
         promql = self.templates[name].format(pipeline=self.pipeline, **fields)
         try:
             result = self._prom.custom_query(promql, timeout=self.timeout_s)
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, HTTP errors: all temporary here
             raise MetricsUnavailable(f"Prometheus at {self.url} did not answer {name}: {type(exc).__name__}") from None
-        if not result:
+        value = float(result[0]["value"][1]) if result else math.nan
+        if math.isnan(value) and not optional:
             raise MetricsUnavailable(f"Prometheus has no data for {name} ({promql})")
-        value = float(result[0]["value"][1])
-        if math.isnan(value):
-            raise MetricsUnavailable(f"Prometheus returned NaN for {name} ({promql})")
         return value
 
     def arrival_rate_rps(self, stage: str, window: str = "10s") -> float:
         """Requests per second arriving at ``stage``, averaged over ``window``."""
-        return self._query("arrival_rate", stage=stage, window=window)
+        return self.query("arrival_rate", stage=stage, window=window)
 
-    def latency_quantile_s(self, stage: str, q: float = 0.99, window: str = "10s") -> float:
+    def latency_quantile_s(self, stage: str, q: float = 0.99, window: str = "10s", optional: bool = False) -> float:
         """The ``q`` quantile of the stage latency over ``window``, from the histogram buckets."""
-        return self._query("latency_quantile", stage=stage, window=window, q=q)
+        return self.query("latency_quantile", optional=optional, stage=stage, window=window, q=q)
 
     def queue_length(self, stage: str) -> int:
-        return int(round(self._query("queue_length", stage=stage)))
+        return int(round(self.query("queue_length", stage=stage)))
 
     def arrival_history_rps(self, stage: str, seconds: int = 120, step_s: int = 1) -> np.ndarray:
         """Per-step arrival rates at ``stage`` over the last ``seconds`` (oldest first), for the predictors."""
-        promql = self.templates["arrival_rate"].format(pipeline=self.pipeline, stage=stage, window=f"{2 * step_s}s")
+        promql = self.templates["arrival_rate"].format(
+            pipeline=self.pipeline, stage=stage, window=f"{2 * step_s}s", q=0.99, sla="1.0"
+        )
         end = datetime.now()
         try:
             result = self._prom.custom_query_range(
