@@ -13,13 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from agents.hpa import HPAPolicy
 from agents.lstm import LSTMPredictor
 from agents.static import StaticPolicy
 from ilp_baseline.policy import ALL_SOLVERS, ILPPolicy, ipa_headroom
 from ilp_baseline.problem import fa2_high_variants
 from rlscale.errors import RlscaleError
-from rlscale.interfaces import Policy, Predictor
+from rlscale.interfaces import ActionFilter, Policy, Predictor
 from rlscale.predictors import EWMAPredictor, OraclePredictor, ReactivePredictor
 from rlscale.spec import PipelineSpec
 from rlscale.workload import Trace
@@ -138,6 +140,40 @@ POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace, PolicyOptions], Policy]
         "cheapest variants, sized once for the trace's peak",
     ),
 }
+
+
+# policies that need no knowledge of the future (the oracle, static sizing and rim read the whole trace)
+LIVE_POLICIES = ("ppo", "ppo-raw", "ipa", "ipa-tuned", "fa2-low", "fa2-high", "hpa")
+
+
+def make_live_policy(
+    name: str, spec: PipelineSpec, options: PolicyOptions | None = None
+) -> tuple[Policy, ActionFilter | None]:
+    """A policy for a live cluster and the safety layer its proposals go through (None for ``ppo-raw``).
+
+    ``ppo`` is returned as the bare agent plus its safety layer, so the sidecar can report the projection.
+    """
+    if name not in LIVE_POLICIES:
+        raise RlscaleError(
+            f"policy {name!r} cannot run live (needs the future of a trace); use one of: {', '.join(LIVE_POLICIES)}"
+        )
+    opts = options or PolicyOptions()
+    if opts.predictor == "oracle":
+        raise RlscaleError("the oracle predictor needs the future of a trace; it cannot run live")
+    live = Trace("live", np.zeros(1), "a live cluster: no trace")
+    if name in ("ppo", "ppo-raw"):
+        from agents.ppo import PPOPolicy
+        from agents.safety import SafetyLayer
+
+        agent = PPOPolicy(spec, Path(opts.agent) if opts.agent else None, safety=False)
+        agent.name = name
+        if name == "ppo-raw":
+            return agent, None
+        load = opts.safety_load or "observed"
+        return agent, SafetyLayer(spec, load=load, predictor=agent.predictor if load == "predicted" else None)
+    from agents.safety import SafetyLayer
+
+    return make_policy(name, spec, live, opts), SafetyLayer(spec, load=opts.safety_load or "observed")
 
 
 def policy_names() -> list[str]:

@@ -105,15 +105,16 @@ def template_patch(deployment: dict[str, Any], kube: KubeSpec, new: StageConfig)
     """A JSON patch (RFC 6902) that sets variant, batch and cores of the serving container, and the replicas.
 
     JSON patch addresses the container and env entries by index, so it means the same to every API server
-    (strategic merge is Kubernetes-only; JSON merge would replace the whole container list). A ``test`` of the
-    ``resourceVersion`` read makes the patch fail if the Deployment changed since, so nothing is overwritten blind.
+    (strategic merge is Kubernetes-only; JSON merge would replace the whole container list). Writing back the
+    ``resourceVersion`` that was read makes the API server refuse the patch with 409 Conflict if the Deployment
+    changed since (optimistic locking), so stale indexes never overwrite someone else's change.
     """
     i, container = serving_container(deployment, kube)
     base = f"/spec/template/spec/containers/{i}"
     ops: list[dict[str, Any]] = []
     version = deployment.get("metadata", {}).get("resourceVersion")
     if version is not None:
-        ops.append({"op": "test", "path": "/metadata/resourceVersion", "value": version})
+        ops.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
     for var, value in ((kube.variant_env, new.variant), (kube.batch_env, str(new.batch))):
         j, _ = _env(container, var)
         if j is None:

@@ -1,0 +1,139 @@
+"""`KubernetesCluster`: the `Cluster` protocol on a real cluster. Prometheus in, Deployments out.
+
+``observe`` reads the configuration from the stage Deployments and the last window's metrics from Prometheus;
+``apply`` patches the Deployments; ``step`` waits out the interval (wall clock) and returns its metrics. Reads
+raise `MetricsUnavailable` or `KubeApiError` (both say whether to retry); ``apply`` returns an `ApplyOutcome`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rlscale.kube.actuator import ApplyOutcome, DeploymentActuator
+from rlscale.kube.prometheus import PrometheusReader, le_label
+from rlscale.spec import PipelineSpec
+from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState, StageMetrics
+
+
+def _zero_if_nan(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
+
+
+@dataclass
+class KubernetesCluster:
+    """A pipeline running on Kubernetes, seen through Prometheus.
+
+    Attributes:
+        spec: the pipeline.
+        reader: its Prometheus reader.
+        actuator: its Deployment actuator.
+        interval_s: adaptation interval (wall-clock seconds).
+        window_s: the rate/quantile window of every query; at least two scrape intervals of your Prometheus.
+        history_s: seconds of per-second arrival history handed to policies (predictors look back 120 s).
+        clock / sleep: wall clock and sleep (replaceable in tests).
+    """
+
+    spec: PipelineSpec
+    reader: PrometheusReader
+    actuator: DeploymentActuator
+    interval_s: float
+    window_s: float
+    history_s: int = 300
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    _t0: float = field(default=0.0, init=False, repr=False)
+    _last_observe: float | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._t0 = self.clock()
+
+    @property
+    def window(self) -> str:
+        return f"{max(1, int(math.ceil(self.window_s)))}s"
+
+    # ------------------------------------------------------------------ Cluster protocol
+
+    def observe(self) -> PipelineState:
+        # Prometheus first: when it is down there is nothing to decide on, and no reason to call the API server
+        history = self.reader.arrival_history_rps(self.spec.stages[0].name, seconds=self.history_s)
+        config, ready = self.actuator.read()
+        now = self.clock()
+        self._last_observe = now
+        last = self.metrics(config, ready)
+        in_flight = sum(m.queue_len for m in last.stages)
+        return PipelineState(
+            time_s=now - self._t0,
+            interval_s=self.interval_s,
+            arrival_rps=history,
+            config=config,
+            last=last,
+            in_flight=in_flight,
+        )
+
+    def apply(self, config: PipelineConfig) -> ApplyOutcome:
+        return self.actuator.apply(config)
+
+    def step(self) -> IntervalMetrics:
+        """Wait until one interval has passed since the last observation, then read its metrics."""
+        if self._last_observe is not None:
+            self.sleep(max(0.0, self._last_observe + self.interval_s - self.clock()))
+        self._last_observe = self.clock()
+        config, ready = self.actuator.read()
+        return self.metrics(config, ready)
+
+    # ------------------------------------------------------------------ metrics
+
+    def metrics(self, config: PipelineConfig, ready: list[int | None]) -> IntervalMetrics:
+        """The last window's metrics, in the simulator's units (counts are rates times the interval).
+
+        Raises:
+            MetricsUnavailable: Prometheus did not answer, or has no arrival rate or queue length.
+        """
+        r, w, iv = self.reader, self.window, self.interval_s
+        stages = []
+        for st, sc, n_ready in zip(self.spec.stages, config.stages, ready, strict=True):
+            rate = r.arrival_rate_rps(st.name, window=w)
+            queue = r.queue_length(st.name)
+            serving = sc.replicas if n_ready is None else n_ready
+            busy = r.query("busy_rate", optional=True, stage=st.name, window=w)
+            stages.append(
+                StageMetrics(
+                    served=int(round(rate * iv)),
+                    dropped=0,
+                    latency_p50_s=r.latency_quantile_s(st.name, 0.5, w, optional=True),
+                    latency_p99_s=r.latency_quantile_s(st.name, 0.99, w, optional=True),
+                    queue_len=queue,
+                    utilisation=min(1.0, _zero_if_nan(busy) / serving) if serving else 0.0,
+                    replicas_serving=serving,
+                    mean_batch=math.nan,
+                )
+            )
+        arrival = r.arrival_rate_rps(self.spec.stages[0].name, window=w)
+        completed = _zero_if_nan(r.query("completed_rate", optional=True, window=w))
+        late = max(0.0, _zero_if_nan(r.query("late_rate", optional=True, window=w, sla=le_label(self.spec.sla_s))))
+        dropped = _zero_if_nan(r.query("dropped_rate", optional=True, window=w))
+        violation = min(1.0, (late + dropped) / arrival) if arrival > 0 else 0.0
+        o = self.spec.objective
+        accuracy = self.spec.accuracy(config.variants)
+        objective = o.alpha * accuracy - o.beta * config.total_cores - o.gamma * config.total_batch
+        now = self.clock() - self._t0
+        return IntervalMetrics(
+            start_s=now - self.window_s,
+            end_s=now,
+            arrivals=int(round(arrival * iv)),
+            completed=int(round(completed * iv)),
+            dropped=int(round(dropped * iv)),
+            late=int(round(late * iv)),
+            sla_violation_rate=violation,
+            e2e_p50_s=r.query("e2e_latency_quantile", optional=True, window=w, q=0.5),
+            e2e_p99_s=r.query("e2e_latency_quantile", optional=True, window=w, q=0.99),
+            accuracy=accuracy,
+            cost_cores=float(config.total_cores),
+            objective=objective,
+            score=objective - o.sla_penalty * violation,
+            stages=tuple(stages),
+            arrival_rps_max=arrival,
+        )

@@ -1,0 +1,283 @@
+"""The sidecar loop: observe (Prometheus, Deployments) -> decide (any Policy) -> project (safety) -> apply.
+
+Every step ends in a `StepReport` instead of an exception, so a fault never crashes the loop:
+
+| what went wrong | report | next step |
+|---|---|---|
+| Prometheus unreachable, slow, or no data | ``held`` (config unchanged) | after a doubling backoff |
+| Kubernetes 5xx, 429, timeout (read or patch) | ``held`` / ``failed`` | after the same backoff |
+| Kubernetes 409 | retried at once by the actuator after a re-read | normal interval |
+| Kubernetes 401, 403, 404; a Deployment the spec forbids | ``failed``, one ERROR line per new fault | next interval |
+
+Stopping (SIGTERM, SIGINT) sets an event: the current step finishes, then the loop returns 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from rlscale.interfaces import ActionFilter, Policy
+from rlscale.kube.actuator import ERROR_KINDS, ApplyOutcome, KubeApiError
+from rlscale.kube.cluster import KubernetesCluster
+from rlscale.kube.prometheus import MetricsUnavailable
+from rlscale.types import PipelineConfig, PipelineState
+
+log = logging.getLogger(__name__)
+
+OUTCOMES = ("applied", "unchanged", "dry_run", "held", "failed")
+
+
+@dataclass(frozen=True)
+class SidecarSettings:
+    """How the loop runs.
+
+    Attributes:
+        interval_s: seconds between decisions.
+        max_backoff_s: the longest wait after repeated temporary faults (default: 6 intervals).
+        once: run one step and return.
+    """
+
+    interval_s: float
+    max_backoff_s: float | None = None
+    once: bool = False
+
+    @property
+    def backoff_cap_s(self) -> float:
+        return self.max_backoff_s if self.max_backoff_s is not None else 6 * self.interval_s
+
+
+@dataclass
+class StepReport:
+    """What one step did: ``outcome`` is one of `OUTCOMES`; ``temporary`` asks for a backoff."""
+
+    outcome: str
+    message: str
+    temporary: bool = False
+    error_kinds: list[str] = field(default_factory=list)
+    state: PipelineState | None = None
+    proposed: PipelineConfig | None = None
+    config: PipelineConfig | None = None
+    distance: float = 0.0
+    decision_s: float = 0.0
+    apply: ApplyOutcome | None = None
+
+
+class SidecarMetrics:
+    """The sidecar's own metrics (prometheus-client), in a registry of their own.
+
+    | metric | type | labels |
+    |---|---|---|
+    | ``rlscale_sidecar_decisions_total`` | counter | outcome (applied, unchanged, dry_run, held, failed) |
+    | ``rlscale_sidecar_decision_seconds`` | histogram | (observe excluded: decide + project) |
+    | ``rlscale_sidecar_errors_total`` | counter | kind (metrics, conflict, server, timeout, forbidden, ...) |
+    | ``rlscale_sidecar_projection_distance`` | gauge | (the safety layer's move, 0 when the proposal was safe) |
+    | ``rlscale_sidecar_stage_replicas`` / ``_stage_batch`` / ``_stage_cores`` | gauge | stage |
+    | ``rlscale_sidecar_stage_variant`` | gauge (1 for the chosen variant) | stage, variant |
+    | ``rlscale_sidecar_last_success_timestamp_seconds`` | gauge | |
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.decisions = Counter("rlscale_sidecar_decisions", "decision steps by outcome", ["outcome"], registry=r)
+        self.decision_seconds = Histogram(
+            "rlscale_sidecar_decision_seconds",
+            "time to decide and project one configuration",
+            registry=r,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.errors = Counter("rlscale_sidecar_errors", "faults by kind", ["kind"], registry=r)
+        self.distance = Gauge("rlscale_sidecar_projection_distance", "safety layer's move", registry=r)
+        self.replicas = Gauge("rlscale_sidecar_stage_replicas", "chosen replicas", ["stage"], registry=r)
+        self.batch = Gauge("rlscale_sidecar_stage_batch", "chosen batch size", ["stage"], registry=r)
+        self.cores = Gauge("rlscale_sidecar_stage_cores", "chosen cores per replica", ["stage"], registry=r)
+        self.variant = Gauge(
+            "rlscale_sidecar_stage_variant", "1 for the chosen variant", ["stage", "variant"], registry=r
+        )
+        self.last_success = Gauge(
+            "rlscale_sidecar_last_success_timestamp_seconds", "end of the last step that read metrics", registry=r
+        )
+        for outcome in OUTCOMES:
+            self.decisions.labels(outcome)
+        for kind in ("metrics", *ERROR_KINDS):
+            self.errors.labels(kind)
+
+    def serve(self, port: int, address: str = "127.0.0.1"):
+        """Expose ``/metrics`` over HTTP; returns the server (call ``shutdown()`` to stop it)."""
+        from prometheus_client import start_http_server
+
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        return server
+
+    def record(self, report: StepReport, stage_names: list[str], variants: list[list[str]]) -> None:
+        self.decisions.labels(report.outcome).inc()
+        for kind in report.error_kinds:
+            self.errors.labels(kind).inc()
+        if report.outcome in ("held",):
+            return
+        self.decision_seconds.observe(report.decision_s)
+        self.distance.set(report.distance)
+        self.last_success.set(time.time())
+        if report.config is None:
+            return
+        for name, names, sc in zip(stage_names, variants, report.config.stages, strict=True):
+            self.replicas.labels(name).set(sc.replicas)
+            self.batch.labels(name).set(sc.batch)
+            self.cores.labels(name).set(sc.cores)
+            for v in names:
+                self.variant.labels(name, v).set(1.0 if v == sc.variant else 0.0)
+
+
+def _changes(old: PipelineConfig, new: PipelineConfig, names: list[str]) -> str:
+    parts = [f"{n}: {a} -> {b}" for n, a, b in zip(names, old.stages, new.stages, strict=True) if a != b]
+    return "; ".join(parts) if parts else "no change"
+
+
+class Sidecar:
+    """Runs a policy against a `KubernetesCluster`, one step per interval.
+
+    Args:
+        cluster: the pipeline on Kubernetes.
+        policy: what proposes the next configuration.
+        safety: the safety layer every proposal is projected through (None: apply proposals as they are).
+        settings: interval, backoff, once.
+        metrics: where to count (a fresh `SidecarMetrics` if None).
+        stop: set it to stop after the current step (the CLI sets it on SIGTERM).
+    """
+
+    def __init__(
+        self,
+        cluster: KubernetesCluster,
+        policy: Policy,
+        safety: ActionFilter | None,
+        settings: SidecarSettings,
+        metrics: SidecarMetrics | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.policy = policy
+        self.safety = safety
+        self.settings = settings
+        self.metrics = metrics or SidecarMetrics()
+        self.stop = stop or threading.Event()
+        self.spec = cluster.spec
+        self._names = [st.name for st in self.spec.stages]
+        self._variants = [st.variant_names for st in self.spec.stages]
+        self._failing = 0  # consecutive steps that asked for a backoff
+        self._active_faults: dict[str, str] = {}  # stage (or "metrics") -> kind, to log a fault once
+        self.steps = 0
+
+    # ------------------------------------------------------------------ one step
+
+    def step(self) -> StepReport:
+        """Observe, decide, project, apply. Never raises for cluster or metrics faults."""
+        try:
+            state = self.cluster.observe()
+        except MetricsUnavailable as exc:
+            return StepReport("held", f"holding the current config: {exc}", temporary=True, error_kinds=["metrics"])
+        except KubeApiError as exc:
+            return StepReport(
+                "held",
+                f"holding: cannot read the Deployments: {exc}",
+                temporary=exc.temporary,
+                error_kinds=[exc.kind],
+            )
+        t0 = time.perf_counter()
+        proposed = self.policy.decide(state)
+        config, distance, why = proposed, 0.0, ""
+        if self.safety is not None:
+            config, report = self.safety.project(proposed, state)
+            distance = float(report.get("distance", 0.0))
+            if report.get("infeasible"):
+                why = f"; safety: nothing is feasible at {report.get('load_rps', 0):.1f} rps, max capacity"
+            elif not report.get("feasible_input", True):
+                why = f"; safety moved {', '.join(report.get('changed_stages', []))} (distance {distance:.2f})"
+        decision_s = time.perf_counter() - t0
+        last = state.last
+        seen = (
+            f"load {last.arrivals / state.interval_s:.1f} rps, e2e p99 {last.e2e_p99_s:.2f}s, "
+            f"violations {100 * last.sla_violation_rate:.1f}%, queue {state.in_flight}"
+            if last is not None
+            else "no metrics yet"
+        )
+        base = StepReport(
+            "unchanged",
+            "",
+            state=state,
+            proposed=proposed,
+            config=config,
+            distance=distance,
+            decision_s=decision_s,
+        )
+        if config == state.config:
+            base.message = f"{seen}; {self.policy.name} keeps {config}{why}"
+            return base
+        outcome = self.cluster.apply(config)
+        base.apply = outcome
+        change = _changes(state.config, config, self._names)
+        done = ", ".join(f"{o.stage} {o.action}" for o in outcome.stages if o.action != "unchanged")
+        if outcome.failed:
+            base.outcome = "failed"
+            base.temporary = outcome.temporary_failure
+            base.error_kinds = [o.kind for o in outcome.failed if o.kind]
+            failed = "; ".join(f"{o.stage}: {o.kind} ({o.message})" for o in outcome.failed)
+            base.message = f"{seen}; {self.policy.name} wants {change}{why}; FAILED {failed}"
+            return base
+        base.outcome = "dry_run" if outcome.dry_run else "applied"
+        verb = "would apply (dry run)" if outcome.dry_run else "applied"
+        base.message = f"{seen}; {self.policy.name}: {change}{why}; {verb}: {done}"
+        return base
+
+    # ------------------------------------------------------------------ loop
+
+    def _log(self, report: StepReport) -> None:
+        faults = {}
+        if report.outcome == "held":
+            kind = report.error_kinds[0] if report.error_kinds else "metrics"
+            faults["Prometheus" if kind == "metrics" else "the Kubernetes API"] = kind
+        if report.apply is not None:
+            faults.update({o.stage: o.kind for o in report.apply.failed})
+        new = {k: v for k, v in faults.items() if self._active_faults.get(k) != v}
+        recovered = [k for k in self._active_faults if k not in faults]
+        self._active_faults = faults
+        for key in recovered:
+            log.info("recovered: %s is answering again", key)
+        if report.outcome in ("held", "failed"):
+            level = logging.ERROR if new and not report.temporary else logging.WARNING
+            if new or report.temporary:
+                log.log(level, "%s", report.message)
+            else:
+                log.debug("%s", report.message)  # the same permanent fault again: said once already
+        else:
+            log.info("%s", report.message)
+
+    def delay_after(self, report: StepReport) -> float:
+        """Seconds to the next step: the interval, or a doubling backoff after temporary faults."""
+        if report.temporary:
+            self._failing += 1
+            return min(self.settings.backoff_cap_s, self.settings.interval_s * 2 ** (self._failing - 1))
+        self._failing = 0
+        return self.settings.interval_s
+
+    def run(self) -> int:
+        """Step until stopped (or once); returns the process exit code (0)."""
+        while True:
+            started = time.monotonic()
+            report = self.step()
+            self.steps += 1
+            self.metrics.record(report, self._names, self._variants)
+            self._log(report)
+            if self.settings.once or self.stop.is_set():
+                return 0
+            delay = self.delay_after(report)
+            if report.temporary:
+                log.info("backing off %.1fs", delay)
+            remaining = max(0.0, started + delay - time.monotonic())
+            if self.stop.wait(remaining):
+                log.info("stopping: the current step is done")
+                return 0

@@ -1,0 +1,218 @@
+"""A digital twin of a pipeline: the simulator in accelerated wall-clock time, run like a real deployment.
+
+The twin reads its configuration from the stage Deployments (as pods would: variant and batch from env vars,
+cores from the CPU request, replicas from ``spec.replicas``), writes ``status.readyReplicas`` back, and exports
+the standard metrics of `rlscale.kube.prometheus` on an HTTP port for Prometheus to scrape. The sidecar cannot
+tell it from a real pipeline, which is what the closed-loop tests rely on.
+
+Time runs ``speedup`` times faster than the wall clock. Counters advance by ``count / speedup`` so that
+Prometheus' per-wall-second ``rate()`` reads requests per *simulated* second; latencies are simulated seconds.
+A sidecar run with ``--interval I/speedup`` therefore sees the pipeline as one with interval ``I``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlscale.kube.actuator import DeploymentActuator, KubeApiError
+from rlscale.kube.prometheus import le_label
+from rlscale.sim.engine import Simulator
+from rlscale.spec import PipelineSpec
+from rlscale.types import PipelineConfig
+from rlscale.workload import Trace
+
+log = logging.getLogger(__name__)
+
+STAGE_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0)
+
+
+class _Histogram:
+    """Cumulative bucket counts with weighted observations (prometheus-client's Histogram counts each as 1)."""
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = np.array(sorted(set(bounds)), dtype=float)
+        self.counts = np.zeros(self.bounds.size + 1)  # last: +Inf
+        self.total = 0.0
+
+    def observe(self, values: np.ndarray, weight: float) -> None:
+        if values.size == 0:
+            return
+        idx = np.searchsorted(self.bounds, values, side="left")  # value == bound falls in that bucket (le)
+        self.counts += np.bincount(idx, minlength=self.counts.size) * weight
+        self.total += float(values.sum()) * weight
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cum = np.cumsum(self.counts)
+        return [(le_label(b), float(c)) for b, c in zip(self.bounds, cum[:-1], strict=True)] + [
+            ("+Inf", float(cum[-1]))
+        ]
+
+
+class TwinMetrics:
+    """A prometheus-client collector with the standard pipeline metrics, fed by the twin."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.spec = spec
+        self.lock = threading.Lock()
+        names = [st.name for st in spec.stages]
+        self.requests = dict.fromkeys(names, 0.0)
+        self.busy_s = dict.fromkeys(names, 0.0)
+        self.queue = dict.fromkeys(names, 0.0)
+        self.stage_latency = {n: _Histogram((*STAGE_BUCKETS_S, spec.sla_s)) for n in names}
+        self.e2e = _Histogram((*STAGE_BUCKETS_S, spec.sla_s, spec.drop_limit_s))
+        self.dropped = 0.0
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        p = self.spec.name
+        with self.lock:
+            req = CounterMetricFamily("rlscale_requests", "requests arrived", labels=["pipeline", "stage"])
+            busy = CounterMetricFamily("rlscale_busy_seconds", "replica-seconds serving", labels=["pipeline", "stage"])
+            queue = GaugeMetricFamily("rlscale_queue_length", "requests waiting", labels=["pipeline", "stage"])
+            lat = HistogramMetricFamily(
+                "rlscale_request_latency_seconds", "stage latency", labels=["pipeline", "stage"]
+            )
+            for stage in self.requests:
+                req.add_metric([p, stage], self.requests[stage])
+                busy.add_metric([p, stage], self.busy_s[stage])
+                queue.add_metric([p, stage], self.queue[stage])
+                h = self.stage_latency[stage]
+                lat.add_metric([p, stage], h.buckets(), h.total)
+            e2e = HistogramMetricFamily("rlscale_e2e_latency_seconds", "end-to-end latency", labels=["pipeline"])
+            e2e.add_metric([p], self.e2e.buckets(), self.e2e.total)
+            dropped = CounterMetricFamily("rlscale_dropped_requests", "requests dropped", labels=["pipeline"])
+            dropped.add_metric([p], self.dropped)
+        yield from (req, busy, queue, lat, e2e, dropped)
+
+
+@dataclass
+class TwinTick:
+    """What one tick simulated (for tests and logs)."""
+
+    time_s: float
+    config: PipelineConfig
+    arrivals: int
+    late: int
+    dropped: int
+    replicas_serving: tuple[int, ...]
+
+
+class Twin:
+    """The simulator behind Deployments and a metrics endpoint, in accelerated time.
+
+    Args:
+        spec: the pipeline.
+        trace: the workload (simulated seconds).
+        actuator: reads the Deployments (its API client is the twin's; it never patches them, only their status).
+        initial: the configuration in force at time 0 (normally what the Deployments say).
+        speedup: simulated seconds per wall-clock second.
+        tick_s: simulated seconds per tick (the twin re-reads the Deployments every tick).
+        seed / arrivals: as for `Simulator`.
+    """
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        trace: Trace,
+        actuator: DeploymentActuator,
+        initial: PipelineConfig,
+        *,
+        speedup: float = 10.0,
+        tick_s: float = 1.0,
+        seed: int = 0,
+        arrivals: str = "poisson",
+    ) -> None:
+        self.spec = spec
+        self.actuator = actuator
+        self.speedup = float(speedup)
+        self.tick_s = float(tick_s)
+        self.sim = Simulator(spec, trace, initial, seed=seed, arrivals=arrivals, interval_s=tick_s)
+        self.metrics = TwinMetrics(spec)
+        self.ticks: list[TwinTick] = []
+        self.read_errors = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._server = None
+        self._status_written: list[int | None] = [None] * len(spec.stages)
+
+    # ------------------------------------------------------------------ one tick
+
+    def tick(self) -> TwinTick:
+        """Read the Deployments, simulate ``tick_s`` seconds, export what happened."""
+        try:
+            config, _ready = self.actuator.read()
+            self.sim.apply(config)
+        except KubeApiError as exc:  # keep running the last config, as pods would
+            self.read_errors += 1
+            log.debug("twin: cannot read the Deployments (%s); keeping %s", exc, self.sim.config)
+        sim = self.sim
+        t0 = sim.time_s
+        m = sim.step()
+        t1 = sim.time_s
+        w = 1.0 / self.speedup
+        fin = sim.finish_s
+        with self.metrics.lock:
+            for s, (st, sm) in enumerate(zip(self.spec.stages, m.stages, strict=True)):
+                served = (fin[s] >= t0) & (fin[s] < t1)
+                arrived = m.arrivals if s == 0 else int(np.count_nonzero((fin[s - 1] >= t0) & (fin[s - 1] < t1)))
+                self.metrics.requests[st.name] += arrived * w
+                self.metrics.busy_s[st.name] += sm.utilisation * sm.replicas_serving * self.tick_s * w
+                self.metrics.queue[st.name] = float(sm.queue_len)
+                self.metrics.stage_latency[st.name].observe(fin[s, served] - sim.stage_in_s[s, served], w)
+            done = (fin[-1] >= t0) & (fin[-1] < t1)
+            self.metrics.e2e.observe(fin[-1, done] - sim.entry_s[done], w)
+            self.metrics.dropped += m.dropped * w
+        self._write_status([sm.replicas_serving for sm in m.stages])
+        tick = TwinTick(t1, sim.config, m.arrivals, m.late, m.dropped, tuple(sm.replicas_serving for sm in m.stages))
+        self.ticks.append(tick)
+        return tick
+
+    def _write_status(self, serving: list[int]) -> None:
+        for i, (st, n) in enumerate(zip(self.spec.stages, serving, strict=True)):
+            if self._status_written[i] == n:
+                continue
+            try:
+                name = self.actuator.deployment_name(st.name)
+                self.actuator.api.patch_namespaced_deployment_status(
+                    name, self.actuator.namespace, {"status": {"readyReplicas": n, "replicas": n}}
+                )
+                self._status_written[i] = n
+            except Exception as exc:  # noqa: BLE001 - status is informative; the next tick writes it again
+                log.debug("twin: cannot write status of %s: %s", st.name, exc)
+
+    # ------------------------------------------------------------------ running
+
+    def start(self, port: int, address: str = "127.0.0.1") -> None:
+        """Serve the metrics on ``address:port`` and run ticks in a background thread until the trace ends."""
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry()
+        registry.register(self.metrics)
+        self._server, _ = start_http_server(port, addr=address, registry=registry)
+        self._thread = threading.Thread(target=self._run, name="twin", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        period = self.tick_s / self.speedup
+        next_t = time.monotonic()
+        while not self._stop.is_set() and not self.sim.done:
+            self.tick()
+            next_t += period
+            self._stop.wait(max(0.0, next_t - time.monotonic()))
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._server is not None:
+            self._server.shutdown()
