@@ -344,6 +344,145 @@ def _add_planner_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+# ----------------------------------------------------------------------------------------------- sidecar
+
+
+def _kube_api(kubeconfig: str | None):
+    """An AppsV1Api from --kubeconfig, else the pod's service account, else ~/.kube/config."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        if kubeconfig:
+            if not Path(kubeconfig).is_file():
+                raise RlscaleError(f"--kubeconfig {kubeconfig}: no such file")
+            config.load_kube_config(config_file=kubeconfig)
+        else:
+            try:
+                config.load_incluster_config()
+            except ConfigException:
+                config.load_kube_config()
+    except (ConfigException, OSError, ValueError, TypeError) as exc:
+        raise RlscaleError(
+            f"no usable Kubernetes credentials ({exc}); run in a pod with a service account or pass --kubeconfig"
+        ) from None
+    return client.AppsV1Api()
+
+
+def _namespace(arg: str | None, spec_ns: str | None) -> str:
+    if arg:
+        return arg
+    if spec_ns:
+        return spec_ns
+    in_pod = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    return in_pod.read_text().strip() if in_pod.exists() else "default"
+
+
+def _check_url(url: str, flag: str) -> str:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise RlscaleError(f"{flag} {url!r}: need an http(s) URL such as http://prometheus:9090")
+    return url.rstrip("/")
+
+
+def _default_live_policy(spec) -> str:
+    """``ppo`` where the pipeline has a bundled agent, else ``ipa``."""
+    from agents.ppo import bundled_agent
+
+    return "ppo" if bundled_agent(spec.name).exists() else "ipa"
+
+
+def cmd_sidecar(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from experiments.registry import make_live_policy
+    from rlscale.kube.actuator import DeploymentActuator
+    from rlscale.kube.cluster import KubernetesCluster
+    from rlscale.kube.prometheus import MetricsUnavailable, PrometheusReader
+    from rlscale.kube.sidecar import Sidecar, SidecarMetrics, SidecarSettings
+    from rlscale.spec import load_spec
+
+    spec = load_spec(args.spec)
+    url = _check_url(args.prometheus, "--prometheus")
+    interval_s = args.interval if args.interval is not None else spec.interval_s
+    if not interval_s > 0:
+        raise RlscaleError(f"--interval must be > 0 seconds, got {interval_s:g}")
+    window_s = args.window if args.window is not None else max(interval_s, 2.0)
+    if not window_s > 0:
+        raise RlscaleError(f"--window must be > 0 seconds, got {window_s:g}")
+    if not 0 <= args.metrics_port <= 65535:
+        raise RlscaleError(f"--metrics-port must be 0 (off) or 1..65535, got {args.metrics_port}")
+    reader = PrometheusReader(url, spec.name, templates=dict(spec.kubernetes.promql), timeout_s=args.timeout)
+    if args.once:  # nothing to hold on to in a one-shot run: an unreachable Prometheus ends it at once
+        try:
+            reader.arrival_rate_rps(spec.stages[0].name, window=f"{int(max(1, window_s))}s")
+        except MetricsUnavailable as exc:
+            print(f"rlscale sidecar: error: {exc}; nothing was changed", file=sys.stderr)
+            return 1
+    policy, safety = make_live_policy(args.policy or _default_live_policy(spec), spec, _policy_options(args))
+    namespace = _namespace(args.namespace, spec.kubernetes.namespace)
+    actuator = DeploymentActuator(spec, _kube_api(args.kubeconfig), namespace, dry_run=args.dry_run)
+    cluster = KubernetesCluster(spec, reader, actuator, interval_s=interval_s, window_s=window_s)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    metrics = SidecarMetrics()
+    server = None
+    if args.metrics_port:
+        try:
+            server = metrics.serve(args.metrics_port, args.metrics_address)
+        except OSError as exc:
+            raise RlscaleError(f"cannot serve metrics on {args.metrics_address}:{args.metrics_port}: {exc}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    settings = SidecarSettings(interval_s=interval_s, max_backoff_s=args.max_backoff, once=args.once)
+    sidecar = Sidecar(cluster, policy, safety, settings, metrics, stop)
+    log.info(
+        "sidecar for %s: policy %s%s, namespace %s, Prometheus %s, every %gs (window %gs)%s",
+        spec.name,
+        policy.name,
+        " + safety" if safety is not None else "",
+        namespace,
+        url,
+        interval_s,
+        window_s,
+        ", DRY RUN (server-side, nothing changes)" if args.dry_run else "",
+    )
+    try:
+        if args.once:
+            report = sidecar.step()
+            metrics.record(report, [st.name for st in spec.stages], [st.variant_names for st in spec.stages])
+            if report.outcome in ("held", "failed"):
+                print(f"rlscale sidecar: error: {report.message}", file=sys.stderr)
+                return 1
+            print(report.message)
+            return 0
+        return sidecar.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+def cmd_manifests(args: argparse.Namespace) -> int:
+    from rlscale.kube.manifests import render_manifests
+    from rlscale.spec import load_spec
+
+    spec = load_spec(args.spec)
+    text = render_manifests(
+        spec,
+        namespace=args.namespace,
+        image=args.image,
+        prometheus_url=_check_url(args.prometheus, "--prometheus"),
+        policy=args.policy or _default_live_policy(spec),
+        interval_s=args.interval,
+    )
+    sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="rlscale",
@@ -423,6 +562,77 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=cmd_bench)
 
+    from experiments.registry import LIVE_POLICIES
+
+    p = sub.add_parser(
+        "sidecar",
+        help="autoscale a pipeline on Kubernetes: Prometheus metrics in, Deployment patches out, every interval",
+        description=(
+            "Every interval: read the stage Deployments and the pipeline's metrics from Prometheus, let the policy "
+            "propose a configuration, project it onto the SLA-feasible set (safety layer), and patch the "
+            "Deployments that change. Faults never stop the loop: Prometheus down -> hold and back off; 409 -> "
+            "re-read and retry; 5xx/timeouts -> back off; 401/403/404 -> log once and keep running. SIGTERM ends "
+            "it after the current step with exit 0. With --once, a failed step exits 1."
+        ),
+    )
+    p.add_argument("--spec", required=True, metavar="NAME|FILE", help="bundled pipeline name or spec YAML")
+    p.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL, e.g. http://prom:9090")
+    p.add_argument(
+        "--namespace", help="namespace of the stage Deployments (default: the spec's, the pod's, else default)"
+    )
+    p.add_argument(
+        "--policy",
+        choices=list(LIVE_POLICIES),
+        metavar="POLICY",
+        help=f"who decides: {', '.join(LIVE_POLICIES)} (default: ppo where the pipeline has a bundled agent, else ipa)",
+    )
+    p.add_argument("--interval", type=float, metavar="S", help="seconds between decisions (default: the spec's)")
+    p.add_argument(
+        "--window",
+        type=float,
+        metavar="S",
+        help="rate/quantile window of the queries; at least 2 scrape intervals (default: the interval)",
+    )
+    p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster, else ~/.kube/config)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="send every change as a server-side dry run: validated, not stored"
+    )
+    p.add_argument("--once", action="store_true", help="run one step and exit (non-zero if it could not decide)")
+    p.add_argument(
+        "--metrics-port", type=int, default=9400, metavar="P", help="port of the sidecar's /metrics (0: off; 9400)"
+    )
+    p.add_argument(
+        "--metrics-address", default="127.0.0.1", metavar="A", help="address to serve /metrics on (default 127.0.0.1)"
+    )
+    p.add_argument("--timeout", type=float, default=3.0, metavar="S", help="Prometheus query timeout (default 3)")
+    p.add_argument(
+        "--max-backoff", type=float, metavar="S", help="longest wait after repeated faults (default 6 intervals)"
+    )
+    _add_planner_flags(p)
+    p.set_defaults(func=cmd_sidecar)
+
+    p = sub.add_parser(
+        "manifests",
+        help="print the Kubernetes manifests that deploy the sidecar (ServiceAccount, Role, ConfigMap, Deployment)",
+    )
+    p.add_argument("--spec", required=True, metavar="NAME|FILE", help="bundled pipeline name or spec YAML")
+    p.add_argument("--namespace", default="default", help="namespace of the pipeline and the sidecar (default)")
+    p.add_argument("--image", default="rlscale:latest", help="the sidecar's image (default rlscale:latest)")
+    p.add_argument(
+        "--prometheus",
+        default="http://prometheus-server.monitoring.svc:9090",
+        metavar="URL",
+        help="Prometheus URL as seen from the pod (default http://prometheus-server.monitoring.svc:9090)",
+    )
+    p.add_argument(
+        "--policy",
+        choices=list(LIVE_POLICIES),
+        metavar="POLICY",
+        help="the sidecar's policy (default: ppo where the pipeline has a bundled agent, else ipa)",
+    )
+    p.add_argument("--interval", type=float, metavar="S", help="seconds between decisions (default: the spec's)")
+    p.set_defaults(func=cmd_manifests)
+
     p = sub.add_parser("demo", help="the main job on the bundled default (what `make demo` runs)")
     p.add_argument("--out", default="out/demo", help="folder for the plots (default: out/demo)")
     p.set_defaults(func=cmd_demo)
@@ -438,6 +648,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(
             level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
         )
+        # the HTTP libraries' retry warnings repeat what our own one-line messages say
+        logging.getLogger("urllib3").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
         func: Callable[[argparse.Namespace], int] = args.func
         return func(args)
     except RlscaleError as exc:

@@ -140,7 +140,8 @@ class KubeSpec:
     """How the pipeline runs on Kubernetes (the spec's optional ``kubernetes`` section; every field has a default).
 
     Attributes:
-        namespace: namespace of the stage Deployments (None: the sidecar's ``--namespace``, else ``default``).
+        namespace: namespace of the stage Deployments (the sidecar's ``--namespace`` overrides it; with neither,
+            the sidecar pod's own namespace, else ``default``).
         container: the container that serves the model (None: the Deployment's first container).
         variant_env: env var that names the model variant the container loads.
         batch_env: env var that sets the container's maximum batch size.

@@ -3,7 +3,8 @@
 Five objects, in apply order: a ServiceAccount, a Role with exactly `rlscale.kube.objects.rbac_rules`, a
 RoleBinding, a ConfigMap holding the spec (and any profile CSV the image does not bundle) and the sidecar's
 Deployment. The Role and RoleBinding live where the stage Deployments are (the spec's ``kubernetes.namespace``,
-else ``namespace``); everything else lives in ``namespace``.
+else ``namespace``), and the sidecar's ``--namespace`` names that namespace; everything else lives in
+``namespace``.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ def render_manifests(
         "--prometheus",
         prometheus_url,
         "--namespace",
-        namespace,
+        stage_namespace,  # where the Role grants access, whatever the CLI's precedence between flag and spec
         "--policy",
         policy,
     ]

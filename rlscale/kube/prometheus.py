@@ -94,13 +94,15 @@ class PrometheusReader:
 
     def __post_init__(self) -> None:
         from prometheus_api_client import PrometheusConnect
+        from urllib3.util.retry import Retry
 
         for name, template in self.templates.items():
             problem = check_template(name, template)
             if problem:
                 raise RlscaleError(f"PromQL template {name}: {problem}")
         self.templates = {**DEFAULT_TEMPLATES, **self.templates}
-        self._prom = PrometheusConnect(url=self.url, disable_ssl=True, timeout=self.timeout_s)
+        # no client-side retries: a failed query is reported at once and the sidecar's backoff decides when to retry
+        self._prom = PrometheusConnect(url=self.url, disable_ssl=True, timeout=self.timeout_s, retry=Retry(total=0))
 
     def query(self, name: str, *, optional: bool = False, **fields) -> float:
         """The value of template ``name`` (the first series); NaN when ``optional`` and there is no data.
