@@ -150,6 +150,9 @@ class DeploymentActuator:
             return self._names[stage]
         selector = f"{LABEL_PIPELINE}={self.spec.name},{LABEL_STAGE}={stage}"
         items = self._call(self.api.list_namespaced_deployment, self.namespace, label_selector=selector)["items"]
+        # check the labels again: not every API server (or emulator) implements every selector
+        want = {LABEL_PIPELINE: self.spec.name, LABEL_STAGE: stage}
+        items = [d for d in items if want.items() <= (d.get("metadata", {}).get("labels") or {}).items()]
         if len(items) != 1:
             raise KubeApiError(
                 "not_found",

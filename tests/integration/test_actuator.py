@@ -1,0 +1,139 @@
+"""The Deployment actuator with the official client against the kmock API emulator (127.0.0.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlscale.kube.actuator import DeploymentActuator, KubeApiError
+from rlscale.kube.objects import rbac_rules, stage_deployment
+from rlscale.spec import load_spec
+from rlscale.types import PipelineConfig, StageConfig
+
+NS = "pipeline"
+
+
+@pytest.fixture
+def video():
+    return load_spec("video")
+
+
+@pytest.fixture
+def deployed(kube_api, video):
+    """The video pipeline's two stage Deployments, each with an extra container and env var to preserve."""
+    api = kube_api.apps_api()
+    initial = PipelineConfig((StageConfig("yolov5n", 1, 2, 1), StageConfig("resnet18", 2, 1, 2)))
+    for st, sc in zip(video.stages, initial.stages, strict=True):
+        body = stage_deployment(video, st, sc, namespace=NS)
+        pod = body["spec"]["template"]["spec"]
+        pod["containers"][0]["env"].append({"name": "LOG_LEVEL", "value": "info"})
+        pod["containers"].append({"name": "log-shipper", "image": "shipper:1"})
+        api.create_namespaced_deployment(NS, body)
+    return api, initial
+
+
+def stored(api, name):
+    return api.api_client.sanitize_for_serialization(api.read_namespaced_deployment(name, NS))
+
+
+def test_reads_the_configuration_from_labelled_deployments(kube_api, video, deployed):
+    api, initial = deployed
+    config, ready = DeploymentActuator(video, api, NS).read()
+    assert config == initial
+    assert ready == [None, None]  # no status written yet
+
+
+def test_replicas_only_go_through_the_scale_subresource(kube_api, video, deployed):
+    api, initial = deployed
+    act = DeploymentActuator(video, api, NS)
+    target = PipelineConfig((initial.stages[0].with_(replicas=5), initial.stages[1]))
+    outcome = act.apply(target)
+    assert [o.action for o in outcome.stages] == ["scaled", "unchanged"]
+    patches = [r for r in kube_api.emulator.seen if r["method"] == "PATCH"]
+    assert len(patches) == 1 and patches[0]["subresource"] == "scale"  # one patch for one changed stage
+    assert act.read()[0] == target
+
+
+def test_a_template_change_is_one_json_patch_that_keeps_everything_else(kube_api, video, deployed):
+    api, initial = deployed
+    act = DeploymentActuator(video, api, NS)
+    target = PipelineConfig((StageConfig("yolov5s", 4, 3, 2), initial.stages[1]))
+    outcome = act.apply(target)
+    assert [o.action for o in outcome.stages] == ["rolled", "unchanged"]
+    assert act.read()[0] == target
+    dep = stored(api, "video-crop")
+    containers = dep["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["server", "log-shipper"]
+    env = {e["name"]: e["value"] for e in containers[0]["env"]}
+    assert env == {"MODEL_VARIANT": "yolov5s", "MAX_BATCH_SIZE": "4", "LOG_LEVEL": "info"}
+    assert containers[0]["resources"] == {"requests": {"cpu": "2"}, "limits": {"cpu": "2"}}
+    assert containers[0]["image"] == "registry.example/model-server:latest"
+    patches = [r for r in kube_api.emulator.seen if r["method"] == "PATCH"]
+    assert len(patches) == 1 and patches[0]["subresource"] is None
+
+
+def test_dry_run_changes_nothing_and_says_so(kube_api, video, deployed):
+    api, initial = deployed
+    act = DeploymentActuator(video, api, NS, dry_run=True)
+    target = PipelineConfig((StageConfig("yolov5s", 4, 3, 2), initial.stages[1].with_(replicas=4)))
+    outcome = act.apply(target)
+    assert outcome.dry_run and [o.action for o in outcome.stages] == ["rolled", "scaled"]
+    assert act.read()[0] == initial
+    patches = [r for r in kube_api.emulator.seen if r["method"] == "PATCH"]
+    assert len(patches) == 2 and all(r["params"].get("dryRun") == "All" for r in patches)
+
+
+def test_a_conflict_is_re_read_and_retried(kube_api, video, deployed):
+    api, initial = deployed
+    kube_api.emulator.inject(409, count=1)
+    target = PipelineConfig((initial.stages[0].with_(replicas=4), initial.stages[1]))
+    outcome = DeploymentActuator(video, api, NS).apply(target)
+    assert outcome.stages[0].action == "scaled" and outcome.stages[0].attempts == 2
+    assert DeploymentActuator(video, api, NS).read()[0] == target
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "temporary"),
+    [(409, "conflict", True), (500, "server", True), (403, "forbidden", False), (401, "unauthorized", False)],
+)
+def test_api_errors_become_outcomes_and_store_nothing(kube_api, video, deployed, status, kind, temporary):
+    api, initial = deployed
+    kube_api.emulator.inject(status, count=None)
+    target = PipelineConfig((initial.stages[0].with_(replicas=4), initial.stages[1]))
+    outcome = DeploymentActuator(video, api, NS, conflict_retries=2).apply(target)
+    assert outcome.failed[0].kind == kind
+    assert outcome.temporary_failure is temporary
+    assert DeploymentActuator(video, api, NS).read()[0] == initial
+
+
+def test_a_missing_deployment_is_not_found(kube_api, video):
+    with pytest.raises(KubeApiError) as info:
+        DeploymentActuator(video, kube_api.apps_api(), NS).read()
+    assert info.value.kind == "not_found" and "rlscale.io/stage=crop" in str(info.value)
+
+
+def test_a_deployment_with_an_unknown_variant_is_a_permanent_error(kube_api, video, deployed):
+    api, _ = deployed
+    patch = [{"op": "replace", "path": "/spec/template/spec/containers/0/env/0/value", "value": "yolov9"}]
+    api.patch_namespaced_deployment("video-crop", NS, patch)
+    with pytest.raises(KubeApiError) as info:
+        DeploymentActuator(video, api, NS).read()
+    assert info.value.kind == "deployment" and "yolov9" in str(info.value)
+
+
+def test_every_call_is_covered_by_the_role(kube_api, video, deployed):
+    """The Role `rlscale manifests` renders grants every request the actuator made, and nothing it did not."""
+    api, initial = deployed
+    kube_api.emulator.seen.clear()
+    act = DeploymentActuator(video, api, NS)
+    act.read()
+    act.apply(PipelineConfig((initial.stages[0].with_(replicas=3), StageConfig("resnet34", 4, 1, 2))))
+    used = set()
+    for r in kube_api.emulator.seen:
+        resource = "deployments/scale" if r["subresource"] == "scale" else "deployments"
+        if r["method"] == "GET":
+            verb = "list" if r["path"].endswith("/deployments") else "get"
+        else:
+            verb = r["method"].lower()
+        used.add((resource, verb))
+    granted = {(res, verb) for rule in rbac_rules(video) for res in rule["resources"] for verb in rule["verbs"]}
+    assert used == granted
