@@ -76,7 +76,8 @@ def _describe(kind: str, exc: BaseException) -> str:
             reason = json.loads(exc.body or "{}").get("message") or reason
         except (ValueError, AttributeError):
             pass
-        return f"HTTP {exc.status} {reason}".strip()
+        hint = " (the sidecar's Role must grant this; see `rlscale manifests`)" if kind == "forbidden" else ""
+        return f"HTTP {exc.status} {reason}".strip() + hint
     return type(exc).__name__
 
 

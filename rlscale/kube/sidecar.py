@@ -219,12 +219,13 @@ class Sidecar:
             return base
         outcome = self.cluster.apply(config)
         base.apply = outcome
+        base.error_kinds = ["conflict"] * sum(o.attempts - 1 for o in outcome.stages)  # 409s retried after re-reads
         change = _changes(state.config, config, self._names)
         done = ", ".join(f"{o.stage} {o.action}" for o in outcome.stages if o.action != "unchanged")
         if outcome.failed:
             base.outcome = "failed"
             base.temporary = outcome.temporary_failure
-            base.error_kinds = [o.kind for o in outcome.failed if o.kind]
+            base.error_kinds += [o.kind for o in outcome.failed if o.kind and o.kind != "conflict"]
             failed = "; ".join(f"{o.stage}: {o.kind} ({o.message})" for o in outcome.failed)
             base.message = f"{seen}; {self.policy.name} wants {change}{why}; FAILED {failed}"
             return base
@@ -243,10 +244,10 @@ class Sidecar:
         if report.apply is not None:
             faults.update({o.stage: o.kind for o in report.apply.failed})
         new = {k: v for k, v in faults.items() if self._active_faults.get(k) != v}
-        recovered = [k for k in self._active_faults if k not in faults]
+        for key, kind in self._active_faults.items():
+            if key not in faults:
+                log.info("recovered: %s works again (after %s errors)", key, kind)
         self._active_faults = faults
-        for key in recovered:
-            log.info("recovered: %s is answering again", key)
         if report.outcome in ("held", "failed"):
             level = logging.ERROR if new and not report.temporary else logging.WARNING
             if new or report.temporary:

@@ -59,3 +59,13 @@ def kube_api():
     server = BackgroundApiServer()
     yield server
     server.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """What the closed-loop tests showed (scale-up, outage, faults), so CI logs carry the figures."""
+    from tests.integration.closed_loop import SUMMARY
+
+    if SUMMARY:
+        terminalreporter.section("sidecar closed loop")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)

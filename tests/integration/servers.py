@@ -77,6 +77,7 @@ class ApiServer(kmock.KubernetesEmulator):
             "params": dict(request.params),
             "subresource": request.subresource,
             "answer": "ok",
+            "t": time.monotonic(),
         }
         self.seen.append(entry)
         fault = self._take(request)
@@ -210,3 +211,8 @@ class PrometheusServer:
             self.proc.kill()
             self.proc.wait(timeout=5)
         self.proc = None
+
+
+def is_sidecar_change_entry(entry: dict) -> bool:
+    """`is_sidecar_change` for an entry of `ApiServer.seen`."""
+    return entry["method"] == "PATCH" and entry["subresource"] in (None, "scale")
