@@ -120,6 +120,33 @@ BAD = [
     ),
     ("unknown stage field", _set(["stages", 0, "replicas"], 3), "stages[0].replicas", "unknown field"),
     ("variant not a mapping", _set(["stages", 0, "variants", 0], "fast"), "stages[0].variants[0]", "mapping"),
+    ("kubernetes unknown field", _set(["kubernetes"], {"replicas": 3}), "kubernetes.replicas", "unknown field"),
+    ("kubernetes bad namespace", _set(["kubernetes"], {"namespace": "Prod_NS"}), "kubernetes.namespace", "name"),
+    ("kubernetes bad env", _set(["kubernetes"], {"variant_env": "MODEL-VARIANT"}), "variant_env", "variable name"),
+    (
+        "kubernetes unknown stage",
+        _set(["kubernetes"], {"deployments": {"third": "x"}}),
+        "kubernetes.deployments.third",
+        "unknown field",
+    ),
+    (
+        "kubernetes unknown template",
+        _set(["kubernetes"], {"promql": {"cpu": "up"}}),
+        "kubernetes.promql.cpu",
+        "unknown field",
+    ),
+    (
+        "kubernetes template field",
+        _set(["kubernetes"], {"promql": {"queue_length": "max(q{{stage='{stge}'}})"}}),
+        "kubernetes.promql.queue_length",
+        "unknown field {stge}",
+    ),
+    (
+        "kubernetes raw braces",
+        _set(["kubernetes"], {"promql": {"queue_length": 'max(q{stage="x"})'}}),
+        "kubernetes.promql.queue_length",
+        "{{ }}",
+    ),
 ]
 
 
@@ -174,3 +201,31 @@ def test_to_dict_round_trips_key_fields(write_spec):
         "startup_s": 7.0,
     }
     assert math.isclose(d["objective"]["sla_penalty"], 100.0)
+
+
+def test_kubernetes_section_defaults_and_overrides(write_spec):
+    from rlscale.kube.prometheus import DEFAULT_TEMPLATES
+
+    spec = load_spec(write_spec())
+    assert spec.kubernetes.variant_env == "MODEL_VARIANT" and spec.kubernetes.batch_env == "MAX_BATCH_SIZE"
+    assert spec.kubernetes.deployments == {} and spec.kubernetes.namespace is None
+
+    custom = 'max(my_queue{{job="{pipeline}-{stage}"}})'
+    spec = load_spec(
+        write_spec(
+            lambda d: d.update(
+                kubernetes={
+                    "namespace": "ml",
+                    "container": "triton",
+                    "variant_env": "MODEL",
+                    "deployments": {"first": "det"},
+                    "promql": {"queue_length": custom},
+                }
+            )
+        )
+    )
+    k = spec.kubernetes
+    assert (k.namespace, k.container, k.variant_env, k.batch_env) == ("ml", "triton", "MODEL", "MAX_BATCH_SIZE")
+    assert k.deployments == {"first": "det"} and k.promql == {"queue_length": custom}
+    assert custom != DEFAULT_TEMPLATES["queue_length"]
+    assert spec.to_dict()["kubernetes"]["deployments"] == {"first": "det"}

@@ -1,0 +1,41 @@
+"""The twin's exported metrics: weighted histogram buckets, ``le`` labels as client libraries write them, and
+counters scaled so that Prometheus' per-wall-second rate reads per-simulated-second."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from rlscale.kube.prometheus import le_label
+from rlscale.kube.twin import TwinMetrics, _Histogram
+from rlscale.spec import load_spec
+
+
+@pytest.mark.parametrize("bound", [6.89, 10.0, 0.05, 1.0, 2.5])
+def test_le_label_matches_prometheus_client(bound):
+    registry = CollectorRegistry()
+    Histogram("h", "h", registry=registry, buckets=(bound,)).observe(0)
+    assert f'h_bucket{{le="{le_label(bound)}"}}' in generate_latest(registry).decode()
+
+
+def test_weighted_histogram_is_cumulative_and_le_inclusive():
+    h = _Histogram((1.0, 2.0))
+    h.observe(np.array([0.5, 1.0, 1.5, 3.0]), weight=0.1)
+    assert h.buckets() == [("1.0", pytest.approx(0.2)), ("2.0", pytest.approx(0.3)), ("+Inf", pytest.approx(0.4))]
+    assert h.total == pytest.approx(0.6)
+
+
+def test_exported_families_carry_the_standard_names_and_the_sla_bucket():
+    spec = load_spec("video")
+    metrics = TwinMetrics(spec)
+    metrics.requests["crop"] = 12.5
+    metrics.e2e.observe(np.array([1.0, spec.sla_s, 9.0]), weight=1.0)
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    text = generate_latest(registry).decode()
+    assert 'rlscale_requests_total{pipeline="video",stage="crop"} 12.5' in text
+    # the late_rate template needs a bucket boundary exactly at the SLA: 2 of 3 requests are within it
+    assert f'rlscale_e2e_latency_seconds_bucket{{le="{le_label(spec.sla_s)}",pipeline="video"}} 2.0' in text
+    for name in ("rlscale_queue_length", "rlscale_busy_seconds_total", "rlscale_dropped_requests_total"):
+        assert name in text
