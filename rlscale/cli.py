@@ -366,7 +366,9 @@ def _kube_api(kubeconfig: str | None):
         raise RlscaleError(
             f"no usable Kubernetes credentials ({exc}); run in a pod with a service account or pass --kubeconfig"
         ) from None
-    return client.AppsV1Api()
+    cfg = client.Configuration.get_default_copy()
+    cfg.retries = 0  # no hidden client-side retries: the sidecar's backoff decides, and says so in its log
+    return client.AppsV1Api(client.ApiClient(cfg))
 
 
 def _namespace(arg: str | None, spec_ns: str | None) -> str:

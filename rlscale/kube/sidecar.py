@@ -72,7 +72,7 @@ class SidecarMetrics:
     |---|---|---|
     | ``rlscale_sidecar_decisions_total`` | counter | outcome (applied, unchanged, dry_run, held, failed) |
     | ``rlscale_sidecar_decision_seconds`` | histogram | (observe excluded: decide + project) |
-    | ``rlscale_sidecar_errors_total`` | counter | kind (metrics, conflict, server, timeout, forbidden, ...) |
+    | ``rlscale_sidecar_errors_total`` | counter | kind (metrics, policy, conflict, server, timeout, forbidden, ...) |
     | ``rlscale_sidecar_projection_distance`` | gauge | (the safety layer's move, 0 when the proposal was safe) |
     | ``rlscale_sidecar_stage_replicas`` / ``_stage_batch`` / ``_stage_cores`` | gauge | stage |
     | ``rlscale_sidecar_stage_variant`` | gauge (1 for the chosen variant) | stage, variant |
@@ -104,7 +104,7 @@ class SidecarMetrics:
         )
         for outcome in OUTCOMES:
             self.decisions.labels(outcome)
-        for kind in ("metrics", *ERROR_KINDS):
+        for kind in ("metrics", "policy", *ERROR_KINDS):
             self.errors.labels(kind)
 
     def serve(self, port: int, address: str = "127.0.0.1"):
@@ -188,10 +188,18 @@ class Sidecar:
                 error_kinds=[exc.kind],
             )
         t0 = time.perf_counter()
-        proposed = self.policy.decide(state)
-        config, distance, why = proposed, 0.0, ""
-        if self.safety is not None:
-            config, report = self.safety.project(proposed, state)
+        try:
+            proposed = self.policy.decide(state)
+            config, distance, why = proposed, 0.0, ""
+            if self.safety is not None:
+                config, report = self.safety.project(proposed, state)
+        except Exception as exc:  # noqa: BLE001 - a policy bug must not take the pipeline's autoscaler down
+            log.debug("%s failed to decide", self.policy.name, exc_info=True)  # the traceback, with -v
+            return StepReport(
+                "failed",
+                f"holding the current config: {self.policy.name} failed to decide: {type(exc).__name__}: {exc}",
+                error_kinds=["policy"],
+            )
             distance = float(report.get("distance", 0.0))
             if report.get("infeasible"):
                 why = f"; safety: nothing is feasible at {report.get('load_rps', 0):.1f} rps, max capacity"
@@ -241,6 +249,8 @@ class Sidecar:
         if report.outcome == "held":
             kind = report.error_kinds[0] if report.error_kinds else "metrics"
             faults["Prometheus" if kind == "metrics" else "the Kubernetes API"] = kind
+        if "policy" in report.error_kinds:
+            faults["policy"] = "policy"
         if report.apply is not None:
             faults.update({o.stage: o.kind for o in report.apply.failed})
         new = {k: v for k, v in faults.items() if self._active_faults.get(k) != v}

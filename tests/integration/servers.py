@@ -34,10 +34,11 @@ def is_sidecar_change(request) -> bool:
 
 @dataclass
 class Fault:
-    status: int
+    status: int | None  # None: answer normally, after ``delay_s``
     remaining: int | None  # None: until cleared
     match: Callable
     hits: int = 0
+    delay_s: float = 0.0
 
 
 class ApiServer(kmock.KubernetesEmulator):
@@ -49,9 +50,12 @@ class ApiServer(kmock.KubernetesEmulator):
         self.faults: list[Fault] = []
         self.seen: list[dict] = []  # every request: method, path, params, subresource, answer
 
-    def inject(self, status: int, count: int | None = 1, match: Callable = is_sidecar_change) -> Fault:
-        """Answer the next ``count`` matching requests (None: all until `clear`) with ``status``, storing nothing."""
-        fault = Fault(status, count, match)
+    def inject(
+        self, status: int | None, count: int | None = 1, match: Callable = is_sidecar_change, delay_s: float = 0.0
+    ) -> Fault:
+        """Answer the next ``count`` matching requests (None: all until `clear`) with ``status``, storing nothing;
+        or, with ``status=None``, answer them normally but only after ``delay_s`` (a slow API server)."""
+        fault = Fault(status, count, match, delay_s=delay_s)
         with self.fault_lock:
             self.faults.append(fault)
         return fault
@@ -81,7 +85,9 @@ class ApiServer(kmock.KubernetesEmulator):
         }
         self.seen.append(entry)
         fault = self._take(request)
-        if fault is not None:
+        if fault is not None and fault.delay_s:
+            await asyncio.sleep(fault.delay_s)
+        if fault is not None and fault.status is not None:
             entry["answer"] = fault.status
             raise kmock.KubernetesError(
                 status=fault.status, reason=REASONS.get(fault.status, "Error"), message=f"injected {fault.status}"

@@ -137,3 +137,15 @@ def test_every_call_is_covered_by_the_role(kube_api, video, deployed):
         used.add((resource, verb))
     granted = {(res, verb) for rule in rbac_rules(video) for res in rule["resources"] for verb in rule["verbs"]}
     assert used == granted
+
+
+def test_a_slow_api_server_is_a_timeout_and_the_next_read_sees_what_landed(kube_api, video, deployed):
+    api, initial = deployed
+    kube_api.emulator.inject(None, count=1, delay_s=2.0)
+    target = PipelineConfig((initial.stages[0].with_(replicas=4), initial.stages[1]))
+    outcome = DeploymentActuator(video, api, NS, timeout_s=0.5).apply(target)
+    assert outcome.failed[0].kind == "timeout" and outcome.temporary_failure
+    # whether the timed-out request landed or not, the next step re-reads and converges
+    again = DeploymentActuator(video, api, NS).apply(target)
+    assert not again.failed
+    assert DeploymentActuator(video, api, NS).read()[0] == target

@@ -71,3 +71,18 @@ def test_unreachable_prometheus_is_a_temporary_error():
     reader = PrometheusReader(f"http://127.0.0.1:{free_port()}", "toy", timeout_s=1)
     with pytest.raises(MetricsUnavailable, match="did not answer"):
         reader.arrival_rate_rps("crop")
+
+
+def test_a_prometheus_that_never_answers_is_unavailable_within_the_timeout():
+    """A server that accepts the connection but never replies (hung, overloaded): a temporary error, not a hang."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # connections queue in the backlog; nobody reads them
+        port = listener.getsockname()[1]
+        reader = PrometheusReader(f"http://127.0.0.1:{port}", "toy", timeout_s=0.5)
+        started = time.monotonic()
+        with pytest.raises(MetricsUnavailable, match="did not answer"):
+            reader.arrival_rate_rps("crop")
+        assert time.monotonic() - started < 5

@@ -1,0 +1,120 @@
+"""The sidecar loop's own logic (backoff, fault logging, metrics, policy failures) on the simulator as the
+cluster; the loop against real Prometheus and the API emulator is in tests/integration/."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+from prometheus_client import generate_latest
+
+from rlscale.feasibility import plan_fixed_variants
+from rlscale.kube.actuator import ApplyOutcome, StageOutcome
+from rlscale.kube.prometheus import MetricsUnavailable
+from rlscale.kube.sidecar import Sidecar, SidecarSettings, StepReport
+from rlscale.sim.engine import Simulator
+from rlscale.spec import load_spec
+from rlscale.workload import Trace
+
+
+class SimCluster:
+    """The simulator behind the sidecar's cluster interface, with scripted faults per step."""
+
+    def __init__(self, spec, faults=(), stop_after=None, stop=None):
+        import numpy as np
+
+        self.spec = spec
+        initial = plan_fixed_variants(spec, [st.variants[0].name for st in spec.stages], 5.0)
+        self.sim = Simulator(spec, Trace("t", np.full(600, 20.0)), initial, seed=0)
+        self.faults = list(faults)
+        self.observed = 0
+        self.stop_after, self.stop = stop_after, stop
+
+    def observe(self):
+        self.observed += 1
+        if self.stop_after is not None and self.observed >= self.stop_after:
+            self.stop.set()
+        fault = self.faults.pop(0) if self.faults else None
+        if fault == "metrics":
+            raise MetricsUnavailable("Prometheus at http://x did not answer arrival_rate: ConnectionError")
+        self.sim.step()
+        self.pending_fault = fault
+        return self.sim.observe()
+
+    def apply(self, config):
+        if self.pending_fault in ("forbidden", "server"):
+            return ApplyOutcome(
+                tuple(StageOutcome(st.name, "failed", self.pending_fault, "HTTP") for st in self.spec.stages)
+            )
+        old = self.sim.config
+        self.sim.apply(config)
+        return ApplyOutcome(
+            tuple(
+                StageOutcome(st.name, "rolled" if a != b else "unchanged")
+                for st, a, b in zip(self.spec.stages, old.stages, config.stages, strict=True)
+            )
+        )
+
+
+class FixedPolicy:
+    name = "fixed"
+
+    def __init__(self, config, fail=False):
+        self.config, self.fail = config, fail
+
+    def decide(self, state):
+        if self.fail:
+            raise ValueError("boom")
+        return self.config
+
+
+@pytest.fixture
+def video():
+    return load_spec("video")
+
+
+@pytest.fixture
+def big(video):
+    return plan_fixed_variants(video, [st.variants[0].name for st in video.stages], 25.0)
+
+
+def test_backoff_doubles_to_its_cap_and_resets_after_success(video, big):
+    sidecar = Sidecar(SimCluster(video), FixedPolicy(big), None, SidecarSettings(interval_s=10, max_backoff_s=35))
+    delays = [sidecar.delay_after(StepReport("held", "", temporary=True)) for _ in range(4)]
+    assert delays == [10, 20, 35, 35]
+    assert sidecar.delay_after(StepReport("applied", "")) == 10
+    assert sidecar.delay_after(StepReport("held", "", temporary=True)) == 10
+
+
+def test_the_loop_survives_faults_logs_a_permanent_one_once_and_records_metrics(video, big, caplog):
+    stop = threading.Event()
+    cluster = SimCluster(
+        video, faults=["metrics", "forbidden", "forbidden", "forbidden", None, None], stop_after=6, stop=stop
+    )
+    sidecar = Sidecar(cluster, FixedPolicy(big), None, SidecarSettings(interval_s=0.01, max_backoff_s=0.02), stop=stop)
+    with caplog.at_level(logging.DEBUG, logger="rlscale.kube.sidecar"):
+        assert sidecar.run() == 0
+    assert sidecar.steps == 6
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "forbidden" in errors[0].getMessage()
+    assert any("recovered: crop works again (after forbidden errors)" in r.getMessage() for r in caplog.records)
+    assert any("holding the current config: Prometheus" in r.getMessage() for r in caplog.records)
+    text = generate_latest(sidecar.metrics.registry).decode()
+    assert 'rlscale_sidecar_errors_total{kind="forbidden"} 6.0' in text  # 3 steps x 2 stages
+    assert 'rlscale_sidecar_decisions_total{outcome="held"} 1.0' in text
+    crop = big.stages[0]
+    assert f'rlscale_sidecar_stage_replicas{{stage="crop"}} {float(crop.replicas)}' in text
+    assert f'rlscale_sidecar_stage_variant{{stage="crop",variant="{crop.variant}"}} 1.0' in text
+    assert 'rlscale_sidecar_stage_variant{stage="crop",variant="yolov5x"} 0.0' in text
+
+
+def test_a_policy_that_raises_holds_the_config_and_the_loop_goes_on(video, big):
+    stop = threading.Event()
+    cluster = SimCluster(video, stop_after=3, stop=stop)
+    before = cluster.sim.config
+    sidecar = Sidecar(cluster, FixedPolicy(big, fail=True), None, SidecarSettings(interval_s=0.01), stop=stop)
+    assert sidecar.run() == 0
+    assert sidecar.steps == 3 and cluster.sim.config == before
+    text = generate_latest(sidecar.metrics.registry).decode()
+    assert 'rlscale_sidecar_errors_total{kind="policy"} 3.0' in text
