@@ -371,11 +371,22 @@ def _kube_api(kubeconfig: str | None):
     return client.AppsV1Api(client.ApiClient(cfg))
 
 
-def _namespace(arg: str | None, spec_ns: str | None) -> str:
+def _namespace(arg: str | None, spec_ns: str | None, kubeconfig: str | None) -> str:
+    """--namespace, else the spec's, else the pod's (in a cluster) or the kubeconfig context's, else default."""
     if arg:
         return arg
     if spec_ns:
         return spec_ns
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    if kubeconfig or not Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").exists():
+        try:
+            _contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+            if active and active.get("context", {}).get("namespace"):
+                return active["context"]["namespace"]
+        except (ConfigException, OSError, ValueError, TypeError):
+            pass
     in_pod = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
     return in_pod.read_text().strip() if in_pod.exists() else "default"
 
@@ -403,7 +414,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     from experiments.registry import make_live_policy
     from rlscale.kube.actuator import DeploymentActuator
     from rlscale.kube.cluster import KubernetesCluster
-    from rlscale.kube.prometheus import MetricsUnavailable, PrometheusReader
+    from rlscale.kube.prometheus import MetricsUnavailable, PrometheusReader, duration
     from rlscale.kube.sidecar import Sidecar, SidecarMetrics, SidecarSettings
     from rlscale.spec import load_spec
 
@@ -412,22 +423,24 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     interval_s = args.interval if args.interval is not None else spec.interval_s
     if not interval_s > 0:
         raise RlscaleError(f"--interval must be > 0 seconds, got {interval_s:g}")
-    window_s = args.window if args.window is not None else max(interval_s, 2.0)
+    window_s = args.window if args.window is not None else max(interval_s, 30.0)
     if not window_s > 0:
         raise RlscaleError(f"--window must be > 0 seconds, got {window_s:g}")
+    if not args.speedup > 0:
+        raise RlscaleError(f"--speedup must be > 0, got {args.speedup:g}")
     if not 0 <= args.metrics_port <= 65535:
         raise RlscaleError(f"--metrics-port must be 0 (off) or 1..65535, got {args.metrics_port}")
     reader = PrometheusReader(url, spec.name, templates=dict(spec.kubernetes.promql), timeout_s=args.timeout)
     if args.once:  # nothing to hold on to in a one-shot run: an unreachable Prometheus ends it at once
         try:
-            reader.arrival_rate_rps(spec.stages[0].name, window=f"{int(max(1, window_s))}s")
+            reader.arrival_rate_rps(spec.stages[0].name, window=duration(window_s / args.speedup))
         except MetricsUnavailable as exc:
             print(f"rlscale sidecar: error: {exc}; nothing was changed", file=sys.stderr)
             return 1
     policy, safety = make_live_policy(args.policy or _default_live_policy(spec), spec, _policy_options(args))
-    namespace = _namespace(args.namespace, spec.kubernetes.namespace)
+    namespace = _namespace(args.namespace, spec.kubernetes.namespace, args.kubeconfig)
     actuator = DeploymentActuator(spec, _kube_api(args.kubeconfig), namespace, dry_run=args.dry_run)
-    cluster = KubernetesCluster(spec, reader, actuator, interval_s=interval_s, window_s=window_s)
+    cluster = KubernetesCluster(spec, reader, actuator, interval_s=interval_s, window_s=window_s, speedup=args.speedup)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     metrics = SidecarMetrics()
@@ -440,7 +453,9 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
-    settings = SidecarSettings(interval_s=interval_s, max_backoff_s=args.max_backoff, once=args.once)
+    settings = SidecarSettings(
+        interval_s=interval_s, max_backoff_s=args.max_backoff, once=args.once, speedup=args.speedup
+    )
     sidecar = Sidecar(cluster, policy, safety, settings, metrics, stop)
     log.info(
         "sidecar for %s: policy %s%s, namespace %s, Prometheus %s, every %gs (window %gs)%s",
@@ -453,6 +468,12 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
         window_s,
         ", DRY RUN (server-side, nothing changes)" if args.dry_run else "",
     )
+    if args.speedup != 1:
+        log.info(
+            "the pipeline's clock runs %gx the wall clock: every %gs of wall time",
+            args.speedup,
+            interval_s / args.speedup,
+        )
     try:
         if args.once:
             report = sidecar.step()
@@ -580,7 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", required=True, metavar="NAME|FILE", help="bundled pipeline name or spec YAML")
     p.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL, e.g. http://prom:9090")
     p.add_argument(
-        "--namespace", help="namespace of the stage Deployments (default: the spec's, the pod's, else default)"
+        "--namespace",
+        help="namespace of the stage Deployments (default: the spec's, the pod's or kubeconfig's, else default)",
     )
     p.add_argument(
         "--policy",
@@ -593,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--window",
         type=float,
         metavar="S",
-        help="rate/quantile window of the queries; at least 2 scrape intervals (default: the interval)",
+        help="rate/quantile window of the queries; must span 2 scrapes (default: the interval, at least 30 s)",
     )
     p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster, else ~/.kube/config)")
     p.add_argument(
@@ -609,6 +631,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3.0, metavar="S", help="Prometheus query timeout (default 3)")
     p.add_argument(
         "--max-backoff", type=float, metavar="S", help="longest wait after repeated faults (default 6 intervals)"
+    )
+    p.add_argument(
+        "--speedup",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="pipeline seconds per wall second: 1 for a real cluster (default); N drives a twin running N times "
+        "faster (intervals, windows and backoff shrink N-fold)",
     )
     _add_planner_flags(p)
     p.set_defaults(func=cmd_sidecar)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rlscale.kube.actuator import ApplyOutcome, DeploymentActuator
-from rlscale.kube.prometheus import PrometheusReader, le_label
+from rlscale.kube.prometheus import PrometheusReader, duration, le_label
 from rlscale.spec import PipelineSpec
 from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState, StageMetrics
 
@@ -30,9 +30,11 @@ class KubernetesCluster:
         spec: the pipeline.
         reader: its Prometheus reader.
         actuator: its Deployment actuator.
-        interval_s: adaptation interval (wall-clock seconds).
-        window_s: the rate/quantile window of every query; at least two scrape intervals of your Prometheus.
+        interval_s: adaptation interval (pipeline seconds).
+        window_s: the rate/quantile window of every query (pipeline seconds); it must span two scrapes.
         history_s: seconds of per-second arrival history handed to policies (predictors look back 120 s).
+        speedup: pipeline seconds per wall-clock second: 1 for a real cluster; a twin or a replay that runs
+            N times faster than real time is driven with N (durations shrink N-fold, rates are read as they are).
         clock / sleep: wall clock and sleep (replaceable in tests).
     """
 
@@ -42,6 +44,7 @@ class KubernetesCluster:
     interval_s: float
     window_s: float
     history_s: int = 300
+    speedup: float = 1.0
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     _t0: float = field(default=0.0, init=False, repr=False)
@@ -52,20 +55,29 @@ class KubernetesCluster:
 
     @property
     def window(self) -> str:
-        return f"{max(1, int(math.ceil(self.window_s)))}s"
+        """The query window as a PromQL duration of wall-clock time."""
+        return duration(self.window_s / self.speedup)
+
+    def now_s(self) -> float:
+        """Pipeline seconds since this cluster object was made."""
+        return (self.clock() - self._t0) * self.speedup
 
     # ------------------------------------------------------------------ Cluster protocol
 
     def observe(self) -> PipelineState:
         # Prometheus first: when it is down there is nothing to decide on, and no reason to call the API server
-        history = self.reader.arrival_history_rps(self.spec.stages[0].name, seconds=self.history_s)
+        history = self.reader.arrival_history_rps(
+            self.spec.stages[0].name,
+            seconds=self.history_s / self.speedup,
+            step_s=1.0 / self.speedup,  # one value per pipeline second, as the simulator gives policies
+            window=self.window,
+        )
         config, ready = self.actuator.read()
-        now = self.clock()
-        self._last_observe = now
+        self._last_observe = self.clock()
         last = self.metrics(config, ready)
         in_flight = sum(m.queue_len for m in last.stages)
         return PipelineState(
-            time_s=now - self._t0,
+            time_s=self.now_s(),
             interval_s=self.interval_s,
             arrival_rps=history,
             config=config,
@@ -79,7 +91,7 @@ class KubernetesCluster:
     def step(self) -> IntervalMetrics:
         """Wait until one interval has passed since the last observation, then read its metrics."""
         if self._last_observe is not None:
-            self.sleep(max(0.0, self._last_observe + self.interval_s - self.clock()))
+            self.sleep(max(0.0, self._last_observe + self.interval_s / self.speedup - self.clock()))
         self._last_observe = self.clock()
         config, ready = self.actuator.read()
         return self.metrics(config, ready)
@@ -119,7 +131,7 @@ class KubernetesCluster:
         o = self.spec.objective
         accuracy = self.spec.accuracy(config.variants)
         objective = o.alpha * accuracy - o.beta * config.total_cores - o.gamma * config.total_batch
-        now = self.clock() - self._t0
+        now = self.now_s()
         return IntervalMetrics(
             start_s=now - self.window_s,
             end_s=now,

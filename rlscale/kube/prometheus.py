@@ -67,6 +67,12 @@ def check_template(name: str, template: str) -> str | None:
     return None
 
 
+def duration(seconds: float) -> str:
+    """A PromQL duration for ``seconds`` (whole milliseconds, at least 1 ms): ``30s``, ``3s``, ``250ms``."""
+    ms = max(1, int(round(seconds * 1000)))
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
 def le_label(value: float) -> str:
     """A bucket boundary as prometheus-client writes it in the ``le`` label (``6.89``, ``10.0``)."""
     return repr(float(value))
@@ -117,7 +123,10 @@ class PrometheusReader:
             raise MetricsUnavailable(f"Prometheus at {self.url} did not answer {name}: {type(exc).__name__}") from None
         value = float(result[0]["value"][1]) if result else math.nan
         if math.isnan(value) and not optional:
-            raise MetricsUnavailable(f"Prometheus has no data for {name} ({promql})")
+            raise MetricsUnavailable(
+                f"Prometheus has no data for {name} ({promql}); is the metric exported, and does the window span two "
+                "scrapes?"
+            )
         return value
 
     def arrival_rate_rps(self, stage: str, window: str = "10s") -> float:
@@ -131,10 +140,16 @@ class PrometheusReader:
     def queue_length(self, stage: str) -> int:
         return int(round(self.query("queue_length", stage=stage)))
 
-    def arrival_history_rps(self, stage: str, seconds: int = 120, step_s: int = 1) -> np.ndarray:
-        """Per-step arrival rates at ``stage`` over the last ``seconds`` (oldest first), for the predictors."""
+    def arrival_history_rps(
+        self, stage: str, seconds: float = 120, step_s: float = 1.0, window: str = "2s"
+    ) -> np.ndarray:
+        """Per-step arrival rates at ``stage`` over the last ``seconds`` (oldest first), for the predictors.
+
+        Each value is the rate over ``window`` ending at that step: a moving average, since ``rate()`` needs two
+        scrapes inside its window (with a 15 s scrape interval, ``window`` must be 30 s or more).
+        """
         promql = self.templates["arrival_rate"].format(
-            pipeline=self.pipeline, stage=stage, window=f"{2 * step_s}s", q=0.99, sla="1.0"
+            pipeline=self.pipeline, stage=stage, window=window, q=0.99, sla="1.0"
         )
         end = datetime.now()
         try:
@@ -142,7 +157,7 @@ class PrometheusReader:
                 promql,
                 start_time=end - timedelta(seconds=seconds),
                 end_time=end,
-                step=f"{step_s}s",
+                step=f"{step_s:g}",  # float seconds: sub-second steps serve a twin in accelerated time
                 timeout=self.timeout_s,
             )
         except Exception as exc:  # noqa: BLE001

@@ -35,14 +35,16 @@ class SidecarSettings:
     """How the loop runs.
 
     Attributes:
-        interval_s: seconds between decisions.
+        interval_s: pipeline seconds between decisions.
         max_backoff_s: the longest wait after repeated temporary faults (default: 6 intervals).
         once: run one step and return.
+        speedup: pipeline seconds per wall-clock second (1 on a real cluster; see `KubernetesCluster`).
     """
 
     interval_s: float
     max_backoff_s: float | None = None
     once: bool = False
+    speedup: float = 1.0
 
     @property
     def backoff_cap_s(self) -> float:
@@ -288,7 +290,7 @@ class Sidecar:
             delay = self.delay_after(report)
             if report.temporary:
                 log.info("backing off %.1fs", delay)
-            remaining = max(0.0, started + delay - time.monotonic())
+            remaining = max(0.0, started + delay / self.settings.speedup - time.monotonic())
             if self.stop.wait(remaining):
                 log.info("stopping: the current step is done")
                 return 0

@@ -136,6 +136,8 @@ class Twin:
         self.metrics = TwinMetrics(spec)
         self.ticks: list[TwinTick] = []
         self.read_errors = 0
+        self.tick_wall_s: list[float] = []  # wall-clock seconds each tick took
+        self.max_lag_s = 0.0  # how far the twin fell behind its accelerated clock (0: it kept up)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._server = None
@@ -202,8 +204,11 @@ class Twin:
         period = self.tick_s / self.speedup
         next_t = time.monotonic()
         while not self._stop.is_set() and not self.sim.done:
+            started = time.monotonic()
             self.tick()
+            self.tick_wall_s.append(time.monotonic() - started)
             next_t += period
+            self.max_lag_s = max(self.max_lag_s, time.monotonic() - next_t)
             self._stop.wait(max(0.0, next_t - time.monotonic()))
 
     @property

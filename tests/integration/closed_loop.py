@@ -1,8 +1,8 @@
 """The closed loop of the sidecar tests: twin (simulator in accelerated time) -> real Prometheus -> the sidecar
 (the real ``rlscale sidecar`` command, in a subprocess) -> the kmock API emulator -> back into the twin.
 
-Time: the twin runs ``SPEEDUP`` simulated seconds per wall second and the sidecar decides every
-``spec.interval_s / SPEEDUP`` wall seconds, so it sees the pipeline as one with the spec's 10 s interval.
+Time: the twin runs ``SPEEDUP`` simulated seconds per wall second, and the sidecar is told so (``--speedup``):
+its interval, query windows and backoff are the production defaults in pipeline seconds, run 10x faster.
 """
 
 from __future__ import annotations
@@ -95,14 +95,12 @@ class ClosedLoop:
             NS,
             "--policy",
             policy,
-            "--interval",
-            f"{self.interval_wall_s:g}",
-            "--window",
-            "3",
+            "--speedup",
+            f"{SPEEDUP:g}",
             "--timeout",
             "1",
             "--max-backoff",
-            "2",
+            "20",
             "--metrics-port",
             str(self.metrics_port),
             *extra,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from rlscale.feasibility import plan_fixed_variants
@@ -27,6 +28,14 @@ def video():
 def small(video):
     """Cheapest variants sized for the low load: violates heavily after the step unless scaled."""
     return plan_fixed_variants(video, [st.variants[0].name for st in video.stages], LOW_RPS)
+
+
+def held_violation_rate(spec, trace, config, since_s: float) -> float:
+    """The baseline, measured in the same run: the twin's simulation with nobody scaling it."""
+    held = Simulator(spec, trace, config, seed=0, arrivals="poisson", interval_s=1.0)
+    while not held.done:
+        held.step()
+    return violation_rate([(m.end_s, m.arrivals, m.late, m.dropped) for m in held.history], since_s)
 
 
 @pytest.fixture
@@ -54,10 +63,7 @@ def test_a_load_step_makes_the_sidecar_scale_up_and_violations_recover(video, sm
     duration = 480
     trace = step_trace(LOW_RPS, HIGH_RPS, STEP_S, duration)
     # the baseline, measured in the same run: the same twin with nobody scaling it
-    held = Simulator(video, trace, small, seed=0, arrivals="poisson", interval_s=1.0)
-    while not held.done:
-        held.step()
-    held_after = violation_rate([(m.end_s, m.arrivals, m.late, m.dropped) for m in held.history], STEP_S + 150)
+    held_after = held_violation_rate(video, trace, small, STEP_S + 150)
 
     loop = loop_factory(video, trace, small)
     loop.start_sidecar()
@@ -79,14 +85,16 @@ def test_a_load_step_makes_the_sidecar_scale_up_and_violations_recover(video, sm
     assert max(before) < HIGH_RPS  # nothing scaled up before the load came
     assert intervals <= 6, log  # rate window (3 intervals) + a decision + startup: bounded
     # ipa plans at 100% utilisation, so Poisson bursts and its own rollouts still cost a few percent
-    assert after < 0.05 and held_after > 0.5, (after, held_after)
+    lag = (loop.twin.max_lag_s, float(np.median(loop.twin.tick_wall_s)), float(np.max(loop.twin.tick_wall_s)))
+    assert after < 0.05 and held_after > 0.5, (after, held_after, lag)
     assert d["applied"] >= 1 and d["held"] == 0 and d["failed"] == 0
     assert "applied:" in log and "crop" in log
     SUMMARY.append(
         f"scale-up: load {LOW_RPS:g} -> {HIGH_RPS:g} rps at t={STEP_S}s; capacity {max(before):.0f} -> "
         f">= {HIGH_RPS:g} rps {intervals:.1f} intervals after the step; violations from t={STEP_S + 150}s "
         f"{after:.2%} with the sidecar vs {held_after:.2%} held at the initial config; "
-        f"{int(d['applied'])} decisions applied, SIGTERM -> exit {rc}"
+        f"{int(d['applied'])} decisions applied, SIGTERM -> exit {rc}; twin tick p50 "
+        f"{1e3 * np.median(loop.twin.tick_wall_s):.1f} ms, max lag {loop.twin.max_lag_s:.2f} s"
     )
 
 
@@ -172,3 +180,80 @@ def test_dry_run_changes_nothing_in_the_emulator(video, small, loop_factory):
     assert patches and all(p["params"].get("dryRun") == "All" for p in patches)
     assert "would apply (dry run)" in log and "DRY RUN" in log
     SUMMARY.append(f"--dry-run: {len(patches)} patches, all dryRun=All; the Deployments are unchanged")
+
+
+def test_the_bundled_agent_runs_live_behind_the_safety_layer(video, small, loop_factory):
+    """``ppo`` (the default policy) in the same loop: the agent proposes, the safety layer projects, the
+    projection distance is exported.
+
+    The bar is a little lower than ipa's: with a 1 s scrape at 10x, one sample spans 10 simulated seconds, so
+    the per-second peaks the agent and its safety floor were trained on are averaged away.
+    """
+    duration = 400
+    trace = step_trace(LOW_RPS, HIGH_RPS, STEP_S, duration)
+    held_after = held_violation_rate(video, trace, small, STEP_S + 100)
+    loop = loop_factory(video, trace, small)
+    loop.start_sidecar(policy="ppo")
+    assert loop.wait_for(lambda: sum(loop.decisions().values()) >= 1, timeout_s=60), loop.log()
+    loop.wait_for(lambda: not loop.twin.running, timeout_s=duration / SPEEDUP + 30)
+    ticks = loop.twin.ticks
+    d = loop.decisions()
+    metrics = loop.sidecar_metrics()
+    rc = loop.stop_sidecar()
+    log = loop.log()
+    assert rc == 0, log
+    assert "policy ppo + safety" in log
+    scaled_at = next(
+        (t.time_s for t in ticks if t.time_s >= STEP_S and stage_capacity_rps(video, t.config) >= HIGH_RPS), None
+    )
+    assert scaled_at is not None, log
+    intervals = (scaled_at - STEP_S) / video.interval_s
+    after = violation_rate([(t.time_s, t.arrivals, t.late, t.dropped) for t in ticks], STEP_S + 100)
+    assert intervals <= 6 and after < 0.10 and held_after > 0.5, (intervals, after, held_after, log)
+    assert d["held"] == 0 and d["failed"] == 0
+    assert "rlscale_sidecar_projection_distance" in metrics
+    assert metrics["rlscale_sidecar_decision_seconds_count"] == sum(d.values())
+    n = sum(d.values())
+    mean_ms = metrics["rlscale_sidecar_decision_seconds_sum"] / max(1, n) * 1e3
+    SUMMARY.append(
+        f"ppo live: capacity >= {HIGH_RPS:g} rps {intervals:.1f} intervals after the step; violations from "
+        f"t={STEP_S + 100}s {after:.2%} (unscaled: {held_after:.2%}); {int(n)} decisions, mean decide+project "
+        f"{mean_ms:.1f} ms"
+    )
+
+
+def test_once_dry_run_decides_one_step_and_exits_zero(video, small, loop_factory):
+    import subprocess
+    import sys
+
+    loop = loop_factory(video, step_trace(HIGH_RPS, HIGH_RPS, 0, 600), small)
+    loop.wait_for(lambda: len(loop.twin.ticks) >= 40, timeout_s=20)  # 40 simulated s: the rate window is full
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rlscale.cli",
+            "sidecar",
+            "--spec",
+            "video",
+            "--prometheus",
+            loop.prometheus.url,
+            "--kubeconfig",
+            str(loop.kubeconfig),
+            "--policy",
+            "ipa",
+            "--speedup",
+            "10",
+            "--once",
+            "--dry-run",
+            "--metrics-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=loop.tmp,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "would apply (dry run)" in result.stdout
+    assert loop.deployed_config() == small
