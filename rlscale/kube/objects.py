@@ -123,7 +123,8 @@ def template_patch(deployment: dict[str, Any], kube: KubeSpec, new: StageConfig)
                 container = {**container, "env": []}
             ops.append({"op": "add", "path": f"{base}/env/-", "value": {"name": var, "value": value}})
         else:
-            ops.append({"op": "replace", "path": f"{base}/env/{j}/value", "value": value})
+            # "add" on an existing member replaces it ("replace" would fail where the member is missing)
+            ops.append({"op": "add", "path": f"{base}/env/{j}/value", "value": value})
     cpu = str(new.cores)
     if not container.get("resources"):
         ops.append(
@@ -135,7 +136,7 @@ def template_patch(deployment: dict[str, Any], kube: KubeSpec, new: StageConfig)
                 ops.append({"op": "add", "path": f"{base}/resources/{kind}", "value": {"cpu": cpu}})
             else:
                 ops.append({"op": "add", "path": f"{base}/resources/{kind}/cpu", "value": cpu})
-    ops.append({"op": "replace", "path": "/spec/replicas", "value": new.replicas})
+    ops.append({"op": "add", "path": "/spec/replicas", "value": new.replicas})
     return ops
 
 

@@ -121,7 +121,10 @@ class PrometheusReader:
             result = self._prom.custom_query(promql, timeout=self.timeout_s)
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, HTTP errors: all temporary here
             raise MetricsUnavailable(f"Prometheus at {self.url} did not answer {name}: {type(exc).__name__}") from None
-        value = float(result[0]["value"][1]) if result else math.nan
+        try:
+            value = float(result[0]["value"][1]) if result else math.nan
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise MetricsUnavailable(f"{name} ({promql}) did not return an instant vector") from None
         if math.isnan(value) and not optional:
             raise MetricsUnavailable(
                 f"Prometheus has no data for {name} ({promql}); is the metric exported, and does the window span two "
@@ -166,7 +169,10 @@ class PrometheusReader:
             ) from None
         if not result:
             raise MetricsUnavailable(f"Prometheus has no arrival history for stage {stage!r}")
-        values = np.array([float(v) for _t, v in result[0]["values"]])
+        try:
+            values = np.array([float(v) for _t, v in result[0]["values"]])
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise MetricsUnavailable(f"the arrival history of stage {stage!r} is not a range vector") from None
         return np.nan_to_num(values, nan=0.0)
 
     def wait_for_data(self, stage: str, timeout_s: float = 30.0, poll_s: float = 0.5) -> None:

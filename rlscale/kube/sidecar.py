@@ -74,7 +74,7 @@ class SidecarMetrics:
     |---|---|---|
     | ``rlscale_sidecar_decisions_total`` | counter | outcome (applied, unchanged, dry_run, held, failed) |
     | ``rlscale_sidecar_decision_seconds`` | histogram | (observe excluded: decide + project) |
-    | ``rlscale_sidecar_errors_total`` | counter | kind (metrics, policy, conflict, server, timeout, forbidden, ...) |
+    | ``rlscale_sidecar_errors_total`` | counter | kind (metrics, policy, internal, conflict, server, forbidden, ...) |
     | ``rlscale_sidecar_projection_distance`` | gauge | (the safety layer's move, 0 when the proposal was safe) |
     | ``rlscale_sidecar_stage_replicas`` / ``_stage_batch`` / ``_stage_cores`` | gauge | stage |
     | ``rlscale_sidecar_stage_variant`` | gauge (1 for the chosen variant) | stage, variant |
@@ -106,7 +106,7 @@ class SidecarMetrics:
         )
         for outcome in OUTCOMES:
             self.decisions.labels(outcome)
-        for kind in ("metrics", "policy", *ERROR_KINDS):
+        for kind in ("metrics", "policy", "internal", *ERROR_KINDS):
             self.errors.labels(kind)
 
     def serve(self, port: int, address: str = "127.0.0.1"):
@@ -189,6 +189,14 @@ class Sidecar:
                 temporary=exc.temporary,
                 error_kinds=[exc.kind],
             )
+        except Exception as exc:  # noqa: BLE001 - a bug or a surprise answer must not stop the autoscaler
+            log.debug("unexpected error while observing", exc_info=True)  # the traceback, with -v
+            return StepReport(
+                "held",
+                f"holding: unexpected error while observing: {type(exc).__name__}: {exc}",
+                temporary=True,
+                error_kinds=["internal"],
+            )
         t0 = time.perf_counter()
         try:
             proposed = self.policy.decide(state)
@@ -250,7 +258,7 @@ class Sidecar:
         faults = {}
         if report.outcome == "held":
             kind = report.error_kinds[0] if report.error_kinds else "metrics"
-            faults["Prometheus" if kind == "metrics" else "the Kubernetes API"] = kind
+            faults[{"metrics": "Prometheus", "internal": "observing"}.get(kind, "the Kubernetes API")] = kind
         if "policy" in report.error_kinds:
             faults["policy"] = "policy"
         if report.apply is not None:

@@ -75,10 +75,6 @@ class ClosedLoop:
         self.proc: subprocess.Popen | None = None
         self.log_path = tmp_path / "sidecar.log"
 
-    @property
-    def interval_wall_s(self) -> float:
-        return self.spec.interval_s / SPEEDUP
-
     def start_sidecar(self, *extra: str, policy: str = "ipa") -> None:
         args = [
             sys.executable,

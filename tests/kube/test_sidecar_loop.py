@@ -118,3 +118,16 @@ def test_a_policy_that_raises_holds_the_config_and_the_loop_goes_on(video, big):
     assert sidecar.steps == 3 and cluster.sim.config == before
     text = generate_latest(sidecar.metrics.registry).decode()
     assert 'rlscale_sidecar_errors_total{kind="policy"} 3.0' in text
+
+
+def test_an_unexpected_error_while_observing_is_held_not_raised(video, big):
+    class Broken(SimCluster):
+        def observe(self):
+            super().observe()
+            raise KeyError("value")  # e.g. a surprise answer shape
+
+    stop = threading.Event()
+    sidecar = Sidecar(Broken(video, stop_after=2, stop=stop), FixedPolicy(big), None, SidecarSettings(0.01), stop=stop)
+    assert sidecar.run() == 0 and sidecar.steps == 2
+    text = generate_latest(sidecar.metrics.registry).decode()
+    assert 'rlscale_sidecar_errors_total{kind="internal"} 2.0' in text
