@@ -102,7 +102,9 @@ class SidecarMetrics:
             "rlscale_sidecar_stage_variant", "1 for the chosen variant", ["stage", "variant"], registry=r
         )
         self.last_success = Gauge(
-            "rlscale_sidecar_last_success_timestamp_seconds", "end of the last step that read metrics", registry=r
+            "rlscale_sidecar_last_success_timestamp_seconds",
+            "end of the last step that decided and applied (or kept) a configuration",
+            registry=r,
         )
         for outcome in OUTCOMES:
             self.decisions.labels(outcome)
@@ -120,13 +122,13 @@ class SidecarMetrics:
         self.decisions.labels(report.outcome).inc()
         for kind in report.error_kinds:
             self.errors.labels(kind).inc()
-        if report.outcome in ("held",):
+        if report.config is None:  # nothing was decided (metrics, API reads or the policy failed)
             return
         self.decision_seconds.observe(report.decision_s)
         self.distance.set(report.distance)
-        self.last_success.set(time.time())
-        if report.config is None:
+        if report.outcome == "failed":  # decided, but the cluster refused it: the config gauges stay as they are
             return
+        self.last_success.set(time.time())
         for name, names, sc in zip(stage_names, variants, report.config.stages, strict=True):
             self.replicas.labels(name).set(sc.replicas)
             self.batch.labels(name).set(sc.batch)
@@ -203,6 +205,11 @@ class Sidecar:
             config, distance, why = proposed, 0.0, ""
             if self.safety is not None:
                 config, report = self.safety.project(proposed, state)
+                distance = float(report.get("distance", 0.0))
+                if report.get("infeasible"):
+                    why = f"; safety: nothing is feasible at {report.get('load_rps', 0):.1f} rps, max capacity"
+                elif not report.get("feasible_input", True):
+                    why = f"; safety moved {', '.join(report.get('changed_stages', []))} (distance {distance:.2f})"
         except Exception as exc:  # noqa: BLE001 - a policy bug must not take the pipeline's autoscaler down
             log.debug("%s failed to decide", self.policy.name, exc_info=True)  # the traceback, with -v
             return StepReport(
@@ -210,11 +217,6 @@ class Sidecar:
                 f"holding the current config: {self.policy.name} failed to decide: {type(exc).__name__}: {exc}",
                 error_kinds=["policy"],
             )
-            distance = float(report.get("distance", 0.0))
-            if report.get("infeasible"):
-                why = f"; safety: nothing is feasible at {report.get('load_rps', 0):.1f} rps, max capacity"
-            elif not report.get("feasible_input", True):
-                why = f"; safety moved {', '.join(report.get('changed_stages', []))} (distance {distance:.2f})"
         decision_s = time.perf_counter() - t0
         last = state.last
         seen = (

@@ -131,3 +131,30 @@ def test_an_unexpected_error_while_observing_is_held_not_raised(video, big):
     assert sidecar.run() == 0 and sidecar.steps == 2
     text = generate_latest(sidecar.metrics.registry).decode()
     assert 'rlscale_sidecar_errors_total{kind="internal"} 2.0' in text
+
+
+def test_the_safety_layer_moves_an_unsafe_proposal_and_the_distance_is_exported(video, caplog):
+    from agents.safety import SafetyLayer
+
+    stop = threading.Event()
+    cluster = SimCluster(video, stop_after=2, stop=stop)  # 20 rps
+    too_small = plan_fixed_variants(video, [st.variants[0].name for st in video.stages], 2.0)
+    sidecar = Sidecar(cluster, FixedPolicy(too_small), SafetyLayer(video), SidecarSettings(0.01), stop=stop)
+    with caplog.at_level(logging.INFO, logger="rlscale.kube.sidecar"):
+        assert sidecar.run() == 0
+    assert any("safety moved" in r.getMessage() for r in caplog.records), caplog.text
+    distance = sidecar.metrics.distance._value.get()
+    assert distance > 0
+    assert cluster.sim.config != too_small  # what was applied is the projection, not the proposal
+    text = generate_latest(sidecar.metrics.registry).decode()
+    assert "rlscale_sidecar_last_success_timestamp_seconds 0.0" not in text
+
+
+def test_a_refused_change_does_not_count_as_success(video, big):
+    stop = threading.Event()
+    cluster = SimCluster(video, faults=["forbidden", "forbidden"], stop_after=2, stop=stop)
+    sidecar = Sidecar(cluster, FixedPolicy(big), None, SidecarSettings(0.01), stop=stop)
+    assert sidecar.run() == 0
+    text = generate_latest(sidecar.metrics.registry).decode()
+    assert "rlscale_sidecar_last_success_timestamp_seconds 0.0" in text
+    assert 'rlscale_sidecar_decisions_total{outcome="failed"} 2.0' in text
