@@ -7,15 +7,18 @@ raise `MetricsUnavailable` or `KubeApiError` (both say whether to retry); ``appl
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rlscale.kube.actuator import ApplyOutcome, DeploymentActuator
-from rlscale.kube.prometheus import PrometheusReader, duration, le_label
+from rlscale.kube.prometheus import PrometheusReader, duration, le_pattern
 from rlscale.spec import PipelineSpec
 from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState, StageMetrics
+
+log = logging.getLogger(__name__)
 
 
 def _zero_if_nan(value: float) -> float:
@@ -49,6 +52,7 @@ class KubernetesCluster:
     sleep: Callable[[float], None] = time.sleep
     _t0: float = field(default=0.0, init=False, repr=False)
     _last_observe: float | None = field(default=None, init=False, repr=False)
+    _warned_sla_bucket: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._t0 = self.clock()
@@ -125,7 +129,15 @@ class KubernetesCluster:
             )
         arrival = r.arrival_rate_rps(self.spec.stages[0].name, window=w)
         completed = _zero_if_nan(r.query("completed_rate", optional=True, window=w))
-        late = max(0.0, _zero_if_nan(r.query("late_rate", optional=True, window=w, sla=le_label(self.spec.sla_s))))
+        late_raw = r.query("late_rate", optional=True, window=w, sla=le_pattern(self.spec.sla_s))
+        if math.isnan(late_raw) and completed > 0 and not self._warned_sla_bucket:
+            self._warned_sla_bucket = True
+            log.warning(
+                "requests complete but no e2e latency bucket has le=%g (the SLA): late requests read as 0; give "
+                "rlscale_e2e_latency_seconds a bucket boundary at the SLA or override the late_rate template",
+                self.spec.sla_s,
+            )
+        late = max(0.0, _zero_if_nan(late_raw))
         dropped = _zero_if_nan(r.query("dropped_rate", optional=True, window=w))
         violation = min(1.0, (late + dropped) / arrival) if arrival > 0 else 0.0
         o = self.spec.objective

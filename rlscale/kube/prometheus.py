@@ -7,13 +7,13 @@ the spec's ``kubernetes.promql`` section. Every metric carries the labels ``pipe
 |---|---|---|---|
 | ``rlscale_requests_total`` | counter | pipeline, stage | requests that arrived at the stage |
 | ``rlscale_request_latency_seconds`` | histogram | pipeline, stage | stage latency (queue wait + service) |
-| ``rlscale_queue_length`` | gauge | pipeline, stage | requests waiting at the stage |
+| ``rlscale_queue_length`` | gauge | pipeline, stage | requests waiting (per replica or per stage: summed) |
 | ``rlscale_busy_seconds_total`` | counter | pipeline, stage | replica-seconds spent serving batches |
 | ``rlscale_e2e_latency_seconds`` | histogram | pipeline | end-to-end latency; needs a bucket boundary at the SLA |
 | ``rlscale_dropped_requests_total`` | counter | pipeline | requests dropped at any stage |
 
 Templates are Python format strings with the fields ``pipeline``, ``stage``, ``window`` (a PromQL duration),
-``q`` (a quantile) and ``sla`` (the SLA in seconds, formatted as client libraries format a bucket's ``le``).
+``q`` (a quantile) and ``sla`` (a regex matching the ``le`` label of the SLA's bucket, ``10|10\\\\.0``).
 Only ``arrival_rate`` and ``queue_length`` are required; the others may have no data (no traffic, a pipeline that
 does not export them) and then read as NaN. A query that cannot be answered (Prometheus unreachable or slow, or
 no data for a required metric) raises `MetricsUnavailable`, a temporary error: the caller keeps its
@@ -22,7 +22,10 @@ configuration and retries later.
 
 from __future__ import annotations
 
+import ast
+import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,7 +41,7 @@ DEFAULT_TEMPLATES = {
     "latency_quantile": (
         f"histogram_quantile({{q}}, sum by (le) (rate(rlscale_request_latency_seconds_bucket{_STAGE}[{{window}}])))"
     ),
-    "queue_length": f"max(rlscale_queue_length{_STAGE})",
+    "queue_length": f"sum(rlscale_queue_length{_STAGE})",
     "busy_rate": f"sum(rate(rlscale_busy_seconds_total{_STAGE}[{{window}}]))",
     "e2e_latency_quantile": (
         f"histogram_quantile({{q}}, sum by (le) (rate(rlscale_e2e_latency_seconds_bucket{_PIPE}[{{window}}])))"
@@ -46,12 +49,12 @@ DEFAULT_TEMPLATES = {
     "completed_rate": f"sum(rate(rlscale_e2e_latency_seconds_count{_PIPE}[{{window}}]))",
     "late_rate": (
         f"sum(rate(rlscale_e2e_latency_seconds_count{_PIPE}[{{window}}])) - "
-        'sum(rate(rlscale_e2e_latency_seconds_bucket{{pipeline="{pipeline}",le="{sla}"}}[{window}]))'
+        'sum(rate(rlscale_e2e_latency_seconds_bucket{{pipeline="{pipeline}",le=~"{sla}"}}[{window}]))'
     ),
     "dropped_rate": f"sum(rate(rlscale_dropped_requests_total{_PIPE}[{{window}}]))",
 }
 REQUIRED = ("arrival_rate", "queue_length")
-_FIELDS = {"pipeline": "p", "stage": "s", "window": "10s", "q": 0.99, "sla": "1.0"}
+_FIELDS = {"pipeline": "p", "stage": "s", "window": "10s", "q": 0.99, "sla": "1|1\\\\.0"}
 
 
 def check_template(name: str, template: str) -> str | None:
@@ -78,8 +81,40 @@ def le_label(value: float) -> str:
     return repr(float(value))
 
 
+def le_pattern(value: float) -> str:
+    """A PromQL regex (inside a double-quoted string) for the ``le`` label of a boundary, however the client
+    wrote it: Python writes ``10.0``, Go ``10``; ``6.89`` is the same in both."""
+    forms = {le_label(value), f"{float(value):g}", format(float(value), "f").rstrip("0").rstrip(".")}
+    return "|".join(sorted(f.replace(".", "\\\\.").replace("+", "\\\\+") for f in forms))
+
+
 class MetricsUnavailable(RlscaleError):
-    """Prometheus did not answer, answered too slowly, or has no data for a query (temporary)."""
+    """Prometheus did not answer, answered too slowly, or has no data for a query.
+
+    ``permanent`` marks what waiting will not fix (Prometheus rejected the query: a template error, or the
+    credentials); the sidecar then says so once and keeps holding instead of backing off.
+    """
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def _http_failure(url: str, name: str, exc: Exception) -> MetricsUnavailable:
+    """A one-line `MetricsUnavailable` for a failed request, with Prometheus' own reason when it gave one."""
+    text = str(exc)
+    found = re.match(r"HTTP Status Code (\d+) \((.*)\)$", text, re.S)
+    if found is None:
+        return MetricsUnavailable(f"Prometheus at {url} did not answer {name}: {type(exc).__name__}")
+    status, body = int(found.group(1)), found.group(2)
+    try:  # the client quotes the body as bytes' repr; Prometheus' body is JSON with an "error" field
+        detail = str(json.loads(ast.literal_eval(body)).get("error", ""))
+    except (ValueError, SyntaxError, TypeError, AttributeError):
+        detail = ""
+    detail = " ".join((detail or body).split())[:300]
+    return MetricsUnavailable(
+        f"Prometheus at {url} refused {name}: HTTP {status}: {detail}", permanent=400 <= status < 500 and status != 429
+    )
 
 
 @dataclass
@@ -91,12 +126,16 @@ class PrometheusReader:
         pipeline: the ``pipeline`` label value.
         templates: PromQL templates by name (defaults: `DEFAULT_TEMPLATES`).
         timeout_s: per-query HTTP timeout; a slower answer counts as unavailable.
+        bearer_token: sent as ``Authorization: Bearer`` (managed and OpenShift Prometheus need one).
+        verify_tls: check an https Prometheus' certificate (turn off only for a test setup).
     """
 
     url: str
     pipeline: str
     templates: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
     timeout_s: float = 3.0
+    bearer_token: str | None = None
+    verify_tls: bool = True
 
     def __post_init__(self) -> None:
         from prometheus_api_client import PrometheusConnect
@@ -108,7 +147,14 @@ class PrometheusReader:
                 raise RlscaleError(f"PromQL template {name}: {problem}")
         self.templates = {**DEFAULT_TEMPLATES, **self.templates}
         # no client-side retries: a failed query is reported at once and the sidecar's backoff decides when to retry
-        self._prom = PrometheusConnect(url=self.url, disable_ssl=True, timeout=self.timeout_s, retry=Retry(total=0))
+        headers = {"Authorization": f"Bearer {self.bearer_token}"} if self.bearer_token else None
+        self._prom = PrometheusConnect(
+            url=self.url,
+            headers=headers,
+            disable_ssl=not self.verify_tls,
+            timeout=self.timeout_s,
+            retry=Retry(total=0),
+        )
 
     def query(self, name: str, *, optional: bool = False, **fields) -> float:
         """The value of template ``name`` (the first series); NaN when ``optional`` and there is no data.
@@ -119,12 +165,14 @@ class PrometheusReader:
         promql = self.templates[name].format(pipeline=self.pipeline, **fields)
         try:
             result = self._prom.custom_query(promql, timeout=self.timeout_s)
-        except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, HTTP errors: all temporary here
-            raise MetricsUnavailable(f"Prometheus at {self.url} did not answer {name}: {type(exc).__name__}") from None
+        except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, HTTP errors: one line each
+            raise _http_failure(self.url, name, exc) from None
         try:
             value = float(result[0]["value"][1]) if result else math.nan
         except (KeyError, IndexError, TypeError, ValueError):
-            raise MetricsUnavailable(f"{name} ({promql}) did not return an instant vector") from None
+            raise MetricsUnavailable(f"{name} ({promql}) did not return an instant vector", permanent=True) from None
+        if math.isinf(value):
+            raise MetricsUnavailable(f"{name} ({promql}) returned {value}")
         if math.isnan(value) and not optional:
             raise MetricsUnavailable(
                 f"Prometheus has no data for {name} ({promql}); is the metric exported, and does the window span two "
@@ -152,7 +200,7 @@ class PrometheusReader:
         scrapes inside its window (with a 15 s scrape interval, ``window`` must be 30 s or more).
         """
         promql = self.templates["arrival_rate"].format(
-            pipeline=self.pipeline, stage=stage, window=window, q=0.99, sla="1.0"
+            pipeline=self.pipeline, stage=stage, window=window, q=0.99, sla="1"
         )
         end = datetime.now()
         try:
@@ -164,16 +212,16 @@ class PrometheusReader:
                 timeout=self.timeout_s,
             )
         except Exception as exc:  # noqa: BLE001
-            raise MetricsUnavailable(
-                f"Prometheus at {self.url} did not answer a range query: {type(exc).__name__}"
-            ) from None
+            raise _http_failure(self.url, "the arrival history", exc) from None
         if not result:
             raise MetricsUnavailable(f"Prometheus has no arrival history for stage {stage!r}")
         try:
             values = np.array([float(v) for _t, v in result[0]["values"]])
         except (KeyError, IndexError, TypeError, ValueError):
-            raise MetricsUnavailable(f"the arrival history of stage {stage!r} is not a range vector") from None
-        return np.nan_to_num(values, nan=0.0)
+            raise MetricsUnavailable(
+                f"the arrival history of stage {stage!r} is not a range vector", permanent=True
+            ) from None
+        return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
 
     def wait_for_data(self, stage: str, timeout_s: float = 30.0, poll_s: float = 0.5) -> None:
         """Block until Prometheus has scraped the stage's arrival counter (it starts scraping a few s after start)."""

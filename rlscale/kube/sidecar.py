@@ -183,7 +183,9 @@ class Sidecar:
         try:
             state = self.cluster.observe()
         except MetricsUnavailable as exc:
-            return StepReport("held", f"holding the current config: {exc}", temporary=True, error_kinds=["metrics"])
+            return StepReport(
+                "held", f"holding the current config: {exc}", temporary=not exc.permanent, error_kinds=["metrics"]
+            )
         except KubeApiError as exc:
             return StepReport(
                 "held",

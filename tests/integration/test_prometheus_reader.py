@@ -86,3 +86,13 @@ def test_a_prometheus_that_never_answers_is_unavailable_within_the_timeout():
         with pytest.raises(MetricsUnavailable, match="did not answer"):
             reader.arrival_rate_rps("crop")
         assert time.monotonic() - started < 5
+
+
+def test_a_query_prometheus_rejects_is_a_permanent_error_with_its_reason(prometheus):
+    url, _ = prometheus
+    reader = PrometheusReader(url, "toy", templates={"queue_length": "max(rlscale_queue_length{{stage=}})"})
+    with pytest.raises(MetricsUnavailable) as info:
+        reader.queue_length("crop")
+    assert info.value.permanent
+    assert "HTTP 400" in str(info.value) and "parse error" in str(info.value)
+    assert "\n" not in str(info.value)

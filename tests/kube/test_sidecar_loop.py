@@ -38,6 +38,8 @@ class SimCluster:
         fault = self.faults.pop(0) if self.faults else None
         if fault == "metrics":
             raise MetricsUnavailable("Prometheus at http://x did not answer arrival_rate: ConnectionError")
+        if fault == "bad-query":
+            raise MetricsUnavailable("Prometheus at http://x refused queue_length: HTTP 400: parse error", True)
         self.sim.step()
         self.pending_fault = fault
         return self.sim.observe()
@@ -158,3 +160,14 @@ def test_a_refused_change_does_not_count_as_success(video, big):
     text = generate_latest(sidecar.metrics.registry).decode()
     assert "rlscale_sidecar_last_success_timestamp_seconds 0.0" in text
     assert 'rlscale_sidecar_decisions_total{outcome="failed"} 2.0' in text
+
+
+def test_a_rejected_query_is_said_once_and_not_backed_off(video, big, caplog):
+    stop = threading.Event()
+    cluster = SimCluster(video, faults=["bad-query"] * 3, stop_after=3, stop=stop)
+    sidecar = Sidecar(cluster, FixedPolicy(big), None, SidecarSettings(interval_s=0.01), stop=stop)
+    with caplog.at_level(logging.INFO, logger="rlscale.kube.sidecar"):
+        assert sidecar.run() == 0
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "HTTP 400: parse error" in errors[0].getMessage()
+    assert not any("backing off" in r.getMessage() for r in caplog.records)

@@ -39,3 +39,14 @@ def test_exported_families_carry_the_standard_names_and_the_sla_bucket():
     assert f'rlscale_e2e_latency_seconds_bucket{{le="{le_label(spec.sla_s)}",pipeline="video"}} 2.0' in text
     for name in ("rlscale_queue_length", "rlscale_busy_seconds_total", "rlscale_dropped_requests_total"):
         assert name in text
+
+
+@pytest.mark.parametrize(("bound", "written"), [(10.0, "10.0"), (10.0, "10"), (6.89, "6.89"), (0.5, "0.5")])
+def test_le_pattern_matches_python_and_go_clients(bound, written):
+    import re
+
+    from rlscale.kube.prometheus import le_pattern
+
+    regex = le_pattern(bound).replace("\\\\", "\\")  # PromQL string escapes -> the regex Prometheus applies
+    assert re.fullmatch(regex, written)
+    assert not re.fullmatch(regex, written + "1")
