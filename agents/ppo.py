@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 BUNDLED_DIR = Path(__file__).resolve().parent / "data"
 
 
+class AgentMismatch(RlscaleError):
+    """The agent was trained for another pipeline shape (observations or action choices differ)."""
+
+
 def bundled_agent(pipeline: str) -> Path:
     return BUNDLED_DIR / f"ppo_{pipeline}.zip"
 
@@ -102,8 +106,15 @@ class PPOPolicy:
         self.codec = Codec(spec, load_scale_rps=float(settings.get("load_scale_rps", 50.0)))
         expected = self.codec.observation_space().shape
         if self.model.observation_space.shape != expected:
-            raise RlscaleError(
+            raise AgentMismatch(
                 f"{path}: agent observes {self.model.observation_space.shape}, pipeline {spec.name} needs {expected}"
+            )
+        actions = [int(n) for n in getattr(self.model.action_space, "nvec", [])]
+        wanted = [int(n) for n in self.codec.action_space().nvec]
+        if actions != wanted:  # e.g. a spec edited from a bundled one: other variant, batch or core choices
+            raise AgentMismatch(
+                f"{path}: agent chooses among {actions} options per action, pipeline {spec.name} needs {wanted} "
+                "(variants, batch sizes, cores, replica levels per stage); train one for it with rlscale train"
             )
         self._mlp = _export_actor(self.model)
         self.predictor = LSTMPredictor()

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -400,6 +401,9 @@ def _check_url(url: str, flag: str) -> str:
     return url.rstrip("/")
 
 
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
 def _default_live_policy(spec) -> str:
     """``ppo`` where the pipeline has a bundled agent, else ``ipa``."""
     from agents.ppo import bundled_agent
@@ -408,6 +412,7 @@ def _default_live_policy(spec) -> str:
 
 
 def cmd_sidecar(args: argparse.Namespace) -> int:
+    import math
     import signal
     import threading
 
@@ -421,23 +426,52 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     url = _check_url(args.prometheus, "--prometheus")
     interval_s = args.interval if args.interval is not None else spec.interval_s
-    if not interval_s > 0:
-        raise RlscaleError(f"--interval must be > 0 seconds, got {interval_s:g}")
     window_s = args.window if args.window is not None else max(interval_s, 30.0)
-    if not window_s > 0:
-        raise RlscaleError(f"--window must be > 0 seconds, got {window_s:g}")
-    if not args.speedup > 0:
-        raise RlscaleError(f"--speedup must be > 0, got {args.speedup:g}")
+    for flag, value in (
+        ("--interval", interval_s),
+        ("--window", window_s),
+        ("--speedup", args.speedup),
+        ("--timeout", args.timeout),
+        ("--max-backoff", args.max_backoff),
+    ):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise RlscaleError(f"{flag} must be a positive number, got {value:g}")
     if not 0 <= args.metrics_port <= 65535:
         raise RlscaleError(f"--metrics-port must be 0 (off) or 1..65535, got {args.metrics_port}")
-    reader = PrometheusReader(url, spec.name, templates=dict(spec.kubernetes.promql), timeout_s=args.timeout)
+    if args.namespace is not None and not _DNS_LABEL.match(args.namespace):
+        raise RlscaleError(f"--namespace {args.namespace!r}: not a Kubernetes namespace name (lowercase, digits, '-')")
+    token = None
+    if args.prometheus_token_file:
+        try:
+            token = Path(args.prometheus_token_file).read_text().strip()
+        except OSError as exc:
+            raise RlscaleError(f"--prometheus-token-file {args.prometheus_token_file}: {exc.strerror}") from None
+    reader = PrometheusReader(
+        url,
+        spec.name,
+        templates=dict(spec.kubernetes.promql),
+        timeout_s=args.timeout,
+        bearer_token=token,
+        verify_tls=not args.prometheus_insecure,
+    )
+    if args.once:  # a one-shot run prints its outcome; the log says only what went wrong
+        logging.getLogger("rlscale").setLevel(logging.WARNING)
     if args.once:  # nothing to hold on to in a one-shot run: an unreachable Prometheus ends it at once
         try:
             reader.arrival_rate_rps(spec.stages[0].name, window=duration(window_s / args.speedup))
         except MetricsUnavailable as exc:
             print(f"rlscale sidecar: error: {exc}; nothing was changed", file=sys.stderr)
             return 1
-    policy, safety = make_live_policy(args.policy or _default_live_policy(spec), spec, _policy_options(args))
+    if args.policy is None and _default_live_policy(spec) == "ppo":
+        from agents.ppo import AgentMismatch
+
+        try:
+            policy, safety = make_live_policy("ppo", spec, _policy_options(args))
+        except AgentMismatch as exc:  # e.g. a spec edited from a bundled one: the bundled agent does not fit it
+            log.warning("the bundled agent does not fit this spec (%s); deciding with ipa", exc)
+            policy, safety = make_live_policy("ipa", spec, _policy_options(args))
+    else:
+        policy, safety = make_live_policy(args.policy or "ipa", spec, _policy_options(args))
     namespace = _namespace(args.namespace, spec.kubernetes.namespace, args.kubeconfig)
     actuator = DeploymentActuator(spec, _kube_api(args.kubeconfig), namespace, dry_run=args.dry_run)
     cluster = KubernetesCluster(spec, reader, actuator, interval_s=interval_s, window_s=window_s, speedup=args.speedup)
@@ -501,6 +535,8 @@ def cmd_manifests(args: argparse.Namespace) -> int:
         prometheus_url=_check_url(args.prometheus, "--prometheus"),
         policy=args.policy or _default_live_policy(spec),
         interval_s=args.interval,
+        window_s=args.window,
+        dry_run=args.dry_run,
     )
     sys.stdout.write(text)
     return 0
@@ -630,6 +666,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=3.0, metavar="S", help="Prometheus query timeout (default 3)")
     p.add_argument(
+        "--prometheus-token-file", metavar="PATH", help="file with a bearer token for Prometheus (managed Prometheus)"
+    )
+    p.add_argument("--prometheus-insecure", action="store_true", help="do not verify an https Prometheus' certificate")
+    p.add_argument(
         "--max-backoff", type=float, metavar="S", help="longest wait after repeated faults (default 6 intervals)"
     )
     p.add_argument(
@@ -663,6 +703,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the sidecar's policy (default: ppo where the pipeline has a bundled agent, else ipa)",
     )
     p.add_argument("--interval", type=float, metavar="S", help="seconds between decisions (default: the spec's)")
+    p.add_argument(
+        "--window",
+        type=float,
+        metavar="S",
+        help="the sidecar's query window; must span 2 scrapes of your Prometheus (default: the interval, >= 30 s)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="deploy the sidecar log-only: every change a dry run")
     p.set_defaults(func=cmd_manifests)
 
     p = sub.add_parser("demo", help="the main job on the bundled default (what `make demo` runs)")

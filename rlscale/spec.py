@@ -490,6 +490,8 @@ def _parse_kube(r: _Reader, raw: Any, stage_names: list[str]) -> KubeSpec:
             if not _ENV_NAME.match(value):
                 raise r.fail(f"{where}.{key}", f"must be an environment variable name, got {value!r}")
             envs[key] = value
+    if envs.get("variant_env", "MODEL_VARIANT") == envs.get("batch_env", "MAX_BATCH_SIZE"):
+        raise r.fail(f"{where}.batch_env", "variant and batch size need two different env vars")
     deployments: dict[str, str] = {}
     if m.get("deployments") is not None:
         dm = r.mapping(m["deployments"], f"{where}.deployments", set(stage_names))
@@ -497,6 +499,8 @@ def _parse_kube(r: _Reader, raw: Any, stage_names: list[str]) -> KubeSpec:
             value = r.string(dm, stage, f"{where}.deployments")
             if not _K8S_NAME.match(value) or len(value) > 253:
                 raise r.fail(f"{where}.deployments.{stage}", f"must be a Kubernetes name, got {value!r}")
+            if value in deployments.values():
+                raise r.fail(f"{where}.deployments.{stage}", f"Deployment {value!r} is already another stage's")
             deployments[str(stage)] = value
     promql: dict[str, str] = {}
     if m.get("promql") is not None:

@@ -130,6 +130,18 @@ BAD = [
         "unknown field",
     ),
     (
+        "kubernetes one deployment for two stages",
+        _set(["kubernetes"], {"deployments": {"first": "x", "second": "x"}}),
+        "kubernetes.deployments.second",
+        "already another stage's",
+    ),
+    (
+        "kubernetes same env twice",
+        _set(["kubernetes"], {"variant_env": "MAX_BATCH_SIZE"}),
+        "kubernetes.batch_env",
+        "two different env vars",
+    ),
+    (
         "kubernetes unknown template",
         _set(["kubernetes"], {"promql": {"cpu": "up"}}),
         "kubernetes.promql.cpu",

@@ -120,6 +120,8 @@ def render_manifests(
     prometheus_url: str = "http://prometheus-server.monitoring.svc:9090",
     policy: str = "ipa",
     interval_s: float | None = None,
+    window_s: float | None = None,
+    dry_run: bool = False,
     metrics_port: int = 9400,
 ) -> str:
     """The sidecar's manifests as multi-document YAML, ready for ``kubectl apply -f -``.
@@ -131,6 +133,8 @@ def render_manifests(
         prometheus_url: base URL of the Prometheus the sidecar reads the pipeline's metrics from.
         policy: the policy the sidecar runs (``rlscale sidecar --policy``).
         interval_s: seconds between decisions (None: the spec's ``interval_s``).
+        window_s: the sidecar's query window, two scrapes or more (None: the sidecar's default).
+        dry_run: run the sidecar log-only (every change a server-side dry run).
         metrics_port: port of the sidecar's own ``/metrics`` endpoint.
 
     Raises:
@@ -142,6 +146,8 @@ def render_manifests(
         raise RlscaleError(f"metrics port must be an integer in 1..65535, got {metrics_port!r}")
     if interval_s is not None and not (math.isfinite(interval_s) and interval_s > 0):
         raise RlscaleError(f"interval must be a positive number of seconds, got {interval_s!r}")
+    if window_s is not None and not (math.isfinite(window_s) and window_s > 0):
+        raise RlscaleError(f"window must be a positive number of seconds, got {window_s!r}")
     if not image.strip():
         raise RlscaleError("image must not be empty")
     if not policy.strip():
@@ -175,6 +181,10 @@ def render_manifests(
     ]
     if interval_s is not None:
         args += ["--interval", f"{interval_s:g}"]
+    if window_s is not None:
+        args += ["--window", f"{window_s:g}"]
+    if dry_run:
+        args.append("--dry-run")
     args += ["--metrics-address", "0.0.0.0", "--metrics-port", str(metrics_port)]
 
     def meta(obj_name: str, obj_namespace: str) -> dict[str, Any]:

@@ -115,12 +115,13 @@ def template_patch(deployment: dict[str, Any], kube: KubeSpec, new: StageConfig)
     version = deployment.get("metadata", {}).get("resourceVersion")
     if version is not None:
         ops.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
+    has_env = bool(container.get("env"))
     for var, value in ((kube.variant_env, new.variant), (kube.batch_env, str(new.batch))):
         j, _ = _env(container, var)
         if j is None:
-            if not container.get("env"):
+            if not has_env:  # create the list once; later entries append to it
                 ops.append({"op": "add", "path": f"{base}/env", "value": []})
-                container = {**container, "env": []}
+                has_env = True
             ops.append({"op": "add", "path": f"{base}/env/-", "value": {"name": var, "value": value}})
         else:
             # "add" on an existing member replaces it ("replace" would fail where the member is missing)

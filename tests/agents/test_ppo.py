@@ -93,3 +93,17 @@ def test_numpy_actor_equals_sb3_predict():
         obs = env.observation_space.sample() if i % 2 else env.reset(seed=i)[0]
         expected, _ = policy.model.predict(obs, deterministic=True)
         np.testing.assert_array_equal(policy.act(obs), expected)
+
+
+def test_an_agent_for_other_action_choices_is_refused(tmp_path):
+    """A spec edited from a bundled one (same name, fewer variants) must not silently reuse the bundled agent."""
+    import yaml
+
+    from rlscale.spec import data_dir
+
+    raw = yaml.safe_load((data_dir() / "pipelines" / "video.yaml").read_text())
+    raw["stages"][0]["variants"] = raw["stages"][0]["variants"][:3]
+    path = tmp_path / "video.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(RlscaleError, match=r"agent chooses among \[5, .*needs \[3, "):
+        PPOPolicy(load_spec(path))

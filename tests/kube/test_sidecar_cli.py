@@ -25,7 +25,7 @@ def test_once_against_an_unreachable_prometheus_exits_non_zero_with_one_line():
     ("args", "needle"),
     [
         (["--prometheus", "prom:9090"], "need an http(s) URL"),
-        (["--prometheus", "http://127.0.0.1:1", "--interval", "0"], "--interval must be > 0"),
+        (["--prometheus", "http://127.0.0.1:1", "--interval", "0"], "--interval must be a positive number"),
         (["--prometheus", "http://127.0.0.1:1", "--metrics-port", "70000"], "--metrics-port"),
         (["--prometheus", "http://127.0.0.1:1", "--policy", "oracle"], "invalid choice: 'oracle'"),
         (["--prometheus", "http://127.0.0.1:1", "--predictor", "oracle"], "oracle predictor"),

@@ -50,3 +50,18 @@ def test_le_pattern_matches_python_and_go_clients(bound, written):
     regex = le_pattern(bound).replace("\\\\", "\\")  # PromQL string escapes -> the regex Prometheus applies
     assert re.fullmatch(regex, written)
     assert not re.fullmatch(regex, written + "1")
+
+
+def test_template_patch_creates_a_missing_env_list_once():
+    import jsonpatch
+
+    from rlscale.kube.objects import template_patch
+    from rlscale.types import StageConfig
+
+    spec = load_spec("video")
+    dep = {"metadata": {"name": "d"}, "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "s"}]}}}}
+    patched = jsonpatch.apply_patch(dep, template_patch(dep, spec.kubernetes, StageConfig("yolov5s", 4, 3, 2)))
+    container = patched["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"] == [{"name": "MODEL_VARIANT", "value": "yolov5s"}, {"name": "MAX_BATCH_SIZE", "value": "4"}]
+    assert container["resources"] == {"requests": {"cpu": "2"}, "limits": {"cpu": "2"}}
+    assert patched["spec"]["replicas"] == 3
