@@ -109,9 +109,10 @@ class KubernetesCluster:
             MetricsUnavailable: Prometheus did not answer, or has no arrival rate or queue length.
         """
         r, w, iv = self.reader, self.window, self.interval_s
-        stages = []
+        stages, rates = [], []
         for st, sc, n_ready in zip(self.spec.stages, config.stages, ready, strict=True):
             rate = r.arrival_rate_rps(st.name, window=w)
+            rates.append(rate)
             queue = r.queue_length(st.name)
             serving = sc.replicas if n_ready is None else n_ready
             busy = r.query("busy_rate", optional=True, stage=st.name, window=w)
@@ -127,7 +128,7 @@ class KubernetesCluster:
                     mean_batch=math.nan,
                 )
             )
-        arrival = r.arrival_rate_rps(self.spec.stages[0].name, window=w)
+        arrival = rates[0]  # what enters the pipeline is what arrives at its first stage
         completed = _zero_if_nan(r.query("completed_rate", optional=True, window=w))
         late_raw = r.query("late_rate", optional=True, window=w, sla=le_pattern(self.spec.sla_s))
         if math.isnan(late_raw) and completed > 0 and not self._warned_sla_bucket:

@@ -301,7 +301,8 @@ class Sidecar:
                 return 0
             delay = self.delay_after(report)
             if report.temporary:
-                log.info("backing off %.1fs", delay)
+                wall = "" if self.settings.speedup == 1 else f" ({delay / self.settings.speedup:.1f}s of wall time)"
+                log.info("backing off %.1fs%s", delay, wall)
             remaining = max(0.0, started + delay / self.settings.speedup - time.monotonic())
             if self.stop.wait(remaining):
                 log.info("stopping: the current step is done")
