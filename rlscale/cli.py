@@ -478,12 +478,6 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     metrics = SidecarMetrics()
-    server = None
-    if args.metrics_port:
-        try:
-            server = metrics.serve(args.metrics_port, args.metrics_address)
-        except OSError as exc:
-            raise RlscaleError(f"cannot serve metrics on {args.metrics_address}:{args.metrics_port}: {exc}") from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
@@ -491,6 +485,12 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
         interval_s=interval_s, max_backoff_s=args.max_backoff, once=args.once, speedup=args.speedup
     )
     sidecar = Sidecar(cluster, policy, safety, settings, metrics, stop)
+    server = None
+    if args.metrics_port:
+        try:
+            server = metrics.serve(args.metrics_port, args.metrics_address, health=sidecar.health)
+        except OSError as exc:
+            raise RlscaleError(f"cannot serve metrics on {args.metrics_address}:{args.metrics_port}: {exc}") from None
     log.info(
         "sidecar for %s: policy %s%s, namespace %s, Prometheus %s, every %gs (window %gs)%s",
         spec.name,

@@ -190,9 +190,9 @@ def render_manifests(
     def meta(obj_name: str, obj_namespace: str) -> dict[str, Any]:
         return {"name": obj_name, "namespace": obj_namespace, "labels": dict(labels)}
 
-    def probe(initial_delay_s: int, failure_threshold: int) -> dict[str, Any]:
+    def probe(path: str, initial_delay_s: int, failure_threshold: int) -> dict[str, Any]:
         return {
-            "httpGet": {"path": "/metrics", "port": "metrics"},
+            "httpGet": {"path": path, "port": "metrics"},
             "initialDelaySeconds": initial_delay_s,
             "periodSeconds": 10,
             "timeoutSeconds": 5,
@@ -251,9 +251,9 @@ def render_manifests(
                                     {"name": "PYTHONUNBUFFERED", "value": "1"},
                                 ],
                                 "ports": [{"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}],
-                                "readinessProbe": probe(5, 3),
+                                "readinessProbe": probe("/metrics", 5, 3),
                                 # a slow first import (torch) must not get the pod killed
-                                "livenessProbe": probe(30, 6),
+                                "livenessProbe": probe("/healthz", 30, 6),  # 503 when the loop is stuck
                                 "resources": {
                                     "requests": {"cpu": "250m", "memory": "512Mi"},
                                     "limits": {"memory": "1Gi"},

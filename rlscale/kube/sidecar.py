@@ -111,11 +111,36 @@ class SidecarMetrics:
         for kind in ("metrics", "policy", "internal", *ERROR_KINDS):
             self.errors.labels(kind)
 
-    def serve(self, port: int, address: str = "127.0.0.1"):
-        """Expose ``/metrics`` over HTTP; returns the server (call ``shutdown()`` to stop it)."""
-        from prometheus_client import start_http_server
+    def serve(self, port: int, address: str = "127.0.0.1", health=None):
+        """Expose ``/metrics`` and ``/healthz`` over HTTP; returns the server (``shutdown()`` stops it).
 
-        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        Args:
+            health: returns ``(ok, reason)``; ``/healthz`` answers 200 or 503 with the reason (liveness probes).
+        """
+        from http.server import ThreadingHTTPServer
+
+        from prometheus_client.exposition import MetricsHandler
+
+        base = MetricsHandler.factory(self.registry)
+
+        class Handler(base):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path.split("?")[0] != "/healthz":
+                    return super().do_GET()
+                ok, reason = health() if health is not None else (True, "ok")
+                body = f"{reason}\n".encode()
+                self.send_response(200 if ok else 503)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format, *args) -> None:  # noqa: A002 - probes every 10 s are not news
+                pass
+
+        server = ThreadingHTTPServer((address, port), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, name="sidecar-metrics", daemon=True).start()
         return server
 
     def record(self, report: StepReport, stage_names: list[str], variants: list[list[str]]) -> None:
@@ -175,6 +200,19 @@ class Sidecar:
         self._failing = 0  # consecutive steps that asked for a backoff
         self._active_faults: dict[str, str] = {}  # stage (or "metrics") -> kind, to log a fault once
         self.steps = 0
+        self.last_step_end: float | None = None  # monotonic time the last step ended
+
+    def health(self) -> tuple[bool, str]:
+        """Alive unless the loop has not finished a step for longer than its longest planned wait allows (a
+        stuck call, a dead thread): three intervals or the backoff cap plus one interval, whichever is longer."""
+        if self.last_step_end is None:
+            return True, "starting"
+        s = self.settings
+        limit = max(3 * s.interval_s, s.backoff_cap_s + s.interval_s) / s.speedup
+        age = time.monotonic() - self.last_step_end
+        if age > limit:
+            return False, f"no step finished for {age:.0f}s (limit {limit:.0f}s)"
+        return True, f"last step {age:.0f}s ago"
 
     # ------------------------------------------------------------------ one step
 
@@ -295,6 +333,7 @@ class Sidecar:
             started = time.monotonic()
             report = self.step()
             self.steps += 1
+            self.last_step_end = time.monotonic()
             self.metrics.record(report, self._names, self._variants)
             self._log(report)
             if self.settings.once or self.stop.is_set():

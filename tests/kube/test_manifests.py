@@ -191,8 +191,8 @@ def test_container_runs_the_sidecar_with_the_given_flags():
         "--metrics-port": "9500",
     }
     assert c["ports"] == [{"name": "metrics", "containerPort": 9500, "protocol": "TCP"}]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert c[probe]["httpGet"]["path"] == "/metrics"
+    for probe, path in (("readinessProbe", "/metrics"), ("livenessProbe", "/healthz")):
+        assert c[probe]["httpGet"]["path"] == path
         assert c[probe]["httpGet"]["port"] in ("metrics", 9500)
     template = by_kind(docs, "Deployment")["spec"]["template"]
     assert template["metadata"]["annotations"]["prometheus.io/scrape"] == "true"

@@ -171,3 +171,28 @@ def test_a_rejected_query_is_said_once_and_not_backed_off(video, big, caplog):
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "HTTP 400: parse error" in errors[0].getMessage()
     assert not any("backing off" in r.getMessage() for r in caplog.records)
+
+
+def test_metrics_and_healthz_over_http(video, big):
+    import time
+    import urllib.error
+    import urllib.request
+
+    from tests.integration.conftest import free_port
+
+    sidecar = Sidecar(SimCluster(video), FixedPolicy(big), None, SidecarSettings(interval_s=0.1))
+    port = free_port()
+    server = sidecar.metrics.serve(port, health=sidecar.health)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
+            assert r.status == 200 and b"starting" in r.read()
+        sidecar.metrics.record(sidecar.step(), ["crop", "classification"], [[], []])
+        sidecar.last_step_end = time.monotonic() - 10  # as if the loop had been stuck for 10 s (limit ~0.7 s)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{base}/healthz", timeout=2)
+        assert info.value.code == 503 and b"no step finished" in info.value.read()
+        with urllib.request.urlopen(f"{base}/metrics", timeout=2) as r:
+            assert b"rlscale_sidecar_decisions_total" in r.read()
+    finally:
+        server.shutdown()
