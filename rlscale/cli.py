@@ -348,6 +348,28 @@ def _add_planner_flags(p: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------------------------- sidecar
 
 
+def _add_live_flags(p: argparse.ArgumentParser) -> None:
+    """The sidecar's decision flags, shared by ``sidecar`` and ``manifests`` (which passes them on)."""
+    from experiments.registry import LIVE_POLICIES
+
+    p.add_argument(
+        "--policy",
+        choices=list(LIVE_POLICIES),
+        metavar="POLICY",
+        help=f"who decides: {', '.join(LIVE_POLICIES)} (default: ppo where the pipeline has a bundled agent, else ipa)",
+    )
+    p.add_argument("--interval", type=float, metavar="S", help="seconds between decisions (default: the spec's)")
+    p.add_argument(
+        "--window",
+        type=float,
+        metavar="S",
+        help="rate/quantile window of the queries; must span 2 scrapes (default: the interval, at least 30 s)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="send every change as a server-side dry run: validated, not stored"
+    )
+
+
 def _kube_api(kubeconfig: str | None):
     """An AppsV1Api from --kubeconfig, else the pod's service account, else ~/.kube/config."""
     from kubernetes import client, config
@@ -477,6 +499,9 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     cluster = KubernetesCluster(spec, reader, actuator, interval_s=interval_s, window_s=window_s, speedup=args.speedup)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    import prometheus_client
+
+    prometheus_client.disable_created_metrics()  # no *_created series per label set: this process only serves ours
     metrics = SidecarMetrics()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -621,8 +646,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(func=cmd_bench)
 
-    from experiments.registry import LIVE_POLICIES
-
     p = sub.add_parser(
         "sidecar",
         help="autoscale a pipeline on Kubernetes: Prometheus metrics in, Deployment patches out, every interval",
@@ -640,23 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--namespace",
         help="namespace of the stage Deployments (default: the spec's, the pod's or kubeconfig's, else default)",
     )
-    p.add_argument(
-        "--policy",
-        choices=list(LIVE_POLICIES),
-        metavar="POLICY",
-        help=f"who decides: {', '.join(LIVE_POLICIES)} (default: ppo where the pipeline has a bundled agent, else ipa)",
-    )
-    p.add_argument("--interval", type=float, metavar="S", help="seconds between decisions (default: the spec's)")
-    p.add_argument(
-        "--window",
-        type=float,
-        metavar="S",
-        help="rate/quantile window of the queries; must span 2 scrapes (default: the interval, at least 30 s)",
-    )
+    _add_live_flags(p)
     p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster, else ~/.kube/config)")
-    p.add_argument(
-        "--dry-run", action="store_true", help="send every change as a server-side dry run: validated, not stored"
-    )
     p.add_argument("--once", action="store_true", help="run one step and exit (non-zero if it could not decide)")
     p.add_argument(
         "--metrics-port", type=int, default=9400, metavar="P", help="port of the sidecar's /metrics (0: off; 9400)"
@@ -686,9 +694,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "manifests",
         help="print the Kubernetes manifests that deploy the sidecar (ServiceAccount, Role, ConfigMap, Deployment)",
+        description=(
+            "Print, as YAML for `kubectl apply -f -`, what runs the sidecar in a cluster: a ServiceAccount, a Role "
+            "with only the verbs the sidecar calls (get/list/patch deployments, patch deployments/scale), its "
+            "RoleBinding, a ConfigMap with the spec, and the sidecar's Deployment. The --policy, --interval, "
+            "--window and --dry-run given here become the sidecar's arguments."
+        ),
     )
     p.add_argument("--spec", required=True, metavar="NAME|FILE", help="bundled pipeline name or spec YAML")
-    p.add_argument("--namespace", default="default", help="namespace of the pipeline and the sidecar (default)")
+    p.add_argument(
+        "--namespace",
+        default="default",
+        help="namespace of the sidecar and of the stage Deployments, unless the spec's kubernetes.namespace names "
+        "another (default: default)",
+    )
     p.add_argument("--image", default="rlscale:latest", help="the sidecar's image (default rlscale:latest)")
     p.add_argument(
         "--prometheus",
@@ -696,20 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="Prometheus URL as seen from the pod (default http://prometheus-server.monitoring.svc:9090)",
     )
-    p.add_argument(
-        "--policy",
-        choices=list(LIVE_POLICIES),
-        metavar="POLICY",
-        help="the sidecar's policy (default: ppo where the pipeline has a bundled agent, else ipa)",
-    )
-    p.add_argument("--interval", type=float, metavar="S", help="seconds between decisions (default: the spec's)")
-    p.add_argument(
-        "--window",
-        type=float,
-        metavar="S",
-        help="the sidecar's query window; must span 2 scrapes of your Prometheus (default: the interval, >= 30 s)",
-    )
-    p.add_argument("--dry-run", action="store_true", help="deploy the sidecar log-only: every change a dry run")
+    _add_live_flags(p)
     p.set_defaults(func=cmd_manifests)
 
     p = sub.add_parser("demo", help="the main job on the bundled default (what `make demo` runs)")
