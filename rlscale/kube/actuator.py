@@ -160,6 +160,7 @@ class DeploymentActuator:
                 f"{len(items)} Deployments in namespace {self.namespace} match {selector} (need exactly one)",
             )
         self._names[stage] = items[0]["metadata"]["name"]
+        log.info("stage %s is Deployment %s/%s (found by its labels)", stage, self.namespace, self._names[stage])
         return self._names[stage]
 
     def read_deployment(self, stage: str) -> dict[str, Any]:
