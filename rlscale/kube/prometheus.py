@@ -14,10 +14,11 @@ the spec's ``kubernetes.promql`` section. Every metric carries the labels ``pipe
 
 Templates are Python format strings with the fields ``pipeline``, ``stage``, ``window`` (a PromQL duration),
 ``q`` (a quantile) and ``sla`` (a regex matching the ``le`` label of the SLA's bucket, ``10|10\\\\.0``).
-Only ``arrival_rate`` and ``queue_length`` are required; the others may have no data (no traffic, a pipeline that
-does not export them) and then read as NaN. A query that cannot be answered (Prometheus unreachable or slow, or
-no data for a required metric) raises `MetricsUnavailable`, a temporary error: the caller keeps its
-configuration and retries later.
+Only ``arrival_rate``, ``arrival_history`` and ``queue_length`` are required; the others may have no data (no
+traffic, a pipeline that does not export them) and then read as NaN. A query that cannot be answered
+(Prometheus unreachable or slow, or no data for a required metric) raises `MetricsUnavailable`: the caller keeps
+its configuration and retries later (at once if the error is temporary, every interval if Prometheus rejected
+the query).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ _STAGE = '{{pipeline="{pipeline}",stage="{stage}"}}'
 _PIPE = '{{pipeline="{pipeline}"}}'
 DEFAULT_TEMPLATES = {
     "arrival_rate": f"sum(rate(rlscale_requests_total{_STAGE}[{{window}}]))",
+    # the history policies see: irate uses the last two scrapes in the window, so peaks keep the scrape's resolution
+    "arrival_history": f"sum(irate(rlscale_requests_total{_STAGE}[{{window}}]))",
     "latency_quantile": (
         f"histogram_quantile({{q}}, sum by (le) (rate(rlscale_request_latency_seconds_bucket{_STAGE}[{{window}}])))"
     ),
@@ -196,10 +199,11 @@ class PrometheusReader:
     ) -> np.ndarray:
         """Per-step arrival rates at ``stage`` over the last ``seconds`` (oldest first), for the predictors.
 
-        Each value is the rate over ``window`` ending at that step: a moving average, since ``rate()`` needs two
-        scrapes inside its window (with a 15 s scrape interval, ``window`` must be 30 s or more).
+        Each value is the ``arrival_history`` template at that step: by default the rate between the last two
+        scrapes inside ``window`` (``irate``), so a peak is as sharp as the scrape interval allows; ``window`` must
+        span two scrapes (30 s or more with a 15 s scrape interval).
         """
-        promql = self.templates["arrival_rate"].format(
+        promql = self.templates["arrival_history"].format(
             pipeline=self.pipeline, stage=stage, window=window, q=0.99, sla="1"
         )
         end = datetime.now()
