@@ -17,8 +17,8 @@ Templates are Python format strings with the fields ``pipeline``, ``stage``, ``w
 Only ``arrival_rate``, ``arrival_history`` and ``queue_length`` are required; the others may have no data (no
 traffic, a pipeline that does not export them) and then read as NaN. A query that cannot be answered
 (Prometheus unreachable or slow, or no data for a required metric) raises `MetricsUnavailable`: the caller keeps
-its configuration and retries later (at once if the error is temporary, every interval if Prometheus rejected
-the query).
+its configuration and tries again: after a backoff if the error is temporary, next interval if Prometheus
+rejected the query.
 """
 
 from __future__ import annotations
