@@ -506,9 +506,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
-    settings = SidecarSettings(
-        interval_s=interval_s, max_backoff_s=args.max_backoff, once=args.once, speedup=args.speedup
-    )
+    settings = SidecarSettings(interval_s=interval_s, max_backoff_s=args.max_backoff, speedup=args.speedup)
     sidecar = Sidecar(cluster, policy, safety, settings, metrics, stop)
     server = None
     if args.metrics_port:
@@ -535,8 +533,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
         )
     try:
         if args.once:
-            report = sidecar.step()
-            metrics.record(report, [st.name for st in spec.stages], [st.variant_names for st in spec.stages])
+            report = sidecar.run_once()
             if report.outcome in ("held", "failed"):
                 print(f"rlscale sidecar: error: {report.message}", file=sys.stderr)
                 return 1

@@ -23,7 +23,8 @@ from rlscale.interfaces import ActionFilter, Policy
 from rlscale.kube.actuator import ERROR_KINDS, ApplyOutcome, KubeApiError
 from rlscale.kube.cluster import KubernetesCluster
 from rlscale.kube.prometheus import MetricsUnavailable
-from rlscale.types import PipelineConfig, PipelineState
+from rlscale.spec import PipelineSpec
+from rlscale.types import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,11 @@ class SidecarSettings:
     Attributes:
         interval_s: pipeline seconds between decisions.
         max_backoff_s: the longest wait after repeated temporary faults (default: 6 intervals).
-        once: run one step and return.
         speedup: pipeline seconds per wall-clock second (1 on a real cluster; see `KubernetesCluster`).
     """
 
     interval_s: float
     max_backoff_s: float | None = None
-    once: bool = False
     speedup: float = 1.0
 
     @property
@@ -59,8 +58,6 @@ class StepReport:
     message: str
     temporary: bool = False
     error_kinds: list[str] = field(default_factory=list)
-    state: PipelineState | None = None
-    proposed: PipelineConfig | None = None
     config: PipelineConfig | None = None
     distance: float = 0.0
     decision_s: float = 0.0
@@ -143,7 +140,7 @@ class SidecarMetrics:
         threading.Thread(target=server.serve_forever, name="sidecar-metrics", daemon=True).start()
         return server
 
-    def record(self, report: StepReport, stage_names: list[str], variants: list[list[str]]) -> None:
+    def record(self, report: StepReport, spec: PipelineSpec) -> None:
         self.decisions.labels(report.outcome).inc()
         for kind in report.error_kinds:
             self.errors.labels(kind).inc()
@@ -154,12 +151,12 @@ class SidecarMetrics:
         if report.outcome == "failed":  # decided, but the cluster refused it: the config gauges stay as they are
             return
         self.last_success.set(time.time())
-        for name, names, sc in zip(stage_names, variants, report.config.stages, strict=True):
-            self.replicas.labels(name).set(sc.replicas)
-            self.batch.labels(name).set(sc.batch)
-            self.cores.labels(name).set(sc.cores)
-            for v in names:
-                self.variant.labels(name, v).set(1.0 if v == sc.variant else 0.0)
+        for st, sc in zip(spec.stages, report.config.stages, strict=True):
+            self.replicas.labels(st.name).set(sc.replicas)
+            self.batch.labels(st.name).set(sc.batch)
+            self.cores.labels(st.name).set(sc.cores)
+            for v in st.variant_names:
+                self.variant.labels(st.name, v).set(1.0 if v == sc.variant else 0.0)
 
 
 def _changes(old: PipelineConfig, new: PipelineConfig, names: list[str]) -> str:
@@ -174,7 +171,7 @@ class Sidecar:
         cluster: the pipeline on Kubernetes.
         policy: what proposes the next configuration.
         safety: the safety layer every proposal is projected through (None: apply proposals as they are).
-        settings: interval, backoff, once.
+        settings: interval, backoff, speedup.
         metrics: where to count (a fresh `SidecarMetrics` if None).
         stop: set it to stop after the current step (the CLI sets it on SIGTERM).
     """
@@ -196,7 +193,6 @@ class Sidecar:
         self.stop = stop or threading.Event()
         self.spec = cluster.spec
         self._names = [st.name for st in self.spec.stages]
-        self._variants = [st.variant_names for st in self.spec.stages]
         self._failing = 0  # consecutive steps that asked for a backoff
         self._active_faults: dict[str, str] = {}  # stage (or "metrics") -> kind, to log a fault once
         self.steps = 0
@@ -268,8 +264,6 @@ class Sidecar:
         base = StepReport(
             "unchanged",
             "",
-            state=state,
-            proposed=proposed,
             config=config,
             distance=distance,
             decision_s=decision_s,
@@ -327,16 +321,21 @@ class Sidecar:
         self._failing = 0
         return self.settings.interval_s
 
+    def run_once(self) -> StepReport:
+        """One step, counted in the metrics and in `health` (``--once`` runs only this)."""
+        report = self.step()
+        self.steps += 1
+        self.last_step_end = time.monotonic()
+        self.metrics.record(report, self.spec)
+        return report
+
     def run(self) -> int:
-        """Step until stopped (or once); returns the process exit code (0)."""
+        """Step until stopped; returns the process exit code (0)."""
         while True:
             started = time.monotonic()
-            report = self.step()
-            self.steps += 1
-            self.last_step_end = time.monotonic()
-            self.metrics.record(report, self._names, self._variants)
+            report = self.run_once()
             self._log(report)
-            if self.settings.once or self.stop.is_set():
+            if self.stop.is_set():
                 return 0
             delay = self.delay_after(report)
             if report.temporary:
