@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -423,9 +422,6 @@ def _check_url(url: str, flag: str) -> str:
     return url.rstrip("/")
 
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
 def _default_live_policy(spec) -> str:
     """``ppo`` where the pipeline has a bundled agent, else ``ipa``."""
     from agents.ppo import bundled_agent
@@ -443,7 +439,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     from rlscale.kube.cluster import KubernetesCluster
     from rlscale.kube.prometheus import MetricsUnavailable, PrometheusReader, duration
     from rlscale.kube.sidecar import Sidecar, SidecarMetrics, SidecarSettings
-    from rlscale.spec import load_spec
+    from rlscale.spec import is_k8s_name, load_spec
 
     spec = load_spec(args.spec)
     url = _check_url(args.prometheus, "--prometheus")
@@ -460,7 +456,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
             raise RlscaleError(f"{flag} must be a positive number, got {value:g}")
     if not 0 <= args.metrics_port <= 65535:
         raise RlscaleError(f"--metrics-port must be 0 (off) or 1..65535, got {args.metrics_port}")
-    if args.namespace is not None and not _DNS_LABEL.match(args.namespace):
+    if args.namespace is not None and not is_k8s_name(args.namespace):
         raise RlscaleError(f"--namespace {args.namespace!r}: not a Kubernetes namespace name (lowercase, digits, '-')")
     token = None
     if args.prometheus_token_file:

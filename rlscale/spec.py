@@ -466,6 +466,14 @@ def parse_spec(raw: Any, path: Path) -> PipelineSpec:
 
 
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def is_k8s_name(value: str, max_len: int = 63) -> bool:
+    """A Kubernetes name: lowercase letters, digits and '-', starting and ending with a letter or digit; 63
+    characters for a DNS label (namespaces, containers), 253 for object names."""
+    return bool(_K8S_NAME.match(value)) and len(value) <= max_len
+
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -480,7 +488,7 @@ def _parse_kube(r: _Reader, raw: Any, stage_names: list[str]) -> KubeSpec:
     for key in ("namespace", "container"):
         if m.get(key) is not None:
             value = r.string(m, key, where)
-            if not _K8S_NAME.match(value) or len(value) > 63:
+            if not is_k8s_name(value):
                 raise r.fail(f"{where}.{key}", f"must be a Kubernetes name (lowercase, digits, '-'), got {value!r}")
             names[key] = value
     envs = {}
@@ -497,7 +505,7 @@ def _parse_kube(r: _Reader, raw: Any, stage_names: list[str]) -> KubeSpec:
         dm = r.mapping(m["deployments"], f"{where}.deployments", set(stage_names))
         for stage in dm:
             value = r.string(dm, stage, f"{where}.deployments")
-            if not _K8S_NAME.match(value) or len(value) > 253:
+            if not is_k8s_name(value, max_len=253):
                 raise r.fail(f"{where}.deployments.{stage}", f"must be a Kubernetes name, got {value!r}")
             if value in deployments.values():
                 raise r.fail(f"{where}.deployments.{stage}", f"Deployment {value!r} is already another stage's")

@@ -19,7 +19,7 @@ import yaml
 
 from rlscale.errors import RlscaleError
 from rlscale.kube.objects import rbac_rules
-from rlscale.spec import PipelineSpec, data_dir
+from rlscale.spec import PipelineSpec, data_dir, is_k8s_name
 
 MOUNT_DIR = "/etc/rlscale"
 SPEC_KEY = "spec.yaml"
@@ -29,7 +29,6 @@ GRACE_MARGIN_S = 30
 """Seconds of SIGTERM grace on top of one interval, so the sidecar can finish the step it is in."""
 CONFIGMAP_MAX_BYTES = 1024 * 1024
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 
@@ -49,7 +48,7 @@ _Dumper.add_representer(str, _represent_str)
 
 
 def _check_label(value: str, what: str) -> None:
-    if not _DNS_LABEL.match(value) or len(value) > 63:
+    if not is_k8s_name(value):
         raise RlscaleError(
             f"{what} {value!r} is not a Kubernetes DNS label (lowercase letters, digits and '-', "
             "starting and ending with a letter or digit, at most 63 characters)"
