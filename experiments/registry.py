@@ -160,20 +160,19 @@ def make_live_policy(
     opts = options or PolicyOptions()
     if opts.predictor == "oracle":
         raise RlscaleError("the oracle predictor needs the future of a trace; it cannot run live")
-    live = Trace("live", np.zeros(1), "a live cluster: no trace")
+    from agents.safety import SafetyLayer
+
+    load = opts.safety_load or "observed"
     if name in ("ppo", "ppo-raw"):
         from agents.ppo import PPOPolicy
-        from agents.safety import SafetyLayer
 
         agent = PPOPolicy(spec, Path(opts.agent) if opts.agent else None, safety=False)
         agent.name = name
         if name == "ppo-raw":
             return agent, None
-        load = opts.safety_load or "observed"
         return agent, SafetyLayer(spec, load=load, predictor=agent.predictor if load == "predicted" else None)
-    from agents.safety import SafetyLayer
-
-    return make_policy(name, spec, live, opts), SafetyLayer(spec, load=opts.safety_load or "observed")
+    live = Trace("live", np.zeros(1), "a live cluster: no trace")
+    return make_policy(name, spec, live, opts), SafetyLayer(spec, load=load)
 
 
 def policy_names() -> list[str]:
