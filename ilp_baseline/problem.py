@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 from rlscale.errors import RlscaleError
-from rlscale.feasibility import batch_fill_wait_s, plan_fixed_variants
+from rlscale.feasibility import batch_fill_wait_s, objective_value, plan_fixed_variants  # noqa: F401 - re-exported
 from rlscale.spec import PipelineSpec, StageSpec
 from rlscale.types import PipelineConfig, StageConfig
 
@@ -191,9 +191,3 @@ def planning_data(
         for i, (st, vs) in enumerate(zip(spec.stages, variants, strict=True))
     )
     return PlanningData(spec=spec, load_rps=float(load_rps), mode=mode, options=options)
-
-
-def objective_value(spec: PipelineSpec, config: PipelineConfig) -> float:
-    """``alpha * A - beta * cores - gamma * batch`` of a configuration (what every solver maximises)."""
-    o = spec.objective
-    return o.alpha * spec.accuracy(config.variants) - o.beta * config.total_cores - o.gamma * config.total_batch

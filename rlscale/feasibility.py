@@ -25,6 +25,13 @@ _EPS = 1e-9
 log = logging.getLogger(__name__)
 
 
+def objective_value(spec: PipelineSpec, config: PipelineConfig) -> float:
+    """``alpha * A - beta * cores - gamma * batch`` of a configuration: what every solver maximises, and what a
+    live cluster's interval is scored by."""
+    o = spec.objective
+    return o.alpha * spec.accuracy(config.variants) - o.beta * config.total_cores - o.gamma * config.total_batch
+
+
 def batch_fill_wait_s(batch: int, load_rps: float) -> float:
     """Time for ``batch`` requests to accumulate at ``load_rps`` (0 for batch 1; inf with no load and b > 1)."""
     if batch <= 1:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rlscale.feasibility import objective_value
 from rlscale.kube.actuator import ApplyOutcome, DeploymentActuator
 from rlscale.kube.prometheus import PrometheusReader, duration, le_pattern
 from rlscale.spec import PipelineSpec
@@ -141,9 +142,7 @@ class KubernetesCluster:
         late = max(0.0, _zero_if_nan(late_raw))
         dropped = _zero_if_nan(r.query("dropped_rate", optional=True, window=w))
         violation = min(1.0, (late + dropped) / arrival) if arrival > 0 else 0.0
-        o = self.spec.objective
-        accuracy = self.spec.accuracy(config.variants)
-        objective = o.alpha * accuracy - o.beta * config.total_cores - o.gamma * config.total_batch
+        objective = objective_value(self.spec, config)
         now = self.now_s()
         return IntervalMetrics(
             start_s=now - self.window_s,
@@ -155,10 +154,10 @@ class KubernetesCluster:
             sla_violation_rate=violation,
             e2e_p50_s=r.query("e2e_latency_quantile", optional=True, window=w, q=0.5),
             e2e_p99_s=r.query("e2e_latency_quantile", optional=True, window=w, q=0.99),
-            accuracy=accuracy,
+            accuracy=self.spec.accuracy(config.variants),
             cost_cores=float(config.total_cores),
             objective=objective,
-            score=objective - o.sla_penalty * violation,
+            score=objective - self.spec.objective.sla_penalty * violation,
             stages=tuple(stages),
             arrival_rps_max=arrival,
         )
