@@ -133,6 +133,9 @@ class DeploymentActuator:
     timeout_s: float = 5.0
     conflict_retries: int = 3
     _names: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    # each stage's Deployment as `read` last saw it: `apply` patches from it once instead of reading it again
+    # (a stale copy costs a 409 and a re-read, thanks to the resourceVersion the patch carries)
+    _seen: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._names = dict(self.spec.kubernetes.deployments)
@@ -182,6 +185,7 @@ class DeploymentActuator:
         stages, ready = [], []
         for st in self.spec.stages:
             dep = self.read_deployment(st.name)
+            self._seen[st.name] = dep
             try:
                 stages.append(read_stage_config(dep, self.spec.kubernetes, st))
             except RlscaleError as exc:
@@ -203,7 +207,9 @@ class DeploymentActuator:
         while True:
             attempt += 1
             try:
-                dep = self.read_deployment(name)
+                dep = self._seen.pop(name, None) if attempt == 1 else None
+                if dep is None:
+                    dep = self.read_deployment(name)
                 try:
                     current = read_stage_config(dep, self.spec.kubernetes, stage)
                 except RlscaleError as exc:

@@ -149,3 +149,15 @@ def test_a_slow_api_server_is_a_timeout_and_the_next_read_sees_what_landed(kube_
     again = DeploymentActuator(video, api, NS).apply(target)
     assert not again.failed
     assert DeploymentActuator(video, api, NS).read()[0] == target
+
+
+def test_apply_after_read_patches_from_what_was_read(kube_api, video, deployed):
+    """The sidecar reads every Deployment to observe; applying right after must not read them all again."""
+    api, initial = deployed
+    act = DeploymentActuator(video, api, NS)
+    act.read()
+    kube_api.emulator.seen.clear()
+    target = PipelineConfig((initial.stages[0].with_(replicas=4), initial.stages[1]))
+    assert [o.action for o in act.apply(target).stages] == ["scaled", "unchanged"]
+    assert [r["method"] for r in kube_api.emulator.seen] == ["PATCH"]
+    assert act.read()[0] == target
