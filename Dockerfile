@@ -4,12 +4,16 @@ FROM python:3.11-slim
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# torch first, from the CPU index, so installing the project does not pull a multi-GB CUDA build
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# Exact versions with hashes from requirements/runtime.txt (`make lock`). torch first, the 2.13.0 CPU build from
+# PyTorch's CPU index, so nothing pulls a multi-GB CUDA build; the lock's hash then pins that very file.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN pip install --no-deps --index-url ${TORCH_INDEX} torch==2.13.0+cpu
 
 WORKDIR /src
+COPY requirements/ requirements/
+RUN pip install --no-deps --require-hashes --extra-index-url ${TORCH_INDEX} -r requirements/runtime.txt
 COPY . .
-RUN pip install .
+RUN pip install --no-deps --no-build-isolation . && pip check
 
 RUN groupadd --gid 10001 rlscale \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin rlscale

@@ -3,15 +3,25 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements/lock.txt
+RUNTIME_LOCK := requirements/runtime.txt
+# `make lock` runs pip-tools from its own venv, at a pinned version, so the lock does not depend on what .venv holds
+LOCK_VENV := .venv-lock
+PIP_TOOLS := pip-tools==7.6.2
+COMPILE := $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --all-build-deps --strip-extras \
+	--no-emit-index-url --no-emit-find-links -c requirements/torch.txt
 
-.PHONY: demo test lint venv clean lstm agent prometheus
+.PHONY: demo test test-latest lock lint venv clean lstm agent prometheus
 
-$(STAMP): pyproject.toml
+# Exact versions with hashes from the lock file (requirements/lock.txt, made by `make lock`); --no-deps so that
+# nothing outside the lock is ever resolved, and `pip check` proves the locked set is complete.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	# torch first: the CPU build on this disk, so nothing pulls a multi-GB CUDA build
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	# torch first: the 2.13.0 CPU build on this disk, so nothing pulls a multi-GB CUDA build
+	$(BIN)/pip install --quiet --no-deps torch==2.13.0
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -42,5 +52,26 @@ agent: $(STAMP)
 	$(BIN)/rlscale train --pipeline video --timesteps 300000 --seed 0 --out runs --bundle
 	$(BIN)/rlscale train --pipeline sum-qa --timesteps 200000 --seed 0 --out runs --bundle
 
+# Regenerate the lock files from pyproject.toml's ranges (Python 3.11, this platform): lock.txt holds the runtime and
+# test dependencies (what make installs), runtime.txt the runtime ones at the same versions (what the image installs).
+# --upgrade takes the newest versions the ranges allow; without it, versions already locked are kept.
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet $(PIP_TOOLS); }
+	$(COMPILE) $(LOCK_ARGS) --extra test -o $(LOCK) pyproject.toml
+	$(COMPILE) $(LOCK_ARGS) -c $(LOCK) -o $(RUNTIME_LOCK) pyproject.toml
+
+# The suite against the newest releases pyproject.toml's ranges allow, in a venv of its own (.venv-latest), to see
+# breakage before users do. Not part of CI: a new upstream release must not fail a submission. torch stays 2.13.0 CPU.
+LATEST := .venv-latest
+test-latest: prometheus
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install --quiet torch==2.13.0
+	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
+	$(LATEST)/bin/pip freeze --exclude-editable > $(LATEST)/versions.txt
+	@echo "newest versions: $(LATEST)/versions.txt (compare with $(LOCK))"
+	$(LATEST)/bin/ruff check .
+	RLSCALE_TEST_LATEST=1 $(LATEST)/bin/python -m pytest -q
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(LATEST) $(LOCK_VENV) build *.egg-info
