@@ -25,6 +25,7 @@ is exact (z equals the product), so the ILP optimum is the true optimum of the p
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -32,6 +33,7 @@ import warnings
 import pulp
 
 from ilp_baseline.problem import InfeasibleLoad, Plan, PlanningData, PlanningError, objective_value
+from rlscale.stdio import quiet_stdout
 from rlscale.types import PipelineConfig
 
 SOLVERS = ("cbc", "highs")
@@ -45,8 +47,19 @@ def make_solver(name: str, time_limit_s: float | None = None) -> pulp.LpSolver:
             warnings.simplefilter("ignore", DeprecationWarning)
             return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, gapRel=1e-9, gapAbs=1e-9)
     if name == "highs":
+        _discard_highs_banner()
         return pulp.HiGHS(msg=False, timeLimit=time_limit_s, gapRel=1e-9, gapAbs=1e-9)
     raise PlanningError(f"unknown solver {name!r} (known: cbc, highs, dp)")
+
+
+@functools.cache
+def _discard_highs_banner() -> None:
+    """HiGHS (1.16) prints a banner on fd 1 when the first solver of a process is built, before any option can turn
+    output off; build that first one with stdout discarded, so no later solve prints anything (msg=False)."""
+    import highspy
+
+    with quiet_stdout():
+        highspy.Highs()
 
 
 def build_problem(data: PlanningData) -> tuple[pulp.LpProblem, dict]:

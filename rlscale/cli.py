@@ -13,9 +13,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from rlscale.errors import RlscaleError
+from rlscale.stdio import stdout_to_stderr
 
 log = logging.getLogger("rlscale")
 
@@ -48,12 +49,23 @@ def _compact(values: Sequence[int]) -> str:
     return ",".join(map(str, vals))
 
 
+# where a --json command writes its document: the real stdout, while everything else printed goes to stderr
+_json_out: TextIO | None = None
+
+
+def _emit_json(document: object) -> None:
+    """Write the command's one JSON document to the real stdout (see `main`'s guard)."""
+    out = _json_out if _json_out is not None else sys.stdout
+    out.write(json.dumps(document, indent=2) + "\n")
+    out.flush()
+
+
 def cmd_pipelines(args: argparse.Namespace) -> int:
     from rlscale.spec import bundled_pipelines, load_spec
 
     specs = [load_spec(n) for n in (args.spec or bundled_pipelines())]
     if args.json:
-        print(json.dumps([s.to_dict() for s in specs], indent=2))
+        _emit_json([s.to_dict() for s in specs])
         return 0
     from rich.table import Table
 
@@ -88,7 +100,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
     traces = [load_trace(n) for n in (args.trace or bundled_traces())]
     if args.json:
-        print(json.dumps([t.summary() for t in traces], indent=2))
+        _emit_json([t.summary() for t in traces])
         return 0
     from rich.table import Table
 
@@ -136,7 +148,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         plot_timeline(spec, result, Path(args.plot))
         log.info("wrote %s", args.plot)
     if args.json:
-        print(json.dumps(result.record, indent=2))
+        _emit_json(result.record)
         return 0
     from rich.table import Table
 
@@ -270,7 +282,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         report = run_bench(repeats=args.repeats, quick=args.quick)
     if args.json:
-        print(json.dumps(report, indent=2))
+        _emit_json(report)
         return 0
     sim = report["sim"]
     print(
@@ -729,7 +741,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the HTTP libraries' retry warnings repeat what our own one-line messages say
         logging.getLogger("urllib3").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
         func: Callable[[argparse.Namespace], int] = args.func
-        return func(args)
+        if not getattr(args, "json", False):
+            return func(args)
+        # --json: stdout holds exactly one JSON document, whatever a library prints (C code included)
+        global _json_out
+        with stdout_to_stderr() as _json_out:
+            try:
+                return func(args)
+            finally:
+                _json_out = None
     except RlscaleError as exc:
         if debug:
             raise

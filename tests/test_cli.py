@@ -177,6 +177,54 @@ def test_simulate_on_a_csv_trace(tmp_path):
     assert record["duration_s"] == 300
 
 
+# every command that takes --json, with arguments that make it do real work (HiGHS and CBC included)
+JSON_RUNS = {
+    "pipelines": [("pipelines",), ("pipelines", "--spec", "video")],
+    "traces": [("traces",)],
+    "simulate": [
+        ("simulate", "--pipeline", "video", "--trace", "steady_low", "--policy", "ipa", "--solver", solver)
+        for solver in ("highs", "cbc", "dp")
+    ],
+    "bench": [("bench", "--repeats", "1", "--quick")],
+}
+
+
+def _json_commands() -> set[str]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return {name for name, sub in action.choices.items() if any("--json" in a.option_strings for a in sub._actions)}
+
+
+def test_every_json_command_is_covered():
+    assert _json_commands() == set(JSON_RUNS)
+
+
+@pytest.mark.parametrize("args", [a for runs in JSON_RUNS.values() for a in runs], ids=" ".join)
+def test_json_stdout_is_exactly_one_document(args):
+    result = run(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    json.loads(result.stdout)  # one document, nothing before or after it (json.loads rejects extra data)
+    assert result.stdout.lstrip()[0] in "[{"
+    assert "HiGHS" not in result.stdout + result.stderr  # the banner is discarded at the source
+
+
+def test_json_guard_sends_library_prints_to_stderr():
+    """Whatever a library prints while a --json command runs (Python or C, on fd 1) goes to stderr."""
+    code = (
+        "import os, sys, rlscale.cli as cli\n"
+        "orig = cli.cmd_traces\n"
+        "def noisy(args):\n"
+        "    print('python noise'); os.write(1, b'fd noise\\n')\n"
+        "    return orig(args)\n"
+        "cli.cmd_traces = noisy\n"
+        "sys.exit(cli.main(['traces', '--json']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert {t["name"] for t in json.loads(result.stdout)} >= {"bursty"}
+    assert "python noise" in result.stderr and "fd noise" in result.stderr
+
+
 def test_bench_json_shape():
     result = run("bench", "--json", "--repeats", "1", "--quick")
     assert result.returncode == 0, result.stderr
