@@ -14,9 +14,17 @@ interval: the observed peak alone can leave a queue that built up during a react
 
 Invariants (property-tested): the result is in F whenever F is non-empty; a feasible proposal comes back
 unchanged; the result is a nearest feasible configuration; when F is empty the result is the maximum-capacity
-configuration within the budget and the report says ``infeasible``. Two exact implementations agree: the
-Pareto DP of `ilp_baseline.dp.frontier_dp` (default, fast; it hands the rare budget-binding case to the
-integer program) and an integer program in PuLP (``solver="pulp"``).
+configuration within the budget (`max_capacity_config`, exact) and the report says ``infeasible``; the result
+never exceeds the core budget. Two exact implementations agree: the Pareto DP of `ilp_baseline.dp.frontier_dp`
+(default, fast; it hands the rare budget-binding case to the integer program) and an integer program in PuLP
+(``solver="pulp"``).
+
+A load that is not a finite number >= 0 (a NaN sample in the last interval, a NaN or negative prediction, an
+infinite backlog rate) is *no data*, not a load: `SafetyLayer.project` raises `rlscale.feasibility.InvalidLoad`
+(a `ValueError`) and approves nothing, neither the proposal nor a move. Its callers hold the configuration that
+is running: the sidecar turns any failed decision into "holding the current config" (so a metrics glitch can
+neither scale the pipeline down under load nor trigger a rollout of every stage), and the simulator and the
+training environment stop, since their loads come from traces and a NaN there is a bug.
 """
 
 from __future__ import annotations
@@ -30,7 +38,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlscale.errors import RlscaleError
-from rlscale.feasibility import batch_fill_wait_s, is_feasible, replicas_needed
+from rlscale.feasibility import (
+    InvalidLoad,
+    batch_fill_wait_s,
+    is_feasible,
+    pipeline_capacity_rps,
+    replicas_needed,
+    require_valid_load,
+)
 from rlscale.interfaces import Predictor
 from rlscale.pareto import StageArrays, frontier_dp
 from rlscale.predictors import last_interval_peak_rps
@@ -75,33 +90,195 @@ def config_distance(w: DistanceWeights, a: PipelineConfig, b: PipelineConfig) ->
     return sum(stage_distance(w, x, y) for x, y in zip(a.stages, b.stages, strict=True))
 
 
-def max_capacity_config(spec: PipelineSpec, load_rps: float) -> PipelineConfig:
-    """The configuration with the most capacity relative to the load that fits the core budget.
+@dataclass(frozen=True)
+class _StageCapacity:
+    """One stage's options for the maximum-capacity search, load-independent.
 
-    Every stage runs its option with the highest throughput per core (fastest batch first on ties), at its
-    minimum replicas; the remaining cores go, one replica at a time, to the stage with the lowest capacity
-    relative to the load, while replicas and budget allow.
+    Attributes:
+        rows: the (variant, batch, cores) grid, the order of every per-row array.
+        service_s: service time of a full batch, per row.
+        batch: batch size, per row.
+        accuracy: the row's variant accuracy as the objective counts it (rank-normalised for ``sum``, raw for
+            ``product``).
+        replicas: the fewest replicas reaching the maximum capacity, per row (0: the row cannot).
+        cores: cores of that count (``replicas * cores per replica``), per row.
     """
-    chosen = []
-    for st in spec.stages:
-        v, b, c = max(
-            ((v, b, c) for v in st.variant_names for b in st.batch_sizes for c in st.cores),
-            key=lambda vbc, st=st: (st.latency.throughput_rps(*vbc) / vbc[2], -st.latency.latency_s(*vbc)),
+
+    rows: list[tuple[str, int, int]]
+    service_s: np.ndarray
+    batch: np.ndarray
+    accuracy: np.ndarray
+    replicas: np.ndarray
+    cores: np.ndarray
+
+
+class MaxCapacity:
+    """The maximum-capacity configuration within the core budget: the safety layer's answer when F is empty.
+
+    Capacity is the pipeline's throughput as the feasibility check counts it (`pipeline_capacity_rps`): the
+    bottleneck stage's ``n * h(v, b, c) * rho_max`` rps, with ``h = b / l(v, b, c)``. The configuration is chosen
+    from the planners' option table (every variant x batch x cores of a stage, replicas from ``min_replicas`` to
+    ``max_replicas``), with total cores within ``core_budget``, lexicographically:
+
+    1. the largest capacity; this is what the fallback promises, so the SLA does not constrain it: with nothing
+       feasible, the load already exceeds what meets the SLA, and throughput is what drains the queues;
+    2. among the configurations of that capacity, one whose planned latency at the load (service plus the
+       batch-fill wait ``(b - 1) / load``, `rlscale.feasibility.stage_latency_s`) fits the SLA, if any does;
+    3. then the fewest total cores;
+    4. then the highest objective ``alpha * A - beta * cores - gamma * batch``.
+
+    Exact. The capacity step is load-independent and solved once per spec: a target capacity T is reachable
+    within the budget iff the stages' least cores for capacity >= T (each stage on its own) sum to at most the
+    budget, that sum grows with T, and the optimum is one of the finitely many option capacities, so all of them
+    are checked at once with numpy (sorted capacities, suffix minima of cores, one search per stage). At the
+    optimum T* each (variant, batch, cores) takes its fewest replicas reaching T* (more replicas only add
+    cores), and the latency, core and objective tie-breaks are the exact Pareto DP of `rlscale.pareto` on those
+    candidates: fewest cores within the SLA, then the best objective within that many cores (or, with no
+    candidate choice within the SLA, the fewest cores and best objective without it).
+
+    Args:
+        spec: the pipeline.
+    """
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.spec = spec
+        product = spec.objective.accuracy_method == "product"
+        grids = []
+        for st in spec.stages:
+            rows = [(v, b, c) for v in st.variant_names for b in st.batch_sizes for c in st.cores]
+            throughput = np.array([st.latency.throughput_rps(*r) for r in rows])
+            cores = np.array([c for _v, _b, c in rows])
+            grids.append((st, rows, throughput, cores))
+        self.capacity_rps = self._best_capacity(grids)
+        self.stages: list[_StageCapacity] = []
+        for st, rows, throughput, cores in grids:
+            replicas = self._fewest_replicas(st, throughput)
+            ok = replicas <= st.max_replicas
+            self.stages.append(
+                _StageCapacity(
+                    rows=rows,
+                    service_s=np.array([st.latency.latency_s(*r) for r in rows]),
+                    batch=np.array([b for _v, b, _c in rows], dtype=float),
+                    accuracy=np.array(
+                        [st.variant(v).accuracy if product else st.rank_accuracy(v) for v, _b, _c in rows]
+                    ),
+                    replicas=np.where(ok, replicas, 0),
+                    cores=np.where(ok, replicas * cores, 0),
+                )
+            )
+
+    def _best_capacity(self, grids) -> float:
+        """The largest capacity T whose per-stage least cores sum to at most the budget.
+
+        A stage's least cores for capacity >= T only depend, for each core count c, on the highest-throughput
+        (variant, batch) at c (it needs the fewest replicas), so only those rows are enumerated, at every replica
+        count: capacities sorted, the least cores of every capacity suffix, then one search per stage for all
+        the candidate targets (every enumerated capacity) at once.
+        """
+        rho = self.spec.objective.rho_max
+        sorted_caps, suffix_least = [], []
+        for st, _rows, throughput, cores in grids:
+            per_core = np.unique(cores)
+            best_h = np.array([throughput[cores == c].max() for c in per_core])
+            replicas = np.arange(st.min_replicas, st.max_replicas + 1)
+            # n * h * rho in the order `pipeline_capacity_rps` multiplies, so capacities compare exactly
+            capacity = (replicas[None, :] * best_h[:, None] * rho).ravel()
+            total = (replicas[None, :] * per_core[:, None]).ravel()
+            order = np.argsort(capacity, kind="stable")
+            sorted_caps.append(capacity[order])
+            suffix_least.append(np.minimum.accumulate(total[order][::-1])[::-1])  # least cores for >= caps[k]
+        targets = np.unique(np.concatenate(sorted_caps))  # the optimum is one of these
+        total = np.zeros(targets.size)
+        for caps, least in zip(sorted_caps, suffix_least, strict=True):
+            k = np.searchsorted(caps, targets, side="left")  # first capacity >= target
+            total += np.where(k < caps.size, least[np.minimum(k, caps.size - 1)], np.inf)
+        ok = np.flatnonzero(total <= self.spec.core_budget)
+        if ok.size == 0:  # unreachable for a validated spec: it holds min_replicas x min cores of every stage
+            raise RlscaleError(f"{self.spec.name}: the core budget cannot hold the smallest configuration")
+        return float(targets[ok[-1]])
+
+    def _fewest_replicas(self, st, throughput: np.ndarray) -> np.ndarray:
+        """Per row, the fewest replicas in ``[min_replicas, max_replicas]`` whose capacity reaches the target, as
+        ``n * h * rho >= T`` counts it (``max_replicas + 1``: none does)."""
+        rho, target = self.spec.objective.rho_max, self.capacity_rps
+        with np.errstate(over="ignore"):
+            guess = np.ceil(target / (throughput * rho))
+        n = np.clip(guess, st.min_replicas, st.max_replicas + 1).astype(np.int64)
+        for _ in range(4):  # the division's rounding can be off by one count either way; settle it exactly
+            down = (n > st.min_replicas) & ((n - 1) * throughput * rho >= target)
+            up = (n <= st.max_replicas) & (n * throughput * rho < target)
+            if not (down.any() or up.any()):
+                break
+            n = n - down + up
+        return n
+
+    def config(self, load_rps: float) -> PipelineConfig:
+        """The maximum-capacity configuration, latency measured at ``load_rps`` (``+inf``: no batch-fill wait).
+
+        Raises:
+            InvalidLoad: ``load_rps`` is NaN or negative.
+        """
+        if math.isnan(load_rps) or load_rps < 0:
+            raise InvalidLoad(f"maximum-capacity load {load_rps!r} rps is not a number >= 0")
+        spec, o = self.spec, self.spec.objective
+        product = o.accuracy_method == "product"
+        idx = [np.flatnonzero(sc.replicas > 0) for sc in self.stages]
+        lat, cores, gain, cost = [], [], [], []
+        for sc, i in zip(self.stages, idx, strict=True):
+            with np.errstate(divide="ignore", over="ignore"):
+                wait = np.where(sc.batch[i] > 1, (sc.batch[i] - 1) / load_rps if load_rps > 0 else np.inf, 0.0)
+            lat.append(sc.service_s[i] + wait)
+            cores.append(sc.cores[i].astype(float))
+            if product:
+                gain.append(sc.accuracy[i])
+                cost.append(o.beta * cores[-1] + o.gamma * sc.batch[i])
+            else:
+                gain.append(o.alpha * sc.accuracy[i] - o.beta * cores[-1] - o.gamma * sc.batch[i])
+                cost.append(np.zeros(i.size))
+        chosen = self._tie_break(lat, cores, gain, cost, spec.sla_s, product)
+        if chosen is None:  # no choice at T* fits the SLA within the budget: the fewest cores, then the objective
+            zero = [np.zeros(c.size) for c in cores]
+            chosen = self._tie_break(zero, cores, gain, cost, 0.0, product)
+        if chosen is None:  # unreachable: the capacity step found a choice within the budget
+            chosen = [int(np.argmin(c)) for c in cores]
+        return PipelineConfig(
+            tuple(
+                StageConfig(v, b, int(sc.replicas[i[k]]), c)
+                for sc, i, k in zip(self.stages, idx, chosen, strict=True)
+                for v, b, c in (sc.rows[int(i[k])],)
+            )
         )
-        chosen.append([v, b, st.min_replicas, c, st.latency.throughput_rps(v, b, c)])
-    used = sum(n * c for _v, _b, n, c, _h in chosen)
-    while True:
-        growable = [
-            i
-            for i, (_v, _b, n, c, _h) in enumerate(chosen)
-            if n < spec.stages[i].max_replicas and used + c <= spec.core_budget
-        ]
-        if not growable:
-            break
-        i = min(growable, key=lambda i: chosen[i][2] * chosen[i][4] / max(load_rps, 1e-9))
-        chosen[i][2] += 1
-        used += chosen[i][3]
-    return PipelineConfig(tuple(StageConfig(v, b, n, c) for v, b, n, c, _h in chosen))
+
+    def _tie_break(self, lat, cores, gain, cost, sla_s: float, product: bool) -> list[int] | None:
+        """The fewest cores within ``sla_s`` and the budget, then the best objective within those cores."""
+        budget = float(self.spec.core_budget)
+        fewest = frontier_dp(
+            [StageArrays(la, co, np.zeros(co.size), co) for la, co in zip(lat, cores, strict=True)], sla_s, budget
+        )
+        if fewest is None:
+            return None
+        least = sum(float(co[k]) for co, k in zip(cores, fewest, strict=True))
+        best = frontier_dp(
+            [StageArrays(*a) for a in zip(lat, cores, gain, cost, strict=True)],
+            sla_s,
+            least,
+            product=product,
+            scale=self.spec.objective.alpha if product else 1.0,
+        )
+        return best if best is not None else fewest
+
+
+def max_capacity_config(spec: PipelineSpec, load_rps: float) -> PipelineConfig:
+    """The maximum-capacity configuration within the core budget (see `MaxCapacity` for the exact definition).
+
+    Args:
+        spec: the pipeline.
+        load_rps: the load the latency tie-break measures the batch-fill wait at (``+inf``: none).
+
+    Raises:
+        InvalidLoad: ``load_rps`` is NaN or negative.
+    """
+    return MaxCapacity(spec).config(load_rps)
 
 
 class SafetyLayer:
@@ -137,21 +314,36 @@ class SafetyLayer:
         self.load_mode = load
         self.predictor = predictor
         self._grids: dict[int, dict[str, np.ndarray]] = {}
+        self._max_capacity: MaxCapacity | None = None  # built on the first overload, load-independent
 
     def load_rps(self, state: PipelineState) -> float:
+        """The load F is taken at, as the mode computes it; not checked here (`project` rejects what is not a
+        finite number >= 0, so a NaN or negative prediction is no longer read as 0 rps)."""
         if self.load_mode == "predicted" and self.predictor is not None:
-            return max(0.0, self.predictor.predict(state))
+            return float(self.predictor.predict(state))
         observed = observed_load_rps(state)
         if self.load_mode == "backlog" and state.last is not None:
             # capacity to carry the observed peak *and* drain the longest queue within one interval
             backlog = max((m.queue_len for m in state.last.stages), default=0)
+            if state.interval_s <= 0:
+                return observed + (math.inf if backlog else 0.0)
             return observed + backlog / state.interval_s
         return observed
 
+    def max_capacity(self, load_rps: float) -> PipelineConfig:
+        """`max_capacity_config` of the spec, with the load-independent part computed once."""
+        if self._max_capacity is None:
+            self._max_capacity = MaxCapacity(self.spec)
+        return self._max_capacity.config(load_rps)
+
     def project(self, proposed: PipelineConfig, state: PipelineState) -> tuple[PipelineConfig, dict]:
-        """The nearest configuration in F(load) and a report of what happened."""
+        """The nearest configuration in F(load) and a report of what happened.
+
+        Raises:
+            InvalidLoad: the load is not a finite number >= 0 (no data): nothing is approved, the caller holds.
+        """
         t0 = time.perf_counter()
-        load = self.load_rps(state)
+        load = require_valid_load(self.load_rps(state), f"safety layer: the {self.load_mode} load")
         report = {
             "load_rps": load,
             "feasible_input": False,
@@ -165,8 +357,9 @@ class SafetyLayer:
             return proposed, report
         result = self.nearest(proposed, load)
         if result is None:
-            result = max_capacity_config(self.spec, load)
+            result = self.max_capacity(load)
             report["infeasible"] = True
+            report["capacity_rps"] = pipeline_capacity_rps(self.spec, result)
         report["distance"] = config_distance(self.weights, proposed, result)
         report["changed_stages"] = [
             st.name for st, a, b in zip(self.spec.stages, proposed.stages, result.stages, strict=True) if a != b
@@ -175,7 +368,12 @@ class SafetyLayer:
         return result, report
 
     def nearest(self, proposed: PipelineConfig, load_rps: float) -> PipelineConfig | None:
-        """A nearest configuration in F(load), or None when F(load) is empty."""
+        """A nearest configuration in F(load), or None when F(load) is empty.
+
+        Raises:
+            InvalidLoad: ``load_rps`` is not a finite number >= 0.
+        """
+        load_rps = require_valid_load(load_rps, "safety layer: load")
         if self.solver == "pulp":
             return self._nearest_pulp(proposed, load_rps)
         return self._nearest_dp(proposed, load_rps)

@@ -7,22 +7,61 @@ For a stage running variant v with batch b and c cores per replica at load lambd
 
 and a pipeline configuration is feasible when every stage has enough replicas within its range, the stage
 budgets sum to at most the SLA, and the total cores are within the core budget.
+
+A configuration's capacity is that of its bottleneck stage, ``min_s n_s * h(v_s, b_s, c_s) * rho_max`` (rps): the
+highest load it is feasible for on throughput (`pipeline_capacity_rps`).
+
+A load is a finite number of requests per second >= 0. Anything else (NaN from a broken metric, a negative count,
+an infinite backlog rate) is *no data*: no configuration is feasible at it (`violations` says why), and
+`replicas_needed` raises `InvalidLoad` for NaN or a negative load; at ``+inf`` it answers `UNBOUNDED_REPLICAS`,
+more than any stage may run.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
+from rlscale.errors import RlscaleError
 from rlscale.pareto import StageArrays, frontier_dp
 from rlscale.spec import PipelineSpec, StageSpec
 from rlscale.types import PipelineConfig, StageConfig
 
 _EPS = 1e-9
 log = logging.getLogger(__name__)
+
+# what `replicas_needed` answers when no finite replica count carries the load (an infinite load, or one whose
+# ratio to a replica's throughput overflows): more than any stage's max_replicas (`rlscale.spec.MAX_REPLICAS`)
+UNBOUNDED_REPLICAS = sys.maxsize
+
+
+class InvalidLoad(RlscaleError, ValueError):
+    """A load that is not a finite number >= 0 rps: no data, never a load to plan for or to approve a proposal at.
+
+    A `ValueError` too, so callers that treat a failed decision as "hold the current configuration" (the sidecar
+    does) hold on it.
+    """
+
+
+def is_valid_load(load_rps: float) -> bool:
+    """Whether ``load_rps`` is a finite number >= 0 (NaN, infinities and negative numbers are not)."""
+    return math.isfinite(load_rps) and load_rps >= 0
+
+
+def require_valid_load(load_rps: float, what: str = "load") -> float:
+    """``load_rps`` as a float if it is a finite number >= 0.
+
+    Raises:
+        InvalidLoad: NaN, an infinity or a negative number.
+    """
+    load = float(load_rps)
+    if not is_valid_load(load):
+        raise InvalidLoad(f"{what} {load_rps!r} rps is not a finite number >= 0 (no data)")
+    return load
 
 
 def objective_value(spec: PipelineSpec, config: PipelineConfig) -> float:
@@ -33,10 +72,11 @@ def objective_value(spec: PipelineSpec, config: PipelineConfig) -> float:
 
 
 def batch_fill_wait_s(batch: int, load_rps: float) -> float:
-    """Time for ``batch`` requests to accumulate at ``load_rps`` (0 for batch 1; inf with no load and b > 1)."""
+    """Time for ``batch`` requests to accumulate at ``load_rps`` (0 for batch 1; inf for b > 1 with no load, a
+    negative load or an unknown (NaN) one; 0 at an infinite load)."""
     if batch <= 1:
         return 0.0
-    if load_rps <= 0:
+    if not load_rps > 0:  # also NaN
         return math.inf
     return (batch - 1) / load_rps
 
@@ -46,11 +86,35 @@ def stage_latency_s(stage: StageSpec, variant: str, batch: int, cores: int, load
     return stage.latency.latency_s(variant, batch, cores) + batch_fill_wait_s(batch, load_rps)
 
 
+def stage_capacity_rps(stage: StageSpec, config: StageConfig, rho_max: float) -> float:
+    """Highest load one stage carries: ``n * h(v, b, c) * rho_max`` (rps)."""
+    return config.replicas * stage.latency.throughput_rps(config.variant, config.batch, config.cores) * rho_max
+
+
+def pipeline_capacity_rps(spec: PipelineSpec, config: PipelineConfig) -> float:
+    """Highest load a configuration carries, the capacity of its bottleneck stage (rps), counted as `violations`
+    counts it: ``config`` is feasible on throughput at every load up to this one."""
+    rho = spec.objective.rho_max
+    return min(stage_capacity_rps(st, sc, rho) for st, sc in zip(spec.stages, config.stages, strict=True))
+
+
 def replicas_needed(stage: StageSpec, variant: str, batch: int, cores: int, load_rps: float, rho_max: float) -> int:
-    """Fewest replicas whose throughput covers ``load_rps / rho_max`` (at least the stage's min_replicas)."""
-    h = stage.latency.throughput_rps(variant, batch, cores) * rho_max
-    need = math.ceil(load_rps / h - _EPS) if load_rps > 0 else 0
-    return max(stage.min_replicas, need)
+    """Fewest replicas whose throughput covers ``load_rps / rho_max`` (at least the stage's min_replicas).
+
+    Returns `UNBOUNDED_REPLICAS` (more than any ``max_replicas``) when no finite count does: ``load_rps`` is
+    ``+inf``, or so large that its ratio to the throughput overflows.
+
+    Raises:
+        InvalidLoad: ``load_rps`` is NaN or negative.
+    """
+    if math.isnan(load_rps) or load_rps < 0:
+        raise InvalidLoad(f"{stage.name}: load {load_rps!r} rps is not a finite number >= 0 (no data)")
+    if load_rps == 0:
+        return stage.min_replicas
+    ratio = load_rps / (stage.latency.throughput_rps(variant, batch, cores) * rho_max)
+    if not math.isfinite(ratio):
+        return UNBOUNDED_REPLICAS
+    return max(stage.min_replicas, min(math.ceil(ratio - _EPS), UNBOUNDED_REPLICAS))
 
 
 @dataclass(frozen=True)
@@ -85,6 +149,8 @@ def violations(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> l
     problems = []
     if len(config.stages) != len(spec.stages):
         return [f"expected {len(spec.stages)} stages, got {len(config.stages)}"]
+    if not is_valid_load(load_rps):  # no data: nothing is feasible (NaN compares false and would pass the rest)
+        problems.append(f"load {load_rps!r} rps is not a finite number >= 0 (no data)")
     total_latency = 0.0
     for st, sc in zip(spec.stages, config.stages, strict=True):
         if sc.variant not in st.variant_names:
@@ -96,7 +162,7 @@ def violations(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> l
             problems.append(f"{st.name}: {sc.cores} cores not allowed")
         if not st.min_replicas <= sc.replicas <= st.max_replicas:
             problems.append(f"{st.name}: {sc.replicas} replicas outside [{st.min_replicas}, {st.max_replicas}]")
-        capacity = sc.replicas * st.latency.throughput_rps(sc.variant, sc.batch, sc.cores) * spec.objective.rho_max
+        capacity = stage_capacity_rps(st, sc, spec.objective.rho_max)
         if capacity + _EPS < load_rps:
             problems.append(f"{st.name}: capacity {capacity:.2f} rps < load {load_rps:.2f} rps")
         total_latency += stage_latency_s(st, sc.variant, sc.batch, sc.cores, load_rps)

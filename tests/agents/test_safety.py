@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.safety import DistanceWeights, SafetyLayer, config_distance, max_capacity_config
+from agents.safety import DistanceWeights, SafePolicy, SafetyLayer, config_distance, max_capacity_config
 from rlscale.errors import RlscaleError
-from rlscale.feasibility import is_feasible
+from rlscale.feasibility import InvalidLoad, is_feasible, pipeline_capacity_rps
 from rlscale.spec import load_spec, parse_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 
@@ -105,6 +105,9 @@ def test_projection_is_feasible_nearest_and_agrees_with_pulp(specs, sla, budget,
         assert report["infeasible"]
         assert result == max_capacity_config(spec, load)
         assert result.total_cores <= spec.core_budget
+        # the largest capacity of any configuration within the budget, by brute force
+        within = [c for c in configs if c.total_cores <= spec.core_budget]
+        assert pipeline_capacity_rps(spec, result) == max(pipeline_capacity_rps(spec, c) for c in within)
         return
     assert not report["infeasible"]
     assert is_feasible(spec, result, load)
@@ -168,3 +171,67 @@ def test_backlog_floor_adds_the_longest_queue_per_interval():
     state = PipelineState(10.0, 10.0, np.full(10, 20.0), PipelineConfig(()), last)
     assert SafetyLayer(spec, load="backlog").load_rps(state) == pytest.approx(20.0 + 120 / 10)
     assert SafetyLayer(spec).load_rps(state) == 20.0
+
+
+class _Predicts:
+    """A predictor that returns a fixed value."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def predict(self, state: PipelineState) -> float:
+        return self.value
+
+
+def _last_interval(queue_len: int):
+    from rlscale.types import IntervalMetrics, StageMetrics
+
+    stage = StageMetrics(10, 0, 0.1, 0.2, queue_len, 0.9, 1, 1.0)
+    return IntervalMetrics(0, 10, 100, 90, 0, 0, 0.0, 1, 2, 0.3, 3, -3, -3, (stage, stage))
+
+
+@pytest.mark.parametrize(
+    ("mode", "history", "predicted", "interval_s"),
+    [
+        ("observed", [5.0] * 9 + [float("nan")], None, 10.0),  # a NaN sample in the last interval
+        ("observed", [5.0] * 9 + [float("inf")], None, 10.0),
+        ("observed", [5.0] * 5 + [-1.0] * 10, None, 10.0),  # negative counts: broken metrics
+        ("backlog", [5.0] * 10, None, 0.0),  # a queue over a zero-length interval: +inf
+        ("predicted", [5.0] * 10, float("nan"), 10.0),  # max(0, nan) used to read as 0 rps
+        ("predicted", [5.0] * 10, -2.0, 10.0),
+        ("predicted", [5.0] * 10, float("inf"), 10.0),
+    ],
+)
+def test_a_load_that_is_not_a_finite_number_at_least_zero_never_passes_a_proposal(mode, history, predicted, interval_s):
+    """No data is not a load: the layer raises `InvalidLoad` (a ValueError) and returns nothing, so the caller
+    holds its current configuration (the sidecar does) rather than applying an unchecked proposal."""
+    spec = load_spec("video")
+    tiny = PipelineConfig(tuple(StageConfig(s.variant_names[0], 1, 1, 1) for s in spec.stages))
+    assert is_feasible(spec, tiny, 0.0)  # what a NaN load used to approve: the smallest configuration
+    layer = SafetyLayer(spec, load=mode, predictor=_Predicts(predicted) if mode == "predicted" else None)
+    hist = np.asarray(history, dtype=float)
+    last = _last_interval(40) if mode == "backlog" else None
+    state = PipelineState(10.0, interval_s, hist, tiny, last)
+    with pytest.raises(InvalidLoad, match="not a finite number >= 0"):
+        layer.project(tiny, state)
+    with pytest.raises(ValueError):
+        SafePolicy(_Fixed(tiny), layer).decide(state)
+
+
+@pytest.mark.parametrize("load", [float("nan"), float("inf"), -1.0])
+def test_nearest_rejects_a_load_that_is_not_a_finite_number_at_least_zero(load):
+    spec = load_spec("video")
+    tiny = PipelineConfig(tuple(StageConfig(s.variant_names[0], 1, 1, 1) for s in spec.stages))
+    for solver in ("dp", "pulp"):
+        with pytest.raises(InvalidLoad):
+            SafetyLayer(spec, solver=solver).nearest(tiny, load)
+
+
+class _Fixed:
+    name = "fixed"
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+
+    def decide(self, state: PipelineState) -> PipelineConfig:
+        return self.config
