@@ -10,8 +10,10 @@ Errors are values, not exceptions through the loop: every API failure is classif
 | ``unauthorized`` / ``forbidden`` / ``not_found`` | 401 / 403 / 404 | permanent: one clear log line, keep running |
 | ``invalid`` | other 4xx | permanent: the request itself is wrong |
 
-The API calls made are exactly those `rlscale.kube.objects.rbac_rules` grants: ``get`` and ``list`` on
-deployments, JSON ``patch`` on deployments (pod template) and ``patch`` on deployments/scale (replicas only).
+The API calls made are exactly those `rlscale.kube.objects.rbac_rules` grants: ``get`` on deployments, ``list``
+only to find a stage the spec does not name (by label), JSON ``patch`` on deployments (pod template) and
+``patch`` on deployments/scale (replicas only). With every stage named, each call names its Deployment, which
+lets the Role restrict them all with ``resourceNames``.
 """
 
 from __future__ import annotations

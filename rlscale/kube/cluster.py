@@ -3,6 +3,8 @@
 ``observe`` reads the configuration from the stage Deployments and the last window's metrics from Prometheus;
 ``apply`` patches the Deployments; ``step`` waits out the interval (wall clock) and returns its metrics. Reads
 raise `MetricsUnavailable` or `KubeApiError` (both say whether to retry); ``apply`` returns an `ApplyOutcome`.
+A load that is missing, non-finite or negative (the arrival rate, any point of its history) or a queue length
+that is, raises `MetricsUnavailable` (see `rlscale.kube.prometheus`): no decision is made on it.
 """
 
 from __future__ import annotations
@@ -81,6 +83,10 @@ class KubernetesCluster:
         self._last_observe = self.clock()
         last = self.metrics(config, ready)
         in_flight = sum(m.queue_len for m in last.stages)
+        # the load floor (the history's peak over the last interval) never falls below what the instant arrival
+        # rate shows: a stale or undercounting history must not let the safety layer protect less than that
+        history = history.copy()
+        history[-1] = max(history[-1], last.arrival_rps_max)
         return PipelineState(
             time_s=self.now_s(),
             interval_s=self.interval_s,

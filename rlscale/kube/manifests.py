@@ -18,7 +18,8 @@ from typing import Any
 import yaml
 
 from rlscale.errors import RlscaleError
-from rlscale.kube.objects import rbac_rules
+from rlscale.kube.objects import rbac_rules, system_namespace_problem
+from rlscale.kube.prometheus import redact_url
 from rlscale.spec import PipelineSpec, data_dir, is_k8s_name
 
 MOUNT_DIR = "/etc/rlscale"
@@ -28,6 +29,8 @@ RUN_AS_UID = 10001
 GRACE_MARGIN_S = 30
 """Seconds of SIGTERM grace on top of one interval, so the sidecar can finish the step it is in."""
 CONFIGMAP_MAX_BYTES = 1024 * 1024
+INTERVAL_RANGE_S = (1.0, 86400.0)
+"""The sidecar's ``--interval`` and ``--window``: 1 s to 1 day."""
 
 _CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
@@ -122,6 +125,7 @@ def render_manifests(
     window_s: float | None = None,
     dry_run: bool = False,
     metrics_port: int = 9400,
+    allow_system_namespace: bool = False,
 ) -> str:
     """The sidecar's manifests as multi-document YAML, ready for ``kubectl apply -f -``.
 
@@ -135,24 +139,34 @@ def render_manifests(
         window_s: the sidecar's query window, two scrapes or more (None: the sidecar's default).
         dry_run: run the sidecar log-only (every change a server-side dry run).
         metrics_port: port of the sidecar's own ``/metrics`` endpoint.
+        allow_system_namespace: allow a Kubernetes system namespace (``kube-system``...) for the sidecar or the
+            stage Deployments; the sidecar is then run with ``--allow-system-namespace`` too.
 
     Raises:
-        RlscaleError: an argument or the pipeline name cannot be used in a manifest.
+        RlscaleError: an argument or the pipeline name cannot be used in a manifest, or a namespace is a system
+            namespace that is not allowed.
     """
     _check_label(namespace, "namespace")
     _check_label(f"rlscale-{spec.name}", "sidecar name (from the pipeline name)")
+    if not allow_system_namespace:
+        for where, value in (("namespace", namespace), ("the spec's kubernetes.namespace", spec.kubernetes.namespace)):
+            problem = system_namespace_problem(value, where) if value else None
+            if problem:
+                raise RlscaleError(problem)
     if isinstance(metrics_port, bool) or not isinstance(metrics_port, int) or not 1 <= metrics_port <= 65535:
         raise RlscaleError(f"metrics port must be an integer in 1..65535, got {metrics_port!r}")
-    if interval_s is not None and not (math.isfinite(interval_s) and interval_s > 0):
-        raise RlscaleError(f"interval must be a positive number of seconds, got {interval_s!r}")
-    if window_s is not None and not (math.isfinite(window_s) and window_s > 0):
-        raise RlscaleError(f"window must be a positive number of seconds, got {window_s!r}")
+    low, high = INTERVAL_RANGE_S
+    for what, value in (("interval", interval_s), ("window", window_s)):
+        if value is not None and not (math.isfinite(value) and low <= value <= high):
+            raise RlscaleError(
+                f"{what} must be a positive number of seconds from {low:g} to {high:g} (1 day), got {value!r}"
+            )
     if not image.strip():
         raise RlscaleError("image must not be empty")
     if not policy.strip():
         raise RlscaleError("policy must not be empty")
     if not prometheus_url.startswith(("http://", "https://")):
-        raise RlscaleError(f"Prometheus URL must start with http:// or https://, got {prometheus_url!r}")
+        raise RlscaleError(f"Prometheus URL must start with http:// or https://, got {redact_url(prometheus_url)!r}")
 
     name = f"rlscale-{spec.name}"
     config_name = f"{name}-spec"
@@ -184,6 +198,8 @@ def render_manifests(
         args += ["--window", f"{window_s:g}"]
     if dry_run:
         args.append("--dry-run")
+    if system_namespace_problem(stage_namespace, "namespace"):  # allowed here, so allowed to the sidecar
+        args.append("--allow-system-namespace")
     args += ["--metrics-address", "0.0.0.0", "--metrics-port", str(metrics_port)]
 
     def meta(obj_name: str, obj_namespace: str) -> dict[str, Any]:

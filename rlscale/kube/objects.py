@@ -25,6 +25,9 @@ from rlscale.types import StageConfig
 
 LABEL_PIPELINE = "rlscale.io/pipeline"
 LABEL_STAGE = "rlscale.io/stage"
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
+"""Namespaces of the cluster itself: the sidecar acts there (and ``manifests`` renders a Role there) only when
+explicitly allowed (``--allow-system-namespace``)."""
 
 
 class DeploymentError(RlscaleError):
@@ -190,13 +193,39 @@ def rbac_rules(spec: PipelineSpec) -> list[dict[str, Any]]:
     """The Role rules the sidecar needs for this pipeline: exactly the API calls `rlscale.kube.actuator` makes.
 
     ``get`` reads a stage's Deployment, ``patch`` changes its pod template (JSON patch) and
-    ``deployments/scale`` ``patch`` changes only its replicas. ``list`` is needed only to find stages whose
-    Deployment the spec does not name (by label).
+    ``deployments/scale`` ``patch`` changes only its replicas. When the spec's ``kubernetes.deployments`` names
+    every stage's Deployment, the actuator never lists, and both rules carry ``resourceNames`` with exactly those
+    names. Otherwise ``list`` finds the unnamed stages by label, and since Kubernetes cannot restrict ``list`` (or
+    the names of Deployments found at run time) by ``resourceNames``, the rules name none.
     """
-    verbs = ["get", "patch"]
-    if any(st.name not in spec.kubernetes.deployments for st in spec.stages):
-        verbs.insert(1, "list")
+    named = spec.kubernetes.deployments
+    if all(st.name in named for st in spec.stages):
+        names = list(dict.fromkeys(named[st.name] for st in spec.stages))
+        return [
+            {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": names, "verbs": ["get", "patch"]},
+            {
+                "apiGroups": ["apps"],
+                "resources": ["deployments/scale"],
+                "resourceNames": list(names),
+                "verbs": ["patch"],
+            },
+        ]
     return [
-        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": verbs},
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch"]},
         {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch"]},
     ]
+
+
+def system_namespace_problem(namespace: str, where: str) -> str | None:
+    """Why the sidecar must not act in ``namespace`` (a Kubernetes system namespace), or None if it may.
+
+    Args:
+        namespace: the namespace.
+        where: where it came from, for the message (``--namespace``, ``the spec's kubernetes.namespace``).
+    """
+    if namespace not in SYSTEM_NAMESPACES:
+        return None
+    return (
+        f"{where} {namespace} is a Kubernetes system namespace: rlscale will not patch Deployments there unless "
+        "given --allow-system-namespace"
+    )

@@ -19,21 +19,39 @@ traffic, a pipeline that does not export them) and then read as NaN. A query tha
 (Prometheus unreachable or slow, or no data for a required metric) raises `MetricsUnavailable`: the caller keeps
 its configuration and tries again: after a backoff if the error is temporary, next interval if Prometheus
 rejected the query.
+
+Every value is a rate, a count or a duration, so a usable one is a finite number >= 0. Anything else (missing,
+NaN, ±Inf, negative, not a number: JSON ``true`` is not 1 rps) is *no data*, never a value to act on:
+
+| metric | drives | an unusable value |
+|---|---|---|
+| ``arrival_rate``, ``arrival_history`` (each point) | load, safety floor | `MetricsUnavailable`: hold, back off |
+| ``queue_length`` | backlog, the agent's view | `MetricsUnavailable`: hold, back off |
+| ``busy_rate``, ``completed_rate``, ``late_rate``, ``dropped_rate`` | observations | NaN (no data), one warning |
+| ``latency_quantile``, ``e2e_latency_quantile`` | observations | NaN (no data), one warning; +Inf is kept |
+
+``histogram_quantile`` answers +Inf when the quantile lies beyond the largest bucket: a reading (very slow), not
+a fault. Credentials in the URL (``http://user:password@host``) are used, and shown nowhere (`redact_url`).
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import logging
 import math
 import re
+import string
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 
 from rlscale.errors import RlscaleError
+
+log = logging.getLogger(__name__)
 
 _STAGE = '{{pipeline="{pipeline}",stage="{stage}"}}'
 _PIPE = '{{pipeline="{pipeline}"}}'
@@ -57,14 +75,28 @@ DEFAULT_TEMPLATES = {
     "dropped_rate": f"sum(rate(rlscale_dropped_requests_total{_PIPE}[{{window}}]))",
 }
 REQUIRED = ("arrival_rate", "queue_length")
+QUANTILES = ("latency_quantile", "e2e_latency_quantile")
+"""Templates whose +Inf is a reading (the quantile lies beyond the largest bucket), not a fault."""
 _FIELDS = {"pipeline": "p", "stage": "s", "window": "10s", "q": 0.99, "sla": "1|1\\\\.0"}
+
+
+MAX_TEMPLATE_CHARS = 4096  # the longest default is a few hundred characters
 
 
 def check_template(name: str, template: str) -> str | None:
     """Why a template cannot be used (unknown name, unknown field, bad braces), or None if it can."""
     if name not in DEFAULT_TEMPLATES:
         return f"unknown template {name!r} (known: {', '.join(DEFAULT_TEMPLATES)})"
+    if len(template) > MAX_TEMPLATE_CHARS:
+        return f"longer than {MAX_TEMPLATE_CHARS} characters"
     try:
+        for _text, field, spec, conversion in string.Formatter().parse(template):
+            # plain {field} only: a format spec ({pipeline:>100000000}) or conversion would let a template grow
+            # the query without bound, and nothing a query needs is written that way
+            if field is not None and (spec or conversion):
+                return (
+                    f"{{{field}}} must be plain, without a conversion or format spec; write PromQL braces as {{{{ }}}}"
+                )
         template.format(**_FIELDS)
     except KeyError as exc:
         return f"unknown field {{{exc.args[0]}}} (fields: {', '.join(_FIELDS)}; write PromQL braces as {{{{ }}}})"
@@ -91,6 +123,48 @@ def le_pattern(value: float) -> str:
     return "|".join(sorted(f.replace(".", "\\\\.").replace("+", "\\\\+") for f in forms))
 
 
+def redact_url(url: str) -> str:
+    """``url`` without its credentials, for logs and messages: ``http://user:pw@prom:9090`` -> ``http://***@prom:9090``.
+
+    Everything up to the last ``@`` after the scheme is hidden: an unencoded ``@`` or ``/`` in a password cannot
+    leak (an ``@`` in a path hides more than needed, which is the safe side).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    at = rest.rfind("@")
+    return url if at < 0 else f"{scheme}{sep}***@{rest[at + 1 :]}"
+
+
+def sample_value(raw: Any) -> float | None:
+    """A sample value as Prometheus writes it (a string: ``"1.5"``, ``"NaN"``, ``"+Inf"``) or a JSON number; None
+    for anything else (``true``, objects, text that is no number)."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int | float):
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            return float(raw)
+        except ValueError:
+            return None
+    return None
+
+
+def unusable(name: str, value: float | None) -> str | None:
+    """Why ``value`` of template ``name`` is no data (``NaN``, ``+Inf``, ``-20``, ``not a number``), or None if
+    it is a finite number >= 0 (or +Inf of a quantile, see `QUANTILES`)."""
+    if value is None:
+        return "not a number"
+    if math.isnan(value):
+        return "NaN"
+    if value < 0:
+        return "-Inf" if math.isinf(value) else f"{value:g}"
+    if math.isinf(value) and name not in QUANTILES:
+        return "+Inf"
+    return None
+
+
 class MetricsUnavailable(RlscaleError):
     """Prometheus did not answer, answered too slowly, or has no data for a query.
 
@@ -103,29 +177,39 @@ class MetricsUnavailable(RlscaleError):
         self.permanent = permanent
 
 
-def _http_failure(url: str, name: str, exc: Exception) -> MetricsUnavailable:
-    """A one-line `MetricsUnavailable` for a failed request, with Prometheus' own reason when it gave one."""
-    text = str(exc)
-    found = re.match(r"HTTP Status Code (\d+) \((.*)\)$", text, re.S)
-    if found is None:
-        return MetricsUnavailable(f"Prometheus at {url} did not answer {name}: {type(exc).__name__}")
-    status, body = int(found.group(1)), found.group(2)
-    try:  # the client quotes the body as bytes' repr; Prometheus' body is JSON with an "error" field
-        detail = str(json.loads(ast.literal_eval(body)).get("error", ""))
-    except (ValueError, SyntaxError, TypeError, AttributeError):
-        detail = ""
-    detail = " ".join((detail or body).split())[:300]
-    return MetricsUnavailable(
-        f"Prometheus at {url} refused {name}: HTTP {status}: {detail}", permanent=400 <= status < 500 and status != 429
-    )
+def _is_timeout(exc: BaseException) -> bool:
+    """Whether a failed request timed out: requests reports a read timeout under ``Retry(total=0)`` as a
+    ConnectionError wrapping urllib3's ReadTimeoutError, so look through the wrapped errors."""
+    from requests.exceptions import Timeout
+    from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+    seen: set[int] = set()
+    stack: list[Any] = [exc]
+    while stack:
+        e = stack.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, Timeout | Urllib3Timeout | TimeoutError):
+            return True
+        stack += [getattr(e, "reason", None), e.__cause__, e.__context__, *e.args]
+    return False
 
 
-@dataclass
+def _api_error(body: Any) -> tuple[str, str] | None:
+    """(errorType, error) of a Prometheus API error answer (``{"status": "error", ...}``), else None."""
+    if isinstance(body, dict) and body.get("status") == "error":
+        return str(body.get("errorType") or "error"), " ".join(str(body.get("error") or "").split())[:300]
+    return None
+
+
+@dataclass(repr=False)
 class PrometheusReader:
     """Answers metric questions about one pipeline.
 
     Attributes:
-        url: Prometheus base URL, e.g. ``http://127.0.0.1:9090``.
+        url: Prometheus base URL, e.g. ``http://127.0.0.1:9090`` (``http://user:password@host`` sends basic
+            auth; the credentials are shown nowhere).
         pipeline: the ``pipeline`` label value.
         templates: PromQL templates by name (defaults: `DEFAULT_TEMPLATES`).
         timeout_s: per-query HTTP timeout; a slower answer counts as unavailable.
@@ -139,8 +223,11 @@ class PrometheusReader:
     timeout_s: float = 3.0
     bearer_token: str | None = None
     verify_tls: bool = True
+    _last_response: Any = field(default=None, init=False)
+    _warned: set[str] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
+        import requests
         from prometheus_api_client import PrometheusConnect
         from urllib3.util.retry import Retry
 
@@ -149,6 +236,10 @@ class PrometheusReader:
             if problem:
                 raise RlscaleError(f"PromQL template {name}: {problem}")
         self.templates = {**DEFAULT_TEMPLATES, **self.templates}
+        # our own session, so a 200 answer the client cannot parse can still be explained (`_failure`)
+        session = requests.Session()
+        session.verify = self.verify_tls
+        session.hooks["response"].append(self._keep_response)
         # no client-side retries: a failed query is reported at once and the sidecar's backoff decides when to retry
         headers = {"Authorization": f"Bearer {self.bearer_token}"} if self.bearer_token else None
         self._prom = PrometheusConnect(
@@ -157,31 +248,99 @@ class PrometheusReader:
             disable_ssl=not self.verify_tls,
             timeout=self.timeout_s,
             retry=Retry(total=0),
+            session=session,
         )
+
+    def __repr__(self) -> str:
+        return f"PrometheusReader({redact_url(self.url)!r}, {self.pipeline!r}, timeout_s={self.timeout_s:g})"
+
+    def _keep_response(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        self._last_response = response
+
+    def _failure(self, name: str, exc: Exception) -> MetricsUnavailable:
+        """A one-line `MetricsUnavailable` for a failed request: a timeout, Prometheus' own reason when it gave
+        one (an HTTP error, or a 200 answer with ``"status": "error"``), else the kind of failure."""
+        url = redact_url(self.url)
+        if _is_timeout(exc):
+            return MetricsUnavailable(f"Prometheus at {url} did not answer {name}: timed out after {self.timeout_s:g}s")
+        text = str(exc)
+        found = re.match(r"HTTP Status Code (\d+) \((.*)\)$", text, re.S)
+        if found is not None:
+            status, body = int(found.group(1)), found.group(2)
+            try:  # the client quotes the body as bytes' repr; Prometheus' body is JSON with an "error" field
+                detail = str(json.loads(ast.literal_eval(body)).get("error", ""))
+            except (ValueError, SyntaxError, TypeError, AttributeError):
+                detail = ""
+            detail = " ".join((detail or body).split())[:300]
+            return MetricsUnavailable(
+                f"Prometheus at {url} refused {name}: HTTP {status}: {detail}",
+                permanent=400 <= status < 500 and status != 429,
+            )
+        response, self._last_response = self._last_response, None
+        if isinstance(exc, KeyError | TypeError | ValueError) and response is not None:
+            # the client read an HTTP 200 answer as {"data": {"result": ...}} and failed
+            try:
+                error = _api_error(response.json())
+            except ValueError:
+                kind = response.headers.get("Content-Type", "no content type")
+                return MetricsUnavailable(
+                    f"Prometheus at {url} answered {name} with HTTP {response.status_code} that is not a Prometheus "
+                    f"API answer ({kind}); is the URL Prometheus' base URL?",
+                    permanent=True,
+                )
+            if error is not None:
+                kind, detail = error
+                return MetricsUnavailable(
+                    f"Prometheus at {url} refused {name}: {kind}: {detail}", permanent=kind == "bad_data"
+                )
+            return MetricsUnavailable(
+                f"Prometheus at {url} answered {name} without data.result (not a Prometheus API answer)",
+                permanent=True,
+            )
+        return MetricsUnavailable(f"Prometheus at {url} did not answer {name}: {type(exc).__name__}")
 
     def query(self, name: str, *, optional: bool = False, **fields) -> float:
         """The value of template ``name`` (the first series); NaN when ``optional`` and there is no data.
+
+        A value that is not a finite number >= 0 (NaN, ±Inf, negative, not a number; see `unusable`) is no data.
 
         Raises:
             MetricsUnavailable: Prometheus did not answer in time, or a non-optional query has no data.
         """
         promql = self.templates[name].format(pipeline=self.pipeline, **fields)
+        self._last_response = None
         try:
             result = self._prom.custom_query(promql, timeout=self.timeout_s)
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, HTTP errors: one line each
-            raise _http_failure(self.url, name, exc) from None
+            raise self._failure(name, exc) from None
         try:
-            value = float(result[0]["value"][1]) if result else math.nan
-        except (KeyError, IndexError, TypeError, ValueError):
+            raw = result[0]["value"][1] if result else math.nan
+        except (KeyError, IndexError, TypeError):
             raise MetricsUnavailable(f"{name} ({promql}) did not return an instant vector", permanent=True) from None
-        if math.isinf(value):
-            raise MetricsUnavailable(f"{name} ({promql}) returned {value}")
-        if math.isnan(value) and not optional:
+        value = sample_value(raw)
+        problem = unusable(name, value)
+        if problem is None:
+            return value
+        if optional:
+            if problem != "NaN" and name not in self._warned:  # NaN is how a metric without data reads: no news
+                self._warned.add(name)
+                log.warning(
+                    "Prometheus answered %s (%s) with an unusable value (%s): need a finite number >= 0; read as no "
+                    "data (said once)",
+                    name,
+                    promql,
+                    problem,
+                )
+            return math.nan
+        if problem == "NaN":
             raise MetricsUnavailable(
                 f"Prometheus has no data for {name} ({promql}); is the metric exported, and does the window span two "
                 "scrapes?"
             )
-        return value
+        raise MetricsUnavailable(
+            f"Prometheus answered {name} ({promql}) with an unusable value ({problem}): need a finite number >= 0; "
+            "not acting on it"
+        )
 
     def arrival_rate_rps(self, stage: str, window: str = "10s") -> float:
         """Requests per second arriving at ``stage``, averaged over ``window``."""
@@ -207,6 +366,7 @@ class PrometheusReader:
             pipeline=self.pipeline, stage=stage, window=window, q=0.99, sla="1"
         )
         end = datetime.now()
+        self._last_response = None
         try:
             result = self._prom.custom_query_range(
                 promql,
@@ -216,16 +376,26 @@ class PrometheusReader:
                 timeout=self.timeout_s,
             )
         except Exception as exc:  # noqa: BLE001
-            raise _http_failure(self.url, "the arrival history", exc) from None
+            raise self._failure("the arrival history", exc) from None
         if not result:
             raise MetricsUnavailable(f"Prometheus has no arrival history for stage {stage!r}")
         try:
-            values = np.array([float(v) for _t, v in result[0]["values"]])
+            raws = [v for _t, v in result[0]["values"]]
         except (KeyError, IndexError, TypeError, ValueError):
             raise MetricsUnavailable(
                 f"the arrival history of stage {stage!r} is not a range vector", permanent=True
             ) from None
-        return np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        if not raws:
+            raise MetricsUnavailable(f"Prometheus has no arrival history for stage {stage!r}")
+        values = [sample_value(v) for v in raws]
+        bad = [p for p in (unusable("arrival_history", v) for v in values) if p is not None]
+        if bad:  # the safety floor is the history's peak: a NaN read as 0 would protect 0 rps under load
+            shown = ", ".join(list(dict.fromkeys(bad))[:5])
+            raise MetricsUnavailable(
+                f"Prometheus answered the arrival history of stage {stage!r} ({promql}) with {len(bad)} unusable "
+                f"points of {len(values)} ({shown}): need finite numbers >= 0; not acting on them"
+            )
+        return np.array(values, dtype=float)
 
     def wait_for_data(self, stage: str, timeout_s: float = 30.0, poll_s: float = 0.5) -> None:
         """Block until Prometheus has scraped the stage's arrival counter (it starts scraping a few s after start)."""

@@ -5,6 +5,7 @@ Every step ends in a `StepReport` instead of an exception, so a fault never cras
 | what went wrong | report | next step |
 |---|---|---|
 | Prometheus unreachable, slow, or no data | ``held`` (config unchanged) | after a doubling backoff |
+| a load figure that is NaN, ±Inf, negative or no number | ``held``: no data, never acted on | after the same backoff |
 | Kubernetes 5xx, 429, timeout (read or patch) | ``held`` / ``failed`` | after the same backoff |
 | Kubernetes 409 | retried at once by the actuator after a re-read | normal interval |
 | Kubernetes 401, 403, 404; a Deployment the spec forbids | ``failed``, one ERROR line per new fault | next interval |

@@ -126,8 +126,9 @@ class ClosedLoop:
             time.sleep(poll_s)
         return None
 
-    def decisions(self) -> dict[str, float]:
-        m = self.sidecar_metrics()
+    def decisions(self, metrics: dict[str, float] | None = None) -> dict[str, float]:
+        """Decisions by outcome, from ``metrics`` (one scrape, to compare with other series of it) or a new one."""
+        m = self.sidecar_metrics() if metrics is None else metrics
         return {k.split('"')[1]: v for k, v in m.items() if k.startswith("rlscale_sidecar_decisions_total")}
 
     def errors(self) -> dict[str, float]:

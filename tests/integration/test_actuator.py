@@ -161,3 +161,45 @@ def test_apply_after_read_patches_from_what_was_read(kube_api, video, deployed):
     assert [o.action for o in act.apply(target).stages] == ["scaled", "unchanged"]
     assert [r["method"] for r in kube_api.emulator.seen] == ["PATCH"]
     assert act.read()[0] == target
+
+
+def test_every_call_with_named_deployments_is_covered_by_the_role_and_its_resource_names(kube_api, tmp_path):
+    """With every stage's Deployment named in the spec, the Role carries resourceNames: every request the actuator
+    makes (read, scale, template patch) names one of them, and none lists."""
+    import yaml
+
+    from rlscale.spec import data_dir
+
+    raw = yaml.safe_load((data_dir() / "pipelines" / "video.yaml").read_text())
+    raw["kubernetes"] = {"deployments": {"crop": "yolo-server", "classification": "resnet-server"}}
+    path = tmp_path / "video.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    spec = load_spec(path)
+    api = kube_api.apps_api()
+    initial = PipelineConfig((StageConfig("yolov5n", 1, 2, 1), StageConfig("resnet18", 2, 1, 2)))
+    for st, sc in zip(spec.stages, initial.stages, strict=True):
+        api.create_namespaced_deployment(NS, stage_deployment(spec, st, sc, namespace=NS))
+    kube_api.emulator.seen.clear()
+    act = DeploymentActuator(spec, api, NS)
+    act.read()
+    outcome = act.apply(PipelineConfig((initial.stages[0].with_(replicas=3), StageConfig("resnet34", 4, 1, 2))))
+    assert [o.action for o in outcome.stages] == ["scaled", "rolled"]
+    kube_api.emulator.inject(409, count=1)  # a conflict: the re-read is a get by name too
+    act.apply(PipelineConfig((initial.stages[0].with_(replicas=4), StageConfig("resnet34", 4, 1, 2))))
+    granted = {
+        (res, verb, name)
+        for rule in rbac_rules(spec)
+        for res in rule["resources"]
+        for verb in rule["verbs"]
+        for name in rule["resourceNames"]
+    }
+    used = set()
+    for r in kube_api.emulator.seen:
+        parts = r["path"].rstrip("/").split("/")
+        resource = "deployments/scale" if r["subresource"] == "scale" else "deployments"
+        name = parts[parts.index("deployments") + 1] if parts[-1] != "deployments" else None
+        verb = ("get" if name else "list") if r["method"] == "GET" else r["method"].lower()
+        used.add((resource, verb, name))
+    assert used <= granted, used - granted
+    assert {v for _r, v, _n in used} == {"get", "patch"}
+    assert {n for _r, _v, n in used} == {"yolo-server", "resnet-server"}

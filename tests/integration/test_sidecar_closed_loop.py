@@ -197,8 +197,8 @@ def test_the_bundled_agent_runs_live_behind_the_safety_layer(video, small, loop_
     assert loop.wait_for(lambda: sum(loop.decisions().values()) >= 1, timeout_s=60), loop.log()
     loop.wait_for(lambda: not loop.twin.running, timeout_s=duration / SPEEDUP + 30)
     ticks = loop.twin.ticks
-    d = loop.decisions()
     metrics = loop.sidecar_metrics()
+    d = loop.decisions(metrics)  # the same scrape: the sidecar keeps deciding while the test reads
     rc = loop.stop_sidecar()
     log = loop.log()
     assert rc == 0, log

@@ -290,3 +290,75 @@ def test_dockerfile_matches_the_manifest():
 def test_dockerignore_keeps_local_state_out():
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".venv", ".git", "runs", "out"} <= ignored
+
+
+# ----------------------------------------------------------------------------------- issue 11: review findings
+
+
+def test_named_deployments_restrict_the_role_to_their_names(custom_spec):
+    """get/patch (and the scale subresource) only on the stage Deployments; no list: names need no lookup."""
+    names = {"crop": "video-crop-server", "classification": "video-classification-server"}
+
+    def name_all(raw):
+        raw["kubernetes"] = {"deployments": names}
+
+    spec = load_spec(custom_spec(name_all))
+    rules = by_kind(render(spec), "Role")["rules"]
+    assert rules == rbac_rules(spec)
+    assert rules == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "resourceNames": ["video-crop-server", "video-classification-server"],
+            "verbs": ["get", "patch"],
+        },
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments/scale"],
+            "resourceNames": ["video-crop-server", "video-classification-server"],
+            "verbs": ["patch"],
+        },
+    ]
+
+
+def test_a_partly_named_pipeline_keeps_list_without_resource_names(custom_spec):
+    def name_one(raw):
+        raw["kubernetes"] = {"deployments": {"crop": "yolo"}}
+
+    rules = rbac_rules(load_spec(custom_spec(name_one)))
+    assert all("resourceNames" not in r for r in rules)  # the labelled stage's name is known only at run time
+    assert "list" in rules[0]["verbs"]
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "kube-public", "kube-node-lease"])
+def test_system_namespaces_are_refused_unless_allowed(namespace, custom_spec):
+    spec = load_spec("video")
+    with pytest.raises(RlscaleError, match=f"{namespace}.*system namespace.*--allow-system-namespace"):
+        render_manifests(spec, namespace=namespace)
+    in_spec = load_spec(custom_spec(lambda raw: raw.update(kubernetes={"namespace": namespace})))
+    with pytest.raises(RlscaleError, match=f"spec's kubernetes.namespace {namespace}"):
+        render_manifests(in_spec, namespace="ml")
+    docs = render(in_spec, namespace="ml", allow_system_namespace=True)
+    assert by_kind(docs, "Role")["metadata"]["namespace"] == namespace
+    assert "--allow-system-namespace" in container(docs)["args"]  # the sidecar refuses it too without the flag
+    assert "--allow-system-namespace" not in container(render(spec, namespace="ml"))["args"]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"interval_s": 1e308}, {"interval_s": 0.5}, {"interval_s": 86401}, {"window_s": 1e308}, {"window_s": 0.1}],
+)
+def test_interval_and_window_must_be_sane(kwargs):
+    with pytest.raises(RlscaleError, match="from 1 to 86400"):
+        render_manifests(load_spec("video"), **kwargs)
+
+
+def test_the_largest_interval_gives_a_grace_period_of_a_day():
+    pod = by_kind(render(load_spec("video"), interval_s=86400), "Deployment")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 86400 + 30
+
+
+def test_credentials_in_a_bad_prometheus_url_are_not_repeated():
+    with pytest.raises(RlscaleError) as info:
+        render_manifests(load_spec("video"), prometheus_url="ftp://alice:s3cret@prom:9090")
+    assert "s3cret" not in str(info.value) and "***@prom:9090" in str(info.value)
