@@ -4,13 +4,20 @@ Training runs stable-baselines3's PPO on `envs.PipelineEnv` (safety layer on, so
 projected configurations do), over random windows of the Twitter training split (days 0-13) and synthetic
 variations of them; the evaluation windows are only ever *evaluated on*, for the logs, and never used to pick a
 model. A run folder ``{pipeline}__ppo__{seed}__{time}`` holds the resolved config (``config.json``), TensorBoard
-logs (``tb/``), checkpoints, the final ``model.zip`` and ``eval.json``.
+logs (``tb/``), checkpoints (every ``checkpoint_every`` steps and every ``checkpoint_minutes``), the final
+``model.zip`` and ``eval.json``. A stop request (SIGINT/SIGTERM through `rlscale.interrupts`) ends learning at
+the next step: ``model.zip`` is saved, ``interrupted.json`` says where it stopped, and `TrainingInterrupted`
+tells the caller; ``--resume`` continues from that model. Models are written atomically (a temporary file, then
+``os.replace``), so a checkpoint is whole or absent.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +29,9 @@ from agents.lstm import LSTMPredictor
 from agents.safety import SafetyLayer
 from envs.pipeline_env import Codec, PipelineEnv
 from rlscale.errors import RlscaleError
+from rlscale.inputs import MAX_SEED
+from rlscale.interrupts import Interrupted, StopRequest, signal_name, signum_of
+from rlscale.paths import OutputError, atomic_path, atomic_write_text, check_name, inside, output_folder
 from rlscale.spec import PipelineSpec, load_spec
 from rlscale.types import PipelineConfig, PipelineState
 from rlscale.workload import IPA_PATTERNS
@@ -35,8 +45,32 @@ class AgentMismatch(RlscaleError):
     """The agent was trained for another pipeline shape (observations or action choices differ)."""
 
 
+class TrainingInterrupted(Interrupted):
+    """Training stopped early on a stop request or an interrupt; the model so far is saved.
+
+    Attributes:
+        run: the run folder.
+        model: the saved ``model.zip`` (``--resume`` takes it).
+        timesteps_done: environment steps learnt (in this run, after the resumed model's).
+        timesteps: the steps the run was asked for.
+    """
+
+    def __init__(self, signum: int, run: Path, model: Path, timesteps_done: int, timesteps: int) -> None:
+        super().__init__(signum)
+        self.run = run
+        self.model = model
+        self.timesteps_done = timesteps_done
+        self.timesteps = timesteps
+
+
 def bundled_agent(pipeline: str) -> Path:
-    return BUNDLED_DIR / f"ppo_{pipeline}.zip"
+    """Where the bundled agent of ``pipeline`` lives (``agents/data/ppo_{pipeline}.zip``).
+
+    Raises:
+        RlscaleError: ``pipeline`` is not a safe name, or the path would leave ``agents/data``.
+    """
+    check_name(pipeline, "pipeline name")
+    return inside(BUNDLED_DIR, f"ppo_{pipeline}.zip", "bundled agent")
 
 
 @dataclass
@@ -52,6 +86,7 @@ class TrainConfig:
         resume: a model.zip to continue from (None: start fresh).
         learning_rate, n_steps, batch_size, n_epochs, gamma, gae_lambda, ent_coef, net_arch: PPO's settings.
         checkpoint_every: save a checkpoint every this many steps.
+        checkpoint_minutes: also save one every this many minutes of training (0: only by steps).
         eval_every: evaluate on the IPA windows every this many steps (logged only).
         load_scale_rps: the environment's load normalisation.
         projection_penalty, reconfig_penalty: reward shaping.
@@ -72,6 +107,7 @@ class TrainConfig:
     ent_coef: float = 0.005
     net_arch: list[int] = field(default_factory=lambda: [128, 128])
     checkpoint_every: int = 50_000
+    checkpoint_minutes: float = 10.0
     eval_every: int = 50_000
     load_scale_rps: float = 50.0
     projection_penalty: float = 0.05
@@ -219,27 +255,117 @@ def evaluate(model_path: Path, pipeline: str, traces=IPA_PATTERNS, seed: int = 0
     return out
 
 
-def train(cfg: TrainConfig, progress_bar: bool = True) -> Path:
-    """Train PPO per ``cfg``; returns the run folder (holding ``model.zip``)."""
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-
+def _check_config(cfg: TrainConfig) -> None:
+    """Every setting a user can get wrong, checked before anything is built or written."""
     if cfg.timesteps < 1:
         raise RlscaleError(f"--timesteps must be >= 1, got {cfg.timesteps}")
     if cfg.n_envs < 1:
         raise RlscaleError(f"--n-envs must be >= 1, got {cfg.n_envs}")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise RlscaleError(f"--seed must be between 0 and {MAX_SEED}, got {cfg.seed}")
+    if not (math.isfinite(cfg.checkpoint_minutes) and cfg.checkpoint_minutes >= 0):
+        raise RlscaleError(f"--checkpoint-minutes must be a number >= 0 (0: off), got {cfg.checkpoint_minutes}")
+    if cfg.checkpoint_every < 1:
+        raise RlscaleError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _load_for_resume(path: Path, spec: PipelineSpec, venv):
+    """The model ``--resume`` names, checked against the pipeline's spaces and given the environments.
+
+    Raises:
+        RlscaleError: no such file, or not a loadable agent.
+        AgentMismatch: an agent of another pipeline shape.
+    """
+    from stable_baselines3 import PPO
+
+    if not path.is_file():
+        raise RlscaleError(f"--resume {path}: no such model file")
+    try:
+        probe = PPO.load(path, device="cpu")
+    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign zip: one clear line
+        raise RlscaleError(f"--resume {path}: cannot load the agent: {_one_line(exc)}") from None
+    expected_obs = venv.observation_space.shape
+    if probe.observation_space.shape != expected_obs:
+        raise AgentMismatch(
+            f"--resume {path}: the agent observes {probe.observation_space.shape}, pipeline {spec.name} needs "
+            f"{expected_obs}; resume an agent trained for {spec.name}"
+        )
+    actions = [int(n) for n in getattr(probe.action_space, "nvec", [])]
+    wanted = [int(n) for n in venv.action_space.nvec]
+    if actions != wanted:
+        raise AgentMismatch(
+            f"--resume {path}: the agent chooses among {actions} options per action, pipeline {spec.name} needs "
+            f"{wanted}; resume an agent trained for {spec.name}"
+        )
+    try:
+        return PPO.load(path, env=venv, device="cpu")
+    except Exception as exc:  # noqa: BLE001
+        raise RlscaleError(f"--resume {path}: cannot resume the agent: {_one_line(exc)}") from None
+
+
+def _create_run_folder(out: Path, name: str) -> Path:
+    """``out/name`` created (``name-2``, ``name-3``... when a run of the same second exists), inside ``out``."""
+    output_folder(out)
+    for n in range(1, 100):
+        run = inside(out, name if n == 1 else f"{name}-{n}", "run name")
+        try:
+            run.mkdir()
+            return run
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"--out {out}: cannot create the run folder {run.name}: {exc.strerror}") from None
+    raise OutputError(f"--out {out}: too many runs named {name}")
+
+
+def save_model(model, path: Path, cfg: TrainConfig | None = None) -> Path:
+    """Save ``model`` atomically at ``path``; with ``cfg``, its config beside it (``.json``, what loading reads)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    if cfg is not None:
+        atomic_write_text(path.with_suffix(".json"), json.dumps(asdict(cfg), indent=2) + "\n")
+    return path
+
+
+def train(cfg: TrainConfig, progress_bar: bool = True, stop: StopRequest | None = None) -> Path:
+    """Train PPO per ``cfg``; returns the run folder (holding ``model.zip``).
+
+    Everything a user can get wrong (the settings, the spec, ``--out``, the ``--resume`` model) is checked
+    before the run folder is created, so a refused run leaves nothing behind.
+
+    Args:
+        cfg: the run's settings.
+        progress_bar: show SB3's progress bar.
+        stop: polled every environment step; once set, learning ends, the model is saved and
+            `TrainingInterrupted` raised (so is it on a `KeyboardInterrupt`).
+
+    Raises:
+        RlscaleError: a bad setting, spec, output folder or resume model (`AgentMismatch`, `OutputError`).
+        TrainingInterrupted: stopped early; the model so far is saved in the run folder.
+    """
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    _check_config(cfg)
     spec = load_spec(cfg.pipeline)
-    run = Path(cfg.out) / f"{spec.name}__ppo__{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
-    run.mkdir(parents=True, exist_ok=False)
-    (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    log.info("run folder %s", run)
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out}: exists and is not a folder")
+    run_name = check_name(f"{spec.name}__ppo__{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}", "run name", 255)
+    inside(out, run_name, "run name")
 
     venv = VecNormalize(
         DummyVecEnv([make_env(cfg, i) for i in range(cfg.n_envs)]), norm_obs=False, norm_reward=True, gamma=cfg.gamma
     )
     if cfg.resume:
-        model = PPO.load(cfg.resume, env=venv, device="cpu", tensorboard_log=str(run / "tb"))
+        model = _load_for_resume(Path(cfg.resume), spec, venv)
     else:
         model = PPO(
             "MlpPolicy",
@@ -252,11 +378,18 @@ def train(cfg: TrainConfig, progress_bar: bool = True) -> Path:
             gae_lambda=cfg.gae_lambda,
             ent_coef=cfg.ent_coef,
             policy_kwargs={"net_arch": list(cfg.net_arch)},
-            tensorboard_log=str(run / "tb"),
             seed=cfg.seed,
             device="cpu",
             verbose=0,
         )
+    run = _create_run_folder(out, run_name)
+    try:
+        atomic_write_text(run / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(run, ignore_errors=True)  # nothing was learnt: leave no empty run behind
+        raise
+    model.tensorboard_log = str(run / "tb")
+    log.info("run folder %s", run)
 
     class EvalOnWindows(BaseCallback):
         """Logs the agent's score on IPA's windows now and then; never used to choose the model."""
@@ -269,10 +402,7 @@ def train(cfg: TrainConfig, progress_bar: bool = True) -> Path:
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next:
                 self.next += self.every
-                path = run / "checkpoints" / f"eval_{self.num_timesteps}.zip"
-                path.parent.mkdir(exist_ok=True)
-                self.model.save(path)
-                (path.with_suffix(".json")).write_text(json.dumps(asdict(cfg)))
+                path = save_model(self.model, run / "checkpoints" / f"eval_{self.num_timesteps}.zip", cfg)
                 for name, rec in evaluate(path, cfg.pipeline).items():
                     self.logger.record(f"eval/{name}/score", rec["score"])
                     self.logger.record(f"eval/{name}/violation_rate", rec["sla_violation_rate"])
@@ -291,20 +421,57 @@ def train(cfg: TrainConfig, progress_bar: bool = True) -> Path:
                 )
             return True
 
-    callbacks = CallbackList(
-        [
-            CheckpointCallback(max(1, cfg.checkpoint_every // cfg.n_envs), str(run / "checkpoints"), name_prefix="ppo"),
-            EvalOnWindows(cfg.eval_every),
-            EpisodeInfo(),
-        ]
-    )
+    class Checkpoints(BaseCallback):
+        """Saves ``checkpoints/ppo_{steps}_steps.zip`` every ``checkpoint_every`` steps and every
+        ``checkpoint_minutes``, and ends learning (returns False) once ``stop`` is set."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.every_calls = max(1, cfg.checkpoint_every // cfg.n_envs)
+            self.period_s = cfg.checkpoint_minutes * 60.0
+            self.last = time.monotonic()
+
+        def _on_step(self) -> bool:
+            due = self.n_calls % self.every_calls == 0
+            if self.period_s > 0 and time.monotonic() - self.last >= self.period_s:
+                due = True
+            if due:
+                save_model(self.model, run / "checkpoints" / f"ppo_{self.num_timesteps}_steps.zip", cfg)
+                self.last = time.monotonic()
+            return stop is None or not stop.is_set()
+
+    callbacks = CallbackList([Checkpoints(), EvalOnWindows(cfg.eval_every), EpisodeInfo()])
     started = time.perf_counter()
-    model.learn(
-        total_timesteps=cfg.timesteps, callback=callbacks, progress_bar=progress_bar, reset_num_timesteps=not cfg.resume
-    )
-    model.save(run / "model.zip")
-    summary = {"train_wall_s": round(time.perf_counter() - started, 1), "timesteps": cfg.timesteps}
-    summary["eval"] = evaluate(run / "model.zip", cfg.pipeline)
-    (run / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    start_steps = model.num_timesteps if cfg.resume else 0
+    interrupted: int | None = None
+    try:
+        model.learn(
+            total_timesteps=cfg.timesteps,
+            callback=callbacks,
+            progress_bar=progress_bar,
+            reset_num_timesteps=not cfg.resume,
+        )
+    except KeyboardInterrupt as exc:  # a second signal, or Ctrl-C without a stop request: keep the model anyway
+        interrupted = signum_of(exc)
+    if interrupted is None and stop is not None and stop.is_set():
+        interrupted = stop.signum
+    save_model(model, run / "model.zip")
+    done = int(model.num_timesteps - start_steps)
+    if interrupted is not None:
+        state = {"timesteps_done": done, "timesteps": cfg.timesteps, "signal": signal_name(interrupted)}
+        atomic_write_text(run / "interrupted.json", json.dumps(state, indent=2) + "\n")
+        raise TrainingInterrupted(interrupted, run, run / "model.zip", done, cfg.timesteps)
+    summary: dict[str, Any] = {"train_wall_s": round(time.perf_counter() - started, 1), "timesteps": cfg.timesteps}
+    summary["eval"] = {}
+    try:
+        for name in IPA_PATTERNS:  # one window at a time, so that a stop request does not wait for all four
+            if stop is not None and stop.is_set():
+                raise TrainingInterrupted(stop.signum or signal.SIGINT, run, run / "model.zip", done, cfg.timesteps)
+            summary["eval"].update(evaluate(run / "model.zip", cfg.pipeline, traces=(name,)))
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, TrainingInterrupted):
+            raise
+        raise TrainingInterrupted(signum_of(exc), run, run / "model.zip", done, cfg.timesteps) from None
+    atomic_write_text(run / "eval.json", json.dumps(summary, indent=2) + "\n")
     log.info("trained in %.0f s; model %s", summary["train_wall_s"], run / "model.zip")
     return run

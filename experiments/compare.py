@@ -3,19 +3,33 @@
 Each run goes through the same code path as ``rlscale simulate`` (`experiments.registry.make_policy` and
 `rlscale.sim.runner.run_episode`). Writes to ``--out``:
 
+- ``records.jsonl``: one line per finished run, appended (written, flushed, fsynced) the moment it finishes, so
+  an interrupt or a crash loses only the run in flight; ``settings.json``: what the runs depend on (pipeline and
+  spec digest, traces and their digests, policies, seeds, arrivals, planner flags), to resume only like with like;
 - ``results.csv``: one row per run (every field of the summary record but the per-stage list);
 - ``results.md``: one row per pipeline x trace x policy, means over seeds (with the spread of the score);
 - ``accuracy_vs_cost.png`` (one panel per trace, one point per policy), ``violations.png`` (violation rate per
-  policy and trace) and ``timeline-{trace}-{policy}.png`` for the first seed.
+  policy and trace) and ``timeline-{trace}-{policy}.png`` for the first seed, ``{trace}`` being the trace's name
+  (a CSV's file name without ``.csv``; ``-2``, ``-3``... added when two traces share one).
+
+Every file but the records is written whole or not at all (a temporary file, then ``os.replace``). A folder that
+already holds a comparison's results is never mixed with a new one: ``resume`` continues it (skipping the
+(trace, policy, seed) runs it recorded; refused when the settings differ), ``overwrite`` removes its results
+(timelines included) and starts over, and with neither the comparison is refused. On an interrupt
+(`KeyboardInterrupt`, or `rlscale.interrupts.Interrupted` for SIGTERM) the summary files are written from the
+runs that finished and `ComparisonInterrupted` says how many.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
+import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,21 +38,68 @@ import numpy as np
 from experiments.plots import plot_timeline
 from experiments.registry import PolicyOptions, make_policy
 from rlscale.errors import RlscaleError
+from rlscale.interrupts import Interrupted, signum_of
+from rlscale.paths import (
+    OutputError,
+    append_line,
+    atomic_path,
+    atomic_write_text,
+    check_name,
+    inside,
+    is_safe_name,
+    name_rule,
+    output_folder,
+)
 from rlscale.sim.runner import RunResult, run_episode
 from rlscale.spec import PipelineSpec, load_spec
-from rlscale.workload import load_trace
+from rlscale.workload import EVAL_TRACES, Trace, load_trace
 
 log = logging.getLogger(__name__)
+
+RECORDS = "records.jsonl"
+SETTINGS = "settings.json"
+SUMMARY = ("results.csv", "results.md", "accuracy_vs_cost.png", "violations.png")
+TIMELINES = "timeline-*.png"
+TEMPORARY = ".*.tmp-*"  # what `rlscale.paths.atomic_path` leaves when a process is killed mid-write
+
+RunKey = tuple[str, str, int]
+
+
+class ComparisonInterrupted(Interrupted):
+    """A comparison stopped by SIGINT/SIGTERM after its finished runs were saved and summarised.
+
+    Attributes:
+        comparison: the runs that finished (``records``) and the files written.
+        finished: runs finished (this time and recorded before, when resuming).
+        total: runs the comparison has.
+        out: the output folder (None when nothing is written).
+    """
+
+    def __init__(self, signum: int, comparison: Comparison, total: int, out: Path | None) -> None:
+        super().__init__(signum)
+        self.comparison = comparison
+        self.finished = len(comparison.records)
+        self.total = total
+        self.out = out
 
 
 @dataclass
 class Comparison:
-    """All runs of one comparison and where its files went."""
+    """All runs of one comparison and where its files went.
+
+    Attributes:
+        spec: the pipeline.
+        records: one summary record per finished run, in the comparison's order (trace, policy, seed).
+        results: every RunResult of this process's runs, with ``keep_results``.
+        files: the files written.
+        labels: each trace's name in file names and plots (unique within the comparison).
+    """
 
     spec: PipelineSpec
     records: list[dict[str, Any]] = field(default_factory=list)
     results: dict[tuple[str, str, int], RunResult] = field(default_factory=dict, repr=False)
     files: list[Path] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
 
     def mean(self, trace: str, policy: str, key: str) -> float:
         vals = [r[key] for r in self.records if r["trace"] == trace and r["policy"] == policy]
@@ -47,6 +108,177 @@ class Comparison:
     def std(self, trace: str, policy: str, key: str) -> float:
         vals = [r[key] for r in self.records if r["trace"] == trace and r["policy"] == policy]
         return float(np.std(vals)) if len(vals) > 1 else 0.0
+
+    def has(self, trace: str, policy: str) -> bool:
+        """Whether any run of ``trace`` x ``policy`` finished."""
+        return any(r["trace"] == trace and r["policy"] == policy for r in self.records)
+
+    def label(self, trace: str) -> str:
+        return self.labels.get(trace) or (Path(trace).stem if trace.endswith(".csv") else trace)
+
+
+def trace_labels(traces: Sequence[str]) -> dict[str, str]:
+    """Each trace's name for file names and plots: a bundled name, or a CSV's file name without the extension.
+
+    Two traces with one file name (``a/x.csv``, ``b/x.csv``) get ``x`` and ``x-2`` (compared without case, for
+    case-insensitive file systems).
+
+    Raises:
+        RlscaleError: a name is not a safe file name (`rlscale.paths.is_safe_name`).
+    """
+    labels: dict[str, str] = {}
+    taken: set[str] = set()
+    for t in traces:
+        base = t if t in EVAL_TRACES else Path(t).stem
+        if base != t and not is_safe_name(base):
+            raise RlscaleError(
+                f"trace name {base!r} (of {t}) cannot be used in a file name ({name_rule()}); rename the file"
+            )
+        check_name(base, "trace name")
+        label, n = base, 1
+        while label.lower() in taken:
+            n += 1
+            label = f"{base}-{n}"
+        taken.add(label.lower())
+        labels[t] = label
+    return labels
+
+
+def _digest(*chunks: bytes) -> str:
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(hashlib.sha256(chunk).digest())
+    return h.hexdigest()
+
+
+def _file_bytes(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError:
+        return b""
+
+
+def _settings(
+    spec: PipelineSpec,
+    traces: Sequence[str],
+    loaded: dict[str, Trace],
+    policies: Sequence[str],
+    seeds: int,
+    mode: str,
+    options: PolicyOptions | None,
+    timelines: bool,
+) -> dict[str, Any]:
+    """What the records depend on; a resumed comparison must have the same (`settings.json`)."""
+    profiles = sorted({s.profile_path for s in spec.stages})
+    settings: dict[str, Any] = {
+        "pipeline": spec.name,
+        "spec_sha256": _digest(_file_bytes(spec.source), *(_file_bytes(p) for p in profiles)),
+        "traces": list(traces),
+        "traces_sha256": [_digest(np.ascontiguousarray(loaded[t].rps, dtype=float).tobytes()) for t in traces],
+        "policies": list(policies),
+        "seeds": seeds,
+        "arrivals": mode,
+        "options": asdict(options or PolicyOptions()),
+        "timelines": timelines,
+    }
+    if any(p.startswith("ppo") for p in policies):
+        from agents.ppo import bundled_agent
+
+        agent = Path((options and options.agent) or bundled_agent(spec.name))
+        settings["agent_sha256"] = _digest(_file_bytes(agent))
+    return settings
+
+
+def previous_results(out: Path) -> list[Path]:
+    """The files of an earlier comparison in ``out`` (records, settings, summary files, timelines)."""
+    if not out.is_dir():
+        return []
+    names = [out / n for n in (RECORDS, SETTINGS, *SUMMARY)]
+    return [p for p in names if p.exists()] + sorted(out.glob(TIMELINES))
+
+
+def _shorten(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_records(path: Path, runs: Sequence[RunKey]) -> dict[RunKey, dict[str, Any]]:
+    """The finished runs of ``records.jsonl``; a torn last line (killed mid-write) is dropped from the file."""
+    if not path.exists():
+        return {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RlscaleError(f"--resume: cannot read {path}: {exc}; pass --overwrite to start over") from None
+    wanted = set(runs)
+    done: dict[RunKey, dict[str, Any]] = {}
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        try:
+            record = json.loads(line)
+            key = (record["trace"], record["policy"], int(record["seed"]))
+        except (ValueError, KeyError, TypeError):
+            if i == len(lines) - 1:  # the write in flight when the process died
+                log.warning("%s: dropping an incomplete last line", path)
+                break
+            raise RlscaleError(
+                f"--resume: {path} line {i + 1} is not a run record; pass --overwrite to start over"
+            ) from None
+        if key in wanted:
+            done[key] = record
+            kept.append(line)
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return done
+
+
+def _prepare_out(
+    out: Path, settings: dict[str, Any], runs: Sequence[RunKey], *, resume: bool, overwrite: bool
+) -> dict[RunKey, dict[str, Any]]:
+    """Make ``out`` ready by the overwrite rule; returns the runs already recorded there (when resuming)."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out}: exists and is not a folder")
+    previous = previous_results(out)
+    done: dict[RunKey, dict[str, Any]] = {}
+    if previous and overwrite:
+        for path in [*previous, *out.glob(TEMPORARY)]:
+            try:
+                path.unlink()
+            except OSError as exc:
+                raise OutputError(f"--overwrite: cannot remove {path}: {exc.strerror}") from None
+        log.info("removed %d files of the previous comparison in %s", len(previous), out)
+    elif previous and resume:
+        try:
+            saved = json.loads((out / SETTINGS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise RlscaleError(
+                f"--resume: {out} holds results without a readable {SETTINGS} (another rlscale version or an "
+                "edited folder): they cannot be continued; pass --overwrite to start over"
+            ) from None
+        if saved != settings:
+            key = next((k for k in {**settings, **saved} if saved.get(k) != settings.get(k)), "settings")
+            raise RlscaleError(
+                f"--resume: {out} holds a comparison with other settings ({key}: {_shorten(saved.get(key))} there, "
+                f"{_shorten(settings.get(key))} now); give the flags it was started with, or --overwrite to start over"
+            )
+        done = _read_records(out / RECORDS, runs)
+        log.info("resuming: %d of %d runs already recorded in %s", len(done), len(runs), out / RECORDS)
+    elif previous:
+        raise RlscaleError(
+            f"{out} already holds a comparison's results ({', '.join(p.name for p in previous[:3])}"
+            f"{', ...' if len(previous) > 3 else ''}); pass --resume to finish it with the same settings, "
+            "or --overwrite to start over"
+        )
+    output_folder(out)
+    atomic_write_text(out / SETTINGS, json.dumps(settings, indent=2) + "\n")
+    return done
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars (the records hold a few)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def run_comparison(
@@ -61,8 +293,10 @@ def run_comparison(
     timelines: bool = True,
     progress: bool = True,
     keep_results: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> Comparison:
-    """Run every combination and write the outputs.
+    """Run every combination and write the outputs, each run's record the moment it finishes.
 
     Args:
         pipeline: bundled name or spec path.
@@ -75,64 +309,116 @@ def run_comparison(
         out: output folder (None writes nothing).
         timelines: draw a timeline per trace x policy (first seed).
         progress: show a progress bar.
-        keep_results: keep every RunResult in memory (for analysis; costs memory).
+        keep_results: keep every RunResult of this process's runs in memory (for analysis; costs memory).
+        resume: ``out`` holds an unfinished comparison with the same settings: run only what it lacks.
+        overwrite: remove the results of an earlier comparison in ``out`` first.
+
+    Raises:
+        RlscaleError: a bad name, seed count or flag; ``out`` holds results and neither ``resume`` nor
+            ``overwrite`` is given, or ``resume`` meets other settings.
+        OutputError: ``out`` cannot be created or written.
+        ComparisonInterrupted: SIGINT/SIGTERM (or a `KeyboardInterrupt`); the finished runs are saved and
+            summarised first.
     """
     if seeds < 1:
         raise RlscaleError(f"--seeds must be >= 1, got {seeds}")
     if not traces or not policies:
         raise RlscaleError("need at least one trace and one policy")
+    if resume and overwrite:
+        raise RlscaleError("--resume and --overwrite exclude each other: continue the comparison, or start over")
+    for flag, names in (("--traces", traces), ("--policies", policies)):
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if twice is not None:
+            raise RlscaleError(f"{flag} lists {twice!r} twice")
     spec = load_spec(pipeline)
     loaded = {t: load_trace(t) for t in traces}  # fail on a bad trace before any run
     for p in policies:  # and on a bad policy name
         make_policy(p, spec, next(iter(loaded.values())), options)
+        check_name(p, "policy name")
+    labels = trace_labels(traces)
     mode = arrivals or ("even" if seeds == 1 else "poisson")
+    runs: list[RunKey] = [(t, p, s) for t in traces for p in policies for s in range(seeds)]
+    comp = Comparison(spec=spec, labels=labels)
+    timeline_paths = {}
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    comp = Comparison(spec=spec)
-    runs = [(t, p, s) for t in traces for p in policies for s in range(seeds)]
+        timeline_paths = {
+            (t, p): inside(out, f"timeline-{labels[t]}-{p}.png", "timeline") for t in traces for p in policies
+        }
+    done: dict[RunKey, dict[str, Any]] = {}
+    if out is not None:
+        settings = _settings(spec, traces, loaded, policies, seeds, mode, options, timelines)
+        done = _prepare_out(out, settings, runs, resume=resume, overwrite=overwrite)
+        if timelines:
+            drawn = [timeline_paths[t, p] for t, p, s in runs if s == 0 and (t, p, s) in done]
+            comp.files += [path for path in drawn if path.exists()]
 
     def execute(t: str, p: str, s: int) -> None:
         trace = loaded[t]
         result = run_episode(spec, trace, make_policy(p, spec, trace, options), seed=s, arrivals=mode)
         record = {k: v for k, v in result.record.items() if k != "stages"}
         record["trace"] = t
+        record["policy"] = p
         record["arrivals"] = mode
-        comp.records.append(record)
+        line = json.dumps(record, default=_plain)
+        record = json.loads(line)  # plain values: a resumed record and a fresh one are alike
         if keep_results:
             comp.results[(t, p, s)] = result
-        if out is not None and timelines and s == 0:
-            name = Path(t).stem if t.endswith(".csv") else t
-            comp.files.append(plot_timeline(spec, result, out / f"timeline-{name}-{p}.png"))
+        if out is not None:
+            if timelines and s == 0:
+                path = timeline_paths[t, p]
+                with atomic_path(path) as tmp:
+                    plot_timeline(spec, result, tmp)
+                comp.files.append(path)
+            append_line(out / RECORDS, line)  # the run counts as finished once this line is on disk
+        done[(t, p, s)] = record
 
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    todo = [key for key in runs if key not in done]
+    interrupted: int | None = None
+    try:
+        if progress:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        with Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
-        ) as bar:
-            task = bar.add_task("comparing", total=len(runs))
-            for t, p, s in runs:
-                bar.update(task, description=f"{spec.name} / {t} / {p} / seed {s}")
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                transient=True,
+            ) as bar:
+                task = bar.add_task("comparing", total=len(runs), completed=len(runs) - len(todo))
+                for t, p, s in todo:
+                    bar.update(task, description=f"{spec.name} / {labels[t]} / {p} / seed {s}")
+                    execute(t, p, s)
+                    bar.advance(task)
+        else:
+            for t, p, s in todo:
                 execute(t, p, s)
-                bar.advance(task)
-    else:
-        for t, p, s in runs:
-            execute(t, p, s)
-    if out is not None:
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through rlscale.interrupts: keep what finished
+        interrupted = signum_of(exc)
+    comp.records = [done[key] for key in runs if key in done]
+    if out is not None and comp.records:
         comp.files += write_outputs(comp, list(traces), list(policies), out)
+    if interrupted is not None:
+        raise ComparisonInterrupted(interrupted, comp, len(runs), out)
     return comp
 
 
 def write_outputs(comp: Comparison, traces: list[str], policies: list[str], out: Path) -> list[Path]:
+    """Write ``results.csv``, ``results.md`` and the two summary plots of the finished runs, each atomically."""
     files = [out / "results.csv", out / "results.md"]
-    keys = list(comp.records[0])
-    with open(files[0], "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(comp.records)
-    files[1].write_text(markdown_table(comp, traces, policies))
-    files.append(plot_accuracy_vs_cost(comp, traces, policies, out / "accuracy_vs_cost.png"))
-    files.append(plot_violations(comp, traces, policies, out / "violations.png"))
+    keys: list[str] = []
+    for record in comp.records:
+        keys += [k for k in record if k not in keys]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(comp.records)
+    atomic_write_text(files[0], buffer.getvalue())
+    atomic_write_text(files[1], markdown_table(comp, traces, policies))
+    for name, plot in (("accuracy_vs_cost.png", plot_accuracy_vs_cost), ("violations.png", plot_violations)):
+        with atomic_path(out / name) as tmp:
+            plot(comp, traces, policies, tmp)
+        files.append(out / name)
     return files
 
 
@@ -147,6 +433,8 @@ def markdown_table(comp: Comparison, traces: list[str], policies: list[str]) -> 
     ]
     for t in traces:
         for p in policies:
+            if not comp.has(t, p):  # an interrupted comparison: only what finished
+                continue
             m = lambda k, t=t, p=p: comp.mean(t, p, k)  # noqa: E731
             lines.append(
                 f"| {comp.spec.name} | {t} | {p} | {m('requests'):.0f} | {m('late') + m('dropped'):.1f} | "
@@ -172,12 +460,15 @@ def plot_accuracy_vs_cost(comp: Comparison, traces: list[str], policies: list[st
     colours = plt.get_cmap("tab10")
     for ax, t in zip(axes[0], traces, strict=True):
         for i, p in enumerate(policies):
+            if not comp.has(t, p):
+                continue
             ax.scatter(comp.mean(t, p, "cost_cores"), comp.mean(t, p, "accuracy"), color=colours(i % 10), label=p)
             ax.annotate(p, (comp.mean(t, p, "cost_cores"), comp.mean(t, p, "accuracy")), fontsize=7)
-        ax.set_title(Path(t).stem if t.endswith(".csv") else t, fontsize=9)
+        ax.set_title(comp.label(t), fontsize=9)
         ax.set_xlabel("cost (cores, time-averaged)")
         ax.set_ylabel(f"accuracy ({comp.spec.objective.accuracy_method})")
-    axes[0][-1].legend(fontsize=7)
+    if axes[0][-1].get_legend_handles_labels()[0]:  # (an interrupted comparison may have no point there)
+        axes[0][-1].legend(fontsize=7)
     fig.suptitle(f"{comp.spec.name}: accuracy against cost (up and left is better)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -191,8 +482,8 @@ def plot_violations(comp: Comparison, traces: list[str], policies: list[str], pa
     width = 0.8 / len(traces)
     x = np.arange(len(policies))
     for j, t in enumerate(traces):
-        vals = [100 * comp.mean(t, p, "sla_violation_rate") for p in policies]
-        ax.bar(x + j * width, vals, width, label=Path(t).stem if t.endswith(".csv") else t)
+        vals = [100 * comp.mean(t, p, "sla_violation_rate") if comp.has(t, p) else 0.0 for p in policies]
+        ax.bar(x + j * width, vals, width, label=comp.label(t))
     ax.set_xticks(x + width * (len(traces) - 1) / 2)
     ax.set_xticklabels(policies, rotation=20, fontsize=8)
     ax.set_ylabel("SLA violations (% of requests)")

@@ -94,7 +94,13 @@ def run_demo(out_dir: Path, pipeline: str = DEFAULT_PIPELINE, seed: int = 0) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = load_spec(pipeline)
     comp = run_comparison(
-        pipeline, list(IPA_PATTERNS), list(DEMO_POLICIES), seeds=1, out=out_dir, progress=sys.stderr.isatty()
+        pipeline,
+        list(IPA_PATTERNS),
+        list(DEMO_POLICIES),
+        seeds=1,
+        out=out_dir,
+        progress=sys.stderr.isatty(),
+        overwrite=True,  # the demo always redoes every run: the previous demo's results are replaced
     )
     table = Table(title=f"rlscale demo: {spec.name} pipeline (SLA {spec.sla_s:g} s), IPA's load patterns")
     for col in ("trace", "policy", "requests", "violations", "accuracy", "cost (cores)", "score", "reconfigs"):

@@ -45,7 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     traces = [str(p) for p in write_traces(args.out / "traces")]
     policies = ["ppo", "ppo-raw", "ipa", "oracle"]
-    comp = run_comparison("video", traces, policies, seeds=args.seeds, out=args.out, timelines=False)
+    comp = run_comparison(
+        "video", traces, policies, seeds=args.seeds, out=args.out, timelines=False, overwrite=True
+    )  # a new stress run replaces the last one (its traces are rewritten above)
     print(markdown_table(comp, traces, policies))
     return 0
 
