@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 from rlscale.errors import RlscaleError
+from rlscale.inputs import MAX_SEED
 from rlscale.stdio import stdout_to_stderr
 
 log = logging.getLogger("rlscale")
@@ -29,6 +32,37 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in [low, high], else one clear usage error (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def float_in(low: float, high: float, *, exclusive_low: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in [low, high] (or (low, high]), else one clear usage error (exit 2)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value > high or value < low or (exclusive_low and value == low):
+            bound = f"> {low:g}" if exclusive_low else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound} and <= {high:g}, got {text}")
+        return value
+
+    return parse
 
 
 # --------------------------------------------------------------------------------------------- pipelines
@@ -145,7 +179,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.plot:
         from experiments.plots import plot_timeline
 
-        plot_timeline(spec, result, Path(args.plot))
+        _save_plot(lambda: plot_timeline(spec, result, Path(args.plot)), Path(args.plot))
         log.info("wrote %s", args.plot)
     if args.json:
         _emit_json(result.record)
@@ -190,25 +224,39 @@ def _check_writable(path: Path) -> None:
     """Fail before a long run, not after it, when an output file cannot be written."""
     if path.suffix.lower() != ".png":
         raise RlscaleError(f"--plot {path}: the plot is a PNG file; give a path ending in .png")
+    if path.is_dir():
+        raise RlscaleError(f"--plot {path}: is a folder; give a file path ending in .png")
     parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise RlscaleError(f"--plot {path}: {parent} is not a folder")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise RlscaleError(f"--plot {path}: folder {parent} is not writable")
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise RlscaleError(f"--plot {path}: {existing} is not a folder")
+    if existing == parent:
+        # a real write: os.access says yes to root even where nothing can be created (/proc, a read-only mount)
+        try:
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as exc:
+            raise RlscaleError(f"--plot {path}: cannot write in {parent}: {exc.strerror or exc}") from None
+
+
+def _save_plot(draw: Callable[[], object], path: Path) -> None:
+    """Draw a plot; a write that fails (disk full, folder removed) is one clear line, not an internal error."""
+    try:
+        draw()
+    except OSError as exc:
+        raise RlscaleError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None
 
 
 # ------------------------------------------------------------------------------------------------- train
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import shutil
-
-    from agents.ppo import BUNDLED_DIR, TrainConfig, train
+    from agents.ppo import TrainConfig, TrainingInterrupted, bundled_agent, train
+    from rlscale.interrupts import Interrupted, StopRequest, signal_name, stop_on_signals
+    from rlscale.paths import atomic_path
     from rlscale.spec import load_spec
 
     spec = load_spec(args.pipeline)  # fail on a bad spec before anything is created
-    if args.resume and not Path(args.resume).exists():
-        raise RlscaleError(f"--resume {args.resume}: no such model file")
     cfg = TrainConfig(
         pipeline=args.pipeline,
         timesteps=args.timesteps,
@@ -216,8 +264,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         n_envs=args.n_envs,
         out=args.out,
         resume=args.resume,
+        checkpoint_minutes=args.checkpoint_minutes,
     )
-    run = train(cfg, progress_bar=sys.stderr.isatty())
+    targets = (bundled_agent(spec.name), bundled_agent(spec.name).with_suffix(".json")) if args.bundle else ()
+    try:
+        # the first SIGINT/SIGTERM ends learning at the next step and saves the model; a second one at once
+        with stop_on_signals(StopRequest()) as stop:
+            run = train(cfg, progress_bar=sys.stderr.isatty(), stop=stop)
+    except TrainingInterrupted as exc:
+        if exc.timesteps_done >= exc.timesteps:
+            print(
+                f"rlscale train: interrupted by {signal_name(exc.signum)} during the final evaluation (training had "
+                f"finished); model saved to {exc.model}",
+                file=sys.stderr,
+            )
+            return exc.exit_code
+        left = exc.timesteps - exc.timesteps_done
+        print(
+            f"rlscale train: interrupted by {signal_name(exc.signum)} after {exc.timesteps_done} of {exc.timesteps} "
+            f"steps; model saved to {exc.model}; continue with: rlscale train --pipeline {args.pipeline} "
+            f"--timesteps {left} --resume {exc.model}",
+            file=sys.stderr,
+        )
+        return exc.exit_code
+    except Interrupted as exc:  # before learning started (no model yet) or while saving
+        print(f"rlscale train: interrupted by {signal_name(exc.signum)} before a model was saved", file=sys.stderr)
+        return exc.exit_code
     report = json.loads((run / "eval.json").read_text())
     print(f"run folder: {run}")
     for trace, rec in report["eval"].items():
@@ -225,11 +297,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"  {trace:12s} score {rec['score']:8.3f}  violations {rec['sla_violation_rate']:.2%}  "
             f"accuracy {rec['accuracy']:.3f}  cost {rec['cost_cores']:.2f} cores"
         )
-    if args.bundle:
-        BUNDLED_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copy(run / "model.zip", BUNDLED_DIR / f"ppo_{spec.name}.zip")
-        shutil.copy(run / "config.json", BUNDLED_DIR / f"ppo_{spec.name}.json")
-        print(f"bundled as {BUNDLED_DIR / f'ppo_{spec.name}.zip'}")
+    if targets:
+        targets[0].parent.mkdir(parents=True, exist_ok=True)
+        for source, target in zip((run / "model.zip", run / "config.json"), targets, strict=True):
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(source.read_bytes())
+        print(f"bundled as {targets[0]}")
     return 0
 
 
@@ -244,23 +317,44 @@ def _csv_list(value: str) -> list[str]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from experiments.compare import markdown_table, run_comparison
+    from experiments.compare import ComparisonInterrupted, markdown_table, run_comparison
+    from rlscale.interrupts import Interrupted, raise_on_signals, signal_name
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise RlscaleError(f"--out {out}: exists and is not a folder")
     options = _policy_options(args)
-    comp = run_comparison(
-        args.pipeline,
-        args.traces,
-        args.policies,
-        seeds=args.seeds,
-        options=options,
-        arrivals=args.arrivals,
-        out=out,
-        timelines=not args.no_timelines,
-        progress=sys.stderr.isatty(),
-    )
+    try:
+        with raise_on_signals():  # SIGINT/SIGTERM: the finished runs are on disk; summarise them and stop
+            comp = run_comparison(
+                args.pipeline,
+                args.traces,
+                args.policies,
+                seeds=args.seeds,
+                options=options,
+                arrivals=args.arrivals,
+                out=out,
+                timelines=not args.no_timelines,
+                progress=sys.stderr.isatty(),
+                resume=args.resume,
+                overwrite=args.overwrite,
+            )
+    except ComparisonInterrupted as exc:
+        left = exc.total - exc.finished
+        print(
+            f"rlscale compare: interrupted by {signal_name(exc.signum)}: {exc.finished} of {exc.total} runs finished, "
+            f"saved in {out}/ (records.jsonl, results.csv, results.md); run the same command with --resume to "
+            f"finish the other {left}",
+            file=sys.stderr,
+        )
+        return exc.exit_code
+    except Interrupted as exc:  # before the first run, or a second signal while the summary was written
+        print(
+            f"rlscale compare: interrupted by {signal_name(exc.signum)}; finished runs, if any, are in "
+            f"{out}/records.jsonl: run the same command with --resume to go on",
+            file=sys.stderr,
+        )
+        return exc.exit_code
     print(markdown_table(comp, args.traces, args.policies))
     print(f"wrote {len(comp.files)} files to {out}/ (results.csv, results.md, accuracy_vs_cost.png, violations.png)")
     return 0
@@ -317,8 +411,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from experiments.demo import run_demo
+    from rlscale.paths import output_folder
 
-    return run_demo(out_dir=Path(args.out))
+    return run_demo(out_dir=output_folder(Path(args.out)))
 
 
 # ------------------------------------------------------------------------------------------------ parser
@@ -344,9 +439,9 @@ def _add_planner_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--headroom",
-        type=float,
+        type=float_in(0.1, 10.0),
         metavar="H",
-        help="plan for H x the predicted load (default: IPA's published margin for the pipeline)",
+        help="plan for H x the predicted load, 0.1-10 (default: IPA's published margin for the pipeline)",
     )
     p.add_argument("--agent", metavar="PATH", help="model.zip of a trained agent for ppo/ppo-raw (default: bundled)")
     p.add_argument(
@@ -362,22 +457,34 @@ def _add_planner_flags(p: argparse.ArgumentParser) -> None:
 def _add_live_flags(p: argparse.ArgumentParser) -> None:
     """The sidecar's decision flags, shared by ``sidecar`` and ``manifests`` (which passes them on)."""
     from experiments.registry import LIVE_POLICIES
+    from rlscale.kube.manifests import INTERVAL_RANGE_S
 
+    low_s, high_s = INTERVAL_RANGE_S
     p.add_argument(
         "--policy",
         choices=list(LIVE_POLICIES),
         metavar="POLICY",
         help=f"who decides: {', '.join(LIVE_POLICIES)} (default: ppo where the pipeline has a bundled agent, else ipa)",
     )
-    p.add_argument("--interval", type=float, metavar="S", help="seconds between decisions (default: the spec's)")
+    p.add_argument(
+        "--interval",
+        type=float_in(low_s, high_s),
+        metavar="S",
+        help=f"seconds between decisions, {low_s:g} to {high_s:g} (default: the spec's)",
+    )
     p.add_argument(
         "--window",
-        type=float,
+        type=float_in(low_s, high_s),
         metavar="S",
         help="rate/quantile window of the queries; must span 2 scrapes (default: the interval, at least 30 s)",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="send every change as a server-side dry run: validated, not stored"
+    )
+    p.add_argument(
+        "--allow-system-namespace",
+        action="store_true",
+        help="allow kube-system, kube-public or kube-node-lease as the namespace (refused otherwise)",
     )
 
 
@@ -428,10 +535,35 @@ def _namespace(arg: str | None, spec_ns: str | None, kubeconfig: str | None) -> 
 def _check_url(url: str, flag: str) -> str:
     from urllib.parse import urlparse
 
+    from rlscale.kube.prometheus import redact_url
+
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise RlscaleError(f"{flag} {url!r}: need an http(s) URL such as http://prometheus:9090")
+        raise RlscaleError(f"{flag} {redact_url(url)!r}: need an http(s) URL such as http://prometheus:9090")
     return url.rstrip("/")
+
+
+MAX_TOKEN_BYTES = 64 * 1024
+
+
+def _read_token(path: str) -> str:
+    """The bearer token in ``path``: one line of printable ASCII (what an HTTP header can carry), at most 64 KiB.
+
+    Raises:
+        RlscaleError: the file cannot be read, is larger, or holds anything else (the token is never shown).
+    """
+    flag = f"--prometheus-token-file {path}"
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_TOKEN_BYTES + 1)
+    except OSError as exc:
+        raise RlscaleError(f"{flag}: cannot read the token: {exc.strerror or exc}") from None
+    if len(data) > MAX_TOKEN_BYTES:
+        raise RlscaleError(f"{flag}: larger than {MAX_TOKEN_BYTES // 1024} KiB; is it a token file?")
+    token = data.strip()
+    if not token or not all(33 <= byte <= 126 for byte in token):
+        raise RlscaleError(f"{flag}: the token must be one line of printable ASCII text (no spaces)")
+    return token.decode("ascii")
 
 
 def _default_live_policy(spec) -> str:
@@ -441,41 +573,56 @@ def _default_live_policy(spec) -> str:
     return "ppo" if bundled_agent(spec.name).exists() else "ipa"
 
 
+def _live_policy(args: argparse.Namespace, spec):
+    """The sidecar's (policy, safety layer). An explicit ``--agent`` must fit the spec (else one line, exit 2);
+    only the bundled agent, used by default, falls back to ``ipa`` with a warning when it does not."""
+    from experiments.registry import make_live_policy
+
+    options = _policy_options(args)
+    if args.policy is None and args.agent is not None:
+        return make_live_policy("ppo", spec, options)
+    if args.policy is None and _default_live_policy(spec) == "ppo":
+        from agents.ppo import AgentMismatch
+
+        try:
+            return make_live_policy("ppo", spec, options)
+        except AgentMismatch as exc:  # e.g. a spec edited from a bundled one: the bundled agent does not fit it
+            log.warning("the bundled agent does not fit this spec (%s); deciding with ipa", exc)
+            return make_live_policy("ipa", spec, options)
+    return make_live_policy(args.policy or "ipa", spec, options)
+
+
 def cmd_sidecar(args: argparse.Namespace) -> int:
-    import math
     import signal
     import threading
 
-    from experiments.registry import make_live_policy
     from rlscale.kube.actuator import DeploymentActuator
     from rlscale.kube.cluster import KubernetesCluster
-    from rlscale.kube.prometheus import MetricsUnavailable, PrometheusReader, duration
+    from rlscale.kube.objects import system_namespace_problem
+    from rlscale.kube.prometheus import MetricsUnavailable, PrometheusReader, duration, redact_url
     from rlscale.kube.sidecar import Sidecar, SidecarMetrics, SidecarSettings
     from rlscale.spec import is_k8s_name, load_spec
 
     spec = load_spec(args.spec)
     url = _check_url(args.prometheus, "--prometheus")
+    # the flags' ranges are checked by argparse (`float_in`); the spec's interval by the spec
     interval_s = args.interval if args.interval is not None else spec.interval_s
     window_s = args.window if args.window is not None else max(interval_s, 30.0)
-    for flag, value in (
-        ("--interval", interval_s),
-        ("--window", window_s),
-        ("--speedup", args.speedup),
-        ("--timeout", args.timeout),
-        ("--max-backoff", args.max_backoff),
-    ):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise RlscaleError(f"{flag} must be a positive number, got {value:g}")
-    if not 0 <= args.metrics_port <= 65535:
-        raise RlscaleError(f"--metrics-port must be 0 (off) or 1..65535, got {args.metrics_port}")
     if args.namespace is not None and not is_k8s_name(args.namespace):
         raise RlscaleError(f"--namespace {args.namespace!r}: not a Kubernetes namespace name (lowercase, digits, '-')")
-    token = None
-    if args.prometheus_token_file:
-        try:
-            token = Path(args.prometheus_token_file).read_text().strip()
-        except OSError as exc:
-            raise RlscaleError(f"--prometheus-token-file {args.prometheus_token_file}: {exc.strerror}") from None
+    namespace = _namespace(args.namespace, spec.kubernetes.namespace, args.kubeconfig)
+    if not args.allow_system_namespace:
+        where = (
+            "--namespace"
+            if args.namespace
+            else "the spec's kubernetes.namespace"
+            if spec.kubernetes.namespace
+            else "the namespace (of the pod or the kubeconfig context)"
+        )
+        problem = system_namespace_problem(namespace, where)
+        if problem:
+            raise RlscaleError(problem)
+    token = _read_token(args.prometheus_token_file) if args.prometheus_token_file else None
     reader = PrometheusReader(
         url,
         spec.name,
@@ -486,23 +633,13 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     )
     if args.once:  # a one-shot run prints its outcome; the log says only what went wrong
         logging.getLogger("rlscale").setLevel(logging.WARNING)
+    policy, safety = _live_policy(args, spec)  # bad input (an agent that does not fit) before any network call
     if args.once:  # nothing to hold on to in a one-shot run: an unreachable Prometheus ends it at once
         try:
             reader.arrival_rate_rps(spec.stages[0].name, window=duration(window_s / args.speedup))
         except MetricsUnavailable as exc:
             print(f"rlscale sidecar: error: {exc}; nothing was changed", file=sys.stderr)
             return 1
-    if args.policy is None and _default_live_policy(spec) == "ppo":
-        from agents.ppo import AgentMismatch
-
-        try:
-            policy, safety = make_live_policy("ppo", spec, _policy_options(args))
-        except AgentMismatch as exc:  # e.g. a spec edited from a bundled one: the bundled agent does not fit it
-            log.warning("the bundled agent does not fit this spec (%s); deciding with ipa", exc)
-            policy, safety = make_live_policy("ipa", spec, _policy_options(args))
-    else:
-        policy, safety = make_live_policy(args.policy or "ipa", spec, _policy_options(args))
-    namespace = _namespace(args.namespace, spec.kubernetes.namespace, args.kubeconfig)
     actuator = DeploymentActuator(spec, _kube_api(args.kubeconfig), namespace, dry_run=args.dry_run)
     cluster = KubernetesCluster(spec, reader, actuator, interval_s=interval_s, window_s=window_s, speedup=args.speedup)
     for handler in logging.getLogger().handlers:
@@ -528,7 +665,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
         policy.name,
         " + safety" if safety is not None else "",
         namespace,
-        url,
+        redact_url(url),
         interval_s,
         window_s,
         ", DRY RUN (server-side, nothing changes)" if args.dry_run else "",
@@ -567,6 +704,7 @@ def cmd_manifests(args: argparse.Namespace) -> int:
         interval_s=args.interval,
         window_s=args.window,
         dry_run=args.dry_run,
+        allow_system_namespace=args.allow_system_namespace,
     )
     sys.stdout.write(text)
     return 0
@@ -608,7 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="POLICY",
         help="; ".join(f"{k}: {v[1]}" for k, v in POLICIES.items()).replace("%", "%%"),
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="seed of every random draw (default 0)")
     p.add_argument(
         "--arrivals",
         choices=("even", "poisson"),
@@ -623,10 +761,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the PPO agent on training windows (progress bar, TensorBoard logs)")
     p.add_argument("--pipeline", required=True, metavar="NAME|FILE", help="bundled pipeline name or spec YAML")
     p.add_argument("--timesteps", type=int, default=200_000, help="adaptation intervals to train for (default 200000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of PPO and of the training windows (default 0)")
+    p.add_argument(
+        "--seed", type=int_in(0, MAX_SEED), default=0, help="seed of PPO and of the training windows (default 0)"
+    )
     p.add_argument("--n-envs", type=int, default=4, help="parallel environments (default 4)")
     p.add_argument("--out", default="runs", help="parent folder of the run folder (default runs/)")
-    p.add_argument("--resume", metavar="MODEL.zip", help="continue training this model")
+    p.add_argument(
+        "--resume", metavar="MODEL.zip", help="continue training this model (a run's model.zip or a checkpoint)"
+    )
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        metavar="M",
+        help="also save a checkpoint every M minutes, besides every 50000 steps (default 10; 0: off)",
+    )
     p.add_argument("--bundle", action="store_true", help="copy the model into agents/data/ as the bundled agent")
     p.set_defaults(func=cmd_train)
 
@@ -640,13 +789,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arrivals", choices=("even", "poisson"), help="override the arrival process")
     p.add_argument("--out", default="out/compare", help="output folder (default out/compare)")
     p.add_argument("--no-timelines", action="store_true", help="skip the per-run timeline plots")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="--out holds an unfinished comparison: run only the (trace, policy, seed) runs it has not recorded "
+        "(same flags required)",
+    )
+    again.add_argument(
+        "--overwrite", action="store_true", help="remove the results already in --out (timelines included) first"
+    )
     _add_planner_flags(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser(
         "bench", help="simulator speed against a naive reference; decision latency of cbc, highs and dp by stages"
     )
-    p.add_argument("--repeats", type=int, default=5, help="runs per figure; the median is reported (default 5)")
+    p.add_argument(
+        "--repeats", type=int_in(1, 1000), default=5, help="runs per figure; the median is reported (default 5)"
+    )
     p.add_argument("--quick", action="store_true", help="decision latency for 2 and 5 stages only (a smoke test)")
     _add_json(p)
     p.set_defaults(func=cmd_bench)
@@ -672,26 +833,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster, else ~/.kube/config)")
     p.add_argument("--once", action="store_true", help="run one step and exit (non-zero if it could not decide)")
     p.add_argument(
-        "--metrics-port", type=int, default=9400, metavar="P", help="port of the sidecar's /metrics (0: off; 9400)"
+        "--metrics-port",
+        type=int_in(0, 65535),
+        default=9400,
+        metavar="P",
+        help="port of the sidecar's /metrics (0: off; 9400)",
     )
     p.add_argument(
         "--metrics-address", default="127.0.0.1", metavar="A", help="address to serve /metrics on (default 127.0.0.1)"
     )
-    p.add_argument("--timeout", type=float, default=3.0, metavar="S", help="Prometheus query timeout (default 3)")
+    p.add_argument(
+        "--timeout",
+        type=float_in(0.1, 300.0),
+        default=3.0,
+        metavar="S",
+        help="Prometheus query timeout, 0.1 to 300 s of wall time (default 3)",
+    )
     p.add_argument(
         "--prometheus-token-file", metavar="PATH", help="file with a bearer token for Prometheus (managed Prometheus)"
     )
     p.add_argument("--prometheus-insecure", action="store_true", help="do not verify an https Prometheus' certificate")
     p.add_argument(
-        "--max-backoff", type=float, metavar="S", help="longest wait after repeated faults (default 6 intervals)"
+        "--max-backoff",
+        type=float_in(1.0, 86400.0),
+        metavar="S",
+        help="longest wait after repeated faults, 1 to 86400 s (default 6 intervals)",
     )
     p.add_argument(
         "--speedup",
-        type=float,
+        type=float_in(0.01, 1000.0),
         default=1.0,
         metavar="X",
-        help="pipeline seconds per wall second: 1 for a real cluster (default); N drives a twin running N times "
-        "faster (intervals, windows and backoff shrink N-fold)",
+        help="pipeline seconds per wall second, 0.01 to 1000: 1 for a real cluster (default); N drives a twin running "
+        "N times faster (intervals, windows and backoff shrink N-fold)",
     )
     _add_planner_flags(p)
     p.set_defaults(func=cmd_sidecar)
@@ -701,9 +875,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the Kubernetes manifests that deploy the sidecar (ServiceAccount, Role, ConfigMap, Deployment)",
         description=(
             "Print, as YAML for `kubectl apply -f -`, what runs the sidecar in a cluster: a ServiceAccount, a Role "
-            "with only the verbs the sidecar calls (get/list/patch deployments, patch deployments/scale), its "
-            "RoleBinding, a ConfigMap with the spec, and the sidecar's Deployment. The --policy, --interval, "
-            "--window and --dry-run given here become the sidecar's arguments."
+            "with only the verbs the sidecar calls (get/list/patch deployments, patch deployments/scale; only on "
+            "the named Deployments, and no list, when the spec names every stage's), its RoleBinding, a ConfigMap "
+            "with the spec, and the sidecar's Deployment. The --policy, --interval, --window and --dry-run given "
+            "here become the sidecar's arguments. System namespaces (kube-system...) need --allow-system-namespace."
         ),
     )
     p.add_argument("--spec", required=True, metavar="NAME|FILE", help="bundled pipeline name or spec YAML")

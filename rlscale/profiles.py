@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rlscale.errors import ProfileError
+from rlscale.inputs import MAX_PROFILE_BYTES, read_text_limited
 
 PROFILE_COLUMNS = ("variant", "batch", "cores", "latency_s", "source", "kind")
 POINT_KINDS = ("measured", "derived")
@@ -178,12 +179,7 @@ def load_profile(path: str | Path) -> LatencyModel:
             an unknown ``kind``, or the same (variant, batch, cores) twice.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: profile file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{path}: cannot read profile: {exc}") from None
+    text = read_text_limited(path, MAX_PROFILE_BYTES, ProfileError, "profile")
     reader = csv.DictReader(text.splitlines())
     header = tuple(reader.fieldnames or ())
     missing = [c for c in PROFILE_COLUMNS[:4] if c not in header]

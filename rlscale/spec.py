@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 
 from rlscale.errors import ProfileError, SpecError
+from rlscale.inputs import MAX_SPEC_BYTES, MAX_YAML_DEPTH, nesting_depth, read_text_limited
+from rlscale.paths import NAME_MAX, is_safe_name, name_rule
 from rlscale.profiles import LatencyModel, load_profile
 
 ACCURACY_METHODS = ("sum", "product")
@@ -50,6 +52,17 @@ _STAGE_KEYS = {
 }
 _VARIANT_KEYS = {"name", "accuracy", "metric_value", "startup_s"}
 _KUBE_KEYS = {"namespace", "container", "variant_env", "batch_env", "deployments", "promql"}
+
+
+# ranges of the spec's numbers: wide enough for any real pipeline, narrow enough that nothing overflows or runs away
+MAX_SECONDS = 3600.0  # SLA, drop limit, interval, batch timeout, startup
+MAX_BATCH = 4096
+MAX_CORES_PER_REPLICA = 1024
+MAX_REPLICAS = 10_000
+MAX_CORE_BUDGET = 1_000_000
+MAX_LIST_ITEMS = 64  # batch sizes or core counts a stage may choose from
+MAX_WEIGHT = 1e6  # alpha, beta, gamma
+MAX_PENALTY = 1e9  # sla_penalty
 
 
 def data_dir() -> Path:
@@ -297,23 +310,31 @@ class _Reader:
             raise self.fail(name, f"must be <= {maximum:g}, got {value:g}")
         return float(value)
 
-    def integer(self, m: dict[str, Any], key: str, where: str, *, minimum: int, default: int | None = None) -> int:
+    def integer(
+        self, m: dict[str, Any], key: str, where: str, *, minimum: int, maximum: int, default: int | None = None
+    ) -> int:
         value = m.get(key, default) if default is not None else self.required(m, key, where)
         name = self._join(where, key)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(name, f"must be an integer, got {value!r}")
         if value < minimum:
             raise self.fail(name, f"must be >= {minimum}, got {value}")
+        if value > maximum:
+            raise self.fail(name, f"must be <= {maximum}, got {value}")
         return value
 
-    def int_list(self, m: dict[str, Any], key: str, where: str) -> tuple[int, ...]:
+    def int_list(self, m: dict[str, Any], key: str, where: str, *, maximum: int) -> tuple[int, ...]:
         value = self.required(m, key, where)
         name = self._join(where, key)
         if not isinstance(value, list) or not value:
             raise self.fail(name, f"must be a non-empty list of positive integers, got {value!r}")
+        if len(value) > MAX_LIST_ITEMS:
+            raise self.fail(name, f"has {len(value)} entries; at most {MAX_LIST_ITEMS}")
         for item in value:
             if isinstance(item, bool) or not isinstance(item, int) or item < 1:
                 raise self.fail(name, f"must contain positive integers only, got {item!r}")
+            if item > maximum:
+                raise self.fail(name, f"must contain integers <= {maximum}, got {item}")
         if len(set(value)) != len(value):
             raise self.fail(name, f"has duplicates: {value}")
         return tuple(sorted(value))
@@ -351,10 +372,10 @@ def _parse_stage(r: _Reader, raw: Any, where: str, cache: dict[Path, LatencyMode
     name = r.string(m, "name", where)
     task = r.string(m, "task", where)
     metric = r.string(m, "metric", where, default="accuracy")
-    batch_sizes = r.int_list(m, "batch_sizes", where)
-    cores = r.int_list(m, "cores", where)
-    min_replicas = r.integer(m, "min_replicas", where, minimum=1, default=1)
-    max_replicas = r.integer(m, "max_replicas", where, minimum=1)
+    batch_sizes = r.int_list(m, "batch_sizes", where, maximum=MAX_BATCH)
+    cores = r.int_list(m, "cores", where, maximum=MAX_CORES_PER_REPLICA)
+    min_replicas = r.integer(m, "min_replicas", where, minimum=1, maximum=MAX_REPLICAS, default=1)
+    max_replicas = r.integer(m, "max_replicas", where, minimum=1, maximum=MAX_REPLICAS)
     if max_replicas < min_replicas:
         raise r.fail(f"{where}.max_replicas", f"must be >= min_replicas ({min_replicas}), got {max_replicas}")
     raw_variants = r.required(m, "variants", where)
@@ -371,7 +392,7 @@ def _parse_stage(r: _Reader, raw: Any, where: str, cache: dict[Path, LatencyMode
         metric_value = None
         if vm.get("metric_value") is not None:
             metric_value = r.number(vm, "metric_value", vw)
-        startup = r.number(vm, "startup_s", vw, minimum=0.0)
+        startup = r.number(vm, "startup_s", vw, minimum=0.0, maximum=MAX_SECONDS)
         variants.append(VariantSpec(vname, accuracy, metric_value, startup))
 
     profile_path = _resolve_profile(r, m, where, task)
@@ -413,23 +434,26 @@ def parse_spec(raw: Any, path: Path) -> PipelineSpec:
     r = _Reader(path)
     m = r.mapping(raw, "", _TOP_KEYS)
     name = r.string(m, "name", "")
+    if not is_safe_name(name):  # the name becomes part of file paths (run folders, bundled agents, plots)
+        raise r.fail("name", f"{name!r} is not a usable pipeline name ({name_rule(NAME_MAX)})")
     description = r.string(m, "description", "", default=name)
-    sla_s = r.number(m, "sla_s", "", minimum=0.0, exclusive_min=True)
-    drop_limit_s = r.number(m, "drop_limit_s", "", minimum=0.0, exclusive_min=True)
+    sla_s = r.number(m, "sla_s", "", minimum=0.0, exclusive_min=True, maximum=MAX_SECONDS)
+    drop_limit_s = r.number(m, "drop_limit_s", "", minimum=0.0, exclusive_min=True, maximum=MAX_SECONDS)
     if drop_limit_s < sla_s:
         raise r.fail("drop_limit_s", f"must be >= sla_s ({sla_s:g}), got {drop_limit_s:g}")
-    interval_s = r.number(m, "interval_s", "", minimum=0.0, exclusive_min=True)
-    batch_timeout_s = r.number(m, "batch_timeout_s", "", minimum=0.0)
-    core_budget = r.integer(m, "core_budget", "", minimum=1)
+    # the simulator and the traces count whole seconds: an interval below 1 s would never end a run
+    interval_s = r.number(m, "interval_s", "", minimum=1.0, maximum=MAX_SECONDS)
+    batch_timeout_s = r.number(m, "batch_timeout_s", "", minimum=0.0, maximum=MAX_SECONDS)
+    core_budget = r.integer(m, "core_budget", "", minimum=1, maximum=MAX_CORE_BUDGET)
 
     om = r.mapping(r.required(m, "objective", ""), "objective", _OBJECTIVE_KEYS)
-    alpha = r.number(om, "alpha", "objective", minimum=0.0)
-    beta = r.number(om, "beta", "objective", minimum=0.0)
-    gamma = r.number(om, "gamma", "objective", minimum=0.0)
+    alpha = r.number(om, "alpha", "objective", minimum=0.0, maximum=MAX_WEIGHT)
+    beta = r.number(om, "beta", "objective", minimum=0.0, maximum=MAX_WEIGHT)
+    gamma = r.number(om, "gamma", "objective", minimum=0.0, maximum=MAX_WEIGHT)
     method = r.string(om, "accuracy_method", "objective")
     if method not in ACCURACY_METHODS:
         raise r.fail("objective.accuracy_method", f"must be one of {', '.join(ACCURACY_METHODS)}, got {method!r}")
-    sla_penalty = r.number(om, "sla_penalty", "objective", default=100.0 * beta, minimum=0.0)
+    sla_penalty = r.number(om, "sla_penalty", "objective", default=100.0 * beta, minimum=0.0, maximum=MAX_PENALTY)
     rho_max = r.number(om, "rho_max", "objective", default=1.0, minimum=0.0, exclusive_min=True, maximum=1.0)
     objective = ObjectiveSpec(alpha, beta, gamma, method, sla_penalty, rho_max)
 
@@ -531,12 +555,7 @@ def load_spec(name_or_path: str | Path) -> PipelineSpec:
         SpecError: one message naming the file, the field and the problem.
     """
     path = _resolve_spec_path(name_or_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{path}: spec file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read spec: {exc}") from None
+    text = read_text_limited(path, MAX_SPEC_BYTES, SpecError, "spec")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -544,6 +563,10 @@ def load_spec(name_or_path: str | Path) -> PipelineSpec:
         where = f"line {mark.line + 1}" if mark is not None else "YAML"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{path}: {where}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: YAML nested too deeply to be a spec") from None
     if raw is None:
         raise SpecError(f"{path}: spec is empty")
+    if nesting_depth(raw, MAX_YAML_DEPTH) > MAX_YAML_DEPTH:
+        raise SpecError(f"{path}: YAML nested deeper than {MAX_YAML_DEPTH} levels; a spec needs 4")
     return parse_spec(raw, path)

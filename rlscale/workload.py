@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rlscale.errors import TraceError
+from rlscale.inputs import MAX_TRACE_BYTES, MAX_TRACE_REQUESTS, MAX_TRACE_RPS, MAX_TRACE_SECONDS, read_text_limited
 from rlscale.spec import data_dir
 
 IPA_PATTERNS = ("bursty", "steady_low", "steady_high", "fluctuating")
@@ -95,36 +96,48 @@ def bundled_traces() -> list[str]:
 
 
 def load_csv_trace(path: str | Path) -> Trace:
-    """Read a CSV with an ``rps`` column (one row per second; other columns ignored).
+    """Read a CSV with an ``rps`` column (one row per second; other columns ignored; a UTF-8 BOM is fine).
 
     Raises:
-        TraceError: missing file, no ``rps`` column, a non-numeric, negative or non-finite value, or no rows.
+        TraceError: missing or oversized file, no ``rps`` column, a blank row inside the trace (it would shift every
+            later second), a non-numeric, negative, non-finite or implausibly large value, no rows, or more rows or
+            requests than `rlscale.inputs` allows.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TraceError(f"{path}: trace file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TraceError(f"{path}: cannot read trace: {exc}") from None
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in (reader.fieldnames or [])]
+    text = read_text_limited(path, MAX_TRACE_BYTES, TraceError, "trace")
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():  # trailing blank lines end the file; inside it they are an error
+        lines.pop()
+    rows = csv.reader(lines)
+    header = [h.strip() for h in next(rows, [])]
     if "rps" not in header:
         raise TraceError(f"{path}: line 1: no 'rps' column in header {header!r} (need one rps value per second)")
-    reader.fieldnames = header
+    col = header.index("rps")
     values: list[float] = []
-    for line, row in enumerate(reader, start=2):
-        raw = (row.get("rps") or "").strip()
+    for line, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row):
+            raise TraceError(f"{path}: line {line}: blank row; a trace has one row per second (write 0 for none)")
+        raw = row[col].strip() if col < len(row) else ""
         try:
             value = float(raw)
         except ValueError:
             raise TraceError(f"{path}: line {line}: rps is not a number: {raw!r}") from None
         if not np.isfinite(value) or value < 0:
             raise TraceError(f"{path}: line {line}: rps must be a finite number >= 0, got {raw}")
+        if value > MAX_TRACE_RPS:
+            raise TraceError(f"{path}: line {line}: rps {raw} is above the limit of {MAX_TRACE_RPS:g} per second")
         values.append(value)
+        if len(values) > MAX_TRACE_SECONDS:
+            raise TraceError(f"{path}: more than {MAX_TRACE_SECONDS} rows ({MAX_TRACE_SECONDS // 86_400} days)")
     if not values:
         raise TraceError(f"{path}: trace has no rows")
-    return Trace(name=str(path), rps=np.asarray(values, dtype=float), description=f"CSV file {path}")
+    rps = np.asarray(values, dtype=float)
+    if rps.sum() > MAX_TRACE_REQUESTS:
+        raise TraceError(
+            f"{path}: {rps.sum():.3g} requests in all, above the simulator's limit of {MAX_TRACE_REQUESTS:,}; "
+            "simulate a shorter window"
+        )
+    return Trace(name=str(path), rps=rps, description=f"CSV file {path}")
 
 
 def load_trace(name_or_path: str | Path) -> Trace:

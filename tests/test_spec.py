@@ -62,7 +62,11 @@ BAD = [
     ("sla not a number", _set(["sla_s"], "fast"), "sla_s", "must be a number"),
     ("missing sla", _delete(["sla_s"]), "sla_s", "required"),
     ("drop limit below sla", _set(["drop_limit_s"], 0.5), "drop_limit_s", "must be >= sla_s"),
-    ("zero interval", _set(["interval_s"], 0), "interval_s", "must be > 0"),
+    ("zero interval", _set(["interval_s"], 0), "interval_s", "must be >= 1"),
+    ("sub-second interval", _set(["interval_s"], 1e-9), "interval_s", "must be >= 1"),
+    ("huge cores", _set(["stages", 0, "cores"], [1, 2, 4, 8, 10**9]), "stages[0].cores", "<= 1024"),
+    ("huge budget", _set(["core_budget"], 10**12), "core_budget", "<= 1000000"),
+    ("huge sla", _set(["sla_s"], 1e300), "sla_s", "<= 3600"),
     ("negative batch timeout", _set(["batch_timeout_s"], -0.1), "batch_timeout_s", "must be >= 0"),
     ("fractional core budget", _set(["core_budget"], 2.5), "core_budget", "must be an integer"),
     ("zero core budget", _set(["core_budget"], 0), "core_budget", "must be >= 1"),
@@ -241,3 +245,20 @@ def test_kubernetes_section_defaults_and_overrides(write_spec):
     assert k.deployments == {"first": "det"} and k.promql == {"queue_length": custom}
     assert custom != DEFAULT_TEMPLATES["queue_length"]
     assert spec.to_dict()["kubernetes"]["deployments"] == {"first": "det"}
+
+
+def test_spec_reads_are_bounded(tmp_path):
+    with pytest.raises(SpecError, match="larger than"):
+        load_spec("/dev/zero")
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(SpecError, match="nested too deeply"):
+        load_spec(deep)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("name: " + "[" * 60 + "]" * 60 + "\n")
+    with pytest.raises(SpecError, match="deeper than 50"):
+        load_spec(nested)
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes(b"\xef\xbb\xbf" + b"\xff: 1\n")
+    with pytest.raises(SpecError, match="not UTF-8"):
+        load_spec(bom)

@@ -11,6 +11,7 @@ from rlscale.workload import (
     SECONDS_PER_DAY,
     TRAINING_DAYS,
     TrainingSampler,
+    load_csv_trace,
     load_trace,
     training_split,
 )
@@ -81,6 +82,9 @@ def test_csv_trace_loads(tmp_path):
         ("rps\n-1\n", "line 2: rps must be a finite number >= 0"),
         ("rps\nnan\n", "line 2: rps must be a finite number >= 0"),
         ("rps\n", "no rows"),
+        ("rps\n3\n\n4\n", "line 3: blank row"),  # a dropped blank row would shift every later second
+        ("rps\n1e300\n", "line 2: rps 1e300 is above the limit"),
+        ("rps\n99999\n" * 1 + "99999\n" * 250, "requests in all, above the simulator's limit"),
     ],
 )
 def test_bad_csv_traces(tmp_path, body, problem):
@@ -90,6 +94,23 @@ def test_bad_csv_traces(tmp_path, body, problem):
         load_trace(path)
     assert problem in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_csv_trace_with_a_bom_and_trailing_blank_lines(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffrps\r\n3\r\n4\r\n\r\n\r\n".encode())
+    np.testing.assert_array_equal(load_trace(path).rps, [3, 4])
+
+
+def test_csv_trace_reads_are_bounded(tmp_path):
+    with pytest.raises(TraceError, match="larger than"):
+        load_trace("/dev/zero")
+    with pytest.raises(TraceError, match="is a folder"):
+        load_csv_trace(tmp_path)
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"rps\n3\n\xff\xfe\n")
+    with pytest.raises(TraceError, match="not UTF-8"):
+        load_trace(binary)
 
 
 def test_unknown_trace_name():

@@ -1,0 +1,321 @@
+"""Hostile and careless input to every command: one line on stderr, exit 2, no traceback, nothing on disk lost.
+
+Each case runs the real `rlscale` process in a folder that already holds earlier work (``keep/results.csv``,
+``keep.png``); after the run that work must be byte-for-byte intact. Inputs that depend on files (a 100,000-deep
+YAML, /dev/zero as a spec, a binary token, another pipeline's agent...) are written by the ``hostile`` fixture.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import base_spec_dict, write_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+SUM_QA_AGENT = str(ROOT / "agents" / "data" / "ppo_sum-qa.zip")
+DOWN = "http://127.0.0.1:9"  # discard port: nothing listens; refused at once
+
+
+def _spec(mutate) -> dict:
+    data = base_spec_dict()
+    mutate(data)
+    return data
+
+
+SPECS = {
+    "escaping-name.yaml": _spec(lambda d: d.update(name="../../escaped/evil")),
+    "huge-cores.yaml": _spec(lambda d: d["stages"][0].update(cores=[1, 2, 4, 8, 10**9])),
+    "tiny-interval.yaml": _spec(lambda d: d.update(interval_s=1e-9)),
+    "unknown-field.yaml": _spec(lambda d: d.update(colour="blue")),
+    "huge-sla.yaml": _spec(lambda d: d.update(sla_s=1e300)),
+    "kube-system.yaml": _spec(lambda d: d.update(kubernetes={"namespace": "kube-system"})),
+    "bad-template.yaml": _spec(lambda d: d.update(kubernetes={"promql": {"arrival_rate": "{pipeline!r:>100000000}"}})),
+}
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> Path:
+    """A folder of bad input files."""
+    d = tmp_path_factory.mktemp("hostile")
+    for name, data in SPECS.items():
+        (d / name).write_text(yaml.safe_dump(data, sort_keys=False))
+    (d / "deep.yaml").write_text("[" * 100_000 + "]" * 100_000)
+    (d / "binary.yaml").write_bytes(b"name: \xff\xfe\x00\x01\n")
+    (d / "empty.yaml").write_text("")
+    (d / "broken.yaml").write_text("name: [unclosed\n")
+    (d / "list.yaml").write_text("- 1\n- 2\n")
+    (d / "blank-row.csv").write_text("rps\n3\n\n4\n")
+    (d / "huge-rps.csv").write_text("rps\n1e300\n")
+    (d / "negative.csv").write_text("rps\n3\n-1\n")
+    (d / "nan.csv").write_text("rps\nnan\n")
+    (d / "words.csv").write_text("rps\nmany\n")
+    (d / "no-rps.csv").write_text("load\n3\n")
+    (d / "garbage.zip").write_bytes(b"PK\x03\x04 this is not a zip archive at all")
+    (d / "token.bin").write_bytes(b"\xff\xfe\x00\x01\x02binary")
+    (d / "a-file").write_text("I am a file, not a folder\n")
+    write_profile(d)  # the toy specs' profile (relative profile paths resolve from the spec's folder)
+    return d
+
+
+# (id, argv with {h} for the hostile folder, a fragment the one error line must contain)
+CASES = [
+    # pipelines: bad specs of every kind
+    ("spec-missing", ["pipelines", "--spec", "{h}/missing.yaml"], "not found"),
+    ("spec-dev-zero", ["pipelines", "--spec", "/dev/zero"], "larger than"),
+    ("spec-deep", ["pipelines", "--spec", "{h}/deep.yaml"], "nested"),
+    ("spec-binary", ["pipelines", "--spec", "{h}/binary.yaml"], "UTF-8"),
+    ("spec-empty", ["pipelines", "--spec", "{h}/empty.yaml"], "empty"),
+    ("spec-broken-yaml", ["pipelines", "--spec", "{h}/broken.yaml"], "not valid YAML"),
+    ("spec-list", ["pipelines", "--spec", "{h}/list.yaml"], "mapping"),
+    ("spec-folder", ["pipelines", "--spec", "{h}"], "folder"),
+    ("spec-huge-cores", ["pipelines", "--spec", "{h}/huge-cores.yaml"], "<= 1024"),
+    ("spec-tiny-interval", ["pipelines", "--spec", "{h}/tiny-interval.yaml"], "interval_s"),
+    ("spec-unknown-field", ["pipelines", "--spec", "{h}/unknown-field.yaml"], "colour"),
+    ("spec-huge-sla", ["pipelines", "--spec", "{h}/huge-sla.yaml"], "sla_s"),
+    ("spec-escaping-name", ["pipelines", "--spec", "{h}/escaping-name.yaml"], "name"),
+    ("spec-unknown-bundled", ["pipelines", "--spec", "vidoe"], "unknown pipeline"),
+    ("spec-bad-template", ["pipelines", "--spec", "{h}/bad-template.yaml"], "promql"),
+    # traces
+    ("trace-missing", ["traces", "--trace", "{h}/missing.csv"], "not found"),
+    ("trace-blank-row", ["traces", "--trace", "{h}/blank-row.csv"], "blank row"),
+    ("trace-huge-rps", ["traces", "--trace", "{h}/huge-rps.csv"], "limit"),
+    ("trace-dev-zero", ["traces", "--trace", "/dev/zero"], "larger than"),
+    ("trace-negative", ["traces", "--trace", "{h}/negative.csv"], "line 3"),
+    ("trace-nan", ["traces", "--trace", "{h}/nan.csv"], "finite"),
+    ("trace-words", ["traces", "--trace", "{h}/words.csv"], "not a number"),
+    ("trace-no-rps", ["traces", "--trace", "{h}/no-rps.csv"], "rps"),
+    ("trace-unknown", ["traces", "--trace", "burstyy"], "unknown trace"),
+    # simulate
+    ("sim-policy", ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "magic"], "invalid choice"),
+    (
+        "sim-seed-negative",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--seed", "-1"],
+        "--seed",
+    ),
+    (
+        "sim-seed-word",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--seed", "x"],
+        "--seed",
+    ),
+    ("sim-trace-huge", ["simulate", "--pipeline", "video", "--trace", "{h}/huge-rps.csv", "--policy", "ipa"], "limit"),
+    (
+        "sim-plot-proc",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--plot", "/proc/x.png"],
+        "--plot",
+    ),
+    (
+        "sim-plot-folder",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--plot", "keep"],
+        "--plot",
+    ),
+    (
+        "sim-plot-pdf",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--plot", "x.pdf"],
+        ".png",
+    ),
+    (
+        "sim-plot-dev-full",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--plot", "/dev/full"],
+        "--plot",
+    ),
+    (
+        "sim-plot-under-file",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--plot", "{h}/a-file/x.png"],
+        "not a folder",
+    ),
+    (
+        "sim-agent-garbage",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ppo", "--agent", "{h}/garbage.zip"],
+        "garbage.zip",
+    ),
+    (
+        "sim-agent-missing",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ppo", "--agent", "{h}/none.zip"],
+        "none.zip",
+    ),
+    (
+        "sim-agent-other-pipeline",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ppo", "--agent", SUM_QA_AGENT],
+        "agent",
+    ),
+    (
+        "sim-headroom-nan",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--headroom", "nan"],
+        "--headroom",
+    ),
+    (
+        "sim-headroom-negative",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--headroom", "-1"],
+        "--headroom",
+    ),
+    (
+        "sim-spec-escaping",
+        ["simulate", "--pipeline", "{h}/escaping-name.yaml", "--trace", "bursty", "--policy", "ipa"],
+        "name",
+    ),
+    # bench
+    ("bench-repeats-zero", ["bench", "--repeats", "0"], "--repeats"),
+    ("bench-repeats-negative", ["bench", "--repeats", "-5"], "--repeats"),
+    ("bench-repeats-word", ["bench", "--repeats", "many"], "--repeats"),
+    # train
+    ("train-seed-negative", ["train", "--pipeline", "video", "--seed", "-1", "--out", "runs"], "--seed"),
+    ("train-timesteps-zero", ["train", "--pipeline", "video", "--timesteps", "0", "--out", "runs"], "--timesteps"),
+    ("train-n-envs-zero", ["train", "--pipeline", "video", "--n-envs", "0", "--out", "runs"], "--n-envs"),
+    (
+        "train-resume-garbage",
+        ["train", "--pipeline", "video", "--resume", "{h}/garbage.zip", "--out", "runs"],
+        "garbage.zip",
+    ),
+    (
+        "train-resume-other-pipeline",
+        ["train", "--pipeline", "video", "--resume", SUM_QA_AGENT, "--out", "runs"],
+        "sum-qa",
+    ),
+    ("train-out-file", ["train", "--pipeline", "video", "--out", "{h}/a-file", "--timesteps", "64"], "a-file"),
+    ("train-out-proc", ["train", "--pipeline", "video", "--out", "/proc/rlscale-runs", "--timesteps", "64"], "/proc"),
+    ("train-escaping-name", ["train", "--pipeline", "{h}/escaping-name.yaml", "--out", "runs"], "name"),
+    # compare
+    ("compare-policy", ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "ipa,magic"], "magic"),
+    (
+        "compare-trace",
+        ["compare", "--pipeline", "video", "--traces", "{h}/missing.csv", "--policies", "ipa"],
+        "not found",
+    ),
+    (
+        "compare-seeds-zero",
+        ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "ipa", "--seeds", "0"],
+        "--seeds",
+    ),
+    ("compare-empty-list", ["compare", "--pipeline", "video", "--traces", ",", "--policies", "ipa"], "--traces"),
+    (
+        "compare-out-file",
+        ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "static-min", "--out", "{h}/a-file"],
+        "a-file",
+    ),
+    (
+        "compare-out-proc",
+        [
+            "compare",
+            "--pipeline",
+            "video",
+            "--traces",
+            "bursty",
+            "--policies",
+            "static-min",
+            "--out",
+            "/proc/rlscale-out",
+        ],
+        "/proc",
+    ),
+    (
+        "compare-out-has-results",
+        ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "static-min", "--out", "keep"],
+        "--resume",
+    ),
+    # sidecar
+    ("sidecar-url", ["sidecar", "--spec", "video", "--prometheus", "not a url", "--once"], "--prometheus"),
+    (
+        "sidecar-interval-zero",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--interval", "0", "--once"],
+        "--interval",
+    ),
+    (
+        "sidecar-interval-huge",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--interval", "1e308", "--once"],
+        "--interval",
+    ),
+    (
+        "sidecar-interval-nan",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--interval", "nan", "--once"],
+        "--interval",
+    ),
+    (
+        "sidecar-timeout-negative",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--timeout", "-1", "--once"],
+        "--timeout",
+    ),
+    (
+        "sidecar-token-binary",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--prometheus-token-file", "{h}/token.bin", "--once"],
+        "token",
+    ),
+    (
+        "sidecar-token-missing",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--prometheus-token-file", "{h}/none.token", "--once"],
+        "token",
+    ),
+    (
+        "sidecar-token-dev-zero",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--prometheus-token-file", "/dev/zero", "--once"],
+        "token",
+    ),
+    (
+        "sidecar-namespace",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--namespace", "Bad_NS", "--once"],
+        "namespace",
+    ),
+    (
+        "sidecar-kube-system",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--namespace", "kube-system", "--once"],
+        "kube-system",
+    ),
+    (
+        "sidecar-agent-other-pipeline",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--agent", SUM_QA_AGENT, "--once"],
+        "agent",
+    ),
+    (
+        "sidecar-metrics-port",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--metrics-port", "70000", "--once"],
+        "--metrics-port",
+    ),
+    ("sidecar-spec-missing", ["sidecar", "--spec", "{h}/missing.yaml", "--prometheus", DOWN, "--once"], "not found"),
+    # manifests
+    ("manifests-interval-huge", ["manifests", "--spec", "video", "--interval", "1e308"], "--interval"),
+    ("manifests-kube-system-flag", ["manifests", "--spec", "video", "--namespace", "kube-system"], "kube-system"),
+    ("manifests-kube-system-spec", ["manifests", "--spec", "{h}/kube-system.yaml"], "kube-system"),
+    ("manifests-namespace", ["manifests", "--spec", "video", "--namespace", "Bad_NS"], "namespace"),
+    ("manifests-policy", ["manifests", "--spec", "video", "--policy", "magic"], "magic"),
+    ("manifests-spec-deep", ["manifests", "--spec", "{h}/deep.yaml"], "nested"),
+    # demo
+    ("demo-out-file", ["demo", "--out", "{h}/a-file"], "a-file"),
+    ("demo-out-proc", ["demo", "--out", "/proc/rlscale-demo"], "/proc"),
+]
+
+
+def test_enough_hostile_inputs_over_every_command():
+    from rlscale.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    covered = {argv[0] for _, argv, _ in CASES}
+    assert covered == set(action.choices)
+    assert len(CASES) >= 50
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [(a, f) for _, a, f in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gets_one_line_and_exit_2(tmp_path, hostile, argv, fragment):
+    (tmp_path / "keep").mkdir()
+    kept = {tmp_path / "keep" / "results.csv": b"trace,policy\nbursty,ipa\n", tmp_path / "keep.png": b"\x89PNG..."}
+    for path, data in kept.items():
+        path.write_bytes(data)
+    args = [a.replace("{h}", str(hostile)) for a in argv]
+    result = subprocess.run(
+        [sys.executable, "-m", "rlscale.cli", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert lines[0].startswith(f"rlscale {args[0]}: error: "), lines[0]
+    assert fragment in lines[0], lines[0]
+    assert result.stdout == ""
+    for path, data in kept.items():
+        assert path.read_bytes() == data, f"{path} was changed"
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), "a run folder was left"
+    assert not (ROOT.parent / "escaped").exists()
