@@ -63,6 +63,10 @@ class HPAPolicy:
         for s, (st, sc) in enumerate(zip(self.spec.stages, self._config.stages, strict=True)):
             metrics = state.last.stages[s]
             current = sc.replicas
+            if not (math.isfinite(metrics.utilisation) and metrics.utilisation >= 0):
+                # no utilisation (a missing busy metric) is no data: hold, never read it as 0% and scale down
+                stages.append(sc)
+                continue
             ratio = metrics.utilisation / self.target
             desired = current if abs(ratio - 1.0) <= TOLERANCE else math.ceil(current * ratio - 1e-9)
             desired = min(desired, max(current + SCALE_UP_PODS, int(SCALE_UP_FACTOR * current)))

@@ -93,7 +93,7 @@ class Codec:
                     else 0,
                     st.cores.index(sc.cores) / max(1, len(st.cores) - 1) if sc.cores in st.cores else 0,
                     sc.replicas / st.max_replicas,
-                    m.utilisation if m else 0.0,
+                    _finite(m.utilisation) if m else 0.0,  # a cluster without the busy metric reports NaN
                     _finite(m.latency_p99_s / spec.sla_s) if m else 0.0,
                     (m.queue_len / (scale * STEP_S)) if m else 0.0,
                     (m.replicas_serving / st.max_replicas) if m else sc.replicas / st.max_replicas,

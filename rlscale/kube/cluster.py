@@ -24,6 +24,14 @@ from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState, StageM
 log = logging.getLogger(__name__)
 
 
+def _utilisation(busy_replicas: float, serving: int) -> float:
+    """Busy replicas over serving ones, capped at 1; NaN when the busy metric is missing (no data: a policy that
+    reads utilisation, the HPA, holds instead of seeing 0%)."""
+    if not serving:
+        return 0.0
+    return min(1.0, busy_replicas / serving) if math.isfinite(busy_replicas) else math.nan
+
+
 def _zero_if_nan(value: float) -> float:
     return 0.0 if math.isnan(value) else value
 
@@ -130,7 +138,7 @@ class KubernetesCluster:
                     latency_p50_s=r.latency_quantile_s(st.name, 0.5, w, optional=True),
                     latency_p99_s=r.latency_quantile_s(st.name, 0.99, w, optional=True),
                     queue_len=queue,
-                    utilisation=min(1.0, _zero_if_nan(busy) / serving) if serving else 0.0,
+                    utilisation=_utilisation(busy, serving),
                     replicas_serving=serving,
                     mean_batch=math.nan,
                 )

@@ -196,3 +196,21 @@ def test_bursty_episode_scales_up_during_the_burst_and_back_down_after():
     assert replicas[start : end + 1].max() >= 2 * replicas[0]
     assert replicas[-1] < replicas[start : end + 1].max()  # and scales back down after it
     assert all(c.variants == tuple(_cheapest(spec)) for c in result.configs)
+
+
+def test_missing_or_bad_utilisation_holds_the_replicas():
+    """No utilisation (the busy metric missing, NaN, infinite or negative) is no data: the stage keeps its replicas
+    instead of reading 0% and scaling down under load (the Kubernetes HPA skips a stage without metrics too)."""
+    driver = _four_replicas()
+    for t, bad in enumerate((math.nan, math.inf, -0.5), start=1):
+        assert driver.step(400.0 + 15.0 * t, bad) == 4  # past the stabilisation window: 0% would scale down
+    assert driver.step(500.0, 1.0) == 5  # and a real reading acts again
+
+
+def test_the_cluster_reports_a_missing_busy_metric_as_no_utilisation():
+    from rlscale.kube.cluster import _utilisation
+
+    assert math.isnan(_utilisation(math.nan, 3))
+    assert _utilisation(1.5, 3) == 0.5
+    assert _utilisation(9.0, 3) == 1.0
+    assert _utilisation(1.0, 0) == 0.0
