@@ -4,14 +4,11 @@ FROM python:3.11-slim
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Exact versions with hashes from requirements/runtime.txt (`make lock`). torch first, the 2.13.0 CPU build from
-# PyTorch's CPU index, so nothing pulls a multi-GB CUDA build; the lock's hash then pins that very file.
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-RUN pip install --no-deps --index-url ${TORCH_INDEX} torch==2.13.0+cpu
-
+# Exact versions with hashes from requirements/runtime.txt (`make lock`): the runtime only. torch, stable-baselines3
+# and tensorboard are for training (the `train` extra); the sidecar runs the bundled agents' numpy actors.
 WORKDIR /src
 COPY requirements/ requirements/
-RUN pip install --no-deps --require-hashes --extra-index-url ${TORCH_INDEX} -r requirements/runtime.txt
+RUN pip install --no-deps --require-hashes -r requirements/runtime.txt
 COPY . .
 RUN pip install --no-deps --no-build-isolation . && pip check
 

@@ -52,12 +52,13 @@ agent: $(STAMP)
 	$(BIN)/rlscale train --pipeline video --timesteps 300000 --seed 0 --out runs --bundle
 	$(BIN)/rlscale train --pipeline sum-qa --timesteps 200000 --seed 0 --out runs --bundle
 
-# Regenerate the lock files from pyproject.toml's ranges (Python 3.11, this platform): lock.txt holds the runtime and
-# test dependencies (what make installs), runtime.txt the runtime ones at the same versions (what the image installs).
+# Regenerate the lock files from pyproject.toml's ranges (Python 3.11, this platform): lock.txt holds the runtime, test
+# and training dependencies (what make installs), runtime.txt the runtime ones at the same versions, without torch
+# (what the sidecar image installs).
 # --upgrade takes the newest versions the ranges allow; without it, versions already locked are kept.
 lock:
 	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet $(PIP_TOOLS); }
-	$(COMPILE) $(LOCK_ARGS) --extra test -o $(LOCK) pyproject.toml
+	$(COMPILE) $(LOCK_ARGS) --extra test --extra train -o $(LOCK) pyproject.toml
 	$(COMPILE) $(LOCK_ARGS) -c $(LOCK) -o $(RUNTIME_LOCK) pyproject.toml
 
 # The suite against the newest releases pyproject.toml's ranges allow, in a venv of its own (.venv-latest), to see
@@ -67,7 +68,7 @@ test-latest: prometheus
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/pip install --quiet torch==2.13.0
-	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
+	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[test,train]'
 	$(LATEST)/bin/pip freeze --exclude-editable > $(LATEST)/versions.txt
 	@echo "newest versions: $(LATEST)/versions.txt (compare with $(LOCK))"
 	$(LATEST)/bin/ruff check .

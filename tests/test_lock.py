@@ -38,15 +38,17 @@ def _pins(path: Path) -> dict[str, tuple[Version, int]]:
     return pins
 
 
-def _requirements(test: bool) -> list[Requirement]:
+def _requirements(extras: bool) -> list[Requirement]:
     reqs = [Requirement(r) for r in PYPROJECT["dependencies"]]
-    if test:
-        reqs += [Requirement(r) for r in PYPROJECT["optional-dependencies"]["test"]]
+    if extras:
+        for extra in ("test", "train"):
+            reqs += [Requirement(r) for r in PYPROJECT["optional-dependencies"][extra]]
     return reqs
 
 
 @pytest.mark.parametrize(("path", "test"), [(LOCK, True), (RUNTIME, False)], ids=["lock", "runtime"])
 def test_every_dependency_is_pinned_with_hashes_inside_its_range(path, test):
+    """lock.txt: runtime, test and train dependencies; runtime.txt: the runtime ones (the image)."""
     pins = _pins(path)
     assert pins, f"{path} pins nothing"
     assert all(hashes for _, hashes in pins.values()), "a pin without --hash"
@@ -54,13 +56,15 @@ def test_every_dependency_is_pinned_with_hashes_inside_its_range(path, test):
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} is not in {path.name}"
         assert req.specifier.contains(pins[name][0], prereleases=True), f"{name}=={pins[name][0]} outside {req}"
-    assert str(pins["torch"][0]) == "2.13.0+cpu"  # the CPU build, never a CUDA one
+    if test:
+        assert str(pins["torch"][0]) == "2.13.0+cpu"  # the CPU build, never a CUDA one
 
 
-def test_runtime_lock_is_the_lock_without_test_tools():
+def test_runtime_lock_is_the_lock_without_test_and_training_tools():
     lock, runtime = _pins(LOCK), _pins(RUNTIME)
     assert {n: v for n, (v, _) in runtime.items()} == {n: lock[n][0] for n in runtime}
-    for tool in ("pytest", "kmock", "hypothesis", "ruff"):
+    training = ("torch", "stable-baselines3", "tensorboard")
+    for tool in ("pytest", "kmock", "hypothesis", "ruff", "import-linter", *training):
         assert tool in lock and tool not in runtime
 
 
