@@ -1,8 +1,8 @@
 """A naive reference simulator, written the obvious way: one heap event per request per stage, pure Python.
 
-It implements the same semantics as `rlscale.sim.engine.Simulator` for a *fixed* configuration (no
-reconfiguration), and serves two purposes: the baseline that ``rlscale bench`` compares the engine's speed with,
-and an independent implementation the tests compare the engine's per-request results with.
+It implements the same semantics as `rlscale.sim.engine.Engine` (through `rlscale.sim.cluster.Simulator`) for a
+*fixed* configuration (no reconfiguration), and serves two purposes: the baseline that ``rlscale bench`` compares
+the engine's speed with, and an independent implementation the tests compare the engine's per-request results with.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ import numpy as np
 
 from rlscale.feasibility import plan_fixed_variants
 from rlscale.interfaces import Policy
-from rlscale.sim.engine import Simulator
+from rlscale.sim.cluster import Simulator
+from rlscale.sim.metrics import run_summary
 from rlscale.spec import PipelineSpec
 from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState
 from rlscale.workload import Trace
@@ -63,72 +64,26 @@ def _pct(values: np.ndarray, q: float) -> float:
 def summarise(
     sim: Simulator, policy_name: str, seed: int, decision_ms: list[float], configs: list[PipelineConfig]
 ) -> dict[str, Any]:
-    """The run's summary record from the simulator's per-request state.
+    """The run's summary record: identity and decision fields here, the metrics from `rlscale.sim.metrics`.
 
     Args:
         configs: the configuration in force during each interval of the trace (drain excluded).
     """
-    n_trace_intervals = len(configs)
-    spec = sim.spec
-    done = ~np.isnan(sim.finish_s[-1])
-    e2e = sim.finish_s[-1, done] - sim.entry_s[done]
-    late = int(np.count_nonzero(e2e > spec.sla_s + 1e-12))
-    dropped = int(np.count_nonzero(sim.dropped_at >= 0))
-    requests = sim.n_requests
-    if spec.objective.accuracy_method == "sum":
-        acc = sim.acc_rank[:, done].sum(axis=0)
-    else:
-        acc = sim.acc_raw[:, done].prod(axis=0)
-    trace_iv = sim.history[:n_trace_intervals]
-    violation = (late + dropped) / requests if requests else 0.0
-    # cost over the trace's duration: drain intervals hold the last config and are not the policy's choice
-    cost = float(np.mean([m.cost_cores for m in trace_iv])) if trace_iv else 0.0
+    metrics = run_summary(sim.spec, sim.requests, sim.outcomes, sim.history, configs)
     ms = np.asarray(decision_ms)
-    accuracy = float(acc.mean()) if acc.size else math.nan
-    o = spec.objective
-    mean_batch = float(np.mean([c.total_batch for c in configs])) if configs else 0.0
-    objective = o.alpha * (accuracy if acc.size else 0.0) - o.beta * cost - o.gamma * mean_batch
-    stages = []
-    for s, st in enumerate(spec.stages):
-        served = ~np.isnan(sim.finish_s[s])
-        stage_lat = sim.finish_s[s, served] - sim.stage_in_s[s, served]
-        stages.append(
-            {
-                "stage": st.name,
-                "served": int(served.sum()),
-                "dropped": int(np.count_nonzero(sim.dropped_at == s)),
-                "p50_latency_s": _pct(stage_lat, 50),
-                "p99_latency_s": _pct(stage_lat, 99),
-                "mean_queue_len": float(np.mean([m.stages[s].queue_len for m in trace_iv])) if trace_iv else 0.0,
-                "max_queue_len": int(max((m.stages[s].queue_len for m in trace_iv), default=0)),
-                "utilisation": float(np.mean([m.stages[s].utilisation for m in trace_iv])) if trace_iv else 0.0,
-                "mean_replicas": float(np.mean([c.stages[s].replicas for c in configs])) if configs else 0.0,
-            }
-        )
-    return {
-        "pipeline": spec.name,
+    fields = {
+        "pipeline": sim.spec.name,
         "trace": sim.trace.name,
         "policy": policy_name,
         "seed": seed,
-        "requests": requests,
-        "completed": int(done.sum()),
-        "dropped": dropped,
-        "late": late,
-        "in_flight": requests - int(done.sum()) - dropped,
-        "sla_violation_rate": violation,
-        "accuracy": accuracy,
-        "cost_cores": cost,
-        "objective": objective,
-        "score": objective - o.sla_penalty * violation,
-        "p50_latency_s": _pct(e2e, 50),
-        "p99_latency_s": _pct(e2e, 99),
+        **metrics,
         "decision_ms_p50": _pct(ms, 50),
         "decision_ms_p99": _pct(ms, 99),
         "reconfigurations": sim.reconfigurations,
         "duration_s": sim.trace.duration_s,
-        "intervals": n_trace_intervals,
-        "stages": stages,
+        "intervals": len(configs),
     }
+    return {key: fields[key] for key in RECORD_KEYS}
 
 
 def warm_state(spec: PipelineSpec, trace: Trace, interval_s: float | None = None) -> PipelineState:

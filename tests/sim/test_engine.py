@@ -72,7 +72,7 @@ def test_conservation_per_stage_and_end_to_end(policy_config):
     sim = Simulator(spec, load_trace("bursty"), small if policy_config == "small" else big, seed=3)
     while not sim.done:
         sim.step()
-        fed = sim._next_arrival
+        fed = sim.fed
         for s in range(len(spec.stages)):
             entered = int(np.count_nonzero(~np.isnan(sim.stage_in_s[s, :fed])))
             served = int(np.count_nonzero(~np.isnan(sim.finish_s[s, :fed])))
