@@ -1,58 +1,45 @@
-"""Pipeline specs: the YAML description of a pipeline, loaded into frozen dataclasses and validated.
+"""Pipeline specs: the YAML description of a pipeline, validated into frozen pydantic models.
 
 A spec names the stages in order; per stage its variants (accuracy in [0, 1], startup delay), the batch sizes and
 cores per replica it may use, its replica range and its latency profile; and for the whole pipeline the
 end-to-end SLA, drop limit, adaptation interval, batch timeout, core budget and the objective's weights.
-See ``rlscale/data/pipelines/video.yaml`` for a complete example.
+See ``rlscale/data/pipelines/video.yaml`` for a complete example; `spec_json_schema` is the format as a JSON
+Schema (``rlscale pipelines --schema``).
 
-Every problem is reported as one `SpecError` whose message names the file, the field and what is wrong.
+The models are pydantic dataclasses (frozen, unknown fields forbidden): built from YAML by `load_spec` /
+`parse_spec`, or directly in code (``VariantSpec("yolov5n", 0.28, None, 5.0)``; ``dataclasses.replace`` works and
+validates again). Every field's range is checked either way. The checks that need the files (the profile each
+stage resolves, its variants and batch sizes, a core budget that holds the smallest configuration) run when a
+spec is read from data. `load_spec` takes ``overrides`` (``objective.alpha=10``, ``stages.0.max_replicas=8``):
+the ``--set`` of every command that takes a spec.
+
+Every problem is reported as one `SpecError` whose message names the file, the field path (``stages[0].cores``)
+and what is wrong.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import ArgsKwargs, PydanticCustomError
 
 from rlscale.errors import ProfileError, SpecError
 from rlscale.inputs import MAX_SPEC_BYTES, MAX_YAML_DEPTH, nesting_depth, read_text_limited
-from rlscale.paths import NAME_MAX, is_safe_name, name_rule
+from rlscale.paths import NAME_MAX, SAFE_NAME, is_safe_name, name_rule
 from rlscale.profiles import LatencyModel, load_profile
+from rlscale.promql import DEFAULT_TEMPLATES, check_template
 
 ACCURACY_METHODS = ("sum", "product")
-
-_TOP_KEYS = {
-    "name",
-    "description",
-    "sla_s",
-    "drop_limit_s",
-    "interval_s",
-    "batch_timeout_s",
-    "core_budget",
-    "objective",
-    "stages",
-    "kubernetes",
-}
-_OBJECTIVE_KEYS = {"alpha", "beta", "gamma", "accuracy_method", "sla_penalty", "rho_max"}
-_STAGE_KEYS = {
-    "name",
-    "task",
-    "profile",
-    "metric",
-    "batch_sizes",
-    "cores",
-    "min_replicas",
-    "max_replicas",
-    "variants",
-}
-_VARIANT_KEYS = {"name", "accuracy", "metric_value", "startup_s"}
-_KUBE_KEYS = {"namespace", "container", "variant_env", "batch_env", "deployments", "promql"}
-
 
 # ranges of the spec's numbers: wide enough for any real pipeline, narrow enough that nothing overflows or runs away
 MAX_SECONDS = 3600.0  # SLA, drop limit, interval, batch timeout, startup
@@ -63,6 +50,7 @@ MAX_CORE_BUDGET = 1_000_000
 MAX_LIST_ITEMS = 64  # batch sizes or core counts a stage may choose from
 MAX_WEIGHT = 1e6  # alpha, beta, gamma
 MAX_PENALTY = 1e9  # sla_penalty
+MAX_OVERRIDES = 64  # --set options of one command
 
 
 def data_dir() -> Path:
@@ -75,40 +63,220 @@ def bundled_pipelines() -> list[str]:
     return sorted(p.stem for p in (data_dir() / "pipelines").glob("*.yaml"))
 
 
-@dataclass(frozen=True)
+# ---------------------------------------------------------------------------------------------- field types
+
+
+def _fail(problem: str, at: str | int | None = None) -> PydanticCustomError:
+    """A validation error whose message is ``problem``; ``at`` extends the error's location (a sub-field)."""
+    return PydanticCustomError("spec", "{problem}", {"problem": problem, "at": at})
+
+
+_CONFIG = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False, arbitrary_types_allowed=True)
+
+Text = Annotated[str, Field(strict=True, min_length=1)]
+"""A non-empty string (surrounding whitespace removed)."""
+
+
+def _number(**bounds: float) -> Any:
+    return Annotated[float, Field(strict=True, **bounds)]
+
+
+Seconds = _number(ge=0.0, le=MAX_SECONDS)
+Weight = _number(ge=0.0, le=MAX_WEIGHT)
+
+
+def _int_list(maximum: int) -> Any:
+    """A non-empty list of at most `MAX_LIST_ITEMS` unique integers in [1, maximum], stored sorted as a tuple."""
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, list | tuple) or not value:
+            raise _fail(f"must be a non-empty list of positive integers, got {value!r}")
+        if len(value) > MAX_LIST_ITEMS:
+            raise _fail(f"has {len(value)} entries; at most {MAX_LIST_ITEMS}")
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+                raise _fail(f"must contain positive integers only, got {item!r}")
+            if item > maximum:
+                raise _fail(f"must contain integers <= {maximum}, got {item}")
+        if len(set(value)) != len(value):
+            raise _fail(f"has duplicates: {list(value)}")
+        return tuple(sorted(value))
+
+    item = Annotated[int, Field(strict=True, ge=1, le=maximum)]
+    return Annotated[
+        tuple[item, ...],
+        Field(min_length=1, max_length=MAX_LIST_ITEMS, json_schema_extra={"uniqueItems": True}),
+        BeforeValidator(check),
+    ]
+
+
+def _non_empty(what: str) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if not isinstance(value, list | tuple) or not value:
+            raise _fail(f"{what} (need a non-empty list)")
+        return tuple(value)
+
+    return BeforeValidator(check)
+
+
+def _document(cls: type, data: Any, info: ValidationInfo, hidden: tuple[str, ...]) -> dict[str, Any] | None:
+    """``data`` as a document mapping when it is one being read (None when the model is built in code).
+
+    A document names only document fields: the fields computed while reading (``hidden``) are unknown there.
+    """
+    if isinstance(data, ArgsKwargs) or not isinstance(data, dict):
+        return None
+    for key in data:
+        if key in hidden:
+            raise _fail(f"unknown field (allowed: {', '.join(_document_fields(cls))})", str(key))
+    return dict(data)
+
+
+def _reading(info: ValidationInfo) -> dict[str, Any] | None:
+    """The read context (`parse_spec`'s) or None when the model is built in code."""
+    context = info.context
+    return context if isinstance(context, dict) and "path" in context else None
+
+
+def _optional_in_document(*names: str, defaults: dict[str, Any] | None = None):
+    """A ``json_schema_extra`` hook: fields the document may leave out (their value is derived when reading)."""
+
+    def edit(schema: dict[str, Any], cls: Any = None) -> None:
+        required = [n for n in schema.get("required", []) if n not in names]
+        if required:
+            schema["required"] = required
+        else:
+            schema.pop("required", None)
+        for key, value in (defaults or {}).items():
+            schema["properties"][key]["default"] = value
+
+    return edit
+
+
+# ---------------------------------------------------------------------------------------------------- models
+
+
+@dataclass(
+    frozen=True,
+    config=ConfigDict(
+        **_CONFIG, json_schema_extra=_optional_in_document("metric_value", defaults={"metric_value": None})
+    ),
+)
 class VariantSpec:
     """One model variant a stage can run.
 
     Attributes:
         name: variant name, unique within its stage.
         accuracy: task accuracy normalised to [0, 1] (used by the ``product`` method).
-        metric_value: the raw published metric (informational).
+        metric_value: the raw published metric (informational; optional in the document).
         startup_s: seconds from the decision until a new replica of this variant serves (model load).
     """
 
-    name: str
-    accuracy: float
-    metric_value: float | None
-    startup_s: float
+    name: Text
+    accuracy: _number(ge=0.0, le=1.0)
+    metric_value: Annotated[float | None, Field(strict=True)]
+    startup_s: Seconds
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any, info: ValidationInfo) -> Any:
+        doc = _document(cls, data, info, ())
+        if doc is None:
+            return data
+        doc.setdefault("metric_value", None)
+        return doc
 
 
-@dataclass(frozen=True)
+_STAGE_HIDDEN = ("profile_path", "latency")
+
+
+@dataclass(
+    frozen=True,
+    config=ConfigDict(
+        **_CONFIG,
+        json_schema_extra=_optional_in_document(
+            "metric", "min_replicas", defaults={"metric": "accuracy", "min_replicas": 1}
+        ),
+    ),
+)
 class StageSpec:
-    """One stage of a pipeline; ``latency`` is its profile's latency model."""
+    """One stage of a pipeline.
 
-    name: str
-    task: str
-    metric: str
-    batch_sizes: tuple[int, ...]
-    cores: tuple[int, ...]
-    min_replicas: int
-    max_replicas: int
-    variants: tuple[VariantSpec, ...]
-    profile_path: Path
-    latency: LatencyModel = field(repr=False, compare=False)
+    Attributes:
+        name: stage name, unique within the pipeline.
+        task: the stage's task; without ``profile``, the bundled profile ``rlscale/data/profiles/<task>.csv``.
+        metric: name of the accuracy metric (informational; default ``accuracy``).
+        batch_sizes: batch sizes a replica may use (sorted, unique).
+        cores: cores per replica it may use (sorted, unique).
+        min_replicas: fewest replicas (default 1).
+        max_replicas: most replicas.
+        variants: the model variants the stage can run.
+        profile_path: the latency profile's CSV (resolved: relative paths from the spec's folder).
+        latency: the profile's latency model (not compared, not printed).
+        profile: the ``profile`` as the document wrote it (None: the task's bundled profile).
+    """
+
+    name: Text
+    task: Text
+    metric: Text
+    batch_sizes: _int_list(MAX_BATCH)
+    cores: _int_list(MAX_CORES_PER_REPLICA)
+    min_replicas: Annotated[int, Field(strict=True, ge=1, le=MAX_REPLICAS)]
+    max_replicas: Annotated[int, Field(strict=True, ge=1, le=MAX_REPLICAS)]
+    variants: Annotated[tuple[VariantSpec, ...], Field(min_length=1), _non_empty("stage has no variants")]
+    profile_path: SkipJsonSchema[Path]
+    latency: SkipJsonSchema[LatencyModel] = dataclasses.field(repr=False, compare=False)
+    profile: Annotated[Text | None, Field(description="latency profile CSV (relative to the spec's folder)")] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any, info: ValidationInfo) -> Any:
+        doc = _document(cls, data, info, _STAGE_HIDDEN)
+        context = _reading(info)
+        if doc is None or context is None:
+            return data
+        doc.setdefault("metric", "accuracy")
+        doc.setdefault("min_replicas", 1)
+        if doc.get("profile") is None:
+            doc.pop("profile", None)
+        path = _resolve_profile(doc, context["path"])
+        if path is not None:
+            cache: dict[Path, LatencyModel] = context["profiles"]
+            if path not in cache:
+                try:
+                    cache[path] = load_profile(path)
+                except ProfileError as exc:
+                    raise _fail(str(exc), "profile") from None
+            doc["profile_path"], doc["latency"] = path, cache[path]
+        return doc
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> StageSpec:
+        if self.max_replicas < self.min_replicas:
+            raise _fail(f"must be >= min_replicas ({self.min_replicas}), got {self.max_replicas}", "max_replicas")
+        seen: set[str] = set()
+        for j, v in enumerate(self.variants):
+            if v.name in seen:
+                raise _fail(f"duplicate variant {v.name!r} in stage {self.name!r}", f"variants[{j}].name")
+            seen.add(v.name)
+        if _reading(info) is None:
+            return self
+        # read from data: the profile must cover every variant and batch size (code may extrapolate on purpose)
+        latency, where = self.latency, self.profile_path.name
+        for j, v in enumerate(self.variants):
+            if v.name not in latency.variants:
+                raise _fail(
+                    f"unknown variant {v.name!r}: no rows in profile {where} (has: {', '.join(latency.variants)})",
+                    f"variants[{j}].name",
+                )
+            for b in self.batch_sizes:
+                if not latency.has_batch(v.name, b):
+                    raise _fail(f"batch size {b} has no profile point for variant {v.name!r} in {where}", "batch_sizes")
+        return self
 
     @property
     def variant_names(self) -> list[str]:
+        """The variants' names, in the spec's order."""
         return [v.name for v in self.variants]
 
     def variant(self, name: str) -> VariantSpec:
@@ -127,7 +295,13 @@ class StageSpec:
         raise SpecError(f"stage {self.name!r} has no variant {name!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(
+    frozen=True,
+    config=ConfigDict(
+        **_CONFIG,
+        json_schema_extra=_optional_in_document("sla_penalty", "rho_max", defaults={"rho_max": 1.0}),
+    ),
+)
 class ObjectiveSpec:
     """Weights of ``alpha*A - beta*C - gamma*B`` and how violations are charged in the score.
 
@@ -137,18 +311,44 @@ class ObjectiveSpec:
         gamma: weight of total batch size B.
         accuracy_method: ``sum`` of rank-normalised accuracies or ``product`` of raw accuracies.
         sla_penalty: score charged per unit violation rate (default ``100*beta``: 1% violations cost one core).
-        rho_max: highest planned utilisation of a stage (throughput must cover load / rho_max).
+        rho_max: highest planned utilisation of a stage (throughput must cover load / rho_max; default 1).
     """
 
-    alpha: float
-    beta: float
-    gamma: float
-    accuracy_method: str
-    sla_penalty: float
-    rho_max: float
+    alpha: Weight
+    beta: Weight
+    gamma: Weight
+    accuracy_method: Literal["sum", "product"]
+    sla_penalty: _number(ge=0.0, le=MAX_PENALTY)
+    rho_max: _number(gt=0.0, le=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any, info: ValidationInfo) -> Any:
+        doc = _document(cls, data, info, ())
+        if doc is None:
+            return data
+        beta = doc.get("beta")
+        if doc.get("sla_penalty") is None and isinstance(beta, int | float) and not isinstance(beta, bool):
+            doc["sla_penalty"] = 100.0 * beta
+        if doc.get("rho_max") is None:
+            doc["rho_max"] = 1.0
+        return doc
 
 
-@dataclass(frozen=True)
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def is_k8s_name(value: str, max_len: int = 63) -> bool:
+    """A Kubernetes name: lowercase letters, digits and '-', starting and ending with a letter or digit; 63
+    characters for a DNS label (namespaces, containers), 253 for object names."""
+    return bool(_K8S_NAME.match(value)) and len(value) <= max_len
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+EnvName = Annotated[Text, Field(pattern=_ENV_NAME.pattern)]
+
+
+@dataclass(frozen=True, config=_CONFIG)
 class KubeSpec:
     """How the pipeline runs on Kubernetes (the spec's optional ``kubernetes`` section; every field has a default).
 
@@ -160,34 +360,161 @@ class KubeSpec:
         batch_env: env var that sets the container's maximum batch size.
         deployments: Deployment name by stage; a stage not listed is found by the labels
             ``rlscale.io/pipeline=<pipeline>`` and ``rlscale.io/stage=<stage>``.
-        promql: PromQL templates that override `rlscale.kube.prometheus.DEFAULT_TEMPLATES`, by name.
+        promql: PromQL templates that override `rlscale.promql.DEFAULT_TEMPLATES`, by name.
     """
 
-    namespace: str | None = None
-    container: str | None = None
-    variant_env: str = "MODEL_VARIANT"
-    batch_env: str = "MAX_BATCH_SIZE"
-    deployments: dict[str, str] = field(default_factory=dict)
-    promql: dict[str, str] = field(default_factory=dict)
+    namespace: Annotated[str, Field(strict=True, min_length=1, max_length=63)] | None = None
+    container: Annotated[str, Field(strict=True, min_length=1, max_length=63)] | None = None
+    variant_env: EnvName = "MODEL_VARIANT"
+    batch_env: EnvName = "MAX_BATCH_SIZE"
+    deployments: dict[Text, Annotated[Text, Field(max_length=253)]] = dataclasses.field(default_factory=dict)
+    promql: Annotated[
+        dict[Text, Text],
+        Field(json_schema_extra={"propertyNames": {"enum": list(DEFAULT_TEMPLATES)}}),
+    ] = dataclasses.field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any, info: ValidationInfo) -> Any:
+        doc = _document(cls, data, info, ())
+        if doc is None:
+            return data
+        # checked here, before the types, so that each problem gets its own words
+        for key in ("namespace", "container"):
+            value = doc.get(key)
+            if isinstance(value, str) and not is_k8s_name(value.strip()):
+                raise _fail(f"must be a Kubernetes name (lowercase, digits, '-'), got {value!r}", key)
+        for key in ("variant_env", "batch_env"):
+            value = doc.get(key)
+            if value is None:
+                doc.pop(key, None)
+            elif isinstance(value, str) and not _ENV_NAME.match(value.strip()):
+                raise _fail(f"must be an environment variable name, got {value!r}", key)
+        for key in ("deployments", "promql"):
+            if doc.get(key) is None:
+                doc.pop(key, None)
+        promql = doc.get("promql")
+        if isinstance(promql, dict):
+            for name, template in promql.items():
+                if name not in DEFAULT_TEMPLATES:
+                    raise _fail(f"unknown field (allowed: {', '.join(sorted(DEFAULT_TEMPLATES))})", f"promql.{name}")
+                if isinstance(template, str):
+                    problem = check_template(name, template.strip())
+                    if problem:
+                        raise _fail(problem, f"promql.{name}")
+        return doc
+
+    @model_validator(mode="after")
+    def _check(self) -> KubeSpec:
+        for key in ("namespace", "container"):
+            value = getattr(self, key)
+            if value is not None and not is_k8s_name(value):
+                raise _fail(f"must be a Kubernetes name (lowercase, digits, '-'), got {value!r}", key)
+        if self.variant_env == self.batch_env:
+            raise _fail("variant and batch size need two different env vars", "batch_env")
+        owner: dict[str, str] = {}
+        for stage, name in self.deployments.items():
+            if not is_k8s_name(name, max_len=253):
+                raise _fail(f"must be a Kubernetes name, got {name!r}", f"deployments.{stage}")
+            if name in owner:
+                raise _fail(f"Deployment {name!r} is already another stage's", f"deployments.{stage}")
+            owner[name] = stage
+        for name, template in self.promql.items():
+            problem = check_template(name, template)
+            if problem:
+                raise _fail(problem, f"promql.{name}")
+        return self
 
 
-@dataclass(frozen=True)
+def _safe_pipeline_name(value: Any) -> Any:
+    # the name becomes part of file paths (run folders, bundled agents, plots)
+    if isinstance(value, str) and value.strip() and not is_safe_name(value.strip()):
+        raise _fail(f"{value.strip()!r} is not a usable pipeline name ({name_rule(NAME_MAX)})")
+    return value
+
+
+@dataclass(
+    frozen=True,
+    config=ConfigDict(
+        **_CONFIG,
+        title="rlscale pipeline spec",
+        json_schema_extra=_optional_in_document("description"),
+    ),
+)
 class PipelineSpec:
-    """A validated pipeline spec. Build it with `load_spec`."""
+    """A validated pipeline spec. Read it with `load_spec`.
 
-    name: str
-    description: str
-    sla_s: float
-    drop_limit_s: float
-    interval_s: float
-    batch_timeout_s: float
-    core_budget: int
+    Attributes:
+        name: the pipeline's name (a safe file-name component: it names run folders and bundled agents).
+        description: one line (default: the name).
+        sla_s: end-to-end latency SLA in seconds.
+        drop_limit_s: a request waiting this long is dropped (>= ``sla_s``).
+        interval_s: adaptation interval in seconds (>= 1: the traces count whole seconds).
+        batch_timeout_s: longest wait of a replica for a full batch.
+        core_budget: most cores the pipeline may hold.
+        objective: the objective's weights.
+        stages: the stages, in order.
+        source: the spec file (not part of the document).
+        kubernetes: the ``kubernetes`` section (not compared).
+    """
+
+    name: Annotated[
+        str,
+        Field(strict=True, min_length=1, max_length=NAME_MAX, pattern=SAFE_NAME.pattern),
+        BeforeValidator(_safe_pipeline_name),
+    ]
+    description: str  # free text; empty allowed (code-built specs leave it blank)
+    sla_s: _number(gt=0.0, le=MAX_SECONDS)
+    drop_limit_s: _number(gt=0.0, le=MAX_SECONDS)
+    interval_s: _number(ge=1.0, le=MAX_SECONDS)
+    batch_timeout_s: Seconds
+    core_budget: Annotated[int, Field(strict=True, ge=1, le=MAX_CORE_BUDGET)]
     objective: ObjectiveSpec
-    stages: tuple[StageSpec, ...]
-    source: Path
-    kubernetes: KubeSpec = field(default_factory=KubeSpec, compare=False)
+    stages: Annotated[tuple[StageSpec, ...], Field(min_length=1), _non_empty("pipeline has no stages")]
+    source: SkipJsonSchema[Path]
+    kubernetes: KubeSpec = dataclasses.field(default_factory=KubeSpec, compare=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any, info: ValidationInfo) -> Any:
+        doc = _document(cls, data, info, ("source",))
+        context = _reading(info)
+        if doc is None or context is None:
+            return data
+        if doc.get("description") is None:
+            doc["description"] = doc.get("name")
+        if doc.get("kubernetes") is None:
+            doc.pop("kubernetes", None)
+        doc["source"] = context["path"]
+        return doc
+
+    @model_validator(mode="after")
+    def _check(self, info: ValidationInfo) -> PipelineSpec:
+        if not is_safe_name(self.name):
+            raise _fail(f"{self.name!r} is not a usable pipeline name ({name_rule(NAME_MAX)})", "name")
+        if self.drop_limit_s < self.sla_s:
+            raise _fail(f"must be >= sla_s ({self.sla_s:g}), got {self.drop_limit_s:g}", "drop_limit_s")
+        names: set[str] = set()
+        for i, s in enumerate(self.stages):
+            if s.name in names:
+                raise _fail(f"duplicate stage {s.name!r}", f"stages[{i}].name")
+            names.add(s.name)
+        for stage in self.kubernetes.deployments:
+            if stage not in names:
+                allowed = ", ".join(sorted(names))
+                raise _fail(f"unknown field (allowed: {allowed})", f"kubernetes.deployments.{stage}")
+        if _reading(info) is not None:  # code may build deliberately infeasible specs (tests, benchmarks)
+            smallest = sum(s.min_replicas * min(s.cores) for s in self.stages)
+            if smallest > self.core_budget:
+                raise _fail(
+                    f"{self.core_budget} cores cannot hold the smallest configuration "
+                    f"(min_replicas x min cores = {smallest})",
+                    "core_budget",
+                )
+        return self
 
     def stage(self, name: str) -> StageSpec:
+        """The stage called ``name``; `SpecError` if the pipeline has none."""
         for s in self.stages:
             if s.name == name:
                 return s
@@ -211,14 +538,7 @@ class PipelineSpec:
             "interval_s": self.interval_s,
             "batch_timeout_s": self.batch_timeout_s,
             "core_budget": self.core_budget,
-            "objective": {
-                "alpha": self.objective.alpha,
-                "beta": self.objective.beta,
-                "gamma": self.objective.gamma,
-                "accuracy_method": self.objective.accuracy_method,
-                "sla_penalty": self.objective.sla_penalty,
-                "rho_max": self.objective.rho_max,
-            },
+            "objective": dataclasses.asdict(self.objective),
             "stages": [
                 {
                     "name": s.name,
@@ -228,15 +548,7 @@ class PipelineSpec:
                     "cores": list(s.cores),
                     "min_replicas": s.min_replicas,
                     "max_replicas": s.max_replicas,
-                    "variants": [
-                        {
-                            "name": v.name,
-                            "accuracy": v.accuracy,
-                            "metric_value": v.metric_value,
-                            "startup_s": v.startup_s,
-                        }
-                        for v in s.variants
-                    ],
+                    "variants": [dataclasses.asdict(v) for v in s.variants],
                 }
                 for s in self.stages
             ],
@@ -250,94 +562,159 @@ class PipelineSpec:
             },
         }
 
+    def to_document(self) -> dict[str, Any]:
+        """The spec as a YAML document that `load_spec` reads back to an equal spec, from any folder.
 
-class _Reader:
-    """Field access with error messages that name the file and the field path."""
+        A stage's ``profile`` is written as an absolute path (a stage without one keeps its task's bundled
+        profile); unset optional fields are left out.
+        """
+        doc = self.to_dict()
+        for raw, stage in zip(doc["stages"], self.stages, strict=True):
+            if stage.profile is not None:
+                raw["profile"] = str(stage.profile_path.resolve())
+            for v in raw["variants"]:
+                if v["metric_value"] is None:
+                    del v["metric_value"]
+        kube = {k: v for k, v in doc["kubernetes"].items() if v not in (None, {})}
+        doc["kubernetes"] = kube
+        if not kube:
+            del doc["kubernetes"]
+        return doc
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
 
-    def fail(self, where: str, problem: str) -> SpecError:
-        return SpecError(f"{self.path}: {where}: {problem}")
+# ------------------------------------------------------------------------------------------------- reading
 
-    def mapping(self, value: Any, where: str, allowed: set[str]) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(where, f"must be a mapping, got {type(value).__name__}")
-        unknown = sorted(set(map(str, value)) - allowed)
-        if unknown:
-            raise self.fail(
-                f"{where}.{unknown[0]}" if where else unknown[0],
-                f"unknown field (allowed: {', '.join(sorted(allowed))})",
-            )
-        return value
+_ADAPTER = TypeAdapter(PipelineSpec)
+_NESTED: dict[str, type] = {
+    "objective": ObjectiveSpec,
+    "stages": StageSpec,
+    "variants": VariantSpec,
+    "kubernetes": KubeSpec,
+}
+_HIDDEN = {"source", *_STAGE_HIDDEN}
 
-    def required(self, m: dict[str, Any], key: str, where: str) -> Any:
-        if key not in m or m[key] is None:
-            raise self.fail(self._join(where, key), "required field is missing")
-        return m[key]
 
-    @staticmethod
-    def _join(where: str, key: str) -> str:
-        return f"{where}.{key}" if where else key
+def _document_fields(cls: type) -> list[str]:
+    """The fields a document may write for ``cls``, sorted."""
+    return sorted(f.name for f in dataclasses.fields(cls) if f.name not in _HIDDEN)
 
-    def string(self, m: dict[str, Any], key: str, where: str, default: str | None = None) -> str:
-        value = m.get(key, default) if default is not None else self.required(m, key, where)
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(self._join(where, key), f"must be a non-empty string, got {value!r}")
-        return value.strip()
 
-    def number(
-        self,
-        m: dict[str, Any],
-        key: str,
-        where: str,
-        *,
-        default: float | None = None,
-        minimum: float | None = None,
-        exclusive_min: bool = False,
-        maximum: float | None = None,
-    ) -> float:
-        value = m.get(key, default) if default is not None else self.required(m, key, where)
-        name = self._join(where, key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise self.fail(name, f"must be a number, got {value!r}")
-        if minimum is not None:
-            if exclusive_min and not value > minimum:
-                raise self.fail(name, f"must be > {minimum:g}, got {value:g}")
-            if not exclusive_min and value < minimum:
-                raise self.fail(name, f"must be >= {minimum:g}, got {value:g}")
-        if maximum is not None and value > maximum:
-            raise self.fail(name, f"must be <= {maximum:g}, got {value:g}")
-        return float(value)
+def _resolve_profile(stage: dict[str, Any], spec_path: Path) -> Path | None:
+    """The profile CSV a stage document names (relative to the spec's folder) or its task's bundled one.
 
-    def integer(
-        self, m: dict[str, Any], key: str, where: str, *, minimum: int, maximum: int, default: int | None = None
-    ) -> int:
-        value = m.get(key, default) if default is not None else self.required(m, key, where)
-        name = self._join(where, key)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(name, f"must be an integer, got {value!r}")
-        if value < minimum:
-            raise self.fail(name, f"must be >= {minimum}, got {value}")
-        if value > maximum:
-            raise self.fail(name, f"must be <= {maximum}, got {value}")
-        return value
+    None when the stage's task is not a usable string (its own error says so).
+    """
+    raw = stage.get("profile")
+    if raw is not None:
+        if not isinstance(raw, str) or not raw.strip():
+            raise _fail(f"must be a non-empty string, got {raw!r}", "profile")
+        path = Path(raw.strip())
+        return path if path.is_absolute() else spec_path.parent / path
+    task = stage.get("task")
+    if not isinstance(task, str) or not task.strip():
+        return None
+    task = task.strip()
+    path = data_dir() / "profiles" / f"{task}.csv"
+    if not path.exists():
+        known = sorted(p.stem for p in (data_dir() / "profiles").glob("*.csv"))
+        raise _fail(
+            f"no bundled profile for task {task!r} (known: {', '.join(known)}); set 'profile' to a CSV path", "task"
+        )
+    return path
 
-    def int_list(self, m: dict[str, Any], key: str, where: str, *, maximum: int) -> tuple[int, ...]:
-        value = self.required(m, key, where)
-        name = self._join(where, key)
-        if not isinstance(value, list) or not value:
-            raise self.fail(name, f"must be a non-empty list of positive integers, got {value!r}")
-        if len(value) > MAX_LIST_ITEMS:
-            raise self.fail(name, f"has {len(value)} entries; at most {MAX_LIST_ITEMS}")
-        for item in value:
-            if isinstance(item, bool) or not isinstance(item, int) or item < 1:
-                raise self.fail(name, f"must contain positive integers only, got {item!r}")
-            if item > maximum:
-                raise self.fail(name, f"must contain integers <= {maximum}, got {item}")
-        if len(set(value)) != len(value):
-            raise self.fail(name, f"has duplicates: {value}")
-        return tuple(sorted(value))
+
+def _field_path(loc: Sequence[str | int]) -> str:
+    """``('stages', 0, 'cores')`` -> ``stages[0].cores``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _model_at(loc: Sequence[str | int]) -> type:
+    """The model class a location lies in (for the allowed fields of an unknown one)."""
+    cls: type = PipelineSpec
+    for part in loc:
+        if isinstance(part, str) and part in _NESTED:
+            cls = _NESTED[part]
+    return cls
+
+
+def _bound(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _describe(error: Any) -> tuple[str, str]:
+    """The field path and the problem, in words, of one pydantic error (see `parse_spec`)."""
+    loc = list(error["loc"])
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "spec":
+        if ctx.get("at") is not None:
+            loc.append(ctx["at"])
+        return _field_path(loc), str(ctx["problem"])
+    where = _field_path(loc)
+    if kind == "missing":
+        return where, "required field is missing"
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        return where, f"unknown field (allowed: {', '.join(_document_fields(_model_at(loc[:-1])))})"
+    if kind in ("dataclass_type", "dataclass_args_type", "dict_type", "model_type"):
+        return where, f"must be a mapping, got {type(value).__name__}"
+    if kind in ("float_type", "float_parsing", "finite_number"):
+        return where, f"must be a number, got {value!r}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return where, f"must be an integer, got {value!r}"
+    if kind in ("string_type", "string_too_short"):
+        return where, f"must be a non-empty string, got {value!r}"
+    if kind == "string_too_long":
+        return where, f"longer than {ctx.get('max_length')} characters"
+    if kind == "string_pattern_mismatch":
+        return where, f"does not match {ctx.get('pattern')}, got {value!r}"
+    if kind == "literal_error":
+        return where, f"must be one of {', '.join(ACCURACY_METHODS)}, got {value!r}"
+    comparisons = {
+        "greater_than": ("gt", ">"),
+        "greater_than_equal": ("ge", ">="),
+        "less_than": ("lt", "<"),
+        "less_than_equal": ("le", "<="),
+    }
+    if kind in comparisons:
+        key, sign = comparisons[kind]
+        return where, f"must be {sign} {_bound(ctx[key])}, got {_bound(value)}"
+    msg = str(error.get("msg", kind))
+    return where, msg[:1].lower() + msg[1:]
+
+
+def _invalid(path: Path, error: ValidationError) -> SpecError:
+    """The first problem of a validation as one `SpecError` line; its ``field`` attribute is the field path."""
+    where, problem = _describe(error.errors(include_url=False)[0])
+    exc = SpecError(f"{path}: {where}: {problem}" if where else f"{path}: {problem}")
+    exc.field = where  # type: ignore[attr-defined]
+    return exc
+
+
+def parse_spec(raw: Any, path: Path) -> PipelineSpec:
+    """Validate already-parsed YAML data; ``path`` is used in messages and to resolve relative profiles.
+
+    Raises:
+        SpecError: one line, ``<path>: <field path>: <problem>`` (the first problem found).
+    """
+    try:
+        return _ADAPTER.validate_python(raw, context={"path": path, "profiles": {}})
+    except ValidationError as exc:
+        raise _invalid(path, exc) from None
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a spec document: the fields, their types and ranges.
+
+    The checks that need files or several fields (profiles, drop limit >= SLA, unique names, a core budget that
+    holds the smallest configuration) are not expressible in it; `load_spec` makes them.
+    """
+    schema = _ADAPTER.json_schema(mode="validation")
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
 def _resolve_spec_path(name_or_path: str | Path) -> Path:
@@ -352,207 +729,11 @@ def _resolve_spec_path(name_or_path: str | Path) -> Path:
     )
 
 
-def _resolve_profile(r: _Reader, stage: dict[str, Any], where: str, task: str) -> Path:
-    if "profile" in stage and stage["profile"] is not None:
-        raw = r.string(stage, "profile", where)
-        path = Path(raw)
-        return path if path.is_absolute() else (r.path.parent / path)
-    path = data_dir() / "profiles" / f"{task}.csv"
-    if not path.exists():
-        known = sorted(p.stem for p in (data_dir() / "profiles").glob("*.csv"))
-        raise r.fail(
-            f"{where}.task",
-            f"no bundled profile for task {task!r} (known: {', '.join(known)}); set 'profile' to a CSV path",
-        )
-    return path
-
-
-def _parse_stage(r: _Reader, raw: Any, where: str, cache: dict[Path, LatencyModel]) -> StageSpec:
-    m = r.mapping(raw, where, _STAGE_KEYS)
-    name = r.string(m, "name", where)
-    task = r.string(m, "task", where)
-    metric = r.string(m, "metric", where, default="accuracy")
-    batch_sizes = r.int_list(m, "batch_sizes", where, maximum=MAX_BATCH)
-    cores = r.int_list(m, "cores", where, maximum=MAX_CORES_PER_REPLICA)
-    min_replicas = r.integer(m, "min_replicas", where, minimum=1, maximum=MAX_REPLICAS, default=1)
-    max_replicas = r.integer(m, "max_replicas", where, minimum=1, maximum=MAX_REPLICAS)
-    if max_replicas < min_replicas:
-        raise r.fail(f"{where}.max_replicas", f"must be >= min_replicas ({min_replicas}), got {max_replicas}")
-    raw_variants = r.required(m, "variants", where)
-    if not isinstance(raw_variants, list) or not raw_variants:
-        raise r.fail(f"{where}.variants", "stage has no variants (need a non-empty list)")
-    variants: list[VariantSpec] = []
-    for j, rv in enumerate(raw_variants):
-        vw = f"{where}.variants[{j}]"
-        vm = r.mapping(rv, vw, _VARIANT_KEYS)
-        vname = r.string(vm, "name", vw)
-        if any(v.name == vname for v in variants):
-            raise r.fail(f"{vw}.name", f"duplicate variant {vname!r} in stage {name!r}")
-        accuracy = r.number(vm, "accuracy", vw, minimum=0.0, maximum=1.0)
-        metric_value = None
-        if vm.get("metric_value") is not None:
-            metric_value = r.number(vm, "metric_value", vw)
-        startup = r.number(vm, "startup_s", vw, minimum=0.0, maximum=MAX_SECONDS)
-        variants.append(VariantSpec(vname, accuracy, metric_value, startup))
-
-    profile_path = _resolve_profile(r, m, where, task)
-    if profile_path not in cache:
-        try:
-            cache[profile_path] = load_profile(profile_path)
-        except ProfileError as exc:
-            raise r.fail(f"{where}.profile", str(exc)) from None
-    latency = cache[profile_path]
-    for j, v in enumerate(variants):
-        if v.name not in latency.variants:
-            raise r.fail(
-                f"{where}.variants[{j}].name",
-                f"unknown variant {v.name!r}: no rows in profile {profile_path.name} "
-                f"(has: {', '.join(latency.variants)})",
-            )
-        for b in batch_sizes:
-            if not latency.has_batch(v.name, b):
-                raise r.fail(
-                    f"{where}.batch_sizes",
-                    f"batch size {b} has no profile point for variant {v.name!r} in {profile_path.name}",
-                )
-    return StageSpec(
-        name=name,
-        task=task,
-        metric=metric,
-        batch_sizes=batch_sizes,
-        cores=cores,
-        min_replicas=min_replicas,
-        max_replicas=max_replicas,
-        variants=tuple(variants),
-        profile_path=profile_path,
-        latency=latency,
-    )
-
-
-def parse_spec(raw: Any, path: Path) -> PipelineSpec:
-    """Validate already-parsed YAML data; ``path`` is used in messages and to resolve relative profiles."""
-    r = _Reader(path)
-    m = r.mapping(raw, "", _TOP_KEYS)
-    name = r.string(m, "name", "")
-    if not is_safe_name(name):  # the name becomes part of file paths (run folders, bundled agents, plots)
-        raise r.fail("name", f"{name!r} is not a usable pipeline name ({name_rule(NAME_MAX)})")
-    description = r.string(m, "description", "", default=name)
-    sla_s = r.number(m, "sla_s", "", minimum=0.0, exclusive_min=True, maximum=MAX_SECONDS)
-    drop_limit_s = r.number(m, "drop_limit_s", "", minimum=0.0, exclusive_min=True, maximum=MAX_SECONDS)
-    if drop_limit_s < sla_s:
-        raise r.fail("drop_limit_s", f"must be >= sla_s ({sla_s:g}), got {drop_limit_s:g}")
-    # the simulator and the traces count whole seconds: an interval below 1 s would never end a run
-    interval_s = r.number(m, "interval_s", "", minimum=1.0, maximum=MAX_SECONDS)
-    batch_timeout_s = r.number(m, "batch_timeout_s", "", minimum=0.0, maximum=MAX_SECONDS)
-    core_budget = r.integer(m, "core_budget", "", minimum=1, maximum=MAX_CORE_BUDGET)
-
-    om = r.mapping(r.required(m, "objective", ""), "objective", _OBJECTIVE_KEYS)
-    alpha = r.number(om, "alpha", "objective", minimum=0.0, maximum=MAX_WEIGHT)
-    beta = r.number(om, "beta", "objective", minimum=0.0, maximum=MAX_WEIGHT)
-    gamma = r.number(om, "gamma", "objective", minimum=0.0, maximum=MAX_WEIGHT)
-    method = r.string(om, "accuracy_method", "objective")
-    if method not in ACCURACY_METHODS:
-        raise r.fail("objective.accuracy_method", f"must be one of {', '.join(ACCURACY_METHODS)}, got {method!r}")
-    sla_penalty = r.number(om, "sla_penalty", "objective", default=100.0 * beta, minimum=0.0, maximum=MAX_PENALTY)
-    rho_max = r.number(om, "rho_max", "objective", default=1.0, minimum=0.0, exclusive_min=True, maximum=1.0)
-    objective = ObjectiveSpec(alpha, beta, gamma, method, sla_penalty, rho_max)
-
-    raw_stages = r.required(m, "stages", "")
-    if not isinstance(raw_stages, list) or not raw_stages:
-        raise r.fail("stages", "pipeline has no stages (need a non-empty list)")
-    cache: dict[Path, LatencyModel] = {}
-    stages: list[StageSpec] = []
-    for i, rs in enumerate(raw_stages):
-        stage = _parse_stage(r, rs, f"stages[{i}]", cache)
-        if any(s.name == stage.name for s in stages):
-            raise r.fail(f"stages[{i}].name", f"duplicate stage {stage.name!r}")
-        stages.append(stage)
-    smallest = sum(s.min_replicas * min(s.cores) for s in stages)
-    if smallest > core_budget:
-        raise r.fail(
-            "core_budget",
-            f"{core_budget} cores cannot hold the smallest configuration (min_replicas x min cores = {smallest})",
-        )
-    kubernetes = _parse_kube(r, m.get("kubernetes"), [s.name for s in stages])
-    return PipelineSpec(
-        name=name,
-        description=description,
-        sla_s=sla_s,
-        drop_limit_s=drop_limit_s,
-        interval_s=interval_s,
-        batch_timeout_s=batch_timeout_s,
-        core_budget=core_budget,
-        objective=objective,
-        stages=tuple(stages),
-        source=path,
-        kubernetes=kubernetes,
-    )
-
-
-_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def is_k8s_name(value: str, max_len: int = 63) -> bool:
-    """A Kubernetes name: lowercase letters, digits and '-', starting and ending with a letter or digit; 63
-    characters for a DNS label (namespaces, containers), 253 for object names."""
-    return bool(_K8S_NAME.match(value)) and len(value) <= max_len
-
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _parse_kube(r: _Reader, raw: Any, stage_names: list[str]) -> KubeSpec:
-    from rlscale.kube.prometheus import check_template  # no client import: only the template names and fields
-
-    if raw is None:
-        return KubeSpec()
-    m = r.mapping(raw, "kubernetes", _KUBE_KEYS)
-    where = "kubernetes"
-    names = {}
-    for key in ("namespace", "container"):
-        if m.get(key) is not None:
-            value = r.string(m, key, where)
-            if not is_k8s_name(value):
-                raise r.fail(f"{where}.{key}", f"must be a Kubernetes name (lowercase, digits, '-'), got {value!r}")
-            names[key] = value
-    envs = {}
-    for key in ("variant_env", "batch_env"):
-        if m.get(key) is not None:
-            value = r.string(m, key, where)
-            if not _ENV_NAME.match(value):
-                raise r.fail(f"{where}.{key}", f"must be an environment variable name, got {value!r}")
-            envs[key] = value
-    if envs.get("variant_env", "MODEL_VARIANT") == envs.get("batch_env", "MAX_BATCH_SIZE"):
-        raise r.fail(f"{where}.batch_env", "variant and batch size need two different env vars")
-    deployments: dict[str, str] = {}
-    if m.get("deployments") is not None:
-        dm = r.mapping(m["deployments"], f"{where}.deployments", set(stage_names))
-        for stage in dm:
-            value = r.string(dm, stage, f"{where}.deployments")
-            if not is_k8s_name(value, max_len=253):
-                raise r.fail(f"{where}.deployments.{stage}", f"must be a Kubernetes name, got {value!r}")
-            if value in deployments.values():
-                raise r.fail(f"{where}.deployments.{stage}", f"Deployment {value!r} is already another stage's")
-            deployments[str(stage)] = value
-    promql: dict[str, str] = {}
-    if m.get("promql") is not None:
-        from rlscale.kube.prometheus import DEFAULT_TEMPLATES
-
-        pm = r.mapping(m["promql"], f"{where}.promql", set(DEFAULT_TEMPLATES))
-        for key in pm:
-            value = r.string(pm, key, f"{where}.promql")
-            problem = check_template(key, value)
-            if problem:
-                raise r.fail(f"{where}.promql.{key}", problem)
-            promql[str(key)] = value
-    return KubeSpec(**names, **envs, deployments=deployments, promql=promql)
-
-
-def load_spec(name_or_path: str | Path) -> PipelineSpec:
-    """Load a bundled pipeline by name (``video``) or a spec YAML by path, validated.
+def read_document(name_or_path: str | Path) -> tuple[Path, Any]:
+    """The spec file a name or path means, and its YAML data (not validated yet).
 
     Raises:
-        SpecError: one message naming the file, the field and the problem.
+        SpecError: unknown name, unreadable or oversized file, not YAML, empty, nested too deeply.
     """
     path = _resolve_spec_path(name_or_path)
     text = read_text_limited(path, MAX_SPEC_BYTES, SpecError, "spec")
@@ -569,4 +750,157 @@ def load_spec(name_or_path: str | Path) -> PipelineSpec:
         raise SpecError(f"{path}: spec is empty")
     if nesting_depth(raw, MAX_YAML_DEPTH) > MAX_YAML_DEPTH:
         raise SpecError(f"{path}: YAML nested deeper than {MAX_YAML_DEPTH} levels; a spec needs 4")
-    return parse_spec(raw, path)
+    return path, raw
+
+
+# ------------------------------------------------------------------------------------------------ overrides
+
+
+def _split_override(item: str) -> tuple[list[str], Any]:
+    """``objective.alpha=10`` -> (``["objective", "alpha"]``, 10); the value is YAML (``true``, ``[1, 2]``)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise SpecError(f"--set {item}: expected FIELD=VALUE with a dotted field path, e.g. objective.alpha=10")
+    parts = key.split(".")
+    if any(not p.strip() for p in parts):
+        raise SpecError(f"--set {item}: {key!r} is not a dotted field path (e.g. stages.0.max_replicas)")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"--set {item}: the value is not YAML: {problem}") from None
+    except RecursionError:
+        raise SpecError(f"--set {item}: the value is nested too deeply") from None
+    if nesting_depth(value, MAX_YAML_DEPTH) > MAX_YAML_DEPTH:
+        raise SpecError(f"--set {item}: the value is nested deeper than {MAX_YAML_DEPTH} levels")
+    return [p.strip() for p in parts], value
+
+
+def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
+    """A copy of a spec document with ``--set FIELD=VALUE`` overrides applied, each path checked against the model.
+
+    A path names a field of the spec (``sla_s``), of a section (``objective.alpha``, ``kubernetes.namespace``), of
+    a list entry by index (``stages.0.max_replicas``, ``stages.1.variants.0.accuracy``, ``stages.0.cores.1``) or
+    a key of a mapping (``kubernetes.deployments.detector``). A section the document leaves out is created.
+
+    Raises:
+        SpecError: too many overrides, a malformed one, or a path that names no field (the message names it).
+    """
+    if len(overrides) > MAX_OVERRIDES:
+        raise SpecError(f"--set given {len(overrides)} times; at most {MAX_OVERRIDES}")
+    import copy
+
+    doc = copy.deepcopy(raw)
+    for item in overrides:
+        parts, value = _split_override(item)
+        if not isinstance(doc, dict):
+            break  # the document's own error (not a mapping) is reported by the validation
+        _set_path(doc, parts, value, item)
+    return doc
+
+
+def _set_path(doc: dict[str, Any], parts: list[str], value: Any, item: str) -> None:
+    node: Any = doc
+    kind: Any = PipelineSpec  # a model class, "list:<cls>", "ints" or "mapping"
+    done: list[str | int] = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        here = _field_path([*done, part])
+        if isinstance(kind, type):
+            allowed = _document_fields(kind)
+            if part not in allowed:
+                raise SpecError(f"--set {item}: {here}: unknown field (allowed: {', '.join(allowed)})")
+            if last:
+                node[part] = value
+                return
+            child_kind: Any = (
+                ("list", _NESTED[part])
+                if part in ("stages", "variants")
+                else "ints"
+                if part in ("batch_sizes", "cores")
+                else "mapping"
+                if part in ("deployments", "promql")
+                else _NESTED.get(part)
+            )
+            if child_kind is None:
+                raise SpecError(f"--set {item}: {here}: is a value, it has no fields")
+            if node.get(part) is None and (isinstance(child_kind, type) or child_kind == "mapping"):
+                node[part] = {}
+            child = node.get(part)
+            if (isinstance(child_kind, type) or child_kind == "mapping") and not isinstance(child, dict):
+                raise SpecError(f"--set {item}: {here}: the spec's value is not a mapping")
+            if isinstance(child_kind, tuple | str) and child_kind != "mapping" and not isinstance(child, list):
+                raise SpecError(f"--set {item}: {here}: the spec's value is not a list")
+            node, kind = child, child_kind
+            done.append(part)
+        elif kind == "mapping":
+            if not last:
+                raise SpecError(f"--set {item}: {here}: is a value, it has no fields")
+            node[part] = value
+            return
+        else:  # a list: ("list", cls) or "ints"
+            here = _field_path([*done, int(part) if part.isdigit() else part])
+            if not part.isdigit() or int(part) >= len(node):
+                raise SpecError(
+                    f"--set {item}: {here}: not an index of {_field_path(done)} (0 to {len(node) - 1})"
+                    if node
+                    else f"--set {item}: {here}: {_field_path(done)} is empty"
+                )
+            index = int(part)
+            here = _field_path([*done, index])
+            if last:
+                node[index] = value
+                return
+            if kind == "ints":
+                raise SpecError(f"--set {item}: {here}: is a value, it has no fields")
+            if not isinstance(node[index], dict):
+                raise SpecError(f"--set {item}: {here}: the spec's value is not a mapping")
+            node, kind = node[index], kind[1]
+            done.append(index)
+
+
+def _override_paths(overrides: Sequence[str]) -> list[tuple[str, str]]:
+    """(field path as messages write it, the override) of each override."""
+    out = []
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        out.append((_field_path([int(p) if p.isdigit() else p for p in key.split(".")]), item))
+    return out
+
+
+def load_spec(name_or_path: str | Path, overrides: Sequence[str] = ()) -> PipelineSpec:
+    """Load a bundled pipeline by name (``video``) or a spec YAML by path, validated.
+
+    Args:
+        name_or_path: a bundled pipeline's name or a spec file.
+        overrides: ``FIELD=VALUE`` items (``--set``) applied to the document before validation; see
+            `apply_overrides`. A relative profile still resolves from the spec file's folder.
+
+    Raises:
+        SpecError: one message naming the file, the field and the problem (and the ``--set`` involved, if any).
+    """
+    path, raw = read_document(name_or_path)
+    if not overrides:
+        return parse_spec(raw, path)
+    try:
+        return parse_spec(apply_overrides(raw, overrides), path)
+    except SpecError as exc:
+        field = getattr(exc, "field", None)
+        if field is None:
+            raise
+        paths = _override_paths(overrides)
+        hit = [item for p, item in paths if field == p or field.startswith((p + ".", p + "["))]
+        shown = ", ".join(f"--set {i}" for i in (hit or [item for _, item in paths]))
+        raise SpecError(f"{exc} (with {shown})") from None
+
+
+def dump_spec(spec: PipelineSpec, note: str = "") -> str:
+    """The spec as YAML text that `load_spec` reads back to an equal spec (see `PipelineSpec.to_document`).
+
+    Args:
+        spec: the spec.
+        note: a comment for the first lines (where the file came from).
+    """
+    head = "".join(f"# {line}\n" for line in note.splitlines())
+    return head + yaml.safe_dump(spec.to_document(), sort_keys=False, allow_unicode=True)

@@ -41,7 +41,6 @@ import json
 import logging
 import math
 import re
-import string
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -51,58 +50,16 @@ import numpy as np
 
 from rlscale.errors import RlscaleError
 
+# the templates and their check live in the core (the spec validates with them); re-exported for existing importers
+from rlscale.promql import DEFAULT_TEMPLATES as DEFAULT_TEMPLATES
+from rlscale.promql import MAX_TEMPLATE_CHARS as MAX_TEMPLATE_CHARS
+from rlscale.promql import TEMPLATE_FIELDS as TEMPLATE_FIELDS
+from rlscale.promql import check_template as check_template
+
 log = logging.getLogger(__name__)
 
-_STAGE = '{{pipeline="{pipeline}",stage="{stage}"}}'
-_PIPE = '{{pipeline="{pipeline}"}}'
-DEFAULT_TEMPLATES = {
-    "arrival_rate": f"sum(rate(rlscale_requests_total{_STAGE}[{{window}}]))",
-    # the history policies see: irate uses the last two scrapes in the window, so peaks keep the scrape's resolution
-    "arrival_history": f"sum(irate(rlscale_requests_total{_STAGE}[{{window}}]))",
-    "latency_quantile": (
-        f"histogram_quantile({{q}}, sum by (le) (rate(rlscale_request_latency_seconds_bucket{_STAGE}[{{window}}])))"
-    ),
-    "queue_length": f"sum(rlscale_queue_length{_STAGE})",
-    "busy_rate": f"sum(rate(rlscale_busy_seconds_total{_STAGE}[{{window}}]))",
-    "e2e_latency_quantile": (
-        f"histogram_quantile({{q}}, sum by (le) (rate(rlscale_e2e_latency_seconds_bucket{_PIPE}[{{window}}])))"
-    ),
-    "completed_rate": f"sum(rate(rlscale_e2e_latency_seconds_count{_PIPE}[{{window}}]))",
-    "late_rate": (
-        f"sum(rate(rlscale_e2e_latency_seconds_count{_PIPE}[{{window}}])) - "
-        'sum(rate(rlscale_e2e_latency_seconds_bucket{{pipeline="{pipeline}",le=~"{sla}"}}[{window}]))'
-    ),
-    "dropped_rate": f"sum(rate(rlscale_dropped_requests_total{_PIPE}[{{window}}]))",
-}
-REQUIRED = ("arrival_rate", "queue_length")
 QUANTILES = ("latency_quantile", "e2e_latency_quantile")
 """Templates whose +Inf is a reading (the quantile lies beyond the largest bucket), not a fault."""
-_FIELDS = {"pipeline": "p", "stage": "s", "window": "10s", "q": 0.99, "sla": "1|1\\\\.0"}
-
-
-MAX_TEMPLATE_CHARS = 4096  # the longest default is a few hundred characters
-
-
-def check_template(name: str, template: str) -> str | None:
-    """Why a template cannot be used (unknown name, unknown field, bad braces), or None if it can."""
-    if name not in DEFAULT_TEMPLATES:
-        return f"unknown template {name!r} (known: {', '.join(DEFAULT_TEMPLATES)})"
-    if len(template) > MAX_TEMPLATE_CHARS:
-        return f"longer than {MAX_TEMPLATE_CHARS} characters"
-    try:
-        for _text, field, spec, conversion in string.Formatter().parse(template):
-            # plain {field} only: a format spec ({pipeline:>100000000}) or conversion would let a template grow
-            # the query without bound, and nothing a query needs is written that way
-            if field is not None and (spec or conversion):
-                return (
-                    f"{{{field}}} must be plain, without a conversion or format spec; write PromQL braces as {{{{ }}}}"
-                )
-        template.format(**_FIELDS)
-    except KeyError as exc:
-        return f"unknown field {{{exc.args[0]}}} (fields: {', '.join(_FIELDS)}; write PromQL braces as {{{{ }}}})"
-    except (ValueError, IndexError) as exc:
-        return f"not a format string ({exc}); write PromQL braces as {{{{ }}}}"
-    return None
 
 
 def duration(seconds: float) -> str:
