@@ -47,7 +47,7 @@ test: $(STAMP) lint prometheus
 lstm: $(STAMP)
 	$(BIN)/python -m agents.lstm --out agents/data/lstm_predictor.npz
 
-# The bundled PPO agents (agents/data/ppo_<pipeline>.zip): train on training windows and bundle (a few minutes each)
+# The bundled PPO agents (agents/data/ppo_<pipeline>.npz, numpy actors): train on training windows and bundle (a few minutes each)
 agent: $(STAMP)
 	$(BIN)/rlscale train --pipeline video --timesteps 300000 --seed 0 --out runs --bundle
 	$(BIN)/rlscale train --pipeline sum-qa --timesteps 200000 --seed 0 --out runs --bundle

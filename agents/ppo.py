@@ -5,10 +5,17 @@ projected configurations do), over random windows of the Twitter training split 
 variations of them; the evaluation windows are only ever *evaluated on*, for the logs, and never used to pick a
 model. A run folder ``{pipeline}__ppo__{seed}__{time}`` holds the resolved config (``config.json``), TensorBoard
 logs (``tb/``), checkpoints (every ``checkpoint_every`` steps and every ``checkpoint_minutes``), the final
-``model.zip`` and ``eval.json``. A stop request (SIGINT/SIGTERM through `rlscale.interrupts`) ends learning at
-the next step: ``model.zip`` is saved, ``interrupted.json`` says where it stopped, and `TrainingInterrupted`
-tells the caller; ``--resume`` continues from that model. Models are written atomically (a temporary file, then
-``os.replace``), so a checkpoint is whole or absent.
+``model.zip`` (SB3's, for ``--resume``), its actor as numpy (``actor.npz``, `agents.actor`: what ``--agent`` and
+the bundled agents use) and ``eval.json``. A stop request (SIGINT/SIGTERM through `rlscale.interrupts`) ends
+learning at the next step: ``model.zip`` and ``actor.npz`` are saved, ``interrupted.json`` says where it stopped,
+and `TrainingInterrupted` tells the caller; ``--resume`` continues from that model. Models are written atomically
+(a temporary file, then ``os.replace``), so a checkpoint is whole or absent.
+
+Only training imports torch and stable-baselines3 (inside the functions that need them): `PPOPolicy` runs the
+numpy actor, and reads a ``model.zip`` only when given one (then it needs the ``train`` extra).
+
+Convert a run's ``model.zip`` (trained before runs wrote ``actor.npz``) with
+``python -m agents.ppo MODEL.zip OUT.npz``; it checks that the actor picks SB3's actions.
 """
 
 from __future__ import annotations
@@ -18,16 +25,19 @@ import logging
 import math
 import shutil
 import signal
+import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from agents.actor import Actor, AgentMismatch, load_actor
 from agents.lstm import LSTMPredictor
 from agents.safety import SafetyLayer
-from envs.pipeline_env import Codec, PipelineEnv
+from envs.pipeline_env import CAPACITY_LEVELS, PipelineEnv
 from rlscale.errors import RlscaleError
 from rlscale.inputs import MAX_SEED
 from rlscale.interrupts import Interrupted, StopRequest, signal_name, signum_of
@@ -39,10 +49,10 @@ from rlscale.workload import IPA_PATTERNS
 log = logging.getLogger(__name__)
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "data"
+ACTOR_FILE = "actor.npz"  # a run's actor, beside its model.zip
+TRAIN_EXTRA_HINT = "install the train extra (pip install 'rlscale[train]')"
 
-
-class AgentMismatch(RlscaleError):
-    """The agent was trained for another pipeline shape (observations or action choices differ)."""
+__all__ = ["ACTOR_FILE", "AgentMismatch", "PPOPolicy", "TrainConfig", "TrainingInterrupted", "bundled_agent", "train"]
 
 
 class TrainingInterrupted(Interrupted):
@@ -64,13 +74,13 @@ class TrainingInterrupted(Interrupted):
 
 
 def bundled_agent(pipeline: str) -> Path:
-    """Where the bundled agent of ``pipeline`` lives (``agents/data/ppo_{pipeline}.zip``).
+    """Where the bundled agent of ``pipeline`` (its actor file, `agents.actor`) lives: ``agents/data/ppo_{name}.npz``.
 
     Raises:
         RlscaleError: ``pipeline`` is not a safe name, or the path would leave ``agents/data``.
     """
     check_name(pipeline, "pipeline name")
-    return inside(BUNDLED_DIR, f"ppo_{pipeline}.zip", "bundled agent")
+    return inside(BUNDLED_DIR, f"ppo_{pipeline}.npz", "bundled agent")
 
 
 @dataclass
@@ -117,42 +127,39 @@ class TrainConfig:
 class PPOPolicy:
     """A trained agent as a `Policy`; with ``safety`` every proposal goes through the safety layer.
 
+    Inference is numpy only (`agents.actor.Actor`); torch is imported only to read a ``model.zip``.
+
     Args:
         spec: the pipeline the agent was trained for.
-        model_path: the agent's ``model.zip`` (default: the bundled agent of the pipeline).
+        model_path: the agent: an actor file (``.npz``: a bundled agent, a run's ``actor.npz``), a training run's
+            ``model.zip`` (needs the ``train`` extra), or an `Actor`; default: the bundled agent of the pipeline.
         safety: project proposals onto the feasible set (``ppo``) or not (``ppo-raw``).
         safety_load: the safety layer's load estimate (``observed``, ``backlog`` or ``predicted``).
+
+    Raises:
+        RlscaleError: no such file, not an agent, or a ``model.zip`` without torch or its training settings.
+        AgentMismatch: an agent of another pipeline (name, observations or action choices).
     """
 
     def __init__(
-        self, spec: PipelineSpec, model_path: Path | None = None, *, safety: bool = True, safety_load: str = "observed"
+        self,
+        spec: PipelineSpec,
+        model_path: Path | Actor | None = None,
+        *,
+        safety: bool = True,
+        safety_load: str = "observed",
     ) -> None:
-        from stable_baselines3 import PPO
-
-        path = Path(model_path) if model_path is not None else bundled_agent(spec.name)
-        if not path.exists():
-            raise RlscaleError(
-                f"no agent at {path}; train one with: rlscale train --pipeline {spec.name}, then pass --agent PATH"
-            )
-        try:
-            self.model = PPO.load(path, device="cpu")
-        except Exception as exc:  # noqa: BLE001 - a corrupt or foreign zip: one clear line
-            raise RlscaleError(f"{path}: cannot load the agent: {exc}") from None
-        settings = _read_settings(path)
-        self.codec = Codec(spec, load_scale_rps=float(settings.get("load_scale_rps", 50.0)))
-        expected = self.codec.observation_space().shape
-        if self.model.observation_space.shape != expected:
-            raise AgentMismatch(
-                f"{path}: agent observes {self.model.observation_space.shape}, pipeline {spec.name} needs {expected}"
-            )
-        actions = [int(n) for n in getattr(self.model.action_space, "nvec", [])]
-        wanted = [int(n) for n in self.codec.action_space().nvec]
-        if actions != wanted:  # e.g. a spec edited from a bundled one: other variant, batch or core choices
-            raise AgentMismatch(
-                f"{path}: agent chooses among {actions} options per action, pipeline {spec.name} needs {wanted} "
-                "(variants, batch sizes, cores, replica levels per stage); train one for it with rlscale train"
-            )
-        self._mlp = _export_actor(self.model)
+        if isinstance(model_path, Actor):
+            self.actor, source = model_path, "agent"
+        else:
+            path = Path(model_path) if model_path is not None else bundled_agent(spec.name)
+            if not path.exists():
+                raise RlscaleError(
+                    f"no agent at {path}; train one with: rlscale train --pipeline {spec.name}, then pass "
+                    f"--agent RUN/{ACTOR_FILE}"
+                )
+            self.actor, source = load_agent(path), str(path)
+        self.codec = self.actor.codec(spec, source)
         self.predictor = LSTMPredictor()
         self.safety = (
             SafetyLayer(spec, load=safety_load, predictor=self.predictor if safety_load == "predicted" else None)
@@ -164,15 +171,7 @@ class PPOPolicy:
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """The deterministic action (argmax of every sub-action's logits) for one observation."""
-        if self._mlp is None:
-            action, _ = self.model.predict(obs, deterministic=True)
-            return np.asarray(action)
-        layers, (w_out, b_out), splits = self._mlp
-        h = np.asarray(obs, dtype=np.float32)
-        for w, b in layers:
-            h = np.tanh(h @ w + b)
-        logits = h @ w_out + b_out
-        return np.array([int(np.argmax(part)) for part in np.split(logits, splits)])
+        return self.actor.act(obs)
 
     def propose(self, state: PipelineState) -> PipelineConfig:
         obs = self.codec.observe(state, self.predictor.predict(state))
@@ -186,44 +185,155 @@ class PPOPolicy:
         return config
 
 
-def _export_actor(model) -> tuple | None:
-    """The actor network's weights as numpy, for a forward pass without torch's per-call overhead.
+def is_model_zip(path: Path) -> bool:
+    """Whether ``path`` is (the start of) a stable-baselines3 model: a zip holding ``policy.pth``."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return "policy.pth" in zf.namelist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
 
-    SB3's ``predict`` builds one torch distribution per sub-action (40 at 10 stages), which costs about a
-    millisecond; the argmax of the logits is the same action. Returns None (use ``predict``) for any
-    architecture other than SB3's default MLP with tanh activations.
+
+def load_agent(path: Path) -> Actor:
+    """The actor of an agent file: an actor ``.npz`` (numpy only) or a training run's ``model.zip`` (torch).
+
+    Raises:
+        RlscaleError: not an agent; a ``model.zip`` without torch/stable-baselines3 or without its training
+            settings beside it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise RlscaleError(f"{path}: is a folder; pass an agent file (a run's {ACTOR_FILE} or model.zip)")
+    if is_model_zip(path):
+        return actor_from_model_zip(path)
+    return load_actor(path)
+
+
+def actor_from_model_zip(path: Path) -> Actor:
+    """Load a stable-baselines3 ``model.zip`` (needs torch) and export its actor.
+
+    The codec settings come from the training settings saved beside it (``{stem}.json`` or the run's
+    ``config.json``); without them the agent cannot be used.
+
+    Raises:
+        RlscaleError: torch or stable-baselines3 missing, an unreadable model, or no usable settings.
+    """
+    try:
+        from stable_baselines3 import PPO
+    except ImportError:
+        raise RlscaleError(
+            f"{path} is a training run's model.zip, which needs torch and stable-baselines3: {TRAIN_EXTRA_HINT}, "
+            f"or pass the run's {ACTOR_FILE} instead"
+        ) from None
+    try:
+        model = PPO.load(path, device="cpu")
+    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign zip: one clear line
+        raise RlscaleError(f"{path}: cannot load the agent: {_one_line(exc)}") from None
+    settings = _read_settings(path)
+    return export_actor(model, _spec_name(settings, path), float(settings["load_scale_rps"]), training=settings)
+
+
+def export_actor(
+    model,
+    pipeline: str,
+    load_scale_rps: float,
+    capacity_levels: tuple[float, ...] = CAPACITY_LEVELS,
+    training: dict[str, Any] | None = None,
+) -> Actor:
+    """The actor network of an SB3 PPO model as an `Actor` (numpy), with the codec settings it was trained with.
+
+    SB3's ``predict`` builds one torch distribution per sub-action; the argmax of the logits is the same action.
+
+    Raises:
+        RlscaleError: not SB3's default MLP policy with tanh activations over a Box observation and a
+            MultiDiscrete action (the only architecture ``rlscale train`` builds).
     """
     import torch
+    from gymnasium import spaces
     from stable_baselines3.common.torch_layers import FlattenExtractor
 
     policy = model.policy
-    if not isinstance(policy.features_extractor, FlattenExtractor):
-        return None
+    unsupported = RlscaleError(
+        "cannot export the agent: only SB3's default MLP policy (tanh, Box observations, MultiDiscrete actions) "
+        "has a numpy actor"
+    )
+    extractor = getattr(policy, "pi_features_extractor", policy.features_extractor)
+    if not isinstance(extractor, FlattenExtractor) or not isinstance(model.action_space, spaces.MultiDiscrete):
+        raise unsupported
+    if len(model.observation_space.shape) != 1:
+        raise unsupported
     modules = list(policy.mlp_extractor.policy_net)
     if any(not isinstance(m, torch.nn.Linear | torch.nn.Tanh) for m in modules):
-        return None
-    layers = [
-        (m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy())
-        for m in modules
-        if isinstance(m, torch.nn.Linear)
-    ]
-    if len(layers) != sum(isinstance(m, torch.nn.Tanh) for m in modules):
-        return None
-    head = policy.action_net
-    nvec = np.asarray(model.action_space.nvec)
-    splits = np.cumsum(nvec)[:-1]
-    return layers, (head.weight.detach().cpu().numpy().T.copy(), head.bias.detach().cpu().numpy().copy()), splits
+        raise unsupported
+    linear = modules[0::2]
+    if len(modules) % 2 or not all(isinstance(m, torch.nn.Linear) for m in linear):
+        raise unsupported  # Linear, Tanh, Linear, Tanh...
+    if not all(isinstance(m, torch.nn.Tanh) for m in modules[1::2]):
+        raise unsupported
+
+    def numpy(m) -> tuple[np.ndarray, np.ndarray]:
+        return m.weight.detach().cpu().numpy().T.copy(), m.bias.detach().cpu().numpy().copy()
+
+    return Actor(
+        pipeline=pipeline,
+        layers=tuple(numpy(m) for m in linear),
+        head=numpy(policy.action_net),
+        nvec=tuple(int(n) for n in model.action_space.nvec),
+        load_scale_rps=float(load_scale_rps),
+        capacity_levels=tuple(float(x) for x in capacity_levels),
+        training=dict(training or {}),
+    )
 
 
 def _read_settings(model_path: Path) -> dict[str, Any]:
-    """The training config saved beside a model (``config.json``), or {} when there is none."""
+    """The training settings saved beside a model (``{stem}.json``, else the run's ``config.json``).
+
+    Raises:
+        RlscaleError: none there, not a JSON object, or without ``load_scale_rps`` (no silent default: an agent
+            read with another load scale sees other observations).
+    """
     for candidate in (model_path.with_suffix(".json"), model_path.parent / "config.json"):
-        if candidate.exists():
+        if candidate.is_file():
             try:
-                return json.loads(candidate.read_text())
-            except json.JSONDecodeError:
-                return {}
-    return {}
+                settings = json.loads(candidate.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise RlscaleError(
+                    f"{candidate}: cannot read the agent's training settings: {_one_line(exc)}"
+                ) from None
+            if not isinstance(settings, dict) or "load_scale_rps" not in settings:
+                raise RlscaleError(f"{candidate}: the agent's training settings lack load_scale_rps")
+            scale = settings["load_scale_rps"]
+            if (
+                isinstance(scale, bool)
+                or not isinstance(scale, int | float)
+                or not (math.isfinite(scale) and scale > 0)
+            ):
+                raise RlscaleError(f"{candidate}: load_scale_rps must be a number > 0, got {scale!r}")
+            return settings
+    raise RlscaleError(
+        f"{model_path}: no training settings beside it ({model_path.with_suffix('.json').name} or config.json), "
+        f"so its load scale is unknown; pass the run's {ACTOR_FILE} instead"
+    )
+
+
+def _spec_name(settings: dict[str, Any], model_path: Path) -> str:
+    """The name of the spec a model was trained for: ``spec_name`` in its settings (runs before it was recorded:
+    the spec ``pipeline`` names)."""
+    name = settings.get("spec_name")
+    if isinstance(name, str):
+        return name
+    pipeline = settings.get("pipeline")
+    if isinstance(pipeline, str):
+        try:
+            return load_spec(pipeline).name
+        except RlscaleError:
+            pass
+    raise RlscaleError(f"{model_path}: its training settings do not say which pipeline it was trained for")
+
+
+def _run_settings(cfg: TrainConfig, spec: PipelineSpec) -> dict[str, Any]:
+    """What ``config.json`` (and a checkpoint's ``.json``) records: the config and the spec's name."""
+    return {**asdict(cfg), "spec_name": spec.name}
 
 
 def make_env(cfg: TrainConfig, rank: int):
@@ -241,8 +351,8 @@ def make_env(cfg: TrainConfig, rank: int):
     return _init
 
 
-def evaluate(model_path: Path, pipeline: str, traces=IPA_PATTERNS, seed: int = 0) -> dict[str, dict]:
-    """Run the agent (with safety) on each trace; returns the summary records (for logs and reports)."""
+def evaluate(model_path: Path | Actor, pipeline: str, traces=IPA_PATTERNS, seed: int = 0) -> dict[str, dict]:
+    """Run the agent (an agent file or an `Actor`, with safety) on each trace; returns the summary records."""
     from rlscale.sim.runner import run_episode
     from rlscale.workload import load_trace
 
@@ -285,6 +395,15 @@ def _load_for_resume(path: Path, spec: PipelineSpec, venv):
 
     if not path.is_file():
         raise RlscaleError(f"--resume {path}: no such model file")
+    if not is_model_zip(path):  # an actor file (or garbage): say what is wrong with it for this pipeline first
+        try:
+            load_actor(path).codec(spec, path)
+        except RlscaleError as exc:
+            raise type(exc)(f"--resume {exc}") from None
+        raise RlscaleError(
+            f"--resume {path}: an actor .npz holds no value network or optimiser state and cannot be trained on; "
+            "pass the run's model.zip or a checkpoint"
+        )
     try:
         probe = PPO.load(path, device="cpu")
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign zip: one clear line
@@ -323,18 +442,18 @@ def _create_run_folder(out: Path, name: str) -> Path:
     raise OutputError(f"--out {out}: too many runs named {name}")
 
 
-def save_model(model, path: Path, cfg: TrainConfig | None = None) -> Path:
-    """Save ``model`` atomically at ``path``; with ``cfg``, its config beside it (``.json``, what loading reads)."""
+def save_model(model, path: Path, settings: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` atomically at ``path``; with ``settings``, them beside it (``.json``, what loading reads)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         model.save(tmp)
-    if cfg is not None:
-        atomic_write_text(path.with_suffix(".json"), json.dumps(asdict(cfg), indent=2) + "\n")
+    if settings is not None:
+        atomic_write_text(path.with_suffix(".json"), json.dumps(settings, indent=2) + "\n")
     return path
 
 
 def train(cfg: TrainConfig, progress_bar: bool = True, stop: StopRequest | None = None) -> Path:
-    """Train PPO per ``cfg``; returns the run folder (holding ``model.zip``).
+    """Train PPO per ``cfg``; returns the run folder (holding ``model.zip`` and its numpy actor ``actor.npz``).
 
     Everything a user can get wrong (the settings, the spec, ``--out``, the ``--resume`` model) is checked
     before the run folder is created, so a refused run leaves nothing behind.
@@ -382,9 +501,10 @@ def train(cfg: TrainConfig, progress_bar: bool = True, stop: StopRequest | None 
             device="cpu",
             verbose=0,
         )
+    settings = _run_settings(cfg, spec)
     run = _create_run_folder(out, run_name)
     try:
-        atomic_write_text(run / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+        atomic_write_text(run / "config.json", json.dumps(settings, indent=2) + "\n")
     except BaseException:
         shutil.rmtree(run, ignore_errors=True)  # nothing was learnt: leave no empty run behind
         raise
@@ -402,8 +522,9 @@ def train(cfg: TrainConfig, progress_bar: bool = True, stop: StopRequest | None 
         def _on_step(self) -> bool:
             if self.num_timesteps >= self.next:
                 self.next += self.every
-                path = save_model(self.model, run / "checkpoints" / f"eval_{self.num_timesteps}.zip", cfg)
-                for name, rec in evaluate(path, cfg.pipeline).items():
+                save_model(self.model, run / "checkpoints" / f"eval_{self.num_timesteps}.zip", settings)
+                actor = export_actor(self.model, spec.name, cfg.load_scale_rps, training=settings)
+                for name, rec in evaluate(actor, cfg.pipeline).items():
                     self.logger.record(f"eval/{name}/score", rec["score"])
                     self.logger.record(f"eval/{name}/violation_rate", rec["sla_violation_rate"])
             return True
@@ -436,7 +557,7 @@ def train(cfg: TrainConfig, progress_bar: bool = True, stop: StopRequest | None 
             if self.period_s > 0 and time.monotonic() - self.last >= self.period_s:
                 due = True
             if due:
-                save_model(self.model, run / "checkpoints" / f"ppo_{self.num_timesteps}_steps.zip", cfg)
+                save_model(self.model, run / "checkpoints" / f"ppo_{self.num_timesteps}_steps.zip", settings)
                 self.last = time.monotonic()
             return stop is None or not stop.is_set()
 
@@ -456,6 +577,7 @@ def train(cfg: TrainConfig, progress_bar: bool = True, stop: StopRequest | None 
     if interrupted is None and stop is not None and stop.is_set():
         interrupted = stop.signum
     save_model(model, run / "model.zip")
+    actor = export_actor(model, spec.name, cfg.load_scale_rps, training=settings).save(run / ACTOR_FILE)
     done = int(model.num_timesteps - start_steps)
     if interrupted is not None:
         state = {"timesteps_done": done, "timesteps": cfg.timesteps, "signal": signal_name(interrupted)}
@@ -467,11 +589,53 @@ def train(cfg: TrainConfig, progress_bar: bool = True, stop: StopRequest | None 
         for name in IPA_PATTERNS:  # one window at a time, so that a stop request does not wait for all four
             if stop is not None and stop.is_set():
                 raise TrainingInterrupted(stop.signum or signal.SIGINT, run, run / "model.zip", done, cfg.timesteps)
-            summary["eval"].update(evaluate(run / "model.zip", cfg.pipeline, traces=(name,)))
+            summary["eval"].update(evaluate(actor, cfg.pipeline, traces=(name,)))
     except KeyboardInterrupt as exc:
         if isinstance(exc, TrainingInterrupted):
             raise
         raise TrainingInterrupted(signum_of(exc), run, run / "model.zip", done, cfg.timesteps) from None
     atomic_write_text(run / "eval.json", json.dumps(summary, indent=2) + "\n")
-    log.info("trained in %.0f s; model %s", summary["train_wall_s"], run / "model.zip")
+    log.info("trained in %.0f s; model %s, actor %s", summary["train_wall_s"], run / "model.zip", actor)
     return run
+
+
+def agreement(model, actor: Actor, spec: PipelineSpec, n: int = 400, seed: int = 0) -> int:
+    """On how many of ``n`` observations (half from env resets, half sampled from the observation space) the
+    actor picks SB3's deterministic action; ``n`` means identical everywhere."""
+    env = PipelineEnv(spec, load_scale_rps=actor.load_scale_rps)
+    env.observation_space.seed(seed)
+    same = 0
+    for i in range(n):
+        obs = env.observation_space.sample() if i % 2 else env.reset(seed=seed + i)[0]
+        expected, _ = model.predict(obs, deterministic=True)
+        same += bool(np.array_equal(actor.act(obs), np.asarray(expected)))
+    return same
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m agents.ppo MODEL.zip OUT.npz``: write a model's actor file, checked against SB3's actions."""
+    import argparse
+
+    from stable_baselines3 import PPO
+
+    parser = argparse.ArgumentParser(prog="python -m agents.ppo", description=main.__doc__)
+    parser.add_argument("model", type=Path, help="a training run's model.zip (settings beside it)")
+    parser.add_argument("out", type=Path, help="the actor file to write (.npz)")
+    parser.add_argument("--check", type=int, default=400, metavar="N", help="observations to compare (default 400)")
+    args = parser.parse_args(argv)
+    try:
+        actor = actor_from_model_zip(args.model)
+        spec = load_spec(actor.pipeline)
+        same = agreement(PPO.load(args.model, device="cpu"), actor, spec, n=args.check)
+        if same != args.check:
+            raise RlscaleError(f"the actor differs from SB3 on {args.check - same} of {args.check} observations")
+        actor.save(args.out)
+    except RlscaleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: actor of {actor.pipeline}, identical actions to SB3 on {same} observations")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -19,7 +19,7 @@ from rlscale.sim.engine import Simulator
 from rlscale.sim.runner import warm_state
 from rlscale.spec import PipelineSpec, load_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
-from rlscale.workload import EVAL_TRACES, Trace, TrainingSampler, load_trace
+from rlscale.workload import Trace, TrainingSampler, load_trace
 
 HISTORY_STEPS = 12
 STEP_S = 10
@@ -352,7 +352,3 @@ def _make_predictor(name: str) -> Predictor | None:
 
         return LSTMPredictor()
     raise RlscaleError(f"unknown observation predictor {name!r} (lstm or none)")
-
-
-def is_evaluation_trace(name: str) -> bool:
-    return name in EVAL_TRACES

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,43 +113,37 @@ def bench_decisions(
 def bench_agents(stages: tuple[int, ...] = STAGES, repeats: int = 50, progress=None) -> dict[str, Any]:
     """Decision latency of an (untrained) PPO agent alone and behind the safety layer, per chain length.
 
-    The agent's network has the shape a trained one would have; training changes its weights, not its cost.
+    The agent's actor has the shape a trained one would have (SB3's default 128x128 tanh MLP, as numpy, like the
+    bundled agents: `agents.actor.random_actor`); training changes its weights, not its cost. No torch.
     Each decision: observation (with the LSTM prediction), the network's forward pass, decoding, and for
     ``ppo+safety`` the projection onto the feasible set. States alternate between the low and the high load.
     """
-    import tempfile
-
-    from stable_baselines3 import PPO
-
+    from agents.actor import random_actor
     from agents.ppo import PPOPolicy
-    from envs.pipeline_env import PipelineEnv
     from rlscale.types import PipelineState
 
     out: dict[str, Any] = {"ppo": {}, "ppo+safety": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in stages:
-            spec = synthetic_chain(n)
-            env = PipelineEnv(spec, predictor="none")
-            path = Path(tmp) / f"agent_{n}.zip"
-            PPO("MlpPolicy", env, seed=0, device="cpu", policy_kwargs={"net_arch": [128, 128]}).save(path)
-            for name, safety in (("ppo", False), ("ppo+safety", True)):
-                if progress is not None:
-                    progress(f"decision latency: {name}, {n} stages")
-                policy = PPOPolicy(spec, path, safety=safety)
-                config = policy.propose(PipelineState(0.0, 10.0, np.full(10, 5.0), _first_config(spec), None))
-                times = []
-                for i in range(repeats):
-                    load = LOADS_RPS["low"] if i % 2 == 0 else LOADS_RPS["high"]
-                    state = PipelineState(10.0 * i, 10.0, np.full(120, load), config, None)
-                    t = time.perf_counter()
-                    config = policy.decide(state)
-                    times.append((time.perf_counter() - t) * 1e3)
-                arr = np.asarray(times[2:])  # the first calls warm caches
-                out[name][str(n)] = {
-                    "p50": round(float(np.percentile(arr, 50)), 3),
-                    "p99": round(float(np.percentile(arr, 99)), 3),
-                    "runs": int(arr.size),
-                }
+    for n in stages:
+        spec = synthetic_chain(n)
+        actor = random_actor(spec, hidden=(128, 128), seed=0)
+        for name, safety in (("ppo", False), ("ppo+safety", True)):
+            if progress is not None:
+                progress(f"decision latency: {name}, {n} stages")
+            policy = PPOPolicy(spec, actor, safety=safety)
+            config = policy.propose(PipelineState(0.0, 10.0, np.full(10, 5.0), _first_config(spec), None))
+            times = []
+            for i in range(repeats):
+                load = LOADS_RPS["low"] if i % 2 == 0 else LOADS_RPS["high"]
+                state = PipelineState(10.0 * i, 10.0, np.full(120, load), config, None)
+                t = time.perf_counter()
+                config = policy.decide(state)
+                times.append((time.perf_counter() - t) * 1e3)
+            arr = np.asarray(times[2:])  # the first calls warm caches
+            out[name][str(n)] = {
+                "p50": round(float(np.percentile(arr, 50)), 3),
+                "p99": round(float(np.percentile(arr, 99)), 3),
+                "runs": int(arr.size),
+            }
     return out
 
 

@@ -38,7 +38,8 @@ class PolicyOptions:
         solver: ``cbc``, ``highs`` or ``dp`` (default ``dp``: the same optimum, fastest).
         predictor: ``reactive``, ``ewma``, ``lstm`` or ``oracle`` (default ``lstm``, IPA's).
         headroom: plan for this multiple of the predicted load (default IPA's margin for the pipeline).
-        agent: a trained agent's model.zip for ``ppo`` / ``ppo-raw`` (default: the bundled agent).
+        agent: a trained agent for ``ppo`` / ``ppo-raw``: an actor ``.npz`` (a run's ``actor.npz``) or a run's
+            ``model.zip`` (needs the ``train`` extra); default: the bundled agent.
         safety_load: the safety layer's load estimate for ``ppo``: observed (default), backlog or predicted.
     """
 
@@ -109,7 +110,7 @@ def _oracle(spec: PipelineSpec, trace: Trace, opts: PolicyOptions) -> Policy:
 
 def _ppo(safety: bool) -> Callable[[PipelineSpec, Trace, PolicyOptions], Policy]:
     def build(spec: PipelineSpec, trace: Trace, opts: PolicyOptions) -> Policy:
-        from agents.ppo import PPOPolicy  # imports torch: only when an agent is asked for
+        from agents.ppo import PPOPolicy  # numpy only; torch just to read a model.zip
 
         return PPOPolicy(
             spec, Path(opts.agent) if opts.agent else None, safety=safety, safety_load=opts.safety_load or "observed"

@@ -94,10 +94,64 @@ def _emit_json(document: object) -> None:
     out.flush()
 
 
-def cmd_pipelines(args: argparse.Namespace) -> int:
-    from rlscale.spec import bundled_pipelines, load_spec
+def _add_set(p: argparse.ArgumentParser) -> None:
+    """``--set FIELD=VALUE`` (repeatable): override a spec field by its dotted path, in every command with a spec."""
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="FIELD=VALUE",
+        help="override a spec field by its dotted path, the value as YAML (repeatable): objective.alpha=10, "
+        "stages.0.max_replicas=8, sla_s=5",
+    )
 
-    specs = [load_spec(n) for n in (args.spec or bundled_pipelines())]
+
+def _load_spec(name: str, args: argparse.Namespace):
+    """The spec ``name`` (bundled name or file) with the command's ``--set`` overrides; `SpecError` (exit 2)."""
+    from rlscale.spec import load_spec
+
+    return load_spec(name, getattr(args, "overrides", None) or ())
+
+
+def _spec_file(name: str, args: argparse.Namespace, folder: Path) -> str:
+    """The spec argument for code that loads the spec itself (``train``, ``compare``, the manifests' ConfigMap).
+
+    Without ``--set`` it is ``name``. With it, the overridden spec is written to ``folder`` as
+    ``spec-<pipeline>-<digest>.yaml`` (profiles as absolute paths; the same overrides give the same file, so a
+    resumed run finds the same spec) and that file's path is returned.
+    """
+    import hashlib
+
+    from rlscale.paths import atomic_write_text, inside
+    from rlscale.spec import dump_spec
+
+    spec = _load_spec(name, args)
+    if not args.overrides:
+        return name
+    sets = " ".join(f"--set {item}" for item in args.overrides)
+    text = dump_spec(spec, f"written by rlscale from {spec.source} {sets}")
+    body = text.split("\n", 1)[1]  # the digest ignores the comment
+    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()[:12]
+    path = inside(folder, f"spec-{spec.name}-{digest}.yaml", "spec file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RlscaleError(f"{folder}: cannot create a folder for the spec with --set: {exc.strerror or exc}") from None
+    atomic_write_text(path, text)
+    log.info("spec with --set overrides written to %s", path)
+    return str(path)
+
+
+def cmd_pipelines(args: argparse.Namespace) -> int:
+    from rlscale.spec import bundled_pipelines, spec_json_schema
+
+    if args.schema:
+        if args.spec or args.overrides:
+            raise RlscaleError("--schema prints the spec format; it takes no --spec or --set")
+        _emit_json(spec_json_schema())
+        return 0
+    specs = [_load_spec(n, args) for n in (args.spec or bundled_pipelines())]
     if args.json:
         _emit_json([s.to_dict() for s in specs])
         return 0
@@ -166,10 +220,9 @@ def _fmt(value: object) -> str:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from experiments.registry import make_policy
     from rlscale.sim.runner import run_episode
-    from rlscale.spec import load_spec
     from rlscale.workload import load_trace
 
-    spec = load_spec(args.pipeline)
+    spec = _load_spec(args.pipeline, args)
     trace = load_trace(args.trace)
     options = _policy_options(args)
     policy = make_policy(args.policy, spec, trace, options)
@@ -251,14 +304,17 @@ def _save_plot(draw: Callable[[], object], path: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from agents.ppo import TrainConfig, TrainingInterrupted, bundled_agent, train
+    from agents.ppo import ACTOR_FILE, TRAIN_EXTRA_HINT, TrainConfig, TrainingInterrupted, bundled_agent, train
     from rlscale.interrupts import Interrupted, StopRequest, signal_name, stop_on_signals
     from rlscale.paths import atomic_path
-    from rlscale.spec import load_spec
 
-    spec = load_spec(args.pipeline)  # fail on a bad spec before anything is created
+    spec = _load_spec(args.pipeline, args)  # fail on a bad spec before anything is created
+    try:
+        import stable_baselines3  # noqa: F401 - training is the one command that needs torch
+    except ImportError:
+        raise RlscaleError(f"training needs torch and stable-baselines3: {TRAIN_EXTRA_HINT}") from None
     cfg = TrainConfig(
-        pipeline=args.pipeline,
+        pipeline=_spec_file(args.pipeline, args, Path(args.out)),  # the spec with --set, written beside the runs
         timesteps=args.timesteps,
         seed=args.seed,
         n_envs=args.n_envs,
@@ -266,7 +322,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         checkpoint_minutes=args.checkpoint_minutes,
     )
-    targets = (bundled_agent(spec.name), bundled_agent(spec.name).with_suffix(".json")) if args.bundle else ()
+    target = bundled_agent(spec.name) if args.bundle else None
     try:
         # the first SIGINT/SIGTERM ends learning at the next step and saves the model; a second one at once
         with stop_on_signals(StopRequest()) as stop:
@@ -297,12 +353,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"  {trace:12s} score {rec['score']:8.3f}  violations {rec['sla_violation_rate']:.2%}  "
             f"accuracy {rec['accuracy']:.3f}  cost {rec['cost_cores']:.2f} cores"
         )
-    if targets:
-        targets[0].parent.mkdir(parents=True, exist_ok=True)
-        for source, target in zip((run / "model.zip", run / "config.json"), targets, strict=True):
-            with atomic_path(target) as tmp:
-                tmp.write_bytes(source.read_bytes())
-        print(f"bundled as {targets[0]}")
+    print(f"  actor: {run / ACTOR_FILE} (pass it with --agent; model.zip is for --resume)")
+    if target is not None:  # the actor file carries its codec settings: nothing else to copy
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes((run / ACTOR_FILE).read_bytes())
+        print(f"bundled as {target}")
     return 0
 
 
@@ -327,7 +383,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     try:
         with raise_on_signals():  # SIGINT/SIGTERM: the finished runs are on disk; summarise them and stop
             comp = run_comparison(
-                args.pipeline,
+                _spec_file(args.pipeline, args, out),  # the spec with --set is written into --out
                 args.traces,
                 args.policies,
                 seeds=args.seeds,
@@ -443,7 +499,11 @@ def _add_planner_flags(p: argparse.ArgumentParser) -> None:
         metavar="H",
         help="plan for H x the predicted load, 0.1-10 (default: IPA's published margin for the pipeline)",
     )
-    p.add_argument("--agent", metavar="PATH", help="model.zip of a trained agent for ppo/ppo-raw (default: bundled)")
+    p.add_argument(
+        "--agent",
+        metavar="PATH",
+        help="agent for ppo/ppo-raw: a run's actor.npz, or its model.zip (needs the train extra) (default: bundled)",
+    )
     p.add_argument(
         "--safety-load",
         choices=("observed", "backlog", "predicted"),
@@ -601,9 +661,9 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     from rlscale.kube.objects import system_namespace_problem
     from rlscale.kube.prometheus import MetricsUnavailable, PrometheusReader, duration, redact_url
     from rlscale.kube.sidecar import Sidecar, SidecarMetrics, SidecarSettings
-    from rlscale.spec import is_k8s_name, load_spec
+    from rlscale.spec import is_k8s_name
 
-    spec = load_spec(args.spec)
+    spec = _load_spec(args.spec, args)
     url = _check_url(args.prometheus, "--prometheus")
     # the flags' ranges are checked by argparse (`float_in`); the spec's interval by the spec
     interval_s = args.interval if args.interval is not None else spec.interval_s
@@ -694,18 +754,20 @@ def cmd_manifests(args: argparse.Namespace) -> int:
     from rlscale.kube.manifests import render_manifests
     from rlscale.spec import load_spec
 
-    spec = load_spec(args.spec)
-    text = render_manifests(
-        spec,
-        namespace=args.namespace,
-        image=args.image,
-        prometheus_url=_check_url(args.prometheus, "--prometheus"),
-        policy=args.policy or _default_live_policy(spec),
-        interval_s=args.interval,
-        window_s=args.window,
-        dry_run=args.dry_run,
-        allow_system_namespace=args.allow_system_namespace,
-    )
+    with tempfile.TemporaryDirectory(prefix="rlscale-manifests-") as folder:
+        # with --set, the ConfigMap carries the overridden spec: render from a file that holds it
+        spec = load_spec(_spec_file(args.spec, args, Path(folder)))
+        text = render_manifests(
+            spec,
+            namespace=args.namespace,
+            image=args.image,
+            prometheus_url=_check_url(args.prometheus, "--prometheus"),
+            policy=args.policy or _default_live_policy(spec),
+            interval_s=args.interval,
+            window_s=args.window,
+            dry_run=args.dry_run,
+            allow_system_namespace=args.allow_system_namespace,
+        )
     sys.stdout.write(text)
     return 0
 
@@ -726,6 +788,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME|FILE",
         help="show only this pipeline or spec file (repeatable)",
     )
+    _add_set(p)
+    p.add_argument("--schema", action="store_true", help="print the spec format as a JSON Schema (one JSON document)")
     _add_json(p)
     p.set_defaults(func=cmd_pipelines)
 
@@ -753,6 +817,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="even",
         help="spread each second's requests evenly (IPA's generator, default) or as a Poisson process",
     )
+    _add_set(p)
     _add_planner_flags(p)
     p.add_argument("--plot", metavar="FILE.png", help="draw load, replicas/variants and p99 vs SLA over time")
     _add_json(p)
@@ -776,7 +841,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="M",
         help="also save a checkpoint every M minutes, besides every 50000 steps (default 10; 0: off)",
     )
-    p.add_argument("--bundle", action="store_true", help="copy the model into agents/data/ as the bundled agent")
+    p.add_argument(
+        "--bundle", action="store_true", help="copy the run's actor.npz into agents/data/ as the bundled agent"
+    )
+    _add_set(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("compare", help="run policies x traces x seeds; write results.csv/.md and plots")
@@ -799,6 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
     again.add_argument(
         "--overwrite", action="store_true", help="remove the results already in --out (timelines included) first"
     )
+    _add_set(p)
     _add_planner_flags(p)
     p.set_defaults(func=cmd_compare)
 
@@ -867,6 +936,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="pipeline seconds per wall second, 0.01 to 1000: 1 for a real cluster (default); N drives a twin running "
         "N times faster (intervals, windows and backoff shrink N-fold)",
     )
+    _add_set(p)
     _add_planner_flags(p)
     p.set_defaults(func=cmd_sidecar)
 
@@ -896,6 +966,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Prometheus URL as seen from the pod (default http://prometheus-server.monitoring.svc:9090)",
     )
     _add_live_flags(p)
+    _add_set(p)
     p.set_defaults(func=cmd_manifests)
 
     p = sub.add_parser("demo", help="the main job on the bundled default (what `make demo` runs)")

@@ -17,7 +17,7 @@ import yaml
 from tests.conftest import base_spec_dict, write_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-SUM_QA_AGENT = str(ROOT / "agents" / "data" / "ppo_sum-qa.zip")
+SUM_QA_AGENT = str(ROOT / "agents" / "data" / "ppo_sum-qa.npz")
 DOWN = "http://127.0.0.1:9"  # discard port: nothing listens; refused at once
 
 

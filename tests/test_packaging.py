@@ -28,3 +28,25 @@ def test_every_bundled_data_file_is_package_data(package):
         if not any(fnmatch.fnmatch(str(f.relative_to(ROOT / package)), g) for g in globs)
     ]
     assert not missing, f"not in [tool.setuptools.package-data] {package}: {missing}"
+
+
+PRODUCT = ("rlscale", "envs", "agents", "ilp_baseline", "experiments")  # [tool.setuptools.packages.find] include
+
+
+def test_the_wheel_packages_only_product_code_and_none_of_it_imports_the_tests():
+    """Test support (the twin, fake servers) lives under tests/, which is not packaged: no product module may
+    import it, or the installed sidecar would fail to start."""
+    import ast
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert sorted(g.rstrip("*") for g in include) == sorted(PRODUCT)
+    assert not (ROOT / "rlscale" / "kube" / "twin.py").exists()  # moved to tests/integration/twin.py
+    offenders = []
+    for package in PRODUCT:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "tests"]
+    assert not offenders

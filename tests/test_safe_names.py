@@ -125,7 +125,7 @@ def test_bundle_path_is_checked_inside_the_bundled_folder(monkeypatch, tmp_path)
     """cmd_train --bundle joins the pipeline name into agents/data through `inside` (a hostile name cannot escape)."""
     import agents.ppo as ppo
 
-    assert ppo.bundled_agent("video") == ppo.BUNDLED_DIR / "ppo_video.zip"
+    assert ppo.bundled_agent("video") == ppo.BUNDLED_DIR / "ppo_video.npz"
     with pytest.raises(RlscaleError):
         ppo.bundled_agent("../../evil")
 

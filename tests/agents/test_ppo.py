@@ -1,20 +1,28 @@
-"""The PPO agent: a training run's folder, training on training windows only, and the ppo / ppo-raw policies."""
+"""The PPO agent: a training run's folder, training on training windows only, and the ppo / ppo-raw policies.
+
+Training needs torch and stable-baselines3 (the ``train`` extra): without them this module is skipped; the numpy
+actor is tested in test_actor.py and the torch-free commands in tests/test_no_torch.py.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
-import agents.ppo as ppo
-from agents.ppo import PPOPolicy, TrainConfig, bundled_agent, train
-from rlscale.errors import RlscaleError
-from rlscale.feasibility import is_feasible
-from rlscale.sim.runner import run_episode
-from rlscale.spec import load_spec
-from rlscale.types import PipelineState
-from rlscale.workload import Trace, load_trace
+pytest.importorskip("stable_baselines3", reason="training needs the train extra (torch, stable-baselines3)")
+
+import agents.ppo as ppo  # noqa: E402
+from agents.actor import AgentMismatch, load_actor  # noqa: E402
+from agents.ppo import ACTOR_FILE, PPOPolicy, TrainConfig, bundled_agent, train  # noqa: E402
+from rlscale.errors import RlscaleError  # noqa: E402
+from rlscale.feasibility import is_feasible  # noqa: E402
+from rlscale.sim.runner import run_episode  # noqa: E402
+from rlscale.spec import load_spec  # noqa: E402
+from rlscale.types import PipelineState  # noqa: E402
+from rlscale.workload import Trace, load_trace  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +35,11 @@ def tiny_run(tmp_path_factory):
 def test_training_run_folder(tiny_run):
     assert tiny_run.name.startswith("video__ppo__0__")
     config = json.loads((tiny_run / "config.json").read_text())
-    assert config["pipeline"] == "video" and config["timesteps"] == 256
+    assert config["pipeline"] == "video" and config["timesteps"] == 256 and config["spec_name"] == "video"
     assert (tiny_run / "model.zip").stat().st_size > 1000
+    actor = load_actor(tiny_run / ACTOR_FILE)  # the run's numpy actor, with its codec settings inside
+    assert actor.pipeline == "video" and actor.load_scale_rps == config["load_scale_rps"]
+    assert actor.training["timesteps"] == 256
     assert list((tiny_run / "checkpoints").glob("ppo_*_steps.zip"))
     assert list((tiny_run / "tb").rglob("events.out.tfevents.*"))
     report = json.loads((tiny_run / "eval.json").read_text())
@@ -46,14 +57,15 @@ def test_learning_reads_the_training_split_only(tmp_path, monkeypatch):
     monkeypatch.setattr(workload, "load_trace", forbidden)
     monkeypatch.setattr(ppo, "evaluate", lambda *a, **k: {})  # the report-only evaluation, after learning
     run = train(TrainConfig(timesteps=128, n_envs=1, n_steps=64, batch_size=32, out=str(tmp_path)), progress_bar=False)
-    assert (run / "model.zip").exists()
+    assert (run / "model.zip").exists() and (run / ACTOR_FILE).exists()
 
 
-def test_policies_from_a_trained_model(tiny_run):
+@pytest.mark.parametrize("agent", ["model.zip", ACTOR_FILE])
+def test_policies_from_a_trained_model(tiny_run, agent):
     spec = load_spec("video")
     trace = Trace("ramp", load_trace("bursty").rps[300:600].copy())
-    safe = PPOPolicy(spec, tiny_run / "model.zip")
-    raw = PPOPolicy(spec, tiny_run / "model.zip", safety=False)
+    safe = PPOPolicy(spec, tiny_run / agent)
+    raw = PPOPolicy(spec, tiny_run / agent, safety=False)
     assert (safe.name, raw.name) == ("ppo", "ppo-raw")
     result = run_episode(spec, trace, safe)
     assert result.record["requests"] == int(trace.rps.sum())
@@ -74,25 +86,61 @@ def test_missing_or_wrong_agent_is_one_clear_error(tmp_path, tiny_run):
     bad.write_bytes(b"not a zip")
     with pytest.raises(RlscaleError, match="cannot load the agent"):
         PPOPolicy(spec, bad)
-    with pytest.raises(RlscaleError, match="needs"):
-        PPOPolicy(load_spec("nlp"), tiny_run / "model.zip")  # a video agent cannot drive a 3-stage pipeline
+    for agent in ("model.zip", ACTOR_FILE):  # a video agent cannot drive another pipeline
+        with pytest.raises(AgentMismatch, match="not pipeline nlp"):
+            PPOPolicy(load_spec("nlp"), tiny_run / agent)
 
 
-def test_bundled_agent_exists_for_video():
-    assert bundled_agent("video").exists(), "run `make agent` to train and bundle the video agent"
+def test_a_model_zip_needs_its_training_settings(tmp_path, tiny_run):
+    """No silent load_scale_rps default: a model.zip alone (no config.json, no .json beside it) is refused."""
+    alone = tmp_path / "model.zip"
+    shutil.copy(tiny_run / "model.zip", alone)
+    with pytest.raises(RlscaleError, match="no training settings beside it.*actor.npz"):
+        PPOPolicy(load_spec("video"), alone)
+    (tmp_path / "config.json").write_text(json.dumps({"pipeline": "video"}))
+    with pytest.raises(RlscaleError, match="lack load_scale_rps"):
+        PPOPolicy(load_spec("video"), alone)
+    (tmp_path / "config.json").write_text(json.dumps({"pipeline": "video", "load_scale_rps": 40.0}))
+    assert PPOPolicy(load_spec("video"), alone).codec.load_scale_rps == 40.0
 
 
-def test_numpy_actor_equals_sb3_predict():
-    """The torch-free forward pass picks exactly SB3's deterministic action."""
-    from envs.pipeline_env import PipelineEnv
+def test_bundled_agents_exist():
+    for pipeline in ("video", "sum-qa"):
+        assert bundled_agent(pipeline).exists(), "run `make agent` to train and bundle the agents"
 
-    policy = PPOPolicy(load_spec("video"))
-    assert policy._mlp is not None
-    env = PipelineEnv("video")
-    for i in range(200):
-        obs = env.observation_space.sample() if i % 2 else env.reset(seed=i)[0]
-        expected, _ = policy.model.predict(obs, deterministic=True)
-        np.testing.assert_array_equal(policy.act(obs), expected)
+
+def test_numpy_actor_equals_sb3_predict(tiny_run):
+    """The run's actor.npz (numpy) picks exactly SB3's deterministic action on 400 observations."""
+    from stable_baselines3 import PPO
+
+    spec = load_spec("video")
+    model = PPO.load(tiny_run / "model.zip", device="cpu")
+    actor = load_actor(tiny_run / ACTOR_FILE)
+    assert ppo.agreement(model, actor, spec, n=400) == 400
+    checkpoint = sorted((tiny_run / "checkpoints").glob("ppo_*_steps.zip"))[-1]  # a checkpoint reads as well
+    assert ppo.agreement(PPO.load(checkpoint, device="cpu"), ppo.load_agent(checkpoint), spec, n=100) == 100
+
+
+def test_converting_a_model_zip_checks_and_writes_the_actor(tmp_path, tiny_run, capsys):
+    out = tmp_path / "converted.npz"
+    assert ppo.main([str(tiny_run / "model.zip"), str(out), "--check", "50"]) == 0
+    assert "identical actions to SB3 on 50 observations" in capsys.readouterr().out
+    rng = np.random.default_rng(0)
+    converted, trained = load_actor(out), load_actor(tiny_run / ACTOR_FILE)
+    for obs in rng.uniform(0, 2, size=(50, converted.obs_size)).astype(np.float32):
+        np.testing.assert_array_equal(converted.act(obs), trained.act(obs))
+
+
+def test_bundle_copies_the_actor_file(tmp_path, tiny_run, monkeypatch, capsys):
+    """``rlscale train --bundle`` copies the run's actor.npz (and nothing else) into agents/data."""
+    from rlscale import cli
+
+    monkeypatch.setattr(ppo, "BUNDLED_DIR", tmp_path / "data")
+    monkeypatch.setattr(ppo, "train", lambda cfg, **_: tiny_run)
+    assert cli.main(["train", "--pipeline", "video", "--out", str(tmp_path / "runs"), "--bundle"]) == 0
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["ppo_video.npz"]
+    assert (tmp_path / "data" / "ppo_video.npz").read_bytes() == (tiny_run / ACTOR_FILE).read_bytes()
+    assert "bundled as" in capsys.readouterr().out
 
 
 def test_an_agent_for_other_action_choices_is_refused(tmp_path):

@@ -193,11 +193,11 @@ def test_numeric_flags_out_of_range_give_one_line_and_exit_2(args, needle):
 
 
 def test_an_explicit_agent_that_does_not_fit_the_spec_is_an_error():
-    agent = str(Path(__file__).resolve().parents[2] / "agents" / "data" / "ppo_sum-qa.zip")
+    agent = str(Path(__file__).resolve().parents[2] / "agents" / "data" / "ppo_sum-qa.npz")
     result = run("sidecar", "--spec", "video", "--prometheus", f"http://127.0.0.1:{free_port()}", "--agent", agent,
                  "--once", "--metrics-port", "0")  # fmt: skip
     assert result.returncode == 2, result.stderr
-    _assert_one_clear_line(result, "agent", "ppo_sum-qa.zip")
+    _assert_one_clear_line(result, "agent", "ppo_sum-qa.npz")
 
 
 def test_the_bundled_agent_that_does_not_fit_an_edited_spec_falls_back_to_ipa(tmp_path):
