@@ -42,7 +42,9 @@ from rlscale.feasibility import (
     InvalidLoad,
     batch_fill_wait_s,
     is_feasible,
+    option_table,
     pipeline_capacity_rps,
+    replicas_for,
     replicas_needed,
     require_valid_load,
 )
@@ -145,23 +147,19 @@ class MaxCapacity:
         product = spec.objective.accuracy_method == "product"
         grids = []
         for st in spec.stages:
-            rows = [(v, b, c) for v in st.variant_names for b in st.batch_sizes for c in st.cores]
-            throughput = np.array([st.latency.throughput_rps(*r) for r in rows])
-            cores = np.array([c for _v, _b, c in rows])
-            grids.append((st, rows, throughput, cores))
+            t = option_table(st)
+            grids.append((st, t, t.throughput_rps, t.cores.astype(np.int64)))
         self.capacity_rps = self._best_capacity(grids)
         self.stages: list[_StageCapacity] = []
-        for st, rows, throughput, cores in grids:
+        for st, t, throughput, cores in grids:
             replicas = self._fewest_replicas(st, throughput)
             ok = replicas <= st.max_replicas
             self.stages.append(
                 _StageCapacity(
-                    rows=rows,
-                    service_s=np.array([st.latency.latency_s(*r) for r in rows]),
-                    batch=np.array([b for _v, b, _c in rows], dtype=float),
-                    accuracy=np.array(
-                        [st.variant(v).accuracy if product else st.rank_accuracy(v) for v, _b, _c in rows]
-                    ),
+                    rows=list(t.rows),
+                    service_s=t.service_s,
+                    batch=t.batch,
+                    accuracy=t.acc_raw if product else t.acc_rank,
                     replicas=np.where(ok, replicas, 0),
                     cores=np.where(ok, replicas * cores, 0),
                 )
@@ -313,7 +311,6 @@ class SafetyLayer:
         self.solver = solver
         self.load_mode = load
         self.predictor = predictor
-        self._grids: dict[int, dict[str, np.ndarray]] = {}
         self._max_capacity: MaxCapacity | None = None  # built on the first overload, load-independent
 
     def load_rps(self, state: PipelineState) -> float:
@@ -378,47 +375,27 @@ class SafetyLayer:
             return self._nearest_pulp(proposed, load_rps)
         return self._nearest_dp(proposed, load_rps)
 
-    def _grid(self, s: int) -> dict[str, np.ndarray]:
-        """Stage s's (variant, batch, cores) grid as arrays; load-independent, so computed once."""
-        if s not in self._grids:
-            st = self.spec.stages[s]
-            rows = [(v, b, c) for v in st.variant_names for b in st.batch_sizes for c in st.cores]
-            self._grids[s] = {
-                "rows": rows,
-                "variant": np.array([st.variant_names.index(v) for v, _b, _c in rows]),
-                "log_batch": np.log2([b for _v, b, _c in rows]),
-                "log_cores": np.log2([c for _v, _b, c in rows]),
-                "batch": np.array([b for _v, b, _c in rows], dtype=float),
-                "cores": np.array([c for _v, _b, c in rows], dtype=float),
-                "service_s": np.array([st.latency.latency_s(*r) for r in rows]),
-                "throughput_rps": np.array([st.latency.throughput_rps(*r) for r in rows]),
-            }
-        return self._grids[s]
-
     def _candidates(
         self, s: int, proposed: StageConfig, load: float
     ) -> tuple[Callable[[int], StageConfig], StageArrays]:
         """Every (variant, batch, cores) of stage s that carries the load within the SLA on its own, at its
         nearest replica count ``min(max_replicas, max(n_min, n'))``, as frontier arrays (gain = -distance)."""
-        st, g, w = self.spec.stages[s], self._grid(s), self.weights
-        with np.errstate(divide="ignore", over="ignore"):
-            wait = np.where(g["batch"] > 1, (g["batch"] - 1) / load if load > 0 else np.inf, 0.0)
-        lat = g["service_s"] + wait
-        h = g["throughput_rps"] * self.spec.objective.rho_max
-        n_min = np.maximum(st.min_replicas, np.ceil(load / h - 1e-9)) if load > 0 else np.full(h.size, st.min_replicas)
+        st, t, w = self.spec.stages[s], option_table(self.spec.stages[s]), self.weights
+        lat = t.planned_latency_s(load)
+        n_min = replicas_for(load, t.throughput_rps * self.spec.objective.rho_max, st.min_replicas)
         ok = (n_min <= st.max_replicas) & (lat <= self.spec.sla_s)
         n = np.minimum(st.max_replicas, np.maximum(n_min, proposed.replicas))
         distance = (
-            w.variant * (g["variant"] != st.variant_names.index(proposed.variant))
-            + w.batch * np.abs(g["log_batch"] - np.log2(proposed.batch))
-            + w.cores * np.abs(g["log_cores"] - np.log2(proposed.cores))
+            w.variant * (t.variant_index != st.variant_names.index(proposed.variant))
+            + w.batch * np.abs(np.log2(t.batch) - np.log2(proposed.batch))
+            + w.cores * np.abs(np.log2(t.cores) - np.log2(proposed.cores))
             + w.replicas * np.abs(n - proposed.replicas)
         )
         idx = np.flatnonzero(ok)
-        arrays = StageArrays(lat[idx], (n * g["cores"])[idx], -distance[idx], np.zeros(idx.size))
+        arrays = StageArrays(lat[idx], (n * t.cores)[idx], -distance[idx], np.zeros(idx.size))
 
         def config(k: int) -> StageConfig:  # built only for the chosen candidate
-            v, b, c = g["rows"][int(idx[k])]
+            v, b, c = t.rows[int(idx[k])]
             return StageConfig(v, b, int(n[idx[k]]), c)
 
         return config, arrays
@@ -500,17 +477,3 @@ class SafetyLayer:
             v, b, c, _n_min, _lat = stage_opts[i]
             stages.append(StageConfig(v, b, int(round(n[s, i].value())), c))
         return PipelineConfig(tuple(stages))
-
-
-class SafePolicy:
-    """Any policy behind the safety layer; keeps the last report for logs and rewards."""
-
-    def __init__(self, policy, safety: SafetyLayer, name: str | None = None) -> None:
-        self.policy = policy
-        self.safety = safety
-        self.name = name or f"{policy.name}+safety"
-        self.last_report: dict = {}
-
-    def decide(self, state: PipelineState) -> PipelineConfig:
-        config, self.last_report = self.safety.project(self.policy.decide(state), state)
-        return config

@@ -17,8 +17,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from rlscale.errors import RlscaleError
-from rlscale.feasibility import batch_fill_wait_s, objective_value, plan_fixed_variants  # noqa: F401 - re-exported
+from rlscale.feasibility import (  # noqa: F401 - batch_fill_wait_s and objective_value re-exported
+    batch_fill_wait_s,
+    objective_value,
+    option_table,
+    plan_fixed_variants,
+    replicas_for,
+)
 from rlscale.spec import PipelineSpec, StageSpec
 from rlscale.types import PipelineConfig, StageConfig
 
@@ -123,30 +131,24 @@ def _stage_options(
     fixed: tuple[int, int] | None,
     sla_s: float,
 ) -> list[Option]:
+    """The rows of the stage's option table (`rlscale.feasibility.option_table`) that can carry ``load_rps``
+    within the SLA on their own, at the fewest replicas that do (``fixed``: RIM's replicas and cores)."""
+    t = option_table(stage)
+    latency = t.planned_latency_s(load_rps)
+    keep = np.isin(t.variant_index, [stage.variant_names.index(v) for v in variants]) & (latency <= sla_s)
+    capacity = t.throughput_rps * rho_max
+    if fixed is None:
+        n = replicas_for(load_rps, capacity, stage.min_replicas)
+        keep &= n <= stage.max_replicas
+    else:
+        n = np.full(capacity.size, fixed[0])
+        keep &= (t.cores == fixed[1]) & (n * capacity + 1e-9 >= load_rps)
     out = []
-    for v in variants:
-        acc_rank = stage.rank_accuracy(v)
-        acc_raw = stage.variant(v).accuracy
-        for b in stage.batch_sizes:
-            wait = batch_fill_wait_s(b, load_rps)
-            if wait > sla_s:
-                continue
-            for c in stage.cores if fixed is None else (fixed[1],):
-                service = stage.latency.latency_s(v, b, c)  # one lookup: throughput and latency derive from it
-                lat = service + wait
-                if lat > sla_s:  # can never fit the SLA (this also keeps huge batch-fill waits out of the ILP)
-                    continue
-                h = b / service
-                if fixed is None:
-                    # the same count as rlscale.feasibility.replicas_needed, without its repeated lookups
-                    n = max(stage.min_replicas, math.ceil(load_rps / (h * rho_max) - 1e-9) if load_rps > 0 else 0)
-                    if n > stage.max_replicas:
-                        continue
-                else:
-                    n = fixed[0]
-                    if n * h * rho_max + 1e-9 < load_rps:
-                        continue
-                out.append(Option(v, b, c, n, lat, h, acc_rank, acc_raw))
+    for i in np.flatnonzero(keep):
+        v, b, c = t.rows[i]
+        out.append(
+            Option(v, b, c, int(n[i]), float(latency[i]), float(t.throughput_rps[i]), t.acc_rank[i], t.acc_raw[i])
+        )
     return out
 
 

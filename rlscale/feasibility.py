@@ -64,11 +64,23 @@ def require_valid_load(load_rps: float, what: str = "load") -> float:
     return load
 
 
-def objective_value(spec: PipelineSpec, config: PipelineConfig) -> float:
-    """``alpha * A - beta * cores - gamma * batch`` of a configuration: what every solver maximises, and what a
-    live cluster's interval is scored by."""
+def objective_of(spec: PipelineSpec, accuracy: float, cost_cores: float, batch: float) -> float:
+    """THE objective, ``alpha * A - beta * C - gamma * B`` (DESIGN section 3): accuracy A as the spec combines it,
+    cost C in cores, B the total batch size. Solvers take A, C, B of a configuration (`objective_value`); the
+    simulator and the cluster take an interval's measured accuracy and allocated cores."""
     o = spec.objective
-    return o.alpha * spec.accuracy(config.variants) - o.beta * config.total_cores - o.gamma * config.total_batch
+    return o.alpha * accuracy - o.beta * cost_cores - o.gamma * batch
+
+
+def objective_value(spec: PipelineSpec, config: PipelineConfig) -> float:
+    """`objective_of` a configuration: what every solver maximises."""
+    return objective_of(spec, spec.accuracy(config.variants), config.total_cores, config.total_batch)
+
+
+def score(spec: PipelineSpec, objective: float, violation_rate: float) -> float:
+    """THE score policies are ranked by, per interval and per run: ``objective - sla_penalty * violation_rate``
+    (violation_rate = (late + dropped) / arrivals)."""
+    return objective - spec.objective.sla_penalty * violation_rate
 
 
 def batch_fill_wait_s(batch: int, load_rps: float) -> float:
@@ -109,12 +121,81 @@ def replicas_needed(stage: StageSpec, variant: str, batch: int, cores: int, load
     """
     if math.isnan(load_rps) or load_rps < 0:
         raise InvalidLoad(f"{stage.name}: load {load_rps!r} rps is not a finite number >= 0 (no data)")
-    if load_rps == 0:
-        return stage.min_replicas
-    ratio = load_rps / (stage.latency.throughput_rps(variant, batch, cores) * rho_max)
-    if not math.isfinite(ratio):
-        return UNBOUNDED_REPLICAS
-    return max(stage.min_replicas, min(math.ceil(ratio - _EPS), UNBOUNDED_REPLICAS))
+    n = float(replicas_for(load_rps, stage.latency.throughput_rps(variant, batch, cores) * rho_max, stage.min_replicas))
+    return int(n) if n < UNBOUNDED_REPLICAS else UNBOUNDED_REPLICAS
+
+
+def replicas_for(load_rps, replica_rps, min_replicas: int):
+    """THE replica formula: fewest replicas whose planned capacity ``n * replica_rps`` covers ``load_rps``.
+
+    ``replica_rps`` is one replica's planned capacity, ``h(v, b, c) * rho_max``. Works elementwise on numpy arrays
+    (every planner's option table) as on floats; at least ``min_replicas``; a load of 0 needs ``min_replicas``.
+    The caller checks the load (`require_valid_load`) and ``max_replicas``; an infinite ratio stays infinite.
+    """
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        needed = np.ceil(np.asarray(load_rps, dtype=float) / replica_rps - _EPS)
+    return np.maximum(min_replicas, np.where(np.asarray(load_rps) > 0, needed, min_replicas))
+
+
+@dataclass(frozen=True, eq=False)
+class OptionTable:
+    """Every (variant, batch, cores) of one stage as arrays, load-independent: the one option table every planner,
+    the safety layer and the maximum-capacity search enumerate (rows: variants in spec order, then batch sizes,
+    then cores).
+
+    Attributes:
+        rows: ``(variant, batch, cores)`` per row.
+        variant_index: the row's variant's index in the stage's variants.
+        batch, cores: per row (float arrays, for arithmetic).
+        service_s: ``l(v, b, c)``, one full batch's service time.
+        throughput_rps: one replica's throughput ``h = b / l``.
+        acc_rank, acc_raw: the variant's rank-normalised and raw accuracy.
+    """
+
+    rows: tuple[tuple[str, int, int], ...]
+    variant_index: np.ndarray
+    batch: np.ndarray
+    cores: np.ndarray
+    service_s: np.ndarray
+    throughput_rps: np.ndarray
+    acc_rank: np.ndarray
+    acc_raw: np.ndarray
+
+    def wait_s(self, load_rps: float) -> np.ndarray:
+        """`batch_fill_wait_s` of every row at ``load_rps``."""
+        with np.errstate(divide="ignore", over="ignore"):  # a tiny load: the wait is infinite, as it should be
+            return np.where(self.batch > 1, (self.batch - 1) / load_rps if load_rps > 0 else np.inf, 0.0)
+
+    def planned_latency_s(self, load_rps: float) -> np.ndarray:
+        """`stage_latency_s` of every row at ``load_rps``: service plus batch-fill wait."""
+        return self.service_s + self.wait_s(load_rps)
+
+
+_TABLES: dict[int, tuple[StageSpec, OptionTable]] = {}
+
+
+def option_table(stage: StageSpec) -> OptionTable:
+    """The stage's `OptionTable`, built once per stage object (the spec is immutable)."""
+    hit = _TABLES.get(id(stage))
+    if hit is not None and hit[0] is stage:
+        return hit[1]
+    rows = tuple((v, b, c) for v in stage.variant_names for b in stage.batch_sizes for c in stage.cores)
+    service = np.array([stage.latency.latency_s(v, b, c) for v, b, c in rows])
+    batch = np.array([b for _v, b, _c in rows], dtype=float)
+    table = OptionTable(
+        rows=rows,
+        variant_index=np.array([stage.variant_names.index(v) for v, _b, _c in rows]),
+        batch=batch,
+        cores=np.array([c for _v, _b, c in rows], dtype=float),
+        service_s=service,
+        throughput_rps=batch / service,
+        acc_rank=np.array([stage.rank_accuracy(v) for v, _b, _c in rows]),
+        acc_raw=np.array([stage.variant(v).accuracy for v, _b, _c in rows]),
+    )
+    if len(_TABLES) > 1024:  # bounded: specs are few, but tests build many
+        _TABLES.clear()
+    _TABLES[id(stage)] = (stage, table)  # the strong reference keeps id(stage) from being reused while cached
+    return table
 
 
 @dataclass(frozen=True)
@@ -133,14 +214,16 @@ def stage_options(
 
     Options that need more than ``max_replicas`` are left out.
     """
+    table = option_table(stage)
+    n = replicas_for(load_rps, table.throughput_rps * rho_max, stage.min_replicas)
+    latency = table.planned_latency_s(load_rps)
+    keep = n <= stage.max_replicas
+    if variants is not None:
+        keep &= np.isin(table.variant_index, [stage.variant_names.index(v) for v in variants])
     out = []
-    for v in variants if variants is not None else stage.variant_names:
-        for b in stage.batch_sizes:
-            for c in stage.cores:
-                n = replicas_needed(stage, v, b, c, load_rps, rho_max)
-                if n > stage.max_replicas:
-                    continue
-                out.append(StageOption(StageConfig(v, b, n, c), stage_latency_s(stage, v, b, c, load_rps), n * c))
+    for i in np.flatnonzero(keep):
+        v, b, c = table.rows[i]
+        out.append(StageOption(StageConfig(v, b, int(n[i]), c), float(latency[i]), int(n[i]) * c))
     return out
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rlscale.feasibility import objective_value
+from rlscale.feasibility import objective_of, score
 from rlscale.kube.actuator import ApplyOutcome, DeploymentActuator
 from rlscale.kube.prometheus import PrometheusReader, duration, le_pattern
 from rlscale.spec import PipelineSpec
@@ -156,7 +156,10 @@ class KubernetesCluster:
         late = max(0.0, _zero_if_nan(late_raw))
         dropped = _zero_if_nan(r.query("dropped_rate", optional=True, window=w))
         violation = min(1.0, (late + dropped) / arrival) if arrival > 0 else 0.0
-        objective = objective_value(self.spec, config)
+        # cost in allocated cores, as the simulator counts it: a Deployment's ready pods (old ones included while a
+        # rollout or a scale-down is under way) or its configured replicas, whichever is more
+        allocated = sum(max(sc.replicas, n or 0) * sc.cores for sc, n in zip(config.stages, ready, strict=True))
+        objective = objective_of(self.spec, self.spec.accuracy(config.variants), allocated, config.total_batch)
         now = self.now_s()
         return IntervalMetrics(
             start_s=now - self.window_s,
@@ -169,9 +172,9 @@ class KubernetesCluster:
             e2e_p50_s=r.query("e2e_latency_quantile", optional=True, window=w, q=0.5),
             e2e_p99_s=r.query("e2e_latency_quantile", optional=True, window=w, q=0.99),
             accuracy=self.spec.accuracy(config.variants),
-            cost_cores=float(config.total_cores),
+            cost_cores=float(allocated),
             objective=objective,
-            score=objective - self.spec.objective.sla_penalty * violation,
+            score=score(self.spec, objective, violation),
             stages=tuple(stages),
             arrival_rps_max=arrival,
         )
