@@ -8,6 +8,10 @@ it is not scaled down.
 
 The simulator decides every interval (10 s), so the HPA acts at the first decision after each 15 s sync
 boundary, on the utilisation of the interval that just ended.
+
+Like the controller, the policy re-reads the current replicas from the cluster every sync (``state.config``, what
+the Deployments ask for) and never remembers its own: a manual ``kubectl scale`` is seen and scaled from. Between
+syncs it leaves the observed replicas as they are.
 """
 
 from __future__ import annotations
@@ -27,8 +31,17 @@ SCALE_UP_PODS = 4
 SCALE_UP_FACTOR = 2.0
 
 
+def _with_observed_replicas(fixed: PipelineConfig, observed: PipelineConfig) -> PipelineConfig:
+    """``fixed``'s variants, batches and cores with ``observed``'s replicas (what the cluster reports now)."""
+    return PipelineConfig(
+        tuple(sc.with_(replicas=seen.replicas) for sc, seen in zip(fixed.stages, observed.stages, strict=True))
+    )
+
+
 class HPAPolicy:
     """Replicas by the HPA algorithm; variant, batch and cores fixed to a plan for the first interval's load.
+
+    The current replicas are read from ``state.config`` every decision (the configuration the cluster reports).
 
     Args:
         spec: the pipeline.
@@ -41,7 +54,7 @@ class HPAPolicy:
         self.variants = list(variants)
         self.target = target
         self.name = "hpa"
-        self._config: PipelineConfig | None = None
+        self._config: PipelineConfig | None = None  # the plan whose variants, batches and cores stay fixed
         self._last_sync = -1
         self._recommendations: list[deque[tuple[float, int]]] = [deque() for _ in spec.stages]
 
@@ -55,12 +68,14 @@ class HPAPolicy:
             for window, sc in zip(self._recommendations, self._config.stages, strict=True):
                 window.append((state.time_s, sc.replicas))
             return self._config
+        # current replicas are re-read every decision, never remembered (a manual `kubectl scale` is seen)
+        observed = _with_observed_replicas(self._config, state.config)
         sync = int(state.time_s // SYNC_PERIOD_S)
         if sync == self._last_sync:
-            return self._config
+            return observed
         self._last_sync = sync
         stages = []
-        for s, (st, sc) in enumerate(zip(self.spec.stages, self._config.stages, strict=True)):
+        for s, (st, sc) in enumerate(zip(self.spec.stages, observed.stages, strict=True)):
             metrics = state.last.stages[s]
             current = sc.replicas
             if not (math.isfinite(metrics.utilisation) and metrics.utilisation >= 0):
@@ -79,5 +94,4 @@ class HPAPolicy:
                 desired = current if starting else min(current, max(r for _t, r in window))
             desired = max(st.min_replicas, min(st.max_replicas, desired))
             stages.append(sc.with_(replicas=desired))
-        self._config = PipelineConfig(tuple(stages))
-        return self._config
+        return PipelineConfig(tuple(stages))

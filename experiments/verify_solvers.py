@@ -43,7 +43,12 @@ def verify(
             policy = make_policy(p, spec, trace)
             assert isinstance(policy, ILPPolicy)
             run_episode(spec, trace, policy)
-            decisions += len(policy.plans)
+            if policy.solved_decisions > len(policy.plans):
+                # ``plans`` keeps only the most recent solves; verifying a sample would hide disagreements
+                raise RuntimeError(
+                    f"{p} on {t} solved {policy.solved_decisions} plans, more than the {policy.plans.maxlen} kept"
+                )
+            decisions += policy.solved_decisions
             for load, objective in policy.plans:
                 key = (policy.mode, round(load, 9), tuple(policy.rim_fixed or ()))
                 problems.setdefault(key, objective)

@@ -1,13 +1,15 @@
 """IPA as a `Policy`: every interval, predict the load, plan for ``headroom x`` it, and apply the optimum.
 
 The predictor is injected (reactive, EWMA, IPA's LSTM, or the oracle), so this module stays below ``agents``.
-Plans are cached by (planned load, mode): the optimum depends on nothing else, and the LSTM and reactive
-predictors repeat loads often.
+Plans are cached by planned load (the mode is fixed per policy): the optimum depends on nothing else, and the
+reactive predictors repeat loads often. The cache is a bounded LRU (`CACHE_ENTRIES`): on a live cluster the LSTM's
+float predictions make nearly every key unique, and an unbounded cache would grow for as long as the sidecar runs.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict, deque
 
 from ilp_baseline.dp import solve_dp
 from ilp_baseline.ilp import SOLVERS, solve
@@ -29,6 +31,12 @@ from rlscale.types import PipelineConfig, PipelineState, StageConfig
 log = logging.getLogger(__name__)
 
 ALL_SOLVERS = (*SOLVERS, "dp")
+
+CACHE_ENTRIES = 4096
+"""Plans an `ILPPolicy` keeps, least recently used dropped first: a day of 10 s intervals is 8640 decisions, so
+repeated loads still hit while a live sidecar's memory stays bounded (a few hundred bytes per entry)."""
+PLANS_KEPT = 4096
+"""Solved plans an `ILPPolicy` remembers in ``plans`` (the most recent), for `experiments.verify_solvers`."""
 
 # IPA's published predictor margins (%), from its bursty IPA-run configs (configs/final/sample-*.yaml and the
 # revised-paper rows of ipa/derived/ipa_experiment_configs_from_notebooks.csv): headroom = 1 + margin / 100.
@@ -68,6 +76,13 @@ class ILPPolicy:
         headroom: plan for ``headroom x`` the predicted load (IPA's ``1 + predictor_margin/100``).
         peak_rps: for ``rim`` only, the load its fixed replicas are sized for.
         name: the policy's name in records.
+        cache_entries: plans kept for reuse, least recently used dropped first (at least 1).
+        plans_kept: the most recent solved plans kept in ``plans`` (0: none).
+
+    Attributes:
+        plans: ``(planned load, objective or None when infeasible)`` of the most recent solved (not cached)
+            decisions, at most ``plans_kept``.
+        solved_decisions: decisions solved (not cached) since construction, including those ``plans`` dropped.
     """
 
     def __init__(
@@ -80,6 +95,8 @@ class ILPPolicy:
         headroom: float = 1.0,
         peak_rps: float | None = None,
         name: str | None = None,
+        cache_entries: int = CACHE_ENTRIES,
+        plans_kept: int = PLANS_KEPT,
     ) -> None:
         if mode not in MODES:
             raise RlscaleError(f"unknown mode {mode!r} (known: {', '.join(MODES)})")
@@ -89,6 +106,8 @@ class ILPPolicy:
             raise RlscaleError(f"headroom must be > 0, got {headroom}")
         if mode == "rim" and peak_rps is None:
             raise RlscaleError("rim needs peak_rps to size its fixed replicas")
+        if cache_entries < 1 or plans_kept < 0:
+            raise RlscaleError(f"cache_entries must be >= 1 and plans_kept >= 0, got {cache_entries}, {plans_kept}")
         self.spec = spec
         self.predictor = predictor
         self.mode = mode
@@ -96,11 +115,12 @@ class ILPPolicy:
         self.headroom = float(headroom)
         self.rim_fixed = rim_sizing(spec, peak_rps) if mode == "rim" and peak_rps is not None else None
         self.name = name or mode
-        self._cache: dict[float, PipelineConfig] = {}
+        self.cache_entries = int(cache_entries)
+        self._cache: OrderedDict[float, PipelineConfig] = OrderedDict()
         self.last_load_rps = 0.0
         self.infeasible_decisions = 0
-        # (planned load, objective or None when infeasible) of every decision that was solved (not cached)
-        self.plans: list[tuple[float, float | None]] = []
+        self.solved_decisions = 0
+        self.plans: deque[tuple[float, float | None]] = deque(maxlen=int(plans_kept))
 
     def _fallback(self, load_rps: float) -> PipelineConfig:
         """When nothing is feasible: the mode's variants (cheapest for ipa/rim) at their largest capacity."""
@@ -119,7 +139,9 @@ class ILPPolicy:
         self.last_load_rps = load
         cached = self._cache.get(key)
         if cached is not None:
+            self._cache.move_to_end(key)
             return cached
+        self.solved_decisions += 1
         try:
             result = plan(self.spec, load, self.mode, self.solver, self.rim_fixed)
             config = result.config
@@ -132,4 +154,6 @@ class ILPPolicy:
         if config != state.config:
             log.debug("t=%.0fs %s plans for %.1f rps: %s", state.time_s, self.name, load, config)
         self._cache[key] = config
+        if len(self._cache) > self.cache_entries:
+            self._cache.popitem(last=False)
         return config

@@ -53,11 +53,37 @@ def test_traces_json_has_lengths_and_totals():
     assert traces["infadapter"]["duration_s"] == 1260
 
 
-def test_tables_render():
-    for cmd in ("pipelines", "traces"):
-        result = run(cmd)
-        assert result.returncode == 0, result.stderr
-        assert "bursty" in result.stdout or "video" in result.stdout
+def _table_rows(text: str) -> list[list[str]]:
+    """The body rows of a rich table, as stripped cells (header and rule lines dropped)."""
+    return [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│")]
+
+
+def test_pipelines_table_lists_every_bundled_pipeline_with_its_stages():
+    from rlscale.spec import bundled_pipelines, load_spec
+
+    result = run("pipelines")
+    assert result.returncode == 0, result.stderr
+    rows = _table_rows(result.stdout)
+    names = [r[0] for r in rows if r[0]]
+    assert sorted(names) == sorted(bundled_pipelines())  # each once, nothing else
+    for name in bundled_pipelines():
+        spec = load_spec(name)
+        start = next(i for i, r in enumerate(rows) if r[0] == name)
+        end = next((i for i, r in enumerate(rows) if i > start and r[0]), len(rows))
+        assert rows[start][1] == f"{spec.sla_s:g}", rows[start]  # its SLA
+        assert [r[2] for r in rows[start:end] if r[2]] == [st.name for st in spec.stages]
+        assert {r[6] for r in rows[start:end]} == {v for st in spec.stages for v in st.variant_names}
+    assert "bursty" not in result.stdout  # the traces' table is the other command's
+
+
+def test_traces_table_lists_every_bundled_trace_with_its_duration():
+    from rlscale.workload import bundled_traces, load_trace
+
+    result = run("traces")
+    assert result.returncode == 0, result.stderr
+    lengths = {r[0]: r[1] for r in _table_rows(result.stdout)}
+    assert lengths == {name: str(load_trace(name).duration_s) for name in bundled_traces()}
+    assert "yolov5n" not in result.stdout  # the pipelines' table is the other command's
 
 
 def _assert_one_clear_line(result: subprocess.CompletedProcess, *needles: str) -> None:

@@ -18,23 +18,31 @@ Method in short:
   throughput non-decreasing in batch, latency non-increasing in cores without super-linear speed-up, and
   bigger variants no faster.
 
-Run from the repository root (deterministic; numpy + pyyaml + stdlib only):
+Core budgets are sized by the runtime's own planner (`rlscale.feasibility.plan_fixed_variants`) on the
+profiles as written, so the budget a spec carries is the one its planners and safety layer will find.
 
-    python experiments/data_prep/derive_profiles.py --shared ../shared/data --out rlscale/data
+Run from the repository root (deterministic; numpy, pyyaml and rlscale itself):
+
+    python -m experiments.data_prep.derive_profiles --shared ../shared/data --out rlscale/data
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from rlscale.feasibility import is_feasible, plan_fixed_variants
+from rlscale.spec import MAX_CORE_BUDGET, parse_spec
 
 # ----------------------------------------------------------------------------------------------------------
 # Published facts used as inputs (sources in PROVENANCE.md)
@@ -624,31 +632,30 @@ def ipa_row(shared: Path, notebook: str, series: str) -> dict[str, str]:
 
 
 def min_cores(
-    stages: list[tuple[Task, str]],
-    profiles: dict[str, dict[Key, Point]],
-    sla: float,
-    lam: float,
-    max_rep: int,
+    spec: dict, profiles_dir: Path, variants: list[str], load_rps: float
 ) -> tuple[int, list[tuple[str, int, int, int]]]:
-    """Fewest total cores serving ``lam`` RPS with the given variant per stage within the SLA, using IPA's
-    stage latency l + (b-1)/lam, replicas n = ceil(lam / (b / l)) <= max_rep. Returns (cores, plan)."""
-    options = []
-    for task, v in stages:
-        opts = []
-        for b, c in product(task.batches, task.cores):
-            lat = profiles[task.name][(v, b, c)].latency_s
-            n = math.ceil(lam / (b / lat) - 1e-9)
-            if n <= max_rep:
-                opts.append((n * c, lat + (b - 1) / lam, (v, b, c, n)))
-        options.append(opts)
-    best: tuple[int, list[tuple[str, int, int, int]]] = (10**9, [])
-    for combo in product(*options):
-        if sum(o[1] for o in combo) <= sla and sum(o[0] for o in combo) < best[0]:
-            best = (sum(o[0] for o in combo), [o[2] for o in combo])
-    return best
+    """Fewest total cores serving ``load_rps`` with the given variant per stage within the SLA, by the planner
+    every policy uses (`rlscale.feasibility.plan_fixed_variants`: IPA's stage latency ``l + (b - 1) / load``,
+    replicas ``ceil(load * rho_max / (b / l))`` up to ``max_replicas``) on the spec as it will be written and its
+    profiles as written to ``profiles_dir``, without a budget (the budget is what this sizes).
+
+    Returns:
+        (total cores, the plan as ``(variant, batch, cores, replicas)`` per stage).
+    """
+    raw = copy.deepcopy(spec)
+    raw["core_budget"] = MAX_CORE_BUDGET
+    for stage in raw["stages"]:
+        stage["profile"] = str((profiles_dir / f"{stage['task']}.csv").resolve())
+    parsed = parse_spec(raw, profiles_dir / f"{spec['name']}.yaml")
+    config = plan_fixed_variants(parsed, variants, load_rps)
+    if not is_feasible(parsed, config, load_rps):  # the planner falls back to the fastest; a budget must not
+        raise SystemExit(f"{spec['name']}: {'/'.join(variants)} cannot serve {load_rps:g} rps within the SLA")
+    return config.total_cores, [(sc.variant, sc.batch, sc.cores, sc.replicas) for sc in config.stages]
 
 
-def build_pipelines(shared: Path, profiles: dict[str, dict[Key, Point]]) -> tuple[dict[str, dict], dict[str, object]]:
+def build_pipelines(shared: Path, profiles_dir: Path) -> tuple[dict[str, dict], dict[str, object]]:
+    """The bundled pipeline specs (IPA's five and InfAdapter's resnet), budgets sized on the profiles already
+    written to ``profiles_dir``; and what `main` prints about them."""
     acc = load_accuracies(shared)
     startup, fit = startup_fit(shared)
     slas = json.loads((shared / "ipa/derived/ipa_slas_and_ablation_from_notebooks.json").read_text())
@@ -688,19 +695,15 @@ def build_pipelines(shared: Path, profiles: dict[str, dict[Key, Point]]) -> tupl
                     ],
                 }
             )
-            best.append((task, max(variants, key=lambda v, t=t: acc[(t, v)][0])))
-        sla = float(slas[name])
-        need, plan = min_cores(best, profiles, sla, PEAK_RPS_IPA, 30)
-        budget = int(math.ceil(BUDGET_HEADROOM * need / 8) * 8)
-        info["budgets"][name] = {"min_cores_at_peak": need, "plan": plan, "core_budget": budget}
-        specs[name] = {
+            best.append(max(variants, key=lambda v, t=t: acc[(t, v)][0]))
+        spec = {
             "name": name,
             "description": desc,
-            "sla_s": sla,
+            "sla_s": float(slas[name]),
             "drop_limit_s": float(row["drop_limit"]),
             "interval_s": float(row["adaptation_interval"]),
             "batch_timeout_s": IPA_MAX_BATCH_TIME_S,
-            "core_budget": budget,
+            "core_budget": 0,  # sized below, once the rest of the spec is known
             "objective": {
                 "alpha": float(row["alpha"]),
                 "beta": float(row["beta"]),
@@ -709,6 +712,10 @@ def build_pipelines(shared: Path, profiles: dict[str, dict[Key, Point]]) -> tupl
             },
             "stages": stages,
         }
+        need, plan = min_cores(spec, profiles_dir, best, PEAK_RPS_IPA)
+        spec["core_budget"] = int(math.ceil(BUDGET_HEADROOM * need / 8) * 8)
+        info["budgets"][name] = {"min_cores_at_peak": need, "plan": plan, "core_budget": spec["core_budget"]}
+        specs[name] = spec
 
     const = json.loads((shared / "infadapter/derived/variant_and_adapter_constants.json").read_text())
     task = TASKS["resnet"]
@@ -786,11 +793,11 @@ def write_spec(path: Path, spec: dict) -> None:
     path.write_text(header + body, encoding="utf-8")
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"), help="reference data folder")
     parser.add_argument("--out", type=Path, default=Path("rlscale/data"), help="bundled data folder")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     profiles, info = build_profiles(args.shared)
     (args.out / "profiles").mkdir(parents=True, exist_ok=True)
@@ -811,7 +818,7 @@ def main() -> None:
             vd = sum(1 for k, p in pts.items() if k[0] == v and p.kind == "derived")
             print(f"    {v:62s} measured {vm:3d} derived {vd:3d}")
 
-    specs, pinfo = build_pipelines(args.shared, profiles)
+    specs, pinfo = build_pipelines(args.shared, args.out / "profiles")
     for name, spec in specs.items():
         write_spec(args.out / "pipelines" / f"{name}.yaml", spec)
 

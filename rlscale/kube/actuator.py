@@ -5,7 +5,8 @@ Errors are values, not exceptions through the loop: every API failure is classif
 | kind | HTTP | what the sidecar does |
 |---|---|---|
 | ``conflict`` | 409 | re-read the Deployment and retry at once (up to ``conflict_retries``) |
-| ``server`` | 5xx, 429 | temporary: keep the config, back off, retry |
+| ``throttled`` | 429 | temporary: no further call this step; back off, at least its ``Retry-After`` |
+| ``server`` | 5xx | temporary: keep the config, back off, retry |
 | ``timeout`` | no answer | temporary: keep the config, back off, retry |
 | ``unauthorized`` / ``forbidden`` / ``not_found`` | 401 / 403 / 404 | permanent: one clear log line, keep running |
 | ``invalid`` | other 4xx | permanent: the request itself is wrong |
@@ -14,12 +15,19 @@ The API calls made are exactly those `rlscale.kube.objects.rbac_rules` grants: `
 only to find a stage the spec does not name (by label), JSON ``patch`` on deployments (pod template) and
 ``patch`` on deployments/scale (replicas only). With every stage named, each call names its Deployment, which
 lets the Role restrict them all with ``resourceNames``.
+
+A 429's ``Retry-After`` (seconds or an HTTP date) travels with the error (`KubeApiError.retry_after_s`,
+`ApplyOutcome.retry_after_s`) for the sidecar to wait out.
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import math
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,17 +38,21 @@ from rlscale.types import PipelineConfig, StageConfig
 
 log = logging.getLogger(__name__)
 
-TEMPORARY_KINDS = ("server", "timeout")
+TEMPORARY_KINDS = ("throttled", "server", "timeout")
 PERMANENT_KINDS = ("unauthorized", "forbidden", "not_found", "invalid", "deployment")
 ERROR_KINDS = ("conflict", *TEMPORARY_KINDS, *PERMANENT_KINDS)
 
 
 class KubeApiError(RlscaleError):
-    """A Kubernetes API call failed; ``kind`` is one of `ERROR_KINDS`."""
+    """A Kubernetes API call failed; ``kind`` is one of `ERROR_KINDS`.
 
-    def __init__(self, kind: str, message: str) -> None:
+    ``retry_after_s``: the seconds (wall clock) the API server asked to wait with a 429's ``Retry-After``, or None.
+    """
+
+    def __init__(self, kind: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.retry_after_s = retry_after_s
 
     @property
     def temporary(self) -> bool:
@@ -61,12 +73,50 @@ def classify(exc: BaseException) -> str:
             return "forbidden"
         if status == 404:
             return "not_found"
-        if status == 429 or status >= 500:
+        if status == 429:
+            return "throttled"
+        if status >= 500:
             return "server"
         if status == 0:
             return "timeout"
         return "invalid"
     return "timeout"  # urllib3 timeouts, refused connections, resets: the API server did not answer
+
+
+def parse_retry_after(value: str | None, now_s: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds (``"3"``) or an HTTP date (RFC 9110); None when
+    absent or unreadable. A date in the past is 0.
+
+    Args:
+        value: the header's value.
+        now_s: the current Unix time (default: ``time.time()``), for dates.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is None or when.tzinfo is None:  # RFC 9110 dates are GMT; a date without a zone is not one
+            return None
+        seconds = when.timestamp() - (time.time() if now_s is None else now_s)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """The ``Retry-After`` of a 429 raised by the Kubernetes client, in seconds; None if it has none."""
+    headers = getattr(exc, "headers", None)
+    if getattr(exc, "status", None) != 429 or not isinstance(headers, Mapping):
+        return None
+    # the client hands urllib3's case-insensitive HTTPHeaderDict; a plain dict from elsewhere may not be
+    value = headers.get("Retry-After")
+    if value is None:
+        value = next((v for k, v in headers.items() if str(k).lower() == "retry-after"), None)
+    return parse_retry_after(value if isinstance(value, str) else None)
 
 
 def _describe(kind: str, exc: BaseException) -> str:
@@ -79,20 +129,25 @@ def _describe(kind: str, exc: BaseException) -> str:
         except (ValueError, AttributeError):
             pass
         hint = " (the sidecar's Role must grant this; see `rlscale manifests`)" if kind == "forbidden" else ""
+        wait = retry_after_s(exc)
+        if wait is not None:
+            hint += f" (Retry-After {wait:g}s)"
         return f"HTTP {exc.status} {reason}".strip() + hint
     return type(exc).__name__
 
 
 @dataclass(frozen=True)
 class StageOutcome:
-    """What happened to one stage: ``unchanged``, ``scaled`` (replicas only), ``rolled`` (pod template) or
-    ``failed`` (with the error ``kind`` and a message)."""
+    """What happened to one stage: ``unchanged``, ``scaled`` (replicas only), ``rolled`` (pod template),
+    ``failed`` (with the error ``kind`` and a message) or ``skipped`` (not tried: the API server throttled an
+    earlier stage's call). ``retry_after_s``: a 429's ``Retry-After``, seconds."""
 
     stage: str
     action: str
     kind: str | None = None
     message: str = ""
     attempts: int = 1
+    retry_after_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +168,12 @@ class ApplyOutcome:
     @property
     def temporary_failure(self) -> bool:
         return any(o.kind in TEMPORARY_KINDS or o.kind == "conflict" for o in self.failed)
+
+    @property
+    def retry_after_s(self) -> float | None:
+        """The longest ``Retry-After`` the API server sent with a 429 during this apply, or None."""
+        waits = [o.retry_after_s for o in self.failed if o.retry_after_s is not None]
+        return max(waits) if waits else None
 
 
 @dataclass
@@ -148,7 +209,7 @@ class DeploymentActuator:
             return json.loads(response.data or b"{}")
         except Exception as exc:  # noqa: BLE001 - every client failure becomes a classified KubeApiError
             kind = classify(exc)
-            raise KubeApiError(kind, _describe(kind, exc)) from None
+            raise KubeApiError(kind, _describe(kind, exc), retry_after_s(exc)) from None
 
     def deployment_name(self, stage: str) -> str:
         """The stage's Deployment: named in the spec, else the one labelled for this pipeline and stage."""
@@ -175,7 +236,7 @@ class DeploymentActuator:
         except KubeApiError as exc:
             if exc.kind == "not_found" and stage not in self.spec.kubernetes.deployments:
                 self._names.pop(stage, None)  # found by label once; look again next time
-            raise KubeApiError(exc.kind, f"Deployment {self.namespace}/{name}: {exc}") from None
+            raise KubeApiError(exc.kind, f"Deployment {self.namespace}/{name}: {exc}", exc.retry_after_s) from None
 
     def read(self) -> tuple[PipelineConfig, list[int | None]]:
         """The configuration the Deployments ask for, and the replicas Kubernetes reports ready per stage.
@@ -197,10 +258,18 @@ class DeploymentActuator:
 
     def apply(self, config: PipelineConfig) -> ApplyOutcome:
         """Move every stage to ``config``: the scale subresource when only replicas change, else one JSON patch
-        of the pod template and replicas. Never raises for API errors; see the returned outcome."""
-        outcomes = []
+        of the pod template and replicas. Never raises for API errors; see the returned outcome.
+
+        After a 429 (``throttled``) the remaining stages are ``skipped``: the API server asked for no more calls
+        until its ``Retry-After`` has passed, and the sidecar's next step tries them again."""
+        outcomes: list[StageOutcome] = []
+        throttled = False
         for st, target in zip(self.spec.stages, config.stages, strict=True):
+            if throttled:
+                outcomes.append(StageOutcome(st.name, "skipped", message="not tried: the API server throttled"))
+                continue
             outcomes.append(self._apply_stage(st.name, st, target))
+            throttled = outcomes[-1].kind == "throttled"
         return ApplyOutcome(tuple(outcomes), dry_run=self.dry_run)
 
     def _apply_stage(self, name: str, stage, target: StageConfig) -> StageOutcome:
@@ -230,4 +299,4 @@ class DeploymentActuator:
                 if exc.kind == "conflict" and attempt <= self.conflict_retries:
                     log.info("stage %s: conflict (%s); re-reading and retrying", name, exc)
                     continue
-                return StageOutcome(name, "failed", exc.kind, str(exc), attempt)
+                return StageOutcome(name, "failed", exc.kind, str(exc), attempt, exc.retry_after_s)

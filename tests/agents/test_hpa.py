@@ -12,7 +12,7 @@ from agents.hpa import SCALE_DOWN_WINDOW_S, TARGET_UTILISATION, HPAPolicy
 from rlscale.feasibility import plan_fixed_variants
 from rlscale.sim.runner import run_episode
 from rlscale.spec import PipelineSpec, load_spec, parse_spec
-from rlscale.types import IntervalMetrics, PipelineState, StageMetrics
+from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState, StageMetrics
 from rlscale.workload import load_trace
 
 
@@ -61,8 +61,14 @@ class Driver:
         """Replicas of the first stage."""
         return self.config.stages[0].replicas
 
-    def step(self, time_s: float, utilisation: float, serving: int | None = None) -> int:
-        """One decision at ``time_s`` after an interval at ``utilisation`` (every stage); returns stage 0's replicas."""
+    def step(self, time_s: float, utilisation: float, serving: int | None = None, observed: int | None = None) -> int:
+        """One decision at ``time_s`` after an interval at ``utilisation`` (every stage); returns stage 0's replicas.
+
+        ``observed``: replicas the cluster reports for every stage, as after a manual ``kubectl scale`` (default:
+        the last decision's).
+        """
+        if observed is not None:
+            self.config = PipelineConfig(tuple(sc.with_(replicas=observed) for sc in self.config.stages))
         stages = tuple(_metrics(utilisation, sc.replicas if serving is None else serving) for sc in self.config.stages)
         last = IntervalMetrics(
             start_s=time_s - 10.0,
@@ -176,6 +182,28 @@ def test_variants_batch_and_cores_never_change():
             assert (sc.batch, sc.cores) == (sc0.batch, sc0.cores)
             assert st.min_replicas <= sc.replicas <= st.max_replicas
     assert len(seen) > 1  # the replicas did move
+
+
+def test_each_sync_starts_from_the_replicas_the_cluster_reports():
+    """A manual `kubectl scale` is seen: the Kubernetes HPA re-reads current replicas every sync, never its own."""
+    driver = _four_replicas()
+    assert driver.step(10.0, 1.0, observed=8) == 8  # between syncs: the observed replicas are left alone
+    assert driver.step(20.0, 1.0, observed=8) == 10  # ceil(8 * 1.0 / 0.8), not ceil(4 * 1.25) = 5
+    assert driver.step(30.0, 0.8, observed=2) == 2  # in the band: keeps the 2 it reads, not the 10 it chose
+    assert driver.step(50.0, 1.0) == 3  # ceil(2 * 1.25): from the 2 the cluster still reports
+    for sc, sc0 in zip(driver.config.stages, driver.initial.stages, strict=True):
+        assert (sc.variant, sc.batch, sc.cores) == (sc0.variant, sc0.batch, sc0.cores)
+
+
+def test_an_external_change_of_variant_batch_or_cores_is_not_followed():
+    """Only the replicas are read from the cluster: the variants, batches and cores stay the plan's."""
+    driver = _four_replicas()
+    other = driver.spec.stages[0].variant_names[-1]
+    assert other != driver.initial.stages[0].variant  # precondition
+    changed = driver.config.stages[0].with_(variant=other, batch=driver.config.stages[0].batch * 2, cores=8)
+    driver.config = PipelineConfig((changed,))
+    assert driver.step(20.0, 1.0) == 5
+    assert driver.config.stages[0].with_(replicas=4) == driver.initial.stages[0]
 
 
 def test_first_300_s_do_not_scale_down_below_the_initial_replicas():

@@ -20,11 +20,11 @@ import numpy as np
 from rlscale.kube.actuator import DeploymentActuator
 from rlscale.kube.objects import stage_deployment
 from rlscale.kube.prometheus import PrometheusReader
-from rlscale.kube.twin import Twin
 from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig
 from rlscale.workload import Trace
 from tests.integration.conftest import free_port
+from tests.integration.twin import Twin
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "pipeline"

@@ -24,7 +24,14 @@ import aiohttp.web
 import kmock
 
 DEPLOYMENTS = "apps/v1/deployments"
-REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict", 500: "InternalError"}
+REASONS = {
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    409: "Conflict",
+    429: "TooManyRequests",
+    500: "InternalError",
+}
 
 
 def is_sidecar_change(request) -> bool:
@@ -39,6 +46,7 @@ class Fault:
     match: Callable
     hits: int = 0
     delay_s: float = 0.0
+    headers: dict[str, str] | None = None  # sent with the error (a 429's Retry-After)
 
 
 class ApiServer(kmock.KubernetesEmulator):
@@ -51,11 +59,17 @@ class ApiServer(kmock.KubernetesEmulator):
         self.seen: list[dict] = []  # every request: method, path, params, subresource, answer
 
     def inject(
-        self, status: int | None, count: int | None = 1, match: Callable = is_sidecar_change, delay_s: float = 0.0
+        self,
+        status: int | None,
+        count: int | None = 1,
+        match: Callable = is_sidecar_change,
+        delay_s: float = 0.0,
+        headers: dict[str, str] | None = None,
     ) -> Fault:
-        """Answer the next ``count`` matching requests (None: all until `clear`) with ``status``, storing nothing;
-        or, with ``status=None``, answer them normally but only after ``delay_s`` (a slow API server)."""
-        fault = Fault(status, count, match, delay_s=delay_s)
+        """Answer the next ``count`` matching requests (None: all until `clear`) with ``status`` (and ``headers``,
+        e.g. ``{"Retry-After": "3"}``), storing nothing; or, with ``status=None``, answer them normally but only
+        after ``delay_s`` (a slow API server)."""
+        fault = Fault(status, count, match, delay_s=delay_s, headers=headers)
         with self.fault_lock:
             self.faults.append(fault)
         return fault
@@ -94,6 +108,11 @@ class ApiServer(kmock.KubernetesEmulator):
             await asyncio.sleep(fault.delay_s)
         if fault is not None and fault.status is not None:
             entry["answer"] = fault.status
+            if fault.headers:  # kmock's errors carry no headers: the same Status object, by hand
+                reason = REASONS.get(fault.status, "Error")
+                body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason}
+                body.update(message=f"injected {fault.status}", code=fault.status)
+                return aiohttp.web.json_response(body, status=fault.status, headers=fault.headers)
             raise kmock.KubernetesError(
                 status=fault.status, reason=REASONS.get(fault.status, "Error"), message=f"injected {fault.status}"
             )
@@ -135,6 +154,7 @@ class BackgroundApiServer:
 
         cfg = kubernetes.client.Configuration()
         cfg.host = self.url
+        cfg.retries = 0  # as `rlscale sidecar` sets it: urllib3 would otherwise retry a GET's 429 or 5xx itself
         return kubernetes.client.AppsV1Api(kubernetes.client.ApiClient(cfg))
 
     def write_kubeconfig(self, path: Path, namespace: str) -> Path:

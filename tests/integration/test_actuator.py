@@ -93,7 +93,13 @@ def test_a_conflict_is_re_read_and_retried(kube_api, video, deployed):
 
 @pytest.mark.parametrize(
     ("status", "kind", "temporary"),
-    [(409, "conflict", True), (500, "server", True), (403, "forbidden", False), (401, "unauthorized", False)],
+    [
+        (409, "conflict", True),
+        (429, "throttled", True),
+        (500, "server", True),
+        (403, "forbidden", False),
+        (401, "unauthorized", False),
+    ],
 )
 def test_api_errors_become_outcomes_and_store_nothing(kube_api, video, deployed, status, kind, temporary):
     api, initial = deployed
@@ -103,6 +109,33 @@ def test_api_errors_become_outcomes_and_store_nothing(kube_api, video, deployed,
     assert outcome.failed[0].kind == kind
     assert outcome.temporary_failure is temporary
     assert DeploymentActuator(video, api, NS).read()[0] == initial
+
+
+def test_a_429_is_throttled_with_its_retry_after_and_no_further_call_is_made(kube_api, video, deployed):
+    """The API server's flow control answers 429 with Retry-After: the actuator stops calling for this step (the
+    other stages are skipped) and hands the wait to the sidecar, in seconds or from an HTTP date."""
+    import email.utils
+    import time
+
+    api, initial = deployed
+    act = DeploymentActuator(video, api, NS)
+    act.read()
+    kube_api.emulator.seen.clear()
+    kube_api.emulator.inject(429, count=None, headers={"Retry-After": "7"})
+    target = PipelineConfig((initial.stages[0].with_(replicas=4), initial.stages[1].with_(replicas=3)))
+    outcome = act.apply(target)
+    assert [(o.action, o.kind) for o in outcome.stages] == [("failed", "throttled"), ("skipped", None)]
+    assert outcome.temporary_failure and outcome.retry_after_s == 7.0
+    assert outcome.stages[0].retry_after_s == 7.0 and "Retry-After 7s" in outcome.stages[0].message
+    assert [(r["method"], r["answer"]) for r in kube_api.emulator.seen] == [("PATCH", 429)]  # nothing after it
+    kube_api.emulator.clear()
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    kube_api.emulator.inject(429, count=1, match=lambda request: True, headers={"Retry-After": when})
+    with pytest.raises(KubeApiError) as info:
+        act.read()
+    assert info.value.kind == "throttled" and info.value.temporary
+    assert 25 <= info.value.retry_after_s <= 30
+    assert act.read()[0] == initial  # nothing was stored
 
 
 def test_a_missing_deployment_is_not_found(kube_api, video):

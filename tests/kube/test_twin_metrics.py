@@ -8,8 +8,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from rlscale.kube.prometheus import le_label
-from rlscale.kube.twin import TwinMetrics, _Histogram
 from rlscale.spec import load_spec
+from tests.integration.twin import TwinMetrics, _Histogram
 
 
 @pytest.mark.parametrize("bound", [6.89, 10.0, 0.05, 1.0, 2.5])

@@ -1,5 +1,7 @@
 """A digital twin of a pipeline: the simulator in accelerated wall-clock time, run like a real deployment.
 
+Test support, not part of the product (nothing under ``rlscale/`` imports it): the closed-loop tests run it.
+
 The twin reads its configuration from the stage Deployments (as pods would: variant and batch from env vars,
 cores from the CPU request, replicas from ``spec.replicas``), writes ``status.readyReplicas`` back, and exports
 the standard metrics of `rlscale.kube.prometheus` on an HTTP port for Prometheus to scrape. The sidecar cannot
