@@ -38,6 +38,7 @@ from agents.actor import Actor, AgentMismatch, load_actor
 from agents.lstm import LSTMPredictor
 from agents.safety import SafetyLayer
 from envs.pipeline_env import CAPACITY_LEVELS, PipelineEnv
+from rlscale.control import Controller
 from rlscale.errors import RlscaleError
 from rlscale.inputs import MAX_SEED
 from rlscale.interrupts import Interrupted, StopRequest, signal_name, signum_of
@@ -125,7 +126,8 @@ class TrainConfig:
 
 
 class PPOPolicy:
-    """A trained agent as a `Policy`; with ``safety`` every proposal goes through the safety layer.
+    """A trained agent as a `Policy`: it proposes; the guard in front of it (``ppo``: the safety layer; ``ppo-raw``:
+    none) is the registry's (`experiments.registry.make_policy`) and the control step's (`rlscale.control`).
 
     Inference is numpy only (`agents.actor.Actor`); torch is imported only to read a ``model.zip``.
 
@@ -133,8 +135,6 @@ class PPOPolicy:
         spec: the pipeline the agent was trained for.
         model_path: the agent: an actor file (``.npz``: a bundled agent, a run's ``actor.npz``), a training run's
             ``model.zip`` (needs the ``train`` extra), or an `Actor`; default: the bundled agent of the pipeline.
-        safety: project proposals onto the feasible set (``ppo``) or not (``ppo-raw``).
-        safety_load: the safety layer's load estimate (``observed``, ``backlog`` or ``predicted``).
 
     Raises:
         RlscaleError: no such file, not an agent, or a ``model.zip`` without torch or its training settings.
@@ -145,9 +145,6 @@ class PPOPolicy:
         self,
         spec: PipelineSpec,
         model_path: Path | Actor | None = None,
-        *,
-        safety: bool = True,
-        safety_load: str = "observed",
     ) -> None:
         if isinstance(model_path, Actor):
             self.actor, source = model_path, "agent"
@@ -161,28 +158,16 @@ class PPOPolicy:
             self.actor, source = load_agent(path), str(path)
         self.codec = self.actor.codec(spec, source)
         self.predictor = LSTMPredictor()
-        self.safety = (
-            SafetyLayer(spec, load=safety_load, predictor=self.predictor if safety_load == "predicted" else None)
-            if safety
-            else None
-        )
-        self.name = "ppo" if safety else "ppo-raw"
-        self.last_report: dict = {}
+        self.name = "ppo"
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """The deterministic action (argmax of every sub-action's logits) for one observation."""
         return self.actor.act(obs)
 
-    def propose(self, state: PipelineState) -> PipelineConfig:
+    def decide(self, state: PipelineState) -> PipelineConfig:
+        """The agent's proposal for ``state``."""
         obs = self.codec.observe(state, self.predictor.predict(state))
         return self.codec.decode(self.act(obs), state)
-
-    def decide(self, state: PipelineState) -> PipelineConfig:
-        proposed = self.propose(state)
-        if self.safety is None:
-            return proposed
-        config, self.last_report = self.safety.project(proposed, state)
-        return config
 
 
 def is_model_zip(path: Path) -> bool:
@@ -360,7 +345,8 @@ def evaluate(model_path: Path | Actor, pipeline: str, traces=IPA_PATTERNS, seed:
     out = {}
     for name in traces:
         trace = load_trace(name)
-        record = run_episode(spec, trace, PPOPolicy(spec, model_path), seed=seed).record
+        ppo = Controller(PPOPolicy(spec, model_path), SafetyLayer(spec))  # what the `ppo` policy name means
+        record = run_episode(spec, trace, ppo, seed=seed).record
         out[name] = {k: record[k] for k in ("score", "sla_violation_rate", "accuracy", "cost_cores")}
     return out
 

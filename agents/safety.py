@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlscale.control import Projection
 from rlscale.errors import RlscaleError
 from rlscale.feasibility import (
     InvalidLoad,
@@ -280,7 +281,7 @@ def max_capacity_config(spec: PipelineSpec, load_rps: float) -> PipelineConfig:
 
 
 class SafetyLayer:
-    """Projects proposals onto F(load) (an `ActionFilter`).
+    """Projects proposals onto F(load) (a `rlscale.control.Guard`).
 
     Args:
         spec: the pipeline.
@@ -333,36 +334,31 @@ class SafetyLayer:
             self._max_capacity = MaxCapacity(self.spec)
         return self._max_capacity.config(load_rps)
 
-    def project(self, proposed: PipelineConfig, state: PipelineState) -> tuple[PipelineConfig, dict]:
-        """The nearest configuration in F(load) and a report of what happened.
+    def project(self, proposed: PipelineConfig, state: PipelineState) -> tuple[PipelineConfig, Projection]:
+        """The nearest configuration in F(load) and what the projection did (a `rlscale.control.Projection`).
 
         Raises:
             InvalidLoad: the load is not a finite number >= 0 (no data): nothing is approved, the caller holds.
         """
         t0 = time.perf_counter()
         load = require_valid_load(self.load_rps(state), f"safety layer: the {self.load_mode} load")
-        report = {
-            "load_rps": load,
-            "feasible_input": False,
-            "infeasible": False,
-            "distance": 0.0,
-            "solver": self.solver,
-        }
         if is_feasible(self.spec, proposed, load):
-            report["feasible_input"] = True
-            report["ms"] = (time.perf_counter() - t0) * 1e3
-            return proposed, report
+            return proposed, Projection(load, feasible_input=True, ms=(time.perf_counter() - t0) * 1e3)
         result = self.nearest(proposed, load)
+        infeasible = result is None
         if result is None:
             result = self.max_capacity(load)
-            report["infeasible"] = True
-            report["capacity_rps"] = pipeline_capacity_rps(self.spec, result)
-        report["distance"] = config_distance(self.weights, proposed, result)
-        report["changed_stages"] = [
-            st.name for st, a, b in zip(self.spec.stages, proposed.stages, result.stages, strict=True) if a != b
-        ]
-        report["ms"] = (time.perf_counter() - t0) * 1e3
-        return result, report
+        return result, Projection(
+            load,
+            feasible_input=False,
+            infeasible=infeasible,
+            distance=config_distance(self.weights, proposed, result),
+            changed_stages=tuple(
+                st.name for st, a, b in zip(self.spec.stages, proposed.stages, result.stages, strict=True) if a != b
+            ),
+            capacity_rps=pipeline_capacity_rps(self.spec, result) if infeasible else math.nan,
+            ms=(time.perf_counter() - t0) * 1e3,
+        )
 
     def nearest(self, proposed: PipelineConfig, load_rps: float) -> PipelineConfig | None:
         """A nearest configuration in F(load), or None when F(load) is empty.

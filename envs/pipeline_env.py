@@ -12,10 +12,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from rlscale import control
 from rlscale.errors import RlscaleError
-from rlscale.interfaces import ActionFilter, Cluster, Predictor
+from rlscale.interfaces import Cluster, Predictor
 from rlscale.predictors import last_interval_peak_rps
-from rlscale.sim.engine import Simulator
+from rlscale.sim.cluster import Simulator
 from rlscale.sim.runner import warm_state
 from rlscale.spec import PipelineSpec, load_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
@@ -280,7 +281,7 @@ class PipelineEnv(gym.Env):
         self.reconfig_penalty = reconfig_penalty
         self.cluster_factory = cluster_factory or simulator_factory
         self.predictor: Predictor | None = _make_predictor(predictor)
-        self.safety: ActionFilter | None = None
+        self.safety: control.Guard | None = None
         if safety:
             from agents.safety import SafetyLayer
 
@@ -317,17 +318,15 @@ class PipelineEnv(gym.Env):
         if self.cluster is None:
             raise RlscaleError("call reset() before step()")
         state = self._state
-        proposed = self.codec.decode(action, state)
-        report: dict = {}
-        config = proposed
-        if self.safety is not None:
-            config, report = self.safety.project(proposed, state)
-        changed = config != state.config
-        self.cluster.apply(config)
+        try:  # the one control step (rlscale.control): decide (here: decode the action), guard, apply
+            outcome = control.step(self.cluster, _ActionPolicy(self.codec, action), self.safety, state=state)
+        except control.DecisionError as exc:
+            raise exc.cause from None
+        config, changed, projection = outcome.config, outcome.changed, outcome.decision.projection
         metrics = self.cluster.step()
         state = self.cluster.observe()
         self._state = state
-        distance = float(report.get("distance", 0.0))
+        distance = projection.distance if projection is not None else 0.0
         reward = metrics.score - self.projection_penalty * distance - self.reconfig_penalty * float(changed)
         truncated = bool(getattr(self.cluster, "done", False))
         info = {
@@ -338,10 +337,22 @@ class PipelineEnv(gym.Env):
             "cost_cores": metrics.cost_cores,
             "projection_distance": distance,
             "reconfigured": changed,
-            "infeasible": bool(report.get("infeasible", False)),
+            "infeasible": projection is not None and projection.infeasible,
             "config": str(config),
         }
         return self._obs(state), float(reward), False, truncated, info
+
+
+class _ActionPolicy:
+    """One action of the agent as a `Policy`: decoding it is the decision the control step guards and applies."""
+
+    name = "action"
+
+    def __init__(self, codec: Codec, action) -> None:
+        self.codec, self.action = codec, action
+
+    def decide(self, state: PipelineState) -> PipelineConfig:
+        return self.codec.decode(self.action, state)
 
 
 def _make_predictor(name: str) -> Predictor | None:

@@ -120,6 +120,8 @@ def bench_agents(stages: tuple[int, ...] = STAGES, repeats: int = 50, progress=N
     """
     from agents.actor import random_actor
     from agents.ppo import PPOPolicy
+    from agents.safety import SafetyLayer
+    from rlscale.control import Controller
     from rlscale.types import PipelineState
 
     out: dict[str, Any] = {"ppo": {}, "ppo+safety": {}}
@@ -129,8 +131,9 @@ def bench_agents(stages: tuple[int, ...] = STAGES, repeats: int = 50, progress=N
         for name, safety in (("ppo", False), ("ppo+safety", True)):
             if progress is not None:
                 progress(f"decision latency: {name}, {n} stages")
-            policy = PPOPolicy(spec, actor, safety=safety)
-            config = policy.propose(PipelineState(0.0, 10.0, np.full(10, 5.0), _first_config(spec), None))
+            agent = PPOPolicy(spec, actor)
+            policy = Controller(agent, SafetyLayer(spec) if safety else None)
+            config = agent.decide(PipelineState(0.0, 10.0, np.full(10, 5.0), _first_config(spec), None))
             times = []
             for i in range(repeats):
                 load = LOADS_RPS["low"] if i % 2 == 0 else LOADS_RPS["high"]

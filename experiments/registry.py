@@ -13,15 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from agents.hpa import HPAPolicy
 from agents.lstm import LSTMPredictor
 from agents.static import StaticPolicy
 from ilp_baseline.policy import ALL_SOLVERS, ILPPolicy, ipa_headroom
 from ilp_baseline.problem import fa2_high_variants
+from rlscale.control import Controller, guard_default
 from rlscale.errors import RlscaleError
-from rlscale.interfaces import ActionFilter, Policy, Predictor
+from rlscale.interfaces import Policy, Predictor
 from rlscale.predictors import EWMAPredictor, OraclePredictor, ReactivePredictor
 from rlscale.spec import PipelineSpec
 from rlscale.workload import Trace
@@ -40,7 +39,9 @@ class PolicyOptions:
         headroom: plan for this multiple of the predicted load (default IPA's margin for the pipeline).
         agent: a trained agent for ``ppo`` / ``ppo-raw``: an actor ``.npz`` (a run's ``actor.npz``) or a run's
             ``model.zip`` (needs the ``train`` extra); default: the bundled agent.
-        safety_load: the safety layer's load estimate for ``ppo``: observed (default), backlog or predicted.
+        safety_load: the safety layer's load estimate: observed (default), backlog or predicted.
+        guard: put the safety layer in front of the policy (True) or not (False); None: the policy's default
+            (`rlscale.control.guard_default`: ``ppo`` yes, every other policy no).
     """
 
     solver: str | None = None
@@ -48,9 +49,10 @@ class PolicyOptions:
     headroom: float | None = None
     agent: str | None = None
     safety_load: str | None = None
+    guard: bool | None = None
 
 
-def make_predictor(name: str, trace: Trace) -> Predictor:
+def make_predictor(name: str, trace: Trace | None) -> Predictor:
     if name == "reactive":
         return ReactivePredictor()
     if name == "ewma":
@@ -58,6 +60,8 @@ def make_predictor(name: str, trace: Trace) -> Predictor:
     if name == "lstm":
         return LSTMPredictor()
     if name == "oracle":
+        if trace is None:
+            raise RlscaleError("the oracle predictor needs the future of a trace; it cannot run live")
         return OraclePredictor(trace)
     raise RlscaleError(f"unknown predictor {name!r} (known: {', '.join(PREDICTORS)})")
 
@@ -77,8 +81,8 @@ def tuned_headroom(spec: PipelineSpec) -> float:
     return float(entry["headroom"])
 
 
-def _planner(mode: str, name: str) -> Callable[[PipelineSpec, Trace, PolicyOptions], Policy]:
-    def build(spec: PipelineSpec, trace: Trace, opts: PolicyOptions) -> Policy:
+def _planner(mode: str, name: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Policy]:
+    def build(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
         headroom = opts.headroom
         if headroom is None:
             headroom = tuned_headroom(spec) if name == "ipa-tuned" else ipa_headroom(spec)
@@ -88,7 +92,7 @@ def _planner(mode: str, name: str) -> Callable[[PipelineSpec, Trace, PolicyOptio
             mode=mode,
             solver=opts.solver or "dp",
             headroom=headroom,
-            peak_rps=trace.peak_rps,
+            peak_rps=trace.peak_rps if trace is not None else None,
             name=name,
         )
 
@@ -108,20 +112,20 @@ def _oracle(spec: PipelineSpec, trace: Trace, opts: PolicyOptions) -> Policy:
     )
 
 
-def _ppo(safety: bool) -> Callable[[PipelineSpec, Trace, PolicyOptions], Policy]:
-    def build(spec: PipelineSpec, trace: Trace, opts: PolicyOptions) -> Policy:
+def _ppo(name: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Policy]:
+    def build(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
         from agents.ppo import PPOPolicy  # numpy only; torch just to read a model.zip
 
-        return PPOPolicy(
-            spec, Path(opts.agent) if opts.agent else None, safety=safety, safety_load=opts.safety_load or "observed"
-        )
+        agent = PPOPolicy(spec, Path(opts.agent) if opts.agent else None)
+        agent.name = name
+        return agent
 
     return build
 
 
-POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace, PolicyOptions], Policy], str]] = {
-    "ppo": (_ppo(True), "the PPO agent behind the safety layer (rlscale's policy)"),
-    "ppo-raw": (_ppo(False), "the PPO agent alone (ablation: what the safety layer buys)"),
+POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace | None, PolicyOptions], Policy], str]] = {
+    "ppo": (_ppo("ppo"), "the PPO agent behind the safety layer (rlscale's policy)"),
+    "ppo-raw": (_ppo("ppo-raw"), "the PPO agent alone (ablation: what the safety layer buys)"),
     "ipa": (_planner("ipa", "ipa"), "IPA: ILP over variant, batch, replicas on the predicted load"),
     "ipa-tuned": (_planner("ipa", "ipa-tuned"), "IPA with the headroom that scored best on training windows"),
     "oracle": (_oracle, "the ILP on the true next-interval load (upper bound)"),
@@ -147,41 +151,31 @@ POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace, PolicyOptions], Policy]
 LIVE_POLICIES = ("ppo", "ppo-raw", "ipa", "ipa-tuned", "fa2-low", "fa2-high", "hpa")
 
 
-def make_live_policy(
-    name: str, spec: PipelineSpec, options: PolicyOptions | None = None
-) -> tuple[Policy, ActionFilter | None]:
-    """A policy for a live cluster and the safety layer its proposals go through (None for ``ppo-raw``).
+def make_live_policy(name: str, spec: PipelineSpec, options: PolicyOptions | None = None) -> Controller:
+    """The policy called ``name`` for a live cluster, behind its guard: the same decision path as `make_policy`.
 
-    ``ppo`` is returned as the bare agent plus its safety layer, so the sidecar can report the projection.
+    Only policies that need no future of a trace can run live (`LIVE_POLICIES`); none of them is given a trace.
     """
     if name not in LIVE_POLICIES:
         raise RlscaleError(
             f"policy {name!r} cannot run live (needs the future of a trace); use one of: {', '.join(LIVE_POLICIES)}"
         )
-    opts = options or PolicyOptions()
-    if opts.predictor == "oracle":
+    if options is not None and options.predictor == "oracle":
         raise RlscaleError("the oracle predictor needs the future of a trace; it cannot run live")
-    from agents.safety import SafetyLayer
-
-    load = opts.safety_load or "observed"
-    if name in ("ppo", "ppo-raw"):
-        from agents.ppo import PPOPolicy
-
-        agent = PPOPolicy(spec, Path(opts.agent) if opts.agent else None, safety=False)
-        agent.name = name
-        if name == "ppo-raw":
-            return agent, None
-        return agent, SafetyLayer(spec, load=load, predictor=agent.predictor if load == "predicted" else None)
-    live = Trace("live", np.zeros(1), "a live cluster: no trace")
-    return make_policy(name, spec, live, opts), SafetyLayer(spec, load=load)
+    return make_policy(name, spec, None, options)
 
 
 def policy_names() -> list[str]:
     return list(POLICIES)
 
 
-def make_policy(name: str, spec: PipelineSpec, trace: Trace, options: PolicyOptions | None = None) -> Policy:
-    """Build the policy called ``name`` for this pipeline and trace."""
+def make_policy(name: str, spec: PipelineSpec, trace: Trace | None, options: PolicyOptions | None = None) -> Controller:
+    """The policy called ``name`` for this pipeline (and trace, offline), behind its guard: a `Controller`.
+
+    ``ppo`` is the agent behind the safety layer and ``ppo-raw`` the agent alone; every other policy runs as
+    published, without a guard, unless ``options.guard`` says otherwise. The same name gives the same decision
+    path in ``simulate``, ``compare`` and the sidecar, and records carry the guard.
+    """
     opts = options or PolicyOptions()
     if opts.solver is not None and opts.solver not in ALL_SOLVERS:
         raise RlscaleError(f"unknown solver {opts.solver!r} (known: {', '.join(ALL_SOLVERS)})")
@@ -193,4 +187,14 @@ def make_policy(name: str, spec: PipelineSpec, trace: Trace, options: PolicyOpti
         factory, _ = POLICIES[name]
     except KeyError:
         raise RlscaleError(f"unknown policy {name!r} (known: {', '.join(POLICIES)})") from None
-    return factory(spec, trace, opts)
+    policy = factory(spec, trace, opts)
+    guarded = guard_default(name) if opts.guard is None else opts.guard
+    if not guarded:
+        return Controller(policy)
+    from agents.safety import SafetyLayer
+
+    load = opts.safety_load or "observed"
+    predictor = getattr(policy, "predictor", None) if load == "predicted" else None
+    if load == "predicted" and predictor is None:
+        predictor = make_predictor("lstm", trace)
+    return Controller(policy, SafetyLayer(spec, load=load, predictor=predictor))

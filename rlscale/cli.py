@@ -270,6 +270,7 @@ def _policy_options(args: argparse.Namespace):
         headroom=args.headroom,
         agent=args.agent,
         safety_load=args.safety_load,
+        guard=None if args.guard == "default" else args.guard == "on",
     )
 
 
@@ -509,6 +510,17 @@ def _add_planner_flags(p: argparse.ArgumentParser) -> None:
         choices=("observed", "backlog", "predicted"),
         help="load the safety layer protects for: the last interval's peak (default), plus the backlog, or the LSTM's",
     )
+    _add_guard(p)
+
+
+def _add_guard(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--guard",
+        choices=("default", "on", "off"),
+        default="default",
+        help="put the safety layer in front of the policy (on) or not (off); default: on for ppo, off for the rest "
+        "(ppo-raw and the published baselines); the same in simulate, compare and the sidecar, and in every record",
+    )
 
 
 # ----------------------------------------------------------------------------------------------- sidecar
@@ -693,7 +705,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     )
     if args.once:  # a one-shot run prints its outcome; the log says only what went wrong
         logging.getLogger("rlscale").setLevel(logging.WARNING)
-    policy, safety = _live_policy(args, spec)  # bad input (an agent that does not fit) before any network call
+    live = _live_policy(args, spec)  # bad input (an agent that does not fit) before any network call
     if args.once:  # nothing to hold on to in a one-shot run: an unreachable Prometheus ends it at once
         try:
             reader.arrival_rate_rps(spec.stages[0].name, window=duration(window_s / args.speedup))
@@ -712,6 +724,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
     settings = SidecarSettings(interval_s=interval_s, max_backoff_s=args.max_backoff, speedup=args.speedup)
+    policy, safety = live.policy, live.guard
     sidecar = Sidecar(cluster, policy, safety, settings, metrics, stop)
     server = None
     if args.metrics_port:
@@ -767,6 +780,7 @@ def cmd_manifests(args: argparse.Namespace) -> int:
             window_s=args.window,
             dry_run=args.dry_run,
             allow_system_namespace=args.allow_system_namespace,
+            guard=None if args.guard == "default" else args.guard == "on",
         )
     sys.stdout.write(text)
     return 0
@@ -947,8 +961,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Print, as YAML for `kubectl apply -f -`, what runs the sidecar in a cluster: a ServiceAccount, a Role "
             "with only the verbs the sidecar calls (get/list/patch deployments, patch deployments/scale; only on "
             "the named Deployments, and no list, when the spec names every stage's), its RoleBinding, a ConfigMap "
-            "with the spec, and the sidecar's Deployment. The --policy, --interval, --window and --dry-run given "
-            "here become the sidecar's arguments. System namespaces (kube-system...) need --allow-system-namespace."
+            "with the spec, and the sidecar's Deployment. The --policy, --interval, --window, --guard and --dry-run "
+            "given here become the sidecar's arguments. System namespaces (kube-system...) need "
+            "--allow-system-namespace."
         ),
     )
     p.add_argument("--spec", required=True, metavar="NAME|FILE", help="bundled pipeline name or spec YAML")
@@ -966,6 +981,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Prometheus URL as seen from the pod (default http://prometheus-server.monitoring.svc:9090)",
     )
     _add_live_flags(p)
+    _add_guard(p)
     _add_set(p)
     p.set_defaults(func=cmd_manifests)
 

@@ -15,12 +15,18 @@ class Cluster(Protocol):
         """What a policy may see now."""
         ...
 
-    def apply(self, config: PipelineConfig) -> None:
-        """Start moving to ``config`` (make-before-break; takes effect after the variants' startup delay)."""
+    def apply(self, config: PipelineConfig) -> object:
+        """Start moving to ``config`` (make-before-break; takes effect after the variants' startup delay); returns
+        what was done (the Kubernetes actuator's outcome; None in the simulator)."""
         ...
 
     def step(self) -> IntervalMetrics:
         """Run one adaptation interval and return its metrics."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """The workload is over (a trace's end in the simulator; never on a live cluster)."""
         ...
 
 
@@ -40,10 +46,3 @@ class Predictor(Protocol):
     name: str
 
     def predict(self, state: PipelineState) -> float: ...
-
-
-@runtime_checkable
-class ActionFilter(Protocol):
-    """Projects a proposed configuration onto the feasible set (the safety layer)."""
-
-    def project(self, proposed: PipelineConfig, state: PipelineState) -> tuple[PipelineConfig, dict]: ...

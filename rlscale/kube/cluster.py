@@ -79,6 +79,11 @@ class KubernetesCluster:
 
     # ------------------------------------------------------------------ Cluster protocol
 
+    @property
+    def done(self) -> bool:
+        """A live cluster's workload never ends."""
+        return False
+
     def observe(self) -> PipelineState:
         # Prometheus first: when it is down there is nothing to decide on, and no reason to call the API server
         history = self.reader.arrival_history_rps(

@@ -126,6 +126,7 @@ def render_manifests(
     dry_run: bool = False,
     metrics_port: int = 9400,
     allow_system_namespace: bool = False,
+    guard: bool | None = None,
 ) -> str:
     """The sidecar's manifests as multi-document YAML, ready for ``kubectl apply -f -``.
 
@@ -139,6 +140,7 @@ def render_manifests(
         window_s: the sidecar's query window, two scrapes or more (None: the sidecar's default).
         dry_run: run the sidecar log-only (every change a server-side dry run).
         metrics_port: port of the sidecar's own ``/metrics`` endpoint.
+        guard: the sidecar's ``--guard`` (None: the policy's default, `rlscale.control.guard_default`).
         allow_system_namespace: allow a Kubernetes system namespace (``kube-system``...) for the sidecar or the
             stage Deployments; the sidecar is then run with ``--allow-system-namespace`` too.
 
@@ -198,6 +200,8 @@ def render_manifests(
         args += ["--window", f"{window_s:g}"]
     if dry_run:
         args.append("--dry-run")
+    if guard is not None:
+        args += ["--guard", "on" if guard else "off"]
     if system_namespace_problem(stage_namespace, "namespace"):  # allowed here, so allowed to the sidecar
         args.append("--allow-system-namespace")
     args += ["--metrics-address", "0.0.0.0", "--metrics-port", str(metrics_port)]

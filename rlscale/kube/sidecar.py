@@ -4,11 +4,16 @@ Every step ends in a `StepReport` instead of an exception, so a fault never cras
 
 | what went wrong | report | next step |
 |---|---|---|
-| Prometheus unreachable, slow, or no data | ``held`` (config unchanged) | after a doubling backoff |
+| Prometheus unreachable, slow, or no data | ``held`` (config unchanged) | after a doubling backoff, jittered |
 | a load figure that is NaN, ±Inf, negative or no number | ``held``: no data, never acted on | after the same backoff |
-| Kubernetes 5xx, 429, timeout (read or patch) | ``held`` / ``failed`` | after the same backoff |
+| Kubernetes 5xx, timeout (read or patch) | ``held`` / ``failed`` | after the same backoff |
+| Kubernetes 429 (``throttled``) | ``held`` / ``failed``; no further call this step | the backoff, >= Retry-After |
 | Kubernetes 409 | retried at once by the actuator after a re-read | normal interval |
 | Kubernetes 401, 403, 404; a Deployment the spec forbids | ``failed``, one ERROR line per new fault | next interval |
+
+The backoff doubles from one interval up to the cap, and each wait is drawn at random from its upper part
+(``jitter``; "equal jitter" by default): sidecars that fail together (one Prometheus, one API server) do not all
+retry at the same instant. A 429's ``Retry-After`` is a floor on the wait, honoured up to `MAX_RETRY_AFTER_S`.
 
 Stopping (SIGTERM, SIGINT) sets an event: the current step finishes, then the loop returns 0.
 """
@@ -16,11 +21,13 @@ Stopping (SIGTERM, SIGINT) sets an event: the current step finishes, then the lo
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass, field
 
-from rlscale.interfaces import ActionFilter, Policy
+from rlscale import control
+from rlscale.interfaces import Policy
 from rlscale.kube.actuator import ERROR_KINDS, ApplyOutcome, KubeApiError
 from rlscale.kube.cluster import KubernetesCluster
 from rlscale.kube.prometheus import MetricsUnavailable
@@ -31,6 +38,10 @@ log = logging.getLogger(__name__)
 
 OUTCOMES = ("applied", "unchanged", "dry_run", "held", "failed")
 
+MAX_RETRY_AFTER_S = 600.0
+"""The longest ``Retry-After`` (wall seconds) honoured: the API server's own flow control asks for about 1 s, and a
+header that asks for hours (a misbehaving proxy) must not park the autoscaler that long; longer is read as this."""
+
 
 @dataclass(frozen=True)
 class SidecarSettings:
@@ -40,11 +51,19 @@ class SidecarSettings:
         interval_s: pipeline seconds between decisions.
         max_backoff_s: the longest wait after repeated temporary faults (default: 6 intervals).
         speedup: pipeline seconds per wall-clock second (1 on a real cluster; see `KubernetesCluster`).
+        jitter: the part of each backoff drawn at random, 0 to 1: the wait is uniform between ``(1 - jitter) x``
+            and ``x``, the doubling backoff (0.5, "equal jitter": at least half of it; 0: no jitter; 1: "full
+            jitter").
     """
 
     interval_s: float
     max_backoff_s: float | None = None
     speedup: float = 1.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError(f"jitter must be between 0 and 1, got {self.jitter}")
 
     @property
     def backoff_cap_s(self) -> float:
@@ -53,7 +72,8 @@ class SidecarSettings:
 
 @dataclass
 class StepReport:
-    """What one step did: ``outcome`` is one of `OUTCOMES`; ``temporary`` asks for a backoff."""
+    """What one step did: ``outcome`` is one of `OUTCOMES`; ``temporary`` asks for a backoff, and
+    ``retry_after_s`` (wall seconds, from a 429's ``Retry-After``) for a wait at least that long."""
 
     outcome: str
     message: str
@@ -63,6 +83,7 @@ class StepReport:
     distance: float = 0.0
     decision_s: float = 0.0
     apply: ApplyOutcome | None = None
+    retry_after_s: float | None = None
 
 
 class SidecarMetrics:
@@ -72,11 +93,15 @@ class SidecarMetrics:
     |---|---|---|
     | ``rlscale_sidecar_decisions_total`` | counter | outcome (applied, unchanged, dry_run, held, failed) |
     | ``rlscale_sidecar_decision_seconds`` | histogram | (observe excluded: decide + project) |
-    | ``rlscale_sidecar_errors_total`` | counter | kind (metrics, policy, internal, conflict, server, forbidden, ...) |
+    | ``rlscale_sidecar_errors_total`` | counter | kind (metrics, policy, internal, and the API's, below) |
     | ``rlscale_sidecar_projection_distance`` | gauge | (the safety layer's move, 0 when the proposal was safe) |
     | ``rlscale_sidecar_stage_replicas`` / ``_stage_batch`` / ``_stage_cores`` | gauge | stage |
     | ``rlscale_sidecar_stage_variant`` | gauge (1 for the chosen variant) | stage, variant |
     | ``rlscale_sidecar_last_success_timestamp_seconds`` | gauge | |
+
+    The errors' API kinds (`rlscale.kube.actuator.ERROR_KINDS`): conflict (409), throttled (429), server (5xx),
+    timeout, unauthorized (401), forbidden (403), not_found (404), invalid (other 4xx), deployment (a Deployment
+    the spec does not allow).
     """
 
     def __init__(self) -> None:
@@ -175,16 +200,18 @@ class Sidecar:
         settings: interval, backoff, speedup.
         metrics: where to count (a fresh `SidecarMetrics` if None).
         stop: set it to stop after the current step (the CLI sets it on SIGTERM).
+        rng: draws the backoff jitter (default: seeded by the OS, so sidecars started together differ).
     """
 
     def __init__(
         self,
         cluster: KubernetesCluster,
         policy: Policy,
-        safety: ActionFilter | None,
+        safety: control.Guard | None,
         settings: SidecarSettings,
         metrics: SidecarMetrics | None = None,
         stop: threading.Event | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.cluster = cluster
         self.policy = policy
@@ -192,20 +219,23 @@ class Sidecar:
         self.settings = settings
         self.metrics = metrics or SidecarMetrics()
         self.stop = stop or threading.Event()
+        self.rng = rng if rng is not None else random.Random()
         self.spec = cluster.spec
         self._names = [st.name for st in self.spec.stages]
         self._failing = 0  # consecutive steps that asked for a backoff
         self._active_faults: dict[str, str] = {}  # stage (or "metrics") -> kind, to log a fault once
         self.steps = 0
         self.last_step_end: float | None = None  # monotonic time the last step ended
+        self.next_delay_s = 0.0  # pipeline seconds the loop waits after the last step
 
     def health(self) -> tuple[bool, str]:
         """Alive unless the loop has not finished a step for longer than its longest planned wait allows (a
-        stuck call, a dead thread): three intervals or the backoff cap plus one interval, whichever is longer."""
+        stuck call, a dead thread): three intervals, or the backoff cap (or the wait planned now, a long
+        ``Retry-After``) plus one interval, whichever is longest."""
         if self.last_step_end is None:
             return True, "starting"
         s = self.settings
-        limit = max(3 * s.interval_s, s.backoff_cap_s + s.interval_s) / s.speedup
+        limit = max(3 * s.interval_s, max(s.backoff_cap_s, self.next_delay_s) + s.interval_s) / s.speedup
         age = time.monotonic() - self.last_step_end
         if age > limit:
             return False, f"no step finished for {age:.0f}s (limit {limit:.0f}s)"
@@ -227,6 +257,7 @@ class Sidecar:
                 f"holding: cannot read the Deployments: {exc}",
                 temporary=exc.temporary,
                 error_kinds=[exc.kind],
+                retry_after_s=exc.retry_after_s,
             )
         except Exception as exc:  # noqa: BLE001 - a bug or a surprise answer must not stop the autoscaler
             log.debug("unexpected error while observing", exc_info=True)  # the traceback, with -v
@@ -236,25 +267,15 @@ class Sidecar:
                 temporary=True,
                 error_kinds=["internal"],
             )
-        t0 = time.perf_counter()
-        try:
-            proposed = self.policy.decide(state)
-            config, distance, why = proposed, 0.0, ""
-            if self.safety is not None:
-                config, report = self.safety.project(proposed, state)
-                distance = float(report.get("distance", 0.0))
-                if report.get("infeasible"):
-                    why = f"; safety: nothing is feasible at {report.get('load_rps', 0):.1f} rps, max capacity"
-                elif not report.get("feasible_input", True):
-                    why = f"; safety moved {', '.join(report.get('changed_stages', []))} (distance {distance:.2f})"
-        except Exception as exc:  # noqa: BLE001 - a policy bug must not take the pipeline's autoscaler down
-            log.debug("%s failed to decide", self.policy.name, exc_info=True)  # the traceback, with -v
-            return StepReport(
-                "failed",
-                f"holding the current config: {self.policy.name} failed to decide: {type(exc).__name__}: {exc}",
-                error_kinds=["policy"],
-            )
-        decision_s = time.perf_counter() - t0
+        try:  # the one control step (rlscale.control): decide, guard, and apply when the configuration changes
+            step = control.step(self.cluster, self.policy, self.safety, state=state)
+        except control.DecisionError as exc:  # a policy bug must not take the pipeline's autoscaler down
+            log.debug("%s", exc, exc_info=exc.cause)  # the traceback, with -v
+            return StepReport("failed", f"holding the current config: {exc}", error_kinds=["policy"])
+        decision, projection = step.decision, step.decision.projection
+        config, decision_s = decision.config, decision.decision_s
+        distance = projection.distance if projection is not None else 0.0
+        why = f"; {projection.explain()}" if projection is not None and projection.explain() else ""
         last = state.last
         seen = (
             f"load {last.arrivals / state.interval_s:.1f} rps, e2e p99 {last.e2e_p99_s:.2f}s, "
@@ -269,10 +290,10 @@ class Sidecar:
             distance=distance,
             decision_s=decision_s,
         )
-        if config == state.config:
+        if not step.changed:
             base.message = f"{seen}; {self.policy.name} keeps {config}{why}"
             return base
-        outcome = self.cluster.apply(config)
+        outcome = step.applied
         base.apply = outcome
         base.error_kinds = ["conflict"] * sum(o.attempts - 1 for o in outcome.stages)  # 409s retried after re-reads
         change = _changes(state.config, config, self._names)
@@ -280,6 +301,7 @@ class Sidecar:
         if outcome.failed:
             base.outcome = "failed"
             base.temporary = outcome.temporary_failure
+            base.retry_after_s = outcome.retry_after_s
             base.error_kinds += [o.kind for o in outcome.failed if o.kind and o.kind != "conflict"]
             failed = "; ".join(f"{o.stage}: {o.kind} ({o.message})" for o in outcome.failed)
             base.message = f"{seen}; {self.policy.name} wants {change}{why}; FAILED {failed}"
@@ -315,12 +337,20 @@ class Sidecar:
             log.info("%s", report.message)
 
     def delay_after(self, report: StepReport) -> float:
-        """Seconds to the next step: the interval, or a doubling backoff after temporary faults."""
-        if report.temporary:
-            self._failing += 1
-            return min(self.settings.backoff_cap_s, self.settings.interval_s * 2 ** (self._failing - 1))
-        self._failing = 0
-        return self.settings.interval_s
+        """Pipeline seconds to the next step: the interval, or after temporary faults a backoff that doubles from
+        one interval up to the cap, jittered (`SidecarSettings.jitter`), and never shorter than a 429's
+        ``Retry-After`` (up to `MAX_RETRY_AFTER_S` of wall time)."""
+        s = self.settings
+        if not report.temporary:
+            self._failing = 0
+            return s.interval_s
+        self._failing += 1
+        # the exponent is capped so that a long outage never overflows the float
+        ceiling_s = min(s.backoff_cap_s, s.interval_s * 2 ** min(self._failing - 1, 60))
+        delay_s = ceiling_s * (1.0 - s.jitter * self.rng.random())
+        if report.retry_after_s is not None:
+            delay_s = max(delay_s, min(report.retry_after_s, MAX_RETRY_AFTER_S) * s.speedup)
+        return delay_s
 
     def run_once(self) -> StepReport:
         """One step, counted in the metrics and in `health` (``--once`` runs only this)."""
@@ -338,10 +368,11 @@ class Sidecar:
             self._log(report)
             if self.stop.is_set():
                 return 0
-            delay = self.delay_after(report)
+            delay = self.next_delay_s = self.delay_after(report)
             if report.temporary:
                 wall = "" if self.settings.speedup == 1 else f" ({delay / self.settings.speedup:.1f}s of wall time)"
-                log.info("backing off %.1fs%s", delay, wall)
+                asked = "" if report.retry_after_s is None else f"; the API server asked {report.retry_after_s:g}s"
+                log.info("backing off %.1fs%s%s", delay, wall, asked)
             remaining = max(0.0, started + delay / self.settings.speedup - time.monotonic())
             if self.stop.wait(remaining):
                 log.info("stopping: the current step is done")

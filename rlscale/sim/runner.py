@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from rlscale.control import DecisionError, as_controller, decide, step
 from rlscale.feasibility import plan_fixed_variants
 from rlscale.interfaces import Policy
 from rlscale.sim.cluster import Simulator
@@ -24,6 +24,7 @@ RECORD_KEYS = (
     "pipeline",
     "trace",
     "policy",
+    "guard",
     "seed",
     "requests",
     "completed",
@@ -62,7 +63,12 @@ def _pct(values: np.ndarray, q: float) -> float:
 
 
 def summarise(
-    sim: Simulator, policy_name: str, seed: int, decision_ms: list[float], configs: list[PipelineConfig]
+    sim: Simulator,
+    policy_name: str,
+    seed: int,
+    decision_ms: list[float],
+    configs: list[PipelineConfig],
+    guard: str = "none",
 ) -> dict[str, Any]:
     """The run's summary record: identity and decision fields here, the metrics from `rlscale.sim.metrics`.
 
@@ -75,6 +81,7 @@ def summarise(
         "pipeline": sim.spec.name,
         "trace": sim.trace.name,
         "policy": policy_name,
+        "guard": guard,
         "seed": seed,
         **metrics,
         "decision_ms_p50": _pct(ms, 50),
@@ -111,30 +118,37 @@ def run_episode(
 ) -> RunResult:
     """Play ``trace`` against ``policy`` on the simulator, then drain, and summarise.
 
+    ``policy`` is a `rlscale.control.Controller` (a policy behind its guard, as the registry builds them) or a
+    bare policy (no guard); every interval is one `rlscale.control.step`.
+
     The first decision is taken on `warm_state` and installed warm (unless ``initial`` is given). Then every
     interval: simulate it, observe, decide (timed), apply. After the trace, the last configuration is held until
     every request has completed or been dropped.
     """
+    try:
+        return _run(spec, trace, as_controller(policy), seed, arrivals, initial)
+    except DecisionError as exc:  # offline, a policy's error is the run's error (the sidecar holds instead)
+        raise exc.cause from None
+
+
+def _run(spec, trace, controller, seed, arrivals, initial) -> RunResult:
     decision_ms: list[float] = []
     if initial is None:
-        t = time.perf_counter()
-        initial = policy.decide(warm_state(spec, trace))
-        decision_ms.append((time.perf_counter() - t) * 1e3)
+        first = decide(controller.policy, controller.guard, warm_state(spec, trace))
+        initial = first.config
+        decision_ms.append(first.decision_s * 1e3)
     sim = Simulator(spec, trace, initial, seed=seed, arrivals=arrivals)
     configs: list[PipelineConfig] = [initial]
     sim.step()
     while not sim.done:
-        state = sim.observe()
-        t = time.perf_counter()
-        config = policy.decide(state)
-        decision_ms.append((time.perf_counter() - t) * 1e3)
-        if config != sim.config:
-            log.debug("t=%6.0fs %s -> %s", sim.time_s, sim.config, config)
-        sim.apply(config)
+        outcome = step(sim, controller.policy, controller.guard)  # the one control step (rlscale.control)
+        decision_ms.append(outcome.decision.decision_s * 1e3)
+        if outcome.changed:
+            log.debug("t=%6.0fs %s -> %s", sim.time_s, outcome.state.config, outcome.config)
         configs.append(sim.config)
         sim.step()
     sim.drain()
-    record = summarise(sim, policy.name, seed, decision_ms, configs)
+    record = summarise(sim, controller.name, seed, decision_ms, configs, controller.guard_name)
     return RunResult(
         record=record, intervals=list(sim.history), configs=configs, decision_ms=decision_ms, simulator=sim
     )

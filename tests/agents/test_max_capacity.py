@@ -341,23 +341,23 @@ def test_every_safety_invariant_on_random_states(data, spec, load):
     result, report = layer.project(proposed, state)
     feasible = brute.feasible(load_rps)
     assert result.total_cores <= spec.core_budget
-    assert report["load_rps"] == load_rps
+    assert report.load_rps == load_rps
     if not feasible.any():
         event("F empty: maximum capacity")
-        assert report["infeasible"] and not report["feasible_input"]
+        assert report.infeasible and not report.feasible_input
         assert_is_max_capacity(spec, brute, result, load_rps)
         assert result == max_capacity_config(spec, load_rps)
         return
-    assert not report["infeasible"]
+    assert not report.infeasible
     assert is_feasible(spec, result, load_rps)
     if is_feasible(spec, proposed, load_rps):
         event("feasible proposal")
-        assert result is proposed and report["feasible_input"] and report["distance"] == 0
+        assert result is proposed and report.feasible_input and report.distance == 0
     else:
         event("projected")
-        assert not report["feasible_input"]
+        assert not report.feasible_input
         # nearest: no feasible configuration is closer to the proposal
         w = DistanceWeights()
         best = float(brute.distance(w, proposed)[feasible].min())
-        assert report["distance"] == pytest.approx(best, abs=1e-9)
+        assert report.distance == pytest.approx(best, abs=1e-9)
         assert config_distance(w, proposed, result) == pytest.approx(best, abs=1e-9)

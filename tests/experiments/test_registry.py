@@ -7,6 +7,7 @@ import pytest
 
 from experiments.registry import PolicyOptions, make_policy, policy_names, tuned_headroom
 from rlscale.errors import RlscaleError
+from rlscale.feasibility import is_feasible, objective_value
 from rlscale.interfaces import Policy
 from rlscale.sim.runner import run_episode, warm_state
 from rlscale.spec import load_spec
@@ -61,8 +62,12 @@ def test_planner_flags_change_the_plan(spec, ramp):
     state = warm_state(spec, ramp)
     state = state.__class__(**{**state.__dict__, "arrival_rps": np.full(10, 20.0)})
     assert high.decide(state).total_cores > low.decide(state).total_cores
-    cbc = make_policy("ipa", spec, ramp, PolicyOptions(solver="cbc", predictor="reactive"))
-    assert cbc.decide(state) is not None
+    cbc = make_policy("ipa", spec, ramp, PolicyOptions(solver="cbc", predictor="reactive", headroom=1.0))
+    chosen = cbc.decide(state)
+    assert cbc.policy.solver == "cbc" and cbc.policy.last_load_rps == pytest.approx(20.0)
+    assert is_feasible(spec, chosen, cbc.policy.last_load_rps)
+    # CBC solves the program the DP solves: an equally good plan (a tie may pick another configuration)
+    assert objective_value(spec, chosen) == pytest.approx(objective_value(spec, low.decide(state)), rel=1e-9)
 
 
 @pytest.mark.parametrize(
