@@ -40,9 +40,10 @@ def verify(
     for t in traces:
         trace = load_trace(t)
         for p in policies:
-            policy = make_policy(p, spec, trace)
+            controller = make_policy(p, spec, trace)
+            policy = controller.policy
             assert isinstance(policy, ILPPolicy)
-            run_episode(spec, trace, policy)
+            run_episode(spec, trace, controller)
             if policy.solved_decisions > len(policy.plans):
                 # ``plans`` keeps only the most recent solves; verifying a sample would hide disagreements
                 raise RuntimeError(

@@ -17,6 +17,8 @@ pytest.importorskip("stable_baselines3", reason="training needs the train extra 
 import agents.ppo as ppo  # noqa: E402
 from agents.actor import AgentMismatch, load_actor  # noqa: E402
 from agents.ppo import ACTOR_FILE, PPOPolicy, TrainConfig, bundled_agent, train  # noqa: E402
+from agents.safety import SafetyLayer
+from rlscale.control import Controller
 from rlscale.errors import RlscaleError  # noqa: E402
 from rlscale.feasibility import is_feasible  # noqa: E402
 from rlscale.sim.runner import run_episode  # noqa: E402
@@ -64,10 +66,11 @@ def test_learning_reads_the_training_split_only(tmp_path, monkeypatch):
 def test_policies_from_a_trained_model(tiny_run, agent):
     spec = load_spec("video")
     trace = Trace("ramp", load_trace("bursty").rps[300:600].copy())
-    safe = PPOPolicy(spec, tiny_run / agent)
-    raw = PPOPolicy(spec, tiny_run / agent, safety=False)
-    assert (safe.name, raw.name) == ("ppo", "ppo-raw")
+    raw = PPOPolicy(spec, tiny_run / agent)
+    safe = Controller(raw, SafetyLayer(spec))  # what the policy name `ppo` means (experiments.registry)
+    assert (safe.name, safe.guard_name, Controller(raw).guard_name) == ("ppo", "safety", "none")
     result = run_episode(spec, trace, safe)
+    assert result.record["guard"] == "safety"
     assert result.record["requests"] == int(trace.rps.sum())
     # with safety, every decision is feasible at the load floor it was made for
     for i, config in enumerate(result.configs[1:], start=1):
@@ -75,7 +78,7 @@ def test_policies_from_a_trained_model(tiny_run, agent):
         load = float(hist[-10:].max())
         assert is_feasible(spec, config, load), (i, config)
     state = PipelineState(10.0, 10.0, np.full(10, 30.0), result.configs[0], None)
-    assert raw.decide(state) == raw.propose(state)
+    assert safe.decide(state) == SafetyLayer(spec).project(raw.decide(state), state)[0]
 
 
 def test_missing_or_wrong_agent_is_one_clear_error(tmp_path, tiny_run):
