@@ -45,7 +45,7 @@ test: $(STAMP) lint prometheus
 
 # IPA's LSTM load predictor: retrain the bundled weights (agents/data/README.md)
 lstm: $(STAMP)
-	$(BIN)/python -m agents.lstm --out agents/data/lstm_predictor.npz
+	$(BIN)/python -m agents.lstm --out rlscale/data/lstm_predictor.npz
 
 # The bundled PPO agents (agents/data/ppo_<pipeline>.npz, numpy actors): train on training windows and bundle (a few minutes each)
 agent: $(STAMP)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from rlscale.feasibility import plan_fixed_variants
+from rlscale.model import plan_fixed_variants
 from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig, PipelineState
 

@@ -35,13 +35,13 @@ from typing import Any
 import numpy as np
 
 from agents.actor import Actor, AgentMismatch, load_actor
-from agents.lstm import LSTMPredictor
-from agents.safety import SafetyLayer
 from envs.pipeline_env import CAPACITY_LEVELS, PipelineEnv
+from ilp_baseline.safety import SafetyLayer
 from rlscale.control import Controller
 from rlscale.errors import RlscaleError
 from rlscale.inputs import MAX_SEED
 from rlscale.interrupts import Interrupted, StopRequest, signal_name, signum_of
+from rlscale.lstm import LSTMPredictor
 from rlscale.paths import OutputError, atomic_path, atomic_write_text, check_name, inside, output_folder
 from rlscale.spec import PipelineSpec, load_spec
 from rlscale.types import PipelineConfig, PipelineState

@@ -15,6 +15,7 @@ from gymnasium import spaces
 from rlscale import control
 from rlscale.errors import RlscaleError
 from rlscale.interfaces import Cluster, Predictor
+from rlscale.model import replicas_for
 from rlscale.predictors import last_interval_peak_rps
 from rlscale.sim.cluster import Simulator
 from rlscale.sim.runner import warm_state
@@ -123,9 +124,10 @@ class Codec:
             b = st.batch_sizes[int(a[s, 1])]
             c = st.cores[int(a[s, 2])]
             target = self.capacity_levels[int(a[s, 3])] * load
-            h = st.latency.throughput_rps(v, b, c) * spec.objective.rho_max
-            n = math.ceil(target / h - 1e-9) if target > 0 else st.min_replicas
-            stages.append(StageConfig(v, b, int(min(st.max_replicas, max(st.min_replicas, n))), c))
+            n = float(
+                replicas_for(target, st.latency.throughput_rps(v, b, c) * spec.objective.rho_max, st.min_replicas)
+            )
+            stages.append(StageConfig(v, b, int(min(st.max_replicas, n)), c))
         config = PipelineConfig(tuple(stages))
         total = config.total_cores
         if total > spec.core_budget:  # scale every stage down in proportion so the proposal fits the budget
@@ -283,7 +285,7 @@ class PipelineEnv(gym.Env):
         self.predictor: Predictor | None = _make_predictor(predictor)
         self.safety: control.Guard | None = None
         if safety:
-            from agents.safety import SafetyLayer
+            from ilp_baseline.safety import SafetyLayer
 
             self.safety = SafetyLayer(self.pipeline_spec)
         self._traces: TrainingTraces | None = None
@@ -359,7 +361,7 @@ def _make_predictor(name: str) -> Predictor | None:
     if name == "none":
         return None
     if name == "lstm":
-        from agents.lstm import LSTMPredictor
+        from rlscale.lstm import LSTMPredictor
 
         return LSTMPredictor()
     raise RlscaleError(f"unknown observation predictor {name!r} (lstm or none)")

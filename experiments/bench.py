@@ -120,7 +120,7 @@ def bench_agents(stages: tuple[int, ...] = STAGES, repeats: int = 50, progress=N
     """
     from agents.actor import random_actor
     from agents.ppo import PPOPolicy
-    from agents.safety import SafetyLayer
+    from ilp_baseline.safety import SafetyLayer
     from rlscale.control import Controller
     from rlscale.types import PipelineState
 
@@ -151,7 +151,7 @@ def bench_agents(stages: tuple[int, ...] = STAGES, repeats: int = 50, progress=N
 
 
 def _first_config(spec):
-    from rlscale.feasibility import plan_fixed_variants
+    from rlscale.model import plan_fixed_variants
 
     return plan_fixed_variants(spec, [min(st.variants, key=lambda v: v.accuracy).name for st in spec.stages], 5.0)
 

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.hpa import HPAPolicy
-from agents.lstm import LSTMPredictor
 from agents.static import StaticPolicy
 from ilp_baseline.policy import ALL_SOLVERS, ILPPolicy, ipa_headroom
 from ilp_baseline.problem import fa2_high_variants
 from rlscale.control import Controller, guard_default
 from rlscale.errors import RlscaleError
 from rlscale.interfaces import Policy, Predictor
+from rlscale.lstm import LSTMPredictor
 from rlscale.predictors import EWMAPredictor, OraclePredictor, ReactivePredictor
 from rlscale.spec import PipelineSpec
 from rlscale.workload import Trace
@@ -191,7 +191,7 @@ def make_policy(name: str, spec: PipelineSpec, trace: Trace | None, options: Pol
     guarded = guard_default(name) if opts.guard is None else opts.guard
     if not guarded:
         return Controller(policy)
-    from agents.safety import SafetyLayer
+    from ilp_baseline.safety import SafetyLayer
 
     load = opts.safety_load or "observed"
     predictor = getattr(policy, "predictor", None) if load == "predicted" else None

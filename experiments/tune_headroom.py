@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.lstm import LSTMPredictor
 from experiments.registry import TUNED_PATH
 from ilp_baseline.policy import ILPPolicy
 from rlscale.errors import RlscaleError
+from rlscale.lstm import LSTMPredictor
 from rlscale.sim.runner import run_episode
 from rlscale.spec import load_spec
 from rlscale.workload import TrainingSampler

@@ -23,8 +23,8 @@ from ilp_baseline.problem import (
     rim_sizing,
 )
 from rlscale.errors import RlscaleError
-from rlscale.feasibility import plan_fixed_variants
 from rlscale.interfaces import Predictor
+from rlscale.model import plan_fixed_variants
 from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 

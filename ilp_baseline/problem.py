@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlscale.errors import RlscaleError
-from rlscale.feasibility import (  # noqa: F401 - batch_fill_wait_s and objective_value re-exported
+from rlscale.model import (  # noqa: F401 - batch_fill_wait_s and objective_value re-exported
     batch_fill_wait_s,
     objective_value,
     option_table,
@@ -131,7 +131,7 @@ def _stage_options(
     fixed: tuple[int, int] | None,
     sla_s: float,
 ) -> list[Option]:
-    """The rows of the stage's option table (`rlscale.feasibility.option_table`) that can carry ``load_rps``
+    """The rows of the stage's option table (`rlscale.model.option_table`) that can carry ``load_rps``
     within the SLA on their own, at the fewest replicas that do (``fixed``: RIM's replicas and cores)."""
     t = option_table(stage)
     latency = t.planned_latency_s(load_rps)

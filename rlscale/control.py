@@ -7,8 +7,8 @@ they observe on their own), so ``simulate`` and ``compare`` measure exactly the 
  Cluster.observe() -> PipelineState -> Policy.decide() -> proposal -> Guard.project() -> Cluster.apply() -> Outcome
 ```
 
-A *guard* (the safety layer, `agents.safety.SafetyLayer`) is optional and explicit: every policy name has a default
-(`guard_default`), a flag changes it, and every result records it. Faults split as in kopf: `step` lets the
+A *guard* (the safety layer, `ilp_baseline.safety.SafetyLayer`) is optional and explicit: every policy name has a
+default (`guard_default`), a flag changes it, and every result records it. Faults split as in kopf: `step` lets the
 cluster's own errors out of ``observe`` (the caller decides to hold), wraps a policy's or a guard's exception in
 `DecisionError` (the caller holds and counts it), and returns what ``apply`` reported in the `Outcome`.
 """

@@ -2,8 +2,8 @@
 
 Pick one option per stage, maximising ``scale * G - C`` subject to a total latency bound and an optional total
 core budget, where G is the sum or the product of the options' gains and C the sum of their costs. Used by the
-planner's exact DP (`ilp_baseline.dp`), the safety layer's projection (`agents.safety`) and the cheapest-plan
-helper of `rlscale.feasibility`.
+planner's exact DP (`ilp_baseline.dp`), the safety layer's projection (`ilp_baseline.safety`) and the cheapest-plan
+helper of `rlscale.model`.
 
 After each stage only the Pareto frontier of partial choices is kept, over what the rest of the problem can
 see: latency used (less is better), cores used (less is better; tracked only under a budget), gain so far (more

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = {"rlscale": 0, "envs": 1, "agents": 1, "ilp_baseline": 1, "experiments": 2}
-# Same-level packages that may import each other (DESIGN.md: agents.safety may use ilp_baseline; the env may
+# Same-level packages that may import each other (DESIGN.md: ilp_baseline.safety may use ilp_baseline; the env may
 # run agents' policies as baselines).
 ALLOWED_SIDEWAYS = {("agents", "ilp_baseline"), ("envs", "agents"), ("agents", "envs")}
 HEAVY = {"torch", "pulp", "stable_baselines3"}

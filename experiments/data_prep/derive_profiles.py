@@ -18,7 +18,7 @@ Method in short:
   throughput non-decreasing in batch, latency non-increasing in cores without super-linear speed-up, and
   bigger variants no faster.
 
-Core budgets are sized by the runtime's own planner (`rlscale.feasibility.plan_fixed_variants`) on the
+Core budgets are sized by the runtime's own planner (`rlscale.model.plan_fixed_variants`) on the
 profiles as written, so the budget a spec carries is the one its planners and safety layer will find.
 
 Run from the repository root (deterministic; numpy, pyyaml and rlscale itself):
@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from rlscale.feasibility import is_feasible, plan_fixed_variants
+from rlscale.model import is_feasible, plan_fixed_variants
 from rlscale.spec import MAX_CORE_BUDGET, parse_spec
 
 # ----------------------------------------------------------------------------------------------------------
@@ -635,7 +635,7 @@ def min_cores(
     spec: dict, profiles_dir: Path, variants: list[str], load_rps: float
 ) -> tuple[int, list[tuple[str, int, int, int]]]:
     """Fewest total cores serving ``load_rps`` with the given variant per stage within the SLA, by the planner
-    every policy uses (`rlscale.feasibility.plan_fixed_variants`: IPA's stage latency ``l + (b - 1) / load``,
+    every policy uses (`rlscale.model.plan_fixed_variants`: IPA's stage latency ``l + (b - 1) / load``,
     replicas ``ceil(load * rho_max / (b / l))`` up to ``max_replicas``) on the spec as it will be written and its
     profiles as written to ``profiles_dir``, without a budget (the budget is what this sizes).
 

@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rlscale.feasibility import objective_of, score
 from rlscale.kube.actuator import ApplyOutcome, DeploymentActuator
 from rlscale.kube.prometheus import PrometheusReader, duration, le_pattern
+from rlscale.model import objective_of, score
 from rlscale.spec import PipelineSpec
 from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState, StageMetrics
 

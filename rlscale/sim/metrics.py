@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from rlscale.feasibility import objective_of
-from rlscale.feasibility import score as model_score
+from rlscale.model import objective_of
+from rlscale.model import score as model_score
 from rlscale.sim.arrivals import RequestTable
 from rlscale.sim.engine import IntervalCounters, RequestOutcomes
 from rlscale.spec import PipelineSpec
@@ -130,13 +130,13 @@ def summarise_requests(
 
 
 def objective(spec: PipelineSpec, summary: RequestSummary, expected_accuracy: float, cost_cores: float, batch: float):
-    """`rlscale.feasibility.objective_of` with A the completed requests' accuracy, else ``expected_accuracy``."""
+    """`rlscale.model.objective_of` with A the completed requests' accuracy, else ``expected_accuracy``."""
     acc = summary.accuracy if summary.completed else expected_accuracy
     return objective_of(spec, acc, cost_cores, batch)
 
 
 def score(spec: PipelineSpec, objective_value: float, summary: RequestSummary) -> float:
-    """`rlscale.feasibility.score` at the summary's violation rate (DESIGN.md section 3)."""
+    """`rlscale.model.score` at the summary's violation rate (DESIGN.md section 3)."""
     return model_score(spec, objective_value, summary.sla_violation_rate)
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from rlscale.control import DecisionError, as_controller, decide, step
-from rlscale.feasibility import plan_fixed_variants
 from rlscale.interfaces import Policy
+from rlscale.model import plan_fixed_variants
 from rlscale.sim.cluster import Simulator
 from rlscale.sim.metrics import run_summary
 from rlscale.spec import PipelineSpec

@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 
 from agents.hpa import SCALE_DOWN_WINDOW_S, TARGET_UTILISATION, HPAPolicy
-from rlscale.feasibility import plan_fixed_variants
+from rlscale.model import plan_fixed_variants
 from rlscale.sim.runner import run_episode
 from rlscale.spec import PipelineSpec, load_spec, parse_spec
 from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState, StageMetrics

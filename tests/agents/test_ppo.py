@@ -17,10 +17,10 @@ pytest.importorskip("stable_baselines3", reason="training needs the train extra 
 import agents.ppo as ppo  # noqa: E402
 from agents.actor import AgentMismatch, load_actor  # noqa: E402
 from agents.ppo import ACTOR_FILE, PPOPolicy, TrainConfig, bundled_agent, train  # noqa: E402
-from agents.safety import SafetyLayer
+from ilp_baseline.safety import SafetyLayer
 from rlscale.control import Controller
 from rlscale.errors import RlscaleError  # noqa: E402
-from rlscale.feasibility import is_feasible  # noqa: E402
+from rlscale.model import is_feasible  # noqa: E402
 from rlscale.sim.runner import run_episode  # noqa: E402
 from rlscale.spec import load_spec  # noqa: E402
 from rlscale.types import PipelineState  # noqa: E402

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agents.static import StaticPolicy
-from rlscale.feasibility import is_feasible, plan_fixed_variants, stage_options, violations
+from rlscale.model import is_feasible, plan_fixed_variants, stage_options, violations
 from rlscale.spec import load_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 

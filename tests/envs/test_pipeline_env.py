@@ -10,7 +10,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from envs.pipeline_env import Codec, PipelineEnv, TrainingTraces
-from rlscale.feasibility import is_feasible
+from rlscale.model import is_feasible
 from rlscale.spec import load_spec
 from rlscale.types import PipelineState
 from rlscale.workload import EVAL_TRACES, SECONDS_PER_DAY, TRAINING_DAYS, load_trace

@@ -7,8 +7,8 @@ import pytest
 
 from experiments.registry import PolicyOptions, make_policy, policy_names, tuned_headroom
 from rlscale.errors import RlscaleError
-from rlscale.feasibility import is_feasible, objective_value
 from rlscale.interfaces import Policy
+from rlscale.model import is_feasible, objective_value
 from rlscale.sim.runner import run_episode, warm_state
 from rlscale.spec import load_spec
 from rlscale.types import PipelineConfig

@@ -15,12 +15,12 @@ from experiments.synthetic import synthetic_chain
 from ilp_baseline.dp import solve_dp
 from ilp_baseline.ilp import SOLVERS, solve
 from ilp_baseline.problem import InfeasibleLoad, PlanningData, objective_value, planning_data
-from rlscale.feasibility import is_feasible, violations
+from rlscale.model import is_feasible, violations
 from rlscale.profiles import LatencyModel, ProfilePoint
 from rlscale.spec import ACCURACY_METHODS, ObjectiveSpec, PipelineSpec, StageSpec, VariantSpec
 from rlscale.types import PipelineConfig
 
-_EPS = 1e-9  # the feasibility tolerance of rlscale.feasibility and the DP
+_EPS = 1e-9  # the feasibility tolerance of rlscale.model and the DP
 
 
 @st.composite

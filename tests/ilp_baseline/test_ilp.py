@@ -28,7 +28,7 @@ from ilp_baseline.problem import (
     planning_data,
     rim_sizing,
 )
-from rlscale.feasibility import is_feasible, stage_latency_s, violations
+from rlscale.model import is_feasible, stage_latency_s, violations
 from rlscale.profiles import LatencyModel, ProfilePoint
 from rlscale.spec import ObjectiveSpec, PipelineSpec, StageSpec, VariantSpec, load_spec, parse_spec
 from rlscale.types import PipelineConfig

@@ -7,7 +7,7 @@ import pytest
 
 import ilp_baseline.policy as ilp_policy
 from ilp_baseline.policy import CACHE_ENTRIES, PLANS_KEPT, ILPPolicy
-from rlscale.feasibility import plan_fixed_variants
+from rlscale.model import plan_fixed_variants
 from rlscale.spec import load_spec
 from rlscale.types import PipelineState
 

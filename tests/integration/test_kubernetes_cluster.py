@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from rlscale.feasibility import plan_fixed_variants
 from rlscale.interfaces import Cluster
 from rlscale.kube.actuator import DeploymentActuator
 from rlscale.kube.cluster import KubernetesCluster
 from rlscale.kube.prometheus import PrometheusReader
+from rlscale.model import plan_fixed_variants
 from rlscale.spec import load_spec
 from tests.integration.closed_loop import NS, SPEEDUP, ClosedLoop, step_trace
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from rlscale.feasibility import plan_fixed_variants
+from rlscale.model import plan_fixed_variants
 from rlscale.sim.engine import Simulator
 from rlscale.spec import load_spec
 from tests.integration.closed_loop import SPEEDUP, SUMMARY, ClosedLoop, stage_capacity_rps, step_trace

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import generate_latest
 
-from rlscale.feasibility import plan_fixed_variants
 from rlscale.kube.actuator import ApplyOutcome, KubeApiError, StageOutcome
 from rlscale.kube.prometheus import MetricsUnavailable
 from rlscale.kube.sidecar import MAX_RETRY_AFTER_S, Sidecar, SidecarSettings, StepReport
+from rlscale.model import plan_fixed_variants
 from rlscale.sim.engine import Simulator
 from rlscale.spec import load_spec
 from rlscale.workload import Trace
@@ -242,7 +242,7 @@ def test_an_unexpected_error_while_observing_is_held_not_raised(video, big):
 
 
 def test_the_safety_layer_moves_an_unsafe_proposal_and_the_distance_is_exported(video, caplog):
-    from agents.safety import SafetyLayer
+    from ilp_baseline.safety import SafetyLayer
 
     stop = threading.Event()
     cluster = SimCluster(video, stop_after=2, stop=stop)  # 20 rps

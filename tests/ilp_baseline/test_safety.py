@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agents.safety import DistanceWeights, SafetyLayer, config_distance, max_capacity_config
+from ilp_baseline.safety import DistanceWeights, SafetyLayer, config_distance, max_capacity_config
 from rlscale.errors import RlscaleError
-from rlscale.feasibility import InvalidLoad, is_feasible, pipeline_capacity_rps
+from rlscale.model import InvalidLoad, is_feasible, pipeline_capacity_rps
 from rlscale.spec import load_spec, parse_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 

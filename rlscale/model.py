@@ -1,8 +1,11 @@
-"""The SLA / throughput model shared by planners (ILP, DP, safety layer, static policies).
+"""The model every part of rlscale shares (DESIGN section 3): one option table, one replica formula, feasibility,
+the objective and the score. The ILP and the DP (`ilp_baseline`), the safety layer, the env's action decoder, the
+simulator's metrics and the cluster's interval score all call these; nothing re-derives them.
 
 For a stage running variant v with batch b and c cores per replica at load lambda (rps):
 
-- replica throughput ``h = b / l(v, b, c)``; the stage needs ``n >= ceil(lambda / (h * rho_max))`` replicas;
+- replica throughput ``h = b / l(v, b, c)``; the stage needs ``n >= ceil(lambda / (h * rho_max))`` replicas
+  (`replicas_for`, elementwise over the stage's `option_table`);
 - stage latency budget ``l(v, b, c) + (b - 1) / lambda`` (service plus the wait for the batch to fill, IPA's form);
 
 and a pipeline configuration is feasible when every stage has enough replicas within its range, the stage
@@ -10,6 +13,11 @@ budgets sum to at most the SLA, and the total cores are within the core budget.
 
 A configuration's capacity is that of its bottleneck stage, ``min_s n_s * h(v_s, b_s, c_s) * rho_max`` (rps): the
 highest load it is feasible for on throughput (`pipeline_capacity_rps`).
+
+Objective ``alpha * A - beta * C - gamma * B`` (`objective_of`) and score ``objective - sla_penalty *
+violation_rate`` (`score`). Drifts resolved here: an interval with no completed request scores the expected
+accuracy of the configuration in force, in intervals and runs alike (`rlscale.sim.metrics`); cost is allocated
+cores, time-averaged, in the simulator and on a cluster (ready or configured replicas, whichever is more).
 
 A load is a finite number of requests per second >= 0. Anything else (NaN from a broken metric, a negative count,
 an infinite backlog rate) is *no data*: no configuration is feasible at it (`violations` says why), and

@@ -22,13 +22,13 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from agents.safety import DistanceWeights, SafetyLayer, config_distance, max_capacity_config, stage_distance
-from rlscale.feasibility import InvalidLoad, is_feasible, objective_value, pipeline_capacity_rps
+from ilp_baseline.safety import DistanceWeights, SafetyLayer, config_distance, max_capacity_config, stage_distance
+from rlscale.model import InvalidLoad, is_feasible, objective_value, pipeline_capacity_rps
 from rlscale.profiles import LatencyModel, ProfilePoint
 from rlscale.spec import ObjectiveSpec, PipelineSpec, StageSpec, VariantSpec, bundled_pipelines, load_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 
-_EPS = 1e-9  # the tolerance of rlscale.feasibility.violations
+_EPS = 1e-9  # the tolerance of rlscale.model.violations
 
 PROPERTY = settings(
     max_examples=300, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -95,7 +95,7 @@ def small_specs(draw) -> PipelineSpec:
 
 
 def _wait_s(batch: np.ndarray, load_rps: float) -> np.ndarray:
-    """rlscale.feasibility.batch_fill_wait_s, elementwise."""
+    """rlscale.model.batch_fill_wait_s, elementwise."""
     if load_rps > 0:
         with np.errstate(over="ignore"):
             return np.where(batch > 1, (batch - 1) / load_rps, 0.0)
@@ -150,7 +150,7 @@ class BruteForce:
         )
 
     def distance(self, w: DistanceWeights, proposed: PipelineConfig) -> np.ndarray:
-        """`agents.safety.config_distance` from ``proposed`` to every configuration."""
+        """`ilp_baseline.safety.config_distance` from ``proposed`` to every configuration."""
         total = np.zeros(self.cap.size)
         for p, i, sc in zip(self.per_stage, self.index, proposed.stages, strict=True):
             total = total + np.array([stage_distance(w, sc, StageConfig(*row)) for row in p["rows"]])[i]
@@ -163,7 +163,7 @@ class BruteForce:
         return total
 
     def feasible(self, load_rps: float) -> np.ndarray:
-        """F(load) as `rlscale.feasibility.violations` defines it."""
+        """F(load) as `rlscale.model.violations` defines it."""
         ok = self.within & (self.latency_s(load_rps) <= self.spec.sla_s + _EPS)
         for cap in self.stage_cap:
             ok &= cap + _EPS >= load_rps

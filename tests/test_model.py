@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rlscale.feasibility import (
+from rlscale.model import (
     InvalidLoad,
     batch_fill_wait_s,
     is_feasible,

@@ -1,7 +1,7 @@
 """The safety layer (DESIGN.md section 6): project a proposed configuration onto the SLA-feasible set.
 
 ``project(proposed, state) -> (config, report)`` returns the configuration in F(load) nearest to the proposal,
-where F(load) is the set of `rlscale.feasibility` (enough replicas per stage for the load, planned latency
+where F(load) is the set of `rlscale.model` (enough replicas per stage for the load, planned latency
 within the SLA, total cores within the budget, every setting on its grid) and the distance is a weighted count
 of changes, summed over stages:
 
@@ -20,7 +20,7 @@ never exceeds the core budget. Two exact implementations agree: the Pareto DP of
 (``solver="pulp"``).
 
 A load that is not a finite number >= 0 (a NaN sample in the last interval, a NaN or negative prediction, an
-infinite backlog rate) is *no data*, not a load: `SafetyLayer.project` raises `rlscale.feasibility.InvalidLoad`
+infinite backlog rate) is *no data*, not a load: `SafetyLayer.project` raises `rlscale.model.InvalidLoad`
 (a `ValueError`) and approves nothing, neither the proposal nor a move. Its callers hold the configuration that
 is running: the sidecar turns any failed decision into "holding the current config" (so a metrics glitch can
 neither scale the pipeline down under load nor trigger a rollout of every stage), and the simulator and the
@@ -39,7 +39,8 @@ import numpy as np
 
 from rlscale.control import Projection
 from rlscale.errors import RlscaleError
-from rlscale.feasibility import (
+from rlscale.interfaces import Predictor
+from rlscale.model import (
     InvalidLoad,
     batch_fill_wait_s,
     is_feasible,
@@ -49,7 +50,6 @@ from rlscale.feasibility import (
     replicas_needed,
     require_valid_load,
 )
-from rlscale.interfaces import Predictor
 from rlscale.pareto import StageArrays, frontier_dp
 from rlscale.predictors import last_interval_peak_rps
 from rlscale.spec import PipelineSpec
@@ -126,7 +126,7 @@ class MaxCapacity:
     1. the largest capacity; this is what the fallback promises, so the SLA does not constrain it: with nothing
        feasible, the load already exceeds what meets the SLA, and throughput is what drains the queues;
     2. among the configurations of that capacity, one whose planned latency at the load (service plus the
-       batch-fill wait ``(b - 1) / load``, `rlscale.feasibility.stage_latency_s`) fits the SLA, if any does;
+       batch-fill wait ``(b - 1) / load``, `rlscale.model.stage_latency_s`) fits the SLA, if any does;
     3. then the fewest total cores;
     4. then the highest objective ``alpha * A - beta * cores - gamma * batch``.
 

@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pytest
 
-from agents.safety import SafetyLayer
-from rlscale.feasibility import plan_fixed_variants
+from ilp_baseline.safety import SafetyLayer
 from rlscale.kube.sidecar import Sidecar, SidecarSettings
+from rlscale.model import plan_fixed_variants
 from rlscale.spec import load_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 
