@@ -32,6 +32,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # integration tests need Debian's prometheus binary: install it when missing and possible (root + apt);
 # without it they skip, except under CI=true, where they fail

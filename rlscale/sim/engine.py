@@ -22,7 +22,6 @@ import heapq
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -332,12 +331,3 @@ class Engine:
             batched=int(sizes.sum()),
         )
         return out_t, out_id, counters
-
-
-def __getattr__(name: str) -> Any:
-    # `Simulator` (the Cluster over this engine) lived here before the split; kept importable from here
-    if name == "Simulator":
-        from rlscale.sim.cluster import Simulator
-
-        return Simulator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

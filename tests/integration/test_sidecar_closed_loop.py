@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rlscale.model import plan_fixed_variants
-from rlscale.sim.engine import Simulator
+from rlscale.sim.cluster import Simulator
 from rlscale.spec import load_spec
 from tests.integration.closed_loop import SPEEDUP, SUMMARY, ClosedLoop, stage_capacity_rps, step_trace
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from rlscale.kube.actuator import DeploymentActuator, KubeApiError
 from rlscale.kube.prometheus import le_label
-from rlscale.sim.engine import Simulator
+from rlscale.sim.cluster import Simulator
 from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig
 from rlscale.workload import Trace

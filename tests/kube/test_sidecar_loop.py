@@ -15,7 +15,7 @@ from rlscale.kube.actuator import ApplyOutcome, KubeApiError, StageOutcome
 from rlscale.kube.prometheus import MetricsUnavailable
 from rlscale.kube.sidecar import MAX_RETRY_AFTER_S, Sidecar, SidecarSettings, StepReport
 from rlscale.model import plan_fixed_variants
-from rlscale.sim.engine import Simulator
+from rlscale.sim.cluster import Simulator
 from rlscale.spec import load_spec
 from rlscale.workload import Trace
 

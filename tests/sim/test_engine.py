@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlscale.sim.engine import Simulator
+from rlscale.sim.cluster import Simulator
 from rlscale.sim.naive import simulate_naive
 from rlscale.spec import load_spec, parse_spec
 from rlscale.types import PipelineConfig, StageConfig

@@ -77,9 +77,8 @@ def test_nothing_completed_scores_the_expected_accuracy_in_intervals_and_run():
     assert m.objective == pytest.approx(o.alpha * expected - o.beta * m.cost_cores - o.gamma * config.total_batch)
 
 
-def test_old_import_paths_still_work():
+def test_the_simulator_is_exported_by_the_package():
     from rlscale.sim import Simulator as A
     from rlscale.sim.cluster import Simulator as B
-    from rlscale.sim.engine import Simulator as C
 
-    assert A is B is C
+    assert A is B

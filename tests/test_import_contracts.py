@@ -1,0 +1,68 @@
+"""The import-linter contracts (.importlinter, run by `make test`): they pass, they cover every core module, and
+they do bite (a violation in a throwaway package tree fails them)."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT = Path(sys.executable).with_name("lint-imports")
+
+
+def _contracts() -> configparser.ConfigParser:
+    config = configparser.ConfigParser()
+    config.read(ROOT / ".importlinter")
+    return config
+
+
+def _lines(value: str) -> list[str]:
+    return [line.strip() for line in value.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_the_project_keeps_its_contracts():
+    result = subprocess.run([str(LINT)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "0 broken" in result.stdout
+
+
+def test_every_core_module_is_under_the_core_contract():
+    listed = set(_lines(_contracts()["importlinter:contract:core"]["source_modules"]))
+    core = {
+        f"rlscale.{p.stem if p.is_file() else p.name}"
+        for p in (ROOT / "rlscale").iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())
+    } - {"rlscale.cli"}
+    assert core == listed, f"add to or remove from .importlinter's core contract: {core ^ listed}"
+
+
+def test_the_contracts_catch_an_upward_import_and_torch(tmp_path):
+    """The same contract types over a throwaway tree: a core module importing a layer above it, and torch."""
+    contracts = _contracts()
+    modules = {
+        m
+        for section in contracts.sections()
+        for key in ("source_modules", "layers")
+        for m in _lines(contracts[section].get(key, ""))
+    }
+    for module in modules | {"rlscale", "experiments", "agents", "envs", "ilp_baseline"}:
+        folder = tmp_path.joinpath(*module.split("."))
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "__init__.py").write_text("")
+    (tmp_path / "rlscale" / "cli" / "__init__.py").write_text("import stable_baselines3\n")  # the ignored import
+    (tmp_path / "stable_baselines3").mkdir()
+    (tmp_path / "stable_baselines3" / "__init__.py").write_text("")
+    (tmp_path / "rlscale" / "model" / "__init__.py").write_text("import envs\n")  # upward
+    (tmp_path / "envs" / "env.py").write_text("import torch\n")  # torch outside training
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("")
+    shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([str(LINT)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode != 0
+    assert "rlscale.model -> envs" in result.stdout
+    assert "envs.env -> torch" in result.stdout
