@@ -25,7 +25,7 @@ from agents.static import StaticPolicy
 from experiments.synthetic import synthetic_chain
 from ilp_baseline.policy import plan
 from ilp_baseline.problem import PlanningError
-from rlscale.sim.engine import Simulator
+from rlscale.sim.cluster import Simulator
 from rlscale.sim.naive import simulate_naive
 from rlscale.spec import load_spec
 from rlscale.workload import load_trace
