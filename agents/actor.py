@@ -26,6 +26,7 @@ import json
 import math
 import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,13 @@ class Actor:
         for w, b in self.layers:
             h = np.tanh(h @ w + b)
         logits = h @ self.head[0] + self.head[1]
-        return np.array([int(np.argmax(part)) for part in np.split(logits, np.cumsum(self.nvec)[:-1])])
+        return np.array([int(logits[a:b].argmax()) for a, b in self._segments])
+
+    @cached_property
+    def _segments(self) -> tuple[tuple[int, int], ...]:
+        """``(start, end)`` of every sub-action's logits, computed once (the hot path runs every decision)."""
+        ends = np.cumsum(self.nvec).tolist()
+        return tuple(zip([0, *ends[:-1]], ends, strict=True))
 
     def codec(self, spec: PipelineSpec, source: str | Path = "agent") -> Codec:
         """The codec the agent was trained with, for ``spec``; checked to fit it.

@@ -135,7 +135,9 @@ def _stage_options(
     within the SLA on their own, at the fewest replicas that do (``fixed``: RIM's replicas and cores)."""
     t = option_table(stage)
     latency = t.planned_latency_s(load_rps)
-    keep = np.isin(t.variant_index, [stage.variant_names.index(v) for v in variants]) & (latency <= sla_s)
+    keep = latency <= sla_s
+    if len(variants) < len(stage.variants):
+        keep &= np.isin(t.variant_index, [stage.variant_names.index(v) for v in variants])
     capacity = t.throughput_rps * rho_max
     if fixed is None:
         n = replicas_for(load_rps, capacity, stage.min_replicas)
@@ -143,13 +145,19 @@ def _stage_options(
     else:
         n = np.full(capacity.size, fixed[0])
         keep &= (t.cores == fixed[1]) & (n * capacity + 1e-9 >= load_rps)
-    out = []
-    for i in np.flatnonzero(keep):
-        v, b, c = t.rows[i]
-        out.append(
-            Option(v, b, c, int(n[i]), float(latency[i]), float(t.throughput_rps[i]), t.acc_rank[i], t.acc_raw[i])
-        )
-    return out
+    idx = np.flatnonzero(keep)
+    # python scalars for the solvers' inner loops (numpy scalars are slower to combine one at a time)
+    rows, ns, lats, hs = (
+        [t.rows[i] for i in idx],
+        n[idx].tolist(),
+        latency[idx].tolist(),
+        t.throughput_rps[idx].tolist(),
+    )
+    rank, raw = t.acc_rank[idx].tolist(), t.acc_raw[idx].tolist()
+    return [
+        Option(v, b, c, int(ni), lat, h, ar, aw)
+        for (v, b, c), ni, lat, h, ar, aw in zip(rows, ns, lats, hs, rank, raw, strict=True)
+    ]
 
 
 def planning_data(
