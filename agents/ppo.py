@@ -95,12 +95,20 @@ class TrainConfig:
         n_envs: parallel environments (in one process).
         out: parent folder of the run folder.
         resume: a model.zip to continue from (None: start fresh).
-        learning_rate, n_steps, batch_size, n_epochs, gamma, gae_lambda, ent_coef, net_arch: PPO's settings.
+        learning_rate: PPO's Adam step size.
+        n_steps: steps collected per environment before each update (the rollout is n_steps x n_envs).
+        batch_size: minibatch size of the updates (best a divisor of n_steps x n_envs).
+        n_epochs: passes over each rollout per update.
+        gamma: discount factor of the rewards.
+        gae_lambda: GAE's bias/variance trade-off.
+        ent_coef: weight of the entropy bonus (exploration).
+        net_arch: hidden layer sizes of the actor and the value network.
         checkpoint_every: save a checkpoint every this many steps.
         checkpoint_minutes: also save one every this many minutes of training (0: only by steps).
         eval_every: evaluate on the IPA windows every this many steps (logged only).
-        load_scale_rps: the environment's load normalisation.
-        projection_penalty, reconfig_penalty: reward shaping.
+        load_scale_rps: the environment's load normalisation: loads are divided by this (rps).
+        projection_penalty: reward penalty per unit of the safety layer's projection distance.
+        reconfig_penalty: reward penalty when the configuration changes.
     """
 
     pipeline: str = "video"
@@ -127,7 +135,7 @@ class TrainConfig:
 
 class PPOPolicy:
     """A trained agent as a `Policy`: it proposes; the guard in front of it (``ppo``: the safety layer; ``ppo-raw``:
-    none) is the registry's (`experiments.registry.make_policy`) and the control step's (`rlscale.control`).
+    none) is the registry's (`rlscale.cli.registry.make_policy`) and the control step's (`rlscale.control`).
 
     Inference is numpy only (`agents.actor.Actor`); torch is imported only to read a ``model.zip``.
 

@@ -1,7 +1,7 @@
 """``rlscale compare``: every pipeline x trace x policy x seed on the simulator, one table and the plots.
 
-Each run goes through the same code path as ``rlscale simulate`` (`experiments.registry.make_policy` and
-`rlscale.sim.runner.run_episode`). Writes to ``--out``:
+Each run goes through the same code path as ``rlscale simulate``: the policy factory the caller hands in (the
+CLI's registry, `rlscale.cli.registry.make_policy`) and `rlscale.sim.runner.run_episode`. Writes to ``--out``:
 
 - ``records.jsonl``: one line per finished run, appended (written, flushed, fsynced) the moment it finishes, so
   an interrupt or a crash loses only the run in flight; ``settings.json``: what the runs depend on (pipeline and
@@ -28,7 +28,7 @@ import io
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from experiments.plots import plot_timeline
-from experiments.registry import PolicyOptions, make_policy
+from rlscale.control import Controller
 from rlscale.errors import RlscaleError
 from rlscale.interrupts import Interrupted, signum_of
 from rlscale.paths import (
@@ -63,6 +63,10 @@ TIMELINES = "timeline-*.png"
 TEMPORARY = ".*.tmp-*"  # what `rlscale.paths.atomic_path` leaves when a process is killed mid-write
 
 RunKey = tuple[str, str, int]
+
+PolicyFactory = Callable[[str, PipelineSpec, Trace | None, Any], Controller]
+"""``make_policy(name, spec, trace, options)``: the policy called ``name`` behind its guard (the CLI's registry,
+`rlscale.cli.registry.make_policy`); ``options`` is the caller's, handed on unchanged."""
 
 
 class ComparisonInterrupted(Interrupted):
@@ -165,7 +169,7 @@ def _settings(
     policies: Sequence[str],
     seeds: int,
     mode: str,
-    options: PolicyOptions | None,
+    options: Any,
     timelines: bool,
 ) -> dict[str, Any]:
     """What the records depend on; a resumed comparison must have the same (`settings.json`)."""
@@ -178,13 +182,13 @@ def _settings(
         "policies": list(policies),
         "seeds": seeds,
         "arrivals": mode,
-        "options": asdict(options or PolicyOptions()),
+        "options": asdict(options) if options is not None else {},
         "timelines": timelines,
     }
     if any(p.startswith("ppo") for p in policies):
         from agents.ppo import bundled_agent
 
-        agent = Path((options and options.agent) or bundled_agent(spec.name))
+        agent = Path(getattr(options, "agent", None) or bundled_agent(spec.name))
         settings["agent_sha256"] = _digest(_file_bytes(agent))
     return settings
 
@@ -286,8 +290,9 @@ def run_comparison(
     traces: Sequence[str],
     policies: Sequence[str],
     *,
+    make_policy: PolicyFactory,
     seeds: int = 1,
-    options: PolicyOptions | None = None,
+    options: Any = None,
     arrivals: str | None = None,
     out: Path | None = None,
     timelines: bool = True,
@@ -302,9 +307,11 @@ def run_comparison(
         pipeline: bundled name or spec path.
         traces: bundled trace names or CSV paths.
         policies: policy names (see ``rlscale simulate --help``).
+        make_policy: builds each run's policy by name (`PolicyFactory`).
         seeds: seeds 0..seeds-1. With one seed arrivals are spread evenly (IPA's generator, deterministic);
             with more, Poisson arrivals make the seeds differ (unless ``arrivals`` says otherwise).
-        options: solver / predictor / headroom flags for the planner policies.
+        options: what ``make_policy`` takes besides the name (solver / predictor / headroom flags: the CLI's
+            `PolicyOptions`, a dataclass, recorded in ``settings.json``); None: the policies' defaults.
         arrivals: ``even`` or ``poisson``; None picks as described under ``seeds``.
         out: output folder (None writes nothing).
         timelines: draw a timeline per trace x policy (first seed).

@@ -12,11 +12,15 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rlscale.spec import PipelineSpec, bundled_pipelines, load_spec
 from rlscale.workload import IPA_PATTERNS, load_trace
+
+if TYPE_CHECKING:
+    from experiments.compare import PolicyFactory
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +87,15 @@ def plot_profiles(spec: PipelineSpec, out: Path) -> Path:
 DEMO_POLICIES = ("ppo", "ipa", "ipa-tuned", "oracle", "fa2-low", "hpa")
 
 
-def run_demo(out_dir: Path, pipeline: str = DEFAULT_PIPELINE, seed: int = 0) -> int:
-    """Run the comparison, print it and write the plots; returns the exit code."""
+def run_demo(out_dir: Path, make_policy: PolicyFactory, pipeline: str = DEFAULT_PIPELINE, seed: int = 0) -> int:
+    """Run the comparison, print it and write the plots; returns the exit code.
+
+    Args:
+        out_dir: folder for the comparison's files and the plots.
+        make_policy: builds each policy by name (`experiments.compare.PolicyFactory`; the CLI hands in its registry).
+        pipeline: bundled name or spec path.
+        seed: kept for callers; the demo runs seed 0 with even arrivals.
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -97,6 +108,7 @@ def run_demo(out_dir: Path, pipeline: str = DEFAULT_PIPELINE, seed: int = 0) -> 
         pipeline,
         list(IPA_PATTERNS),
         list(DEMO_POLICIES),
+        make_policy=make_policy,
         seeds=1,
         out=out_dir,
         progress=sys.stderr.isatty(),

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.registry import TUNED_PATH
 from ilp_baseline.policy import ILPPolicy
 from rlscale.errors import RlscaleError
 from rlscale.lstm import LSTMPredictor
@@ -30,6 +29,8 @@ from rlscale.workload import TrainingSampler
 log = logging.getLogger(__name__)
 
 CANDIDATES = (1.0, 1.1, 1.2, 1.3, 1.5, 1.75, 2.0)
+TUNED_PATH = Path(__file__).resolve().parent / "data" / "ipa_tuned.json"
+"""Where the tuned headroom of every pipeline is kept (read by the ``ipa-tuned`` policy, `rlscale.cli.registry`)."""
 
 
 def tune(

@@ -14,15 +14,28 @@ import json
 import sys
 from collections.abc import Sequence
 
-from experiments.registry import make_policy
 from ilp_baseline.ilp import solve
-from ilp_baseline.policy import ILPPolicy
+from ilp_baseline.policy import ILPPolicy, ipa_headroom
 from ilp_baseline.problem import InfeasibleLoad, planning_data
+from rlscale.lstm import LSTMPredictor
+from rlscale.predictors import OraclePredictor
 from rlscale.sim.runner import run_episode
-from rlscale.spec import load_spec
-from rlscale.workload import load_trace
+from rlscale.spec import PipelineSpec, load_spec
+from rlscale.workload import Trace, load_trace
 
 PLANNER_POLICIES = ("ipa", "oracle", "fa2-low", "fa2-high", "rim")
+
+
+def planner_policy(name: str, spec: PipelineSpec, trace: Trace) -> ILPPolicy:
+    """The planner policy ``name`` as ``rlscale simulate`` runs it by default (the DP, no guard): IPA's LSTM and
+    published margin, or the true load (``oracle``, no margin)."""
+    if name not in PLANNER_POLICIES:
+        raise ValueError(f"not a planner policy: {name!r} (known: {', '.join(PLANNER_POLICIES)})")
+    if name == "oracle":
+        return ILPPolicy(spec, OraclePredictor(trace), mode="ipa", solver="dp", headroom=1.0, name="oracle")
+    return ILPPolicy(
+        spec, LSTMPredictor(), mode=name, solver="dp", headroom=ipa_headroom(spec), peak_rps=trace.peak_rps, name=name
+    )
 
 
 def verify(
@@ -40,10 +53,8 @@ def verify(
     for t in traces:
         trace = load_trace(t)
         for p in policies:
-            controller = make_policy(p, spec, trace)
-            policy = controller.policy
-            assert isinstance(policy, ILPPolicy)
-            run_episode(spec, trace, controller)
+            policy = planner_policy(p, spec, trace)
+            run_episode(spec, trace, policy)
             if policy.solved_decisions > len(policy.plans):
                 # ``plans`` keeps only the most recent solves; verifying a sample would hide disagreements
                 raise RuntimeError(

@@ -237,12 +237,12 @@ def test_json_stdout_is_exactly_one_document(args):
 def test_json_guard_sends_library_prints_to_stderr():
     """Whatever a library prints while a --json command runs (Python or C, on fd 1) goes to stderr."""
     code = (
-        "import os, sys, rlscale.cli as cli\n"
-        "orig = cli.cmd_traces\n"
+        "import os, sys, rlscale.cli as cli, rlscale.cli.traces as traces\n"
+        "orig = traces.cmd_traces\n"
         "def noisy(args):\n"
         "    print('python noise'); os.write(1, b'fd noise\\n')\n"
         "    return orig(args)\n"
-        "cli.cmd_traces = noisy\n"
+        "traces.cmd_traces = noisy\n"
         "sys.exit(cli.main(['traces', '--json']))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rlscale.cli.registry import make_policy
 from rlscale.errors import RlscaleError, SpecError
 from rlscale.paths import check_name, inside, is_safe_name
 from rlscale.spec import load_spec
@@ -91,7 +92,9 @@ def test_compare_refuses_a_trace_file_whose_name_cannot_be_a_file_name(tmp_path)
     bad = tmp_path / "my trace.csv"
     bad.write_text("rps\n" + "\n".join(["5"] * 50) + "\n")
     with pytest.raises(RlscaleError, match="trace name 'my trace'"):
-        run_comparison("video", [str(bad)], ["static-min"], out=tmp_path / "out", progress=False)
+        run_comparison(
+            "video", [str(bad)], ["static-min"], out=tmp_path / "out", progress=False, make_policy=make_policy
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -103,7 +106,7 @@ def test_two_traces_with_one_file_name_keep_their_own_timelines_and_rows(tmp_pat
         (tmp_path / folder / "x.csv").write_text("rps\n" + "\n".join([str(level)] * 60) + "\n")
     a, b = str(tmp_path / "a" / "x.csv"), str(tmp_path / "b" / "x.csv")
     out = tmp_path / "out"
-    comp = run_comparison("video", [a, b], ["static-min"], out=out, progress=False)
+    comp = run_comparison("video", [a, b], ["static-min"], out=out, progress=False, make_policy=make_policy)
     timelines = sorted(p.name for p in out.glob("timeline-*.png"))
     assert len(timelines) == 2, timelines
     assert [r["trace"] for r in comp.records] == [a, b]
@@ -116,9 +119,18 @@ def test_compare_refuses_the_same_trace_or_policy_twice(tmp_path):
     from experiments.compare import run_comparison
 
     with pytest.raises(RlscaleError, match="twice"):
-        run_comparison("video", ["bursty", "bursty"], ["static-min"], out=tmp_path / "o", progress=False)
+        run_comparison(
+            "video", ["bursty", "bursty"], ["static-min"], out=tmp_path / "o", progress=False, make_policy=make_policy
+        )
     with pytest.raises(RlscaleError, match="twice"):
-        run_comparison("video", ["bursty"], ["static-min", "static-min"], out=tmp_path / "o", progress=False)
+        run_comparison(
+            "video",
+            ["bursty"],
+            ["static-min", "static-min"],
+            out=tmp_path / "o",
+            progress=False,
+            make_policy=make_policy,
+        )
 
 
 def test_bundle_path_is_checked_inside_the_bundled_folder(monkeypatch, tmp_path):
@@ -131,7 +143,7 @@ def test_bundle_path_is_checked_inside_the_bundled_folder(monkeypatch, tmp_path)
 
 
 def test_safe_name_rule_matches_every_bundled_name():
-    from experiments.registry import POLICIES
+    from rlscale.cli.registry import POLICIES
     from rlscale.spec import bundled_pipelines
     from rlscale.workload import EVAL_TRACES
 

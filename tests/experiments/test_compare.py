@@ -12,6 +12,7 @@ import pytest
 from experiments.compare import run_comparison
 from experiments.tune_headroom import tune
 from experiments.verify_solvers import verify
+from rlscale.cli.registry import make_policy
 from rlscale.errors import RlscaleError
 
 
@@ -26,7 +27,13 @@ def short_trace(tmp_path):
 def test_comparison_files_and_rows(tmp_path, short_trace):
     out = tmp_path / "cmp"
     comp = run_comparison(
-        "video", [str(short_trace), "steady_low"], ["ipa", "fa2-low"], seeds=2, out=out, progress=False
+        "video",
+        [str(short_trace), "steady_low"],
+        ["ipa", "fa2-low"],
+        seeds=2,
+        out=out,
+        progress=False,
+        make_policy=make_policy,
     )
     with open(out / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
@@ -44,9 +51,13 @@ def test_comparison_files_and_rows(tmp_path, short_trace):
 
 def test_comparison_rejects_bad_names_before_running(tmp_path):
     with pytest.raises(RlscaleError, match="unknown policy"):
-        run_comparison("video", ["bursty"], ["ipa", "nope"], out=tmp_path / "x", progress=False)
+        run_comparison(
+            "video", ["bursty"], ["ipa", "nope"], out=tmp_path / "x", progress=False, make_policy=make_policy
+        )
     with pytest.raises(RlscaleError, match="unknown trace"):
-        run_comparison("video", ["bursty", "nope"], ["ipa"], out=tmp_path / "x", progress=False)
+        run_comparison(
+            "video", ["bursty", "nope"], ["ipa"], out=tmp_path / "x", progress=False, make_policy=make_policy
+        )
     assert not (tmp_path / "x").exists()
 
 

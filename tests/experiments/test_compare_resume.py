@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from experiments.compare import run_comparison
+from rlscale.cli.registry import make_policy
 from rlscale.errors import RlscaleError
 
 WRAPPER = """
@@ -182,11 +183,37 @@ def test_overwrite_removes_the_previous_results_timelines_included(tmp_path, sho
 
 def test_library_resume_appends_to_the_records(tmp_path, short_trace):
     out = tmp_path / "out"
-    run_comparison("video", [str(short_trace)], ["static-min"], seeds=2, out=out, progress=False, timelines=False)
+    run_comparison(
+        "video",
+        [str(short_trace)],
+        ["static-min"],
+        seeds=2,
+        out=out,
+        progress=False,
+        make_policy=make_policy,
+        timelines=False,
+    )
     with pytest.raises(RlscaleError, match="--resume"):
-        run_comparison("video", [str(short_trace)], ["static-min"], seeds=2, out=out, progress=False, timelines=False)
+        run_comparison(
+            "video",
+            [str(short_trace)],
+            ["static-min"],
+            seeds=2,
+            out=out,
+            progress=False,
+            make_policy=make_policy,
+            timelines=False,
+        )
     comp = run_comparison(
-        "video", [str(short_trace)], ["static-min"], seeds=2, out=out, progress=False, timelines=False, resume=True
+        "video",
+        [str(short_trace)],
+        ["static-min"],
+        seeds=2,
+        out=out,
+        progress=False,
+        make_policy=make_policy,
+        timelines=False,
+        resume=True,
     )
     assert [r["seed"] for r in comp.records] == [0, 1]
     assert len((out / "records.jsonl").read_text().splitlines()) == 2
@@ -194,7 +221,7 @@ def test_library_resume_appends_to_the_records(tmp_path, short_trace):
 
 def test_a_torn_last_record_is_ignored_on_resume(tmp_path, short_trace):
     out = tmp_path / "out"
-    kwargs = {"seeds": 2, "out": out, "progress": False, "timelines": False}
+    kwargs = {"seeds": 2, "out": out, "progress": False, "timelines": False, "make_policy": make_policy}
     full = run_comparison("video", [str(short_trace)], ["static-min"], **kwargs)
     lines = (out / "records.jsonl").read_text().splitlines()
     (out / "records.jsonl").write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # killed mid-write

@@ -11,7 +11,7 @@ import threading
 import pytest
 from prometheus_client import generate_latest
 
-from experiments.registry import PolicyOptions, make_live_policy
+from rlscale.cli.registry import PolicyOptions, make_live_policy
 from rlscale.kube.actuator import ApplyOutcome, StageOutcome
 from rlscale.kube.cluster import KubernetesCluster
 from rlscale.kube.prometheus import MetricsUnavailable, PrometheusReader

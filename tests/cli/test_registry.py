@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.registry import PolicyOptions, make_policy, policy_names, tuned_headroom
+from rlscale.cli.registry import PolicyOptions, make_policy, policy_names, tuned_headroom
 from rlscale.errors import RlscaleError
 from rlscale.interfaces import Policy
 from rlscale.model import is_feasible, objective_value

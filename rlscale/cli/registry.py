@@ -1,8 +1,10 @@
-"""Policy names -> constructors: the one place ``simulate``, ``compare`` and ``demo`` build policies from.
+"""Policy names -> constructors: the one place ``simulate``, ``compare``, ``demo`` and the sidecar build policies
+from (the composition root hands `make_policy` to `experiments.compare` and `experiments.demo`).
 
 ``ipa``, ``fa2-low``, ``fa2-high`` and ``rim`` default to IPA's own choices: the LSTM predictor and IPA's
 published margin for the pipeline. ``ipa-tuned`` is ``ipa`` with the headroom that scored best on training
-windows (``experiments/data/ipa_tuned.json``, written by ``python -m experiments.tune_headroom``). ``oracle``
+windows (``experiments/data/ipa_tuned.json``, `experiments.tune_headroom.TUNED_PATH`, written by
+``python -m experiments.tune_headroom``). ``oracle``
 plans on the true maximum load of the coming interval.
 """
 
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from agents.hpa import HPAPolicy
 from agents.static import StaticPolicy
+from experiments.tune_headroom import TUNED_PATH
 from ilp_baseline.policy import ALL_SOLVERS, ILPPolicy, ipa_headroom
 from ilp_baseline.problem import fa2_high_variants
 from rlscale.control import Controller, guard_default
@@ -26,7 +29,6 @@ from rlscale.spec import PipelineSpec
 from rlscale.workload import Trace
 
 PREDICTORS = ("reactive", "ewma", "lstm", "oracle")
-TUNED_PATH = Path(__file__).resolve().parent / "data" / "ipa_tuned.json"
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,13 @@ def make_live_policy(name: str, spec: PipelineSpec, options: PolicyOptions | Non
     if options is not None and options.predictor == "oracle":
         raise RlscaleError("the oracle predictor needs the future of a trace; it cannot run live")
     return make_policy(name, spec, None, options)
+
+
+def default_live_policy(spec: PipelineSpec) -> str:
+    """``ppo`` where the pipeline has a bundled agent, else ``ipa``."""
+    from agents.ppo import bundled_agent
+
+    return "ppo" if bundled_agent(spec.name).exists() else "ipa"
 
 
 def policy_names() -> list[str]:

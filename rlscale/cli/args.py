@@ -1,0 +1,233 @@
+"""The argument groups several commands share, each declared once, and what turns them into values.
+
+The spec argument (``--pipeline`` / ``--spec``), ``--set``, ``--json``, the planner and agent flags, ``--guard``
+and the live flags (``sidecar``, ``manifests``); the ``int_in`` / ``float_in`` argparse types that make a bad
+value one usage line (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from rlscale.errors import RlscaleError
+
+log = logging.getLogger("rlscale")
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in [low, high], else one clear usage error (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def float_in(low: float, high: float, *, exclusive_low: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in [low, high] (or (low, high]), else one clear usage error (exit 2)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value > high or value < low or (exclusive_low and value == low):
+            bound = f"> {low:g}" if exclusive_low else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound} and <= {high:g}, got {text}")
+        return value
+
+    return parse
+
+
+def int_list_in(low: int, high: int, *, max_items: int) -> Callable[[str], list[int]]:
+    """An argparse ``type``: comma-separated integers in [low, high] (``128,128``), 1 to ``max_items`` of them."""
+    item = int_in(low, high)
+
+    def parse(text: str) -> list[int]:
+        parts = [p.strip() for p in text.split(",")]
+        if not 1 <= len(parts) <= max_items or not all(parts):
+            raise argparse.ArgumentTypeError(f"expected 1 to {max_items} comma-separated integers, got {text!r}")
+        return [item(p) for p in parts]
+
+    return parse
+
+
+def csv_list(value: str) -> list[str]:
+    """An argparse ``type``: a comma-separated list of names (at least one)."""
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+# ------------------------------------------------------------------------------------------- the spec
+
+
+def add_spec(p: argparse.ArgumentParser, flag: str = "--pipeline") -> None:
+    """The required spec argument (``--pipeline`` in the offline commands, ``--spec`` in the cluster ones)."""
+    p.add_argument(flag, required=True, metavar="NAME|FILE", help="bundled pipeline name or spec YAML")
+
+
+def add_set(p: argparse.ArgumentParser) -> None:
+    """``--set FIELD=VALUE`` (repeatable): override a spec field by its dotted path, in every command with a spec."""
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="FIELD=VALUE",
+        help="override a spec field by its dotted path, the value as YAML (repeatable): objective.alpha=10, "
+        "stages.0.max_replicas=8, sla_s=5",
+    )
+
+
+def load_spec(name: str, args: argparse.Namespace):
+    """The spec ``name`` (bundled name or file) with the command's ``--set`` overrides; `SpecError` (exit 2)."""
+    from rlscale.spec import load_spec as load
+
+    return load(name, getattr(args, "overrides", None) or ())
+
+
+def spec_file(name: str, args: argparse.Namespace, folder: Path) -> str:
+    """The spec argument for code that loads the spec itself (``train``, ``compare``, the manifests' ConfigMap).
+
+    Without ``--set`` it is ``name``. With it, the overridden spec is written to ``folder`` as
+    ``spec-<pipeline>-<digest>.yaml`` (profiles as absolute paths; the same overrides give the same file, so a
+    resumed run finds the same spec) and that file's path is returned.
+    """
+    from rlscale.paths import atomic_write_text, inside
+    from rlscale.spec import dump_spec
+
+    spec = load_spec(name, args)
+    if not args.overrides:
+        return name
+    sets = " ".join(f"--set {item}" for item in args.overrides)
+    text = dump_spec(spec, f"written by rlscale from {spec.source} {sets}")
+    body = text.split("\n", 1)[1]  # the digest ignores the comment
+    digest = hashlib.sha256(body.encode("utf-8")).hexdigest()[:12]
+    path = inside(folder, f"spec-{spec.name}-{digest}.yaml", "spec file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RlscaleError(f"{folder}: cannot create a folder for the spec with --set: {exc.strerror or exc}") from None
+    atomic_write_text(path, text)
+    log.info("spec with --set overrides written to %s", path)
+    return str(path)
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+
+
+# ---------------------------------------------------------------------------------- planner and guard
+
+
+def add_planner_flags(p: argparse.ArgumentParser) -> None:
+    """``--solver``, ``--predictor``, ``--headroom``, ``--agent``, ``--safety-load`` and ``--guard``."""
+    from ilp_baseline.policy import ALL_SOLVERS
+    from rlscale.cli.registry import PREDICTORS
+
+    p.add_argument(
+        "--solver",
+        choices=ALL_SOLVERS,
+        help="planner's solver: cbc, highs (PuLP ILP) or dp (exact DP); same optimum (default dp, the fastest)",
+    )
+    p.add_argument(
+        "--predictor",
+        choices=PREDICTORS,
+        help="load predictor of ipa/fa2/rim: reactive (max of last 10 s), ewma, lstm (IPA's, default), oracle",
+    )
+    p.add_argument(
+        "--headroom",
+        type=float_in(0.1, 10.0),
+        metavar="H",
+        help="plan for H x the predicted load, 0.1-10 (default: IPA's published margin for the pipeline)",
+    )
+    p.add_argument(
+        "--agent",
+        metavar="PATH",
+        help="agent for ppo/ppo-raw: a run's actor.npz, or its model.zip (needs the train extra) (default: bundled)",
+    )
+    p.add_argument(
+        "--safety-load",
+        choices=("observed", "backlog", "predicted"),
+        help="load the safety layer protects for: the last interval's peak (default), plus the backlog, or the LSTM's",
+    )
+    add_guard(p)
+
+
+def add_guard(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--guard",
+        choices=("default", "on", "off"),
+        default="default",
+        help="put the safety layer in front of the policy (on) or not (off); default: on for ppo, off for the rest "
+        "(ppo-raw and the published baselines); the same in simulate, compare and the sidecar, and in every record",
+    )
+
+
+def guard_flag(args: argparse.Namespace) -> bool | None:
+    """``--guard`` as the registry takes it: True (on), False (off) or None (the policy's default)."""
+    return None if args.guard == "default" else args.guard == "on"
+
+
+def policy_options(args: argparse.Namespace):
+    """The planner and agent flags of `add_planner_flags` as `rlscale.cli.registry.PolicyOptions`."""
+    from rlscale.cli.registry import PolicyOptions
+
+    return PolicyOptions(
+        solver=args.solver,
+        predictor=args.predictor,
+        headroom=args.headroom,
+        agent=args.agent,
+        safety_load=args.safety_load,
+        guard=guard_flag(args),
+    )
+
+
+# --------------------------------------------------------------------------------------------- live
+
+
+def add_live_flags(p: argparse.ArgumentParser) -> None:
+    """The sidecar's decision flags, shared by ``sidecar`` and ``manifests`` (which passes them on)."""
+    from rlscale.cli.registry import LIVE_POLICIES
+    from rlscale.kube.manifests import INTERVAL_RANGE_S
+
+    low_s, high_s = INTERVAL_RANGE_S
+    p.add_argument(
+        "--policy",
+        choices=list(LIVE_POLICIES),
+        metavar="POLICY",
+        help=f"who decides: {', '.join(LIVE_POLICIES)} (default: ppo where the pipeline has a bundled agent, else ipa)",
+    )
+    p.add_argument(
+        "--interval",
+        type=float_in(low_s, high_s),
+        metavar="S",
+        help=f"seconds between decisions, {low_s:g} to {high_s:g} (default: the spec's)",
+    )
+    p.add_argument(
+        "--window",
+        type=float_in(low_s, high_s),
+        metavar="S",
+        help="rate/quantile window of the queries; must span 2 scrapes (default: the interval, at least 30 s)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="send every change as a server-side dry run: validated, not stored"
+    )
+    p.add_argument(
+        "--allow-system-namespace",
+        action="store_true",
+        help="allow kube-system, kube-public or kube-node-lease as the namespace (refused otherwise)",
+    )

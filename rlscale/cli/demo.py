@@ -1,0 +1,20 @@
+"""``rlscale demo``: the main job on the bundled default (`experiments.demo`), with this CLI's policy registry."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="the main job on the bundled default (what `make demo` runs)")
+    p.add_argument("--out", default="out/demo", help="folder for the plots (default: out/demo)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from experiments.demo import run_demo
+    from rlscale.cli.registry import make_policy
+    from rlscale.paths import output_folder
+
+    return run_demo(out_dir=output_folder(Path(args.out)), make_policy=make_policy)

@@ -1,0 +1,112 @@
+"""``rlscale simulate``: one episode of a policy on the simulator, summarised (a table, or the record as JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from rlscale.cli.args import add_json, add_planner_flags, add_set, add_spec, int_in, load_spec, policy_options
+from rlscale.cli.output import console, emit_json, fmt
+from rlscale.errors import RlscaleError
+from rlscale.inputs import MAX_SEED
+
+log = logging.getLogger("rlscale")
+
+
+def register(sub) -> None:
+    from rlscale.cli.registry import POLICIES
+
+    p = sub.add_parser("simulate", help="run one episode of a policy on the simulator and summarise it")
+    add_spec(p)
+    p.add_argument("--trace", required=True, metavar="NAME|CSV", help="bundled trace name or CSV with an rps column")
+    p.add_argument(
+        "--policy",
+        required=True,
+        choices=list(POLICIES),
+        metavar="POLICY",
+        help="; ".join(f"{k}: {v[1]}" for k, v in POLICIES.items()).replace("%", "%%"),
+    )
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="seed of every random draw (default 0)")
+    p.add_argument(
+        "--arrivals",
+        choices=("even", "poisson"),
+        default="even",
+        help="spread each second's requests evenly (IPA's generator, default) or as a Poisson process",
+    )
+    add_set(p)
+    add_planner_flags(p)
+    p.add_argument("--plot", metavar="FILE.png", help="draw load, replicas/variants and p99 vs SLA over time")
+    add_json(p)
+    p.set_defaults(func=cmd_simulate)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from rlscale.cli.registry import make_policy
+    from rlscale.sim.runner import run_episode
+    from rlscale.workload import load_trace
+
+    spec = load_spec(args.pipeline, args)
+    trace = load_trace(args.trace)
+    policy = make_policy(args.policy, spec, trace, policy_options(args))
+    if args.plot:
+        check_writable(Path(args.plot))
+    result = run_episode(spec, trace, policy, seed=args.seed, arrivals=args.arrivals)
+    if args.plot:
+        from experiments.plots import plot_timeline
+
+        save_plot(lambda: plot_timeline(spec, result, Path(args.plot)), Path(args.plot))
+        log.info("wrote %s", args.plot)
+    if args.json:
+        emit_json(result.record)
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"rlscale simulate: {spec.name} / {trace.name} / {policy.name} (seed {args.seed})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.record.items():
+        if key in ("pipeline", "trace", "policy", "seed", "stages"):
+            continue
+        shown = f"{value:.2%}" if key == "sla_violation_rate" else fmt(value)
+        table.add_row(key, shown)
+    per_stage = Table(title="per stage")
+    columns = [k for k in result.record["stages"][0] if k != "stage"]
+    per_stage.add_column("stage")
+    for k in columns:
+        per_stage.add_column(k, justify="right")
+    for row in result.record["stages"]:
+        per_stage.add_row(row["stage"], *[fmt(row[k]) for k in columns])
+    out = console()
+    out.print(table)
+    out.print(per_stage)
+    return 0
+
+
+def check_writable(path: Path) -> None:
+    """Fail before a long run, not after it, when an output file cannot be written."""
+    if path.suffix.lower() != ".png":
+        raise RlscaleError(f"--plot {path}: the plot is a PNG file; give a path ending in .png")
+    if path.is_dir():
+        raise RlscaleError(f"--plot {path}: is a folder; give a file path ending in .png")
+    parent = path.parent if str(path.parent) else Path(".")
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise RlscaleError(f"--plot {path}: {existing} is not a folder")
+    if existing == parent:
+        # a real write: os.access says yes to root even where nothing can be created (/proc, a read-only mount)
+        try:
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as exc:
+            raise RlscaleError(f"--plot {path}: cannot write in {parent}: {exc.strerror or exc}") from None
+
+
+def save_plot(draw: Callable[[], object], path: Path) -> None:
+    """Draw a plot; a write that fails (disk full, folder removed) is one clear line, not an internal error."""
+    try:
+        draw()
+    except OSError as exc:
+        raise RlscaleError(f"--plot {path}: cannot write: {exc.strerror or exc}") from None
