@@ -158,6 +158,22 @@ CASES = [
         ["simulate", "--pipeline", "{h}/escaping-name.yaml", "--trace", "bursty", "--policy", "ipa"],
         "name",
     ),
+    (
+        "sim-guard",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--guard", "maybe"],
+        "--guard",
+    ),
+    (
+        "sim-set-unknown-field",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--set", "objective.alfa=1"],
+        "alfa",
+    ),
+    (
+        "sim-set-bad-value",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--set", "sla_s=-1"],
+        "sla_s",
+    ),
+    ("pipelines-schema-with-spec", ["pipelines", "--schema", "--spec", "video"], "--schema"),
     # bench
     ("bench-repeats-zero", ["bench", "--repeats", "0"], "--repeats"),
     ("bench-repeats-negative", ["bench", "--repeats", "-5"], "--repeats"),
@@ -178,6 +194,13 @@ CASES = [
     ),
     ("train-out-file", ["train", "--pipeline", "video", "--out", "{h}/a-file", "--timesteps", "64"], "a-file"),
     ("train-out-proc", ["train", "--pipeline", "video", "--out", "/proc/rlscale-runs", "--timesteps", "64"], "/proc"),
+    (
+        "train-learning-rate",
+        ["train", "--pipeline", "video", "--learning-rate", "-1", "--out", "runs"],
+        "--learning-rate",
+    ),
+    ("train-net-arch", ["train", "--pipeline", "video", "--net-arch", "0,5", "--out", "runs"], "--net-arch"),
+    ("train-gamma", ["train", "--pipeline", "video", "--gamma", "2", "--out", "runs"], "--gamma"),
     ("train-escaping-name", ["train", "--pipeline", "{h}/escaping-name.yaml", "--out", "runs"], "name"),
     # compare
     ("compare-policy", ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "ipa,magic"], "magic"),
