@@ -246,13 +246,16 @@ class PipelineEnv(gym.Env):
 
     ## Arguments
     - ``pipeline``: bundled name or spec path (default ``video``).
-    - ``safety``: pass actions through the safety layer (default True; False for the ablation).
+    - ``safety``: pass actions through the safety layer (default True; False for the ablation), or the guard
+      to use (any `rlscale.control.Guard`).
     - ``interval_s``: adaptation interval (default: the spec's).
     - ``window_s``, ``damping``: training windows' length and damping (1,200 s, 8 like IPA's windows).
     - ``load_scale_rps``: load normalisation (default 50 rps).
-    - ``predictor``: ``lstm`` (default) or ``none`` for observation index 12.
+    - ``predictor``: ``lstm`` (default), ``none``, or a `Predictor` object, for observation index 12.
     - ``projection_penalty``, ``reconfig_penalty``: reward shaping weights.
     - ``cluster_factory``: builds the Cluster for a trace (default: the simulator).
+    - ``codec``: the observation/action codec (default: one with ``load_scale_rps``); pass a trained agent's
+      (`agents.actor.Actor.codec`) to observe and decode exactly as the deployed agent does.
     """
 
     metadata = {"render_modes": []}
@@ -261,19 +264,20 @@ class PipelineEnv(gym.Env):
         self,
         pipeline: str | PipelineSpec = "video",
         *,
-        safety: bool = True,
+        safety: bool | control.Guard = True,
         interval_s: float | None = None,
         window_s: int = 1200,
         damping: int = 8,
         load_scale_rps: float = 50.0,
-        predictor: str = "lstm",
+        predictor: str | Predictor = "lstm",
         projection_penalty: float = 0.05,
         reconfig_penalty: float = 0.05,
         cluster_factory: ClusterFactory | None = None,
+        codec: Codec | None = None,
     ) -> None:
         super().__init__()
         self.pipeline_spec = pipeline if isinstance(pipeline, PipelineSpec) else load_spec(pipeline)
-        self.codec = Codec(self.pipeline_spec, load_scale_rps=load_scale_rps)
+        self.codec = codec if codec is not None else Codec(self.pipeline_spec, load_scale_rps=load_scale_rps)
         self.action_space = self.codec.action_space()
         self.observation_space = self.codec.observation_space()
         self.interval_s = float(interval_s or self.pipeline_spec.interval_s)
@@ -282,12 +286,14 @@ class PipelineEnv(gym.Env):
         self.projection_penalty = projection_penalty
         self.reconfig_penalty = reconfig_penalty
         self.cluster_factory = cluster_factory or simulator_factory
-        self.predictor: Predictor | None = _make_predictor(predictor)
+        self.predictor: Predictor | None = _make_predictor(predictor) if isinstance(predictor, str) else predictor
         self.safety: control.Guard | None = None
-        if safety:
+        if safety is True:
             from ilp_baseline.safety import SafetyLayer
 
             self.safety = SafetyLayer(self.pipeline_spec)
+        elif safety is not False:
+            self.safety = safety  # a guard handed in
         self._traces: TrainingTraces | None = None
         self.cluster: Cluster | None = None
         self.trace: Trace | None = None

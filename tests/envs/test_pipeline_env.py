@@ -125,3 +125,21 @@ def test_observation_layout_matches_the_docstring():
     assert env.observation_space.shape == (13 + 8 * n_stages + 5,)
     assert env.action_space.nvec.tolist() == [5, 4, 4, 6, 5, 4, 4, 6]
     assert envs.ENV_ID in gym.registry
+
+
+def test_components_are_injected():
+    """The env takes its guard, predictor and codec from the caller (DESIGN section 5: components injected)."""
+    from agents.ppo import PPOPolicy
+    from ilp_baseline.safety import SafetyLayer
+    from rlscale.predictors import ReactivePredictor
+
+    spec = load_spec("video")
+    agent = PPOPolicy(spec)
+    guard = SafetyLayer(spec, load="backlog")
+    predictor = ReactivePredictor()
+    env = PipelineEnv(spec, safety=guard, predictor=predictor, codec=agent.codec)
+    assert env.safety is guard and env.predictor is predictor and env.codec is agent.codec
+    assert PipelineEnv(spec, safety=False).safety is None
+    obs, _ = env.reset(seed=0, options={"trace": "steady_low"})
+    _, _, _, _, info = env.step(env.action_space.sample())
+    assert obs.shape == env.observation_space.shape and "projection_distance" in info
