@@ -71,6 +71,16 @@ def _fail(problem: str, at: str | int | None = None) -> PydanticCustomError:
     return PydanticCustomError("spec", "{problem}", {"problem": problem, "at": at})
 
 
+def _first_repeat(names: list[str]) -> int | None:
+    """Index of the first name that repeats an earlier one, or None."""
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            return i
+        seen.add(name)
+    return None
+
+
 _CONFIG = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False, arbitrary_types_allowed=True)
 
 Text = Annotated[str, Field(strict=True, min_length=1)]
@@ -254,11 +264,9 @@ class StageSpec:
     def _check(self, info: ValidationInfo) -> StageSpec:
         if self.max_replicas < self.min_replicas:
             raise _fail(f"must be >= min_replicas ({self.min_replicas}), got {self.max_replicas}", "max_replicas")
-        seen: set[str] = set()
-        for j, v in enumerate(self.variants):
-            if v.name in seen:
-                raise _fail(f"duplicate variant {v.name!r} in stage {self.name!r}", f"variants[{j}].name")
-            seen.add(v.name)
+        j = _first_repeat([v.name for v in self.variants])
+        if j is not None:
+            raise _fail(f"duplicate variant {self.variants[j].name!r} in stage {self.name!r}", f"variants[{j}].name")
         if _reading(info) is None:
             return self
         # read from data: the profile must cover every variant and batch size (code may extrapolate on purpose)
@@ -494,11 +502,10 @@ class PipelineSpec:
             raise _fail(f"{self.name!r} is not a usable pipeline name ({name_rule(NAME_MAX)})", "name")
         if self.drop_limit_s < self.sla_s:
             raise _fail(f"must be >= sla_s ({self.sla_s:g}), got {self.drop_limit_s:g}", "drop_limit_s")
-        names: set[str] = set()
-        for i, s in enumerate(self.stages):
-            if s.name in names:
-                raise _fail(f"duplicate stage {s.name!r}", f"stages[{i}].name")
-            names.add(s.name)
+        names = [s.name for s in self.stages]
+        i = _first_repeat(names)
+        if i is not None:
+            raise _fail(f"duplicate stage {names[i]!r}", f"stages[{i}].name")
         for stage in self.kubernetes.deployments:
             if stage not in names:
                 allowed = ", ".join(sorted(names))
