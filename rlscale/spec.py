@@ -622,7 +622,7 @@ def _resolve_profile(stage: dict[str, Any], spec_path: Path) -> Path | None:
         return None
     task = task.strip()
     path = data_dir() / "profiles" / f"{task}.csv"
-    if not path.exists():
+    if not is_safe_name(task) or not path.exists():  # a task is a file name in the bundled folder, never a path
         known = sorted(p.stem for p in (data_dir() / "profiles").glob("*.csv"))
         raise _fail(
             f"no bundled profile for task {task!r} (known: {', '.join(known)}); set 'profile' to a CSV path", "task"

@@ -27,6 +27,12 @@ def _spec(mutate) -> dict:
     return data
 
 
+def _task_is_a_path(d: dict) -> None:
+    """A stage without a profile whose task names a file outside the bundled profiles folder."""
+    d["stages"][0].pop("profile")
+    d["stages"][0]["task"] = "../traces/eval_windows"  # a real CSV, but not a profile
+
+
 SPECS = {
     "escaping-name.yaml": _spec(lambda d: d.update(name="../../escaped/evil")),
     "huge-cores.yaml": _spec(lambda d: d["stages"][0].update(cores=[1, 2, 4, 8, 10**9])),
@@ -34,6 +40,7 @@ SPECS = {
     "unknown-field.yaml": _spec(lambda d: d.update(colour="blue")),
     "huge-sla.yaml": _spec(lambda d: d.update(sla_s=1e300)),
     "kube-system.yaml": _spec(lambda d: d.update(kubernetes={"namespace": "kube-system"})),
+    "task-path.yaml": _spec(_task_is_a_path),
     "bad-template.yaml": _spec(lambda d: d.update(kubernetes={"promql": {"arrival_rate": "{pipeline!r:>100000000}"}})),
 }
 
@@ -158,6 +165,22 @@ CASES = [
         ["simulate", "--pipeline", "{h}/escaping-name.yaml", "--trace", "bursty", "--policy", "ipa"],
         "name",
     ),
+    (
+        "sim-agent-for-ipa",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--agent", SUM_QA_AGENT],
+        "--agent",
+    ),
+    (
+        "compare-agent-without-ppo",
+        ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "ipa", "--agent", SUM_QA_AGENT],
+        "--agent",
+    ),
+    (
+        "sidecar-agent-for-ipa",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--policy", "ipa", "--agent", SUM_QA_AGENT, "--once"],
+        "--agent",
+    ),
+    ("spec-task-path", ["pipelines", "--spec", "{h}/task-path.yaml"], "no bundled profile for task"),
     (
         "sim-guard",
         ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--guard", "maybe"],

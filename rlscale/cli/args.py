@@ -182,9 +182,16 @@ def guard_flag(args: argparse.Namespace) -> bool | None:
     return None if args.guard == "default" else args.guard == "on"
 
 
-def policy_options(args: argparse.Namespace):
-    """The planner and agent flags of `add_planner_flags` as `rlscale.cli.registry.PolicyOptions`."""
+def policy_options(args: argparse.Namespace, policies: list[str] | None = None):
+    """The planner and agent flags of `add_planner_flags` as `rlscale.cli.registry.PolicyOptions`.
+
+    Raises:
+        RlscaleError: ``--agent`` given while none of ``policies`` (when known) is an agent that would use it.
+    """
     from rlscale.cli.registry import PolicyOptions
+
+    if args.agent is not None and policies is not None and not {"ppo", "ppo-raw"} & set(policies):
+        raise RlscaleError(f"--agent is for the ppo and ppo-raw policies; {', '.join(policies)} would ignore it")
 
     return PolicyOptions(
         solver=args.solver,

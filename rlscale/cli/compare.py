@@ -45,7 +45,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise RlscaleError(f"--out {out}: exists and is not a folder")
-    options = policy_options(args)
+    options = policy_options(args, args.policies)
     try:
         with raise_on_signals():  # SIGINT/SIGTERM: the finished runs are on disk; summarise them and stop
             comp = run_comparison(

@@ -50,7 +50,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.pipeline, args)
     trace = load_trace(args.trace)
-    policy = make_policy(args.policy, spec, trace, policy_options(args))
+    policy = make_policy(args.policy, spec, trace, policy_options(args, [args.policy]))
     if args.plot:
         check_writable(Path(args.plot))
     result = run_episode(spec, trace, policy, seed=args.seed, arrivals=args.arrivals)
