@@ -1,7 +1,10 @@
 """``rlscale compare``: every pipeline x trace x policy x seed on the simulator, one table and the plots.
 
-Each run goes through the same code path as ``rlscale simulate``: the policy factory the caller hands in (the
-CLI's registry, `rlscale.cli.registry.make_policy`) and `rlscale.sim.runner.run_episode`. Writes to ``--out``:
+Each run goes through the same code path as ``rlscale simulate``: the policy factory the caller names (the
+CLI's registry, ``rlscale.cli.registry:make_policy``) and `rlscale.sim.runner.run_episode`. A run is a picklable
+`RunSpec` handed to the module-level `run`, on an executor of `experiments.sweep` (``serial`` in this process,
+``process`` on a pool of worker processes that each import the factory by name); the files are the same
+whichever (but the wall-clock ``decision_ms_*``). Writes to ``--out``:
 
 - ``records.jsonl``: one line per finished run, appended (written, flushed, fsynced) the moment it finishes, so
   an interrupt or a crash loses only the run in flight; ``settings.json``: what the runs depend on (pipeline and
@@ -22,13 +25,16 @@ runs that finished and `ComparisonInterrupted` says how many.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import importlib
 import io
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+import signal
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from experiments.plots import plot_timeline
+from experiments.sweep import make_executor
 from rlscale.control import Controller
 from rlscale.errors import RlscaleError
 from rlscale.interrupts import Interrupted, signum_of
@@ -67,6 +74,111 @@ RunKey = tuple[str, str, int]
 PolicyFactory = Callable[[str, PipelineSpec, Trace | None, Any], Controller]
 """``make_policy(name, spec, trace, options)``: the policy called ``name`` behind its guard (the CLI's registry,
 `rlscale.cli.registry.make_policy`); ``options`` is the caller's, handed on unchanged."""
+
+
+def factory_name(factory: PolicyFactory | str) -> str:
+    """``module:function`` of a module-level policy factory (what a worker process imports); a string is checked.
+
+    Raises:
+        RlscaleError: ``factory`` is not a module-level function (a closure or a lambda cannot reach a worker).
+    """
+    if isinstance(factory, str):
+        resolve_factory(factory)
+        return factory
+    module, qualname = getattr(factory, "__module__", None), getattr(factory, "__qualname__", "")
+    name = f"{module}:{qualname}"
+    if not module or "<" in qualname or "." in qualname:
+        raise RlscaleError(f"the policy factory {factory!r} is not a module-level function; a worker cannot import it")
+    if resolve_factory(name) is not factory:
+        raise RlscaleError(f"the policy factory {factory!r} is not what {name} imports")
+    return name
+
+
+def resolve_factory(name: str) -> PolicyFactory:
+    """The function ``module:function`` names (imported here: in a worker process, the worker imports it).
+
+    Raises:
+        RlscaleError: the name does not lead to a callable.
+    """
+    module, _, attr = name.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError):
+        factory = None
+    if not callable(factory):
+        raise RlscaleError(f"policy factory {name!r}: not a 'module:function' that can be imported")
+    return factory
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a comparison, everything `run` needs, picklable (plain values; ``options`` a dataclass).
+
+    Attributes:
+        pipeline: bundled name or spec path, as the caller hands it (with ``--set``, the CLI hands the path of the
+            overridden spec it wrote into ``--out``, `rlscale.cli.args.spec_file`).
+        trace: bundled trace name or CSV path.
+        policy: policy name.
+        seed: the run's seed.
+        arrivals: ``even`` or ``poisson``.
+        options: what the factory takes besides the name (the CLI's `PolicyOptions`), or None.
+        factory: ``module:function`` of the policy factory (`PolicyFactory`), imported by whoever runs the spec.
+        timeline: where to draw the run's timeline (a PNG path), or None for none.
+    """
+
+    pipeline: str
+    trace: str
+    policy: str
+    seed: int
+    arrivals: str
+    options: Any = None
+    factory: str = "rlscale.cli.registry:make_policy"
+    timeline: str | None = None
+
+    @property
+    def key(self) -> RunKey:
+        return (self.trace, self.policy, self.seed)
+
+
+_loaded: dict[tuple[str, str], Any] = {}
+"""Specs and traces loaded for the sweep in progress: filled by `run_comparison` for its own runs and emptied
+after it (a spec file may change between two comparisons); a worker process fills it as it goes (it ends with
+its sweep). Loading once per sweep, not per run, also keeps the garbage per run low."""
+
+
+def _load(kind: str, name: str) -> Any:
+    if (kind, name) not in _loaded:
+        _loaded[kind, name] = load_spec(name) if kind == "spec" else load_trace(name)
+    return _loaded[kind, name]
+
+
+def _execute(run_spec: RunSpec) -> tuple[dict[str, Any], RunResult]:
+    spec = _load("spec", run_spec.pipeline)
+    trace = _load("trace", run_spec.trace)
+    policy = resolve_factory(run_spec.factory)(run_spec.policy, spec, trace, run_spec.options)
+    result = run_episode(spec, trace, policy, seed=run_spec.seed, arrivals=run_spec.arrivals)
+    record = {k: v for k, v in result.record.items() if k != "stages"}
+    record["trace"] = run_spec.trace
+    record["policy"] = run_spec.policy
+    record["arrivals"] = run_spec.arrivals
+    record = json.loads(json.dumps(record, default=_plain))  # plain values: a resumed record and a fresh one are alike
+    if run_spec.timeline is not None:
+        with atomic_path(Path(run_spec.timeline)) as tmp:
+            plot_timeline(spec, result, tmp)
+    return record, result
+
+
+def run(run_spec: RunSpec) -> dict[str, Any]:
+    """One run: its summary record (JSON values; the per-stage list left out), its timeline drawn if asked.
+
+    Pure but for the timeline file: the same spec gives the same record but the wall-clock fields
+    (``decision_ms_*``). Module-level, so a worker process can import and call it (`experiments.sweep`).
+    """
+    return _execute(run_spec)[0]
+
+
+def _run_keeping_result(run_spec: RunSpec) -> tuple[dict[str, Any], RunResult]:
+    return _execute(run_spec)
 
 
 class ComparisonInterrupted(Interrupted):
@@ -278,6 +390,21 @@ def _prepare_out(
     return done
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Within: SIGINT and SIGTERM wait (blocked for this thread) and arrive on leaving; where signals cannot be
+    blocked (no ``pthread_sigmask``), nothing changes."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None:
+        yield
+        return
+    previous = block(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, previous)
+
+
 def _plain(value: Any) -> Any:
     """JSON for numpy scalars (the records hold a few)."""
     if isinstance(value, np.generic):
@@ -290,7 +417,7 @@ def run_comparison(
     traces: Sequence[str],
     policies: Sequence[str],
     *,
-    make_policy: PolicyFactory,
+    make_policy: PolicyFactory | str,
     seeds: int = 1,
     options: Any = None,
     arrivals: str | None = None,
@@ -300,6 +427,8 @@ def run_comparison(
     keep_results: bool = False,
     resume: bool = False,
     overwrite: bool = False,
+    executor: str = "serial",
+    workers: int | None = None,
 ) -> Comparison:
     """Run every combination and write the outputs, each run's record the moment it finishes.
 
@@ -307,7 +436,8 @@ def run_comparison(
         pipeline: bundled name or spec path.
         traces: bundled trace names or CSV paths.
         policies: policy names (see ``rlscale simulate --help``).
-        make_policy: builds each run's policy by name (`PolicyFactory`).
+        make_policy: builds each run's policy by name (`PolicyFactory`): a module-level function or its
+            ``module:function`` name (each run imports it, `RunSpec.factory`: a worker process builds its own).
         seeds: seeds 0..seeds-1. With one seed arrivals are spread evenly (IPA's generator, deterministic);
             with more, Poisson arrivals make the seeds differ (unless ``arrivals`` says otherwise).
         options: what ``make_policy`` takes besides the name (solver / predictor / headroom flags: the CLI's
@@ -319,6 +449,10 @@ def run_comparison(
         keep_results: keep every RunResult of this process's runs in memory (for analysis; costs memory).
         resume: ``out`` holds an unfinished comparison with the same settings: run only what it lacks.
         overwrite: remove the results of an earlier comparison in ``out`` first.
+        executor: ``serial`` (this process) or ``process`` (a pool of worker processes), `experiments.sweep`; the
+            records and files are the same whichever (but the wall-clock ``decision_ms_*``), results in the
+            comparison's order, ``records.jsonl`` in the order the runs finish.
+        workers: worker processes for ``process`` (None: every core).
 
     Raises:
         RlscaleError: a bad name, seed count or flag; ``out`` holds results and neither ``resume`` nor
@@ -337,10 +471,15 @@ def run_comparison(
         twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
         if twice is not None:
             raise RlscaleError(f"{flag} lists {twice!r} twice")
+    if keep_results and executor != "serial":
+        raise RlscaleError("keep_results needs the serial executor (a worker's RunResult stays in the worker)")
+    sweeper = make_executor(executor, workers)
+    factory = factory_name(make_policy)
+    make = resolve_factory(factory)
     spec = load_spec(pipeline)
     loaded = {t: load_trace(t) for t in traces}  # fail on a bad trace before any run
     for p in policies:  # and on a bad policy name
-        make_policy(p, spec, next(iter(loaded.values())), options)
+        make(p, spec, next(iter(loaded.values())), options)
         check_name(p, "policy name")
     labels = trace_labels(traces)
     mode = arrivals or ("even" if seeds == 1 else "poisson")
@@ -359,49 +498,70 @@ def run_comparison(
             drawn = [timeline_paths[t, p] for t, p, s in runs if s == 0 and (t, p, s) in done]
             comp.files += [path for path in drawn if path.exists()]
 
-    def execute(t: str, p: str, s: int) -> None:
-        trace = loaded[t]
-        result = run_episode(spec, trace, make_policy(p, spec, trace, options), seed=s, arrivals=mode)
-        record = {k: v for k, v in result.record.items() if k != "stages"}
-        record["trace"] = t
-        record["policy"] = p
-        record["arrivals"] = mode
-        line = json.dumps(record, default=_plain)
-        record = json.loads(line)  # plain values: a resumed record and a fresh one are alike
+    def run_spec(t: str, p: str, s: int) -> RunSpec:
+        draw = out is not None and timelines and s == 0
+        return RunSpec(
+            pipeline=str(pipeline),
+            trace=t,
+            policy=p,
+            seed=s,
+            arrivals=mode,
+            options=options,
+            factory=factory,
+            timeline=str(timeline_paths[t, p]) if draw else None,
+        )
+
+    todo = [run_spec(*key) for key in runs if key not in done]
+
+    def finished(item: RunSpec, outcome: Any) -> None:
+        record = outcome
         if keep_results:
-            comp.results[(t, p, s)] = result
-        if out is not None:
-            if timelines and s == 0:
-                path = timeline_paths[t, p]
-                with atomic_path(path) as tmp:
-                    plot_timeline(spec, result, tmp)
-                comp.files.append(path)
-            append_line(out / RECORDS, line)  # the run counts as finished once this line is on disk
-        done[(t, p, s)] = record
+            record, comp.results[item.key] = outcome
+        if item.timeline is not None:
+            comp.files.append(Path(item.timeline))
+        # counted first: an interrupt that lands once the line is on disk (or while it is written: a torn last line
+        # is dropped by --resume, which runs it again) must not leave a recorded run out of the summary; and the
+        # interrupt waits until both are done where this thread alone takes the signals
+        with _signals_deferred():
+            done[item.key] = record
+            if out is not None:
+                append_line(out / RECORDS, json.dumps(record))  # the run counts as finished once this line is on disk
 
-    todo = [key for key in runs if key not in done]
+    fn = _run_keeping_result if keep_results else run
     interrupted: int | None = None
+    _loaded.clear()
+    _loaded.update({("spec", str(pipeline)): spec, **{("trace", t): loaded[t] for t in traces}})
     try:
-        if progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        with contextlib.ExitStack() as stack:
+            advance: Callable[[RunSpec], None] = lambda item: None  # noqa: E731
+            if progress:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                transient=True,
-            ) as bar:
-                task = bar.add_task("comparing", total=len(runs), completed=len(runs) - len(todo))
-                for t, p, s in todo:
-                    bar.update(task, description=f"{spec.name} / {labels[t]} / {p} / seed {s}")
-                    execute(t, p, s)
-                    bar.advance(task)
-        else:
-            for t, p, s in todo:
-                execute(t, p, s)
+                bar = stack.enter_context(
+                    Progress(
+                        TextColumn("{task.description}"),
+                        BarColumn(),
+                        MofNCompleteColumn(),
+                        TimeElapsedColumn(),
+                        transient=True,
+                    )
+                )
+                what = f"{spec.name}: {sweeper.name}" + (f", {sweeper.workers} workers" if sweeper.workers > 1 else "")
+                task = bar.add_task(what, total=len(runs), completed=len(runs) - len(todo))
+
+                def advance(item: RunSpec) -> None:
+                    bar.update(
+                        task, advance=1, description=f"{what}: {labels[item.trace]} / {item.policy} / seed {item.seed}"
+                    )
+
+            results = stack.enter_context(contextlib.closing(sweeper.imap_unordered(fn, todo)))
+            for i, outcome in results:
+                finished(todo[i], outcome)
+                advance(todo[i])
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through rlscale.interrupts: keep what finished
         interrupted = signum_of(exc)
+    finally:
+        _loaded.clear()
     comp.records = [done[key] for key in runs if key in done]
     if out is not None and comp.records:
         comp.files += write_outputs(comp, list(traces), list(policies), out)

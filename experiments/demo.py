@@ -87,14 +87,24 @@ def plot_profiles(spec: PipelineSpec, out: Path) -> Path:
 DEMO_POLICIES = ("ppo", "ipa", "ipa-tuned", "oracle", "fa2-low", "hpa")
 
 
-def run_demo(out_dir: Path, make_policy: PolicyFactory, pipeline: str = DEFAULT_PIPELINE, seed: int = 0) -> int:
+def run_demo(
+    out_dir: Path,
+    make_policy: PolicyFactory | str,
+    pipeline: str = DEFAULT_PIPELINE,
+    seed: int = 0,
+    executor: str = "process",
+    workers: int | None = None,
+) -> int:
     """Run the comparison, print it and write the plots; returns the exit code.
 
     Args:
         out_dir: folder for the comparison's files and the plots.
-        make_policy: builds each policy by name (`experiments.compare.PolicyFactory`; the CLI hands in its registry).
+        make_policy: builds each policy by name (`experiments.compare.PolicyFactory`, or its ``module:function``
+            name; the CLI hands in its registry's).
         pipeline: bundled name or spec path.
         seed: kept for callers; the demo runs seed 0 with even arrivals.
+        executor: ``serial`` or ``process`` (`experiments.sweep`), as in ``rlscale compare``.
+        workers: worker processes for ``process`` (None: every core).
     """
     from rich.console import Console
     from rich.table import Table
@@ -113,6 +123,8 @@ def run_demo(out_dir: Path, make_policy: PolicyFactory, pipeline: str = DEFAULT_
         out=out_dir,
         progress=sys.stderr.isatty(),
         overwrite=True,  # the demo always redoes every run: the previous demo's results are replaced
+        executor=executor,
+        workers=workers,
     )
     table = Table(title=f"rlscale demo: {spec.name} pipeline (SLA {spec.sla_s:g} s), IPA's load patterns")
     for col in ("trace", "policy", "requests", "violations", "accuracy", "cost (cores)", "score", "reconfigs"):

@@ -10,6 +10,9 @@ from pathlib import Path
 from rlscale.cli.args import add_planner_flags, add_set, add_spec, csv_list, policy_options, spec_file
 from rlscale.errors import RlscaleError
 
+POLICY_FACTORY = "rlscale.cli.registry:make_policy"
+"""The policy registry, by name: every run (in this process or a worker process) imports it itself."""
+
 
 def register(sub) -> None:
     p = sub.add_parser("compare", help="run policies x traces x seeds; write results.csv/.md and plots")
@@ -32,14 +35,47 @@ def register(sub) -> None:
     again.add_argument(
         "--overwrite", action="store_true", help="remove the results already in --out (timelines included) first"
     )
+    add_sweep_flags(p)
     add_set(p)
     add_planner_flags(p)
     p.set_defaults(func=cmd_compare)
 
 
+def add_sweep_flags(p: argparse.ArgumentParser) -> None:
+    """``--executor`` and ``--workers`` (`experiments.sweep`); shared with ``demo``."""
+    from experiments.sweep import DEFAULT_EXECUTOR, EXECUTORS, MAX_WORKERS, default_workers
+
+    p.add_argument(
+        "--executor",
+        choices=tuple(EXECUTORS),
+        default=DEFAULT_EXECUTOR,
+        help=f"where the runs go: serial (one after another here) or process (a pool of worker processes); "
+        f"the results are the same (default {DEFAULT_EXECUTOR})",
+    )
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help=f"worker processes for --executor process, 1..{MAX_WORKERS} "
+        f"(default: all cores, {default_workers()} here)",
+    )
+
+
+def _workers(text: str) -> int:
+    from experiments.sweep import MAX_WORKERS
+
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= n <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be within 1..{MAX_WORKERS}, got {n}")
+    return n
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from experiments.compare import ComparisonInterrupted, markdown_table, run_comparison
-    from rlscale.cli.registry import make_policy
     from rlscale.interrupts import Interrupted, raise_on_signals, signal_name
 
     out = Path(args.out)
@@ -52,7 +88,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 spec_file(args.pipeline, args, out),  # the spec with --set is written into --out
                 args.traces,
                 args.policies,
-                make_policy=make_policy,
+                make_policy=POLICY_FACTORY,
                 seeds=args.seeds,
                 options=options,
                 arrivals=args.arrivals,
@@ -61,6 +97,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 progress=sys.stderr.isatty(),
                 resume=args.resume,
                 overwrite=args.overwrite,
+                executor=args.executor,
+                workers=args.workers,
             )
     except ComparisonInterrupted as exc:
         left = exc.total - exc.finished

@@ -2,7 +2,8 @@
 
 The runs go through a small wrapper around the real CLI (a real process, real signals) that makes every episode
 take a moment and logs which (trace, policy, seed) it ran, so the tests can interrupt after the first record and
-check that ``--resume`` runs only what is missing.
+check that ``--resume`` runs only what is missing. The runs stay in the CLI's process (``--executor serial``): the
+process executor's interrupt and resume are tested in ``test_sweep.py``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ def _args(trace: Path, out: Path, *extra: str) -> list[str]:
         str(SEEDS),
         "--out",
         str(out),
+        "--executor",  # the wrapper patches run_episode in this process; the process executor: test_sweep.py
+        "serial",
         *extra,
     ]
 
