@@ -59,7 +59,7 @@ agent: $(STAMP)
 # --upgrade takes the newest versions the ranges allow; without it, versions already locked are kept.
 lock:
 	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet $(PIP_TOOLS); }
-	$(COMPILE) $(LOCK_ARGS) --extra test --extra train -o $(LOCK) pyproject.toml
+	$(COMPILE) $(LOCK_ARGS) --extra test --extra train --extra ray -o $(LOCK) pyproject.toml
 	$(COMPILE) $(LOCK_ARGS) -c $(LOCK) -o $(RUNTIME_LOCK) pyproject.toml
 
 # The suite against the newest releases pyproject.toml's ranges allow, in a venv of its own (.venv-latest), to see
@@ -69,7 +69,7 @@ test-latest: prometheus
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/pip install --quiet torch==2.13.0
-	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[test,train]'
+	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[test,train,ray]'
 	$(LATEST)/bin/pip freeze --exclude-editable > $(LATEST)/versions.txt
 	@echo "newest versions: $(LATEST)/versions.txt (compare with $(LOCK))"
 	$(LATEST)/bin/ruff check .

@@ -41,7 +41,7 @@ def _pins(path: Path) -> dict[str, tuple[Version, int]]:
 def _requirements(extras: bool) -> list[Requirement]:
     reqs = [Requirement(r) for r in PYPROJECT["dependencies"]]
     if extras:
-        for extra in ("test", "train"):
+        for extra in ("test", "train", "ray"):
             reqs += [Requirement(r) for r in PYPROJECT["optional-dependencies"][extra]]
     return reqs
 
