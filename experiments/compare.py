@@ -429,6 +429,7 @@ def run_comparison(
     overwrite: bool = False,
     executor: str = "serial",
     workers: int | None = None,
+    ray_address: str | None = None,
 ) -> Comparison:
     """Run every combination and write the outputs, each run's record the moment it finishes.
 
@@ -449,10 +450,13 @@ def run_comparison(
         keep_results: keep every RunResult of this process's runs in memory (for analysis; costs memory).
         resume: ``out`` holds an unfinished comparison with the same settings: run only what it lacks.
         overwrite: remove the results of an earlier comparison in ``out`` first.
-        executor: ``serial`` (this process) or ``process`` (a pool of worker processes), `experiments.sweep`; the
+        executor: ``serial`` (this process), ``process`` (a pool of worker processes) or ``ray`` (Ray tasks, on a
+            local Ray or the cluster at ``ray_address``), `experiments.sweep`; the
             records and files are the same whichever (but the wall-clock ``decision_ms_*``), results in the
             comparison's order, ``records.jsonl`` in the order the runs finish.
-        workers: worker processes for ``process`` (None: every core).
+        workers: worker processes for ``process``, CPUs of the local Ray for ``ray`` (None: every core).
+        ray_address: ``ray`` only: the cluster to run on (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``; left
+            running); None starts a local Ray for the comparison and shuts it down at the end.
 
     Raises:
         RlscaleError: a bad name, seed count or flag; ``out`` holds results and neither ``resume`` nor
@@ -473,7 +477,7 @@ def run_comparison(
             raise RlscaleError(f"{flag} lists {twice!r} twice")
     if keep_results and executor != "serial":
         raise RlscaleError("keep_results needs the serial executor (a worker's RunResult stays in the worker)")
-    sweeper = make_executor(executor, workers)
+    sweeper = make_executor(executor, workers, ray_address)
     factory = factory_name(make_policy)
     make = resolve_factory(factory)
     spec = load_spec(pipeline)
@@ -493,6 +497,7 @@ def run_comparison(
     done: dict[RunKey, dict[str, Any]] = {}
     if out is not None:
         settings = _settings(spec, traces, loaded, policies, seeds, mode, options, timelines)
+        sweeper.prepare()  # a Ray cluster that cannot be reached fails here, before --overwrite removes anything
         done = _prepare_out(out, settings, runs, resume=resume, overwrite=overwrite)
         if timelines:
             drawn = [timeline_paths[t, p] for t, p, s in runs if s == 0 and (t, p, s) in done]

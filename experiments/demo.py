@@ -94,6 +94,7 @@ def run_demo(
     seed: int = 0,
     executor: str = "process",
     workers: int | None = None,
+    ray_address: str | None = None,
 ) -> int:
     """Run the comparison, print it and write the plots; returns the exit code.
 
@@ -103,8 +104,9 @@ def run_demo(
             name; the CLI hands in its registry's).
         pipeline: bundled name or spec path.
         seed: kept for callers; the demo runs seed 0 with even arrivals.
-        executor: ``serial`` or ``process`` (`experiments.sweep`), as in ``rlscale compare``.
-        workers: worker processes for ``process`` (None: every core).
+        executor: ``serial``, ``process`` or ``ray`` (`experiments.sweep`), as in ``rlscale compare``.
+        workers: worker processes for ``process``, CPUs of the local Ray for ``ray`` (None: every core).
+        ray_address: the Ray cluster for ``ray`` (None: a local Ray started for the demo).
     """
     from rich.console import Console
     from rich.table import Table
@@ -125,6 +127,7 @@ def run_demo(
         overwrite=True,  # the demo always redoes every run: the previous demo's results are replaced
         executor=executor,
         workers=workers,
+        ray_address=ray_address,
     )
     table = Table(title=f"rlscale demo: {spec.name} pipeline (SLA {spec.sla_s:g} s), IPA's load patterns")
     for col in ("trace", "policy", "requests", "violations", "accuracy", "cost (cores)", "score", "reconfigs"):

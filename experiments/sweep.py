@@ -7,22 +7,31 @@ keys the results by index, so what it writes in the sweep's order is the same wh
 - ``serial``: one after another in this process (what ``compare`` always did);
 - ``process``: a `concurrent.futures.ProcessPoolExecutor` over the "spawn" context (a fresh interpreter per
   worker: no state forked from the caller, the same on Linux and macOS), ``workers`` processes (default: every
-  core). ``fn`` and the items must be picklable: a module-level function and frozen dataclasses of plain values.
+  core). ``fn`` and the items must be picklable: a module-level function and frozen dataclasses of plain values;
+- ``ray``: one Ray task per item (``ray.remote`` around the same ``fn``), on a local Ray started for the sweep
+  (``num_cpus`` = ``workers``, default every core; shut down at the end) or on an existing cluster reached with
+  ``address`` (``"auto"``, ``HOST:PORT`` or ``ray://HOST:PORT``; left running). ``ray`` is an optional extra
+  (``pip install 'rlscale[ray]'``), imported only here, when a Ray sweep starts. On a cluster, every node needs
+  rlscale installed, and files a run writes itself (``compare``'s timelines) land on the node that ran it.
 
 Interrupts: when the caller stops consuming (a `KeyboardInterrupt` from SIGINT, `rlscale.interrupts.Interrupted`
 from SIGTERM, or any error), closing the iterator cancels the runs not started and ends the workers; the runs
 already yielded are the caller's to keep. The workers ignore SIGINT (a Ctrl-C reaches the whole process group):
 the caller alone decides, and ends them.
 
-Extension point: a new executor (a Ray one is planned, DESIGN.md section 9) is a class with the `Executor`
-interface registered in `EXECUTORS`; the CLI offers exactly the names registered there.
+Extension point: a new executor is a class with the `Executor` interface registered in `EXECUTORS`; the CLI offers
+exactly the names registered there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import multiprocessing
 import os
 import signal
+import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Protocol, TypeVar
@@ -44,6 +53,11 @@ class Executor(Protocol):
 
     name: str
     workers: int
+
+    def prepare(self) -> None:
+        """Reach whatever the sweep runs on (a Ray cluster) before the caller touches its output, so a bad address
+        fails before anything on disk changes."""
+        ...
 
     def imap_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]: ...
 
@@ -67,8 +81,11 @@ class SerialExecutor:
 
     name = "serial"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, address: str | None = None) -> None:
         self.workers = 1
+
+    def prepare(self) -> None:
+        """Nothing to reach: the runs happen on this machine."""
 
     def imap_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
         for i, item in enumerate(items):
@@ -86,8 +103,11 @@ class ProcessExecutor:
     name = "process"
     context = "spawn"
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, address: str | None = None) -> None:
         self.workers = check_workers(workers)
+
+    def prepare(self) -> None:
+        """Nothing to reach: the runs happen on this machine."""
 
     def imap_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
         if not items:
@@ -128,21 +148,144 @@ def _stop(pool: ProcessPoolExecutor, futures: dict[Future, int]) -> None:
         process.join(timeout=5)
 
 
-EXECUTORS: dict[str, type[SerialExecutor] | type[ProcessExecutor]] = {
+RAY_MISSING = "--executor ray needs the ray extra: pip install 'rlscale[ray]'"
+RAY_CONNECT_ENV = {
+    "RAY_gcs_server_port_wait_time_s": "1",  # tries (Ray: 20)
+    "RAY_gcs_rpc_server_connect_timeout_s": "2",  # each try's connect (Ray: 5 s)
+    "RAY_py_gcs_connect_timeout_s": "3",  # and its wait for the cluster id (Ray: 30 s)
+}
+"""Ray's settings that bound connecting to ``--ray-address``: an address where no Ray answers fails in about 8 s
+instead of about 12 minutes. A value already in the environment is kept."""
+RAY_POLL_S = 0.5
+"""The longest a Ray sweep waits for a result without looking at signals (an interrupt lands within it)."""
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """File descriptor 1 points at 2 meanwhile: Ray's messages, and the processes it starts, stay off stdout."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _output_held() -> Iterator[None]:
+    """File descriptors 1 and 2 go to a file meanwhile; copied to stderr after, unless the block raised: connecting
+    to a Ray that is not there is one line of ours (an `RlscaleError`), not Ray's retries (nothing is started)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    ok = False
+    with tempfile.TemporaryFile() as held:
+        try:
+            os.dup2(held.fileno(), 1)
+            os.dup2(held.fileno(), 2)
+            yield
+            ok = True
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            if ok:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
+                sys.stderr.flush()
+
+
+class RayExecutor:
+    """One Ray task per item, on a local Ray started for the sweep (``workers`` CPUs) or the cluster at ``address``."""
+
+    name = "ray"
+
+    def __init__(self, workers: int | None = None, address: str | None = None) -> None:
+        if importlib.util.find_spec("ray") is None:
+            raise RlscaleError(RAY_MISSING)
+        self.workers = check_workers(workers)
+        self.address = address or None
+
+    def _connect(self, ray) -> bool:
+        """Start or join Ray; True when this sweep started it (and ends it)."""
+        if ray.is_initialized():  # a caller's own Ray session (tests, notebooks): use it, leave it running
+            return False
+        if self.address is None:
+            with _stdout_to_stderr():  # the processes started here keep stderr, never stdout
+                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+            return True
+        try:
+            with _output_held():
+                ray.init(address=self.address, log_to_driver=False)
+        except Exception as exc:  # ConnectionError, or Ray's own errors for an address it cannot use
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise RlscaleError(f"--ray-address {self.address}: cannot connect to Ray: {first}") from None
+        return False
+
+    def _ray(self):
+        if self.address is not None:  # before ray is imported: it may read its settings then
+            for key, value in RAY_CONNECT_ENV.items():
+                os.environ.setdefault(key, value)
+        try:
+            import ray
+        except ImportError:
+            raise RlscaleError(RAY_MISSING) from None
+        return ray
+
+    def prepare(self) -> None:
+        """Join the cluster at ``address`` now (a local Ray starts with the first runs instead)."""
+        if self.address is not None:
+            self._connect(self._ray())
+
+    def imap_unordered(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[tuple[int, R]]:
+        if not items:
+            return
+        ray = self._ray()
+        started = self._connect(ray)
+        refs: dict = {}
+        try:
+            task = ray.remote(num_cpus=1, max_retries=0)(fn)
+            refs = {task.remote(item): i for i, item in enumerate(items)}
+            pending = list(refs)
+            while pending:
+                done, pending = ray.wait(pending, num_returns=len(pending), timeout=RAY_POLL_S, fetch_local=True)
+                for ref in sorted(done, key=refs.__getitem__):
+                    yield refs.pop(ref), ray.get(ref)
+        finally:
+            for ref in refs:  # left on an early close: not started, or in flight
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+            if started:
+                with _stdout_to_stderr():
+                    ray.shutdown()
+
+
+EXECUTORS: dict[str, type[SerialExecutor] | type[ProcessExecutor] | type[RayExecutor]] = {
     "serial": SerialExecutor,
     "process": ProcessExecutor,
-    # "ray": the next step of issue 13 registers a Ray executor here (same interface); not before it works
+    "ray": RayExecutor,
 }
 DEFAULT_EXECUTOR = "process"
 
 
-def make_executor(name: str, workers: int | None = None) -> Executor:
+def make_executor(name: str, workers: int | None = None, address: str | None = None) -> Executor:
     """The executor called ``name`` (`EXECUTORS`) with ``workers`` (None: every core; ignored by ``serial``).
 
+    ``address``: the Ray cluster to join (``ray`` only; None: a local Ray started for the sweep).
+
     Raises:
-        RlscaleError: an unknown name, or ``workers`` outside 1..`MAX_WORKERS`.
+        RlscaleError: an unknown name, ``workers`` outside 1..`MAX_WORKERS`, an address for another executor than
+            ``ray``, or ``ray`` without the ray extra installed.
     """
     if name not in EXECUTORS:
         raise RlscaleError(f"unknown executor {name!r}; one of {', '.join(EXECUTORS)}")
+    if address and name != "ray":
+        raise RlscaleError(f"--ray-address needs --executor ray, not {name}")
     check_workers(workers)
-    return EXECUTORS[name](workers)
+    return EXECUTORS[name](workers, address)

@@ -42,23 +42,29 @@ def register(sub) -> None:
 
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
-    """``--executor`` and ``--workers`` (`experiments.sweep`); shared with ``demo``."""
+    """``--executor``, ``--workers`` and ``--ray-address`` (`experiments.sweep`); shared with ``demo``."""
     from experiments.sweep import DEFAULT_EXECUTOR, EXECUTORS, MAX_WORKERS, default_workers
 
     p.add_argument(
         "--executor",
         choices=tuple(EXECUTORS),
         default=DEFAULT_EXECUTOR,
-        help=f"where the runs go: serial (one after another here) or process (a pool of worker processes); "
-        f"the results are the same (default {DEFAULT_EXECUTOR})",
+        help=f"where the runs go: serial (one after another here), process (a pool of worker processes) or ray "
+        f"(Ray tasks: needs the ray extra); the results are the same (default {DEFAULT_EXECUTOR})",
     )
     p.add_argument(
         "--workers",
         type=_workers,
         default=None,
         metavar="N",
-        help=f"worker processes for --executor process, 1..{MAX_WORKERS} "
+        help=f"worker processes for --executor process, CPUs of the local Ray for --executor ray, 1..{MAX_WORKERS} "
         f"(default: all cores, {default_workers()} here)",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="auto|ADDRESS",
+        help="--executor ray: run on this Ray cluster (auto: the one this machine belongs to; HOST:6379; "
+        "ray://HOST:10001) and leave it running (default: start a local Ray for the sweep, stop it at the end)",
     )
 
 
@@ -99,6 +105,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 executor=args.executor,
                 workers=args.workers,
+                ray_address=args.ray_address,
             )
     except ComparisonInterrupted as exc:
         left = exc.total - exc.finished

@@ -24,4 +24,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
         make_policy=POLICY_FACTORY,
         executor=args.executor,
         workers=args.workers,
+        ray_address=args.ray_address,
     )
