@@ -62,8 +62,9 @@ def _records(out: Path) -> list[str]:
     return (out / "records.jsonl").read_text().splitlines()
 
 
-def test_serial_and_process_give_the_same_results_in_the_same_order(tmp_path):
-    traces = [_trace(tmp_path / "ramp.csv", [5, 25, 8]), _trace(tmp_path / "spike.csv", [3, 40, 3])]
+def _grid(folder: Path) -> tuple[list[str], list[str], dict]:
+    """The small comparison grid every executor is checked on: (traces, policies, run_comparison's keywords)."""
+    traces = [_trace(folder / "ramp.csv", [5, 25, 8]), _trace(folder / "spike.csv", [3, 40, 3])]
     policies = ["static-min", "fa2-low", "ipa"]
     kwargs = {
         "seeds": 2,
@@ -72,6 +73,11 @@ def test_serial_and_process_give_the_same_results_in_the_same_order(tmp_path):
         "progress": False,
         "make_policy": FACTORY,
     }
+    return traces, policies, kwargs
+
+
+def test_serial_and_process_give_the_same_results_in_the_same_order(tmp_path):
+    traces, policies, kwargs = _grid(tmp_path)
     serial = run_comparison("video", traces, policies, out=tmp_path / "serial", executor="serial", **kwargs)
     process = run_comparison(
         "video", traces, policies, out=tmp_path / "process", executor="process", workers=2, **kwargs

@@ -17,8 +17,7 @@ from experiments import sweep
 from experiments.compare import RunSpec, run, run_comparison
 from experiments.sweep import make_executor
 from rlscale.cli import main
-from rlscale.cli.registry import PolicyOptions
-from tests.experiments.test_sweep import FACTORY, _rows, _trace
+from tests.experiments.test_sweep import FACTORY, _grid, _rows, _trace
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -40,15 +39,7 @@ def ray_session():
 
 
 def test_ray_gives_the_same_results_as_serial_in_the_same_order(tmp_path, ray_session):
-    traces = [_trace(tmp_path / "ramp.csv", [5, 25, 8]), _trace(tmp_path / "spike.csv", [3, 40, 3])]
-    policies = ["static-min", "fa2-low", "ipa"]
-    kwargs = {
-        "seeds": 2,
-        "options": PolicyOptions(predictor="reactive"),
-        "timelines": False,
-        "progress": False,
-        "make_policy": FACTORY,
-    }
+    traces, policies, kwargs = _grid(tmp_path)
     run_comparison("video", traces, policies, out=tmp_path / "serial", executor="serial", **kwargs)
     ray = run_comparison("video", traces, policies, out=tmp_path / "ray", executor="ray", workers=2, **kwargs)
     order = [(t, p, s) for t in traces for p in policies for s in range(2)]
