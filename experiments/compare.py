@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from experiments.plots import plot_timeline
-from experiments.sweep import make_executor
+from experiments.sweep import make_executor, progress_bar
 from rlscale.control import Controller
 from rlscale.errors import RlscaleError
 from rlscale.interrupts import Interrupted, signum_of
@@ -538,31 +538,14 @@ def run_comparison(
     _loaded.update({("spec", str(pipeline)): spec, **{("trace", t): loaded[t] for t in traces}})
     try:
         with contextlib.ExitStack() as stack:
-            advance: Callable[[RunSpec], None] = lambda item: None  # noqa: E731
-            if progress:
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-                bar = stack.enter_context(
-                    Progress(
-                        TextColumn("{task.description}"),
-                        BarColumn(),
-                        MofNCompleteColumn(),
-                        TimeElapsedColumn(),
-                        transient=True,
-                    )
-                )
-                what = f"{spec.name}: {sweeper.name}" + (f", {sweeper.workers} workers" if sweeper.workers > 1 else "")
-                task = bar.add_task(what, total=len(runs), completed=len(runs) - len(todo))
-
-                def advance(item: RunSpec) -> None:
-                    bar.update(
-                        task, advance=1, description=f"{what}: {labels[item.trace]} / {item.policy} / seed {item.seed}"
-                    )
-
+            advance = stack.enter_context(
+                progress_bar(spec.name, len(runs), sweeper, enabled=progress, completed=len(runs) - len(todo))
+            )
             results = stack.enter_context(contextlib.closing(sweeper.imap_unordered(fn, todo)))
             for i, outcome in results:
                 finished(todo[i], outcome)
-                advance(todo[i])
+                item = todo[i]
+                advance(f"{labels[item.trace]} / {item.policy} / seed {item.seed}")
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through rlscale.interrupts: keep what finished
         interrupted = signum_of(exc)
     finally:

@@ -21,10 +21,16 @@ the caller alone decides, and ends them.
 
 Extension point: a new executor is a class with the `Executor` interface registered in `EXECUTORS`; the CLI offers
 exactly the names registered there.
+
+Commands that run a sweep take the same three flags (`add_executor_flags`: ``--executor``, ``--workers``,
+``--ray-address``): ``rlscale compare`` and ``demo``, and the ``python -m experiments.*`` scripts, which parse with
+`OneLineParser` (a usage error is one line). `run_sweep` runs a whole sweep and returns the results in the items'
+order, with a progress bar on stderr (`progress_bar`) counting the runs as they finish, on whichever worker.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib.util
 import multiprocessing
@@ -34,7 +40,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Protocol, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 from rlscale.errors import RlscaleError
 
@@ -289,3 +295,103 @@ def make_executor(name: str, workers: int | None = None, address: str | None = N
         raise RlscaleError(f"--ray-address needs --executor ray, not {name}")
     check_workers(workers)
     return EXECUTORS[name](workers, address)
+
+
+def run_sweep(
+    executor: Executor,
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    *,
+    progress: bool = False,
+    what: str = "runs",
+    describe: Callable[[T], str] | None = None,
+) -> list[R]:
+    """``[fn(item) for item in items]`` on ``executor``: the results in the items' order, whatever order the runs
+    finish in. With ``progress``, a bar on stderr (`progress_bar`) counts the finished runs, ``describe(item)``
+    naming the one that just finished.
+
+    An error in a run, or an interrupt, stops the sweep (the runs not started are cancelled, the workers ended) and
+    propagates; nothing is returned then.
+    """
+    results: dict[int, R] = {}
+    with progress_bar(what, len(items), executor, enabled=progress) as advance:
+        with contextlib.closing(executor.imap_unordered(fn, items)) as runs:
+            for i, result in runs:
+                results[i] = result
+                advance(describe(items[i]) if describe is not None else "")
+    return [results[i] for i in range(len(items))]
+
+
+@contextlib.contextmanager
+def progress_bar(
+    what: str, total: int, executor: Executor, *, enabled: bool = True, completed: int = 0
+) -> Iterator[Callable[[str], None]]:
+    """A transient bar on stderr over ``total`` runs (``completed`` of them finished before: a resumed sweep); yields
+    ``advance(detail)``, called once per finished run, in this process (so the count covers every worker).
+    Disabled: ``advance`` does nothing and nothing is drawn."""
+    if not enabled:
+        yield lambda detail="": None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    label = f"{what}: {executor.name}" + (f", {executor.workers} workers" if executor.workers > 1 else "")
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total, completed=completed)
+
+        def advance(detail: str = "") -> None:
+            bar.update(task, advance=1, description=f"{label}: {detail}" if detail else label)
+
+        yield advance
+
+
+def workers_arg(text: str) -> int:
+    """argparse type of ``--workers``: a whole number within 1..`MAX_WORKERS`."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= n <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be within 1..{MAX_WORKERS}, got {n}")
+    return n
+
+
+def add_executor_flags(parser: argparse.ArgumentParser) -> None:
+    """``--executor`` (`EXECUTORS`, default `DEFAULT_EXECUTOR`), ``--workers`` and ``--ray-address``: where a
+    sweep's runs go (``rlscale compare`` and ``demo``, and the ``python -m experiments.*`` sweeps)."""
+    parser.add_argument(
+        "--executor",
+        choices=tuple(EXECUTORS),
+        default=DEFAULT_EXECUTOR,
+        help=f"where the runs go: serial (one after another here), process (a pool of worker processes) or ray "
+        f"(Ray tasks: needs the ray extra); the results are the same (default {DEFAULT_EXECUTOR})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=workers_arg,
+        default=None,
+        metavar="N",
+        help=f"worker processes for --executor process, CPUs of the local Ray for --executor ray, 1..{MAX_WORKERS} "
+        f"(default: all cores, {default_workers()} here)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="auto|ADDRESS",
+        help="--executor ray: run on this Ray cluster (auto: the one this machine belongs to; HOST:6379; "
+        "ray://HOST:10001) and leave it running (default: start a local Ray for the sweep, stop it at the end)",
+    )
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse for the ``python -m experiments.*`` scripts: a usage error is one line on stderr, ``error: ...``
+    (no usage block), and exit status 2, like the scripts' other errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from experiments.sweep import add_executor_flags
 from rlscale.cli.args import add_planner_flags, add_set, add_spec, csv_list, policy_options, spec_file
 from rlscale.errors import RlscaleError
 
@@ -35,49 +36,10 @@ def register(sub) -> None:
     again.add_argument(
         "--overwrite", action="store_true", help="remove the results already in --out (timelines included) first"
     )
-    add_sweep_flags(p)
+    add_executor_flags(p)  # --executor, --workers, --ray-address (shared with demo and the experiments' scripts)
     add_set(p)
     add_planner_flags(p)
     p.set_defaults(func=cmd_compare)
-
-
-def add_sweep_flags(p: argparse.ArgumentParser) -> None:
-    """``--executor``, ``--workers`` and ``--ray-address`` (`experiments.sweep`); shared with ``demo``."""
-    from experiments.sweep import DEFAULT_EXECUTOR, EXECUTORS, MAX_WORKERS, default_workers
-
-    p.add_argument(
-        "--executor",
-        choices=tuple(EXECUTORS),
-        default=DEFAULT_EXECUTOR,
-        help=f"where the runs go: serial (one after another here), process (a pool of worker processes) or ray "
-        f"(Ray tasks: needs the ray extra); the results are the same (default {DEFAULT_EXECUTOR})",
-    )
-    p.add_argument(
-        "--workers",
-        type=_workers,
-        default=None,
-        metavar="N",
-        help=f"worker processes for --executor process, CPUs of the local Ray for --executor ray, 1..{MAX_WORKERS} "
-        f"(default: all cores, {default_workers()} here)",
-    )
-    p.add_argument(
-        "--ray-address",
-        metavar="auto|ADDRESS",
-        help="--executor ray: run on this Ray cluster (auto: the one this machine belongs to; HOST:6379; "
-        "ray://HOST:10001) and leave it running (default: start a local Ray for the sweep, stop it at the end)",
-    )
-
-
-def _workers(text: str) -> int:
-    from experiments.sweep import MAX_WORKERS
-
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= n <= MAX_WORKERS:
-        raise argparse.ArgumentTypeError(f"must be within 1..{MAX_WORKERS}, got {n}")
-    return n
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rlscale.cli.compare import POLICY_FACTORY, add_sweep_flags
+from experiments.sweep import add_executor_flags
+from rlscale.cli.compare import POLICY_FACTORY
 
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="the main job on the bundled default (what `make demo` runs)")
     p.add_argument("--out", default="out/demo", help="folder for the plots (default: out/demo)")
-    add_sweep_flags(p)
+    add_executor_flags(p)
     p.set_defaults(func=cmd_demo)
 
 
