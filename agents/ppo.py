@@ -23,15 +23,18 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import sys
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from agents.actor import Actor, AgentMismatch, load_actor
@@ -45,7 +48,7 @@ from rlscale.lstm import LSTMPredictor
 from rlscale.paths import OutputError, atomic_path, atomic_write_text, check_name, inside, output_folder
 from rlscale.spec import PipelineSpec, load_spec
 from rlscale.types import PipelineConfig, PipelineState
-from rlscale.workload import IPA_PATTERNS
+from rlscale.workload import IPA_PATTERNS, TRAINING_DAYS, Trace, validation_windows
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ class TrainConfig:
         pipeline: bundled name or spec path.
         timesteps: environment steps (adaptation intervals) to train for.
         seed: seeds PPO, the environments and their training windows.
-        n_envs: parallel environments (in one process).
+        n_envs: parallel environments.
         out: parent folder of the run folder.
         resume: a model.zip to continue from (None: start fresh).
         learning_rate: PPO's Adam step size.
@@ -109,6 +112,14 @@ class TrainConfig:
         load_scale_rps: the environment's load normalisation: loads are divided by this (rps).
         projection_penalty: reward penalty per unit of the safety layer's projection distance.
         reconfig_penalty: reward penalty when the configuration changes.
+        validation_days: the training split's last days kept out of training; the validation windows come from
+            them (0: train on all 14 days, no validation).
+        validation_windows: windows of the validation days the model is scored on after training (what
+            a sweep of trainings selects by).
+        vec_env: where the environments step: subproc (one process each), dummy (in this process), auto (subproc
+            when there are several environments and cores).
+        name: the run folder's name (default: pipeline__ppo__seed__time).
+        torch_threads: threads torch computes on (0: torch's default, every core).
     """
 
     pipeline: str = "video"
@@ -131,6 +142,11 @@ class TrainConfig:
     load_scale_rps: float = 50.0
     projection_penalty: float = 0.05
     reconfig_penalty: float = 0.05
+    validation_days: int = 1
+    validation_windows: int = 8
+    vec_env: str = "auto"
+    name: str | None = None
+    torch_threads: int = 0
 
 
 class PPOPolicy:
@@ -329,30 +345,78 @@ def _run_settings(cfg: TrainConfig, spec: PipelineSpec) -> dict[str, Any]:
     return {**asdict(cfg), "spec_name": spec.name}
 
 
-def make_env(cfg: TrainConfig, rank: int):
-    def _init() -> PipelineEnv:
+VEC_ENVS = ("auto", "dummy", "subproc")
+"""Where a training's environments step (`TrainConfig.vec_env`)."""
+
+
+def vec_env_kind(cfg: TrainConfig) -> str:
+    """``dummy`` or ``subproc`` for ``cfg`` (``auto``: subproc when there are several environments and cores)."""
+    if cfg.vec_env != "auto":
+        return cfg.vec_env
+    return "subproc" if cfg.n_envs > 1 and (os.cpu_count() or 1) > 1 else "dummy"
+
+
+def training_days(cfg: TrainConfig) -> tuple[int, int]:
+    """The days of the training split that training windows come from: all but the validation days."""
+    return (0, TRAINING_DAYS - cfg.validation_days)
+
+
+def make_env(cfg: TrainConfig, rank: int, subprocess: bool = False):
+    """The factory of environment ``rank`` (seeded ``seed x 1000 + rank``: the same windows whichever process steps
+    it). ``subprocess``: it runs in an environment worker, which leaves SIGINT/SIGTERM to the training process (a
+    Ctrl-C reaches the whole process group; the trainer saves the model and closes the workers)."""
+
+    def _init() -> gym.Env:
+        from gymnasium.wrappers import TransformReward
+
+        if subprocess:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         env = PipelineEnv(
             cfg.pipeline,
             safety=True,
             load_scale_rps=cfg.load_scale_rps,
             projection_penalty=cfg.projection_penalty,
             reconfig_penalty=cfg.reconfig_penalty,
+            training_days=training_days(cfg),
         )
         env.reset(seed=cfg.seed * 1000 + rank)
-        return env
+        # SB3 keeps the rewards of in-process environments as float32 and those of subprocesses as float64: rounded
+        # here, both train the same agent
+        return TransformReward(env, _as_float32)
 
     return _init
 
 
-def evaluate(model_path: Path | Actor, pipeline: str, traces=IPA_PATTERNS, seed: int = 0) -> dict[str, dict]:
-    """Run the agent (an agent file or an `Actor`, with safety) on each trace; returns the summary records."""
+def _as_float32(reward: float) -> float:
+    return float(np.float32(reward))
+
+
+def make_vec_env(cfg: TrainConfig):
+    """The training's environments: in this process (``dummy``) or one worker process each (``subproc``, spawned:
+    a fresh interpreter, the same on every platform), rewards normalised."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+    if vec_env_kind(cfg) == "subproc":
+        envs = SubprocVecEnv([make_env(cfg, i, subprocess=True) for i in range(cfg.n_envs)], start_method="spawn")
+    else:
+        envs = DummyVecEnv([make_env(cfg, i) for i in range(cfg.n_envs)])
+    return VecNormalize(envs, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
+
+
+def evaluate(
+    model_path: Path | Actor, pipeline: str, traces: Sequence[str | Trace] = IPA_PATTERNS, seed: int = 0
+) -> dict[str, dict]:
+    """Run the agent (an agent file or an `Actor`, with safety) on each trace (a name or a `Trace`); returns the
+    summary records by trace name."""
     from rlscale.sim.runner import run_episode
     from rlscale.workload import load_trace
 
     spec = load_spec(pipeline)
     out = {}
     for name in traces:
-        trace = load_trace(name)
+        trace = name if isinstance(name, Trace) else load_trace(name)
+        name = trace.name if isinstance(name, Trace) else name
         ppo = Controller(PPOPolicy(spec, model_path), SafetyLayer(spec))  # what the `ppo` policy name means
         record = run_episode(spec, trace, ppo, seed=seed).record
         out[name] = {k: record[k] for k in ("score", "sla_violation_rate", "accuracy", "cost_cores")}
@@ -371,6 +435,14 @@ def _check_config(cfg: TrainConfig) -> None:
         raise RlscaleError(f"--checkpoint-minutes must be a number >= 0 (0: off), got {cfg.checkpoint_minutes}")
     if cfg.checkpoint_every < 1:
         raise RlscaleError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
+    if cfg.vec_env not in VEC_ENVS:
+        raise RlscaleError(f"--vec-env must be one of {', '.join(VEC_ENVS)}, got {cfg.vec_env!r}")
+    if not 0 <= cfg.validation_days < TRAINING_DAYS:
+        raise RlscaleError(f"--validation-days must be within 0..{TRAINING_DAYS - 1}, got {cfg.validation_days}")
+    if cfg.validation_windows < 1:
+        raise RlscaleError(f"--validation-windows must be >= 1, got {cfg.validation_windows}")
+    if cfg.name is not None:
+        check_name(cfg.name, "run name", 255)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -462,21 +534,42 @@ def train(cfg: TrainConfig, progress_bar: bool = True, stop: StopRequest | None 
         RlscaleError: a bad setting, spec, output folder or resume model (`AgentMismatch`, `OutputError`).
         TrainingInterrupted: stopped early; the model so far is saved in the run folder.
     """
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     _check_config(cfg)
     spec = load_spec(cfg.pipeline)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out}: exists and is not a folder")
-    run_name = check_name(f"{spec.name}__ppo__{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}", "run name", 255)
+    run_name = cfg.name or f"{spec.name}__ppo__{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = check_name(run_name, "run name", 255)
     inside(out, run_name, "run name")
+    validation = validation_windows(cfg.validation_windows, cfg.validation_days) if cfg.validation_days else []
 
-    venv = VecNormalize(
-        DummyVecEnv([make_env(cfg, i) for i in range(cfg.n_envs)]), norm_obs=False, norm_reward=True, gamma=cfg.gamma
-    )
+    if cfg.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
+    venv = make_vec_env(cfg)
+    try:
+        return _learn(cfg, spec, venv, out, run_name, validation, progress_bar, stop)
+    finally:
+        venv.close()  # ends the environment workers (subproc), whatever happened
+
+
+def _learn(
+    cfg: TrainConfig,
+    spec: PipelineSpec,
+    venv,
+    out: Path,
+    run_name: str,
+    validation: list[Trace],
+    progress_bar: bool,
+    stop: StopRequest | None,
+) -> Path:
+    """`train` once its environments run (the caller closes them)."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+
     if cfg.resume:
         model = _load_for_resume(Path(cfg.resume), spec, venv)
     else:
@@ -578,12 +671,17 @@ def train(cfg: TrainConfig, progress_bar: bool = True, stop: StopRequest | None 
         atomic_write_text(run / "interrupted.json", json.dumps(state, indent=2) + "\n")
         raise TrainingInterrupted(interrupted, run, run / "model.zip", done, cfg.timesteps)
     summary: dict[str, Any] = {"train_wall_s": round(time.perf_counter() - started, 1), "timesteps": cfg.timesteps}
+    summary["validation"] = {}
     summary["eval"] = {}
     try:
-        for name in IPA_PATTERNS:  # one window at a time, so that a stop request does not wait for all four
-            if stop is not None and stop.is_set():
-                raise TrainingInterrupted(stop.signum or signal.SIGINT, run, run / "model.zip", done, cfg.timesteps)
-            summary["eval"].update(evaluate(actor, cfg.pipeline, traces=(name,)))
+        # one window at a time, so that a stop request does not wait for all of them
+        for key, windows in (("validation", validation), ("eval", IPA_PATTERNS)):
+            for window in windows:
+                if stop is not None and stop.is_set():
+                    raise TrainingInterrupted(stop.signum or signal.SIGINT, run, run / "model.zip", done, cfg.timesteps)
+                summary[key].update(evaluate(actor, cfg.pipeline, traces=(window,)))
+        if summary["validation"]:  # what a sweep of trainings selects by (never the evaluation windows)
+            summary["validation_score"] = float(np.mean([r["score"] for r in summary["validation"].values()]))
     except KeyboardInterrupt as exc:
         if isinstance(exc, TrainingInterrupted):
             raise

@@ -21,7 +21,7 @@ from rlscale.sim.cluster import Simulator
 from rlscale.sim.runner import warm_state
 from rlscale.spec import PipelineSpec, load_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
-from rlscale.workload import Trace, TrainingSampler, load_trace
+from rlscale.workload import TRAINING_DAYS, Trace, TrainingSampler, load_trace
 
 HISTORY_STEPS = 12
 STEP_S = 10
@@ -157,16 +157,23 @@ def _finite(x: float) -> float:
 
 
 class TrainingTraces:
-    """Training workloads: random windows of days 0-13 and synthetic variations of them (never eval windows).
+    """Training workloads: random windows of days 0-13 (or of ``days``) and synthetic variations of them (never
+    evaluation windows).
 
     Variations (each with its probability): as sampled (0.4); scaled by U(0.5, 1.6) (0.2); shifted by
     U(0, 10) rps (0.1); with a step: a sudden rise of U(8, 25) rps for U(60, 400) s, the shape of IPA's bursty
     window (0.3).
     """
 
-    def __init__(self, rng: np.random.Generator, window_s: int = 1200, damping: int = 8) -> None:
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        window_s: int = 1200,
+        damping: int = 8,
+        days: tuple[int, int] = (0, TRAINING_DAYS),
+    ) -> None:
         self.rng = rng
-        self.sampler = TrainingSampler(rng, window_s=window_s, damping=damping)
+        self.sampler = TrainingSampler(rng, window_s=window_s, damping=damping, days=days)
 
     def sample(self) -> Trace:
         base = self.sampler.sample()
@@ -250,6 +257,8 @@ class PipelineEnv(gym.Env):
       to use (any `rlscale.control.Guard`).
     - ``interval_s``: adaptation interval (default: the spec's).
     - ``window_s``, ``damping``: training windows' length and damping (1,200 s, 8 like IPA's windows).
+    - ``training_days``: ``(first, end)``: training windows lie within days ``first .. end - 1`` of the training split
+      (default all, 0-13; ``rlscale train`` keeps the last day out for validation).
     - ``load_scale_rps``: load normalisation (default 50 rps).
     - ``predictor``: ``lstm`` (default), ``none``, or a `Predictor` object, for observation index 12.
     - ``projection_penalty``, ``reconfig_penalty``: reward shaping weights.
@@ -268,6 +277,7 @@ class PipelineEnv(gym.Env):
         interval_s: float | None = None,
         window_s: int = 1200,
         damping: int = 8,
+        training_days: tuple[int, int] = (0, TRAINING_DAYS),
         load_scale_rps: float = 50.0,
         predictor: str | Predictor = "lstm",
         projection_penalty: float = 0.05,
@@ -283,6 +293,8 @@ class PipelineEnv(gym.Env):
         self.interval_s = float(interval_s or self.pipeline_spec.interval_s)
         self.window_s = window_s
         self.damping = damping
+        self.training_days = (int(training_days[0]), int(training_days[1]))
+        TrainingSampler(np.random.default_rng(0), window_s, damping, self.training_days)  # bad days: refused now
         self.projection_penalty = projection_penalty
         self.reconfig_penalty = reconfig_penalty
         self.cluster_factory = cluster_factory or simulator_factory
@@ -310,7 +322,9 @@ class PipelineEnv(gym.Env):
             self.trace = trace if isinstance(trace, Trace) else load_trace(trace)
         else:
             if self._traces is None or seed is not None:  # a new seed gives a new generator: follow it
-                self._traces = TrainingTraces(self.np_random, window_s=self.window_s, damping=self.damping)
+                self._traces = TrainingTraces(
+                    self.np_random, window_s=self.window_s, damping=self.damping, days=self.training_days
+                )
             self.trace = self._traces.sample()
         warm = warm_state(self.pipeline_spec, self.trace, self.interval_s)
         initial = warm.config

@@ -94,11 +94,13 @@ def raise_on_signals() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop: StopRequest) -> Iterator[StopRequest]:
-    """Within: the first SIGINT/SIGTERM sets ``stop``; a second one raises `Interrupted`.
+def stop_on_signals(stop: StopRequest, signals: tuple[int, ...] = SIGNALS) -> Iterator[StopRequest]:
+    """Within: the first of ``signals`` sets ``stop``; a second one raises `Interrupted`.
 
     Args:
         stop: the request the work polls.
+        signals: the signals handled (default SIGINT and SIGTERM; a sweep's worker, which leaves SIGINT to the
+            sweep, takes SIGTERM only).
     """
     if not _in_main_thread():
         yield stop
@@ -109,7 +111,7 @@ def stop_on_signals(stop: StopRequest) -> Iterator[StopRequest]:
             raise Interrupted(signum)
         stop.set(signum)
 
-    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield stop
     finally:

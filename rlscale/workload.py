@@ -160,6 +160,27 @@ def training_split() -> np.ndarray:
     return rps
 
 
+def _split_window(start: int, window_s: int, damping: int, tag: str = "train") -> Trace:
+    raw = training_split()[start : start + window_s]
+    return Trace(
+        name=f"{tag}@{start}",
+        rps=np.floor(raw / damping),
+        description=f"training split seconds [{start}, {start + window_s}), damped by {damping}",
+    )
+
+
+def _check_window(window_s: int, damping: int, days: tuple[int, int]) -> None:
+    if window_s < 1:
+        raise TraceError(f"window_s must be >= 1, got {window_s}")
+    if damping < 1:
+        raise TraceError(f"damping must be >= 1, got {damping}")
+    first, end = days
+    if not 0 <= first < end <= TRAINING_DAYS:
+        raise TraceError(f"days must be a range within 0..{TRAINING_DAYS} with first < end, got {first}..{end}")
+    if window_s > (end - first) * SECONDS_PER_DAY:
+        raise TraceError(f"window_s {window_s} is longer than days {first}..{end - 1} of the training split")
+
+
 class TrainingSampler:
     """Random windows of the training split (days 0-13), for training and for tuning on training data only.
 
@@ -167,27 +188,46 @@ class TrainingSampler:
         rng: the generator every draw comes from.
         window_s: window length in seconds (IPA's evaluation windows are 1200 s).
         damping: divide by this and floor, as IPA does for its evaluation windows (8); 1 keeps raw counts.
+        days: ``(first, end)``: windows lie wholly within days ``first .. end - 1`` (default: all 14 days). Training
+            leaves the last day(s) out when they are kept for validation (`validation_windows`).
     """
 
-    def __init__(self, rng: np.random.Generator, window_s: int = 1200, damping: int = IPA_DAMPING) -> None:
-        if window_s < 1:
-            raise TraceError(f"window_s must be >= 1, got {window_s}")
-        if damping < 1:
-            raise TraceError(f"damping must be >= 1, got {damping}")
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        window_s: int = 1200,
+        damping: int = IPA_DAMPING,
+        days: tuple[int, int] = (0, TRAINING_DAYS),
+    ) -> None:
+        _check_window(window_s, damping, days)
         self.rng = rng
         self.window_s = int(window_s)
         self.damping = int(damping)
-        self._split = training_split()
-        if self.window_s > self._split.size:
-            raise TraceError(f"window_s {window_s} is longer than the training split ({self._split.size} s)")
+        self.first_s = int(days[0]) * SECONDS_PER_DAY
+        self.end_s = min(int(days[1]) * SECONDS_PER_DAY, training_split().size)
 
     def sample(self) -> Trace:
-        """One window starting at a uniformly random second of days 0-13."""
-        start = int(self.rng.integers(0, self._split.size - self.window_s + 1))
-        raw = self._split[start : start + self.window_s]
-        rps = np.floor(raw / self.damping)
-        return Trace(
-            name=f"train@{start}",
-            rps=rps,
-            description=f"training split seconds [{start}, {start + self.window_s}), damped by {self.damping}",
-        )
+        """One window starting at a uniformly random second of the days."""
+        start = int(self.rng.integers(self.first_s, self.end_s - self.window_s + 1))
+        return _split_window(start, self.window_s, self.damping)
+
+
+def validation_windows(
+    count: int, validation_days: int = 1, window_s: int = 1200, damping: int = IPA_DAMPING
+) -> list[Trace]:
+    """``count`` windows spread evenly over the last ``validation_days`` days of the training split (fixed: no
+    seed), named ``val@{start}``: what training keeps out and selects models on (never the evaluation windows).
+
+    Raises:
+        TraceError: ``count`` < 1, or the days cannot hold a window.
+    """
+    if count < 1:
+        raise TraceError(f"validation windows: count must be >= 1, got {count}")
+    first = TRAINING_DAYS - validation_days
+    _check_window(window_s, damping, (first, TRAINING_DAYS))
+    lo, span = first * SECONDS_PER_DAY, training_split().size - first * SECONDS_PER_DAY
+    # the centre of each of `count` equal slices: the day's cycle is covered, its last seconds (no data) are not
+    starts = [
+        min(max(lo, round(lo + (k + 0.5) * span / count - window_s / 2)), lo + span - window_s) for k in range(count)
+    ]
+    return [_split_window(int(s), window_s, damping, tag="val") for s in starts]

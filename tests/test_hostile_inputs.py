@@ -225,6 +225,18 @@ CASES = [
     ("train-net-arch", ["train", "--pipeline", "video", "--net-arch", "0,5", "--out", "runs"], "--net-arch"),
     ("train-gamma", ["train", "--pipeline", "video", "--gamma", "2", "--out", "runs"], "--gamma"),
     ("train-escaping-name", ["train", "--pipeline", "{h}/escaping-name.yaml", "--out", "runs"], "name"),
+    ("train-vec-env", ["train", "--pipeline", "video", "--vec-env", "threads", "--out", "runs"], "--vec-env"),
+    ("train-run-name", ["train", "--pipeline", "video", "--name", "../up", "--out", "runs"], "name"),
+    ("train-seeds-zero", ["train", "--pipeline", "video", "--seeds", "0", "--out", "runs"], "--seeds"),
+    (
+        "train-grid-field",
+        ["train", "--pipeline", "video", "--seeds", "2", "--grid", "magic=1", "--out", "runs"],
+        "magic",
+    ),
+    ("train-grid-range", ["train", "--pipeline", "video", "--grid", "gamma=0.9,7", "--out", "runs"], "gamma"),
+    ("train-workers-alone", ["train", "--pipeline", "video", "--workers", "2", "--out", "runs"], "--seeds"),
+    ("train-continue-missing", ["train", "--pipeline", "video", "--continue", "{h}/nowhere"], "nowhere"),
+    ("train-validation-windows", ["train", "--pipeline", "video", "--validation-windows", "0"], "--validation-windows"),
     # compare
     ("compare-policy", ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "ipa,magic"], "magic"),
     (
@@ -263,6 +275,26 @@ CASES = [
         ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "static-min", "--out", "keep"],
         "--resume",
     ),
+    # compare and demo: where the runs go (`experiments.sweep.add_executor_flags`)
+    (
+        "compare-executor",
+        ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "static-min", "--executor", "dask"],
+        "--executor",
+    ),
+    (
+        "compare-workers-zero",
+        ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "static-min", "--workers", "0"],
+        "--workers",
+    ),
+    (
+        "compare-ray-address-without-ray",
+        [
+            *("compare", "--pipeline", "video", "--traces", "bursty", "--policies", "static-min"),
+            *("--executor", "process", "--ray-address", "auto"),
+        ],
+        "--ray-address needs --executor ray",
+    ),
+    ("demo-workers-huge", ["demo", "--workers", "257"], "--workers"),
     # sidecar
     ("sidecar-url", ["sidecar", "--spec", "video", "--prometheus", "not a url", "--once"], "--prometheus"),
     (

@@ -118,3 +118,33 @@ def test_unknown_trace_name():
         load_trace("burst")
     with pytest.raises(TraceError, match="not found"):
         load_trace("missing/file.csv")
+
+
+def test_validation_windows_lie_in_the_last_days_and_are_fixed():
+    from rlscale.workload import SECONDS_PER_DAY, TRAINING_DAYS, validation_windows
+
+    windows = validation_windows(8)
+    assert validation_windows(8)[3].name == windows[3].name  # no seed: the same windows every time
+    starts = [int(w.name.removeprefix("val@")) for w in windows]
+    assert starts == sorted(set(starts)) and len(starts) == 8
+    assert all(
+        (TRAINING_DAYS - 1) * SECONDS_PER_DAY <= s and s + 1200 <= TRAINING_DAYS * SECONDS_PER_DAY for s in starts
+    )
+    assert max(w.peak_rps for w in windows) > 0
+    two = validation_windows(2, validation_days=2)
+    assert int(two[0].name.removeprefix("val@")) < (TRAINING_DAYS - 1) * SECONDS_PER_DAY
+    with pytest.raises(TraceError):
+        validation_windows(0)
+    with pytest.raises(TraceError):
+        validation_windows(1, validation_days=15)
+
+
+def test_sampler_days_bound_its_windows():
+    from rlscale.workload import SECONDS_PER_DAY
+
+    sampler = TrainingSampler(np.random.default_rng(3), window_s=600, days=(2, 3))
+    for _ in range(30):
+        start = int(sampler.sample().name.removeprefix("train@"))
+        assert 2 * SECONDS_PER_DAY <= start and start + 600 <= 3 * SECONDS_PER_DAY
+    with pytest.raises(TraceError):
+        TrainingSampler(np.random.default_rng(0), days=(3, 3))

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from experiments.sweep import DEFAULT_EXECUTOR, add_executor_flags
 from rlscale.cli.args import add_set, add_spec, float_in, int_in, int_list_in, load_spec, spec_file
 from rlscale.errors import RlscaleError
 from rlscale.inputs import MAX_SEED
@@ -43,6 +44,9 @@ RANGES: dict[str, Callable[[str], Any]] = {
     "load_scale_rps": float_in(0.0, 1e6, exclusive_low=True),
     "projection_penalty": float_in(0.0, 100.0),
     "reconfig_penalty": float_in(0.0, 100.0),
+    "validation_days": int_in(0, 13),
+    "validation_windows": int_in(1, 1000),
+    "torch_threads": int_in(0, 1024),
 }
 """The argparse type of each numeric `TrainConfig` field: its range (every numeric field must have one)."""
 
@@ -56,7 +60,15 @@ HELP = {
     "checkpoint_minutes": "also save a checkpoint every M minutes, besides every --checkpoint-every steps "
     "(default 10; 0: off)",
 }
-METAVAR = {"resume": "MODEL.zip", "checkpoint_minutes": "M", "net_arch": "N,N,..."}
+CHOICES = {"vec_env": ("auto", "dummy", "subproc")}
+"""The values a text field of `TrainConfig` may take, where it has a fixed set (argparse refuses others)."""
+METAVAR = {
+    "vec_env": "auto|dummy|subproc",
+    "name": "NAME",
+    "resume": "MODEL.zip",
+    "checkpoint_minutes": "M",
+    "net_arch": "N,N,...",
+}
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -119,6 +131,7 @@ def add_config_flags(p: argparse.ArgumentParser, cls: type, *, skip: tuple[str, 
             "--" + f.name.replace("_", "-"),
             type=parse,
             default=default,
+            choices=CHOICES.get(f.name),
             metavar=METAVAR.get(f.name, f.name.upper() if f.name in HELP else {int: "N", float: "X"}.get(kind, "S")),
             help=text.replace("%", "%%"),
         )
@@ -131,10 +144,106 @@ def register(sub) -> None:
     add_spec(p)
     add_config_flags(p, TrainConfig, skip=("pipeline",))
     p.add_argument(
-        "--bundle", action="store_true", help="copy the run's actor.npz into agents/data/ as the bundled agent"
+        "--bundle",
+        action="store_true",
+        help="copy the run's actor.npz (a sweep: the selected run's) into agents/data/ as the bundled agent",
     )
+    sweep = p.add_argument_group(
+        "sweeps of trainings",
+        "several trainings side by side (seeds x grid points), the best selected by its mean score on the validation "
+        "windows (the training split's last day, never trained on); results in OUT/PIPELINE__sweep__TIME/",
+    )
+    sweep.add_argument(
+        "--seeds", type=int_in(1, 1000), default=1, metavar="N", help="train seeds SEED .. SEED+N-1 (default 1)"
+    )
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="FIELD=V1,V2",
+        help="also vary a setting over these values (repeatable: the grid is their product; net_arch values are "
+        "separated by ';': net_arch=64,64;128,128)",
+    )
+    sweep.add_argument(
+        "--continue",
+        dest="continue_sweep",
+        metavar="SWEEP",
+        help="finish an interrupted sweep (its folder): the trainings it lacks run, the finished ones are kept",
+    )
+    add_executor_flags(sweep)
     add_set(p)
     p.set_defaults(func=cmd_train)
+
+
+def _grid_parsers(cls: type) -> dict[str, Callable[[str], Any]]:
+    """The parser of one grid value of every numeric field that a grid may vary."""
+    return {f.name: RANGES[f.name] for f in dataclasses.fields(cls) if f.name in RANGES}
+
+
+def cmd_train_sweep(args: argparse.Namespace, cfg, spec_name: str, target: Path | None) -> int:
+    """``train --seeds N`` / ``--grid`` / ``--continue``: a sweep of trainings (`experiments.train_sweep`)."""
+    from agents.ppo import TrainConfig
+    from experiments.train_sweep import SweepInterrupted, parse_grid, train_sweep
+    from rlscale.interrupts import raise_on_signals, signal_name
+    from rlscale.paths import atomic_path
+
+    if cfg.resume:
+        raise RlscaleError("--resume continues one model; a sweep starts every training fresh (or use --continue)")
+    if cfg.name is not None:
+        raise RlscaleError("--name names one run; a sweep names its runs g{K}-s{SEED}")
+    grid = parse_grid(args.grid, _grid_parsers(TrainConfig))
+    if args.continue_sweep is not None:
+        from experiments.train_sweep import read_plan
+        from rlscale.spec import load_spec as load_plain
+
+        if grid or args.seeds > 1:
+            raise RlscaleError("--continue finishes a sweep with its own seeds and grid: drop --seeds and --grid")
+        planned = load_plain(read_plan(Path(args.continue_sweep))[0].config.pipeline).name
+        if planned != spec_name:
+            raise RlscaleError(f"--continue {args.continue_sweep}: a sweep of {planned}, not of {spec_name}")
+    try:
+        with raise_on_signals():  # SIGINT/SIGTERM: the finished trainings are recorded; summarise them and stop
+            folder, records, best = train_sweep(
+                None if args.continue_sweep else cfg,
+                seeds=args.seeds,
+                grid=grid,
+                resume_from=Path(args.continue_sweep) if args.continue_sweep else None,
+                executor=args.executor,
+                workers=args.workers,
+                ray_address=args.ray_address,
+                progress=sys.stderr.isatty(),
+            )
+    except SweepInterrupted as exc:
+        print(
+            f"rlscale train: interrupted by {signal_name(exc.signum)}: {exc.finished} of {exc.total} trainings "
+            f"finished (recorded in {exc.folder}); finish with: rlscale train --continue {exc.folder}",
+            file=sys.stderr,
+        )
+        return exc.exit_code
+    print(f"sweep folder: {folder}")
+    keys = [
+        k for k in (records[0] if records else {}) if k not in ("index", "run", "seed") and not k.startswith("eval_")
+    ]
+    for r in records:
+        mark = "*" if best is not None and r["index"] == best["index"] else " "
+        settings = " ".join(
+            f"{k}={r[k]}" for k in keys if k not in ("validation_score", "validation_violation_rate", "train_wall_s")
+        )
+        print(
+            f" {mark} {r['run']:12s} {settings}  validation score {r['validation_score']:8.3f}  violations "
+            f"{r['validation_violation_rate']:.2%}  trained in {r['train_wall_s']:.0f} s"
+        )
+    if best is None:
+        print("  no training has validation scores (--validation-days 0): nothing selected")
+        return 0
+    actor = folder / best["run"] / "actor.npz"
+    print(f"  selected (* best mean score on the validation windows): {actor}")
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(actor.read_bytes())
+        print(f"bundled as {target}")
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -148,10 +257,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ImportError:
         raise RlscaleError(f"training needs torch and stable-baselines3: {TRAIN_EXTRA_HINT}") from None
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    # the spec with --set is written beside the runs
-    settings["pipeline"] = spec_file(args.pipeline, args, Path(args.out))
+    sweep = args.seeds > 1 or bool(args.grid) or args.continue_sweep is not None
+    if not sweep and (args.executor != DEFAULT_EXECUTOR or args.workers is not None or args.ray_address):
+        raise RlscaleError(
+            "--executor, --workers and --ray-address place the trainings of a sweep: add --seeds N or --grid"
+        )
+    if not sweep or args.continue_sweep is None:  # the spec with --set is written beside the runs
+        settings["pipeline"] = spec_file(args.pipeline, args, Path(args.out))
     cfg = TrainConfig(**settings)
     target = bundled_agent(spec.name) if args.bundle else None
+    if sweep:
+        return cmd_train_sweep(args, cfg, spec.name, target)
     try:
         # the first SIGINT/SIGTERM ends learning at the next step and saves the model; a second one at once
         with stop_on_signals(StopRequest()) as stop:

@@ -158,3 +158,52 @@ def test_an_agent_for_other_action_choices_is_refused(tmp_path):
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     with pytest.raises(RlscaleError, match=r"agent chooses among \[5, .*needs \[3, "):
         PPOPolicy(load_spec(path))
+
+
+def test_environments_in_subprocesses_train_the_same_agent(tmp_path):
+    """``--vec-env subproc`` steps each environment in its own process: the agent is the one ``dummy`` trains."""
+    actors = {}
+    for kind in ("dummy", "subproc"):
+        cfg = TrainConfig(
+            timesteps=128,
+            n_envs=2,
+            n_steps=32,
+            batch_size=32,
+            out=str(tmp_path / kind),
+            vec_env=kind,
+            validation_windows=1,
+            checkpoint_every=10**5,
+            eval_every=10**5,
+        )
+        run = train(cfg, progress_bar=False)
+        actors[kind] = load_actor(run / ACTOR_FILE)
+        actors[kind + "-eval"] = json.loads((run / "eval.json").read_text())
+    for (w1, b1), (w2, b2) in zip(actors["dummy"].layers, actors["subproc"].layers, strict=True):
+        np.testing.assert_array_equal(w1, w2)
+        np.testing.assert_array_equal(b1, b2)
+    assert actors["dummy-eval"]["validation"] == actors["subproc-eval"]["validation"]
+
+
+def test_training_keeps_the_validation_day_out(tmp_path):
+    """The windows trained on lie in days 0-12; the validation windows (day 13) are scored after training."""
+    from envs.pipeline_env import PipelineEnv
+    from rlscale.workload import SECONDS_PER_DAY
+
+    cfg = TrainConfig()
+    env = ppo.make_env(cfg, 0)().unwrapped
+    assert isinstance(env, PipelineEnv) and env.training_days == (0, 13)
+    for i in range(50):
+        env.reset(seed=i)
+        start = int(env.trace.name.split("@")[1].split(":")[0])
+        assert start + env.trace.duration_s <= 13 * SECONDS_PER_DAY
+    report = json.loads(
+        (
+            train(
+                TrainConfig(timesteps=64, n_envs=1, n_steps=64, batch_size=32, out=str(tmp_path), validation_windows=2),
+                progress_bar=False,
+            )
+            / "eval.json"
+        ).read_text()
+    )
+    assert sorted(report["validation"]) and all(name.startswith("val@") for name in report["validation"])
+    assert report["validation_score"] == np.mean([r["score"] for r in report["validation"].values()])
