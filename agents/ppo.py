@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import signal
 import sys
@@ -116,8 +115,8 @@ class TrainConfig:
             them (0: train on all 14 days, no validation).
         validation_windows: windows of the validation days the model is scored on after training (what
             a sweep of trainings selects by).
-        vec_env: where the environments step: subproc (one process each), dummy (in this process), auto (subproc
-            when there are several environments and cores).
+        vec_env: where the environments step: dummy (in this process) or subproc (one process each: pays when
+            stepping costs more than the policy's updates, on many cores; on 2 cores it trained 1.38x slower).
         name: the run folder's name (default: pipeline__ppo__seed__time).
         torch_threads: threads torch computes on (0: torch's default, every core).
     """
@@ -144,7 +143,7 @@ class TrainConfig:
     reconfig_penalty: float = 0.05
     validation_days: int = 1
     validation_windows: int = 8
-    vec_env: str = "auto"
+    vec_env: str = "dummy"
     name: str | None = None
     torch_threads: int = 0
 
@@ -345,15 +344,8 @@ def _run_settings(cfg: TrainConfig, spec: PipelineSpec) -> dict[str, Any]:
     return {**asdict(cfg), "spec_name": spec.name}
 
 
-VEC_ENVS = ("auto", "dummy", "subproc")
+VEC_ENVS = ("dummy", "subproc")
 """Where a training's environments step (`TrainConfig.vec_env`)."""
-
-
-def vec_env_kind(cfg: TrainConfig) -> str:
-    """``dummy`` or ``subproc`` for ``cfg`` (``auto``: subproc when there are several environments and cores)."""
-    if cfg.vec_env != "auto":
-        return cfg.vec_env
-    return "subproc" if cfg.n_envs > 1 and (os.cpu_count() or 1) > 1 else "dummy"
 
 
 def training_days(cfg: TrainConfig) -> tuple[int, int]:
@@ -397,7 +389,7 @@ def make_vec_env(cfg: TrainConfig):
     a fresh interpreter, the same on every platform), rewards normalised."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-    if vec_env_kind(cfg) == "subproc":
+    if cfg.vec_env == "subproc":
         envs = SubprocVecEnv([make_env(cfg, i, subprocess=True) for i in range(cfg.n_envs)], start_method="spawn")
     else:
         envs = DummyVecEnv([make_env(cfg, i) for i in range(cfg.n_envs)])

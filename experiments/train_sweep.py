@@ -14,8 +14,7 @@ A sweep folder ``{out}/{pipeline}__sweep__{time}`` holds:
 
 ``--continue SWEEP`` finishes an interrupted sweep: finished trainings are not run again; a training that was cut
 short is started over (its folder is kept as ``NAME.interrupted``), so the result is what an uninterrupted sweep
-gives. Every training of a sweep runs torch on one thread and steps its environments in its own process
-(``dummy``) when trainings run side by side, so the records are the same whatever the executor.
+gives. Every training of a sweep runs torch on one thread, so the records are the same whatever the executor.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import io
 import itertools
 import json
 import logging
-import math
 import shutil
 import signal
 import time
@@ -148,12 +146,9 @@ def parse_grid(entries: Sequence[str], parsers: dict[str, Callable[[str], Any]])
     return grid
 
 
-def plan(base: TrainConfig, seeds: int, grid: dict[str, list[Any]], parallel: bool) -> list[TrainingJob]:
-    """One job per (grid point, seed), grid points in the order given, seeds ``base.seed .. + seeds - 1``.
-
-    ``parallel``: trainings run side by side, so each steps its environments in its own process (``dummy``) unless
-    ``base.vec_env`` says otherwise.
-    """
+def plan(base: TrainConfig, seeds: int, grid: dict[str, list[Any]]) -> list[TrainingJob]:
+    """One job per (grid point, seed), grid points in the order given, seeds ``base.seed .. + seeds - 1``, each
+    on one torch thread."""
     points = list(itertools.product(*grid.values())) or [()]
     if not 1 <= seeds * len(points) <= MAX_TRAININGS:
         raise RlscaleError(f"a sweep holds 1..{MAX_TRAININGS} trainings, got {seeds * len(points)}")
@@ -164,8 +159,6 @@ def plan(base: TrainConfig, seeds: int, grid: dict[str, list[Any]], parallel: bo
             seed = base.seed + s
             name = check_name((f"g{g}-" if grid else "") + f"s{seed}", "run name")
             settings = {**asdict(base), **values, "seed": seed, "name": name, "torch_threads": 1}
-            if parallel and base.vec_env == "auto":
-                settings["vec_env"] = "dummy"
             frozen = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in settings.items())
             jobs.append(TrainingJob(len(jobs), frozen, tuple(values.items())))
     return jobs
@@ -313,8 +306,7 @@ def train_sweep(
             raise RlscaleError("a new sweep needs its base settings")
         _check_config(base)
         spec = load_spec(base.pipeline)
-        points = math.prod(len(v) for v in (grid or {}).values())
-        jobs = plan(base, seeds, grid or {}, parallel=sweeper.workers > 1 and seeds * points > 1)
+        jobs = plan(base, seeds, grid or {})
         for job in jobs:
             _check_config(job.config)
         out = Path(base.out)

@@ -60,10 +60,10 @@ HELP = {
     "checkpoint_minutes": "also save a checkpoint every M minutes, besides every --checkpoint-every steps "
     "(default 10; 0: off)",
 }
-CHOICES = {"vec_env": ("auto", "dummy", "subproc")}
+CHOICES = {"vec_env": ("dummy", "subproc")}
 """The values a text field of `TrainConfig` may take, where it has a fixed set (argparse refuses others)."""
 METAVAR = {
-    "vec_env": "auto|dummy|subproc",
+    "vec_env": "dummy|subproc",
     "name": "NAME",
     "resume": "MODEL.zip",
     "checkpoint_minutes": "M",
@@ -293,6 +293,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return exc.exit_code
     report = json.loads((run / "eval.json").read_text())
     print(f"run folder: {run}")
+    if report.get("validation"):  # the held-out day: what a sweep selects by
+        print(
+            f"  validation   score {report['validation_score']:8.3f}  (mean of {len(report['validation'])} windows of "
+            "the held-out day; the IPA windows below are reported only)"
+        )
     for trace, rec in report["eval"].items():
         print(
             f"  {trace:12s} score {rec['score']:8.3f}  violations {rec['sla_violation_rate']:.2%}  "

@@ -117,3 +117,16 @@ def test_closing_a_ray_sweep_early_cancels_the_rest_and_keeps_what_finished(ray_
     results.close()  # as on an interrupt: the runs not yielded are cancelled
     assert time.monotonic() - start < 10
     assert ray_session.is_initialized()  # the caller's Ray (not started by the sweep) is left running
+
+
+def test_trainings_on_ray_equal_serial(tmp_path, ray_session):
+    """``rlscale train --seeds 2 --executor ray``: the same records as serial (tiny trainings)."""
+    pytest.importorskip("stable_baselines3", reason="training needs the train extra")
+    from experiments.train_sweep import train_sweep
+    from tests.experiments.test_train_sweep import _without_timing, tiny
+
+    serial = train_sweep(tiny(tmp_path / "serial"), seeds=2, executor="serial")
+    ray = train_sweep(tiny(tmp_path / "ray"), seeds=2, executor="ray", workers=2)
+    assert _without_timing(ray[1]) == _without_timing(serial[1])
+    assert [r["run"] for r in ray[1]] == ["s0", "s1"] and ray[2]["run"] == serial[2]["run"]
+    assert all((ray[0] / r["run"] / "actor.npz").is_file() for r in ray[1])

@@ -73,15 +73,15 @@ def test_selection_uses_validation_scores_only():
 
 
 def test_plan_orders_grid_points_then_seeds(tmp_path):
-    jobs = plan(tiny(tmp_path, seed=5), 2, {"gamma": [0.9, 0.99], "n_epochs": [1, 2]}, parallel=True)
+    jobs = plan(tiny(tmp_path, seed=5), 2, {"gamma": [0.9, 0.99], "n_epochs": [1, 2]})
     assert [(j.config.gamma, j.config.n_epochs, j.config.seed) for j in jobs][:3] == [
         (0.9, 1, 5),
         (0.9, 1, 6),
         (0.9, 2, 5),
     ]
     assert len(jobs) == 8 and len({j.config.name for j in jobs}) == 8
-    assert {j.config.vec_env for j in jobs} == {"dummy"}  # side by side: each training steps its own envs
-    assert plan(tiny(tmp_path), 1, {}, parallel=False)[0].config.vec_env == "auto"
+    assert {j.config.torch_threads for j in jobs} == {1}  # the same result on every executor
+    assert plan(tiny(tmp_path, vec_env="subproc"), 1, {})[0].config.vec_env == "subproc"
 
 
 @pytest.mark.parametrize(
@@ -164,7 +164,7 @@ def test_an_interrupted_sweep_continues_without_training_again(tmp_path):
 
 
 def test_a_moved_sweep_folder_continues_where_it_is(tmp_path):
-    jobs = plan(tiny(tmp_path / "a"), 1, {}, parallel=False)
+    jobs = plan(tiny(tmp_path / "a"), 1, {})
     folder = tmp_path / "moved"
     folder.mkdir()
     plan_doc = {"jobs": [{"index": 0, "grid": {}, "settings": dict(jobs[0].settings)}]}
