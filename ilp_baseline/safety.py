@@ -13,7 +13,9 @@ free to provision ahead of a rise or to hold through a dip; ``load="predicted"``
 interval: the observed peak alone can leave a queue that built up during a reaction delay in place for minutes).
 
 Invariants (property-tested): the result is in F whenever F is non-empty; a feasible proposal comes back
-unchanged; the result is a nearest feasible configuration; when F is empty the result is the maximum-capacity
+unchanged (under ``objective.sla_mode: hard``, unless it lowers capacity to save cores while violations are
+observed: then the configuration in force is projected instead); the result is a nearest feasible configuration;
+when F is empty the result is the maximum-capacity
 configuration within the budget (`max_capacity_config`, exact) and the report says ``infeasible``; the result
 never exceeds the core budget. Two exact implementations agree: the Pareto DP of `ilp_baseline.dp.frontier_dp`
 (default, fast; it hands the rare budget-binding case to the integer program) and an integer program in PuLP
@@ -40,10 +42,12 @@ import numpy as np
 from rlscale.control import Projection
 from rlscale.errors import RlscaleError
 from rlscale.interfaces import Predictor
-from rlscale.model import (
+from rlscale.model import (  # noqa: F401 - MaxCapacity and max_capacity_config are re-exported (moved to the model)
     InvalidLoad,
+    MaxCapacity,
     batch_fill_wait_s,
     is_feasible,
+    max_capacity_config,
     option_table,
     pipeline_capacity_rps,
     replicas_for,
@@ -91,193 +95,6 @@ def stage_distance(w: DistanceWeights, proposed: StageConfig, candidate: StageCo
 
 def config_distance(w: DistanceWeights, a: PipelineConfig, b: PipelineConfig) -> float:
     return sum(stage_distance(w, x, y) for x, y in zip(a.stages, b.stages, strict=True))
-
-
-@dataclass(frozen=True)
-class _StageCapacity:
-    """One stage's options for the maximum-capacity search, load-independent.
-
-    Attributes:
-        rows: the (variant, batch, cores) grid, the order of every per-row array.
-        service_s: service time of a full batch, per row.
-        batch: batch size, per row.
-        accuracy: the row's variant accuracy as the objective counts it (rank-normalised for ``sum``, raw for
-            ``product``).
-        replicas: the fewest replicas reaching the maximum capacity, per row (0: the row cannot).
-        cores: cores of that count (``replicas * cores per replica``), per row.
-    """
-
-    rows: list[tuple[str, int, int]]
-    service_s: np.ndarray
-    batch: np.ndarray
-    accuracy: np.ndarray
-    replicas: np.ndarray
-    cores: np.ndarray
-
-
-class MaxCapacity:
-    """The maximum-capacity configuration within the core budget: the safety layer's answer when F is empty.
-
-    Capacity is the pipeline's throughput as the feasibility check counts it (`pipeline_capacity_rps`): the
-    bottleneck stage's ``n * h(v, b, c) * rho_max`` rps, with ``h = b / l(v, b, c)``. The configuration is chosen
-    from the planners' option table (every variant x batch x cores of a stage, replicas from ``min_replicas`` to
-    ``max_replicas``), with total cores within ``core_budget``, lexicographically:
-
-    1. the largest capacity; this is what the fallback promises, so the SLA does not constrain it: with nothing
-       feasible, the load already exceeds what meets the SLA, and throughput is what drains the queues;
-    2. among the configurations of that capacity, one whose planned latency at the load (service plus the
-       batch-fill wait ``(b - 1) / load``, `rlscale.model.stage_latency_s`) fits the SLA, if any does;
-    3. then the fewest total cores;
-    4. then the highest objective ``alpha * A - beta * cores - gamma * batch``.
-
-    Exact. The capacity step is load-independent and solved once per spec: a target capacity T is reachable
-    within the budget iff the stages' least cores for capacity >= T (each stage on its own) sum to at most the
-    budget, that sum grows with T, and the optimum is one of the finitely many option capacities, so all of them
-    are checked at once with numpy (sorted capacities, suffix minima of cores, one search per stage). At the
-    optimum T* each (variant, batch, cores) takes its fewest replicas reaching T* (more replicas only add
-    cores), and the latency, core and objective tie-breaks are the exact Pareto DP of `rlscale.pareto` on those
-    candidates: fewest cores within the SLA, then the best objective within that many cores (or, with no
-    candidate choice within the SLA, the fewest cores and best objective without it).
-
-    Args:
-        spec: the pipeline.
-    """
-
-    def __init__(self, spec: PipelineSpec) -> None:
-        self.spec = spec
-        product = spec.objective.accuracy_method == "product"
-        grids = []
-        for st in spec.stages:
-            t = option_table(st)
-            grids.append((st, t, t.throughput_rps, t.cores.astype(np.int64)))
-        self.capacity_rps = self._best_capacity(grids)
-        self.stages: list[_StageCapacity] = []
-        for st, t, throughput, cores in grids:
-            replicas = self._fewest_replicas(st, throughput)
-            ok = replicas <= st.max_replicas
-            self.stages.append(
-                _StageCapacity(
-                    rows=list(t.rows),
-                    service_s=t.service_s,
-                    batch=t.batch,
-                    accuracy=t.acc_raw if product else t.acc_rank,
-                    replicas=np.where(ok, replicas, 0),
-                    cores=np.where(ok, replicas * cores, 0),
-                )
-            )
-
-    def _best_capacity(self, grids) -> float:
-        """The largest capacity T whose per-stage least cores sum to at most the budget.
-
-        A stage's least cores for capacity >= T only depend, for each core count c, on the highest-throughput
-        (variant, batch) at c (it needs the fewest replicas), so only those rows are enumerated, at every replica
-        count: capacities sorted, the least cores of every capacity suffix, then one search per stage for all
-        the candidate targets (every enumerated capacity) at once.
-        """
-        rho = self.spec.objective.rho_max
-        sorted_caps, suffix_least = [], []
-        for st, _rows, throughput, cores in grids:
-            per_core = np.unique(cores)
-            best_h = np.array([throughput[cores == c].max() for c in per_core])
-            replicas = np.arange(st.min_replicas, st.max_replicas + 1)
-            # n * h * rho in the order `pipeline_capacity_rps` multiplies, so capacities compare exactly
-            capacity = (replicas[None, :] * best_h[:, None] * rho).ravel()
-            total = (replicas[None, :] * per_core[:, None]).ravel()
-            order = np.argsort(capacity, kind="stable")
-            sorted_caps.append(capacity[order])
-            suffix_least.append(np.minimum.accumulate(total[order][::-1])[::-1])  # least cores for >= caps[k]
-        targets = np.unique(np.concatenate(sorted_caps))  # the optimum is one of these
-        total = np.zeros(targets.size)
-        for caps, least in zip(sorted_caps, suffix_least, strict=True):
-            k = np.searchsorted(caps, targets, side="left")  # first capacity >= target
-            total += np.where(k < caps.size, least[np.minimum(k, caps.size - 1)], np.inf)
-        ok = np.flatnonzero(total <= self.spec.core_budget)
-        if ok.size == 0:  # unreachable for a validated spec: it holds min_replicas x min cores of every stage
-            raise RlscaleError(f"{self.spec.name}: the core budget cannot hold the smallest configuration")
-        return float(targets[ok[-1]])
-
-    def _fewest_replicas(self, st, throughput: np.ndarray) -> np.ndarray:
-        """Per row, the fewest replicas in ``[min_replicas, max_replicas]`` whose capacity reaches the target, as
-        ``n * h * rho >= T`` counts it (``max_replicas + 1``: none does)."""
-        rho, target = self.spec.objective.rho_max, self.capacity_rps
-        with np.errstate(over="ignore"):
-            guess = np.ceil(target / (throughput * rho))
-        n = np.clip(guess, st.min_replicas, st.max_replicas + 1).astype(np.int64)
-        for _ in range(4):  # the division's rounding can be off by one count either way; settle it exactly
-            down = (n > st.min_replicas) & ((n - 1) * throughput * rho >= target)
-            up = (n <= st.max_replicas) & (n * throughput * rho < target)
-            if not (down.any() or up.any()):
-                break
-            n = n - down + up
-        return n
-
-    def config(self, load_rps: float) -> PipelineConfig:
-        """The maximum-capacity configuration, latency measured at ``load_rps`` (``+inf``: no batch-fill wait).
-
-        Raises:
-            InvalidLoad: ``load_rps`` is NaN or negative.
-        """
-        if math.isnan(load_rps) or load_rps < 0:
-            raise InvalidLoad(f"maximum-capacity load {load_rps!r} rps is not a number >= 0")
-        spec, o = self.spec, self.spec.objective
-        product = o.accuracy_method == "product"
-        idx = [np.flatnonzero(sc.replicas > 0) for sc in self.stages]
-        lat, cores, gain, cost = [], [], [], []
-        for sc, i in zip(self.stages, idx, strict=True):
-            with np.errstate(divide="ignore", over="ignore"):
-                wait = np.where(sc.batch[i] > 1, (sc.batch[i] - 1) / load_rps if load_rps > 0 else np.inf, 0.0)
-            lat.append(sc.service_s[i] + wait)
-            cores.append(sc.cores[i].astype(float))
-            if product:
-                gain.append(sc.accuracy[i])
-                cost.append(o.beta * cores[-1] + o.gamma * sc.batch[i])
-            else:
-                gain.append(o.alpha * sc.accuracy[i] - o.beta * cores[-1] - o.gamma * sc.batch[i])
-                cost.append(np.zeros(i.size))
-        chosen = self._tie_break(lat, cores, gain, cost, spec.sla_s, product)
-        if chosen is None:  # no choice at T* fits the SLA within the budget: the fewest cores, then the objective
-            zero = [np.zeros(c.size) for c in cores]
-            chosen = self._tie_break(zero, cores, gain, cost, 0.0, product)
-        if chosen is None:  # unreachable: the capacity step found a choice within the budget
-            chosen = [int(np.argmin(c)) for c in cores]
-        return PipelineConfig(
-            tuple(
-                StageConfig(v, b, int(sc.replicas[i[k]]), c)
-                for sc, i, k in zip(self.stages, idx, chosen, strict=True)
-                for v, b, c in (sc.rows[int(i[k])],)
-            )
-        )
-
-    def _tie_break(self, lat, cores, gain, cost, sla_s: float, product: bool) -> list[int] | None:
-        """The fewest cores within ``sla_s`` and the budget, then the best objective within those cores."""
-        budget = float(self.spec.core_budget)
-        fewest = frontier_dp(
-            [StageArrays(la, co, np.zeros(co.size), co) for la, co in zip(lat, cores, strict=True)], sla_s, budget
-        )
-        if fewest is None:
-            return None
-        least = sum(float(co[k]) for co, k in zip(cores, fewest, strict=True))
-        best = frontier_dp(
-            [StageArrays(*a) for a in zip(lat, cores, gain, cost, strict=True)],
-            sla_s,
-            least,
-            product=product,
-            scale=self.spec.objective.alpha if product else 1.0,
-        )
-        return best if best is not None else fewest
-
-
-def max_capacity_config(spec: PipelineSpec, load_rps: float) -> PipelineConfig:
-    """The maximum-capacity configuration within the core budget (see `MaxCapacity` for the exact definition).
-
-    Args:
-        spec: the pipeline.
-        load_rps: the load the latency tie-break measures the batch-fill wait at (``+inf``: none).
-
-    Raises:
-        InvalidLoad: ``load_rps`` is NaN or negative.
-    """
-    return MaxCapacity(spec).config(load_rps)
 
 
 class SafetyLayer:
@@ -342,9 +159,10 @@ class SafetyLayer:
         """
         t0 = time.perf_counter()
         load = require_valid_load(self.load_rps(state), f"safety layer: the {self.load_mode} load")
-        if is_feasible(self.spec, proposed, load):
+        target = self._hard_target(proposed, state)
+        if target is proposed and is_feasible(self.spec, proposed, load):
             return proposed, Projection(load, feasible_input=True, ms=(time.perf_counter() - t0) * 1e3)
-        result = self.nearest(proposed, load)
+        result = target if is_feasible(self.spec, target, load) else self.nearest(target, load)
         infeasible = result is None
         if result is None:
             result = self.max_capacity(load)
@@ -359,6 +177,22 @@ class SafetyLayer:
             capacity_rps=pipeline_capacity_rps(self.spec, result) if infeasible else math.nan,
             ms=(time.perf_counter() - t0) * 1e3,
         )
+
+    def _hard_target(self, proposed: PipelineConfig, state: PipelineState) -> PipelineConfig:
+        """What the projection starts from: the proposal, except under ``objective.sla_mode: hard`` while the last
+        interval had violations, when a proposal that saves cores by lowering the pipeline's capacity below the
+        configuration in force (a higher predicted violation risk, to save cost) is replaced by the configuration
+        in force. Under ``priced`` (the default), always the proposal."""
+        if self.spec.objective.sla_mode != "hard" or state.last is None or not state.last.sla_violation_rate > 0:
+            return proposed
+        current = state.config
+        if len(current.stages) != len(proposed.stages) or current.total_cores > self.spec.core_budget:
+            return proposed
+        if proposed.total_cores < current.total_cores and pipeline_capacity_rps(
+            self.spec, proposed
+        ) < pipeline_capacity_rps(self.spec, current):
+            return current
+        return proposed
 
     def nearest(self, proposed: PipelineConfig, load_rps: float) -> PipelineConfig | None:
         """A nearest configuration in F(load), or None when F(load) is empty.

@@ -4,8 +4,16 @@ The simulator runner, the Gymnasium environment and the Kubernetes sidecar all c
 they observe on their own), so ``simulate`` and ``compare`` measure exactly the decision path the sidecar deploys:
 
 ```
- Cluster.observe() -> PipelineState -> Policy.decide() -> proposal -> Guard.project() -> Cluster.apply() -> Outcome
+ Cluster.observe() -> PipelineState -> Policy.decide() -> proposal -> Guard.project() -> Limits.apply()
+                   -> Cluster.apply() -> Outcome
 ```
+
+After the guard, every decision of every policy (guarded or not) passes the spec's hard limits (`Limits`): the
+core budget is a hard cap (a configuration over it is replaced by the maximum-capacity configuration within it,
+`rlscale.model.fit_budget`), then the reconfiguration budget of the spec's ``damping`` section (`Damper`: a
+minimum dwell after a rollout, at most N rollouts per stage per window, scale-down stabilisation as in the HPA's
+``behavior``; scaling up is never delayed). The damping is off unless the spec sets it. ``step`` finds the limits
+of a cluster by its ``spec`` (one `Limits` per cluster object, so per episode and per sidecar), or takes them.
 
 A *guard* (the safety layer, `ilp_baseline.safety.SafetyLayer`) is optional and explicit: every policy name has a
 default (`guard_default`), a flag changes it, and every result records it. Faults split as in kopf: `step` lets the
@@ -15,12 +23,18 @@ cluster's own errors out of ``observe`` (the caller decides to hold), wraps a po
 
 from __future__ import annotations
 
+import math
 import time
+import weakref
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from rlscale.interfaces import Cluster, Policy
-from rlscale.types import PipelineConfig, PipelineState
+from rlscale.model import fit_budget, stage_capacity_rps
+from rlscale.predictors import last_interval_peak_rps
+from rlscale.spec import PipelineSpec
+from rlscale.types import PipelineConfig, PipelineState, StageConfig
 
 # policies whose name means "behind the safety layer" by default; every other policy runs as published (the IPA
 # ILP, FA2, RIM, the HPA and the static ones plan their own feasible configurations), unless a flag says otherwise
@@ -83,13 +97,42 @@ class DecisionError(Exception):
 
 
 @dataclass(frozen=True)
+class LimitReport:
+    """What the hard limits did to one decision (`Limits.apply`).
+
+    Attributes:
+        budget_capped: the decision exceeded the core budget and was replaced by the maximum-capacity
+            configuration within it.
+        damped: the stages whose change the damping held back or softened.
+        reasons: one clause per intervention, for logs.
+    """
+
+    budget_capped: bool = False
+    damped: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+    def explain(self) -> str:
+        """A clause for a decision log line (empty when the limits changed nothing)."""
+        return "; ".join(self.reasons)
+
+
+@dataclass(frozen=True)
 class Decision:
-    """A policy's proposal and what the guard made of it."""
+    """A policy's proposal, what the guard made of it, and what the hard limits made of that.
+
+    Attributes:
+        proposed: the policy's proposal.
+        config: the configuration chosen (after the guard and the limits).
+        projection: the guard's report (None: no guard).
+        decision_s: time the decision took.
+        limits: the limits' report (None: no limits were applied).
+    """
 
     proposed: PipelineConfig
     config: PipelineConfig
     projection: Projection | None
     decision_s: float
+    limits: LimitReport | None = None
 
 
 @dataclass(frozen=True)
@@ -167,16 +210,182 @@ def decide(policy: Policy, guard: Guard | None, state: PipelineState) -> Decisio
     return Decision(proposed, config, projection, time.perf_counter() - t0)
 
 
-def step(cluster: Cluster, policy: Policy, guard: Guard | None = None, state: PipelineState | None = None) -> Outcome:
-    """Observe (unless ``state`` is given), decide, guard, and apply the result when it differs from the
-    configuration in force.
+def rollout_key(sc: StageConfig) -> tuple[str, int, int]:
+    """What a rollout changes: variant, batch size and cores per replica (new pods, a model load)."""
+    return (sc.variant, sc.batch, sc.cores)
+
+
+def is_rollout(old: PipelineConfig, new: PipelineConfig) -> bool:
+    """Whether moving from ``old`` to ``new`` rolls out new pods in some stage (variant, batch or cores change);
+    a change that is not a rollout only scales replicas."""
+    return any(rollout_key(a) != rollout_key(b) for a, b in zip(old.stages, new.stages, strict=True))
+
+
+class Damper:
+    """The reconfiguration budget of the spec's ``damping`` section (`rlscale.spec.DampingSpec`), per stage.
+
+    Rules, per stage, comparing the decision with the configuration in force at the state's time ``t``:
+
+    - a *rollout* (variant, batch or cores change) is held back when the stage's last rollout was less than
+      ``min_dwell_s`` ago, or when it already rolled out ``max_rollouts`` times within the last
+      ``rollout_window_s``. Held back, the stage keeps its variant, batch and cores and takes as many replicas as
+      it needs to carry what the decision would have carried (never fewer than it has: scaling up is never
+      delayed). When even ``max_replicas`` of them cannot, the rollout goes through (the SLA first).
+    - a *scale-down* of replicas (same variant, batch and cores) goes only down to the highest replica count
+      recommended within the last ``scale_down_stabilization_s`` (the HPA's stabilisation window).
+    - scaling up is never delayed.
+
+    Stateful (the rollout times and recent recommendations, bounded by the windows): one per episode or cluster.
+
+    Args:
+        spec: the pipeline (its ``damping`` and ``objective.rho_max``).
+    """
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.spec = spec
+        self.damping = spec.damping
+        n = len(spec.stages)
+        self._last_rollout = [-math.inf] * n
+        self._rollouts: list[deque[float]] = [deque() for _ in range(n)]
+        self._recommended: list[deque[tuple[float, tuple[str, int, int], int]]] = [deque() for _ in range(n)]
+
+    def apply(self, state: PipelineState, config: PipelineConfig) -> tuple[PipelineConfig, list[str], list[str]]:
+        """``config`` damped against ``state.config``: (the result, the stages held back, a reason per stage)."""
+        d, t, rho = self.damping, state.time_s, self.spec.objective.rho_max
+        out, damped, reasons = [], [], []
+        for s, (st, cur, new) in enumerate(zip(self.spec.stages, state.config.stages, config.stages, strict=True)):
+            recs = self._recommended[s]
+            recs.append((t, rollout_key(new), new.replicas))
+            while recs and recs[0][0] <= t - d.scale_down_stabilization_s:
+                recs.popleft()
+            rolls = self._rollouts[s]
+            while rolls and rolls[0] <= t - d.rollout_window_s:
+                rolls.popleft()
+            if rollout_key(new) != rollout_key(cur):
+                why = ""
+                if t - self._last_rollout[s] < d.min_dwell_s:
+                    why = f"dwell {d.min_dwell_s:g}s"
+                elif d.max_rollouts and len(rolls) >= d.max_rollouts:
+                    why = f"{d.max_rollouts} rollouts per {d.rollout_window_s:g}s"
+                if why:
+                    held = self._hold(st, cur, new, rho)
+                    if held is not None:
+                        out.append(held)
+                        damped.append(st.name)
+                        reasons.append(f"damping held {st.name}'s rollout ({why})")
+                        continue
+                self._last_rollout[s] = t
+                rolls.append(t)
+                out.append(new)
+                continue
+            if new.replicas < cur.replicas and d.scale_down_stabilization_s > 0:
+                recent = max(n for _t, key, n in recs if key == rollout_key(new))
+                replicas = min(cur.replicas, max(new.replicas, recent))
+                if replicas != new.replicas:
+                    out.append(new.with_(replicas=replicas))
+                    damped.append(st.name)
+                    reasons.append(f"damping kept {st.name} at {replicas} replicas (stabilisation)")
+                    continue
+            out.append(new)
+        return PipelineConfig(tuple(out)), damped, reasons
+
+    @staticmethod
+    def _hold(st, cur: StageConfig, new: StageConfig, rho: float) -> StageConfig | None:
+        """The stage in force, scaled to carry what ``new`` would have carried; None when it cannot."""
+        target = stage_capacity_rps(st, new, rho)
+        per_replica = st.latency.throughput_rps(cur.variant, cur.batch, cur.cores) * rho
+        need = math.ceil(target / per_replica - 1e-9) if per_replica > 0 else math.inf
+        replicas = max(cur.replicas, need)
+        if replicas > st.max_replicas:
+            return None
+        return cur.with_(replicas=int(replicas))
+
+
+class Limits:
+    """The hard limits every decision passes after the guard, for every policy: the core budget cap, then the
+    damping (`Damper`, when the spec's ``damping`` sets any limit). The budget wins: when damping would take a
+    decision over the budget, the undamped decision stands.
+
+    Counts what it did: ``budget_capped`` (decisions over the budget, replaced) and ``damped`` (decisions the
+    damping changed).
+
+    Args:
+        spec: the pipeline.
+    """
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.spec = spec
+        self.damper = Damper(spec) if spec.damping.enabled else None
+        self.budget_capped = 0
+        self.damped = 0
+
+    def apply(self, state: PipelineState, config: PipelineConfig) -> tuple[PipelineConfig, LimitReport]:
+        """The decision ``config`` within the limits, and what they did."""
+        reasons: list[str] = []
+        capped = fit_budget(self.spec, config, last_interval_peak_rps(state))
+        budget_capped = capped != config
+        if budget_capped:
+            self.budget_capped += 1
+            reasons.append(
+                f"{config.total_cores} cores > budget {self.spec.core_budget}: max capacity within the budget"
+            )
+        result, damped = capped, ()
+        if self.damper is not None and len(state.config.stages) == len(capped.stages):
+            damped_config, stages, why = self.damper.apply(state, capped)
+            if stages and damped_config.total_cores <= self.spec.core_budget:
+                result, damped = damped_config, tuple(stages)
+                reasons.extend(why)
+                self.damped += 1
+        return result, LimitReport(budget_capped, damped, tuple(reasons))
+
+
+_LIMITS: weakref.WeakKeyDictionary[Any, Limits] = weakref.WeakKeyDictionary()
+
+
+def limits_for(cluster: Any) -> Limits | None:
+    """The `Limits` of a cluster's spec (its ``spec`` attribute), one per cluster object and kept with it: so one
+    per simulated episode, per environment episode and per sidecar. None for a cluster without a spec."""
+    spec = getattr(cluster, "spec", None)
+    if not isinstance(spec, PipelineSpec):
+        return None
+    try:
+        limits = _LIMITS.get(cluster)
+        if limits is None or limits.spec is not spec:
+            limits = _LIMITS[cluster] = Limits(spec)
+    except TypeError:  # not weakly referenceable or not hashable: limits without memory of earlier steps
+        return Limits(spec)
+    return limits
+
+
+def step(
+    cluster: Cluster,
+    policy: Policy,
+    guard: Guard | None = None,
+    state: PipelineState | None = None,
+    limits: Limits | None = None,
+) -> Outcome:
+    """Observe (unless ``state`` is given), decide, guard, pass the hard limits, and apply the result when it
+    differs from the configuration in force.
+
+    Args:
+        limits: the hard limits; None: the cluster's own (`limits_for`).
 
     Raises:
-        DecisionError: see `decide`. Whatever ``cluster.observe`` raises passes through.
+        DecisionError: see `decide` (the limits' errors too). Whatever ``cluster.observe`` raises passes through.
     """
     if state is None:
         state = cluster.observe()
     decision = decide(policy, guard, state)
+    if limits is None:
+        limits = limits_for(cluster)
+    if limits is not None:
+        t0 = time.perf_counter()
+        try:
+            config, report = limits.apply(state, decision.config)
+        except Exception as exc:  # noqa: BLE001
+            raise DecisionError(f"{policy.name} + limits", exc) from exc
+        spent = time.perf_counter() - t0
+        decision = Decision(decision.proposed, config, decision.projection, decision.decision_s + spent, report)
     changed = decision.config != state.config
     applied = cluster.apply(decision.config) if changed else None
     return Outcome(state, decision, changed, applied)

@@ -86,9 +86,40 @@ def objective_value(spec: PipelineSpec, config: PipelineConfig) -> float:
 
 
 def score(spec: PipelineSpec, objective: float, violation_rate: float) -> float:
-    """THE score policies are ranked by, per interval and per run: ``objective - sla_penalty * violation_rate``
-    (violation_rate = (late + dropped) / arrivals)."""
+    """THE score, per interval and per run: ``objective - sla_penalty * violation_rate`` (violation_rate =
+    (late + dropped) / arrivals), in both SLA modes.
+
+    With ``objective.sla_mode: priced`` (the default) policies are ranked by this score alone. With ``hard``
+    violations dominate lexicographically: policies are ranked by violation rate first and by this score only
+    among equal rates (`rank_key`), so no cost or accuracy gain ever pays for a violation.
+    """
     return objective - spec.objective.sla_penalty * violation_rate
+
+
+def rank_key(sla_mode: str, violation_rate: float, score_value: float) -> tuple[float, ...]:
+    """Sort key of a run (or interval) for ranking, best first: ``sorted(records, key=...)``.
+
+    ``priced``: the score, highest first. ``hard``: the violation rate, lowest first, then the score. A NaN
+    rate or score sorts last.
+
+    Args:
+        sla_mode: the spec's ``objective.sla_mode``.
+        violation_rate: the run's ``sla_violation_rate``.
+        score_value: the run's ``score``.
+    """
+    worst = math.inf
+    rate = violation_rate if math.isfinite(violation_rate) else worst
+    neg = -score_value if math.isfinite(score_value) else worst
+    if sla_mode == "hard":
+        return (rate, neg)
+    return (neg,)
+
+
+def rank_records(spec: PipelineSpec, records: list[dict]) -> list[dict]:
+    """Summary records sorted best first by the spec's SLA mode (`rank_key` on ``sla_violation_rate`` and
+    ``score``)."""
+    mode = spec.objective.sla_mode
+    return sorted(records, key=lambda r: rank_key(mode, float(r["sla_violation_rate"]), float(r["score"])))
 
 
 def batch_fill_wait_s(batch: int, load_rps: float) -> float:
@@ -297,10 +328,253 @@ def plan_fixed_variants(spec: PipelineSpec, variants: list[str], load_rps: float
         config = PipelineConfig(tuple(opts[i].config for opts, i in zip(per_stage, chosen, strict=True)))
         if config.total_cores <= spec.core_budget:
             return config
+    fastest = PipelineConfig(tuple(min(opts, key=lambda o: (o.latency_s, o.cores_total)).config for opts in per_stage))
+    if fastest.total_cores <= spec.core_budget:
+        log.warning(
+            "%s: no configuration of %s meets the SLA at %.1f rps; using the fastest",
+            spec.name,
+            "/".join(variants),
+            load_rps,
+        )
+        return fastest
     log.warning(
-        "%s: no configuration of %s meets the SLA within the budget at %.1f rps; using the fastest",
+        "%s: no configuration of %s meets the SLA within the budget of %d cores at %.1f rps; using the "
+        "maximum-capacity configuration within the budget",
         spec.name,
         "/".join(variants),
+        spec.core_budget,
         load_rps,
     )
-    return PipelineConfig(tuple(min(opts, key=lambda o: (o.latency_s, o.cores_total)).config for opts in per_stage))
+    return max_capacity(spec).config(load_rps if is_valid_load(load_rps) else 0.0)
+
+
+# ------------------------------------------------------------------------------ the core budget, a hard cap
+
+
+@dataclass(frozen=True)
+class _StageCapacity:
+    """One stage's options for the maximum-capacity search, load-independent.
+
+    Attributes:
+        rows: the (variant, batch, cores) grid, the order of every per-row array.
+        service_s: service time of a full batch, per row.
+        batch: batch size, per row.
+        accuracy: the row's variant accuracy as the objective counts it (rank-normalised for ``sum``, raw for
+            ``product``).
+        replicas: the fewest replicas reaching the maximum capacity, per row (0: the row cannot).
+        cores: cores of that count (``replicas * cores per replica``), per row.
+    """
+
+    rows: list[tuple[str, int, int]]
+    service_s: np.ndarray
+    batch: np.ndarray
+    accuracy: np.ndarray
+    replicas: np.ndarray
+    cores: np.ndarray
+
+
+class MaxCapacity:
+    """The maximum-capacity configuration within the core budget: the safety layer's answer when F is empty.
+
+    Capacity is the pipeline's throughput as the feasibility check counts it (`pipeline_capacity_rps`): the
+    bottleneck stage's ``n * h(v, b, c) * rho_max`` rps, with ``h = b / l(v, b, c)``. The configuration is chosen
+    from the planners' option table (every variant x batch x cores of a stage, replicas from ``min_replicas`` to
+    ``max_replicas``), with total cores within ``core_budget``, lexicographically:
+
+    1. the largest capacity; this is what the fallback promises, so the SLA does not constrain it: with nothing
+       feasible, the load already exceeds what meets the SLA, and throughput is what drains the queues;
+    2. among the configurations of that capacity, one whose planned latency at the load (service plus the
+       batch-fill wait ``(b - 1) / load``, `rlscale.model.stage_latency_s`) fits the SLA, if any does;
+    3. then the fewest total cores;
+    4. then the highest objective ``alpha * A - beta * cores - gamma * batch``.
+
+    Exact. The capacity step is load-independent and solved once per spec: a target capacity T is reachable
+    within the budget iff the stages' least cores for capacity >= T (each stage on its own) sum to at most the
+    budget, that sum grows with T, and the optimum is one of the finitely many option capacities, so all of them
+    are checked at once with numpy (sorted capacities, suffix minima of cores, one search per stage). At the
+    optimum T* each (variant, batch, cores) takes its fewest replicas reaching T* (more replicas only add
+    cores), and the latency, core and objective tie-breaks are the exact Pareto DP of `rlscale.pareto` on those
+    candidates: fewest cores within the SLA, then the best objective within that many cores (or, with no
+    candidate choice within the SLA, the fewest cores and best objective without it).
+
+    Args:
+        spec: the pipeline.
+    """
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.spec = spec
+        product = spec.objective.accuracy_method == "product"
+        grids = []
+        for st in spec.stages:
+            t = option_table(st)
+            grids.append((st, t, t.throughput_rps, t.cores.astype(np.int64)))
+        self.capacity_rps = self._best_capacity(grids)
+        self.stages: list[_StageCapacity] = []
+        for st, t, throughput, cores in grids:
+            replicas = self._fewest_replicas(st, throughput)
+            ok = replicas <= st.max_replicas
+            self.stages.append(
+                _StageCapacity(
+                    rows=list(t.rows),
+                    service_s=t.service_s,
+                    batch=t.batch,
+                    accuracy=t.acc_raw if product else t.acc_rank,
+                    replicas=np.where(ok, replicas, 0),
+                    cores=np.where(ok, replicas * cores, 0),
+                )
+            )
+
+    def _best_capacity(self, grids) -> float:
+        """The largest capacity T whose per-stage least cores sum to at most the budget.
+
+        A stage's least cores for capacity >= T only depend, for each core count c, on the highest-throughput
+        (variant, batch) at c (it needs the fewest replicas), so only those rows are enumerated, at every replica
+        count: capacities sorted, the least cores of every capacity suffix, then one search per stage for all
+        the candidate targets (every enumerated capacity) at once.
+        """
+        rho = self.spec.objective.rho_max
+        sorted_caps, suffix_least = [], []
+        for st, _rows, throughput, cores in grids:
+            per_core = np.unique(cores)
+            best_h = np.array([throughput[cores == c].max() for c in per_core])
+            replicas = np.arange(st.min_replicas, st.max_replicas + 1)
+            # n * h * rho in the order `pipeline_capacity_rps` multiplies, so capacities compare exactly
+            capacity = (replicas[None, :] * best_h[:, None] * rho).ravel()
+            total = (replicas[None, :] * per_core[:, None]).ravel()
+            order = np.argsort(capacity, kind="stable")
+            sorted_caps.append(capacity[order])
+            suffix_least.append(np.minimum.accumulate(total[order][::-1])[::-1])  # least cores for >= caps[k]
+        targets = np.unique(np.concatenate(sorted_caps))  # the optimum is one of these
+        total = np.zeros(targets.size)
+        for caps, least in zip(sorted_caps, suffix_least, strict=True):
+            k = np.searchsorted(caps, targets, side="left")  # first capacity >= target
+            total += np.where(k < caps.size, least[np.minimum(k, caps.size - 1)], np.inf)
+        ok = np.flatnonzero(total <= self.spec.core_budget)
+        if ok.size == 0:  # unreachable for a validated spec: it holds min_replicas x min cores of every stage
+            raise RlscaleError(f"{self.spec.name}: the core budget cannot hold the smallest configuration")
+        return float(targets[ok[-1]])
+
+    def _fewest_replicas(self, st, throughput: np.ndarray) -> np.ndarray:
+        """Per row, the fewest replicas in ``[min_replicas, max_replicas]`` whose capacity reaches the target, as
+        ``n * h * rho >= T`` counts it (``max_replicas + 1``: none does)."""
+        rho, target = self.spec.objective.rho_max, self.capacity_rps
+        with np.errstate(over="ignore"):
+            guess = np.ceil(target / (throughput * rho))
+        n = np.clip(guess, st.min_replicas, st.max_replicas + 1).astype(np.int64)
+        for _ in range(4):  # the division's rounding can be off by one count either way; settle it exactly
+            down = (n > st.min_replicas) & ((n - 1) * throughput * rho >= target)
+            up = (n <= st.max_replicas) & (n * throughput * rho < target)
+            if not (down.any() or up.any()):
+                break
+            n = n - down + up
+        return n
+
+    def config(self, load_rps: float) -> PipelineConfig:
+        """The maximum-capacity configuration, latency measured at ``load_rps`` (``+inf``: no batch-fill wait).
+
+        Raises:
+            InvalidLoad: ``load_rps`` is NaN or negative.
+        """
+        if math.isnan(load_rps) or load_rps < 0:
+            raise InvalidLoad(f"maximum-capacity load {load_rps!r} rps is not a number >= 0")
+        spec, o = self.spec, self.spec.objective
+        product = o.accuracy_method == "product"
+        idx = [np.flatnonzero(sc.replicas > 0) for sc in self.stages]
+        lat, cores, gain, cost = [], [], [], []
+        for sc, i in zip(self.stages, idx, strict=True):
+            with np.errstate(divide="ignore", over="ignore"):
+                wait = np.where(sc.batch[i] > 1, (sc.batch[i] - 1) / load_rps if load_rps > 0 else np.inf, 0.0)
+            lat.append(sc.service_s[i] + wait)
+            cores.append(sc.cores[i].astype(float))
+            if product:
+                gain.append(sc.accuracy[i])
+                cost.append(o.beta * cores[-1] + o.gamma * sc.batch[i])
+            else:
+                gain.append(o.alpha * sc.accuracy[i] - o.beta * cores[-1] - o.gamma * sc.batch[i])
+                cost.append(np.zeros(i.size))
+        chosen = self._tie_break(lat, cores, gain, cost, spec.sla_s, product)
+        if chosen is None:  # no choice at T* fits the SLA within the budget: the fewest cores, then the objective
+            zero = [np.zeros(c.size) for c in cores]
+            chosen = self._tie_break(zero, cores, gain, cost, 0.0, product)
+        if chosen is None:  # unreachable: the capacity step found a choice within the budget
+            chosen = [int(np.argmin(c)) for c in cores]
+        return PipelineConfig(
+            tuple(
+                StageConfig(v, b, int(sc.replicas[i[k]]), c)
+                for sc, i, k in zip(self.stages, idx, chosen, strict=True)
+                for v, b, c in (sc.rows[int(i[k])],)
+            )
+        )
+
+    def _tie_break(self, lat, cores, gain, cost, sla_s: float, product: bool) -> list[int] | None:
+        """The fewest cores within ``sla_s`` and the budget, then the best objective within those cores."""
+        budget = float(self.spec.core_budget)
+        fewest = frontier_dp(
+            [StageArrays(la, co, np.zeros(co.size), co) for la, co in zip(lat, cores, strict=True)], sla_s, budget
+        )
+        if fewest is None:
+            return None
+        least = sum(float(co[k]) for co, k in zip(cores, fewest, strict=True))
+        best = frontier_dp(
+            [StageArrays(*a) for a in zip(lat, cores, gain, cost, strict=True)],
+            sla_s,
+            least,
+            product=product,
+            scale=self.spec.objective.alpha if product else 1.0,
+        )
+        return best if best is not None else fewest
+
+
+def max_capacity_config(spec: PipelineSpec, load_rps: float) -> PipelineConfig:
+    """The maximum-capacity configuration within the core budget (see `MaxCapacity` for the exact definition).
+
+    Args:
+        spec: the pipeline.
+        load_rps: the load the latency tie-break measures the batch-fill wait at (``+inf``: none).
+
+    Raises:
+        InvalidLoad: ``load_rps`` is NaN or negative.
+    """
+    return MaxCapacity(spec).config(load_rps)
+
+
+_MAX_CAPACITY: dict[int, tuple[PipelineSpec, MaxCapacity]] = {}
+
+
+def max_capacity(spec: PipelineSpec) -> MaxCapacity:
+    """The spec's `MaxCapacity`, built once per spec object (its load-independent part is the costly one)."""
+    hit = _MAX_CAPACITY.get(id(spec))
+    if hit is not None and hit[0] is spec:
+        return hit[1]
+    found = MaxCapacity(spec)
+    if len(_MAX_CAPACITY) > 64:
+        _MAX_CAPACITY.clear()
+    _MAX_CAPACITY[id(spec)] = (spec, found)
+    return found
+
+
+def fit_budget(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> PipelineConfig:
+    """``config`` if its total cores are within the core budget, else the maximum-capacity configuration within
+    the budget (`MaxCapacity`, latency tie-break at ``load_rps``; a load that is no data counts as 0).
+
+    The core budget is a hard cap for every policy: the control step passes every decision through this.
+    """
+    if config.total_cores <= spec.core_budget:
+        return config
+    return max_capacity(spec).config(load_rps if is_valid_load(load_rps) else 0.0)
+
+
+def fastest_chain_s(spec: PipelineSpec) -> tuple[float, list[tuple[str, str, int, int]]]:
+    """The lowest end-to-end latency any configuration can plan, and the (stage, variant, batch, cores) of it.
+
+    Per stage the lowest service time ``l(v, b, c)`` over its option table (normally a request alone, batch 1,
+    on the largest cores per replica), summed (seconds). The planned latency adds the batch-fill wait (>= 0),
+    so this is its floor at every load: a spec whose SLA is below it can never meet the SLA.
+    """
+    total, chain = 0.0, []
+    for st in spec.stages:
+        t = option_table(st)
+        i = int(np.argmin(t.service_s))
+        total += float(t.service_s[i])
+        chain.append((st.name, *t.rows[i]))
+    return total, chain

@@ -40,6 +40,7 @@ from rlscale.profiles import LatencyModel, load_profile
 from rlscale.promql import DEFAULT_TEMPLATES, check_template
 
 ACCURACY_METHODS = ("sum", "product")
+SLA_MODES = ("priced", "hard")
 
 # ranges of the spec's numbers: wide enough for any real pipeline, narrow enough that nothing overflows or runs away
 MAX_SECONDS = 3600.0  # SLA, drop limit, interval, batch timeout, startup
@@ -51,6 +52,7 @@ MAX_LIST_ITEMS = 64  # batch sizes or core counts a stage may choose from
 MAX_WEIGHT = 1e6  # alpha, beta, gamma
 MAX_PENALTY = 1e9  # sla_penalty
 MAX_OVERRIDES = 64  # --set options of one command
+MAX_ROLLOUTS = 10_000  # damping.max_rollouts
 
 
 def data_dir() -> Path:
@@ -307,7 +309,9 @@ class StageSpec:
     frozen=True,
     config=ConfigDict(
         **_CONFIG,
-        json_schema_extra=_optional_in_document("sla_penalty", "rho_max", defaults={"rho_max": 1.0}),
+        json_schema_extra=_optional_in_document(
+            "sla_penalty", "rho_max", "sla_mode", defaults={"rho_max": 1.0, "sla_mode": "priced"}
+        ),
     ),
 )
 class ObjectiveSpec:
@@ -320,6 +324,11 @@ class ObjectiveSpec:
         accuracy_method: ``sum`` of rank-normalised accuracies or ``product`` of raw accuracies.
         sla_penalty: score charged per unit violation rate (default ``100*beta``: 1% violations cost one core).
         rho_max: highest planned utilisation of a stage (throughput must cover load / rho_max; default 1).
+        sla_mode: how violations weigh against cost and accuracy. ``priced`` (default): they cost
+            ``sla_penalty`` per unit violation rate in the score, so a cheap configuration may win with some
+            violations. ``hard``: they dominate lexicographically: runs are ranked by violation rate first and by
+            score only among equal rates (`rlscale.model.rank_key`), and the safety layer never trades capacity
+            for cost while violations are observed (`ilp_baseline.safety.SafetyLayer`).
     """
 
     alpha: Weight
@@ -328,6 +337,7 @@ class ObjectiveSpec:
     accuracy_method: Literal["sum", "product"]
     sla_penalty: _number(ge=0.0, le=MAX_PENALTY)
     rho_max: _number(gt=0.0, le=1.0)
+    sla_mode: Literal["priced", "hard"] = "priced"
 
     @model_validator(mode="before")
     @classmethod
@@ -340,7 +350,60 @@ class ObjectiveSpec:
             doc["sla_penalty"] = 100.0 * beta
         if doc.get("rho_max") is None:
             doc["rho_max"] = 1.0
+        if doc.get("sla_mode") is None:
+            doc.pop("sla_mode", None)
         return doc
+
+
+@dataclass(frozen=True, config=_CONFIG)
+class DampingSpec:
+    """The reconfiguration budget (the spec's optional ``damping`` section; every field defaults to 0: off).
+
+    Enforced in the control step after the guard, for every policy (`rlscale.control.Damper`). A *rollout* is a
+    stage's change of variant, batch size or cores per replica (new pods, a model load of ``startup_s``); a
+    *scaling* changes replicas only. Scaling up is never delayed.
+
+    Attributes:
+        min_dwell_s: a stage that rolled out keeps its variant, batch and cores this long (0: off).
+        max_rollouts: at most this many rollouts per stage within ``rollout_window_s`` (0: no limit).
+        rollout_window_s: the window ``max_rollouts`` counts in (needed when ``max_rollouts`` > 0).
+        scale_down_stabilization_s: a stage scales down only to the highest replica count recommended within
+            this many seconds (the Kubernetes HPA's ``behavior.scaleDown.stabilizationWindowSeconds``; 0: off).
+
+    Recommended production values: ``min_dwell_s: 60``, ``max_rollouts: 3``, ``rollout_window_s: 600``,
+    ``scale_down_stabilization_s: 300``.
+    """
+
+    min_dwell_s: Seconds = 0.0
+    max_rollouts: Annotated[int, Field(strict=True, ge=0, le=MAX_ROLLOUTS)] = 0
+    rollout_window_s: Seconds = 0.0
+    scale_down_stabilization_s: Seconds = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any, info: ValidationInfo) -> Any:
+        doc = _document(cls, data, info, ())
+        if doc is None:
+            return data
+        for key in list(doc):
+            if doc[key] is None:
+                del doc[key]
+        for key in ("min_dwell_s", "rollout_window_s", "scale_down_stabilization_s"):
+            value = doc.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                doc[key] = float(value)
+        return doc
+
+    @model_validator(mode="after")
+    def _check(self) -> DampingSpec:
+        if self.max_rollouts > 0 and self.rollout_window_s <= 0:
+            raise _fail(f"must be > 0 when max_rollouts is set ({self.max_rollouts})", "rollout_window_s")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any limit is set."""
+        return bool(self.min_dwell_s or self.max_rollouts or self.scale_down_stabilization_s)
 
 
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -464,6 +527,7 @@ class PipelineSpec:
         stages: the stages, in order.
         source: the spec file (not part of the document).
         kubernetes: the ``kubernetes`` section (not compared).
+        damping: the reconfiguration budget (`DampingSpec`; default: off).
     """
 
     name: Annotated[
@@ -481,6 +545,7 @@ class PipelineSpec:
     stages: Annotated[tuple[StageSpec, ...], Field(min_length=1), _non_empty("pipeline has no stages")]
     source: SkipJsonSchema[Path]
     kubernetes: KubeSpec = dataclasses.field(default_factory=KubeSpec, compare=False)
+    damping: DampingSpec = dataclasses.field(default_factory=DampingSpec)
 
     @model_validator(mode="before")
     @classmethod
@@ -493,6 +558,8 @@ class PipelineSpec:
             doc["description"] = doc.get("name")
         if doc.get("kubernetes") is None:
             doc.pop("kubernetes", None)
+        if doc.get("damping") is None:
+            doc.pop("damping", None)
         doc["source"] = context["path"]
         return doc
 
@@ -567,6 +634,7 @@ class PipelineSpec:
                 "deployments": dict(self.kubernetes.deployments),
                 "promql": dict(self.kubernetes.promql),
             },
+            "damping": dataclasses.asdict(self.damping),
         }
 
     def to_document(self) -> dict[str, Any]:
@@ -586,6 +654,10 @@ class PipelineSpec:
         doc["kubernetes"] = kube
         if not kube:
             del doc["kubernetes"]
+        if not self.damping.enabled:
+            del doc["damping"]
+        if self.objective.sla_mode == "priced":
+            del doc["objective"]["sla_mode"]
         return doc
 
 
@@ -597,6 +669,7 @@ _NESTED: dict[str, type] = {
     "stages": StageSpec,
     "variants": VariantSpec,
     "kubernetes": KubeSpec,
+    "damping": DampingSpec,
 }
 _HIDDEN = {"source", *_STAGE_HIDDEN}
 
@@ -680,7 +753,8 @@ def _describe(error: Any) -> tuple[str, str]:
     if kind == "string_pattern_mismatch":
         return where, f"does not match {ctx.get('pattern')}, got {value!r}"
     if kind == "literal_error":
-        return where, f"must be one of {', '.join(ACCURACY_METHODS)}, got {value!r}"
+        allowed = SLA_MODES if loc and loc[-1] == "sla_mode" else ACCURACY_METHODS
+        return where, f"must be one of {', '.join(allowed)}, got {value!r}"
     comparisons = {
         "greater_than": ("gt", ">"),
         "greater_than_equal": ("ge", ">="),

@@ -212,6 +212,7 @@ JSON_RUNS = {
         for solver in ("highs", "cbc", "dp")
     ],
     "bench": [("bench", "--repeats", "1", "--quick")],
+    "check": [("check", "--spec", "video", "--trace", "bursty")],
 }
 
 

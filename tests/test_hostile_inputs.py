@@ -363,6 +363,25 @@ CASES = [
     # demo
     ("demo-out-file", ["demo", "--out", "{h}/a-file"], "a-file"),
     ("demo-out-proc", ["demo", "--out", "/proc/rlscale-demo"], "/proc"),
+    # issue 14: hard limits, rlscale check, damping
+    ("check-rps-negative", ["check", "--spec", "video", "--rps", "-1"], "--rps"),
+    ("check-rps-nan", ["check", "--spec", "video", "--rps", "nan"], "--rps"),
+    ("check-rps-huge", ["check", "--spec", "video", "--rps", "1e308"], "--rps"),
+    ("check-trace-and-rps", ["check", "--spec", "video", "--trace", "bursty", "--rps", "3"], "not allowed"),
+    ("check-trace-missing", ["check", "--spec", "video", "--trace", "{h}/missing.csv"], "not found"),
+    ("check-spec-missing", ["check", "--spec", "{h}/missing.yaml"], "not found"),
+    ("check-spec-deep", ["check", "--spec", "{h}/deep.yaml"], "nested"),
+    ("check-sla-mode", ["check", "--spec", "video", "--set", "objective.sla_mode=strict"], "sla_mode"),
+    (
+        "simulate-damping-no-window",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--set", "damping.max_rollouts=3"],
+        "rollout_window_s",
+    ),
+    (
+        "simulate-damping-negative",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--set", "damping.min_dwell_s=-5"],
+        "min_dwell_s",
+    ),
 ]
 
 

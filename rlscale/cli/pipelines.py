@@ -32,6 +32,11 @@ def cmd_pipelines(args: argparse.Namespace) -> int:
         emit_json(spec_json_schema())
         return 0
     specs = [load_spec(n, args) for n in (args.spec or bundled_pipelines())]
+    if args.spec:  # a spec the user names: what `rlscale check` finds wrong with it, as warnings (stderr)
+        from rlscale.cli.check import warn_problems
+
+        for s in specs:
+            warn_problems(s)
     if args.json:
         emit_json([s.to_dict() for s in specs])
         return 0

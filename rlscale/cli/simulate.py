@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import tempfile
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rlscale.cli.args import add_json, add_planner_flags, add_set, add_spec, int_in, load_spec, policy_options
@@ -53,7 +55,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     policy = make_policy(args.policy, spec, trace, policy_options(args, [args.policy]))
     if args.plot:
         check_writable(Path(args.plot))
-    result = run_episode(spec, trace, policy, seed=args.seed, arrivals=args.arrivals)
+    with collapsed_warnings():
+        result = run_episode(spec, trace, policy, seed=args.seed, arrivals=args.arrivals)
     if args.plot:
         from experiments.plots import plot_timeline
 
@@ -83,6 +86,48 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     out.print(table)
     out.print(per_stage)
     return 0
+
+
+class _Once(logging.Filter):
+    """Lets the first record of each (logger, message template) through and counts the repeats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: Counter[tuple[str, int, str]] = Counter()
+        self.first: dict[tuple[str, int, str], str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        decided = getattr(record, "_rlscale_once", None)  # the same record reaches every handler: count it once
+        if decided is not None:
+            return decided
+        key = (record.name, record.levelno, str(record.msg))
+        self.seen[key] += 1
+        if self.seen[key] == 1:
+            self.first[key] = record.getMessage()
+        record._rlscale_once = self.seen[key] == 1
+        return record._rlscale_once
+
+
+@contextlib.contextmanager
+def collapsed_warnings() -> Iterator[None]:
+    """Within the block, a warning that repeats (same logger and message template, e.g. a planner's fallback at
+    every interval) is printed once; after it, one line per repeated warning says how many more there were."""
+    once = _Once()
+    handlers = logging.getLogger().handlers
+    for h in handlers:
+        h.addFilter(once)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(once)
+        for key, n in once.seen.items():
+            if n > 1:
+                first = once.first[key]
+                short = first if len(first) <= 70 else first[:67] + "..."
+                logging.getLogger(key[0]).log(key[1], "%d more like: %s", n - 1, short)
 
 
 def check_writable(path: Path) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from rlscale.control import DecisionError, as_controller, decide, step
+from rlscale.control import DecisionError, Limits, as_controller, decide, is_rollout, step
 from rlscale.interfaces import Policy
-from rlscale.model import plan_fixed_variants
+from rlscale.model import fit_budget, max_capacity, plan_fixed_variants
 from rlscale.sim.cluster import Simulator
 from rlscale.sim.metrics import run_summary
 from rlscale.spec import PipelineSpec
@@ -41,6 +41,13 @@ RECORD_KEYS = (
     "decision_ms_p50",
     "decision_ms_p99",
     "reconfigurations",
+    "rollouts",
+    "scalings",
+    "damped_decisions",
+    "budget_capped_decisions",
+    "budget_limited_intervals",
+    "budget_breaches",
+    "budget_surge_intervals",
     "duration_s",
     "intervals",
     "stages",
@@ -69,13 +76,29 @@ def summarise(
     decision_ms: list[float],
     configs: list[PipelineConfig],
     guard: str = "none",
+    limits: Limits | None = None,
 ) -> dict[str, Any]:
     """The run's summary record: identity and decision fields here, the metrics from `rlscale.sim.metrics`.
 
+    Reconfigurations are counted apart: ``rollouts`` are changes in force that roll out new pods in some stage
+    (variant, batch or cores), ``scalings`` change replicas only; ``reconfigurations`` is their sum. The budget
+    fields: ``budget_limited_intervals``, trace intervals whose peak load exceeded the highest capacity any
+    configuration within the core budget has (the budget, not the policy, bounded the service);
+    ``budget_breaches``, intervals whose configuration in force held more cores than the budget (0: the cap
+    holds); ``budget_surge_intervals``, intervals whose allocated cores, time-averaged, exceeded the budget,
+    which only the make-before-break overlap of a rollout (old pods serving until the new ones are ready) can
+    cause: the budget caps configurations, not that transient surge (size a quota with room for it).
+
     Args:
         configs: the configuration in force during each interval of the trace (drain excluded).
+        limits: the run's hard limits (for their counts).
     """
     metrics = run_summary(sim.spec, sim.requests, sim.outcomes, sim.history, configs)
+    changes = [(a, b) for a, b in zip(configs, configs[1:], strict=False) if a != b]
+    rollouts = sum(1 for a, b in changes if is_rollout(a, b))
+    budget = sim.spec.core_budget
+    capacity = max_capacity(sim.spec).capacity_rps
+    trace_iv = sim.history[: len(configs)]
     ms = np.asarray(decision_ms)
     fields = {
         "pipeline": sim.spec.name,
@@ -87,6 +110,13 @@ def summarise(
         "decision_ms_p50": _pct(ms, 50),
         "decision_ms_p99": _pct(ms, 99),
         "reconfigurations": sim.reconfigurations,
+        "rollouts": rollouts,
+        "scalings": len(changes) - rollouts,
+        "damped_decisions": limits.damped if limits is not None else 0,
+        "budget_capped_decisions": limits.budget_capped if limits is not None else 0,
+        "budget_limited_intervals": sum(1 for m in trace_iv if m.arrival_rps_max > capacity),
+        "budget_breaches": sum(1 for c in configs if c.total_cores > budget),
+        "budget_surge_intervals": sum(1 for m in trace_iv if m.cost_cores > budget + 1e-9),
         "duration_s": sim.trace.duration_s,
         "intervals": len(configs),
     }
@@ -133,22 +163,25 @@ def run_episode(
 
 def _run(spec, trace, controller, seed, arrivals, initial) -> RunResult:
     decision_ms: list[float] = []
+    limits = Limits(spec)
     if initial is None:
-        first = decide(controller.policy, controller.guard, warm_state(spec, trace))
-        initial = first.config
+        warm = warm_state(spec, trace)
+        first = decide(controller.policy, controller.guard, warm)
+        initial = fit_budget(spec, first.config, float(warm.arrival_rps.max()) if warm.arrival_rps.size else 0.0)
+        limits.budget_capped += initial != first.config
         decision_ms.append(first.decision_s * 1e3)
     sim = Simulator(spec, trace, initial, seed=seed, arrivals=arrivals)
     configs: list[PipelineConfig] = [initial]
     sim.step()
     while not sim.done:
-        outcome = step(sim, controller.policy, controller.guard)  # the one control step (rlscale.control)
+        outcome = step(sim, controller.policy, controller.guard, limits=limits)  # the one control step
         decision_ms.append(outcome.decision.decision_s * 1e3)
         if outcome.changed:
             log.debug("t=%6.0fs %s -> %s", sim.time_s, outcome.state.config, outcome.config)
         configs.append(sim.config)
         sim.step()
     sim.drain()
-    record = summarise(sim, controller.name, seed, decision_ms, configs, controller.guard_name)
+    record = summarise(sim, controller.name, seed, decision_ms, configs, controller.guard_name, limits)
     return RunResult(
         record=record, intervals=list(sim.history), configs=configs, decision_ms=decision_ms, simulator=sim
     )
