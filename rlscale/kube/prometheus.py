@@ -172,6 +172,8 @@ class PrometheusReader:
         timeout_s: per-query HTTP timeout; a slower answer counts as unavailable.
         bearer_token: sent as ``Authorization: Bearer`` (managed and OpenShift Prometheus need one).
         verify_tls: check an https Prometheus' certificate (turn off only for a test setup).
+        basic_auth: (user, password) sent as basic auth (what the manifests' Secret gives the sidecar); shown
+            nowhere.
     """
 
     url: str
@@ -180,6 +182,7 @@ class PrometheusReader:
     timeout_s: float = 3.0
     bearer_token: str | None = None
     verify_tls: bool = True
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
     _last_response: Any = field(default=None, init=False)
     _warned: set[str] = field(default_factory=set, init=False)
 
@@ -205,6 +208,7 @@ class PrometheusReader:
             disable_ssl=not self.verify_tls,
             timeout=self.timeout_s,
             retry=Retry(total=0),
+            auth=self.basic_auth,
             session=session,
         )
 

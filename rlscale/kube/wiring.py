@@ -11,7 +11,8 @@ import logging
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlscale.control import Controller
@@ -45,6 +46,8 @@ class SidecarLaunch:
         verify_tls: verify an https Prometheus' certificate.
         max_backoff_s: longest wait after repeated faults; None: 6 intervals.
         speedup: pipeline seconds per wall second (1 on a real cluster).
+        basic_auth: Prometheus basic-auth (user, password) from the environment (`PROMETHEUS_USERNAME_ENV`,
+            `PROMETHEUS_PASSWORD_ENV`, set by the manifests' Secret); None: none, or the URL's own.
     """
 
     prometheus_url: str
@@ -62,6 +65,26 @@ class SidecarLaunch:
     verify_tls: bool = True
     max_backoff_s: float | None = None
     speedup: float = 1.0
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+
+
+def prometheus_auth_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """The Prometheus basic-auth credentials in ``environ`` (the manifests' Secret), or None when neither is set.
+
+    Raises:
+        RlscaleError: only one of the two variables is set.
+    """
+    from rlscale.kube.manifests import PROMETHEUS_PASSWORD_ENV, PROMETHEUS_USERNAME_ENV
+
+    user, password = environ.get(PROMETHEUS_USERNAME_ENV), environ.get(PROMETHEUS_PASSWORD_ENV)
+    if user is None and password is None:
+        return None
+    if not user or password is None:
+        raise RlscaleError(
+            f"Prometheus basic auth needs both {PROMETHEUS_USERNAME_ENV} and {PROMETHEUS_PASSWORD_ENV} set (the "
+            "Secret `rlscale manifests` writes holds both)"
+        )
+    return user, password
 
 
 def check_url(url: str, flag: str) -> str:
@@ -180,6 +203,11 @@ def run_sidecar(spec: PipelineSpec, controller: Controller, launch: SidecarLaunc
     window_s = launch.window_s if launch.window_s is not None else max(interval_s, 30.0)
     namespace = _namespace(spec, launch)
     token = read_token(launch.token_file) if launch.token_file else None
+    if launch.basic_auth is not None and redact_url(url) != url:
+        raise RlscaleError(
+            "Prometheus credentials both in the --prometheus URL and in the environment (the manifests' Secret); "
+            "keep one"
+        )
     reader = PrometheusReader(
         url,
         spec.name,
@@ -187,6 +215,7 @@ def run_sidecar(spec: PipelineSpec, controller: Controller, launch: SidecarLaunc
         timeout_s=launch.timeout_s,
         bearer_token=token,
         verify_tls=launch.verify_tls,
+        basic_auth=launch.basic_auth,
     )
     if launch.once:  # nothing to hold on to in a one-shot run: an unreachable Prometheus ends it at once
         try:
