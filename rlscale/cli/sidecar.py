@@ -34,14 +34,25 @@ def register(sub) -> None:
         ),
     )
     add_spec(p, "--spec")
-    p.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL, e.g. http://prom:9090")
+    p.add_argument(
+        "--prometheus",
+        required=True,
+        metavar="URL",
+        help="Prometheus base URL with its path prefix, e.g. http://prom:9090 (basic auth: user:password in the URL, "
+        "or the env vars RLSCALE_PROMETHEUS_USERNAME and RLSCALE_PROMETHEUS_PASSWORD)",
+    )
     p.add_argument(
         "--namespace",
         help="namespace of the stage Deployments (default: the spec's, the pod's or kubeconfig's, else default)",
     )
     add_live_flags(p)
     p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster, else ~/.kube/config)")
-    p.add_argument("--once", action="store_true", help="run one step and exit (non-zero if it could not decide)")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="run one step and exit (non-zero if it could not decide); with --dry-run and no reachable API server, "
+        "decide from the spec's starting configuration",
+    )
     p.add_argument(
         "--metrics-port",
         type=int_in(0, 65535),

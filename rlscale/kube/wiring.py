@@ -234,6 +234,8 @@ def _actuator(spec: PipelineSpec, namespace: str, launch: SidecarLaunch):
             actuator.read()
             return actuator
         except KubeApiError as exc:
+            if exc.kind == "deployment":  # reached, but a Deployment is wrong: that is the news, not a guess
+                raise RlscaleError(f"cannot read the Deployments: {exc}") from None
             reason = f"cannot read the Deployments: {exc}"
     assumed = starting_config(spec)
     print(
