@@ -42,6 +42,9 @@ SHIPPED_MAX_BYTES = 900 * 1024
 API server's 1.5 MiB request limit must also take."""
 AGENT_PATH = f"{MOUNT_DIR}/agent/actor.npz"
 TUNING_PATH = f"{MOUNT_DIR}/tuning/tuning.json"
+BAKED_DIR = "/opt/rlscale"
+"""Where the documented alternative for a file too large for a ConfigMap mounts it (outside the read-only
+/etc/rlscale volume: a mount point inside it could not be created)."""
 PROMETHEUS_USERNAME_ENV = "RLSCALE_PROMETHEUS_USERNAME"
 PROMETHEUS_PASSWORD_ENV = "RLSCALE_PROMETHEUS_PASSWORD"
 """Env vars the sidecar reads the Prometheus basic-auth credentials from (set from the Secret `render_manifests`
@@ -152,7 +155,8 @@ def read_shipped_file(path: str | Path, flag: str, mount: str) -> bytes:
             raise RlscaleError(
                 f"{flag} {path}: {size / 1024:.0f} KiB, more than a ConfigMap ships ({SHIPPED_MAX_BYTES // 1024} KiB); "
                 f"bake it into an image, mount that as a read-only volume (an image volume, or an init container "
-                f"copying it into an emptyDir) at {Path(mount).parent} and run the sidecar with {flag} {mount}"
+                f"copying it into an emptyDir) at {BAKED_DIR}/{Path(mount).parent.name} and run the sidecar with "
+                f"{flag} {BAKED_DIR}/{Path(mount).parent.name}/{Path(mount).name}"
             )
         with open(path, "rb") as fh:
             data = fh.read(SHIPPED_MAX_BYTES + 1)

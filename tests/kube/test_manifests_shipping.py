@@ -122,7 +122,10 @@ def test_without_an_agent_the_spec_volume_is_the_plain_configmap():
     [
         (["--agent", str(SUM_QA_AGENT)], ["sum-qa", "video"]),  # trained for another pipeline
         (["--agent", "{tmp}/missing.npz"], ["--agent", "no such file"]),
-        (["--agent", "{tmp}/big.npz"], ["--agent", "KiB", "bake it into an image", AGENT_PATH]),
+        (
+            ["--agent", "{tmp}/big.npz"],
+            ["--agent", "KiB", "bake it into an image", "--agent /opt/rlscale/agent/actor.npz"],
+        ),
         (["--agent", "{tmp}/model.zip"], ["model.zip", "torch", "actor.npz"]),
         (["--agent", str(VIDEO_AGENT), "--policy", "ipa"], ["--agent is for the ppo and ppo-raw", "ipa"]),
         (["--tuning", "{tmp}/tuning.json", "--policy", "ipa"], ["--tuning is for the ipa-tuned policy"]),
