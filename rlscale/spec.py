@@ -429,6 +429,8 @@ class KubeSpec:
         container: the container that serves the model (None: the Deployment's first container).
         variant_env: env var that names the model variant the container loads.
         batch_env: env var that sets the container's maximum batch size.
+        batch_timeout_env: env var that gets the spec's ``batch_timeout_s`` (seconds a replica waits for a full
+            batch), written with every pod-template change like the batch size.
         deployments: Deployment name by stage; a stage not listed is found by the labels
             ``rlscale.io/pipeline=<pipeline>`` and ``rlscale.io/stage=<stage>``.
         promql: PromQL templates that override `rlscale.promql.DEFAULT_TEMPLATES`, by name.
@@ -438,6 +440,7 @@ class KubeSpec:
     container: Annotated[str, Field(strict=True, min_length=1, max_length=63)] | None = None
     variant_env: EnvName = "MODEL_VARIANT"
     batch_env: EnvName = "MAX_BATCH_SIZE"
+    batch_timeout_env: EnvName = "BATCH_TIMEOUT_S"
     deployments: dict[Text, Annotated[Text, Field(max_length=253)]] = dataclasses.field(default_factory=dict)
     promql: Annotated[
         dict[Text, Text],
@@ -455,7 +458,7 @@ class KubeSpec:
             value = doc.get(key)
             if isinstance(value, str) and not is_k8s_name(value.strip()):
                 raise _fail(f"must be a Kubernetes name (lowercase, digits, '-'), got {value!r}", key)
-        for key in ("variant_env", "batch_env"):
+        for key in ("variant_env", "batch_env", "batch_timeout_env"):
             value = doc.get(key)
             if value is None:
                 doc.pop(key, None)
@@ -483,6 +486,9 @@ class KubeSpec:
                 raise _fail(f"must be a Kubernetes name (lowercase, digits, '-'), got {value!r}", key)
         if self.variant_env == self.batch_env:
             raise _fail("variant and batch size need two different env vars", "batch_env")
+        if self.batch_timeout_env in (self.variant_env, self.batch_env):
+            raise _fail("the batch timeout needs an env var of its own (not the variant's or batch size's)",
+                        "batch_timeout_env")  # fmt: skip
         owner: dict[str, str] = {}
         for stage, name in self.deployments.items():
             if not is_k8s_name(name, max_len=253):

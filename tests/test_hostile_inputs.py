@@ -382,6 +382,47 @@ CASES = [
         ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--set", "damping.min_dwell_s=-5"],
         "min_dwell_s",
     ),
+    # issue 14: deployable agents, monitors and network policy in manifests; the sidecar's agent hint
+    ("manifests-agent-other-pipeline", ["manifests", "--spec", "video", "--agent", SUM_QA_AGENT], "sum-qa"),
+    ("manifests-agent-garbage", ["manifests", "--spec", "video", "--agent", "{h}/garbage.zip"], "agent"),
+    ("manifests-agent-dev-zero", ["manifests", "--spec", "video", "--agent", "/dev/zero"], "900 KiB"),
+    ("manifests-agent-folder", ["manifests", "--spec", "video", "--agent", "{h}"], "folder"),
+    ("manifests-agent-missing", ["manifests", "--spec", "video", "--agent", "{h}/missing.npz"], "no such file"),
+    (
+        "manifests-agent-wrong-policy",
+        ["manifests", "--spec", "video", "--agent", SUM_QA_AGENT, "--policy", "hpa"],
+        "--agent is for",
+    ),
+    ("manifests-tuning-binary", ["manifests", "--spec", "video", "--tuning", "{h}/token.bin"], "JSON"),
+    ("manifests-tuning-dev-zero", ["manifests", "--spec", "video", "--tuning", "/dev/zero"], "900 KiB"),
+    (
+        "manifests-tuning-wrong-policy",
+        ["manifests", "--spec", "video", "--tuning", "{h}/nan.csv", "--policy", "ipa"],
+        "--tuning is for",
+    ),  # fmt: skip
+    ("manifests-two-monitors", ["manifests", "--spec", "video", "--service-monitor", "--pod-monitor"], "not allowed"),
+    ("manifests-monitor-label-alone", ["manifests", "--spec", "video", "--monitor-label", "a=b"], "--pod-monitor"),
+    (
+        "manifests-monitor-label-value",
+        ["manifests", "--spec", "video", "--pod-monitor", "--monitor-label", "a=" + "x" * 100],
+        "label value",
+    ),
+    (
+        "manifests-api-server-cidr",
+        ["manifests", "--spec", "video", "--network-policy", "--api-server-cidr", "999.0.0.0/8"],
+        "CIDR",
+    ),
+    ("manifests-cidr-alone", ["manifests", "--spec", "video", "--api-server-cidr", "10.0.0.1"], "--network-policy"),
+    (
+        "manifests-prometheus-user-only",
+        ["manifests", "--spec", "video", "--prometheus", "http://alice@prom:9090"],
+        "user and a password",
+    ),
+    (
+        "sidecar-agent-policy-hpa",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--agent", SUM_QA_AGENT, "--policy", "hpa", "--once"],
+        "--agent",
+    ),
 ]
 
 

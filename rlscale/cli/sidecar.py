@@ -16,6 +16,7 @@ from rlscale.cli.args import (
     load_spec,
     policy_options,
 )
+from rlscale.errors import RlscaleError
 
 log = logging.getLogger("rlscale")
 
@@ -33,14 +34,25 @@ def register(sub) -> None:
         ),
     )
     add_spec(p, "--spec")
-    p.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL, e.g. http://prom:9090")
+    p.add_argument(
+        "--prometheus",
+        required=True,
+        metavar="URL",
+        help="Prometheus base URL with its path prefix, e.g. http://prom:9090 (basic auth: user:password in the URL, "
+        "or the env vars RLSCALE_PROMETHEUS_USERNAME and RLSCALE_PROMETHEUS_PASSWORD)",
+    )
     p.add_argument(
         "--namespace",
         help="namespace of the stage Deployments (default: the spec's, the pod's or kubeconfig's, else default)",
     )
     add_live_flags(p)
     p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster, else ~/.kube/config)")
-    p.add_argument("--once", action="store_true", help="run one step and exit (non-zero if it could not decide)")
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="run one step and exit (non-zero if it could not decide); with --dry-run and no reachable API server, "
+        "decide from the spec's starting configuration",
+    )
     p.add_argument(
         "--metrics-port",
         type=int_in(0, 65535),
@@ -84,24 +96,32 @@ def register(sub) -> None:
 def live_controller(args: argparse.Namespace, spec):
     """The sidecar's policy behind its guard (a `Controller`). An explicit ``--agent`` must fit the spec (else one
     line, exit 2); only the bundled agent, used by default, falls back to ``ipa`` with a warning when it does not."""
+    from agents.ppo import AgentMismatch, bundled_agent
+    from rlscale.cli.manifests import AGENT_POLICIES, no_bundled_agent_message
     from rlscale.cli.registry import default_live_policy, make_live_policy
 
     options = policy_options(args, [args.policy] if args.policy is not None else None)
-    if args.policy is None and args.agent is not None:
-        return make_live_policy("ppo", spec, options)
-    if args.policy is None and default_live_policy(spec) == "ppo":
-        from agents.ppo import AgentMismatch
-
+    if args.policy is None and args.agent is None and default_live_policy(spec) == "ppo":
         try:
             return make_live_policy("ppo", spec, options)
         except AgentMismatch as exc:  # e.g. a spec edited from a bundled one: the bundled agent does not fit it
             log.warning("the bundled agent does not fit this spec (%s); deciding with ipa", exc)
             return make_live_policy("ipa", spec, options)
-    return make_live_policy(args.policy or "ipa", spec, options)
+    policy = args.policy or ("ppo" if args.agent is not None else "ipa")
+    if policy in AGENT_POLICIES and args.agent is None and not bundled_agent(spec.name).exists():
+        raise RlscaleError(no_bundled_agent_message(policy, spec.name))
+    try:
+        return make_live_policy(policy, spec, options)
+    except AgentMismatch as exc:  # name the flags that give the sidecar (or a cluster's sidecar) an agent
+        raise AgentMismatch(
+            f"{exc}; then pass --agent RUN/actor.npz (rlscale manifests --agent RUN/actor.npz for a cluster)"
+        ) from None
 
 
 def cmd_sidecar(args: argparse.Namespace) -> int:
-    from rlscale.kube.wiring import SidecarLaunch, check_url, run_sidecar
+    import os
+
+    from rlscale.kube.wiring import SidecarLaunch, check_url, prometheus_auth_from_env, run_sidecar
 
     spec = load_spec(args.spec, args)
     launch = SidecarLaunch(
@@ -120,6 +140,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
         verify_tls=not args.prometheus_insecure,
         max_backoff_s=args.max_backoff,
         speedup=args.speedup,
+        basic_auth=prometheus_auth_from_env(os.environ),
     )
     if args.once:  # a one-shot run prints its outcome; the log says only what went wrong
         logging.getLogger("rlscale").setLevel(logging.WARNING)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlscale.errors import RlscaleError
-from rlscale.kube.objects import LABEL_PIPELINE, LABEL_STAGE, read_stage_config, ready_replicas, template_patch
+from rlscale.kube.objects import LABEL_PIPELINE, LABEL_STAGE, read_stage, ready_replicas, template_patch
 from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig, StageConfig
 
@@ -119,21 +119,77 @@ def retry_after_s(exc: BaseException) -> float | None:
     return parse_retry_after(value if isinstance(value, str) else None)
 
 
-def _describe(kind: str, exc: BaseException) -> str:
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception it wraps (urllib3 keeps the cause in ``reason``), outermost first."""
+    seen: list[BaseException] = []
+    stack: list[Any] = [exc]
+    while stack:
+        e = stack.pop(0)
+        if not isinstance(e, BaseException) or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        stack += [getattr(e, "reason", None), e.__cause__, e.__context__, *e.args]
+    return seen
+
+
+def unreachable_cause(exc: BaseException, host: str, timeout_s: float | None = None) -> str:
+    """Why the API server at ``host`` did not answer, in words: ``connection refused``, ``DNS: ...``,
+    ``TLS: ...``, ``no answer within 5s``; else the exception's kind and first line."""
+    import socket
+    import ssl
+    from urllib.parse import urlsplit
+
+    from urllib3.exceptions import NameResolutionError, NewConnectionError, SSLError
+    from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+    chain = _chain(exc)
+    hostname = urlsplit(host).hostname or host
+    port = urlsplit(host).port
+    # the most specific cause first: urllib3's NewConnectionError is also a (connect) timeout error
+    for e in chain:
+        if isinstance(e, NameResolutionError | socket.gaierror):
+            return f"DNS: cannot resolve {hostname}"
+    for e in chain:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return f"TLS: the server's certificate is not trusted ({getattr(e, 'verify_message', '') or e})"
+        if isinstance(e, SSLError | ssl.SSLError):
+            return f"TLS: {' '.join(str(e).split())[:200]}"
+    for e in chain:
+        if isinstance(e, ConnectionRefusedError):
+            return f"connection refused (nothing listens on {hostname}:{port or 443})"
+    for e in chain:
+        if isinstance(e, Urllib3Timeout | TimeoutError | socket.timeout) and not isinstance(e, NewConnectionError):
+            return f"no answer within {timeout_s:g}s" if timeout_s else "no answer (timed out)"
+    for e in chain:
+        if isinstance(e, NewConnectionError):
+            return f"cannot connect ({' '.join(str(e).split())[:200]})"
+    first = (str(exc).splitlines() or [""])[0][:200]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def _describe(kind: str, exc: BaseException, host: str = "", credentials: str = "", timeout_s: float = 0) -> str:
+    """One line for a failed API call: the HTTP status and the server's reason, or why the server could not be
+    reached; and the setting that fixes it (``credentials``: where the sidecar's credentials and server came from)."""
     from kubernetes.client.exceptions import ApiException
 
-    if isinstance(exc, ApiException):
+    where = f" ({credentials})" if credentials else ""
+    if isinstance(exc, ApiException) and exc.status:
         reason = exc.reason or ""
         try:
             reason = json.loads(exc.body or "{}").get("message") or reason
         except (ValueError, AttributeError):
             pass
-        hint = " (the sidecar's Role must grant this; see `rlscale manifests`)" if kind == "forbidden" else ""
+        hint = ""
+        if kind == "forbidden":
+            hint = " (the sidecar's Role must grant this; see `rlscale manifests`)"
+        elif kind == "unauthorized":
+            hint = f"; the API server at {host} refused the credentials{where}: renew them, or pick others"
         wait = retry_after_s(exc)
         if wait is not None:
             hint += f" (Retry-After {wait:g}s)"
         return f"HTTP {exc.status} {reason}".strip() + hint
-    return type(exc).__name__
+    cause = unreachable_cause(exc, host, timeout_s)
+    return f"cannot reach the Kubernetes API server at {host}: {cause}; check the server and credentials{where}"
 
 
 @dataclass(frozen=True)
@@ -187,6 +243,8 @@ class DeploymentActuator:
         dry_run: send every change with server-side ``dryRun=All``: validated by the API server, stored nowhere.
         timeout_s: per-request timeout; a slower answer is a ``timeout`` error.
         conflict_retries: re-reads after a 409 before a stage is reported failed.
+        credentials: where the API server and credentials come from, for messages (the kubeconfig file and
+            context, or the pod's service account): the setting a user changes when the server cannot be reached.
     """
 
     spec: PipelineSpec
@@ -195,10 +253,13 @@ class DeploymentActuator:
     dry_run: bool = False
     timeout_s: float = 5.0
     conflict_retries: int = 3
+    credentials: str = "--kubeconfig, else the pod's service account, else ~/.kube/config"
     _names: dict[str, str] = field(default_factory=dict, init=False, repr=False)
     # each stage's Deployment as `read` last saw it: `apply` patches from it once instead of reading it again
     # (a stale copy costs a 409 and a re-read, thanks to the resourceVersion the patch carries)
     _seen: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+    # stage -> why its Deployment is off-spec (`rlscale.kube.objects.read_stage`), as `read` last saw it
+    off_spec: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._names = dict(self.spec.kubernetes.deployments)
@@ -209,7 +270,16 @@ class DeploymentActuator:
             return json.loads(response.data or b"{}")
         except Exception as exc:  # noqa: BLE001 - every client failure becomes a classified KubeApiError
             kind = classify(exc)
-            raise KubeApiError(kind, _describe(kind, exc), retry_after_s(exc)) from None
+            message = _describe(kind, exc, self.host, self.credentials, self.timeout_s)
+            raise KubeApiError(kind, message, retry_after_s(exc)) from None
+
+    @property
+    def host(self) -> str:
+        """The API server's URL, as the client is configured."""
+        try:
+            return str(self.api.api_client.configuration.host)
+        except AttributeError:
+            return "?"
 
     def deployment_name(self, stage: str) -> str:
         """The stage's Deployment: named in the spec, else the one labelled for this pipeline and stage."""
@@ -246,14 +316,21 @@ class DeploymentActuator:
                 configuration this pipeline allows.
         """
         stages, ready = [], []
+        off_spec: dict[str, str] = {}
         for st in self.spec.stages:
             dep = self.read_deployment(st.name)
             self._seen[st.name] = dep
             try:
-                stages.append(read_stage_config(dep, self.spec.kubernetes, st))
+                config, reason = read_stage(dep, self.spec.kubernetes, st)
             except RlscaleError as exc:
                 raise KubeApiError("deployment", str(exc)) from None
+            stages.append(config)
             ready.append(ready_replicas(dep))
+            if reason is not None:
+                off_spec[st.name] = reason
+                if self.off_spec.get(st.name) != reason:  # said once per new reason
+                    log.warning("stage %s: %s", st.name, reason)
+        self.off_spec = off_spec
         return PipelineConfig(tuple(stages)), ready
 
     def apply(self, config: PipelineConfig) -> ApplyOutcome:
@@ -282,21 +359,50 @@ class DeploymentActuator:
                 if dep is None:
                     dep = self.read_deployment(name)
                 try:
-                    current = read_stage_config(dep, self.spec.kubernetes, stage)
+                    current, off_spec = read_stage(dep, self.spec.kubernetes, stage)
                 except RlscaleError as exc:
                     return StageOutcome(name, "failed", "deployment", str(exc), attempt)
-                if current == target:
+                if current == target and off_spec is None:
                     return StageOutcome(name, "unchanged", attempts=attempt)
                 dep_name = dep["metadata"]["name"]
-                if (current.variant, current.batch, current.cores) == (target.variant, target.batch, target.cores):
+                same = (current.variant, current.batch, current.cores) == (target.variant, target.batch, target.cores)
+                if same and off_spec is None:
                     body = {"spec": {"replicas": target.replicas}}
                     self._call(self.api.patch_namespaced_deployment_scale, dep_name, self.namespace, body, **dry)
                     return StageOutcome(name, "scaled", message=f"{current} -> {target}", attempts=attempt)
-                body = template_patch(dep, self.spec.kubernetes, target)
+                body = template_patch(dep, self.spec.kubernetes, target, self.spec.batch_timeout_s)
                 self._call(self.api.patch_namespaced_deployment, dep_name, self.namespace, body, **dry)
-                return StageOutcome(name, "rolled", message=f"{current} -> {target}", attempts=attempt)
+                fixed = f" (was off-spec: {off_spec})" if off_spec is not None else ""
+                return StageOutcome(name, "rolled", message=f"{current} -> {target}{fixed}", attempts=attempt)
             except KubeApiError as exc:
                 if exc.kind == "conflict" and attempt <= self.conflict_retries:
                     log.info("stage %s: conflict (%s); re-reading and retrying", name, exc)
                     continue
                 return StageOutcome(name, "failed", exc.kind, str(exc), attempt, exc.retry_after_s)
+
+
+@dataclass
+class AssumedActuator:
+    """Stands in for the Deployments when ``sidecar --once --dry-run`` cannot reach the API server: reads
+    ``config`` (replicas reported ready: unknown), and "applies" nothing, reporting what a dry run would have
+    patched against it."""
+
+    spec: PipelineSpec
+    config: PipelineConfig
+    dry_run: bool = True
+    off_spec: dict[str, str] = field(default_factory=dict)
+
+    def read(self) -> tuple[PipelineConfig, list[int | None]]:
+        return self.config, [None] * len(self.spec.stages)
+
+    def apply(self, config: PipelineConfig) -> ApplyOutcome:
+        outcomes = []
+        for st, old, new in zip(self.spec.stages, self.config.stages, config.stages, strict=True):
+            if old == new:
+                action = "unchanged"
+            elif (old.variant, old.batch, old.cores) == (new.variant, new.batch, new.cores):
+                action = "scaled"
+            else:
+                action = "rolled"
+            outcomes.append(StageOutcome(st.name, action, message=f"{old} -> {new} (assumed, no API server)"))
+        return ApplyOutcome(tuple(outcomes), dry_run=True)

@@ -80,6 +80,11 @@ class KubernetesCluster:
     # ------------------------------------------------------------------ Cluster protocol
 
     @property
+    def off_spec(self) -> dict[str, str]:
+        """Stages whose Deployment the last read found off-spec (`rlscale.kube.objects.read_stage`), with why."""
+        return dict(self.actuator.off_spec)
+
+    @property
     def done(self) -> bool:
         """A live cluster's workload never ends."""
         return False

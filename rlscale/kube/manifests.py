@@ -5,15 +5,23 @@ RoleBinding, a ConfigMap holding the spec (and any profile CSV the image does no
 Deployment. The Role and RoleBinding live where the stage Deployments are (the spec's ``kubernetes.namespace``,
 else ``namespace``), and the sidecar's ``--namespace`` names that namespace; everything else lives in
 ``namespace``.
+
+On request, before the Deployment: a ConfigMap with a trained agent (``binaryData``) and one with an ``ipa-tuned``
+tuning, both projected into the sidecar's read-only ``/etc/rlscale`` next to the spec; a Secret with the
+Prometheus basic-auth credentials of a ``http://user:password@host`` URL (read by the sidecar from env vars, never
+written into its args). After it: a Service and ServiceMonitor, or a PodMonitor, for the Prometheus Operator, and
+a NetworkPolicy that lets the sidecar reach only the API server, DNS and Prometheus.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
@@ -29,6 +37,19 @@ RUN_AS_UID = 10001
 GRACE_MARGIN_S = 30
 """Seconds of SIGTERM grace on top of one interval, so the sidecar can finish the step it is in."""
 CONFIGMAP_MAX_BYTES = 1024 * 1024
+SHIPPED_MAX_BYTES = 900 * 1024
+"""The largest agent or tuning file shipped in a ConfigMap: its 1 MiB limit, less room for the base64 growth the
+API server's 1.5 MiB request limit must also take."""
+AGENT_PATH = f"{MOUNT_DIR}/agent/actor.npz"
+TUNING_PATH = f"{MOUNT_DIR}/tuning/tuning.json"
+BAKED_DIR = "/opt/rlscale"
+"""Where the documented alternative for a file too large for a ConfigMap mounts it (outside the read-only
+/etc/rlscale volume: a mount point inside it could not be created)."""
+PROMETHEUS_USERNAME_ENV = "RLSCALE_PROMETHEUS_USERNAME"
+PROMETHEUS_PASSWORD_ENV = "RLSCALE_PROMETHEUS_PASSWORD"
+"""Env vars the sidecar reads the Prometheus basic-auth credentials from (set from the Secret `render_manifests`
+writes for a URL with credentials)."""
+MONITORING_API = "monitoring.coreos.com/v1"
 INTERVAL_RANGE_S = (1.0, 86400.0)
 """The sidecar's ``--interval`` and ``--window``: 1 s to 1 day."""
 
@@ -114,6 +135,117 @@ def spec_files(spec: PipelineSpec) -> dict[str, str]:
     return files
 
 
+def read_shipped_file(path: str | Path, flag: str, mount: str) -> bytes:
+    """The bytes of a file ``manifests`` ships in a ConfigMap (an agent, a tuning), at most `SHIPPED_MAX_BYTES`.
+
+    Args:
+        path: the file.
+        flag: the flag that named it, for messages (``--agent``).
+        mount: where the sidecar reads it in the pod (for the image-volume alternative the message points at).
+
+    Raises:
+        RlscaleError: no such file, a folder, unreadable, or too large for a ConfigMap.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise RlscaleError(f"{flag} {path}: is a folder; pass a file")
+    try:
+        size = path.stat().st_size
+        if size > SHIPPED_MAX_BYTES:
+            raise RlscaleError(
+                f"{flag} {path}: {size / 1024:.0f} KiB, more than a ConfigMap ships ({SHIPPED_MAX_BYTES // 1024} KiB); "
+                f"bake it into an image, mount that as a read-only volume (an image volume, or an init container "
+                f"copying it into an emptyDir) at {BAKED_DIR}/{Path(mount).parent.name} and run the sidecar with "
+                f"{flag} {BAKED_DIR}/{Path(mount).parent.name}/{Path(mount).name}"
+            )
+        with open(path, "rb") as fh:
+            data = fh.read(SHIPPED_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise RlscaleError(f"{flag} {path}: no such file") from None
+    except OSError as exc:
+        raise RlscaleError(f"{flag} {path}: cannot read it: {exc.strerror or exc}") from None
+    if len(data) > SHIPPED_MAX_BYTES:  # grew since the stat, or a device that reports no size
+        raise RlscaleError(f"{flag} {path}: more than {SHIPPED_MAX_BYTES // 1024} KiB; bake it into an image instead")
+    return data
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without its ``user:password@`` part, and the (decoded) credentials, or None when it has none.
+
+    Raises:
+        RlscaleError: the URL has a user but no password (basic auth needs both).
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, sep, password = userinfo.partition(":")
+    if not sep or not user:
+        raise RlscaleError(
+            f"Prometheus URL {redact_url(url)!r}: credentials need a user and a password (http://user:password@host)"
+        )
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
+
+
+def _prometheus_peer(url: str) -> tuple[int, str | None]:
+    """The Prometheus port a NetworkPolicy must allow, and its namespace when the host is a Service name
+    (``NAME.NAMESPACE.svc[.cluster.local]``), else None (any destination on that port)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    labels = (parts.hostname or "").split(".")
+    namespace = labels[1] if len(labels) >= 3 and labels[2] == "svc" and is_k8s_name(labels[1]) else None
+    return port, namespace
+
+
+def network_policy(
+    meta: dict[str, Any], labels: dict[str, str], metrics_port: int, prometheus_url: str, api_server_cidr: str | None
+) -> dict[str, Any]:
+    """A NetworkPolicy for the sidecar's pod: ingress only to its metrics port; egress only to DNS (53, UDP and
+    TCP), the API server (443 and 6443, the Service's and the usual endpoint port; ``api_server_cidr`` when given)
+    and Prometheus (its URL's port; in its namespace when the URL names a Service)."""
+    prom_port, prom_namespace = _prometheus_peer(prometheus_url)
+    api_rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
+    if api_server_cidr:
+        api_rule = {"to": [{"ipBlock": {"cidr": api_server_cidr}}], **api_rule}
+    prom_rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": prom_port}]}
+    if prom_namespace:
+        selector = {"matchLabels": {"kubernetes.io/metadata.name": prom_namespace}}
+        prom_rule = {"to": [{"namespaceSelector": selector}], **prom_rule}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta,
+        "spec": {
+            "podSelector": {"matchLabels": dict(labels)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": metrics_port}]}],
+            "egress": [
+                {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                api_rule,
+                prom_rule,
+            ],
+        },
+    }
+
+
+def _check_cidr(value: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise RlscaleError(f"API server CIDR {value!r} is not an IP network such as 10.0.0.1/32") from None
+
+
+def _check_monitor_labels(labels: dict[str, str]) -> None:
+    for key, value in labels.items():
+        name = key.rpartition("/")[2]
+        if not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", name) or len(key) > 253:
+            raise RlscaleError(f"monitor label {key!r} is not a Kubernetes label key")
+        if value and not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", value):
+            raise RlscaleError(f"monitor label {key}={value!r}: the value is not a Kubernetes label value")
+
+
 def render_manifests(
     spec: PipelineSpec,
     *,
@@ -127,6 +259,13 @@ def render_manifests(
     metrics_port: int = 9400,
     allow_system_namespace: bool = False,
     guard: bool | None = None,
+    agent: bytes | None = None,
+    tuning: bytes | None = None,
+    service_monitor: bool = False,
+    pod_monitor: bool = False,
+    monitor_labels: dict[str, str] | None = None,
+    network_policy_: bool = False,
+    api_server_cidr: str | None = None,
 ) -> str:
     """The sidecar's manifests as multi-document YAML, ready for ``kubectl apply -f -``.
 
@@ -134,7 +273,8 @@ def render_manifests(
         spec: the pipeline; its source file (and custom profiles) go into the ConfigMap.
         namespace: namespace of the sidecar (and of the stage Deployments unless the spec names one).
         image: the rlscale container image.
-        prometheus_url: base URL of the Prometheus the sidecar reads the pipeline's metrics from.
+        prometheus_url: base URL of the Prometheus the sidecar reads the pipeline's metrics from; credentials in
+            it (``http://user:password@host``) go into a Secret, never into the sidecar's args.
         policy: the policy the sidecar runs (``rlscale sidecar --policy``).
         interval_s: seconds between decisions (None: the spec's ``interval_s``).
         window_s: the sidecar's query window, two scrapes or more (None: the sidecar's default).
@@ -143,10 +283,22 @@ def render_manifests(
         guard: the sidecar's ``--guard`` (None: the policy's default, `rlscale.control.guard_default`).
         allow_system_namespace: allow a Kubernetes system namespace (``kube-system``...) for the sidecar or the
             stage Deployments; the sidecar is then run with ``--allow-system-namespace`` too.
+        agent: an actor file's bytes (checked by the caller), shipped in a ConfigMap; the sidecar runs with
+            ``--agent`` `AGENT_PATH`.
+        tuning: an ``ipa-tuned`` tuning file's bytes (JSON), shipped in a ConfigMap; the sidecar runs with
+            ``--tuning`` `TUNING_PATH`.
+        service_monitor: add a Service for the metrics port and a ServiceMonitor (Prometheus Operator) for it;
+            the pod then loses its ``prometheus.io`` scrape annotations (one scrape, not two).
+        pod_monitor: add a PodMonitor (Prometheus Operator); the same about annotations.
+        monitor_labels: extra labels on the ServiceMonitor/PodMonitor, for the operator's monitor selector
+            (kube-prometheus-stack selects ``release: <its release name>``).
+        network_policy_: add a NetworkPolicy (`network_policy`).
+        api_server_cidr: the API server's address range for the NetworkPolicy (None: any address, ports 443 and
+            6443).
 
     Raises:
-        RlscaleError: an argument or the pipeline name cannot be used in a manifest, or a namespace is a system
-            namespace that is not allowed.
+        RlscaleError: an argument or the pipeline name cannot be used in a manifest, a namespace is a system
+            namespace that is not allowed, or a shipped file is too large.
     """
     _check_label(namespace, "namespace")
     _check_label(f"rlscale-{spec.name}", "sidecar name (from the pipeline name)")
@@ -169,6 +321,19 @@ def render_manifests(
         raise RlscaleError("policy must not be empty")
     if not prometheus_url.startswith(("http://", "https://")):
         raise RlscaleError(f"Prometheus URL must start with http:// or https://, got {redact_url(prometheus_url)!r}")
+    for what, blob in (("agent", agent), ("tuning", tuning)):
+        if blob is not None and len(blob) > SHIPPED_MAX_BYTES:
+            raise RlscaleError(
+                f"the {what} takes {len(blob)} bytes; a ConfigMap ships at most {SHIPPED_MAX_BYTES // 1024} KiB: "
+                "bake it into an image and mount it as a volume"
+            )
+    if service_monitor and pod_monitor:
+        raise RlscaleError("choose a ServiceMonitor or a PodMonitor, not both (Prometheus would scrape twice)")
+    monitor_labels = dict(monitor_labels or {})
+    _check_monitor_labels(monitor_labels)
+    if api_server_cidr is not None:
+        api_server_cidr = _check_cidr(api_server_cidr)
+    prometheus_url, credentials = split_credentials(prometheus_url)
 
     name = f"rlscale-{spec.name}"
     config_name = f"{name}-spec"
@@ -194,6 +359,10 @@ def render_manifests(
         "--policy",
         policy,
     ]
+    if agent is not None:
+        args += ["--agent", AGENT_PATH]
+    if tuning is not None:
+        args += ["--tuning", TUNING_PATH]
     if interval_s is not None:
         args += ["--interval", f"{interval_s:g}"]
     if window_s is not None:
@@ -206,8 +375,8 @@ def render_manifests(
         args.append("--allow-system-namespace")
     args += ["--metrics-address", "0.0.0.0", "--metrics-port", str(metrics_port)]
 
-    def meta(obj_name: str, obj_namespace: str) -> dict[str, Any]:
-        return {"name": obj_name, "namespace": obj_namespace, "labels": dict(labels)}
+    def meta(obj_name: str, obj_namespace: str, extra: dict[str, str] | None = None) -> dict[str, Any]:
+        return {"name": obj_name, "namespace": obj_namespace, "labels": {**labels, **(extra or {})}}
 
     def probe(path: str, initial_delay_s: int, failure_threshold: int) -> dict[str, Any]:
         return {
@@ -217,6 +386,74 @@ def render_manifests(
             "timeoutSeconds": 5,
             "failureThreshold": failure_threshold,
         }
+
+    env: list[dict[str, Any]] = [
+        # the root filesystem is read-only: caches go to the /tmp emptyDir
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    annotations = {"rlscale.io/spec-sha256": spec_sha256}
+    if not (service_monitor or pod_monitor):  # with a monitor, the operator scrapes; annotations would scrape twice
+        annotations = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(metrics_port),
+            "prometheus.io/path": "/metrics",
+            **annotations,
+        }
+    extra_docs: list[dict[str, Any]] = []
+    sources: list[dict[str, Any]] = [{"configMap": {"name": config_name}}]
+    if agent is not None:
+        extra_docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": meta(f"{name}-agent", namespace),
+                "binaryData": {"actor.npz": base64.b64encode(agent).decode("ascii")},
+            }
+        )
+        sources.append(
+            {"configMap": {"name": f"{name}-agent", "items": [{"key": "actor.npz", "path": "agent/actor.npz"}]}}
+        )
+        annotations["rlscale.io/agent-sha256"] = hashlib.sha256(agent).hexdigest()
+    if tuning is not None:
+        try:
+            tuning_text = tuning.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RlscaleError("the tuning file is not UTF-8 text (a JSON file)") from None
+        extra_docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": meta(f"{name}-tuning", namespace),
+                "data": {"tuning.json": tuning_text},
+            }
+        )
+        sources.append(
+            {"configMap": {"name": f"{name}-tuning", "items": [{"key": "tuning.json", "path": "tuning/tuning.json"}]}}
+        )
+        annotations["rlscale.io/tuning-sha256"] = hashlib.sha256(tuning).hexdigest()
+    if credentials is not None:
+        secret_name = f"{name}-prometheus"
+        extra_docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": meta(secret_name, namespace),
+                "type": "kubernetes.io/basic-auth",
+                "stringData": {"username": credentials[0], "password": credentials[1]},
+            }
+        )
+        for var, key in ((PROMETHEUS_USERNAME_ENV, "username"), (PROMETHEUS_PASSWORD_ENV, "password")):
+            env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}})
+    # one volume at /etc/rlscale: the spec's ConfigMap alone, or projected with the agent's and the tuning's (a
+    # mount inside another read-only ConfigMap mount would need a mount point the kubelet cannot create)
+    config_volume: dict[str, Any] = (
+        {"name": "spec", "configMap": {"name": config_name}}
+        if len(sources) == 1
+        else {"name": "spec", "projected": {"sources": sources}}
+    )
 
     documents: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name, namespace)},
@@ -234,6 +471,7 @@ def render_manifests(
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
         },
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(config_name, namespace), "data": files},
+        *extra_docs,
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -244,15 +482,7 @@ def render_manifests(
                 "strategy": {"type": "Recreate"},
                 "selector": {"matchLabels": dict(labels)},
                 "template": {
-                    "metadata": {
-                        "labels": dict(labels),
-                        "annotations": {
-                            "prometheus.io/scrape": "true",
-                            "prometheus.io/port": str(metrics_port),
-                            "prometheus.io/path": "/metrics",
-                            "rlscale.io/spec-sha256": spec_sha256,
-                        },
-                    },
+                    "metadata": {"labels": dict(labels), "annotations": annotations},
                     "spec": {
                         "serviceAccountName": name,
                         "terminationGracePeriodSeconds": int(math.ceil(step_s)) + GRACE_MARGIN_S,
@@ -262,13 +492,7 @@ def render_manifests(
                                 "image": image,
                                 "command": ["rlscale"],
                                 "args": args,
-                                "env": [
-                                    # the root filesystem is read-only: caches go to the /tmp emptyDir
-                                    {"name": "HOME", "value": "/tmp"},
-                                    {"name": "MPLCONFIGDIR", "value": "/tmp/matplotlib"},
-                                    {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-                                    {"name": "PYTHONUNBUFFERED", "value": "1"},
-                                ],
+                                "env": env,
                                 "ports": [{"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}],
                                 "readinessProbe": probe("/metrics", 5, 3),
                                 # a slow first import (torch) must not get the pod killed
@@ -292,13 +516,51 @@ def render_manifests(
                                 ],
                             }
                         ],
-                        "volumes": [
-                            {"name": "spec", "configMap": {"name": config_name}},
-                            {"name": "tmp", "emptyDir": {}},
-                        ],
+                        "volumes": [config_volume, {"name": "tmp", "emptyDir": {}}],
                     },
                 },
             },
         },
     ]
+    endpoint = {"port": "metrics", "path": "/metrics"}
+    if service_monitor:
+        service_labels = dict(labels)
+        documents.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": f"{name}-metrics", "namespace": namespace, "labels": service_labels},
+                "spec": {
+                    "selector": dict(labels),
+                    "ports": [{"name": "metrics", "port": metrics_port, "targetPort": "metrics", "protocol": "TCP"}],
+                },
+            }
+        )
+        documents.append(
+            {
+                "apiVersion": MONITORING_API,
+                "kind": "ServiceMonitor",
+                "metadata": meta(name, namespace, monitor_labels),
+                "spec": {
+                    "selector": {"matchLabels": dict(service_labels)},
+                    "namespaceSelector": {"matchNames": [namespace]},
+                    "endpoints": [endpoint],
+                },
+            }
+        )
+    if pod_monitor:
+        documents.append(
+            {
+                "apiVersion": MONITORING_API,
+                "kind": "PodMonitor",
+                "metadata": meta(name, namespace, monitor_labels),
+                "spec": {
+                    "selector": {"matchLabels": dict(labels)},
+                    "namespaceSelector": {"matchNames": [namespace]},
+                    "podMetricsEndpoints": [endpoint],
+                },
+            }
+        )
+    if network_policy_:
+        documents.append(network_policy(meta(name, namespace), labels, metrics_port, prometheus_url, api_server_cidr))
     return yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False)

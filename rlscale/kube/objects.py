@@ -8,20 +8,28 @@ A stage's configuration lives in its Deployment:
 | variant | env var ``MODEL_VARIANT`` (``kubernetes.variant_env``) of the serving container |
 | batch | env var ``MAX_BATCH_SIZE`` (``kubernetes.batch_env``) of the serving container |
 | cores | ``resources.requests.cpu`` and ``resources.limits.cpu`` of the serving container |
+| (the spec's ``batch_timeout_s``) | env var ``BATCH_TIMEOUT_S`` (``kubernetes.batch_timeout_env``), written only |
 
 The serving container is ``kubernetes.container`` or the first one. Changing variant, batch or cores changes the
 pod template, so Kubernetes rolls the stage out; with ``maxUnavailable: 0`` (what `stage_deployment` writes) the
 rollout is make-before-break, like the simulator's.
+
+CPU quantities are read exactly (``1500m``, ``1.5``, ``2``, ``2k``, ``1e0``...): the cores are the request (the
+limit when there is no request). A stage whose request is not one of its ``cores`` choices, or whose request and
+limit differ, is *off-spec* (`read_stage`): its configuration reads as the smallest choice at or above the
+request (the largest choice above them all), and the next apply writes that value to both request and limit.
 """
 
 from __future__ import annotations
 
-import math
+import re
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from rlscale.errors import RlscaleError
 from rlscale.spec import KubeSpec, PipelineSpec, StageSpec
-from rlscale.types import StageConfig
+from rlscale.types import PipelineConfig, StageConfig
 
 LABEL_PIPELINE = "rlscale.io/pipeline"
 LABEL_STAGE = "rlscale.io/stage"
@@ -34,15 +42,61 @@ class DeploymentError(RlscaleError):
     """A stage's Deployment does not describe a configuration the spec allows (a permanent error)."""
 
 
-def cpu_cores(quantity: str | int | float | None) -> float | None:
-    """A Kubernetes CPU quantity (``2``, ``1.5``, ``500m``) in cores; None if absent."""
-    if quantity is None:
-        return None
+_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?)$")
+_SUFFIX = {
+    "n": Fraction(1, 10**9),
+    "u": Fraction(1, 10**6),
+    "m": Fraction(1, 1000),
+    "": Fraction(1),
+    "k": Fraction(10**3),
+    "M": Fraction(10**6),
+    "G": Fraction(10**9),
+    "T": Fraction(10**12),
+    "P": Fraction(10**15),
+    "E": Fraction(10**18),
+    **{s: Fraction(1024**i) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"), start=1)},
+}
+
+
+def parse_quantity(quantity: str | int | float) -> Fraction:
+    """A Kubernetes resource quantity, exactly: ``500m`` -> 1/2, ``1.5`` -> 3/2, ``2k`` -> 2000, ``1Ki`` -> 1024,
+    ``15e-1`` -> 3/2.
+
+    Raises:
+        DeploymentError: not a quantity.
+    """
     text = str(quantity).strip()
-    try:
-        return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
-    except ValueError:
-        raise DeploymentError(f"cannot read CPU quantity {text!r}") from None
+    found = _QUANTITY.match(text) if len(text) <= 64 else None
+    if found is not None and found.group(2) and abs(int(found.group(2)[1:])) > 30:
+        found = None  # no CPU or memory figure needs it; 1e999999999 must not take the sidecar's time
+    if found is None:
+        raise DeploymentError(f"cannot read the quantity {text!r} (e.g. 2, 1.5, 500m)")
+    number, exponent, suffix = found.groups()
+    value = Fraction(Decimal(number))
+    return value * Fraction(10) ** int(exponent[1:]) if exponent else value * _SUFFIX[suffix or ""]
+
+
+def cpu_cores(quantity: str | int | float | None) -> Fraction | None:
+    """A Kubernetes CPU quantity (``2``, ``1.5``, ``500m``) in cores, exactly; None if absent."""
+    return None if quantity is None else parse_quantity(quantity)
+
+
+def _cores_text(cores: Fraction) -> str:
+    return str(int(cores)) if cores.denominator == 1 else f"{float(cores):g}"
+
+
+def _container_label(deployment: dict[str, Any], kube: KubeSpec) -> str:
+    """``container 'proxy' of Deployment ns/name (the first; ...)``: which container was read, and the setting that
+    picks another."""
+    meta = deployment.get("metadata", {})
+    name = f"{meta['namespace']}/{meta.get('name', '?')}" if meta.get("namespace") else meta.get("name", "?")
+    _, container = serving_container(deployment, kube)
+    which = (
+        "named by kubernetes.container"
+        if kube.container is not None
+        else "the first one; if the model server is another, name it in kubernetes.container"
+    )
+    return f"container {container.get('name', '?')!r} of Deployment {name} ({which})"
 
 
 def serving_container(deployment: dict[str, Any], kube: KubeSpec) -> tuple[int, dict[str, Any]]:
@@ -56,7 +110,10 @@ def serving_container(deployment: dict[str, Any], kube: KubeSpec) -> tuple[int, 
     for i, c in enumerate(containers):
         if c.get("name") == kube.container:
             return i, c
-    raise DeploymentError(f"Deployment {name} has no container {kube.container!r}")
+    names = ", ".join(repr(c.get("name")) for c in containers)
+    raise DeploymentError(
+        f"Deployment {name} has no container {kube.container!r} (kubernetes.container); its containers: {names}"
+    )
 
 
 def _env(container: dict[str, Any], var: str) -> tuple[int | None, str | None]:
@@ -66,8 +123,11 @@ def _env(container: dict[str, Any], var: str) -> tuple[int | None, str | None]:
     return None, None
 
 
-def read_stage_config(deployment: dict[str, Any], kube: KubeSpec, stage: StageSpec) -> StageConfig:
-    """The configuration a stage Deployment asks for (``spec``, not what is running yet).
+def read_stage(deployment: dict[str, Any], kube: KubeSpec, stage: StageSpec) -> tuple[StageConfig, str | None]:
+    """The configuration a stage Deployment asks for (``spec``, not what is running yet), and why the Deployment
+    is off-spec (None when it is not): its CPU request is not one of the stage's ``cores`` choices, or its request
+    and limit differ. An off-spec stage reads as the smallest choice at or above its request (the largest choice
+    when the request is above them all): the value the next apply writes.
 
     Raises:
         DeploymentError: the env vars or CPU request are missing or name something the spec does not allow.
@@ -76,7 +136,10 @@ def read_stage_config(deployment: dict[str, Any], kube: KubeSpec, stage: StageSp
     _, container = serving_container(deployment, kube)
     _, variant = _env(container, kube.variant_env)
     if variant is None:
-        raise DeploymentError(f"Deployment {name}: container has no env var {kube.variant_env}")
+        raise DeploymentError(
+            f"{_container_label(deployment, kube)} has no env var {kube.variant_env} (kubernetes.variant_env: the "
+            "env var that names the model variant)"
+        )
     if variant not in stage.variant_names:
         raise DeploymentError(
             f"Deployment {name}: {kube.variant_env}={variant!r} is not a variant of stage {stage.name} "
@@ -88,13 +151,61 @@ def read_stage_config(deployment: dict[str, Any], kube: KubeSpec, stage: StageSp
     except ValueError:
         batch = None
     if batch is None or batch < 1:
-        raise DeploymentError(f"Deployment {name}: env var {kube.batch_env} must be a positive integer")
+        raise DeploymentError(
+            f"{_container_label(deployment, kube)}: env var {kube.batch_env} (kubernetes.batch_env) must be a "
+            f"positive integer, got {batch_text!r}"
+        )
     resources = container.get("resources") or {}
-    cpu = cpu_cores((resources.get("requests") or {}).get("cpu") or (resources.get("limits") or {}).get("cpu"))
-    if cpu is None:
-        raise DeploymentError(f"Deployment {name}: container has no CPU request")
+    try:
+        request = cpu_cores((resources.get("requests") or {}).get("cpu"))
+        limit = cpu_cores((resources.get("limits") or {}).get("cpu"))
+    except DeploymentError as exc:
+        raise DeploymentError(f"Deployment {name}: CPU: {exc}") from None
+    cores = request if request is not None else limit
+    if cores is None:
+        raise DeploymentError(f"{_container_label(deployment, kube)} has no CPU request (resources.requests.cpu)")
+    choices = sorted(stage.cores)
+    problems = []
+    if cores not in choices:
+        allowed = ", ".join(map(str, choices))
+        problems.append(f"CPU request {_cores_text(cores)} is not one of stage {stage.name}'s cores ({allowed})")
+    if request is not None and limit is not None and request != limit:
+        problems.append(f"CPU request {_cores_text(request)} differs from its limit {_cores_text(limit)}")
+    chosen = next((c for c in choices if c >= cores), choices[-1])
     replicas = deployment.get("spec", {}).get("replicas")
-    return StageConfig(variant, batch, int(replicas if replicas is not None else 1), max(1, int(math.ceil(cpu))))
+    config = StageConfig(variant, batch, int(replicas if replicas is not None else 1), int(chosen))
+    reason = None
+    if problems:
+        reason = (
+            f"Deployment {name} is off-spec: {'; '.join(problems)}; read as {chosen} cores, which the next apply "
+            "writes to both"
+        )
+    return config, reason
+
+
+def read_stage_config(deployment: dict[str, Any], kube: KubeSpec, stage: StageSpec) -> StageConfig:
+    """The configuration a stage Deployment asks for (`read_stage`, without the off-spec reason).
+
+    Raises:
+        DeploymentError: the env vars or CPU request are missing or name something the spec does not allow.
+    """
+    return read_stage(deployment, kube, stage)[0]
+
+
+def starting_config(spec: PipelineSpec) -> PipelineConfig:
+    """The spec's starting configuration: every stage at its least accurate (cheapest) variant, smallest batch,
+    fewest cores and fewest replicas (what ``sidecar --once --dry-run`` assumes when no API server answers)."""
+    return PipelineConfig(
+        tuple(
+            StageConfig(
+                min(st.variants, key=lambda v: v.accuracy).name,
+                min(st.batch_sizes),
+                st.min_replicas,
+                min(st.cores),
+            )
+            for st in spec.stages
+        )
+    )
 
 
 def ready_replicas(deployment: dict[str, Any]) -> int | None:
@@ -104,8 +215,11 @@ def ready_replicas(deployment: dict[str, Any]) -> int | None:
     return int(value) if value is not None else None
 
 
-def template_patch(deployment: dict[str, Any], kube: KubeSpec, new: StageConfig) -> list[dict[str, Any]]:
-    """A JSON patch (RFC 6902) that sets variant, batch and cores of the serving container, and the replicas.
+def template_patch(
+    deployment: dict[str, Any], kube: KubeSpec, new: StageConfig, batch_timeout_s: float | None = None
+) -> list[dict[str, Any]]:
+    """A JSON patch (RFC 6902) that sets variant, batch and cores of the serving container, and the replicas; and
+    the batch timeout env var (``kubernetes.batch_timeout_env``) to ``batch_timeout_s`` when given.
 
     JSON patch addresses the container and env entries by index, so it means the same to every API server
     (strategic merge is Kubernetes-only; JSON merge would replace the whole container list). Writing back the
@@ -119,7 +233,10 @@ def template_patch(deployment: dict[str, Any], kube: KubeSpec, new: StageConfig)
     if version is not None:
         ops.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
     has_env = bool(container.get("env"))
-    for var, value in ((kube.variant_env, new.variant), (kube.batch_env, str(new.batch))):
+    env = [(kube.variant_env, new.variant), (kube.batch_env, str(new.batch))]
+    if batch_timeout_s is not None:
+        env.append((kube.batch_timeout_env, f"{batch_timeout_s:g}"))
+    for var, value in env:
         j, _ = _env(container, var)
         if j is None:
             if not has_env:  # create the list once; later entries append to it
@@ -179,6 +296,7 @@ def stage_deployment(
                             "env": [
                                 {"name": kube.variant_env, "value": config.variant},
                                 {"name": kube.batch_env, "value": str(config.batch)},
+                                {"name": kube.batch_timeout_env, "value": f"{spec.batch_timeout_s:g}"},
                             ],
                             "resources": {"requests": {"cpu": cpu}, "limits": {"cpu": cpu}},
                         }

@@ -153,6 +153,12 @@ def _is_timeout(exc: BaseException) -> bool:
     return False
 
 
+def _queried_url(response: Any) -> str | None:
+    """The URL a response answered, without its query string or credentials (None when unknown)."""
+    url = getattr(response, "url", None)
+    return redact_url(str(url).split("?", 1)[0]) if url else None
+
+
 def _api_error(body: Any) -> tuple[str, str] | None:
     """(errorType, error) of a Prometheus API error answer (``{"status": "error", ...}``), else None."""
     if isinstance(body, dict) and body.get("status") == "error":
@@ -172,6 +178,8 @@ class PrometheusReader:
         timeout_s: per-query HTTP timeout; a slower answer counts as unavailable.
         bearer_token: sent as ``Authorization: Bearer`` (managed and OpenShift Prometheus need one).
         verify_tls: check an https Prometheus' certificate (turn off only for a test setup).
+        basic_auth: (user, password) sent as basic auth (what the manifests' Secret gives the sidecar); shown
+            nowhere.
     """
 
     url: str
@@ -180,6 +188,7 @@ class PrometheusReader:
     timeout_s: float = 3.0
     bearer_token: str | None = None
     verify_tls: bool = True
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
     _last_response: Any = field(default=None, init=False)
     _warned: set[str] = field(default_factory=set, init=False)
 
@@ -205,6 +214,7 @@ class PrometheusReader:
             disable_ssl=not self.verify_tls,
             timeout=self.timeout_s,
             retry=Retry(total=0),
+            auth=self.basic_auth,
             session=session,
         )
 
@@ -221,19 +231,34 @@ class PrometheusReader:
         if _is_timeout(exc):
             return MetricsUnavailable(f"Prometheus at {url} did not answer {name}: timed out after {self.timeout_s:g}s")
         text = str(exc)
+        response, self._last_response = self._last_response, None
         found = re.match(r"HTTP Status Code (\d+) \((.*)\)$", text, re.S)
         if found is not None:
             status, body = int(found.group(1)), found.group(2)
-            try:  # the client quotes the body as bytes' repr; Prometheus' body is JSON with an "error" field
-                detail = str(json.loads(ast.literal_eval(body)).get("error", ""))
-            except (ValueError, SyntaxError, TypeError, AttributeError):
+            try:  # the client quotes the body as bytes' repr
+                raw = ast.literal_eval(body)
+                body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                pass
+            try:  # Prometheus' own error answers are JSON with an "error" field
+                detail = str(json.loads(body).get("error", ""))
+            except (ValueError, TypeError, AttributeError):
                 detail = ""
             detail = " ".join((detail or body).split())[:300]
+            queried = _queried_url(response)
+            hint = ""
+            if status == 404:
+                hint = (
+                    f"; {queried or 'the query URL'} does not exist: --prometheus must be the URL Prometheus serves "
+                    "its API under, with its path prefix if it has one (--web.route-prefix or a proxy path, e.g. "
+                    "http://host/prometheus)"
+                )
+            elif queried:
+                hint = f" (queried {queried})"
             return MetricsUnavailable(
-                f"Prometheus at {url} refused {name}: HTTP {status}: {detail}",
+                f"Prometheus at {url} refused {name}: HTTP {status}: {detail}{hint}",
                 permanent=400 <= status < 500 and status != 429,
             )
-        response, self._last_response = self._last_response, None
         if isinstance(exc, KeyError | TypeError | ValueError) and response is not None:
             # the client read an HTTP 200 answer as {"data": {"result": ...}} and failed
             try:

@@ -11,7 +11,8 @@ import logging
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlscale.control import Controller
@@ -45,6 +46,8 @@ class SidecarLaunch:
         verify_tls: verify an https Prometheus' certificate.
         max_backoff_s: longest wait after repeated faults; None: 6 intervals.
         speedup: pipeline seconds per wall second (1 on a real cluster).
+        basic_auth: Prometheus basic-auth (user, password) from the environment (`PROMETHEUS_USERNAME_ENV`,
+            `PROMETHEUS_PASSWORD_ENV`, set by the manifests' Secret); None: none, or the URL's own.
     """
 
     prometheus_url: str
@@ -62,6 +65,26 @@ class SidecarLaunch:
     verify_tls: bool = True
     max_backoff_s: float | None = None
     speedup: float = 1.0
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+
+
+def prometheus_auth_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """The Prometheus basic-auth credentials in ``environ`` (the manifests' Secret), or None when neither is set.
+
+    Raises:
+        RlscaleError: only one of the two variables is set.
+    """
+    from rlscale.kube.manifests import PROMETHEUS_PASSWORD_ENV, PROMETHEUS_USERNAME_ENV
+
+    user, password = environ.get(PROMETHEUS_USERNAME_ENV), environ.get(PROMETHEUS_PASSWORD_ENV)
+    if user is None and password is None:
+        return None
+    if not user or password is None:
+        raise RlscaleError(
+            f"Prometheus basic auth needs both {PROMETHEUS_USERNAME_ENV} and {PROMETHEUS_PASSWORD_ENV} set (the "
+            "Secret `rlscale manifests` writes holds both)"
+        )
+    return user, password
 
 
 def check_url(url: str, flag: str) -> str:
@@ -96,28 +119,54 @@ def read_token(path: str) -> str:
     return token.decode("ascii")
 
 
-def kube_api(kubeconfig: str | None):
-    """An AppsV1Api from ``kubeconfig``, else the pod's service account, else ~/.kube/config."""
+def connect(kubeconfig: str | None):
+    """An AppsV1Api from ``kubeconfig``, else the pod's service account, else ~/.kube/config (``$KUBECONFIG``);
+    and where its server and credentials came from, in words, with the setting that changes them (for messages).
+
+    Raises:
+        RlscaleError: no usable credentials (or no such ``kubeconfig``).
+    """
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
+    from kubernetes.config.kube_config import KUBE_CONFIG_DEFAULT_LOCATION
 
+    path = kubeconfig
     try:
         if kubeconfig:
             if not Path(kubeconfig).is_file():
                 raise RlscaleError(f"--kubeconfig {kubeconfig}: no such file")
             config.load_kube_config(config_file=kubeconfig)
+            source = None
         else:
             try:
                 config.load_incluster_config()
+                source = (
+                    "in-cluster: the pod's service account and KUBERNETES_SERVICE_HOST; check its token, the "
+                    "cluster's network and any NetworkPolicy"
+                )
             except ConfigException:
+                path = KUBE_CONFIG_DEFAULT_LOCATION
                 config.load_kube_config()
+                source = None
     except (ConfigException, OSError, ValueError, TypeError) as exc:
         raise RlscaleError(
             f"no usable Kubernetes credentials ({exc}); run in a pod with a service account or pass --kubeconfig"
         ) from None
+    if source is None:
+        try:
+            _contexts, active = config.list_kube_config_contexts(config_file=path)
+            context = (active or {}).get("name", "?")
+        except (ConfigException, OSError, ValueError, TypeError):
+            context = "?"
+        source = f"kubeconfig {path}, context {context}; change them with --kubeconfig or kubectl config use-context"
     cfg = client.Configuration.get_default_copy()
     cfg.retries = 0  # no hidden client-side retries: the sidecar's backoff decides, and says so in its log
-    return client.AppsV1Api(client.ApiClient(cfg))
+    return client.AppsV1Api(client.ApiClient(cfg)), source
+
+
+def kube_api(kubeconfig: str | None):
+    """An AppsV1Api from ``kubeconfig``, else the pod's service account, else ~/.kube/config (`connect`)."""
+    return connect(kubeconfig)[0]
 
 
 def discover_namespace(arg: str | None, spec_ns: str | None, kubeconfig: str | None) -> str:
@@ -139,8 +188,10 @@ def discover_namespace(arg: str | None, spec_ns: str | None, kubeconfig: str | N
     return IN_POD_NAMESPACE.read_text().strip() if IN_POD_NAMESPACE.exists() else "default"
 
 
-def _namespace(spec: PipelineSpec, launch: SidecarLaunch) -> str:
-    """The checked namespace of the stage Deployments (`discover_namespace`; system namespaces refused)."""
+def _namespace(spec: PipelineSpec, launch: SidecarLaunch) -> tuple[str, str]:
+    """The checked namespace of the stage Deployments (`discover_namespace`: ``--namespace``, else the spec's
+    ``kubernetes.namespace``, where ``rlscale manifests`` puts the Role, else the pod's or the kubeconfig
+    context's, else ``default``; system namespaces refused), and where it came from."""
     from rlscale.kube.objects import system_namespace_problem
 
     if launch.namespace is not None and not is_k8s_name(launch.namespace):
@@ -148,18 +199,51 @@ def _namespace(spec: PipelineSpec, launch: SidecarLaunch) -> str:
             f"--namespace {launch.namespace!r}: not a Kubernetes namespace name (lowercase, digits, '-')"
         )
     namespace = discover_namespace(launch.namespace, spec.kubernetes.namespace, launch.kubeconfig)
+    where = (
+        "--namespace"
+        if launch.namespace
+        else "the spec's kubernetes.namespace"
+        if spec.kubernetes.namespace
+        else "the namespace (of the pod or the kubeconfig context)"
+    )
     if not launch.allow_system_namespace:
-        where = (
-            "--namespace"
-            if launch.namespace
-            else "the spec's kubernetes.namespace"
-            if spec.kubernetes.namespace
-            else "the namespace (of the pod or the kubeconfig context)"
-        )
         problem = system_namespace_problem(namespace, where)
         if problem:
             raise RlscaleError(problem)
-    return namespace
+    return namespace, where
+
+
+def _actuator(spec: PipelineSpec, namespace: str, launch: SidecarLaunch):
+    """The Deployment actuator; for ``--once --dry-run`` without a usable API server (no credentials, or the
+    Deployments cannot be read), an `AssumedActuator` on the spec's starting configuration, said on stderr."""
+    from rlscale.kube.actuator import AssumedActuator, DeploymentActuator, KubeApiError
+    from rlscale.kube.objects import starting_config
+
+    offline = launch.dry_run and launch.once
+    try:
+        api, credentials = connect(launch.kubeconfig)
+    except RlscaleError as exc:
+        if not offline:
+            raise
+        reason = str(exc)
+    else:
+        actuator = DeploymentActuator(spec, api, namespace, dry_run=launch.dry_run, credentials=credentials)
+        if not offline:
+            return actuator
+        try:
+            actuator.read()
+            return actuator
+        except KubeApiError as exc:
+            if exc.kind == "deployment":  # reached, but a Deployment is wrong: that is the news, not a guess
+                raise RlscaleError(f"cannot read the Deployments: {exc}") from None
+            reason = f"cannot read the Deployments: {exc}"
+    assumed = starting_config(spec)
+    print(
+        f"rlscale sidecar: warning: {reason}; --once --dry-run decides from the spec's starting configuration "
+        f"({assumed}) instead, and sends nothing to the API server",
+        file=sys.stderr,
+    )
+    return AssumedActuator(spec, assumed)
 
 
 def run_sidecar(spec: PipelineSpec, controller: Controller, launch: SidecarLaunch) -> int:
@@ -169,7 +253,6 @@ def run_sidecar(spec: PipelineSpec, controller: Controller, launch: SidecarLaunc
     Raises:
         RlscaleError: bad input (URL, namespace, token file, credentials, metrics address); nothing was changed.
     """
-    from rlscale.kube.actuator import DeploymentActuator
     from rlscale.kube.cluster import KubernetesCluster
     from rlscale.kube.prometheus import MetricsUnavailable, PrometheusReader, duration, redact_url
     from rlscale.kube.sidecar import Sidecar, SidecarMetrics, SidecarSettings
@@ -178,8 +261,13 @@ def run_sidecar(spec: PipelineSpec, controller: Controller, launch: SidecarLaunc
     # the flags' ranges are checked by the CLI; the spec's interval by the spec
     interval_s = launch.interval_s if launch.interval_s is not None else spec.interval_s
     window_s = launch.window_s if launch.window_s is not None else max(interval_s, 30.0)
-    namespace = _namespace(spec, launch)
+    namespace, namespace_from = _namespace(spec, launch)
     token = read_token(launch.token_file) if launch.token_file else None
+    if launch.basic_auth is not None and redact_url(url) != url:
+        raise RlscaleError(
+            "Prometheus credentials both in the --prometheus URL and in the environment (the manifests' Secret); "
+            "keep one"
+        )
     reader = PrometheusReader(
         url,
         spec.name,
@@ -187,6 +275,7 @@ def run_sidecar(spec: PipelineSpec, controller: Controller, launch: SidecarLaunc
         timeout_s=launch.timeout_s,
         bearer_token=token,
         verify_tls=launch.verify_tls,
+        basic_auth=launch.basic_auth,
     )
     if launch.once:  # nothing to hold on to in a one-shot run: an unreachable Prometheus ends it at once
         try:
@@ -194,7 +283,7 @@ def run_sidecar(spec: PipelineSpec, controller: Controller, launch: SidecarLaunc
         except MetricsUnavailable as exc:
             print(f"rlscale sidecar: error: {exc}; nothing was changed", file=sys.stderr)
             return 1
-    actuator = DeploymentActuator(spec, kube_api(launch.kubeconfig), namespace, dry_run=launch.dry_run)
+    actuator = _actuator(spec, namespace, launch)
     cluster = KubernetesCluster(
         spec, reader, actuator, interval_s=interval_s, window_s=window_s, speedup=launch.speedup
     )
@@ -219,11 +308,12 @@ def run_sidecar(spec: PipelineSpec, controller: Controller, launch: SidecarLaunc
                 f"cannot serve metrics on {launch.metrics_address}:{launch.metrics_port}: {exc}"
             ) from None
     log.info(
-        "sidecar for %s: policy %s%s, namespace %s, Prometheus %s, every %gs (window %gs)%s",
+        "sidecar for %s: policy %s%s, namespace %s (%s), Prometheus %s, every %gs (window %gs)%s",
         spec.name,
         policy.name,
         " + safety" if safety is not None else "",
         namespace,
+        namespace_from,
         redact_url(url),
         interval_s,
         window_s,

@@ -64,7 +64,8 @@ def test_a_template_change_is_one_json_patch_that_keeps_everything_else(kube_api
     containers = dep["spec"]["template"]["spec"]["containers"]
     assert [c["name"] for c in containers] == ["server", "log-shipper"]
     env = {e["name"]: e["value"] for e in containers[0]["env"]}
-    assert env == {"MODEL_VARIANT": "yolov5s", "MAX_BATCH_SIZE": "4", "LOG_LEVEL": "info"}
+    timeout = f"{video.batch_timeout_s:g}"  # the spec's batch timeout goes with every template patch
+    assert env == {"MODEL_VARIANT": "yolov5s", "MAX_BATCH_SIZE": "4", "LOG_LEVEL": "info", "BATCH_TIMEOUT_S": timeout}
     assert containers[0]["resources"] == {"requests": {"cpu": "2"}, "limits": {"cpu": "2"}}
     assert containers[0]["image"] == "registry.example/model-server:latest"
     patches = [r for r in kube_api.emulator.seen if r["method"] == "PATCH"]
