@@ -38,7 +38,8 @@ class TimelineSeries:
         starts_s / ends_s: each interval's bounds.
         p99_s: end-to-end p99 (NaN where nothing completed).
         no_completion: intervals in which no request completed although some were expected (arrivals or a queue).
-        violation_share / dropped_share: (late + dropped) / arrivals and dropped / arrivals (0 with no arrivals).
+        violation_share / dropped_share: (late + dropped) / arrivals and dropped / arrivals (0 with no arrivals;
+            above 1 when requests that arrived earlier are dropped in an interval of few arrivals).
         in_flight: requests inside the pipeline at each interval's end.
         predicted_rps: the load the policy planned for at the end of each interval (NaN where it does not say).
     """
@@ -148,7 +149,7 @@ def draw_timeline(spec: PipelineSpec, result: RunResult):
     ax = axes[-2]
     ax.plot(starts, series.p99_s, lw=1, marker=".", ms=2, label="end-to-end p99")
     ax.axhline(spec.sla_s, color="red", ls="--", lw=1, label=f"SLA {spec.sla_s:g} s")
-    top = np.nanmax(np.append(series.p99_s, spec.sla_s)) * 1.15
+    top = np.nanmax(np.append(series.p99_s, spec.sla_s)) * 1.45  # room for the legend above the lines
     ax.set_ylim(0, top)
     if series.no_completion.any():
         label = "no request completed (all dropped or queued)"
@@ -168,13 +169,14 @@ def draw_timeline(spec: PipelineSpec, result: RunResult):
     ax.fill_between(
         *_held(starts, ends, 100 * series.dropped_share), step="post", color="tab:red", alpha=0.3, lw=0, label="dropped"
     )
-    ax.set_ylim(0, 105)
+    peak = max(100.0, 100 * float(np.max(series.violation_share, initial=0.0)))  # drops of earlier arrivals: > 100%
+    ax.set_ylim(0, peak * 1.4)
     ax.set_ylabel("violations\n(% of arrivals)", fontsize=8)
     ax.set_xlabel("time (s)")
     twin = ax.twinx()
     twin.step(ends, series.in_flight, where="pre", color="0.35", lw=0.8, ls=":", label="in the pipeline")
     twin.set_ylabel("requests in\nthe pipeline", fontsize=8)
-    twin.set_ylim(0, max(1.0, float(series.in_flight.max())) * 1.15)
+    twin.set_ylim(0, max(1.0, float(series.in_flight.max(initial=0.0))) * 1.4)
     handles = ax.get_legend_handles_labels()
     extra = twin.get_legend_handles_labels()
     ax.legend(handles[0] + extra[0], handles[1] + extra[1], fontsize=7, loc="upper left", ncol=3)

@@ -183,16 +183,8 @@ class TimelineWriter:
         self.spec = spec
         self._columns = columns(spec)
         header = ",".join(self._columns)
+        existing = _existing(self.path, spec)
         try:
-            if self.path.is_dir():
-                raise RlscaleError(f"--timeline {self.path}: is a folder; give a CSV file path")
-            existing = self.path.read_bytes() if self.path.exists() else b""
-            first = existing.split(b"\n", 1)[0].decode("utf-8", errors="replace").strip()
-            if existing and first != header:
-                raise RlscaleError(
-                    f"--timeline {self.path}: holds another timeline (its header differs: another pipeline or an "
-                    "older rlscale); give a new file"
-                )
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - held for the loop
             if existing and not existing.endswith(b"\n"):
@@ -232,6 +224,33 @@ class TimelineWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _existing(path: Path, spec: PipelineSpec) -> bytes:
+    """The bytes of an existing timeline file (b"" when there is none), checked to hold ``spec``'s columns."""
+    if path.is_dir():
+        raise RlscaleError(f"--timeline {path}: is a folder; give a CSV file path")
+    try:
+        existing = path.read_bytes() if path.exists() else b""
+    except OSError as exc:
+        raise RlscaleError(f"--timeline {path}: cannot read: {exc.strerror or exc}") from None
+    first = existing.split(b"\n", 1)[0].decode("utf-8", errors="replace").strip()
+    if existing and first != ",".join(columns(spec)):
+        raise RlscaleError(
+            f"--timeline {path}: holds another timeline or another file (its header is not this pipeline's "
+            "columns); give a new file"
+        )
+    return existing
+
+
+def check_appendable(path: Path, spec: PipelineSpec) -> None:
+    """`check_writable`, and an existing file must be a timeline of ``spec`` (the rows are appended to it).
+
+    Raises:
+        RlscaleError: see `check_writable`; the file holds something else.
+    """
+    check_writable(path)
+    _existing(Path(path), spec)
 
 
 def check_writable(path: Path) -> None:

@@ -45,6 +45,7 @@ class SidecarLaunch:
         verify_tls: verify an https Prometheus' certificate.
         max_backoff_s: longest wait after repeated faults; None: 6 intervals.
         speedup: pipeline seconds per wall second (1 on a real cluster).
+        timeline_path: a CSV file to append one row per decision to (`rlscale.timeline`); None: none.
     """
 
     prometheus_url: str
@@ -62,6 +63,7 @@ class SidecarLaunch:
     verify_tls: bool = True
     max_backoff_s: float | None = None
     speedup: float = 1.0
+    timeline_path: str | None = None
 
 
 def check_url(url: str, flag: str) -> str:
@@ -210,6 +212,10 @@ def run_sidecar(spec: PipelineSpec, controller: Controller, launch: SidecarLaunc
     settings = SidecarSettings(interval_s=interval_s, max_backoff_s=launch.max_backoff_s, speedup=launch.speedup)
     policy, safety = controller.policy, controller.guard
     sidecar = Sidecar(cluster, policy, safety, settings, metrics, stop)
+    if launch.timeline_path:
+        from rlscale.timeline import TimelineWriter
+
+        sidecar.timeline = TimelineWriter(Path(launch.timeline_path), spec)
     server = None
     if launch.metrics_port:
         try:
