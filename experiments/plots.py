@@ -170,7 +170,8 @@ def draw_timeline(spec: PipelineSpec, result: RunResult):
         *_held(starts, ends, 100 * series.dropped_share), step="post", color="tab:red", alpha=0.3, lw=0, label="dropped"
     )
     peak = max(100.0, 100 * float(np.max(series.violation_share, initial=0.0)))  # drops of earlier arrivals: > 100%
-    ax.set_ylim(0, peak * 1.4)
+    ax.set_ylim(0, peak * 1.4)  # room for the legend above the lines
+    ax.set_yticks(np.linspace(0, 100, 5) if peak <= 100 else ax.get_yticks())
     ax.set_ylabel("violations\n(% of arrivals)", fontsize=8)
     ax.set_xlabel("time (s)")
     twin = ax.twinx()

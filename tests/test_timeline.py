@@ -156,3 +156,25 @@ def test_the_sidecar_appends_one_row_per_decision(tmp_path, video):
     assert rows[0]["reconfigured"] == "true"
     assert all(float(r["arrival_rps_peak"]) == 20 for r in rows)
     assert "nan" not in path.read_text().lower()
+
+
+def test_simulate_writes_the_timeline_and_the_json_record_shows_each_stage(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    trace = tmp_path / "steps.csv"
+    trace.write_text("rps\n" + "\n".join(["5"] * 60 + ["25"] * 60) + "\n")
+    out = tmp_path / "new" / "t.csv"
+    argv = ["simulate", "--pipeline", "video", "--trace", str(trace), "--policy", "ipa", "--json", "--timeline"]
+    done = subprocess.run(
+        [sys.executable, "-m", "rlscale.cli", *argv, str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["in_flight_share"] == 0 and record["in_flight"] == 0
+    for stage in record["stages"]:
+        assert {"variant_mode", "batch_mode", "cores_mean", "replicas_mean"} <= set(stage)
+    rows = read_rows(out.read_text())
+    assert sum(r["phase"] == "trace" for r in rows) == record["intervals"]
+    assert "nan" not in out.read_text().lower()
