@@ -36,9 +36,17 @@ def fmt(value: object) -> str:
 
 
 def run_notes(record: dict) -> list[str]:
-    """Lines a run's summary must say out loud: requests still in the pipeline when the run ended, and reconfiguration
-    budget breaches (``budget_breaches``, where the record has it). Empty when there is nothing to say."""
+    """Lines a run's summary must say out loud: a violation rate over `experiments.compare.SLA_THRESHOLD`, requests
+    still in the pipeline when the run ended, and budget breaches (``budget_breaches``, where the record has it).
+    Empty when there is nothing to say."""
+    from experiments.compare import SLA_THRESHOLD
+
     notes = []
+    rate = record.get("sla_violation_rate")
+    if isinstance(rate, int | float) and rate > SLA_THRESHOLD:
+        notes.append(
+            f"{rate:.2%} of requests late or dropped: the run does not meet the SLA (over {SLA_THRESHOLD:.0%})"
+        )
     in_flight = record.get("in_flight") or 0
     if isinstance(in_flight, int | float) and in_flight > 0:
         share = record.get("in_flight_share")

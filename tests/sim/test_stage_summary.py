@@ -56,4 +56,6 @@ def test_run_notes_say_what_was_left_queued_and_budget_breaches():
     assert "10226 requests (25.0% of arrivals) still queued at the end" in note
     notes = run_notes({"in_flight": 0, "budget_breaches": 3})
     assert len(notes) == 1 and "3 budget breach" in notes[0]
-    assert run_notes({"in_flight": 0, "budget_breaches": 0}) == []
+    assert run_notes({"in_flight": 0, "budget_breaches": 0, "sla_violation_rate": 0.01}) == []
+    (late,) = run_notes({"in_flight": 0, "sla_violation_rate": 0.778})
+    assert "77.80% of requests late or dropped" in late
