@@ -637,9 +637,7 @@ def stage_table(comp: Comparison, traces: list[str], policies: list[str]) -> lis
     """
     names = [st.name for st in comp.spec.stages]
     lines = [
-        "## Configuration per stage",
-        "",
-        "variant and batch in force longest; cores per replica and replicas: time-weighted means",
+        "## Configuration per stage (variant and batch in force longest; cores per replica, replicas: time-weighted)",
         "",
         "| trace | policy | " + " | ".join(names) + " |",
         "|---|---|" + "---|" * len(names),
