@@ -9,11 +9,15 @@ whichever (but the wall-clock ``decision_ms_*``). Writes to ``--out``:
 - ``records.jsonl``: one line per finished run, appended (written, flushed, fsynced) the moment it finishes, so
   an interrupt or a crash loses only the run in flight; ``settings.json``: what the runs depend on (pipeline and
   spec digest, traces and their digests, policies, seeds, arrivals, planner flags), to resume only like with like;
-- ``results.csv``: one row per run (every field of the summary record but the per-stage list);
-- ``results.md``: one row per pipeline x trace x policy, means over seeds (with the spread of the score);
-- ``accuracy_vs_cost.png`` (one panel per trace, one point per policy), ``violations.png`` (violation rate per
-  policy and trace) and ``timeline-{trace}-{policy}.png`` for the first seed, ``{trace}`` being the trace's name
-  (a CSV's file name without ``.csv``; ``-2``, ``-3``... added when two traces share one).
+- ``results.csv``: one row per run (every field of the summary record but the per-stage list, which is flattened
+  into ``<stage>.variant_mode``, ``<stage>.batch_mode``, ``<stage>.cores_mean`` and ``<stage>.replicas_mean``);
+- ``results.md``: one row per pipeline x trace x policy, means over seeds (with the spread of the score), then each
+  stage's configuration (most-used variant and batch, mean cores per replica and replicas) and notes on the runs
+  that violated the SLA (over `SLA_THRESHOLD`) or ended with requests still queued;
+- ``accuracy_vs_cost.png`` (one panel per trace, one point per policy; runs over `SLA_THRESHOLD` hollow and red),
+  ``violations.png`` (violation rate per policy and trace), ``timeline-{trace}-{policy}.png`` for the first seed
+  and ``timeline-{trace}-{policy}-seed{seed}.csv`` for every run (the rows of `rlscale.timeline`), ``{trace}`` being
+  the trace's name (a CSV's file name without ``.csv``; ``-2``, ``-3``... added when two traces share one).
 
 Every file but the records is written whole or not at all (a temporary file, then ``os.replace``). A folder that
 already holds a comparison's results is never mixed with a new one: ``resume`` continues it (skipping the
@@ -59,6 +63,7 @@ from rlscale.paths import (
 )
 from rlscale.sim.runner import RunResult, run_episode
 from rlscale.spec import PipelineSpec, load_spec
+from rlscale.timeline import to_csv as timeline_csv
 from rlscale.workload import EVAL_TRACES, Trace, load_trace
 
 log = logging.getLogger(__name__)
@@ -66,7 +71,11 @@ log = logging.getLogger(__name__)
 RECORDS = "records.jsonl"
 SETTINGS = "settings.json"
 SUMMARY = ("results.csv", "results.md", "accuracy_vs_cost.png", "violations.png")
-TIMELINES = "timeline-*.png"
+TIMELINES = ("timeline-*.png", "timeline-*.csv")
+SLA_THRESHOLD = 0.01
+"""A run whose violation rate (late + dropped) exceeds this does not meet the SLA: marked in the plots and notes."""
+STAGE_FIELDS = ("variant_mode", "batch_mode", "cores_mean", "replicas_mean")
+"""The per-stage record fields flattened into a compare record as ``<stage>.<field>``."""
 TEMPORARY = ".*.tmp-*"  # what `rlscale.paths.atomic_path` leaves when a process is killed mid-write
 
 RunKey = tuple[str, str, int]
@@ -124,6 +133,7 @@ class RunSpec:
         options: what the factory takes besides the name (the CLI's `PolicyOptions`), or None.
         factory: ``module:function`` of the policy factory (`PolicyFactory`), imported by whoever runs the spec.
         timeline: where to draw the run's timeline (a PNG path), or None for none.
+        timeline_csv: where to write the run's timeline rows (a CSV path, `rlscale.timeline`), or None for none.
     """
 
     pipeline: str
@@ -134,6 +144,7 @@ class RunSpec:
     options: Any = None
     factory: str = "rlscale.cli.registry:make_policy"
     timeline: str | None = None
+    timeline_csv: str | None = None
 
     @property
     def key(self) -> RunKey:
@@ -158,6 +169,8 @@ def _execute(run_spec: RunSpec) -> tuple[dict[str, Any], RunResult]:
     policy = resolve_factory(run_spec.factory)(run_spec.policy, spec, trace, run_spec.options)
     result = run_episode(spec, trace, policy, seed=run_spec.seed, arrivals=run_spec.arrivals)
     record = {k: v for k, v in result.record.items() if k != "stages"}
+    for stage in result.record.get("stages", []):
+        record.update({f"{stage['stage']}.{k}": stage[k] for k in STAGE_FIELDS if k in stage})
     record["trace"] = run_spec.trace
     record["policy"] = run_spec.policy
     record["arrivals"] = run_spec.arrivals
@@ -165,6 +178,8 @@ def _execute(run_spec: RunSpec) -> tuple[dict[str, Any], RunResult]:
     if run_spec.timeline is not None:
         with atomic_path(Path(run_spec.timeline)) as tmp:
             plot_timeline(spec, result, tmp)
+    if run_spec.timeline_csv is not None:
+        atomic_write_text(Path(run_spec.timeline_csv), timeline_csv(spec, result.timeline_rows(spec)))
     return record, result
 
 
@@ -310,7 +325,7 @@ def previous_results(out: Path) -> list[Path]:
     if not out.is_dir():
         return []
     names = [out / n for n in (RECORDS, SETTINGS, *SUMMARY)]
-    return [p for p in names if p.exists()] + sorted(out.glob(TIMELINES))
+    return [p for p in names if p.exists()] + sorted(p for pattern in TIMELINES for p in out.glob(pattern))
 
 
 def _shorten(value: Any, limit: int = 80) -> str:
@@ -445,7 +460,7 @@ def run_comparison(
             `PolicyOptions`, a dataclass, recorded in ``settings.json``); None: the policies' defaults.
         arrivals: ``even`` or ``poisson``; None picks as described under ``seeds``.
         out: output folder (None writes nothing).
-        timelines: draw a timeline per trace x policy (first seed).
+        timelines: draw a timeline per trace x policy (first seed) and write each run's timeline rows (CSV).
         progress: show a progress bar.
         keep_results: keep every RunResult of this process's runs in memory (for analysis; costs memory).
         resume: ``out`` holds an unfinished comparison with the same settings: run only what it lacks.
@@ -489,10 +504,13 @@ def run_comparison(
     mode = arrivals or ("even" if seeds == 1 else "poisson")
     runs: list[RunKey] = [(t, p, s) for t in traces for p in policies for s in range(seeds)]
     comp = Comparison(spec=spec, labels=labels)
-    timeline_paths = {}
+    timeline_paths, csv_paths = {}, {}
     if out is not None:
         timeline_paths = {
             (t, p): inside(out, f"timeline-{labels[t]}-{p}.png", "timeline") for t in traces for p in policies
+        }
+        csv_paths = {
+            key: inside(out, f"timeline-{labels[key[0]]}-{key[1]}-seed{key[2]}.csv", "timeline") for key in runs
         }
     done: dict[RunKey, dict[str, Any]] = {}
     if out is not None:
@@ -501,10 +519,12 @@ def run_comparison(
         done = _prepare_out(out, settings, runs, resume=resume, overwrite=overwrite)
         if timelines:
             drawn = [timeline_paths[t, p] for t, p, s in runs if s == 0 and (t, p, s) in done]
+            drawn += [csv_paths[key] for key in runs if key in done]
             comp.files += [path for path in drawn if path.exists()]
 
     def run_spec(t: str, p: str, s: int) -> RunSpec:
         draw = out is not None and timelines and s == 0
+        rows = out is not None and timelines
         return RunSpec(
             pipeline=str(pipeline),
             trace=t,
@@ -514,6 +534,7 @@ def run_comparison(
             options=options,
             factory=factory,
             timeline=str(timeline_paths[t, p]) if draw else None,
+            timeline_csv=str(csv_paths[t, p, s]) if rows else None,
         )
 
     todo = [run_spec(*key) for key in runs if key not in done]
@@ -522,8 +543,7 @@ def run_comparison(
         record = outcome
         if keep_results:
             record, comp.results[item.key] = outcome
-        if item.timeline is not None:
-            comp.files.append(Path(item.timeline))
+        comp.files += [Path(f) for f in (item.timeline, item.timeline_csv) if f is not None]
         # counted first: an interrupt that lands once the line is on disk (or while it is written: a torn last line
         # is dropped by --resume, which runs it again) must not leave a recorded run out of the summary; and the
         # interrupt waits until both are done where this thread alone takes the signals
@@ -578,6 +598,7 @@ def write_outputs(comp: Comparison, traces: list[str], policies: list[str], out:
 
 
 def markdown_table(comp: Comparison, traces: list[str], policies: list[str]) -> str:
+    """``results.md``: the means per pipeline x trace x policy, each stage's configuration, and notes."""
     seeds = len({r["seed"] for r in comp.records})
     lines = [
         f"# {comp.spec.name}: {', '.join(policies)} ({seeds} seed(s), means)",
@@ -597,7 +618,82 @@ def markdown_table(comp: Comparison, traces: list[str], policies: list[str]) -> 
                 f"{m('objective'):.3f} | {m('score'):.3f} ± {comp.std(t, p, 'score'):.3f} | "
                 f"{m('p99_latency_s'):.2f} | {m('reconfigurations'):.1f} | {m('decision_ms_p99'):.2f} |"
             )
+    lines += ["", *stage_table(comp, traces, policies)]
+    notes = run_notes(comp, traces, policies)
+    if notes:
+        lines += ["", "## Notes", "", *(f"- {n}" for n in notes)]
     return "\n".join(lines) + "\n"
+
+
+def _most_common(values: list[Any]) -> Any:
+    """The value seen most often (ties: the first seen); None for none."""
+    values = [v for v in values if v is not None and v != ""]
+    return max(values, key=values.count) if values else None
+
+
+def stage_table(comp: Comparison, traces: list[str], policies: list[str]) -> list[str]:
+    """Lines of the per-stage configuration table: for each trace x policy and stage, the variant and batch size in
+    force longest (most common over seeds), and the time-weighted cores per replica and replicas (means over seeds).
+    """
+    names = [st.name for st in comp.spec.stages]
+    lines = [
+        "## Configuration per stage (variant and batch in force longest; cores per replica, replicas: time-weighted)",
+        "",
+        "| trace | policy | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for t in traces:
+        for p in policies:
+            runs = [r for r in comp.records if r["trace"] == t and r["policy"] == p]
+            if not runs:
+                continue
+            cells = []
+            for n in names:
+                variant = _most_common([r.get(f"{n}.variant_mode") for r in runs])
+                batch = _most_common([r.get(f"{n}.batch_mode") for r in runs])
+                cores = [r[f"{n}.cores_mean"] for r in runs if isinstance(r.get(f"{n}.cores_mean"), int | float)]
+                reps = [r[f"{n}.replicas_mean"] for r in runs if isinstance(r.get(f"{n}.replicas_mean"), int | float)]
+                if variant is None or not cores or not reps:  # a record of an older rlscale (resumed)
+                    cells.append("-")
+                    continue
+                cells.append(f"{variant} b{batch}, {np.mean(cores):.1f} cores x {np.mean(reps):.1f} replicas")
+            lines.append(f"| {t} | {p} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def violates_sla(comp: Comparison, trace: str, policy: str, threshold: float = SLA_THRESHOLD) -> bool:
+    """Whether trace x policy's mean violation rate exceeds ``threshold`` (the SLA is not met)."""
+    rate = comp.mean(trace, policy, "sla_violation_rate")
+    return bool(np.isfinite(rate) and rate > threshold)
+
+
+def run_notes(comp: Comparison, traces: list[str], policies: list[str]) -> list[str]:
+    """What results.md says in words: the runs that violated the SLA, ended with requests still queued, or
+    breached a budget (``budget_breaches``, where the records have it)."""
+    notes = []
+    for t in traces:
+        for p in policies:
+            if not comp.has(t, p):
+                continue
+            where = f"{comp.label(t)} / {p}"
+            if violates_sla(comp, t, p):
+                notes.append(
+                    f"{where}: violates the SLA ({comp.mean(t, p, 'sla_violation_rate'):.2%} of requests late or "
+                    f"dropped, over {SLA_THRESHOLD:.0%})"
+                )
+            runs = [r for r in comp.records if r["trace"] == t and r["policy"] == p]
+            queued = [r.get("in_flight") or 0 for r in runs]
+            if any(q > 0 for q in queued):
+                requests = float(np.mean([r.get("requests") or 0 for r in runs]))
+                share = f" ({np.mean(queued) / requests:.1%} of arrivals)" if requests else ""
+                notes.append(
+                    f"{where}: {np.mean(queued):.0f} requests{share} still queued at the end (mean over seeds): the "
+                    "pipeline could not keep up; the violation rate does not count them"
+                )
+            breaches = [r["budget_breaches"] for r in runs if isinstance(r.get("budget_breaches"), int | float)]
+            if any(b > 0 for b in breaches):
+                notes.append(f"{where}: {np.mean(breaches):.1f} budget breaches (budget_breaches, mean over seeds)")
+    return notes
 
 
 def _pyplot():
@@ -609,25 +705,121 @@ def _pyplot():
     return plt
 
 
-def plot_accuracy_vs_cost(comp: Comparison, traces: list[str], policies: list[str], path: Path) -> Path:
+def place_labels(ax, points: list[tuple[float, float, str]], fontsize: float = 7) -> list[Any]:
+    """Annotate ``(x, y, text)`` points so that no two labels overlap (and none covers another point), where the
+    candidate offsets allow: each label takes the first of a ring of offsets (right, left, above, below, the
+    diagonals, then twice as far) whose box is free; a label that finds none goes to its first offset.
+    Points at one place share one label ("a, b"). Call it once the axes' limits and layout are final.
+
+    Returns:
+        the annotations, in the order placed.
+    """
+    renderer = ax.figure.canvas.get_renderer()
+    grouped: dict[tuple[float, float], list[str]] = {}
+    for x, y, text in points:
+        if np.isfinite(x) and np.isfinite(y):
+            grouped.setdefault((round(x, 9), round(y, 9)), []).append(text)
+    taken = []
+    for x, y in grouped:
+        px, py = ax.transData.transform((x, y))
+        taken.append((px - 4, py - 4, px + 4, py + 4))  # the marker itself
+    ring = [(6, 4), (-6, 4), (0, 9), (0, -13), (6, -12), (-6, -12), (6, 12), (-6, 12)]
+    offsets = ring + [(2 * dx, 2 * dy) for dx, dy in ring] + [(3 * dx, 3 * dy) for dx, dy in ring]
+    axes_box = ax.get_window_extent(renderer)
+    placed = []
+    for (x, y), texts in grouped.items():
+        label = ", ".join(texts)
+        chosen = None
+
+        def annotate(dx: float, dy: float, arrow: bool = False, label: str = label, x: float = x, y: float = y):
+            ha = "left" if dx > 0 else "right" if dx < 0 else "center"
+            return ax.annotate(
+                label,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                fontsize=fontsize,
+                ha=ha,
+                va="bottom",
+                # a label pushed away from its point keeps a thin line to it
+                arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if arrow else None,
+            )
+
+        chosen, box = None, None
+        for dx, dy in offsets:
+            ann = annotate(dx, dy)  # measured without its line: the line may cross its own point
+            box = ann.get_window_extent(renderer)
+            inside = box.x0 >= axes_box.x0 and box.x1 <= axes_box.x1 and box.y0 >= axes_box.y0 and box.y1 <= axes_box.y1
+            free = all(box.x1 < a or box.x0 > c or box.y1 < b or box.y0 > d for a, b, c, d in taken)
+            ann.remove()
+            if inside and free:
+                chosen = (dx, dy)
+                break
+        if chosen is None:  # crowded out: the first place, overlapping
+            chosen = offsets[0]
+            box = None
+        dx, dy = chosen
+        ann = annotate(dx, dy, arrow=abs(dx) + abs(dy) > 14)
+        box = box if box is not None else ann.get_window_extent(renderer)
+        taken.append((box.x0, box.y0, box.x1, box.y1))
+        placed.append(ann)
+    return placed
+
+
+def draw_accuracy_vs_cost(comp: Comparison, traces: list[str], policies: list[str], threshold: float = SLA_THRESHOLD):
+    """The accuracy-against-cost figure: one panel per trace, one point per policy (means over seeds). A policy whose
+    violation rate exceeds ``threshold`` is drawn hollow with a red edge and listed as violating the SLA in the
+    legend; "up and left is better" holds only among the filled (SLA-meeting) points. Returns the Figure."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(traces), figsize=(4.2 * len(traces), 3.8), squeeze=False)
+    from matplotlib.lines import Line2D
+
+    fig, axes = plt.subplots(1, len(traces), figsize=(4.6 * len(traces), 4.4), squeeze=False)
     colours = plt.get_cmap("tab10")
+    handles = {}
+    panels = []
     for ax, t in zip(axes[0], traces, strict=True):
+        points = []
         for i, p in enumerate(policies):
             if not comp.has(t, p):
                 continue
-            ax.scatter(comp.mean(t, p, "cost_cores"), comp.mean(t, p, "accuracy"), color=colours(i % 10), label=p)
-            ax.annotate(p, (comp.mean(t, p, "cost_cores"), comp.mean(t, p, "accuracy")), fontsize=7)
+            x, y = comp.mean(t, p, "cost_cores"), comp.mean(t, p, "accuracy")
+            colour = colours(i % 10)
+            if violates_sla(comp, t, p, threshold):
+                ax.scatter(x, y, s=46, facecolors="none", edgecolors="red", linewidths=1.6, zorder=3)
+                ax.scatter(x, y, s=8, color=colour, zorder=4)
+            else:
+                ax.scatter(x, y, s=36, color=colour, edgecolors="black", linewidths=0.4, zorder=3)
+            points.append((x, y, p))
+            handles.setdefault(p, Line2D([], [], ls="", marker="o", color=colour, label=p))
         ax.set_title(comp.label(t), fontsize=9)
         ax.set_xlabel("cost (cores, time-averaged)")
         ax.set_ylabel(f"accuracy ({comp.spec.objective.accuracy_method})")
-    if axes[0][-1].get_legend_handles_labels()[0]:  # (an interrupted comparison may have no point there)
-        axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"{comp.spec.name}: accuracy against cost (up and left is better)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        ax.margins(0.25)
+        ax.set_xlim(left=0)
+        panels.append((ax, points))
+    marker = Line2D(
+        [], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="red", markeredgewidth=1.6, markersize=7
+    )
+    legend = [*handles.values(), marker]
+    names = [*handles, f"violates the SLA\n(> {threshold:.0%} late or dropped)"]
+    fig.legend(legend, names, loc="center right", fontsize=7, frameon=False)
+    fig.suptitle(
+        f"{comp.spec.name}: accuracy against cost (among SLA-meeting runs, filled: up and left is better)", fontsize=10
+    )
+    fig.tight_layout(rect=(0, 0, 1 - min(0.3, 1.3 / fig.get_figwidth()), 1))
+    for ax, points in panels:
+        place_labels(ax, points)
+    return fig
+
+
+def plot_accuracy_vs_cost(comp: Comparison, traces: list[str], policies: list[str], path: Path) -> Path:
+    """Draw `draw_accuracy_vs_cost` into ``path`` (PNG)."""
+    plt = _pyplot()
+    fig = draw_accuracy_vs_cost(comp, traces, policies)
+    try:
+        fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -639,6 +831,7 @@ def plot_violations(comp: Comparison, traces: list[str], policies: list[str], pa
     for j, t in enumerate(traces):
         vals = [100 * comp.mean(t, p, "sla_violation_rate") if comp.has(t, p) else 0.0 for p in policies]
         ax.bar(x + j * width, vals, width, label=comp.label(t))
+    ax.axhline(100 * SLA_THRESHOLD, color="red", ls="--", lw=0.8, label=f"{SLA_THRESHOLD:.0%}: violates the SLA above")
     ax.set_xticks(x + width * (len(traces) - 1) / 2)
     ax.set_xticklabels(policies, rotation=20, fontsize=8)
     ax.set_ylabel("SLA violations (% of requests)")

@@ -148,7 +148,7 @@ def run_demo(
     files = comp.files + [plot_traces(out_dir), plot_profiles(spec, out_dir)]
     console.print(
         f"wrote {len(files)} files to {out_dir}/: results.md/.csv, accuracy_vs_cost.png, violations.png, "
-        f"timeline-<trace>-<policy>.png, traces.png, profiles-{spec.name}.png"
+        f"timeline-<trace>-<policy>.png and -seed0.csv, traces.png, profiles-{spec.name}.png"
     )
     console.print(f"bundled pipelines: {', '.join(bundled_pipelines())} (see `rlscale pipelines`)")
     return 0

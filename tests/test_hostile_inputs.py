@@ -423,6 +423,32 @@ CASES = [
         ["sidecar", "--spec", "video", "--prometheus", DOWN, "--agent", SUM_QA_AGENT, "--policy", "hpa", "--once"],
         "--agent",
     ),
+    # issue 14: visibility (--timeline of simulate and sidecar)
+    (
+        "simulate-timeline-not-csv",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--timeline", "t.png"],
+        ".csv",
+    ),
+    (
+        "simulate-timeline-under-a-file",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--timeline", "{h}/a-file/t.csv"],
+        "not a folder",
+    ),
+    (
+        "simulate-timeline-proc",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--timeline", "/proc/t.csv"],
+        "--timeline",
+    ),
+    (
+        "sidecar-timeline-other-csv",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--timeline", "keep/results.csv", "--once"],
+        "another",
+    ),
+    (
+        "sidecar-timeline-proc",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--timeline", "/proc/t.csv", "--once"],
+        "--timeline",
+    ),
 ]
 
 

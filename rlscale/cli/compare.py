@@ -25,7 +25,12 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=int, default=1, help="seeds per combination (default 1; >1 uses Poisson arrivals)")
     p.add_argument("--arrivals", choices=("even", "poisson"), help="override the arrival process")
     p.add_argument("--out", default="out/compare", help="output folder (default out/compare)")
-    p.add_argument("--no-timelines", action="store_true", help="skip the per-run timeline plots")
+    p.add_argument(
+        "--no-timelines",
+        action="store_true",
+        help="skip the per-run timelines: the plots (timeline-TRACE-POLICY.png, first seed) and the rows "
+        "(timeline-TRACE-POLICY-seedN.csv, every run)",
+    )
     again = p.add_mutually_exclusive_group()
     again.add_argument(
         "--resume",
@@ -86,5 +91,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
         return exc.exit_code
     print(markdown_table(comp, args.traces, args.policies))
-    print(f"wrote {len(comp.files)} files to {out}/ (results.csv, results.md, accuracy_vs_cost.png, violations.png)")
+    timelines = "" if args.no_timelines else ", timeline-*.png, timeline-*.csv"
+    print(
+        f"wrote {len(comp.files)} files to {out}/ (results.csv, results.md, accuracy_vs_cost.png, violations.png"
+        f"{timelines})"
+    )
     return 0

@@ -35,6 +35,34 @@ def fmt(value: object) -> str:
     return str(value)
 
 
+def run_notes(record: dict) -> list[str]:
+    """Lines a run's summary must say out loud: a violation rate over `experiments.compare.SLA_THRESHOLD`, requests
+    still in the pipeline when the run ended, and budget breaches (``budget_breaches``, where the record has it).
+    Empty when there is nothing to say."""
+    from experiments.compare import SLA_THRESHOLD
+
+    notes = []
+    rate = record.get("sla_violation_rate")
+    if isinstance(rate, int | float) and rate > SLA_THRESHOLD:
+        notes.append(
+            f"{rate:.2%} of requests late or dropped: the run does not meet the SLA (over {SLA_THRESHOLD:.0%})"
+        )
+    in_flight = record.get("in_flight") or 0
+    if isinstance(in_flight, int | float) and in_flight > 0:
+        share = record.get("in_flight_share")
+        if not isinstance(share, int | float):
+            requests = record.get("requests") or 0
+            share = in_flight / requests if requests else float("nan")
+        notes.append(
+            f"{in_flight:.0f} requests ({share:.1%} of arrivals) still queued at the end: the pipeline could not keep "
+            "up (they are neither completed nor dropped, so the violation rate does not count them)"
+        )
+    breaches = record.get("budget_breaches")
+    if isinstance(breaches, int | float) and not isinstance(breaches, bool) and breaches > 0:
+        notes.append(f"{breaches:.0f} budget breach(es) (budget_breaches): the run went over a budget the spec sets")
+    return notes
+
+
 def emit_json(document: object) -> None:
     """Write the command's one JSON document to the real stdout (see `json_guard`)."""
     out = _json_out if _json_out is not None else sys.stdout

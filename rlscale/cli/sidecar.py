@@ -88,6 +88,12 @@ def register(sub) -> None:
         help="pipeline seconds per wall second, 0.01 to 1000: 1 for a real cluster (default); N drives a twin running "
         "N times faster (intervals, windows and backoff shrink N-fold)",
     )
+    p.add_argument(
+        "--timeline",
+        metavar="FILE.csv",
+        help="append one CSV row per decision: load, each stage's variant/batch/cores/replicas/p99/utilisation, "
+        "e2e p99, violations, cost, queued requests, what the guard changed (header written once)",
+    )
     add_set(p)
     add_planner_flags(p)
     p.set_defaults(func=cmd_sidecar)
@@ -124,6 +130,12 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
     from rlscale.kube.wiring import SidecarLaunch, check_url, prometheus_auth_from_env, run_sidecar
 
     spec = load_spec(args.spec, args)
+    if args.timeline:  # a path that cannot take the rows fails now, not after connecting
+        from pathlib import Path
+
+        from rlscale.timeline import check_appendable
+
+        check_appendable(Path(args.timeline), spec)
     launch = SidecarLaunch(
         prometheus_url=check_url(args.prometheus, "--prometheus"),
         namespace=args.namespace,
@@ -141,6 +153,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
         max_backoff_s=args.max_backoff,
         speedup=args.speedup,
         basic_auth=prometheus_auth_from_env(os.environ),
+        timeline_path=args.timeline,
     )
     if args.once:  # a one-shot run prints its outcome; the log says only what went wrong
         logging.getLogger("rlscale").setLevel(logging.WARNING)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rlscale.cli.args import add_json, add_planner_flags, add_set, add_spec, int_in, load_spec, policy_options
-from rlscale.cli.output import console, emit_json, fmt
+from rlscale.cli.output import console, emit_json, fmt, run_notes
 from rlscale.errors import RlscaleError
 from rlscale.inputs import MAX_SEED
 
@@ -40,7 +40,17 @@ def register(sub) -> None:
     )
     add_set(p)
     add_planner_flags(p)
-    p.add_argument("--plot", metavar="FILE.png", help="draw load, replicas/variants and p99 vs SLA over time")
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="draw load, each stage's variant/replicas/batch/cores, p99 vs SLA and violations over time",
+    )
+    p.add_argument(
+        "--timeline",
+        metavar="FILE.csv",
+        help="write one CSV row per interval: load, each stage's variant/batch/cores/replicas/p99/utilisation, "
+        "e2e p99, violations, cost, in-flight requests, what the guard changed (columns: rlscale.timeline)",
+    )
     add_json(p)
     p.set_defaults(func=cmd_simulate)
 
@@ -55,14 +65,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     policy = make_policy(args.policy, spec, trace, policy_options(args, [args.policy]))
     if args.plot:
         check_writable(Path(args.plot))
+    if args.timeline:
+        from rlscale.timeline import check_writable as check_csv
+
+        check_csv(Path(args.timeline))
     with collapsed_warnings():
         result = run_episode(spec, trace, policy, seed=args.seed, arrivals=args.arrivals)
+    if args.timeline:
+        from rlscale.paths import atomic_write_text
+        from rlscale.timeline import to_csv
+
+        Path(args.timeline).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(args.timeline), to_csv(spec, result.timeline_rows(spec)))
+        log.info("wrote %s", args.timeline)
     if args.plot:
         from experiments.plots import plot_timeline
 
         save_plot(lambda: plot_timeline(spec, result, Path(args.plot)), Path(args.plot))
         log.info("wrote %s", args.plot)
+    notes = run_notes(result.record)
     if args.json:
+        for note in notes:  # stderr: stdout holds only the JSON document
+            log.warning("%s", note)
         emit_json(result.record)
         return 0
     from rich.table import Table
@@ -73,7 +97,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     for key, value in result.record.items():
         if key in ("pipeline", "trace", "policy", "seed", "stages"):
             continue
-        shown = f"{value:.2%}" if key == "sla_violation_rate" else fmt(value)
+        shown = f"{value:.2%}" if key in ("sla_violation_rate", "in_flight_share") else fmt(value)
         table.add_row(key, shown)
     per_stage = Table(title="per stage")
     columns = [k for k in result.record["stages"][0] if k != "stage"]
@@ -85,6 +109,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     out = console()
     out.print(table)
     out.print(per_stage)
+    for note in notes:
+        out.print(f"[bold yellow]note:[/] {note}", highlight=False)
     return 0
 
 

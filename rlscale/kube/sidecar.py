@@ -227,6 +227,7 @@ class Sidecar:
         self.steps = 0
         self.last_step_end: float | None = None  # monotonic time the last step ended
         self.next_delay_s = 0.0  # pipeline seconds the loop waits after the last step
+        self.timeline = None  # a rlscale.timeline.TimelineWriter (``--timeline``): one row per decision
 
     def health(self) -> tuple[bool, str]:
         """Alive unless the loop has not finished a step for longer than its longest planned wait allows (a
@@ -272,6 +273,8 @@ class Sidecar:
         except control.DecisionError as exc:  # a policy bug must not take the pipeline's autoscaler down
             log.debug("%s", exc, exc_info=exc.cause)  # the traceback, with -v
             return StepReport("failed", f"holding the current config: {exc}", error_kinds=["policy"])
+        if self.timeline is not None:
+            self.timeline.record_step(step, self.policy)
         decision, projection = step.decision, step.decision.projection
         config, decision_s = decision.config, decision.decision_s
         distance = projection.distance if projection is not None else 0.0

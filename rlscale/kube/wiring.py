@@ -48,6 +48,7 @@ class SidecarLaunch:
         speedup: pipeline seconds per wall second (1 on a real cluster).
         basic_auth: Prometheus basic-auth (user, password) from the environment (`PROMETHEUS_USERNAME_ENV`,
             `PROMETHEUS_PASSWORD_ENV`, set by the manifests' Secret); None: none, or the URL's own.
+        timeline_path: a CSV file to append one row per decision to (`rlscale.timeline`); None: none.
     """
 
     prometheus_url: str
@@ -66,6 +67,7 @@ class SidecarLaunch:
     max_backoff_s: float | None = None
     speedup: float = 1.0
     basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    timeline_path: str | None = None
 
 
 def prometheus_auth_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None:
@@ -299,6 +301,10 @@ def run_sidecar(spec: PipelineSpec, controller: Controller, launch: SidecarLaunc
     settings = SidecarSettings(interval_s=interval_s, max_backoff_s=launch.max_backoff_s, speedup=launch.speedup)
     policy, safety = controller.policy, controller.guard
     sidecar = Sidecar(cluster, policy, safety, settings, metrics, stop)
+    if launch.timeline_path:
+        from rlscale.timeline import TimelineWriter
+
+        sidecar.timeline = TimelineWriter(Path(launch.timeline_path), spec)
     server = None
     if launch.metrics_port:
         try:

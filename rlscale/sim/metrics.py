@@ -192,6 +192,48 @@ def interval_metrics(
     )
 
 
+def stage_config_summary(
+    configs: Sequence[PipelineConfig], stage: int, weights: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """How stage ``stage`` ran over a run: the configurations in force, weighted by how long each was.
+
+    Returns:
+        ``variant_mode`` and ``batch_mode``: the variant and the batch size in force longest (ties: the one in force
+        last); ``cores_mean``: cores per replica and ``replicas_mean``: replicas, time-weighted means;
+        ``allocated_cores_mean``: replicas x cores, time-weighted. Empty configs give None modes and 0 means.
+    """
+    if not configs:
+        return {
+            "variant_mode": None,
+            "batch_mode": None,
+            "cores_mean": 0.0,
+            "replicas_mean": 0.0,
+            "allocated_cores_mean": 0.0,
+        }
+    w = np.asarray(weights if weights is not None else [1.0] * len(configs), dtype=float)
+    if w.size != len(configs) or not np.all(np.isfinite(w)) or w.sum() <= 0:
+        w = np.ones(len(configs))
+    scs = [c.stages[stage] for c in configs]
+
+    def mode(values: list) -> Any:
+        time_in: dict[Any, float] = {}
+        for v, wi in zip(values, w, strict=True):
+            time_in[v] = time_in.get(v, 0.0) + float(wi)
+        best = max(time_in.values())
+        return next(v for v in reversed(values) if time_in[v] == best)
+
+    def mean(values: list[float]) -> float:
+        return float(np.average(np.asarray(values, dtype=float), weights=w))
+
+    return {
+        "variant_mode": mode([sc.variant for sc in scs]),
+        "batch_mode": mode([sc.batch for sc in scs]),
+        "cores_mean": mean([sc.cores for sc in scs]),
+        "replicas_mean": mean([sc.replicas for sc in scs]),
+        "allocated_cores_mean": mean([sc.replicas * sc.cores for sc in scs]),
+    }
+
+
 def run_summary(
     spec: PipelineSpec,
     requests: RequestTable,
@@ -216,6 +258,7 @@ def run_summary(
         float(np.mean([spec.accuracy(c.variants) for c in configs])) if configs and not summary.completed else 0.0
     )
     obj = objective(spec, summary, expected, cost, mean_batch)
+    weights = [m.end_s - m.start_s for m in trace_iv] if len(trace_iv) == len(configs) else None
     stages = []
     for s, st in enumerate(spec.stages):
         served_id = np.flatnonzero(~np.isnan(outcomes.finish_s[s]))
@@ -230,7 +273,7 @@ def run_summary(
                 "mean_queue_len": float(np.mean([m.stages[s].queue_len for m in trace_iv])) if trace_iv else 0.0,
                 "max_queue_len": int(max((m.stages[s].queue_len for m in trace_iv), default=0)),
                 "utilisation": float(np.mean([m.stages[s].utilisation for m in trace_iv])) if trace_iv else 0.0,
-                "mean_replicas": float(np.mean([c.stages[s].replicas for c in configs])) if configs else 0.0,
+                **stage_config_summary(configs, s, weights),
             }
         )
     return {
@@ -239,6 +282,7 @@ def run_summary(
         "dropped": summary.dropped,
         "late": summary.late,
         "in_flight": n - summary.completed - summary.dropped,
+        "in_flight_share": (n - summary.completed - summary.dropped) / n if n else 0.0,
         "sla_violation_rate": summary.sla_violation_rate,
         "accuracy": summary.accuracy,
         "cost_cores": cost,

@@ -15,6 +15,7 @@ from rlscale.model import fit_budget, max_capacity, plan_fixed_variants
 from rlscale.sim.cluster import Simulator
 from rlscale.sim.metrics import run_summary
 from rlscale.spec import PipelineSpec
+from rlscale.timeline import StepNote, row
 from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState
 from rlscale.workload import Trace
 
@@ -31,6 +32,7 @@ RECORD_KEYS = (
     "dropped",
     "late",
     "in_flight",
+    "in_flight_share",
     "sla_violation_rate",
     "accuracy",
     "cost_cores",
@@ -63,6 +65,29 @@ class RunResult:
     configs: list[PipelineConfig]  # config in force during each interval
     decision_ms: list[float] = field(default_factory=list)
     simulator: Simulator | None = field(default=None, repr=False)
+    steps: list[StepNote] = field(default_factory=list)  # the control step at the end of each trace interval
+
+    def timeline_rows(self, spec: PipelineSpec) -> list[dict[str, str]]:
+        """One `rlscale.timeline` row per simulated interval, drain included (``phase`` says which)."""
+        rows = []
+        in_flight = 0
+        for i, m in enumerate(self.intervals):
+            # every request arrives in one interval and completes or drops in one: the running balance is what
+            # is inside the pipeline at the interval's end (the engine's own count, checked in the tests)
+            in_flight += m.arrivals - m.completed - m.dropped
+            trace = i < len(self.configs)
+            rows.append(
+                row(
+                    spec,
+                    m,
+                    self.configs[i] if trace else self.configs[-1],
+                    time_s=m.end_s,
+                    phase="trace" if trace else "drain",
+                    in_flight=in_flight,
+                    note=self.steps[i] if i < len(self.steps) else None,
+                )
+            )
+        return rows
 
 
 def _pct(values: np.ndarray, q: float) -> float:
@@ -172,10 +197,12 @@ def _run(spec, trace, controller, seed, arrivals, initial) -> RunResult:
         decision_ms.append(first.decision_s * 1e3)
     sim = Simulator(spec, trace, initial, seed=seed, arrivals=arrivals)
     configs: list[PipelineConfig] = [initial]
+    steps: list[StepNote] = []
     sim.step()
     while not sim.done:
         outcome = step(sim, controller.policy, controller.guard, limits=limits)  # the one control step
         decision_ms.append(outcome.decision.decision_s * 1e3)
+        steps.append(StepNote.of(outcome, controller.policy))
         if outcome.changed:
             log.debug("t=%6.0fs %s -> %s", sim.time_s, outcome.state.config, outcome.config)
         configs.append(sim.config)
@@ -183,5 +210,10 @@ def _run(spec, trace, controller, seed, arrivals, initial) -> RunResult:
     sim.drain()
     record = summarise(sim, controller.name, seed, decision_ms, configs, controller.guard_name, limits)
     return RunResult(
-        record=record, intervals=list(sim.history), configs=configs, decision_ms=decision_ms, simulator=sim
+        record=record,
+        intervals=list(sim.history),
+        configs=configs,
+        decision_ms=decision_ms,
+        simulator=sim,
+        steps=steps,
     )

@@ -46,6 +46,16 @@ def test_comparison_files_and_rows(tmp_path, short_trace):
     assert table.count("| video |") == 4
     for name in ("accuracy_vs_cost.png", "violations.png", "timeline-short-ipa.png", "timeline-steady_low-fa2-low.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    # every run's timeline rows beside the plots, and each stage's configuration in the rows and the table
+    csvs = sorted(p.name for p in out.glob("timeline-*.csv"))
+    assert len(csvs) == 8 and "timeline-short-ipa-seed1.csv" in csvs
+    assert "timeline-short-ipa-seed1.png" not in {p.name for p in out.iterdir()}
+    timeline = list(csv.DictReader(open(out / "timeline-steady_low-ipa-seed0.csv")))
+    assert len(timeline) >= 120 and {r["phase"] for r in timeline} <= {"trace", "drain"}
+    for st in comp.spec.stages:
+        assert {r[f"{st.name}.variant_mode"] for r in rows} <= set(st.variant_names)
+        assert all(float(r[f"{st.name}.cores_mean"]) >= 1 and float(r[f"{st.name}.replicas_mean"]) >= 1 for r in rows)
+    assert "## Configuration per stage" in table and " cores x " in table
     assert comp.mean("steady_low", "ipa", "accuracy") >= comp.mean("steady_low", "fa2-low", "accuracy")
 
 
@@ -85,7 +95,7 @@ def test_compare_cli(tmp_path, short_trace):
     )
     assert result.returncode == 0, result.stderr
     assert "| video |" in result.stdout
-    assert (out / "results.csv").exists() and not list(out.glob("timeline-*.png"))
+    assert (out / "results.csv").exists() and not list(out.glob("timeline-*"))
 
 
 def test_dp_and_ilp_agree_on_every_decision_of_a_run():

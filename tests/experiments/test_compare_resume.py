@@ -153,7 +153,11 @@ def test_sigint_keeps_finished_runs_and_resume_runs_only_the_rest(tmp_path, shor
     after = _ran(resume_log)
     assert len(after) == TOTAL - finished and not before & set(after), (before, after)
     assert _rows(out) == _rows(reference)
-    assert sorted(p.name for p in out.glob("timeline-*.png")) == sorted(p.name for p in reference.glob("timeline-*"))
+    for pattern in ("timeline-*.png", "timeline-*.csv"):
+        assert sorted(p.name for p in out.glob(pattern)) == sorted(p.name for p in reference.glob(pattern))
+    assert [(p.name, p.read_text()) for p in sorted(out.glob("timeline-*.csv"))] == [
+        (p.name, p.read_text()) for p in sorted(reference.glob("timeline-*.csv"))
+    ]
 
 
 def test_sigterm_exits_143_with_the_summary_written(tmp_path, short_trace):

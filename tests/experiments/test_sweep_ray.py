@@ -61,7 +61,7 @@ def test_the_ray_cli_keeps_stdout_to_the_table(tmp_path, capfd, ray_session):
     assert code == 0
     stdout = capfd.readouterr().out.splitlines()
     assert stdout[0].startswith("# video") and stdout[-1].startswith("wrote ")
-    assert all(line == "" or line.startswith(("#", "|", "wrote ")) for line in stdout)
+    assert all(line == "" or line.startswith(("#", "|", "- ", "wrote ")) for line in stdout)  # ("- ": notes)
     assert len(_rows(out)) == 2
 
 
