@@ -18,6 +18,7 @@ from tests.conftest import base_spec_dict, write_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 SUM_QA_AGENT = str(ROOT / "agents" / "data" / "ppo_sum-qa.npz")
+EVAL_CSV = str(ROOT / "rlscale" / "data" / "traces" / "eval_windows.csv")  # a valid CSV trace of 6,060 s
 DOWN = "http://127.0.0.1:9"  # discard port: nothing listens; refused at once
 
 
@@ -363,6 +364,19 @@ CASES = [
     # demo
     ("demo-out-file", ["demo", "--out", "{h}/a-file"], "a-file"),
     ("demo-out-proc", ["demo", "--out", "/proc/rlscale-demo"], "/proc"),
+    # issue 14: own traffic, tuning, fair baselines
+    (
+        "train-traces-short",
+        ["train", "--pipeline", "video", "--traces", EVAL_CSV, "--window-s", "5000", "--out", "runs"],
+        "shorter than one training window",
+    ),
+    ("train-traces-eval-window", ["train", "--pipeline", "video", "--traces", "bursty", "--out", "runs"], "never"),
+    ("train-traces-bad-csv", ["train", "--pipeline", "video", "--traces", "{h}/negative.csv"], "rps must be"),
+    ("train-traces-twice", ["train", "--pipeline", "video", "--traces", "twitter,twitter"], "listed twice"),
+    ("train-eval-traces", ["train", "--pipeline", "video", "--eval-traces", "nowhere"], "unknown trace"),
+    ("train-validation-fraction", ["train", "--pipeline", "video", "--validation-fraction", "1"], "fraction"),
+    ("train-window-s", ["train", "--pipeline", "video", "--window-s", "0"], "--window-s"),
+    ("train-damping", ["train", "--pipeline", "video", "--damping", "0"], "--damping"),
 ]
 
 
