@@ -9,6 +9,7 @@ import json
 import logging
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 
 from experiments.sweep import add_executor_flags
@@ -92,10 +93,6 @@ def read_tuning_file(path: Path) -> dict:
     if path.is_dir():
         raise RlscaleError(f"--out {path}: is a folder; give a file path ending in .json")
     if not path.exists():
-        parent = path.parent if str(path.parent) else Path(".")
-        existing = next(p for p in (parent, *parent.parents) if p.exists())
-        if not existing.is_dir():
-            raise RlscaleError(f"--out {path}: {existing} is not a folder")
         return {}
     try:
         table = json.loads(path.read_text(encoding="utf-8"))
@@ -104,6 +101,21 @@ def read_tuning_file(path: Path) -> dict:
     if not isinstance(table, dict):
         raise RlscaleError(f"--out {path}: not a tuning file (a JSON object with one entry per pipeline)")
     return table
+
+
+def check_writable(path: Path) -> None:
+    """Fail before the runs, not after them, when ``path`` cannot be written (its folder is created).
+
+    Raises:
+        RlscaleError: the folder cannot be created or written in.
+    """
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):  # a real write: os.access says yes to root on /proc
+            pass
+    except OSError as exc:
+        raise RlscaleError(f"--out {path}: cannot write in {parent}: {exc.strerror or exc}") from None
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -117,18 +129,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     traces = absolute_traces(args.traces, "--traces")
     if traces == "none":
         raise RlscaleError("--traces: tuning needs training traffic (twitter or CSV files), not none")
+    check_writable(out)
     pipeline = spec_file(args.pipeline, args, out.parent if str(out.parent) else Path("."))
-    command = " ".join(
-        shlex.quote(str(a))
-        for a in (
-            "rlscale tune --pipeline",
-            args.pipeline,
-            *(f"--set {o}" for o in args.overrides),
-            f"--policy {args.policy} --traces",
-            traces,
-            f"--windows {args.windows} --window-s {args.window_s} --damping {args.damping} --seed {args.seed}",
-        )
-    )
+    words = ["rlscale", "tune", "--pipeline", args.pipeline]
+    for item in args.overrides:
+        words += ["--set", item]
+    words += ["--policy", args.policy, "--traces", traces, "--windows", str(args.windows)]
+    words += ["--window-s", str(args.window_s), "--damping", str(args.damping), "--seed", str(args.seed)]
+    command = shlex.join(words)
     report = tune(
         pipeline,
         policy=args.policy,
