@@ -50,6 +50,7 @@ from rlscale.spec import PipelineSpec, load_spec
 from rlscale.types import PipelineConfig, PipelineState
 from rlscale.workload import (
     DEFAULT_VALIDATION_FRACTION,
+    EVAL_TRACES,
     IPA_DAMPING,
     IPA_PATTERNS,
     TRAINING_DAYS,
@@ -395,15 +396,20 @@ def sources(cfg: TrainConfig) -> list[TrafficSource]:
     )
 
 
-def eval_traces(cfg: TrainConfig) -> list[Trace]:
-    """The traces eval.json reports (``eval_traces``; none for ``none``).
+def eval_traces(cfg: TrainConfig) -> list[str]:
+    """The traces eval.json reports (``eval_traces``; none for ``none``): bundled names, and CSV files read once here
+    to check them (the bundled windows are read only when evaluated, after learning).
 
     Raises:
-        TraceError: an unknown name or an unreadable CSV.
+        TraceError: an unknown name or a bad CSV.
     """
     if cfg.eval_traces.strip() == "none":
         return []
-    return [load_trace(name) for name in parse_trace_list(cfg.eval_traces, "--eval-traces")]
+    names = parse_trace_list(cfg.eval_traces, "--eval-traces")
+    for name in names:
+        if name not in EVAL_TRACES:
+            load_trace(name)
+    return names
 
 
 def make_env(cfg: TrainConfig, rank: int, subprocess: bool = False):
@@ -641,7 +647,7 @@ def _learn(
     out: Path,
     run_name: str,
     validation: list[Trace],
-    evaluation: list[Trace],
+    evaluation: list[str],
     progress_bar: bool,
     stop: StopRequest | None,
 ) -> Path:
