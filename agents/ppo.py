@@ -1,9 +1,10 @@
 """The PPO agent: training on training windows only, and the ``ppo`` / ``ppo-raw`` policies.
 
 Training runs stable-baselines3's PPO on `envs.PipelineEnv` (safety layer on, so the agent learns what the
-projected configurations do), over random windows of the Twitter training split (days 0-13) and synthetic
-variations of them; the evaluation windows are only ever *evaluated on*, for the logs, and never used to pick a
-model. A run folder ``{pipeline}__ppo__{seed}__{time}`` holds the resolved config (``config.json``), TensorBoard
+projected configurations do), over random windows of the training traffic (``traces``: the Twitter training split,
+days 0-12, and/or the user's own CSV traces, their last part held out for validation) and synthetic variations of
+them; the evaluation windows are only ever *evaluated on*, for the logs, and never used to pick a model. A run
+folder ``{pipeline}__ppo__{seed}__{time}`` holds the resolved config (``config.json``), TensorBoard
 logs (``tb/``), checkpoints (every ``checkpoint_every`` steps and every ``checkpoint_minutes``), the final
 ``model.zip`` (SB3's, for ``--resume``), its actor as numpy (``actor.npz``, `agents.actor`: what ``--agent`` and
 the bundled agents use) and ``eval.json``. A stop request (SIGINT/SIGTERM through `rlscale.interrupts`) ends
@@ -47,7 +48,21 @@ from rlscale.lstm import LSTMPredictor
 from rlscale.paths import OutputError, atomic_path, atomic_write_text, check_name, inside, output_folder
 from rlscale.spec import PipelineSpec, load_spec
 from rlscale.types import PipelineConfig, PipelineState
-from rlscale.workload import IPA_PATTERNS, TRAINING_DAYS, Trace, validation_windows
+from rlscale.workload import (
+    DEFAULT_VALIDATION_FRACTION,
+    EVAL_TRACES,
+    IPA_DAMPING,
+    IPA_PATTERNS,
+    TRAINING_DAYS,
+    TWITTER,
+    Trace,
+    TrafficSource,
+    load_trace,
+    parse_trace_list,
+    peak_rps,
+    source_validation_windows,
+    training_sources,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +109,14 @@ class TrainConfig:
         pipeline: bundled name or spec path.
         timesteps: environment steps (adaptation intervals) to train for.
         seed: seeds PPO, the environments and their training windows.
+        traces: comma-separated training traffic: twitter (the bundled training split) and/or CSV files with an rps
+            column, one row per second (your own traffic; the last validation_fraction of each is held out).
+        eval_traces: comma-separated traces the final model is scored on for eval.json, reported only (bundled
+            names or CSVs; none: skip).
+        window_s: length of the training and validation windows, seconds.
+        damping: divide the Twitter split's counts by this, as IPA did (CSV traces are used as given).
+        validation_fraction: the last part of each CSV trace held out of training for validation, at least one
+            window (0: none).
         n_envs: parallel environments.
         out: parent folder of the run folder.
         resume: a model.zip to continue from (None: start fresh).
@@ -107,13 +130,13 @@ class TrainConfig:
         net_arch: hidden layer sizes of the actor and the value network.
         checkpoint_every: save a checkpoint every this many steps.
         checkpoint_minutes: also save one every this many minutes of training (0: only by steps).
-        eval_every: evaluate on the IPA windows every this many steps (logged only).
+        eval_every: evaluate on the evaluation traces every this many steps (logged only).
         load_scale_rps: the environment's load normalisation: loads are divided by this (rps).
         projection_penalty: reward penalty per unit of the safety layer's projection distance.
         reconfig_penalty: reward penalty when the configuration changes.
-        validation_days: the training split's last days kept out of training; the validation windows come from
+        validation_days: the Twitter split's last days kept out of training; the validation windows come from
             them (0: train on all 14 days, no validation).
-        validation_windows: windows of the validation days the model is scored on after training (what
+        validation_windows: windows of each trace's validation part the model is scored on after training (what
             a sweep of trainings selects by).
         vec_env: where the environments step: dummy (in this process) or subproc (one process each: pays when
             stepping costs more than the policy's updates, on many cores; on 2 cores it trained 1.38x slower).
@@ -124,6 +147,11 @@ class TrainConfig:
     pipeline: str = "video"
     timesteps: int = 200_000
     seed: int = 0
+    traces: str = TWITTER
+    eval_traces: str = ",".join(IPA_PATTERNS)
+    window_s: int = 1200
+    damping: int = IPA_DAMPING
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     n_envs: int = 4
     out: str = "runs"
     resume: str | None = None
@@ -353,6 +381,37 @@ def training_days(cfg: TrainConfig) -> tuple[int, int]:
     return (0, TRAINING_DAYS - cfg.validation_days)
 
 
+def sources(cfg: TrainConfig) -> list[TrafficSource]:
+    """The training traffic of ``cfg`` (`rlscale.workload.training_sources`), its validation parts held out.
+
+    Raises:
+        TraceError: an unreadable or too short trace.
+    """
+    return training_sources(
+        cfg.traces,
+        window_s=cfg.window_s,
+        damping=cfg.damping,
+        validation_days=cfg.validation_days,
+        validation_fraction=cfg.validation_fraction,
+    )
+
+
+def eval_traces(cfg: TrainConfig) -> list[str]:
+    """The traces eval.json reports (``eval_traces``; none for ``none``): bundled names, and CSV files read once here
+    to check them (the bundled windows are read only when evaluated, after learning).
+
+    Raises:
+        TraceError: an unknown name or a bad CSV.
+    """
+    if cfg.eval_traces.strip() == "none":
+        return []
+    names = parse_trace_list(cfg.eval_traces, "--eval-traces")
+    for name in names:
+        if name not in EVAL_TRACES:
+            load_trace(name)
+    return names
+
+
 def make_env(cfg: TrainConfig, rank: int, subprocess: bool = False):
     """The factory of environment ``rank`` (seeded ``seed x 1000 + rank``: the same windows whichever process steps
     it). ``subprocess``: it runs in an environment worker, which leaves SIGINT/SIGTERM to the training process (a
@@ -370,7 +429,10 @@ def make_env(cfg: TrainConfig, rank: int, subprocess: bool = False):
             load_scale_rps=cfg.load_scale_rps,
             projection_penalty=cfg.projection_penalty,
             reconfig_penalty=cfg.reconfig_penalty,
+            window_s=cfg.window_s,
+            damping=cfg.damping,
             training_days=training_days(cfg),
+            training_sources=None if cfg.traces == TWITTER else sources(cfg),
         )
         env.reset(seed=cfg.seed * 1000 + rank)
         # SB3 keeps the rewards of in-process environments as float32 and those of subprocesses as float64: rounded
@@ -433,8 +495,35 @@ def _check_config(cfg: TrainConfig) -> None:
         raise RlscaleError(f"--validation-days must be within 0..{TRAINING_DAYS - 1}, got {cfg.validation_days}")
     if cfg.validation_windows < 1:
         raise RlscaleError(f"--validation-windows must be >= 1, got {cfg.validation_windows}")
+    if cfg.window_s < 1:
+        raise RlscaleError(f"--window-s must be >= 1, got {cfg.window_s}")
+    if cfg.damping < 1:
+        raise RlscaleError(f"--damping must be >= 1, got {cfg.damping}")
+    if not (math.isfinite(cfg.validation_fraction) and 0 <= cfg.validation_fraction < 1):
+        raise RlscaleError(f"--validation-fraction must be in [0, 1), got {cfg.validation_fraction}")
     if cfg.name is not None:
         check_name(cfg.name, "run name", 255)
+
+
+LOAD_SCALE_MARGIN = 10.0
+"""Observations of load are divided by ``load_scale_rps`` and clipped at this (`envs.pipeline_env.OBS_HIGH`)."""
+
+
+def warn_load_scale(traffic: Sequence[TrafficSource], load_scale_rps: float) -> None:
+    """One warning line for each user trace whose peak is beyond what the observations can tell apart."""
+    for src in traffic:
+        peak = peak_rps(src)
+        if src.name != TWITTER and peak > LOAD_SCALE_MARGIN * load_scale_rps:
+            log.warning(
+                "%s peaks at %g rps, above %g x --load-scale-rps %g: the agent sees every load above %g rps as the "
+                "same; set --load-scale-rps to about %g",
+                src.name,
+                peak,
+                LOAD_SCALE_MARGIN,
+                load_scale_rps,
+                LOAD_SCALE_MARGIN * load_scale_rps,
+                math.ceil(peak),
+            )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -535,7 +624,10 @@ def train(cfg: TrainConfig, progress_bar: bool = True, stop: StopRequest | None 
     run_name = cfg.name or f"{spec.name}__ppo__{cfg.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
     run_name = check_name(run_name, "run name", 255)
     inside(out, run_name, "run name")
-    validation = validation_windows(cfg.validation_windows, cfg.validation_days) if cfg.validation_days else []
+    traffic = sources(cfg)  # a bad trace fails here, before anything is written
+    validation = source_validation_windows(traffic, cfg.validation_windows, cfg.window_s)
+    evaluation = eval_traces(cfg)
+    warn_load_scale(traffic, cfg.load_scale_rps)
 
     if cfg.torch_threads:
         import torch
@@ -543,7 +635,7 @@ def train(cfg: TrainConfig, progress_bar: bool = True, stop: StopRequest | None 
         torch.set_num_threads(cfg.torch_threads)
     venv = make_vec_env(cfg)
     try:
-        return _learn(cfg, spec, venv, out, run_name, validation, progress_bar, stop)
+        return _learn(cfg, spec, venv, out, run_name, validation, evaluation, progress_bar, stop)
     finally:
         venv.close()  # ends the environment workers (subproc), whatever happened
 
@@ -555,6 +647,7 @@ def _learn(
     out: Path,
     run_name: str,
     validation: list[Trace],
+    evaluation: list[str],
     progress_bar: bool,
     stop: StopRequest | None,
 ) -> Path:
@@ -591,7 +684,7 @@ def _learn(
     log.info("run folder %s", run)
 
     class EvalOnWindows(BaseCallback):
-        """Logs the agent's score on IPA's windows now and then; never used to choose the model."""
+        """Logs the agent's score on the evaluation traces now and then; never used to choose the model."""
 
         def __init__(self, every: int) -> None:
             super().__init__()
@@ -603,7 +696,7 @@ def _learn(
                 self.next += self.every
                 save_model(self.model, run / "checkpoints" / f"eval_{self.num_timesteps}.zip", settings)
                 actor = export_actor(self.model, spec.name, cfg.load_scale_rps, training=settings)
-                for name, rec in evaluate(actor, cfg.pipeline).items():
+                for name, rec in evaluate(actor, cfg.pipeline, traces=evaluation).items():
                     self.logger.record(f"eval/{name}/score", rec["score"])
                     self.logger.record(f"eval/{name}/violation_rate", rec["sla_violation_rate"])
             return True
@@ -667,7 +760,7 @@ def _learn(
     summary["eval"] = {}
     try:
         # one window at a time, so that a stop request does not wait for all of them
-        for key, windows in (("validation", validation), ("eval", IPA_PATTERNS)):
+        for key, windows in (("validation", validation), ("eval", evaluation)):
             for window in windows:
                 if stop is not None and stop.is_set():
                     raise TrainingInterrupted(stop.signum or signal.SIGINT, run, run / "model.zip", done, cfg.timesteps)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -21,7 +21,7 @@ from rlscale.sim.cluster import Simulator
 from rlscale.sim.runner import warm_state
 from rlscale.spec import PipelineSpec, load_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
-from rlscale.workload import TRAINING_DAYS, Trace, TrainingSampler, load_trace
+from rlscale.workload import TRAINING_DAYS, Trace, TrafficSource, TrainingSampler, load_trace
 
 HISTORY_STEPS = 12
 STEP_S = 10
@@ -157,12 +157,14 @@ def _finite(x: float) -> float:
 
 
 class TrainingTraces:
-    """Training workloads: random windows of days 0-13 (or of ``days``) and synthetic variations of them (never
+    """Training workloads: random windows of days 0-13 (or of ``days``), or of the training parts of ``sources``
+    (`rlscale.workload.training_sources`: the user's own traffic), and synthetic variations of them (never
     evaluation windows).
 
     Variations (each with its probability): as sampled (0.4); scaled by U(0.5, 1.6) (0.2); shifted by
     U(0, 10) rps (0.1); with a step: a sudden rise of U(8, 25) rps for U(60, 400) s, the shape of IPA's bursty
-    window (0.3).
+    window (0.3). Shifts and steps are multiplied by the source's ``variation_scale`` (1 for the Twitter split; a
+    CSV's mean load relative to the split's), so a trace ten times busier gets rises ten times larger.
     """
 
     def __init__(
@@ -171,12 +173,14 @@ class TrainingTraces:
         window_s: int = 1200,
         damping: int = 8,
         days: tuple[int, int] = (0, TRAINING_DAYS),
+        sources: Sequence[TrafficSource] | None = None,
     ) -> None:
         self.rng = rng
-        self.sampler = TrainingSampler(rng, window_s=window_s, damping=damping, days=days)
+        self.sampler = TrainingSampler(rng, window_s=window_s, damping=damping, days=days, sources=sources)
 
     def sample(self) -> Trace:
-        base = self.sampler.sample()
+        source, base = self.sampler.draw()
+        scale = source.variation_scale
         rps = base.rps.copy()
         u = self.rng.random()
         kind = "plain"
@@ -184,12 +188,12 @@ class TrainingTraces:
             rps = np.floor(rps * self.rng.uniform(0.5, 1.6))
             kind = "scaled"
         elif u < 0.3:
-            rps = rps + np.floor(self.rng.uniform(0, 10))
+            rps = rps + np.floor(scale * self.rng.uniform(0, 10))
             kind = "shifted"
         elif u < 0.6:
             start = int(self.rng.integers(60, max(61, rps.size - 120)))
             length = int(self.rng.integers(60, 400))
-            rps[start : start + length] += np.floor(self.rng.uniform(8, 25))
+            rps[start : start + length] += np.floor(scale * self.rng.uniform(8, 25))
             kind = "step"
         return Trace(name=f"{base.name}:{kind}", rps=np.maximum(rps, 0.0), description=base.description)
 
@@ -259,6 +263,9 @@ class PipelineEnv(gym.Env):
     - ``window_s``, ``damping``: training windows' length and damping (1,200 s, 8 like IPA's windows).
     - ``training_days``: ``(first, end)``: training windows lie within days ``first .. end - 1`` of the training split
       (default all, 0-13; ``rlscale train`` keeps the last day out for validation).
+    - ``training_sources``: draw training windows from these instead (`rlscale.workload.training_sources`: the
+      Twitter split and/or the user's CSV traces, each with its validation part left out); ``training_days`` and
+      ``damping`` are then the sources' own.
     - ``load_scale_rps``: load normalisation (default 50 rps).
     - ``predictor``: ``lstm`` (default), ``none``, or a `Predictor` object, for observation index 12.
     - ``projection_penalty``, ``reconfig_penalty``: reward shaping weights.
@@ -278,6 +285,7 @@ class PipelineEnv(gym.Env):
         window_s: int = 1200,
         damping: int = 8,
         training_days: tuple[int, int] = (0, TRAINING_DAYS),
+        training_sources: Sequence[TrafficSource] | None = None,
         load_scale_rps: float = 50.0,
         predictor: str | Predictor = "lstm",
         projection_penalty: float = 0.05,
@@ -294,7 +302,9 @@ class PipelineEnv(gym.Env):
         self.window_s = window_s
         self.damping = damping
         self.training_days = (int(training_days[0]), int(training_days[1]))
-        TrainingSampler(np.random.default_rng(0), window_s, damping, self.training_days)  # bad days: refused now
+        self.training_sources = list(training_sources) if training_sources is not None else None
+        # bad days or sources: refused now
+        TrainingSampler(np.random.default_rng(0), window_s, damping, self.training_days, self.training_sources)
         self.projection_penalty = projection_penalty
         self.reconfig_penalty = reconfig_penalty
         self.cluster_factory = cluster_factory or simulator_factory
@@ -323,7 +333,11 @@ class PipelineEnv(gym.Env):
         else:
             if self._traces is None or seed is not None:  # a new seed gives a new generator: follow it
                 self._traces = TrainingTraces(
-                    self.np_random, window_s=self.window_s, damping=self.damping, days=self.training_days
+                    self.np_random,
+                    window_s=self.window_s,
+                    damping=self.damping,
+                    days=self.training_days,
+                    sources=self.training_sources,
                 )
             self.trace = self._traces.sample()
         warm = warm_state(self.pipeline_spec, self.trace, self.interval_s)

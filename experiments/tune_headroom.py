@@ -1,21 +1,30 @@
-"""Tune IPA's headroom on training windows only; the result defines the ``ipa-tuned`` policy.
+"""Tune IPA's headroom (or the HPA's target utilisation) on training windows only; the result defines the
+``ipa-tuned`` (``hpa-tuned``) policy.
 
 For each candidate headroom H, IPA (LSTM predictor, exact solver) runs on the same random windows of the
-training split (Twitter days 0-13, damped like the evaluation windows); the H with the best mean score wins.
-The evaluation windows (``bursty``, ``steady_low``, ``steady_high``, ``fluctuating``, ``infadapter``) are never
-read. Writes ``experiments/data/ipa_tuned.json`` (one entry per pipeline, merged with what is there).
+training traffic (by default the Twitter training split, days 0-13, damped like the evaluation windows; or the
+user's CSV traces, ``traces``, their last ``validation_fraction`` left out as training leaves it out); the H with
+the best mean score wins. With ``policy="hpa"`` the candidates are the HPA's target utilisations (`HPA_TARGETS`,
+IPA's FA2-high variants as ``hpa`` runs them). The evaluation windows (``bursty``, ``steady_low``,
+``steady_high``, ``fluctuating``, ``infadapter``) are never read.
+
+The tuning file (``rlscale tune --out FILE``; this script's default: the bundled ``experiments/data/ipa_tuned.json``)
+holds one entry per pipeline, merged with what is there: IPA's report at the entry's top level (``headroom``,
+``windows``, ``sweep``...) and the HPA's under its key ``hpa`` (``target``, ``windows``, ``sweep``...).
 
 The runs (candidates x windows) are independent: each is a picklable `WindowRun` handed to the module-level
 `run`, on an executor of `experiments.sweep` (``--executor serial|process|ray``, ``--workers N``); the windows are
 drawn here, before any run, so the report is the same whatever the executor.
 
-    python -m experiments.tune_headroom --pipeline video [--windows 8] [--seed 0] [--executor process]
+    python -m experiments.tune_headroom --pipeline video [--policy hpa] [--windows 8] [--seed 0] [--executor process]
+    rlscale tune --pipeline video --out tuning.json    (the same, as a command)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,38 +33,46 @@ from typing import Any
 
 import numpy as np
 
+from agents.hpa import HPAPolicy
 from experiments.sweep import OneLineParser, add_executor_flags, make_executor, run_sweep
 from ilp_baseline.policy import ILPPolicy
 from rlscale.errors import RlscaleError
 from rlscale.lstm import LSTMPredictor
 from rlscale.sim.runner import run_episode
-from rlscale.spec import PipelineSpec, load_spec
-from rlscale.workload import Trace, TrainingSampler
+from rlscale.spec import PipelineSpec, data_dir, load_spec
+from rlscale.workload import DEFAULT_VALIDATION_FRACTION, TWITTER, Trace, TrainingSampler, training_sources
 
 log = logging.getLogger(__name__)
 
 CANDIDATES = (1.0, 1.1, 1.2, 1.3, 1.5, 1.75, 2.0)
+HPA_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)
+"""The HPA's candidate target utilisations (Kubernetes' default is 0.8)."""
 TUNED_PATH = Path(__file__).resolve().parent / "data" / "ipa_tuned.json"
-"""Where the tuned headroom of every pipeline is kept (read by the ``ipa-tuned`` policy, `rlscale.cli.registry`)."""
+"""The bundled tunings of the bundled pipelines (read by ``ipa-tuned`` and ``hpa-tuned`` without ``--tuning``)."""
+POLICIES = {"ipa": "headroom", "hpa": "target"}
+"""The policies that can be tuned, and the name of the value tuned."""
 
 
 @dataclass(frozen=True)
 class WindowRun:
-    """One run of the sweep: IPA with headroom ``headroom`` on one training window; picklable (plain values).
+    """One run of the sweep: IPA with headroom ``value`` (the HPA with target ``value``) on one training window;
+    picklable (plain values).
 
     Attributes:
         pipeline: bundled name or spec path, as the caller hands it.
         window: the window's name (``train@START``).
         rps: the window itself, requests per second (damped), drawn by the caller: a worker never samples.
-        headroom: the candidate headroom.
+        value: the candidate headroom (``ipa``) or target utilisation (``hpa``).
         seed: the episode's seed.
+        policy: ``ipa`` or ``hpa``.
     """
 
     pipeline: str
     window: str
     rps: tuple[float, ...]
-    headroom: float
+    value: float
     seed: int
+    policy: str = "ipa"
 
 
 _specs: dict[str, PipelineSpec] = {}
@@ -70,7 +87,10 @@ def run(item: WindowRun) -> dict[str, float]:
         _specs[item.pipeline] = load_spec(item.pipeline)
     spec = _specs[item.pipeline]
     trace = Trace(name=item.window, rps=np.asarray(item.rps, dtype=float))
-    policy = ILPPolicy(spec, LSTMPredictor(), mode="ipa", solver="dp", headroom=item.headroom, name="ipa")
+    if item.policy == "hpa":
+        policy = HPAPolicy(spec, target=item.value)
+    else:
+        policy = ILPPolicy(spec, LSTMPredictor(), mode="ipa", solver="dp", headroom=item.value, name="ipa")
     record = run_episode(spec, trace, policy, seed=item.seed).record
     return {"score": float(record["score"]), "sla_violation_rate": float(record["sla_violation_rate"])}
 
@@ -78,34 +98,61 @@ def run(item: WindowRun) -> dict[str, float]:
 def tune(
     pipeline: str,
     *,
+    policy: str = "ipa",
+    traces: str = TWITTER,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     windows: int = 8,
     window_s: int = 1200,
     damping: int = 8,
     seed: int = 0,
-    candidates: Sequence[float] = CANDIDATES,
+    candidates: Sequence[float] | None = None,
     executor: str = "serial",
     workers: int | None = None,
     ray_address: str | None = None,
     progress: bool = False,
+    command: str | None = None,
 ) -> dict:
-    """Score every candidate headroom on the same training windows; return the report (best first).
+    """Score every candidate (IPA's headroom, or the HPA's target) on the same training windows; return the report.
 
-    ``executor``, ``workers``, ``ray_address``: where the candidates x windows runs go (`experiments.sweep`); the
-    report is the same whichever. ``progress``: a bar on stderr.
+    Args:
+        pipeline: bundled name or spec path.
+        policy: ``ipa`` (tunes ``headroom``) or ``hpa`` (tunes ``target``).
+        traces: the training traffic, as ``rlscale train --traces``: ``twitter`` (all 14 days) and/or CSV traces
+            (their last ``validation_fraction`` left out, as training leaves it out).
+        validation_fraction: see ``traces``.
+        windows: training windows per candidate.
+        window_s: their length.
+        damping: divides the Twitter split's counts (CSV traces are used as given).
+        seed: seeds the window draws.
+        candidates: the values tried (default `CANDIDATES` or `HPA_TARGETS`).
+        executor: where the candidates x windows runs go (`experiments.sweep`, with ``workers``, ``ray_address``);
+            the report is the same whichever.
+        workers: see ``executor``.
+        ray_address: see ``executor``.
+        progress: a bar on stderr.
+        command: the command line recorded in the report (default: this script's).
 
     Raises:
-        RlscaleError: a bad pipeline, window, candidate list or executor setting (before any run).
+        RlscaleError: a bad pipeline, trace, window, candidate list or executor setting (before any run).
     """
+    if policy not in POLICIES:
+        raise RlscaleError(f"--policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    key = POLICIES[policy]
+    candidates = tuple(candidates if candidates is not None else (HPA_TARGETS if policy == "hpa" else CANDIDATES))
     if windows < 1:
         raise RlscaleError(f"--windows must be >= 1, got {windows}")
     if not candidates:
-        raise RlscaleError("need at least one candidate headroom")
+        raise RlscaleError(f"need at least one candidate {key}")
     sweeper = make_executor(executor, workers, ray_address)
     spec = load_spec(pipeline)
-    sampler = TrainingSampler(np.random.default_rng(seed), window_s=window_s, damping=damping)
-    traces = [sampler.sample() for _ in range(windows)]
-    sample = [(t.name, tuple(np.asarray(t.rps, dtype=float).tolist())) for t in traces]
-    items = [WindowRun(str(pipeline), name, rps, float(h), seed) for h in candidates for name, rps in sample]
+    if traces == TWITTER:  # all 14 days, as the bundled tunings were made
+        sampler = TrainingSampler(np.random.default_rng(seed), window_s=window_s, damping=damping)
+    else:
+        sources = training_sources(traces, window_s=window_s, damping=damping, validation_fraction=validation_fraction)
+        sampler = TrainingSampler(np.random.default_rng(seed), window_s=window_s, damping=damping, sources=sources)
+    drawn = [sampler.sample() for _ in range(windows)]
+    sample = [(t.name, tuple(np.asarray(t.rps, dtype=float).tolist())) for t in drawn]
+    items = [WindowRun(str(pipeline), name, rps, float(h), seed, policy) for h in candidates for name, rps in sample]
     _specs.clear()
     _specs[str(pipeline)] = spec
     try:
@@ -114,8 +161,8 @@ def tune(
             run,
             items,
             progress=progress,
-            what=f"{spec.name}: headroom",
-            describe=lambda item: f"H={item.headroom:g} on {item.window}",
+            what=f"{spec.name}: {policy} {key}",
+            describe=lambda item: f"{key}={item.value:g} on {item.window}",
         )
     finally:
         _specs.clear()
@@ -124,24 +171,80 @@ def tune(
         mine = records[c * windows : (c + 1) * windows]
         rows.append(
             {
-                "headroom": h,
+                key: h,
                 "mean_score": float(np.mean([r["score"] for r in mine])),
                 "mean_violation_rate": float(np.mean([r["sla_violation_rate"] for r in mine])),
             }
         )
         log.info(
-            "H=%.2f: score %.3f, violations %.3f%%", h, rows[-1]["mean_score"], 100 * rows[-1]["mean_violation_rate"]
+            "%s=%.2f: score %.3f, violations %.3f%%",
+            key,
+            h,
+            rows[-1]["mean_score"],
+            100 * rows[-1]["mean_violation_rate"],
         )
     best = max(rows, key=lambda r: r["mean_score"])
-    return {
-        "headroom": best["headroom"],
-        "windows": [t.name for t in traces],
-        "window_s": window_s,
-        "damping": damping,
-        "seed": seed,
-        "sweep": rows,
-        "command": f"python -m experiments.tune_headroom --pipeline {pipeline} --windows {windows} --seed {seed}",
-    }
+    report: dict[str, Any] = {key: best[key], "windows": [t.name for t in drawn]}
+    if traces != TWITTER:
+        report["traces"] = traces
+        report["validation_fraction"] = validation_fraction
+    report.update({"window_s": window_s, "damping": damping, "seed": seed, "sweep": rows})
+    flag = "" if policy == "ipa" else f" --policy {policy}"
+    flag += f" --damping {damping}" if damping != 8 else ""
+    report["command"] = command or (
+        f"python -m experiments.tune_headroom --pipeline {pipeline}{flag} --windows {windows} --seed {seed}"
+    )
+    return report
+
+
+def merge(table: dict, name: str, policy: str, report: dict) -> dict:
+    """``table`` (a tuning file's content) with ``report`` as pipeline ``name``'s tuning of ``policy``: IPA's at
+    the entry's top level, the HPA's under ``hpa``; the other policy's tuning is kept."""
+    entry = dict(table.get(name) or {})
+    if policy == "hpa":
+        entry["hpa"] = report
+    else:
+        entry = {**report, **({"hpa": entry["hpa"]} if "hpa" in entry else {})}
+    return {**table, name: entry}
+
+
+def pipeline_argument(spec: PipelineSpec) -> str:
+    """How a command names ``spec``: its name when bundled, else its file."""
+    source = Path(spec.source) if spec.source is not None else None
+    if source is None or source.parent.resolve() == (data_dir() / "pipelines").resolve():
+        return spec.name
+    return str(source)
+
+
+def tuned_value(spec: PipelineSpec, policy: str, path: str | Path | None = None) -> float:
+    """The tuned ``headroom`` (``policy="ipa"``) or ``target`` (``"hpa"``) of ``spec`` in the tuning file ``path``
+    (default: the bundled one, `TUNED_PATH`).
+
+    Raises:
+        RlscaleError: the file cannot be read, or holds no tuning of this policy for the pipeline (the message names
+            the command that makes one).
+    """
+    key = POLICIES[policy]
+    file = Path(path) if path is not None else TUNED_PATH
+    where = f"--tuning {file}" if path is not None else "the bundled tunings"
+    flag = "" if policy == "ipa" else f" --policy {policy}"
+    make = (
+        f"rlscale tune --pipeline {pipeline_argument(spec)}{flag} --out {file if path is not None else 'tuning.json'}"
+    )
+    if path is not None and not file.is_file():
+        raise RlscaleError(f"--tuning {file}: no such file; make one with: {make}")
+    try:
+        table = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RlscaleError(f"{where}: cannot read it: {exc}") from None
+    entry = table.get(spec.name) if isinstance(table, dict) else None
+    if isinstance(entry, dict) and policy == "hpa":
+        entry = entry.get("hpa")
+    value = entry.get(key) if isinstance(entry, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
+        then = ", then pass --tuning tuning.json" if path is None else ""
+        raise RlscaleError(f"{where}: no tuned {policy} {key} for pipeline {spec.name!r}; run: {make}{then}")
+    return float(value)
 
 
 def _read_table(path: Path) -> dict:
@@ -164,6 +267,7 @@ def _read_table(path: Path) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m experiments.tune_headroom", description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", default="video", help="bundled pipeline name or spec path (default video)")
+    parser.add_argument("--policy", choices=tuple(POLICIES), default="ipa", help="tune ipa's headroom or hpa's target")
     parser.add_argument("--windows", type=int, default=8, help="training windows per candidate (default 8)")
     parser.add_argument("--damping", type=int, default=8, help="divide training counts by this (IPA: 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the window sampler (default 0)")
@@ -175,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = _read_table(args.out)  # before the runs: a file that cannot be merged into fails now
         report = tune(
             args.pipeline,
+            policy=args.policy,
             windows=args.windows,
             damping=args.damping,
             seed=args.seed,
@@ -183,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ray_address=args.ray_address,
             progress=sys.stderr.isatty(),
         )
-        table[load_spec(args.pipeline).name] = report
+        table = merge(table, load_spec(args.pipeline).name, args.policy, report)
         try:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(table, indent=2) + "\n")

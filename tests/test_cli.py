@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -203,6 +205,8 @@ def test_simulate_on_a_csv_trace(tmp_path):
     assert record["duration_s"] == 300
 
 
+TUNE_OUT = str(Path(tempfile.mkdtemp(prefix="rlscale-test-tune-")) / "tuning.json")
+
 # every command that takes --json, with arguments that make it do real work (HiGHS and CBC included)
 JSON_RUNS = {
     "pipelines": [("pipelines",), ("pipelines", "--spec", "video")],
@@ -213,6 +217,8 @@ JSON_RUNS = {
     ],
     "bench": [("bench", "--repeats", "1", "--quick")],
     "check": [("check", "--spec", "video", "--trace", "bursty")],
+    # issue 14: the tuning file goes to a temporary folder, never into the source tree
+    "tune": [("tune", "--pipeline", "video", "--windows", "1", "--window-s", "200", "--out", TUNE_OUT)],
 }
 
 

@@ -316,3 +316,37 @@ def test_the_sidecar_against_the_twin_deploys_the_runners_configs(kube_api, name
         assert actuator.read()[0] == ep.configs[i]
         twin.tick()
     assert twin.sim.done
+
+
+# ---------------------------------------------------------------------- a running pipeline (issue 14, item 4)
+
+
+def test_hpa_on_a_running_pipeline_scales_replicas_only_in_simulate_and_in_the_sidecar():
+    """The sidecar is started on a pipeline that already runs (here the cheapest variants, as a user deployed them),
+    with ``--policy hpa`` built by the registry as both commands build it. ``simulate`` from that configuration
+    (``initial``) and the sidecar over the same states apply the same configurations, and the HPA, like Kubernetes',
+    changes replicas only: it used to re-plan variant, batch and cores at its first decision on a running pipeline
+    (it planned them whenever it had not planned yet), so the sidecar rolled every stage over to IPA's FA2-high
+    variants."""
+    from rlscale.cli.registry import make_live_policy, make_policy
+
+    running = warm_state(SPEC, TRACE).config
+    assert running.variants != tuple(fa2_high_variants(SPEC))  # precondition: the hpa's warm start would differ
+    ctl = make_policy("hpa", SPEC, TRACE)
+    rec = Recording(ctl.policy)
+    ctl.policy = rec
+    result = run_episode(SPEC, TRACE, ctl, seed=0, initial=running)
+    applied = result.configs[1:]  # what the runner ran after deciding on each recorded state
+    assert len(rec.states) == len(applied) and rec.states[0].last is not None and rec.states[0].config == running
+    for config in applied:
+        for sc, sc0 in zip(config.stages, running.stages, strict=True):
+            assert (sc.variant, sc.batch, sc.cores) == (sc0.variant, sc0.batch, sc0.cores)
+    assert len({c.stages[0].replicas for c in applied}) > 1, "the hpa never scaled: the test would prove little"
+    live = make_live_policy("hpa", SPEC)
+    cluster = ReplayCluster(rec.states, result.intervals)
+    sidecar = Sidecar(cluster, live.policy, live.guard, SidecarSettings(interval_s=SPEC.interval_s))
+    configs = []
+    for _state in rec.states:
+        configs.append(sidecar.step().config)
+        cluster.step()
+    assert configs == applied

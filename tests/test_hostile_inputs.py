@@ -18,6 +18,7 @@ from tests.conftest import base_spec_dict, write_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 SUM_QA_AGENT = str(ROOT / "agents" / "data" / "ppo_sum-qa.npz")
+EVAL_CSV = str(ROOT / "rlscale" / "data" / "traces" / "eval_windows.csv")  # a valid CSV trace of 6,060 s
 DOWN = "http://127.0.0.1:9"  # discard port: nothing listens; refused at once
 
 
@@ -448,6 +449,89 @@ CASES = [
         "sidecar-timeline-proc",
         ["sidecar", "--spec", "video", "--prometheus", DOWN, "--timeline", "/proc/t.csv", "--once"],
         "--timeline",
+    ),
+    # issue 14: own traffic, tuning, fair baselines
+    (
+        "train-traces-short",
+        ["train", "--pipeline", "video", "--traces", EVAL_CSV, "--window-s", "5000", "--out", "runs"],
+        "shorter than one training window",
+    ),
+    ("train-traces-eval-window", ["train", "--pipeline", "video", "--traces", "bursty", "--out", "runs"], "never"),
+    ("train-traces-bad-csv", ["train", "--pipeline", "video", "--traces", "{h}/negative.csv"], "rps must be"),
+    ("train-traces-twice", ["train", "--pipeline", "video", "--traces", "twitter,twitter"], "listed twice"),
+    ("train-eval-traces", ["train", "--pipeline", "video", "--eval-traces", "nowhere"], "unknown trace"),
+    ("train-validation-fraction", ["train", "--pipeline", "video", "--validation-fraction", "1"], "fraction"),
+    ("train-window-s", ["train", "--pipeline", "video", "--window-s", "0"], "--window-s"),
+    ("train-damping", ["train", "--pipeline", "video", "--damping", "0"], "--damping"),
+    ("tune-no-out", ["tune", "--pipeline", "video"], "--out"),
+    ("tune-out-folder", ["tune", "--pipeline", "video", "--out", "{h}"], "folder"),
+    ("tune-out-not-json", ["tune", "--pipeline", "video", "--out", "{h}/a-file"], "cannot read it"),
+    ("tune-out-proc", ["tune", "--pipeline", "video", "--windows", "1", "--out", "/proc/rlscale/t.json"], "/proc"),
+    ("tune-windows-zero", ["tune", "--pipeline", "video", "--windows", "0", "--out", "t.json"], "--windows"),
+    ("tune-policy", ["tune", "--pipeline", "video", "--policy", "ppo", "--out", "t.json"], "--policy"),
+    ("tune-traces-eval", ["tune", "--pipeline", "video", "--traces", "bursty", "--out", "t.json"], "never"),
+    ("tune-traces-none", ["tune", "--pipeline", "video", "--traces", "none", "--out", "t.json"], "none"),
+    ("tune-traces-bad-csv", ["tune", "--pipeline", "video", "--traces", "{h}/nan.csv", "--out", "t.json"], "nan"),
+    ("tune-spec-deep", ["tune", "--pipeline", "{h}/deep.yaml", "--out", "t.json"], "nested"),
+    (
+        "simulate-tuning-missing",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa-tuned", "--tuning", "{h}/no.json"],
+        "rlscale tune --pipeline video",
+    ),
+    (
+        "simulate-tuning-garbage",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "hpa-tuned", "--tuning", "{h}/a-file"],
+        "cannot read",
+    ),
+    (
+        "simulate-tuning-unused",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--tuning", "{h}/a-file"],
+        "--tuning",
+    ),
+    (
+        "simulate-hpa-variant",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "hpa", "--hpa-variant", "gpt9"],
+        "gpt9",
+    ),
+    (
+        "simulate-hpa-variant-count",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "hpa", "--hpa-variant", "a,b,c"],
+        "one per stage",
+    ),
+    (
+        "simulate-hpa-batch",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "hpa", "--hpa-batch", "3"],
+        "batch size 3",
+    ),
+    (
+        "simulate-hpa-cores",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "hpa", "--hpa-cores", "1,999"],
+        "core count 999",
+    ),
+    (
+        "simulate-hpa-target",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "hpa", "--hpa-target", "1.5"],
+        "--hpa-target",
+    ),
+    (
+        "simulate-hpa-flag-unused",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--hpa-target", "0.5"],
+        "--hpa-target",
+    ),
+    (
+        "compare-hpa-batch-word",
+        ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "hpa", "--hpa-batch", "big"],
+        "--hpa-batch",
+    ),
+    (
+        "sidecar-tuning-missing",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--policy", "ipa-tuned", "--tuning", "{h}/no.json"],
+        "no such file",
+    ),
+    (
+        "sidecar-hpa-cores",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--policy", "hpa", "--hpa-cores", "0"],
+        "--hpa-cores",
     ),
 ]
 

@@ -148,3 +148,87 @@ def test_sampler_days_bound_its_windows():
         assert 2 * SECONDS_PER_DAY <= start and start + 600 <= 3 * SECONDS_PER_DAY
     with pytest.raises(TraceError):
         TrainingSampler(np.random.default_rng(0), days=(3, 3))
+
+
+# ---------------------------------------------------------------------- training on one's own traffic (issue 14)
+
+
+def _csv(path, rps) -> str:
+    path.write_text("rps\n" + "\n".join(str(int(x)) for x in rps) + "\n")
+    return str(path)
+
+
+def test_the_split_alone_draws_the_windows_it_always_drew():
+    """Sources came later: with the split alone, a seed gives the windows of the formula used before them."""
+    from rlscale.workload import source_validation_windows, training_sources, validation_windows
+
+    for seed in range(4):
+        sampler = TrainingSampler(np.random.default_rng(seed), window_s=1200, days=(0, 13))
+        rng = np.random.default_rng(seed)
+        for _ in range(10):
+            start = int(rng.integers(0, 13 * SECONDS_PER_DAY - 1200 + 1))
+            t = sampler.sample()
+            assert t.name == f"train@{start}"
+            np.testing.assert_array_equal(t.rps, np.floor(training_split()[start : start + 1200] / 8))
+    legacy = validation_windows(8, 1)
+    mine = source_validation_windows(training_sources("twitter", validation_days=1), 8)
+    assert [t.name for t in mine] == [t.name for t in legacy] and len(legacy) == 8
+    assert all(np.array_equal(a.rps, b.rps) for a, b in zip(mine, legacy, strict=True))
+
+
+def test_training_windows_never_overlap_the_validation_part(tmp_path):
+    from rlscale.workload import source_validation_windows, training_sources
+
+    n = 5000
+    ours = _csv(tmp_path / "ours.csv", np.arange(n) % 97)
+    sources = training_sources(f"twitter,{ours}", window_s=600, validation_days=1, validation_fraction=0.2)
+    mine = sources[1]
+    assert mine.validation_s == (4000, 5000) and mine.train_s == (0, 4000) and mine.damping == 1
+    sampler = TrainingSampler(np.random.default_rng(3), window_s=600, sources=sources)
+    seen = {"train": 0, "ours.csv": 0}
+    for _ in range(2000):
+        t = sampler.sample()
+        label, start = t.name.rsplit("@", 1)
+        start = int(start)
+        seen[label] += 1
+        if label == "ours.csv":
+            assert 0 <= start and start + 600 <= 4000  # wholly before the held-out last 20 %
+            np.testing.assert_array_equal(t.rps, (np.arange(n) % 97)[start : start + 600])  # used as given
+        else:
+            assert start + 600 <= 13 * SECONDS_PER_DAY
+    assert seen["ours.csv"] > 0 and seen["train"] > seen["ours.csv"]  # by the number of starts each offers
+    val = source_validation_windows(sources, 4, window_s=600)
+    ours_val = [t for t in val if t.name.startswith("val:ours.csv@")]
+    assert len(ours_val) == 4
+    for t in ours_val:
+        start = int(t.name.rsplit("@", 1)[1])
+        assert 4000 <= start and start + 600 <= 5000
+
+
+def test_a_validation_part_holds_at_least_one_window_and_its_windows_once(tmp_path):
+    from rlscale.workload import source_validation_windows, training_sources
+
+    ours = _csv(tmp_path / "two-hours.csv", np.ones(7200))
+    (src,) = training_sources(ours, window_s=1200, validation_fraction=0.15)  # 15 % is 1080 s < one window
+    assert src.validation_s == (6000, 7200)
+    assert [t.name for t in source_validation_windows([src], 8, 1200)] == ["val:two-hours.csv@6000"]
+    (none,) = training_sources(ours, window_s=1200, validation_fraction=0)
+    assert none.train_s == (0, 7200) and source_validation_windows([none], 8, 1200) == []
+
+
+@pytest.mark.parametrize(
+    "traces,problem",
+    [
+        ("{short}", "shorter than one training window"),
+        ("bursty", "never trained"),
+        ("twitter,twitter", "listed twice"),
+        (" , ", "comma-separated"),
+        ("{missing}", "not found"),
+    ],
+)
+def test_bad_training_traces_are_one_clear_error(tmp_path, traces, problem):
+    from rlscale.workload import training_sources
+
+    short = _csv(tmp_path / "short.csv", np.ones(1500))
+    with pytest.raises(TraceError, match=problem):
+        training_sources(traces.format(short=short, missing=tmp_path / "missing.csv"), window_s=1200)

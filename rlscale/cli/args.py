@@ -134,7 +134,8 @@ def add_json(p: argparse.ArgumentParser) -> None:
 
 
 def add_planner_flags(p: argparse.ArgumentParser) -> None:
-    """``--solver``, ``--predictor``, ``--headroom``, ``--agent``, ``--safety-load`` and ``--guard``."""
+    """``--solver``, ``--predictor``, ``--headroom``, ``--agent``, ``--safety-load``, ``--guard``, ``--tuning`` and
+    the HPA's ``--hpa-target``, ``--hpa-variant``, ``--hpa-batch``, ``--hpa-cores``."""
     from ilp_baseline.policy import ALL_SOLVERS
     from rlscale.cli.registry import PREDICTORS
 
@@ -165,6 +166,38 @@ def add_planner_flags(p: argparse.ArgumentParser) -> None:
         help="load the safety layer protects for: the last interval's peak (default), plus the backlog, or the LSTM's",
     )
     add_guard(p)
+    p.add_argument(
+        "--tuning",
+        metavar="FILE.json",
+        help="tuning file of ipa-tuned/hpa-tuned, written by rlscale tune --out FILE.json (default: the bundled "
+        "tunings of the bundled pipelines)",
+    )
+    p.add_argument(
+        "--hpa-target",
+        type=float_in(0.0, 1.0, exclusive_low=True),
+        metavar="U",
+        help="hpa/hpa-tuned: target CPU utilisation, (0, 1] (default 0.8, Kubernetes'; hpa-tuned: the tuned one)",
+    )
+    p.add_argument(
+        "--hpa-variant",
+        type=csv_list,
+        metavar="V1,V2,...",
+        help="hpa/hpa-tuned: run these variants, one per stage (default: the variants deployed; a simulation starts "
+        "from IPA's FA2-high variants)",
+    )
+    p.add_argument(
+        "--hpa-batch",
+        type=int_list_in(1, 1_000_000, max_items=64),
+        metavar="B|B1,B2,...",
+        help="hpa/hpa-tuned: batch size, one for every stage or one per stage (default: as deployed; a simulation "
+        "plans it for the first interval's load)",
+    )
+    p.add_argument(
+        "--hpa-cores",
+        type=int_list_in(1, 1_000_000, max_items=64),
+        metavar="C|C1,C2,...",
+        help="hpa/hpa-tuned: cores per replica, one for every stage or one per stage (default: as --hpa-batch)",
+    )
 
 
 def add_guard(p: argparse.ArgumentParser) -> None:
@@ -192,6 +225,27 @@ def policy_options(args: argparse.Namespace, policies: list[str] | None = None):
 
     if args.agent is not None and policies is not None and not {"ppo", "ppo-raw"} & set(policies):
         raise RlscaleError(f"--agent is for the ppo and ppo-raw policies; {', '.join(policies)} would ignore it")
+    if args.tuning is not None and policies is not None and not {"ipa-tuned", "hpa-tuned"} & set(policies):
+        raise RlscaleError(
+            f"--tuning is for the ipa-tuned and hpa-tuned policies; {', '.join(policies)} would ignore it"
+        )
+    hpa_flags = [
+        flag
+        for flag, value in (
+            ("--hpa-target", args.hpa_target),
+            ("--hpa-variant", args.hpa_variant),
+            ("--hpa-batch", args.hpa_batch),
+            ("--hpa-cores", args.hpa_cores),
+        )
+        if value is not None
+    ]
+    if hpa_flags and policies is not None and not {"hpa", "hpa-tuned"} & set(policies):
+        raise RlscaleError(
+            f"{hpa_flags[0]} is for the hpa and hpa-tuned policies; {', '.join(policies)} would ignore it"
+        )
+
+    def as_tuple(values):
+        return tuple(values) if values is not None else None
 
     return PolicyOptions(
         solver=args.solver,
@@ -200,6 +254,11 @@ def policy_options(args: argparse.Namespace, policies: list[str] | None = None):
         agent=args.agent,
         safety_load=args.safety_load,
         guard=guard_flag(args),
+        tuning=args.tuning,
+        hpa_target=args.hpa_target,
+        hpa_variant=as_tuple(args.hpa_variant),
+        hpa_batch=as_tuple(args.hpa_batch),
+        hpa_cores=as_tuple(args.hpa_cores),
     )
 
 

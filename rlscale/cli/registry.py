@@ -3,23 +3,23 @@ from (the composition root hands `make_policy` to `experiments.compare` and `exp
 
 ``ipa``, ``fa2-low``, ``fa2-high`` and ``rim`` default to IPA's own choices: the LSTM predictor and IPA's
 published margin for the pipeline. ``ipa-tuned`` is ``ipa`` with the headroom that scored best on training
-windows (``experiments/data/ipa_tuned.json``, `experiments.tune_headroom.TUNED_PATH`, written by
-``python -m experiments.tune_headroom``). ``oracle``
-plans on the true maximum load of the coming interval.
+windows, and ``hpa-tuned`` the HPA with the target utilisation that did: from ``--tuning FILE`` (written by
+``rlscale tune``), else from the bundled tunings (``experiments/data/ipa_tuned.json``,
+`experiments.tune_headroom.TUNED_PATH`). ``oracle`` is IPA's one-interval planner given the true peak load of the
+coming interval (foresight no live policy has), not an upper bound: it plans one interval at a time and pays for
+reconfigurations like any other policy, so a policy that plans ahead can beat it.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.hpa import HPAPolicy
+from agents.hpa import TARGET_UTILISATION, HPAPolicy
 from agents.static import StaticPolicy
-from experiments.tune_headroom import TUNED_PATH
+from experiments.tune_headroom import tuned_value
 from ilp_baseline.policy import ALL_SOLVERS, ILPPolicy, ipa_headroom
-from ilp_baseline.problem import fa2_high_variants
 from rlscale.control import Controller, guard_default
 from rlscale.errors import RlscaleError
 from rlscale.interfaces import Policy, Predictor
@@ -44,6 +44,13 @@ class PolicyOptions:
         safety_load: the safety layer's load estimate: observed (default), backlog or predicted.
         guard: put the safety layer in front of the policy (True) or not (False); None: the policy's default
             (`rlscale.control.guard_default`: ``ppo`` yes, every other policy no).
+        tuning: a tuning file (``rlscale tune --out FILE``) for ``ipa-tuned`` / ``hpa-tuned``; default: the bundled
+            tunings.
+        hpa_target: the HPA's target utilisation, (0, 1] (default 0.8; ``hpa-tuned``: the tuned one).
+        hpa_variant: pin the HPA's variant of every stage (one name per stage); default: the variants in force (a
+            simulation's warm start installs IPA's FA2-high variants).
+        hpa_batch: pin the HPA's batch size (one for every stage, or one per stage); default: in force / planned.
+        hpa_cores: pin the HPA's cores per replica (as ``hpa_batch``).
     """
 
     solver: str | None = None
@@ -52,6 +59,11 @@ class PolicyOptions:
     agent: str | None = None
     safety_load: str | None = None
     guard: bool | None = None
+    tuning: str | None = None
+    hpa_target: float | None = None
+    hpa_variant: tuple[str, ...] | None = None
+    hpa_batch: tuple[int, ...] | None = None
+    hpa_cores: tuple[int, ...] | None = None
 
 
 def make_predictor(name: str, trace: Trace | None) -> Predictor:
@@ -68,26 +80,28 @@ def make_predictor(name: str, trace: Trace | None) -> Predictor:
     raise RlscaleError(f"unknown predictor {name!r} (known: {', '.join(PREDICTORS)})")
 
 
-def tuned_headroom(spec: PipelineSpec) -> float:
-    """The headroom `experiments.tune_headroom` chose for this pipeline on training windows."""
-    try:
-        table = json.loads(TUNED_PATH.read_text())
-    except FileNotFoundError:
-        table = {}
-    entry = table.get(spec.name)
-    if entry is None:
-        raise RlscaleError(
-            f"no tuned headroom for pipeline {spec.name!r}; run: python -m experiments.tune_headroom "
-            f"--pipeline {spec.name}"
-        )
-    return float(entry["headroom"])
+def tuned_headroom(spec: PipelineSpec, tuning: str | None = None) -> float:
+    """The headroom ``rlscale tune`` chose for this pipeline on training windows (in ``tuning``, else bundled)."""
+    return tuned_value(spec, "ipa", tuning)
+
+
+def _hpa(name: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Policy]:
+    def build(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
+        target = opts.hpa_target
+        if target is None:
+            target = tuned_value(spec, "hpa", opts.tuning) if name == "hpa-tuned" else TARGET_UTILISATION
+        policy = HPAPolicy(spec, opts.hpa_variant, target, batch=opts.hpa_batch, cores=opts.hpa_cores)
+        policy.name = name
+        return policy
+
+    return build
 
 
 def _planner(mode: str, name: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Policy]:
     def build(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
         headroom = opts.headroom
         if headroom is None:
-            headroom = tuned_headroom(spec) if name == "ipa-tuned" else ipa_headroom(spec)
+            headroom = tuned_headroom(spec, opts.tuning) if name == "ipa-tuned" else ipa_headroom(spec)
         return ILPPolicy(
             spec,
             make_predictor(opts.predictor or "lstm", trace),
@@ -130,14 +144,19 @@ POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace | None, PolicyOptions], 
     "ppo-raw": (_ppo("ppo-raw"), "the PPO agent alone (ablation: what the safety layer buys)"),
     "ipa": (_planner("ipa", "ipa"), "IPA: ILP over variant, batch, replicas on the predicted load"),
     "ipa-tuned": (_planner("ipa", "ipa-tuned"), "IPA with the headroom that scored best on training windows"),
-    "oracle": (_oracle, "the ILP on the true next-interval load (upper bound)"),
+    "oracle": (
+        _oracle,
+        "IPA's one-interval planner given the true next-interval load (foresight; offline only), not an upper bound",
+    ),
     "fa2-low": (_planner("fa2-low", "fa2-low"), "cheapest variants fixed; batch, cores, replicas optimised"),
     "fa2-high": (_planner("fa2-high", "fa2-high"), "heavier variants fixed; batch, cores, replicas optimised"),
     "rim": (_planner("rim", "rim"), "replicas fixed (sized for the peak); variant and batch optimised"),
     "hpa": (
-        lambda spec, trace, opts: HPAPolicy(spec, fa2_high_variants(spec)),
-        "Kubernetes HPA on CPU utilisation (target 80%), heavier variants fixed",
+        _hpa("hpa"),
+        "Kubernetes HPA on CPU utilisation (target 80%, --hpa-target): scales replicas only; variant, batch and cores "
+        "as deployed (a simulation starts from IPA's FA2-high variants) unless --hpa-variant/--hpa-batch/--hpa-cores",
     ),
+    "hpa-tuned": (_hpa("hpa-tuned"), "the HPA with the target utilisation that scored best on training windows"),
     "static-max": (
         lambda spec, trace, opts: StaticPolicy(spec, "max", trace.peak_rps),
         "most accurate variants, sized once for the trace's peak",
@@ -150,7 +169,7 @@ POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace | None, PolicyOptions], 
 
 
 # policies that need no knowledge of the future (the oracle, static sizing and rim read the whole trace)
-LIVE_POLICIES = ("ppo", "ppo-raw", "ipa", "ipa-tuned", "fa2-low", "fa2-high", "hpa")
+LIVE_POLICIES = ("ppo", "ppo-raw", "ipa", "ipa-tuned", "fa2-low", "fa2-high", "hpa", "hpa-tuned")
 
 
 def make_live_policy(name: str, spec: PipelineSpec, options: PolicyOptions | None = None) -> Controller:

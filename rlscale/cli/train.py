@@ -22,7 +22,7 @@ from typing import Any
 from experiments.sweep import DEFAULT_EXECUTOR, add_executor_flags
 from rlscale.cli.args import add_set, add_spec, float_in, int_in, int_list_in, load_spec, spec_file
 from rlscale.errors import RlscaleError
-from rlscale.inputs import MAX_SEED
+from rlscale.inputs import MAX_SEED, MAX_TRACE_SECONDS
 
 MAX_STEPS = 10**10
 
@@ -47,6 +47,9 @@ RANGES: dict[str, Callable[[str], Any]] = {
     "validation_days": int_in(0, 13),
     "validation_windows": int_in(1, 1000),
     "torch_threads": int_in(0, 1024),
+    "window_s": int_in(10, MAX_TRACE_SECONDS),
+    "damping": int_in(1, 1000),
+    "validation_fraction": float_in(0.0, 0.9),
 }
 """The argparse type of each numeric `TrainConfig` field: its range (every numeric field must have one)."""
 
@@ -68,6 +71,10 @@ METAVAR = {
     "resume": "MODEL.zip",
     "checkpoint_minutes": "M",
     "net_arch": "N,N,...",
+    "traces": "twitter|A.csv,...",
+    "eval_traces": "NAME|A.csv,...|none",
+    "window_s": "S",
+    "validation_fraction": "F",
 }
 
 
@@ -151,7 +158,8 @@ def register(sub) -> None:
     sweep = p.add_argument_group(
         "sweeps of trainings",
         "several trainings side by side (seeds x grid points), the best selected by its mean score on the validation "
-        "windows (the training split's last day, never trained on); results in OUT/PIPELINE__sweep__TIME/",
+        "windows (held out of training: the Twitter split's last day, the last part of each CSV trace); results in "
+        "OUT/PIPELINE__sweep__TIME/",
     )
     sweep.add_argument(
         "--seeds", type=int_in(1, 1000), default=1, metavar="N", help="train seeds SEED .. SEED+N-1 (default 1)"
@@ -234,7 +242,7 @@ def cmd_train_sweep(args: argparse.Namespace, cfg, spec_name: str, target: Path 
             f"{r['validation_violation_rate']:.2%}  trained in {r['train_wall_s']:.0f} s"
         )
     if best is None:
-        print("  no training has validation scores (--validation-days 0): nothing selected")
+        print("  no training has validation scores (--validation-days 0, --validation-fraction 0): nothing selected")
         return 0
     actor = folder / best["run"] / "actor.npz"
     print(f"  selected (* best mean score on the validation windows): {actor}")
@@ -244,6 +252,26 @@ def cmd_train_sweep(args: argparse.Namespace, cfg, spec_name: str, target: Path 
             tmp.write_bytes(actor.read_bytes())
         print(f"bundled as {target}")
     return 0
+
+
+def absolute_traces(text: str, flag: str) -> str:
+    """A comma-separated trace list with its CSV files as absolute paths (names and ``none`` kept), each checked.
+
+    Raises:
+        TraceError: an unknown name, a missing or malformed CSV.
+    """
+    from rlscale.workload import EVAL_TRACES, TWITTER, load_trace, parse_trace_list
+
+    if text.strip() == "none":
+        return "none"
+    out = []
+    for name in parse_trace_list(text, flag):
+        if name == TWITTER or name in EVAL_TRACES:
+            out.append(name)
+            continue
+        load_trace(name)  # a bad file fails now, in one line, before anything runs
+        out.append(str(Path(name).resolve()))
+    return ",".join(out)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -264,6 +292,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if not sweep or args.continue_sweep is None:  # the spec with --set is written beside the runs
         settings["pipeline"] = spec_file(args.pipeline, args, Path(args.out))
+    # CSV traces as absolute paths: config.json (and a sweep's workers, wherever they start) find them again
+    settings["traces"] = absolute_traces(args.traces, "--traces")
+    settings["eval_traces"] = absolute_traces(args.eval_traces, "--eval-traces")
     cfg = TrainConfig(**settings)
     target = bundled_agent(spec.name) if args.bundle else None
     if sweep:
@@ -293,10 +324,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return exc.exit_code
     report = json.loads((run / "eval.json").read_text())
     print(f"run folder: {run}")
-    if report.get("validation"):  # the held-out day: what a sweep selects by
+    if report.get("validation"):  # the held-out traffic: what a sweep selects by
         print(
-            f"  validation   score {report['validation_score']:8.3f}  (mean of {len(report['validation'])} windows of "
-            "the held-out day; the IPA windows below are reported only)"
+            f"  validation   score {report['validation_score']:8.3f}  (mean of {len(report['validation'])} held-out "
+            "windows, never trained on; the evaluation traces below are reported only)"
         )
     for trace, rec in report["eval"].items():
         print(

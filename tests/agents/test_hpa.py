@@ -195,15 +195,52 @@ def test_each_sync_starts_from_the_replicas_the_cluster_reports():
         assert (sc.variant, sc.batch, sc.cores) == (sc0.variant, sc0.batch, sc0.cores)
 
 
-def test_an_external_change_of_variant_batch_or_cores_is_not_followed():
-    """Only the replicas are read from the cluster: the variants, batches and cores stay the plan's."""
-    driver = _four_replicas()
+def test_only_what_is_pinned_is_set_the_rest_is_the_clusters():
+    """The HPA never edits the Deployment template: an external change of batch or cores is kept (it scales what runs);
+    the variants the policy was pinned to (``--hpa-variant``) are set back."""
+    driver = _four_replicas()  # variants pinned (the cheapest), batch and cores not
     other = driver.spec.stages[0].variant_names[-1]
     assert other != driver.initial.stages[0].variant  # precondition
     changed = driver.config.stages[0].with_(variant=other, batch=driver.config.stages[0].batch * 2, cores=8)
+    assert changed.batch in driver.spec.stages[0].batch_sizes and changed.cores != driver.initial.stages[0].cores
     driver.config = PipelineConfig((changed,))
     assert driver.step(20.0, 1.0) == 5
-    assert driver.config.stages[0].with_(replicas=4) == driver.initial.stages[0]
+    assert driver.config.stages[0] == changed.with_(variant=driver.initial.stages[0].variant, replicas=5)
+
+
+def test_pinned_batch_and_cores_are_set_and_planned_around():
+    spec = _crop_only()
+    st = spec.stages[0]
+    free = HPAPolicy(spec).template(40.0).stages[0]
+    batch = next(b for b in st.batch_sizes if b != free.batch)
+    cores = next(c for c in st.cores if c != free.cores)
+    policy = HPAPolicy(spec, batch=[batch], cores=[cores])
+    warm = policy.decide(PipelineState(0.0, 10.0, np.full(10, 40.0), PipelineConfig((free,)), None))
+    (sc,) = warm.stages
+    assert (sc.variant, sc.batch, sc.cores) == (free.variant, batch, cores)  # FA2-high variant, the pins
+    assert sc.replicas * st.latency.throughput_rps(sc.variant, batch, cores) * spec.objective.rho_max >= 40.0
+    running = PipelineConfig((free.with_(replicas=3),))  # a running pipeline: the pins are set, replicas kept
+    live = HPAPolicy(spec, batch=[batch], cores=[cores])
+    nan = math.nan
+    last = IntervalMetrics(0.0, 10.0, 100, 100, 0, 0, 0.0, nan, nan, nan, 3.0, 0.0, 0.0, (_metrics(0.8, 3),))
+    (sc,) = live.decide(PipelineState(10.0, 10.0, np.full(10, 10.0), running, last)).stages
+    assert sc == free.with_(batch=batch, cores=cores, replicas=3)
+
+
+def test_pins_the_stage_does_not_offer_are_refused():
+    import pytest
+
+    from rlscale.errors import RlscaleError
+
+    spec = load_spec("video")
+    with pytest.raises(RlscaleError, match="--hpa-variant: stage .* has no variant 'nope'"):
+        HPAPolicy(spec, ["nope"] * len(spec.stages))
+    with pytest.raises(RlscaleError, match="--hpa-batch: stage .* has no batch size 3"):
+        HPAPolicy(spec, batch=[3])
+    with pytest.raises(RlscaleError, match="--hpa-cores"):
+        HPAPolicy(spec, cores=[1, 2, 3, 4, 5, 6, 7])
+    with pytest.raises(RlscaleError, match="--hpa-target"):
+        HPAPolicy(spec, target=1.5)
 
 
 def test_first_300_s_do_not_scale_down_below_the_initial_replicas():

@@ -207,3 +207,37 @@ def test_training_keeps_the_validation_day_out(tmp_path):
     )
     assert sorted(report["validation"]) and all(name.startswith("val@") for name in report["validation"])
     assert report["validation_score"] == np.mean([r["score"] for r in report["validation"].values()])
+
+
+def test_training_on_own_traffic_end_to_end(tmp_path):
+    """A user's CSV: training windows from its first part, validation windows from its held-out last part (the
+    score a sweep selects by), eval.json reporting the traces asked for (issue 14)."""
+    from envs.pipeline_env import PipelineEnv
+
+    rps = 10 + (np.arange(2400) % 300) // 30
+    path = tmp_path / "ours.csv"
+    path.write_text("rps\n" + "\n".join(str(int(x)) for x in rps) + "\n")
+    cfg = TrainConfig(
+        timesteps=64,
+        n_envs=1,
+        n_steps=64,
+        batch_size=32,
+        out=str(tmp_path / "runs"),
+        traces=str(path),
+        eval_traces=f"steady_low,{path}",
+        window_s=300,
+        validation_fraction=0.25,
+        validation_windows=3,
+    )
+    env = ppo.make_env(cfg, 0)().unwrapped
+    assert isinstance(env, PipelineEnv)
+    for i in range(30):
+        env.reset(seed=i)
+        name, start = env.trace.name.split(":")[0].rsplit("@", 1)
+        assert name == "ours.csv" and int(start) + 300 <= 1800 and env.trace.duration_s == 300
+    run = train(cfg, progress_bar=False)
+    report = json.loads((run / "eval.json").read_text())
+    assert sorted(report["validation"]) == ["val:ours.csv@1800", "val:ours.csv@1950", "val:ours.csv@2100"]
+    assert report["validation_score"] == np.mean([r["score"] for r in report["validation"].values()])
+    assert list(report["eval"]) == ["steady_low", str(path)]
+    assert json.loads((run / "config.json").read_text())["traces"] == str(path)
