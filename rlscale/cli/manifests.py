@@ -58,7 +58,8 @@ def register(sub) -> None:
     p.add_argument(
         "--tuning",
         metavar="FILE.json",
-        help="an ipa-tuned tuning to ship in a ConfigMap (selects --policy ipa-tuned unless given)",
+        help="a tuning (rlscale tune --out FILE) to ship in a ConfigMap, for ipa-tuned or hpa-tuned (selects --policy "
+        "ipa-tuned unless given)",
     )
     monitor = p.add_mutually_exclusive_group()
     monitor.add_argument(
@@ -123,8 +124,8 @@ def _choose_policy(args: argparse.Namespace, spec) -> tuple[str, bool]:
         return default_live_policy(spec), True
     if args.agent is not None and policy not in AGENT_POLICIES:
         raise RlscaleError(f"--agent is for the ppo and ppo-raw policies; {policy} would ignore it")
-    if args.tuning is not None and policy != "ipa-tuned":
-        raise RlscaleError(f"--tuning is for the ipa-tuned policy; {policy} would ignore it")
+    if args.tuning is not None and policy not in TUNED_POLICIES:
+        raise RlscaleError(f"--tuning is for the ipa-tuned and hpa-tuned policies; {policy} would ignore it")
     return policy, False
 
 
@@ -150,6 +151,10 @@ def _check_tuning(path: str, data: bytes) -> None:
         raise RlscaleError(f"--tuning {path}: a tuning is a JSON object, got {type(table).__name__}")
 
 
+TUNED_POLICIES = ("ipa-tuned", "hpa-tuned")
+"""The policies that read a tuning file (``--tuning``)."""
+
+
 def _check_runs(policy: str, is_default: bool, args: argparse.Namespace, spec) -> str:
     """Build the policy the sidecar will build, from what is rendered; returns the policy to render (the default
     ``ppo`` falls back to ``ipa`` with a warning when the bundled agent does not fit the spec, as the sidecar's
@@ -166,8 +171,6 @@ def _check_runs(policy: str, is_default: bool, args: argparse.Namespace, spec) -
         raise RlscaleError(no_bundled_agent_message(policy, spec.name))
     options = PolicyOptions(agent=args.agent, guard=guard_flag(args))
     if args.tuning is not None:
-        if "tuning" not in {f.name for f in dataclasses.fields(PolicyOptions)}:
-            return policy  # TODO(issue 14): PolicyOptions.tuning comes with the sidecar's --tuning; checked then
         options = dataclasses.replace(options, tuning=args.tuning)
     try:
         make_live_policy(policy, spec, options)
@@ -178,7 +181,7 @@ def _check_runs(policy: str, is_default: bool, args: argparse.Namespace, spec) -
             return "ipa"
         raise AgentMismatch(f"{exc}; then pass rlscale manifests --agent RUN/actor.npz") from None
     except RlscaleError as exc:
-        if policy == "ipa-tuned" and args.tuning is None:
+        if policy in TUNED_POLICIES and args.tuning is None:
             raise RlscaleError(f"{exc}; or ship a tuning with rlscale manifests --tuning FILE.json") from None
         raise
     return policy

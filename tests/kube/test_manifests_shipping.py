@@ -128,7 +128,7 @@ def test_without_an_agent_the_spec_volume_is_the_plain_configmap():
         ),
         (["--agent", "{tmp}/model.zip"], ["model.zip", "torch", "actor.npz"]),
         (["--agent", str(VIDEO_AGENT), "--policy", "ipa"], ["--agent is for the ppo and ppo-raw", "ipa"]),
-        (["--tuning", "{tmp}/tuning.json", "--policy", "ipa"], ["--tuning is for the ipa-tuned policy"]),
+        (["--tuning", "{tmp}/tuning.json", "--policy", "ipa"], ["--tuning is for the ipa-tuned and hpa-tuned policies"]),
         (["--tuning", "{tmp}/not-json.json"], ["--tuning", "not a JSON file"]),
         (["--agent", str(VIDEO_AGENT), "--tuning", "{tmp}/tuning.json"], ["different policies", "--policy"]),
     ],
@@ -175,7 +175,7 @@ def test_ipa_tuned_without_a_tuning_for_the_pipeline_is_refused_naming_the_flag(
     spec = renamed_spec(tmp_path)
     result = run("manifests", "--spec", str(spec), "--policy", "ipa-tuned")
     assert result.returncode == 2 and result.stdout == ""
-    _assert_one_clear_line(result, "no tuned headroom", "rlscale manifests --tuning")
+    _assert_one_clear_line(result, "no tuned ipa headroom", "rlscale manifests --tuning")
     assert run("manifests", "--spec", "video", "--policy", "ipa-tuned").returncode == 0  # bundled tuning
 
 
@@ -254,3 +254,14 @@ def test_the_sidecar_sends_the_secret_s_credentials_as_basic_auth():
         assert "s@cret" not in repr(reader)
     finally:
         fake.stop()
+
+
+def test_a_tuning_ships_for_hpa_tuned_too(tmp_path):
+    tuning = tmp_path / "tuning.json"
+    tuning.write_text(json.dumps({"speech": {"hpa": {"target": 0.7}}}))
+    spec = str(renamed_spec(tmp_path))
+    docs = docs_of(run("manifests", "--spec", spec, "--tuning", str(tuning), "--policy", "hpa-tuned"))
+    args = sidecar_container(docs)["args"]
+    assert args[args.index("--policy") + 1] == "hpa-tuned" and args[args.index("--tuning") + 1] == TUNING_PATH
+    refused = run("manifests", "--spec", spec, "--tuning", str(tmp_path / "none.json"), "--policy", "hpa-tuned")
+    assert refused.returncode == 2 and refused.stdout == ""
