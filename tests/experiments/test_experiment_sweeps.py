@@ -147,3 +147,23 @@ def test_the_scripts_refuse_a_bad_executor_with_one_line_and_exit_2(module, tmp_
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert result.stdout == ""
+
+
+def test_tuning_ranks_by_the_spec_s_sla_mode(tmp_path):
+    """Priced: the best mean score wins; hard: the lowest mean violation rate wins, the score breaks ties."""
+    from experiments.tune_headroom import tune
+    from rlscale.model import rank_key
+    from rlscale.spec import dump_spec, load_spec
+
+    hard = tmp_path / "hard.yaml"
+    hard.write_text(dump_spec(load_spec("video", ["objective.sla_mode=hard"]), "test"))
+    kwargs = dict(policy="hpa", windows=2, window_s=300, seed=3)
+    for pipeline, mode in (("video", "priced"), (str(hard), "hard")):
+        report = tune(pipeline, **kwargs)
+        best = min(report["sweep"], key=lambda r: rank_key(mode, r["mean_violation_rate"], r["mean_score"]))
+        assert report["target"] == best["target"]
+    priced, hard_report = tune("video", **kwargs), tune(str(hard), **kwargs)
+    assert min(r["mean_violation_rate"] for r in hard_report["sweep"]) == next(
+        r["mean_violation_rate"] for r in hard_report["sweep"] if r["target"] == hard_report["target"]
+    )
+    assert priced["sweep"] == hard_report["sweep"]  # the same runs; only the choice differs
