@@ -604,7 +604,7 @@ def markdown_table(comp: Comparison, traces: list[str], policies: list[str]) -> 
         f"# {comp.spec.name}: {', '.join(policies)} ({seeds} seed(s), means)",
         "",
         "| pipeline | trace | policy | requests | violations (late+dropped) | violation rate | accuracy | "
-        "cost (cores) | objective | score (± sd) | p99 (s) | reconfigurations | decision p99 (ms) |",
+        "cost (cores) | objective | score (± sd) | p99 (s) | rollouts / scalings | decision p99 (ms) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in traces:
@@ -612,11 +612,14 @@ def markdown_table(comp: Comparison, traces: list[str], policies: list[str]) -> 
             if not comp.has(t, p):  # an interrupted comparison: only what finished
                 continue
             m = lambda k, t=t, p=p: comp.mean(t, p, k)  # noqa: E731
+            has_split = all("rollouts" in r for r in comp.records if r["trace"] == t and r["policy"] == p)
+            # records resumed from before rollouts and scalings were counted apart have their sum only
+            churn = f"{m('rollouts'):.1f} / {m('scalings'):.1f}" if has_split else f"{m('reconfigurations'):.1f} (both)"
             lines.append(
                 f"| {comp.spec.name} | {t} | {p} | {m('requests'):.0f} | {m('late') + m('dropped'):.1f} | "
                 f"{m('sla_violation_rate'):.2%} | {m('accuracy'):.4f} | {m('cost_cores'):.2f} | "
                 f"{m('objective'):.3f} | {m('score'):.3f} ± {comp.std(t, p, 'score'):.3f} | "
-                f"{m('p99_latency_s'):.2f} | {m('reconfigurations'):.1f} | {m('decision_ms_p99'):.2f} |"
+                f"{m('p99_latency_s'):.2f} | {churn} | {m('decision_ms_p99'):.2f} |"
             )
     lines += ["", *stage_table(comp, traces, policies)]
     notes = run_notes(comp, traces, policies)

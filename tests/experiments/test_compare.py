@@ -57,6 +57,10 @@ def test_comparison_files_and_rows(tmp_path, short_trace):
         assert all(float(r[f"{st.name}.cores_mean"]) >= 1 and float(r[f"{st.name}.replicas_mean"]) >= 1 for r in rows)
     assert "## Configuration per stage" in table and " cores x " in table
     assert comp.mean("steady_low", "ipa", "accuracy") >= comp.mean("steady_low", "fa2-low", "accuracy")
+    # rollouts (variant, batch or cores changed) and scalings (replicas only) apart, in the records and the table
+    assert all(int(r["rollouts"]) + int(r["scalings"]) == int(r["reconfigurations"]) for r in rows)
+    churn = f"{comp.mean('steady_low', 'ipa', 'rollouts'):.1f} / {comp.mean('steady_low', 'ipa', 'scalings'):.1f}"
+    assert "rollouts / scalings" in table and f"| {churn} |" in table
 
 
 def test_comparison_rejects_bad_names_before_running(tmp_path):
