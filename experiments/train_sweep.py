@@ -2,8 +2,9 @@
 
 ``rlscale train --seeds N [--grid FIELD=V1,V2 ...]`` trains one PPO agent per (setting, seed) through the sweep
 executors (`experiments.sweep`: ``serial``, ``process``, ``ray``), then selects the training with the best mean
-score on the **validation windows** (the last day of the training split, kept out of every training:
-`rlscale.workload.validation_windows`). IPA's evaluation windows are scored for the report only and never decide.
+score on the **validation windows** (kept out of every training: the Twitter training split's last day, the last
+``--validation-fraction`` of each own trace; `rlscale.workload`). The evaluation traces are scored for the report
+only and never decide.
 
 A sweep folder ``{out}/{pipeline}__sweep__{time}`` holds:
 
