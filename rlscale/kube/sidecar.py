@@ -279,6 +279,9 @@ class Sidecar:
         config, decision_s = decision.config, decision.decision_s
         distance = projection.distance if projection is not None else 0.0
         why = f"; {projection.explain()}" if projection is not None and projection.explain() else ""
+        limits = decision.limits  # what the budget cap and the damping did (rlscale.control.Limits)
+        if limits is not None and limits.explain():
+            why += f"; {limits.explain()}"
         last = state.last
         seen = (
             f"load {last.arrivals / state.interval_s:.1f} rps, e2e p99 {last.e2e_p99_s:.2f}s, "
