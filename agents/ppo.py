@@ -45,7 +45,7 @@ from rlscale.errors import RlscaleError
 from rlscale.inputs import MAX_SEED
 from rlscale.interrupts import Interrupted, StopRequest, signal_name, signum_of
 from rlscale.lstm import LSTMPredictor
-from rlscale.paths import OutputError, atomic_path, atomic_write_text, check_name, inside, output_folder
+from rlscale.paths import OutputError, atomic_path, atomic_write_text, check_name, inside, new_folder
 from rlscale.spec import PipelineSpec, load_spec
 from rlscale.types import PipelineConfig, PipelineState
 from rlscale.workload import (
@@ -576,17 +576,7 @@ def _load_for_resume(path: Path, spec: PipelineSpec, venv):
 
 def _create_run_folder(out: Path, name: str) -> Path:
     """``out/name`` created (``name-2``, ``name-3``... when a run of the same second exists), inside ``out``."""
-    output_folder(out)
-    for n in range(1, 100):
-        run = inside(out, name if n == 1 else f"{name}-{n}", "run name")
-        try:
-            run.mkdir()
-            return run
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise OutputError(f"--out {out}: cannot create the run folder {run.name}: {exc.strerror}") from None
-    raise OutputError(f"--out {out}: too many runs named {name}")
+    return new_folder(out, name, "run")
 
 
 def save_model(model, path: Path, settings: dict[str, Any] | None = None) -> Path:

@@ -39,7 +39,7 @@ from agents.ppo import ACTOR_FILE, TrainConfig, TrainingInterrupted
 from experiments.sweep import make_executor, progress_bar
 from rlscale.errors import RlscaleError
 from rlscale.interrupts import Interrupted, signum_of
-from rlscale.paths import OutputError, atomic_write_text, check_name, inside, output_folder
+from rlscale.paths import OutputError, atomic_write_text, check_name, new_folder
 
 log = logging.getLogger(__name__)
 
@@ -253,20 +253,6 @@ def write_summary(folder: Path, records: list[dict[str, Any]], total: int) -> di
     return best
 
 
-def _new_folder(out: Path, name: str) -> Path:
-    output_folder(out)
-    for n in range(1, 100):
-        folder = inside(out, name if n == 1 else f"{name}-{n}", "sweep name")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise OutputError(f"--out {out}: cannot create the sweep folder {folder.name}: {exc.strerror}") from None
-    raise OutputError(f"--out {out}: too many sweeps named {name}")
-
-
 def _set_aside(run: Path) -> None:
     """A training cut short is started over: its folder is kept beside, as ``NAME.interrupted``."""
     if run.exists():
@@ -314,7 +300,9 @@ def train_sweep(
         if out.exists() and not out.is_dir():
             raise OutputError(f"--out {out}: exists and is not a folder")
         sweeper.prepare()  # a Ray cluster that cannot be reached fails before anything is created
-        folder = _new_folder(out, check_name(f"{spec.name}__sweep__{time.strftime('%Y%m%d-%H%M%S')}", "sweep name"))
+        folder = new_folder(
+            out, check_name(f"{spec.name}__sweep__{time.strftime('%Y%m%d-%H%M%S')}", "sweep name"), "sweep"
+        )
         jobs = [_moved(j, folder) for j in jobs]
         _write_plan(folder, base, seeds, grid or {}, jobs)
         done = {}

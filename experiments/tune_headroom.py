@@ -249,12 +249,14 @@ def tuned_value(spec: PipelineSpec, policy: str, path: str | Path | None = None)
     return float(value)
 
 
-def _read_table(path: Path) -> dict:
-    """The tuned headrooms already in ``path`` (none when it does not exist).
+def read_table(path: Path) -> dict:
+    """The tunings already in ``path``, to merge a new one into (none when it does not exist).
 
     Raises:
-        RlscaleError: ``path`` cannot be read or is not a JSON object.
+        RlscaleError: a folder, unreadable, or not a JSON object.
     """
+    if path.is_dir():
+        raise RlscaleError(f"--out {path}: is a folder; give a file path ending in .json")
     if not path.exists():
         return {}
     try:
@@ -262,7 +264,7 @@ def _read_table(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise RlscaleError(f"--out {path}: cannot read it to merge into: {exc}") from None
     if not isinstance(table, dict):
-        raise RlscaleError(f"--out {path}: not a JSON object (one entry per pipeline)")
+        raise RlscaleError(f"--out {path}: not a JSON object (a tuning file holds one entry per pipeline)")
     return table
 
 
@@ -278,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        table = _read_table(args.out)  # before the runs: a file that cannot be merged into fails now
+        table = read_table(args.out)  # before the runs: a file that cannot be merged into fails now
         report = tune(
             args.pipeline,
             policy=args.policy,

@@ -109,6 +109,26 @@ def output_folder(path: Path, flag: str = "--out") -> Path:
     return path
 
 
+def new_folder(out: Path, name: str, what: str) -> Path:
+    """Create ``out/name`` (``name-2``, ``name-3``... when one of that name exists, as for runs started in the same
+    second) inside the output folder ``out``; ``what`` names it in messages (``run``, ``sweep``).
+
+    Raises:
+        OutputError: ``out`` is no writable folder, the folder cannot be created, or 99 of that name exist.
+    """
+    output_folder(out)
+    for n in range(1, 100):
+        folder = inside(out, name if n == 1 else f"{name}-{n}", f"{what} name")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"--out {out}: cannot create the {what} folder {folder.name}: {exc.strerror}") from None
+    raise OutputError(f"--out {out}: too many {what}s named {name}")
+
+
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 

@@ -84,25 +84,6 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_tune)
 
 
-def read_tuning_file(path: Path) -> dict:
-    """The tunings already in ``path`` (none when it does not exist).
-
-    Raises:
-        RlscaleError: a folder, unreadable, or not a JSON object.
-    """
-    if path.is_dir():
-        raise RlscaleError(f"--out {path}: is a folder; give a file path ending in .json")
-    if not path.exists():
-        return {}
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise RlscaleError(f"--out {path}: cannot read it to merge into: {exc}") from None
-    if not isinstance(table, dict):
-        raise RlscaleError(f"--out {path}: not a tuning file (a JSON object with one entry per pipeline)")
-    return table
-
-
 def check_writable(path: Path) -> None:
     """Fail before the runs, not after them, when ``path`` cannot be written (its folder is created).
 
@@ -119,13 +100,13 @@ def check_writable(path: Path) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from experiments.tune_headroom import POLICIES, merge, tune
+    from experiments.tune_headroom import POLICIES, merge, read_table, tune
     from rlscale.cli.train import absolute_traces
     from rlscale.paths import atomic_write_text
 
     spec = load_spec(args.pipeline, args)
     out = Path(args.out)
-    table = read_tuning_file(out)  # before the runs: a file that cannot be merged into fails now
+    table = read_table(out)  # before the runs: a file that cannot be merged into fails now
     traces = absolute_traces(args.traces, "--traces")
     if traces == "none":
         raise RlscaleError("--traces: tuning needs training traffic (twitter or CSV files), not none")
