@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,3 +190,34 @@ def append_line(path: Path, line: str) -> None:
             os.fsync(fh.fileno())
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+
+
+def check_output_file(path: Path, flag: str, suffix: str, what: str) -> None:
+    """Fail before a long run, not after it, when ``path`` is no ``suffix`` file that can be written (its folder may
+    not exist yet; the nearest existing one must be a folder, and writable when it is the parent).
+
+    Args:
+        path: the file to write.
+        flag: the option that named it (``--plot``), for the message.
+        suffix: the extension it must have (``.png``).
+        what: what it is (``the plot is a PNG file``), for the message.
+
+    Raises:
+        RlscaleError: another extension, a folder, a file in the way of its folder, or a parent not writable.
+    """
+    path = Path(path)
+    if path.suffix.lower() != suffix:
+        raise RlscaleError(f"{flag} {path}: {what}; give a path ending in {suffix}")
+    if path.is_dir():
+        raise RlscaleError(f"{flag} {path}: is a folder; give a file path ending in {suffix}")
+    parent = path.parent if str(path.parent) else Path(".")
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise RlscaleError(f"{flag} {path}: {existing} is not a folder")
+    if existing == parent:
+        # a real write: os.access says yes to root even where nothing can be created (/proc, a read-only mount)
+        try:
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as exc:
+            raise RlscaleError(f"{flag} {path}: cannot write in {parent}: {exc.strerror or exc}") from None

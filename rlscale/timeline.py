@@ -33,7 +33,6 @@ import io
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 
 from rlscale.control import Outcome
 from rlscale.errors import RlscaleError
+from rlscale.paths import check_output_file
 from rlscale.spec import PipelineSpec
 from rlscale.types import IntervalMetrics, PipelineConfig
 
@@ -259,22 +259,7 @@ def check_writable(path: Path) -> None:
     Raises:
         RlscaleError: the path does not end in ``.csv``, is a folder, or its folder cannot be created or written.
     """
-    path = Path(path)
-    if path.suffix.lower() != ".csv":
-        raise RlscaleError(f"--timeline {path}: the timeline is a CSV file; give a path ending in .csv")
-    if path.is_dir():
-        raise RlscaleError(f"--timeline {path}: is a folder; give a file path ending in .csv")
-    parent = path.parent if str(path.parent) else Path(".")
-    existing = next(p for p in (parent, *parent.parents) if p.exists())
-    if not existing.is_dir():
-        raise RlscaleError(f"--timeline {path}: {existing} is not a folder")
-    if existing == parent:
-        # a real write: os.access says yes to root even where nothing can be created (/proc, a read-only mount)
-        try:
-            with tempfile.TemporaryFile(dir=parent):
-                pass
-        except OSError as exc:
-            raise RlscaleError(f"--timeline {path}: cannot write in {parent}: {exc.strerror or exc}") from None
+    check_output_file(path, "--timeline", ".csv", "the timeline is a CSV file")
 
 
 def read_rows(text: str) -> Sequence[dict[str, str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from rlscale.cli.args import add_json, add_planner_flags, add_set, add_spec, int
 from rlscale.cli.output import console, emit_json, fmt, run_notes
 from rlscale.errors import RlscaleError
 from rlscale.inputs import MAX_SEED
+from rlscale.paths import check_output_file
 
 log = logging.getLogger("rlscale")
 
@@ -157,22 +157,8 @@ def collapsed_warnings() -> Iterator[None]:
 
 
 def check_writable(path: Path) -> None:
-    """Fail before a long run, not after it, when an output file cannot be written."""
-    if path.suffix.lower() != ".png":
-        raise RlscaleError(f"--plot {path}: the plot is a PNG file; give a path ending in .png")
-    if path.is_dir():
-        raise RlscaleError(f"--plot {path}: is a folder; give a file path ending in .png")
-    parent = path.parent if str(path.parent) else Path(".")
-    existing = next(p for p in (parent, *parent.parents) if p.exists())
-    if not existing.is_dir():
-        raise RlscaleError(f"--plot {path}: {existing} is not a folder")
-    if existing == parent:
-        # a real write: os.access says yes to root even where nothing can be created (/proc, a read-only mount)
-        try:
-            with tempfile.TemporaryFile(dir=parent):
-                pass
-        except OSError as exc:
-            raise RlscaleError(f"--plot {path}: cannot write in {parent}: {exc.strerror or exc}") from None
+    """Fail before a long run, not after it, when the plot cannot be written."""
+    check_output_file(path, "--plot", ".png", "the plot is a PNG file")
 
 
 def save_plot(draw: Callable[[], object], path: Path) -> None:
