@@ -807,7 +807,7 @@ def draw_accuracy_vs_cost(comp: Comparison, traces: list[str], policies: list[st
     names = [*handles, f"violates the SLA\n(> {threshold:.0%} late or dropped)"]
     fig.legend(legend, names, loc="center right", fontsize=7, frameon=False)
     fig.suptitle(
-        f"{comp.spec.name}: accuracy against cost (among SLA-meeting runs, filled: up and left is better)", fontsize=10
+        f"{comp.spec.name}: accuracy against cost\n(among SLA-meeting runs, filled: up and left is better)", fontsize=10
     )
     fig.tight_layout(rect=(0, 0, 1 - min(0.3, 1.3 / fig.get_figwidth()), 1))
     for ax, points in panels:
