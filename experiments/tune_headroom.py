@@ -39,6 +39,7 @@ from ilp_baseline.policy import ILPPolicy
 from rlscale.errors import RlscaleError
 from rlscale.lstm import LSTMPredictor
 from rlscale.model import rank_key
+from rlscale.paths import atomic_write_text
 from rlscale.sim.runner import run_episode
 from rlscale.spec import PipelineSpec, data_dir, load_spec
 from rlscale.workload import DEFAULT_VALIDATION_FRACTION, TWITTER, Trace, TrainingSampler, training_sources
@@ -268,6 +269,19 @@ def read_table(path: Path) -> dict:
     return table
 
 
+def write_table(path: Path, table: dict) -> None:
+    """Write the tunings ``table`` to ``path`` (atomically; its folder created).
+
+    Raises:
+        RlscaleError: the file cannot be written.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(table, indent=2) + "\n")
+    except OSError as exc:
+        raise RlscaleError(f"--out {path}: cannot write: {exc.strerror or exc}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m experiments.tune_headroom", description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", default="video", help="bundled pipeline name or spec path (default video)")
@@ -292,12 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ray_address=args.ray_address,
             progress=sys.stderr.isatty(),
         )
-        table = merge(table, load_spec(args.pipeline).name, args.policy, report)
-        try:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(table, indent=2) + "\n")
-        except OSError as exc:
-            raise RlscaleError(f"--out {args.out}: cannot write: {exc.strerror or exc}") from None
+        write_table(args.out, merge(table, load_spec(args.pipeline).name, args.policy, report))
     except RlscaleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

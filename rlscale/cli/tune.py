@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys
@@ -100,9 +99,8 @@ def check_writable(path: Path) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from experiments.tune_headroom import POLICIES, merge, read_table, tune
+    from experiments.tune_headroom import POLICIES, merge, read_table, tune, write_table
     from rlscale.cli.train import absolute_traces
-    from rlscale.paths import atomic_write_text
 
     spec = load_spec(args.pipeline, args)
     out = Path(args.out)
@@ -133,12 +131,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(),
         command=command,
     )
-    table = merge(table, spec.name, args.policy, report)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, json.dumps(table, indent=2) + "\n")
-    except OSError as exc:
-        raise RlscaleError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
+    write_table(out, merge(table, spec.name, args.policy, report))
     key = POLICIES[args.policy]
     if args.json:
         emit_json({"pipeline": spec.name, "policy": args.policy, "out": str(out), **report})
