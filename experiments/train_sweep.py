@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from agents.ppo import ACTOR_FILE, TrainConfig, TrainingInterrupted
+from agents.ppo import ACTOR_FILE, TrainConfig
 from experiments.sweep import make_executor, progress_bar
 from rlscale.errors import RlscaleError
 from rlscale.interrupts import Interrupted, signum_of
@@ -321,9 +321,8 @@ def train_sweep(
                 done[todo[i].index] = record
                 _append(folder, record)
                 advance(f"{todo[i].config.name} done")
-    except TrainingInterrupted as exc:  # serial: the training in this process saved its model
-        interrupted = exc.signum
-    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through rlscale.interrupts: keep what finished
+    # SIGINT, or SIGTERM through rlscale.interrupts (serial: TrainingInterrupted, the training here saved its model)
+    except KeyboardInterrupt as exc:
         interrupted = signum_of(exc)
     records = [done[j.index] for j in jobs if j.index in done]
     best = write_summary(folder, records, len(jobs)) if records or interrupted is None else None

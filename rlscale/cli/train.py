@@ -224,7 +224,8 @@ def cmd_train_sweep(args: argparse.Namespace, cfg, spec_name: str, target: Path 
     except SweepInterrupted as exc:
         print(
             f"rlscale train: interrupted by {signal_name(exc.signum)}: {exc.finished} of {exc.total} trainings "
-            f"finished (recorded in {exc.folder}); finish with: rlscale train --continue {exc.folder}",
+            f"finished (recorded in {exc.folder}); finish with: rlscale train --pipeline {args.pipeline} "
+            f"--continue {exc.folder}",
             file=sys.stderr,
         )
         return exc.exit_code

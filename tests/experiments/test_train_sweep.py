@@ -145,7 +145,7 @@ def test_an_interrupted_sweep_continues_without_training_again(tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     (folder,) = out.glob("*__sweep__*")
-    assert f"--continue {folder}" in stderr.strip().splitlines()[-1]
+    assert f"rlscale train --pipeline video --continue {folder}" in stderr.strip().splitlines()[-1]
     first = (folder / RECORDS).read_text().splitlines()
     assert 1 <= len(first) < 3
     finished = {json.loads(line)["run"] for line in first}
