@@ -66,7 +66,6 @@ def build_problem(data: PlanningData) -> tuple[pulp.LpProblem, dict]:
     """The ILP for ``data``; returns the problem and its variables ``{"x": {(s, o): var}, "n": {...}}``."""
     spec = data.spec
     o_ = spec.objective
-    lam = data.load_rps
     prob = pulp.LpProblem(f"ipa_{spec.name}".replace("-", "_"), pulp.LpMaximize)
     x: dict[tuple[int, int], pulp.LpVariable] = {}
     n: dict[tuple[int, int], pulp.LpVariable] = {}
@@ -83,7 +82,7 @@ def build_problem(data: PlanningData) -> tuple[pulp.LpProblem, dict]:
             # valid cut: every feasible choice of this option has at least opt.replicas replicas
             prob += n[s, i] >= opt.replicas * x[s, i], f"replicas_cut_{s}_{i}"
         prob += (
-            pulp.lpSum(n[s, i] * (opt.throughput_rps * o_.rho_max) for i, opt in enumerate(opts)) >= lam,
+            pulp.lpSum(n[s, i] * (opt.throughput_rps * o_.rho_max) for i, opt in enumerate(opts)) >= data.stage_load(s),
             f"throughput_{s}",
         )
     prob += (

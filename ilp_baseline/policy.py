@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 
 from ilp_baseline.dp import solve_dp
 from ilp_baseline.ilp import SOLVERS, solve
@@ -50,13 +51,14 @@ def ipa_headroom(spec: PipelineSpec) -> float:
 
 def plan(
     spec: PipelineSpec,
-    load_rps: float,
+    load_rps: float | Sequence[float],
     mode: str = "ipa",
     solver: str = "dp",
     rim_fixed: list[tuple[int, int]] | None = None,
     time_limit_s: float | None = None,
 ) -> Plan:
-    """The optimal configuration at ``load_rps`` by the named solver (all three return the same optimum)."""
+    """The optimal configuration at ``load_rps`` (one load, or one per stage) by the named solver (all three return
+    the same optimum)."""
     if solver not in ALL_SOLVERS:
         raise RlscaleError(f"unknown solver {solver!r} (known: {', '.join(ALL_SOLVERS)})")
     data = planning_data(spec, load_rps, mode, rim_fixed=rim_fixed)

@@ -15,6 +15,7 @@ fixed; variant and batch free).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,9 +83,14 @@ class PlanningData:
     """Everything a solver needs; built by `planning_data`, solver-independent and testable on its own."""
 
     spec: PipelineSpec
-    load_rps: float
+    load_rps: float  # the largest stage load (for messages)
     mode: str
     options: tuple[tuple[Option, ...], ...]  # per stage
+    stage_loads: tuple[float, ...] = ()  # the load each stage is planned for (empty: load_rps everywhere)
+
+    def stage_load(self, s: int) -> float:
+        """The load stage ``s`` is planned for."""
+        return self.stage_loads[s] if self.stage_loads else self.load_rps
 
     @property
     def product(self) -> bool:
@@ -162,7 +168,7 @@ def _stage_options(
 
 def planning_data(
     spec: PipelineSpec,
-    load_rps: float,
+    load_rps: float | Sequence[float],
     mode: str = "ipa",
     *,
     rim_fixed: list[tuple[int, int]] | None = None,
@@ -171,14 +177,21 @@ def planning_data(
 
     Args:
         spec: the pipeline.
-        load_rps: the load to plan for (already multiplied by any headroom).
+        load_rps: the load to plan for (already multiplied by any headroom), or one load per stage (a stage
+            planned with more headroom than the others: the planner-parameter action of `envs.pipeline_env`).
         mode: one of `MODES`.
         rim_fixed: for ``rim``, the fixed (replicas, cores) per stage (see `rim_sizing`).
     """
     if mode not in MODES:
         raise RlscaleError(f"unknown planning mode {mode!r} (known: {', '.join(MODES)})")
-    if load_rps < 0 or not math.isfinite(load_rps):
-        raise RlscaleError(f"load must be a finite number >= 0, got {load_rps}")
+    loads = (
+        tuple(float(x) for x in load_rps) if isinstance(load_rps, Sequence) else (float(load_rps),) * len(spec.stages)
+    )
+    if len(loads) != len(spec.stages):
+        raise RlscaleError(f"expected one load per stage ({len(spec.stages)}), got {len(loads)}")
+    for load in loads:
+        if load < 0 or not math.isfinite(load):
+            raise RlscaleError(f"load must be a finite number >= 0, got {load}")
     if mode == "fa2-low":
         variants = [[v] for v in cheapest_variants(spec)]
     elif mode == "fa2-high":
@@ -191,7 +204,7 @@ def planning_data(
         tuple(
             _stage_options(
                 st,
-                load_rps,
+                loads[i],
                 spec.objective.rho_max,
                 vs,
                 rim_fixed[i] if mode == "rim" and rim_fixed else None,
@@ -200,4 +213,7 @@ def planning_data(
         )
         for i, (st, vs) in enumerate(zip(spec.stages, variants, strict=True))
     )
-    return PlanningData(spec=spec, load_rps=float(load_rps), mode=mode, options=options)
+    uniform = all(x == loads[0] for x in loads)
+    return PlanningData(
+        spec=spec, load_rps=max(loads), mode=mode, options=options, stage_loads=() if uniform else loads
+    )

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -297,6 +298,35 @@ def violations(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> l
 
 def is_feasible(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> bool:
     return not violations(spec, config, load_rps)
+
+
+def resize_replicas(
+    spec: PipelineSpec, config: PipelineConfig, load_rps: float | Sequence[float]
+) -> PipelineConfig | None:
+    """``config`` with every stage's variant, batch and cores kept and its replicas resized to the fewest that carry
+    its load (one load, or one per stage), or None when that is not feasible (a stage would need more than
+    ``max_replicas``, the planned latency misses the SLA, or the cores exceed the budget). The "hold" move of
+    hysteresis planners (``ipa-hold``) and of the agent's planner action.
+
+    Raises:
+        InvalidLoad: a load is NaN or negative.
+    """
+    loads = list(load_rps) if isinstance(load_rps, Sequence) else [load_rps] * len(spec.stages)
+    if len(loads) != len(spec.stages) or len(config.stages) != len(spec.stages):
+        return None
+    stages, latency = [], 0.0
+    for st, sc, load in zip(spec.stages, config.stages, loads, strict=True):
+        if sc.variant not in st.variant_names or sc.batch not in st.batch_sizes or sc.cores not in st.cores:
+            return None
+        n = replicas_needed(st, sc.variant, sc.batch, sc.cores, load, spec.objective.rho_max)
+        if n > st.max_replicas:
+            return None
+        latency += stage_latency_s(st, sc.variant, sc.batch, sc.cores, load)
+        stages.append(sc.with_(replicas=n))
+    resized = PipelineConfig(tuple(stages))
+    if latency > spec.sla_s + _EPS or resized.total_cores > spec.core_budget:
+        return None
+    return resized
 
 
 def plan_fixed_variants(spec: PipelineSpec, variants: list[str], load_rps: float) -> PipelineConfig:
