@@ -32,7 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from envs.pipeline_env import CAPACITY_LEVELS, HISTORY_STEPS, OBS_HIGH, STEP_S, Codec
+from envs.pipeline_env import (
+    ACTION_DESIGNS,
+    CAPACITY_LEVELS,
+    HEADROOMS,
+    HISTORY_STEPS,
+    OBS_HIGH,
+    STEP_S,
+    TILTS,
+    Codec,
+    ConditionedCodec,
+)
 from rlscale.errors import RlscaleError
 from rlscale.paths import atomic_path
 from rlscale.spec import PipelineSpec
@@ -60,6 +70,12 @@ class Actor:
         load_scale_rps: the codec's load normalisation used in training.
         capacity_levels: the codec's replica levels used in training.
         training: the training run's settings (provenance only).
+        observation: ``absolute`` (`envs.pipeline_env.Codec`: loads / load_scale_rps, no objective; agents
+            trained before issue 15) or ``conditioned`` (`envs.pipeline_env.ConditionedCodec`: relative loads and
+            the objective's weights).
+        action: ``direct`` or ``planner`` (conditioned observations only).
+        headrooms: the planner action's headroom levels.
+        tilts: the planner action's accuracy tilts.
     """
 
     pipeline: str
@@ -69,6 +85,10 @@ class Actor:
     load_scale_rps: float
     capacity_levels: tuple[float, ...] = CAPACITY_LEVELS
     training: dict[str, Any] = field(default_factory=dict)
+    observation: str = "absolute"
+    action: str = "direct"
+    headrooms: tuple[float, ...] = HEADROOMS
+    tilts: tuple[float, ...] = TILTS
 
     @property
     def obs_size(self) -> int:
@@ -100,7 +120,7 @@ class Actor:
                 f"{source}: the agent was trained for pipeline {self.pipeline}, not pipeline {spec.name}; "
                 f"train one for it with: rlscale train --pipeline {spec.name}"
             )
-        codec = Codec(spec, load_scale_rps=self.load_scale_rps, capacity_levels=self.capacity_levels)
+        codec = self.make_codec(spec)
         expected = codec.observation_space().shape
         if (self.obs_size,) != expected:
             raise AgentMismatch(f"{source}: agent observes ({self.obs_size},), pipeline {spec.name} needs {expected}")
@@ -112,6 +132,19 @@ class Actor:
                 "rlscale train"
             )
         return codec
+
+    def make_codec(self, spec: PipelineSpec) -> Codec:
+        """The codec these settings describe, for ``spec`` (unchecked; `codec` checks)."""
+        if self.observation == "conditioned":
+            return ConditionedCodec(
+                spec,
+                load_scale_rps=self.load_scale_rps,
+                capacity_levels=self.capacity_levels,
+                action=self.action,
+                headrooms=self.headrooms,
+                tilts=self.tilts,
+            )
+        return Codec(spec, load_scale_rps=self.load_scale_rps, capacity_levels=self.capacity_levels)
 
     def meta(self) -> dict[str, Any]:
         return {
@@ -128,6 +161,10 @@ class Actor:
                 "history_steps": HISTORY_STEPS,
                 "step_s": STEP_S,
                 "obs_high": OBS_HIGH,
+                "observation": self.observation,
+                "action": self.action,
+                "headrooms": list(self.headrooms),
+                "tilts": list(self.tilts),
             },
             "training": self.training,
         }
@@ -219,6 +256,25 @@ def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray], bad: str) -> Act
     training = meta.get("training", {})
     if not isinstance(training, dict):
         raise RlscaleError(f"{bad} training must be a JSON object")
+    # issue 15's codec keys; absent in agents trained before it (absolute observations, direct action)
+    observation = codec.get("observation", "absolute")
+    action = codec.get("action", "direct")
+    if observation not in ("absolute", "conditioned"):
+        raise RlscaleError(f"{bad} codec.observation must be absolute or conditioned, got {observation!r}")
+    if action not in ACTION_DESIGNS or (observation == "absolute" and action != "direct"):
+        raise RlscaleError(f"{bad} codec.action {action!r} is not one of {', '.join(ACTION_DESIGNS)} for {observation}")
+    levels_of = {}
+    for key, default in (("headrooms", HEADROOMS), ("tilts", TILTS)):
+        values = codec.get(key, list(default))
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0 for x in values
+            )
+        ):
+            raise RlscaleError(f"{bad} codec.{key} must be positive numbers")
+        levels_of[key] = tuple(float(x) for x in values)
 
     def matrix(name: str, shape: tuple[int, ...]) -> np.ndarray:
         if name not in arrays:
@@ -250,12 +306,23 @@ def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray], bad: str) -> Act
         load_scale_rps=float(scale),
         capacity_levels=tuple(float(x) for x in levels),
         training=training,
+        observation=observation,
+        action=action,
+        headrooms=levels_of["headrooms"],
+        tilts=levels_of["tilts"],
     )
 
 
-def random_actor(spec: PipelineSpec, hidden: tuple[int, ...] = (128, 128), seed: int = 0) -> Actor:
+def random_actor(
+    spec: PipelineSpec,
+    hidden: tuple[int, ...] = (128, 128),
+    seed: int = 0,
+    observation: str = "absolute",
+    action: str = "direct",
+) -> Actor:
     """An untrained actor of the shape a trained one for ``spec`` has (for benchmarks: same cost, other weights)."""
-    codec = Codec(spec)
+    codec = Actor(spec.name, (), (np.zeros((1, 1)), np.zeros(1)), (1,), 50.0, observation=observation, action=action)
+    codec = codec.make_codec(spec)
     rng = np.random.default_rng(seed)
     sizes = [codec.observation_space().shape[0], *hidden]
     nvec = tuple(int(n) for n in codec.action_space().nvec)
@@ -265,7 +332,15 @@ def random_actor(spec: PipelineSpec, hidden: tuple[int, ...] = (128, 128), seed:
         return w, np.zeros(n_out, np.float32)
 
     layers = tuple(dense(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    return Actor(spec.name, layers, dense(sizes[-1], sum(nvec)), nvec, codec.load_scale_rps)
+    return Actor(
+        spec.name,
+        layers,
+        dense(sizes[-1], sum(nvec)),
+        nvec,
+        codec.load_scale_rps,
+        observation=observation,
+        action=action,
+    )
 
 
 def _field(meta: Any, key: str) -> Any:

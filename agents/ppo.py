@@ -38,7 +38,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.actor import Actor, AgentMismatch, load_actor
-from envs.pipeline_env import CAPACITY_LEVELS, PipelineEnv
+from envs.pipeline_env import ACTION_DESIGNS, CAPACITY_LEVELS, PipelineEnv
 from ilp_baseline.safety import SafetyLayer
 from rlscale.control import Controller
 from rlscale.errors import RlscaleError
@@ -142,6 +142,16 @@ class TrainConfig:
             stepping costs more than the policy's updates, on many cores; on 2 cores it trained 1.38x slower).
         name: the run folder's name (default: pipeline__ppo__seed__time).
         torch_threads: threads torch computes on (0: torch's default, every core).
+        action_design: ``planner`` (the agent sets per-stage headroom, hold-or-replan and an accuracy tilt; the
+            exact DP builds the configuration) or ``direct`` (variant, batch, cores and a capacity level per stage);
+            both observe the objective's weights and loads relative to capacity
+            (`envs.pipeline_env.ConditionedCodec`).
+        weights: ``sampled``: draw each training episode's alpha/beta and sla_penalty/beta log-uniform
+            (alpha/beta in 1-250, sla_penalty/beta in 30-300; the spec's own weights one episode in five), so one
+            agent serves any weights; ``spec``: train at the spec's weights only.
+        min_load_scale: each training window is multiplied by a factor drawn log-uniform in
+            [min_load_scale, max_load_scale] (1, 1: the traces' own load).
+        max_load_scale: see ``min_load_scale``.
     """
 
     pipeline: str = "video"
@@ -174,6 +184,10 @@ class TrainConfig:
     vec_env: str = "dummy"
     name: str | None = None
     torch_threads: int = 0
+    action_design: str = "planner"
+    weights: str = "sampled"
+    min_load_scale: float = 0.25
+    max_load_scale: float = 3.0
 
 
 class PPOPolicy:
@@ -217,8 +231,9 @@ class PPOPolicy:
 
     def decide(self, state: PipelineState) -> PipelineConfig:
         """The agent's proposal for ``state``."""
-        obs = self.codec.observe(state, self.predictor.predict(state))
-        return self.codec.decode(self.act(obs), state)
+        predicted = self.predictor.predict(state)
+        obs = self.codec.observe(state, predicted)
+        return self.codec.decode(self.act(obs), state, predicted)
 
 
 def is_model_zip(path: Path) -> bool:
@@ -266,7 +281,22 @@ def actor_from_model_zip(path: Path) -> Actor:
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign zip: one clear line
         raise RlscaleError(f"{path}: cannot load the agent: {_one_line(exc)}") from None
     settings = _read_settings(path)
-    return export_actor(model, _spec_name(settings, path), float(settings["load_scale_rps"]), training=settings)
+    return export_actor(
+        model,
+        _spec_name(settings, path),
+        float(settings["load_scale_rps"]),
+        training=settings,
+        **codec_settings(settings),
+    )
+
+
+def codec_settings(settings: dict[str, Any]) -> dict[str, str]:
+    """The actor's codec keys for a run's settings (``config.json``): runs before issue 15 (no ``action_design``)
+    observed absolute loads and acted directly."""
+    design = settings.get("action_design")
+    if design is None:
+        return {"observation": "absolute", "action": "direct"}
+    return {"observation": "conditioned", "action": str(design)}
 
 
 def export_actor(
@@ -275,6 +305,8 @@ def export_actor(
     load_scale_rps: float,
     capacity_levels: tuple[float, ...] = CAPACITY_LEVELS,
     training: dict[str, Any] | None = None,
+    observation: str = "absolute",
+    action: str = "direct",
 ) -> Actor:
     """The actor network of an SB3 PPO model as an `Actor` (numpy), with the codec settings it was trained with.
 
@@ -318,6 +350,8 @@ def export_actor(
         load_scale_rps=float(load_scale_rps),
         capacity_levels=tuple(float(x) for x in capacity_levels),
         training=dict(training or {}),
+        observation=observation,
+        action=action,
     )
 
 
@@ -372,6 +406,8 @@ def _run_settings(cfg: TrainConfig, spec: PipelineSpec) -> dict[str, Any]:
     return {**asdict(cfg), "spec_name": spec.name}
 
 
+WEIGHTS = ("sampled", "spec")
+"""How a training sets each episode's objective weights (`TrainConfig.weights`)."""
 VEC_ENVS = ("dummy", "subproc")
 """Where a training's environments step (`TrainConfig.vec_env`)."""
 
@@ -433,6 +469,9 @@ def make_env(cfg: TrainConfig, rank: int, subprocess: bool = False):
             damping=cfg.damping,
             training_days=training_days(cfg),
             training_sources=None if cfg.traces == TWITTER else sources(cfg),
+            action_design=cfg.action_design,
+            sample_objective=cfg.weights == "sampled",
+            load_scales=(cfg.min_load_scale, cfg.max_load_scale),
         )
         env.reset(seed=cfg.seed * 1000 + rank)
         # SB3 keeps the rewards of in-process environments as float32 and those of subprocesses as float64: rounded
@@ -503,6 +542,13 @@ def _check_config(cfg: TrainConfig) -> None:
         raise RlscaleError(f"--validation-fraction must be in [0, 1), got {cfg.validation_fraction}")
     if cfg.name is not None:
         check_name(cfg.name, "run name", 255)
+    if cfg.action_design not in ACTION_DESIGNS:
+        raise RlscaleError(f"--action-design must be one of {', '.join(ACTION_DESIGNS)}, got {cfg.action_design!r}")
+    if cfg.weights not in WEIGHTS:
+        raise RlscaleError(f"--weights must be one of {', '.join(WEIGHTS)}, got {cfg.weights!r}")
+    lo, hi = cfg.min_load_scale, cfg.max_load_scale
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi <= 100):
+        raise RlscaleError(f"--min-load-scale and --max-load-scale must satisfy 0 < min <= max <= 100, got {lo}, {hi}")
 
 
 LOAD_SCALE_MARGIN = 10.0
@@ -685,7 +731,9 @@ def _learn(
             if self.num_timesteps >= self.next:
                 self.next += self.every
                 save_model(self.model, run / "checkpoints" / f"eval_{self.num_timesteps}.zip", settings)
-                actor = export_actor(self.model, spec.name, cfg.load_scale_rps, training=settings)
+                actor = export_actor(
+                    self.model, spec.name, cfg.load_scale_rps, training=settings, **codec_settings(settings)
+                )
                 for name, rec in evaluate(actor, cfg.pipeline, traces=evaluation).items():
                     self.logger.record(f"eval/{name}/score", rec["score"])
                     self.logger.record(f"eval/{name}/violation_rate", rec["sla_violation_rate"])
@@ -739,7 +787,9 @@ def _learn(
     if interrupted is None and stop is not None and stop.is_set():
         interrupted = stop.signum
     save_model(model, run / "model.zip")
-    actor = export_actor(model, spec.name, cfg.load_scale_rps, training=settings).save(run / ACTOR_FILE)
+    actor = export_actor(model, spec.name, cfg.load_scale_rps, training=settings, **codec_settings(settings)).save(
+        run / ACTOR_FILE
+    )
     done = int(model.num_timesteps - start_steps)
     if interrupted is not None:
         state = {"timesteps_done": done, "timesteps": cfg.timesteps, "signal": signal_name(interrupted)}
@@ -748,15 +798,18 @@ def _learn(
     summary: dict[str, Any] = {"train_wall_s": round(time.perf_counter() - started, 1), "timesteps": cfg.timesteps}
     summary["validation"] = {}
     summary["eval"] = {}
+
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
+
     try:
+        if validation:  # what a sweep of trainings selects by (never the evaluation windows)
+            summary.update(_validate(cfg, spec, run, model, settings, validation, stopped))
         # one window at a time, so that a stop request does not wait for all of them
-        for key, windows in (("validation", validation), ("eval", evaluation)):
-            for window in windows:
-                if stop is not None and stop.is_set():
-                    raise TrainingInterrupted(stop.signum or signal.SIGINT, run, run / "model.zip", done, cfg.timesteps)
-                summary[key].update(evaluate(actor, cfg.pipeline, traces=(window,)))
-        if summary["validation"]:  # what a sweep of trainings selects by (never the evaluation windows)
-            summary["validation_score"] = float(np.mean([r["score"] for r in summary["validation"].values()]))
+        for window in evaluation:
+            if stopped():
+                raise TrainingInterrupted(stop.signum or signal.SIGINT, run, run / "model.zip", done, cfg.timesteps)
+            summary["eval"].update(evaluate(actor, cfg.pipeline, traces=(window,)))
     except KeyboardInterrupt as exc:
         if isinstance(exc, TrainingInterrupted):
             raise
@@ -766,10 +819,38 @@ def _learn(
     return run
 
 
+def _validate(cfg: TrainConfig, spec: PipelineSpec, run: Path, model, settings: dict, windows, stopped) -> dict:
+    """Choose the run's actor among its checkpoints and final model by the validation gap against IPA
+    (`agents.validation`), write it as ``actor.npz``; the eval.json fields that say how."""
+    from stable_baselines3 import PPO
+
+    from agents.validation import select_checkpoint, validation_cells
+
+    cells = validation_cells(spec, windows, cfg.weights == "sampled", (cfg.min_load_scale, cfg.max_load_scale))
+    codec = codec_settings(settings)
+
+    def export(path) -> Actor:
+        return export_actor(PPO.load(path, device="cpu"), spec.name, cfg.load_scale_rps, training=settings, **codec)
+
+    final = export_actor(model, spec.name, cfg.load_scale_rps, training=settings, **codec)
+    chosen = select_checkpoint(
+        run, spec, final, int(model.num_timesteps), cells, export, stopped, lambda line: log.info("%s", line)
+    )
+    chosen["actor"].save(run / ACTOR_FILE)
+    return {
+        "validation": chosen["records"],
+        "validation_ipa": chosen["ipa"],
+        "validation_score": chosen["gap"],
+        "validation_score_means": "mean (score - ipa's score) / beta over the validation cells: > 0 beats IPA",
+        "checkpoint_gaps": {str(k): v for k, v in chosen["gaps"].items()},
+        "selected_steps": chosen["steps"],
+    }
+
+
 def agreement(model, actor: Actor, spec: PipelineSpec, n: int = 400, seed: int = 0) -> int:
     """On how many of ``n`` observations (half from env resets, half sampled from the observation space) the
     actor picks SB3's deterministic action; ``n`` means identical everywhere."""
-    env = PipelineEnv(spec, load_scale_rps=actor.load_scale_rps)
+    env = PipelineEnv(spec, codec=actor.make_codec(spec))
     env.observation_space.seed(seed)
     same = 0
     for i in range(n):

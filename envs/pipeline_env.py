@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -113,8 +114,13 @@ class Codec:
         obs = np.concatenate([np.asarray(p, dtype=float).ravel() for p in parts])
         return np.clip(np.nan_to_num(obs, nan=0.0), 0.0, OBS_HIGH).astype(np.float32)
 
-    def decode(self, action: np.ndarray, state: PipelineState) -> PipelineConfig:
-        """The configuration an action asks for, at the current reference load, kept within the core budget."""
+    def for_spec(self, spec: PipelineSpec) -> Codec:
+        """This codec for ``spec`` (the same pipeline with other objective weights: an episode's, a user's)."""
+        return dataclasses.replace(self, spec=spec)
+
+    def decode(self, action: np.ndarray, state: PipelineState, predicted_rps: float | None = None) -> PipelineConfig:
+        """The configuration an action asks for, at the current reference load, kept within the core budget
+        (``predicted_rps`` is not used by this action design)."""
         spec = self.spec
         a = np.asarray(action, dtype=np.int64).reshape(len(spec.stages), 4)
         load = self.reference_load_rps(state)
@@ -152,6 +158,214 @@ class Codec:
         return np.asarray(out, dtype=np.int64)
 
 
+# ---------------------------------------------------------------------- the conditioned codec (issue 15)
+
+HEADROOMS = (0.85, 1.0, 1.15, 1.3, 1.5, 2.0)
+"""Planner action: a stage is planned for ``headroom x`` the predicted load."""
+TILTS = (0.5, 1.0, 2.0)
+"""Planner action: the planner maximises ``tilt x alpha x A - beta x C - gamma x B`` (more or less accuracy than
+the one-interval optimum buys)."""
+RATIO_RANGE = (1.0, 250.0)
+"""Objective conditioning: alpha / beta is observed as ``ln(alpha/beta) / ln(250)`` (1 at the top of the training
+range; larger ratios are observed beyond it)."""
+PENALTY_RANGE = (30.0, 300.0)
+"""Objective conditioning: sla_penalty / beta is observed as ``ln(sla_penalty/beta) / ln(300)``."""
+OBJECTIVE_FEATURES = 4
+ACTION_DESIGNS = ("planner", "direct")
+PLAN_GRID_RPS = 0.05  # planner loads are rounded up to this grid, so repeated loads reuse a plan
+PLAN_CACHE = 4096
+
+
+def objective_features(spec: PipelineSpec) -> list[float]:
+    """What a conditioned agent knows of the objective: ``ln(alpha/beta)/ln(250)``, ``ln(sla_penalty/beta)/ln(300)``,
+    ``ln(1 + gamma/beta)`` and 1 for ``sla_mode: hard`` (0: priced). Only ratios to beta: scaling every weight by
+    the same factor changes no decision, so it changes no observation either."""
+    o = spec.objective
+    beta = o.beta if o.beta > 0 else o.alpha / RATIO_RANGE[1] if o.alpha > 0 else 1.0
+    ratio = max(o.alpha / beta, 1e-6)
+    penalty = max(o.sla_penalty / beta, 1e-6)
+    return [
+        math.log(ratio) / math.log(RATIO_RANGE[1]),
+        math.log(penalty) / math.log(PENALTY_RANGE[1]),
+        math.log1p(o.gamma / beta),
+        1.0 if o.sla_mode == "hard" else 0.0,
+    ]
+
+
+def reward_terms(spec: PipelineSpec) -> tuple[float, float]:
+    """``(offset, scale)``: the conditioned env's reward is ``(score - offset) / scale`` (then the shaping terms).
+
+    ``offset`` is ``alpha x`` the accuracy of the least accurate variants (a constant of the episode), ``scale``
+    is ``beta x max(1, (alpha/beta) x dA / 10)`` with dA the accuracy between the least and the most accurate
+    variants: a reward of -1 is a core's cost, unless accuracy is worth more than ten cores, and then the accuracy
+    range spans about ten. A positive factor per episode changes no optimal decision, and the agent observes the
+    weights it depends on, so every weight setting trains at about the same reward scale.
+    """
+    o = spec.objective
+    beta = o.beta if o.beta > 0 else max(o.alpha / RATIO_RANGE[1], 1e-9)
+    low = spec.accuracy([min(st.variants, key=lambda v: v.accuracy).name for st in spec.stages])
+    high = spec.accuracy([max(st.variants, key=lambda v: v.accuracy).name for st in spec.stages])
+    return o.alpha * low, beta * max(1.0, (o.alpha / beta) * (high - low) / 10.0)
+
+
+@dataclass(frozen=True)
+class ConditionedCodec(Codec):
+    """Observations that hold the objective's weights and no absolute load, and one of two action designs.
+
+    Loads are observed relative to the capacity of the configuration in force (so an agent trained at one load
+    level reads another the same way), plus the predicted load relative to the most the pipeline can carry (its
+    maximum capacity within the core budget). The objective enters as `objective_features`.
+
+    Action designs:
+
+    - ``planner`` (per stage a headroom, then hold-or-replan, then an accuracy tilt): the agent sets what IPA's
+      planner lacks and the exact DP produces the configuration. Each stage s is planned for ``HEADROOMS[k_s] x``
+      the predicted load; *hold* keeps every stage's variant, batch and cores and resizes replicas
+      (`rlscale.model.resize_replicas`; when that is infeasible it re-plans), *replan* takes the DP optimum with
+      ``alpha`` multiplied by ``TILTS[t]``.
+    - ``direct``: as `Codec` (variant, batch, cores and a capacity level per stage).
+
+    Attributes:
+        action: ``planner`` or ``direct``.
+        headrooms: the planner's headroom levels.
+        tilts: the planner's accuracy tilts.
+    """
+
+    action: str = "planner"
+    headrooms: tuple[float, ...] = HEADROOMS
+    tilts: tuple[float, ...] = TILTS
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTION_DESIGNS:
+            raise RlscaleError(f"unknown action design {self.action!r} (known: {', '.join(ACTION_DESIGNS)})")
+
+    @cached_property
+    def max_capacity_rps(self) -> float:
+        from rlscale.model import max_capacity
+
+        return max(max_capacity(self.spec).capacity_rps, 1e-6)
+
+    def for_spec(self, spec: PipelineSpec) -> Codec:
+        new = dataclasses.replace(self, spec=spec)
+        if "max_capacity_rps" in self.__dict__ and spec.stages == self.spec.stages:  # objective-only change
+            new.__dict__["max_capacity_rps"] = self.__dict__["max_capacity_rps"]
+        return new
+
+    def action_space(self) -> spaces.MultiDiscrete:
+        if self.action == "direct":
+            return super().action_space()
+        nvec = [len(self.headrooms)] * len(self.spec.stages) + [2, len(self.tilts)]
+        return spaces.MultiDiscrete(np.array(nvec, dtype=np.int64))
+
+    def observation_space(self) -> spaces.Box:
+        n = HISTORY_STEPS + 2 + STAGE_FEATURES * len(self.spec.stages) + PIPELINE_FEATURES + OBJECTIVE_FEATURES
+        return spaces.Box(low=-OBS_HIGH, high=OBS_HIGH, shape=(n,), dtype=np.float32)
+
+    def observe(self, state: PipelineState, predicted_rps: float | None = None) -> np.ndarray:
+        from rlscale.model import pipeline_capacity_rps, stage_capacity_rps
+
+        spec = self.spec
+        rho = spec.objective.rho_max
+        capacity = max(pipeline_capacity_rps(spec, state.config), 1e-3)
+        hist = np.asarray(state.arrival_rps, dtype=float)[-HISTORY_STEPS * STEP_S :]
+        steps = np.zeros(HISTORY_STEPS)
+        if hist.size:
+            pad = HISTORY_STEPS * STEP_S - hist.size
+            full = np.concatenate([np.full(pad, hist[0]), hist]) if pad > 0 else hist
+            steps = full.reshape(HISTORY_STEPS, STEP_S).max(axis=1)
+        predicted = predicted_rps if predicted_rps is not None and math.isfinite(predicted_rps) else steps[-1]
+        parts = [steps / capacity, [predicted / capacity, predicted / self.max_capacity_rps]]
+        last = state.last
+        backlog = capacity * STEP_S
+        for s, (st, sc) in enumerate(zip(spec.stages, state.config.stages, strict=True)):
+            m = last.stages[s] if last is not None else None
+            parts.append(
+                [
+                    self.variants[s].index(sc.variant) / max(1, len(st.variants) - 1),
+                    st.batch_sizes.index(sc.batch) / max(1, len(st.batch_sizes) - 1)
+                    if sc.batch in st.batch_sizes
+                    else 0,
+                    st.cores.index(sc.cores) / max(1, len(st.cores) - 1) if sc.cores in st.cores else 0,
+                    stage_capacity_rps(st, sc, rho) / capacity,  # 1 for the bottleneck stage
+                    _finite(m.utilisation) if m else 0.0,
+                    _finite(m.latency_p99_s / spec.sla_s) if m else 0.0,
+                    (m.queue_len / backlog) if m else 0.0,
+                    (m.replicas_serving / max(1, sc.replicas)) if m else 1.0,
+                ]
+            )
+        parts.append(
+            [
+                last.sla_violation_rate if last else 0.0,
+                _finite(last.e2e_p99_s / spec.sla_s) if last else 0.0,
+                last.cost_cores / spec.core_budget if last else 0.0,
+                state.in_flight / backlog,
+                state.config.total_cores / spec.core_budget,
+            ]
+        )
+        parts.append(objective_features(spec))
+        obs = np.concatenate([np.asarray(p, dtype=float).ravel() for p in parts])
+        return np.clip(np.nan_to_num(obs, nan=0.0), -OBS_HIGH, OBS_HIGH).astype(np.float32)
+
+    def decode(self, action: np.ndarray, state: PipelineState, predicted_rps: float | None = None) -> PipelineConfig:
+        """The configuration an action asks for. Planner: at the predicted load (else the last interval's peak)."""
+        if self.action == "direct":
+            return super().decode(action, state, predicted_rps)
+        from rlscale.model import resize_replicas
+
+        spec = self.spec
+        a = np.asarray(action, dtype=np.int64).ravel()
+        n = len(spec.stages)
+        base = predicted_rps if predicted_rps is not None else self.reference_load_rps(state)
+        base = max(0.0, float(base)) if math.isfinite(base) else self.reference_load_rps(state)
+        loads = tuple(math.ceil(self.headrooms[int(k)] * base / PLAN_GRID_RPS - 1e-9) * PLAN_GRID_RPS for k in a[:n])
+        if int(a[n]) == 0:
+            held = resize_replicas(spec, state.config, loads)
+            if held is not None:
+                return held
+        return self._plan(loads, self.tilts[int(a[n + 1])])
+
+    def _plan(self, loads: tuple[float, ...], tilt: float) -> PipelineConfig:
+        from ilp_baseline.dp import solve_dp
+        from ilp_baseline.problem import InfeasibleLoad, cheapest_variants, planning_data
+        from rlscale.model import plan_fixed_variants
+
+        cache = self._plans
+        key = (loads, tilt)
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        spec = self._tilted(tilt)
+        try:
+            config = solve_dp(planning_data(spec, loads)).config
+        except InfeasibleLoad:  # nothing carries it: the cheapest variants at their largest capacity
+            config = plan_fixed_variants(self.spec, cheapest_variants(self.spec), max(loads))
+        if len(cache) >= PLAN_CACHE:
+            cache.clear()
+        cache[key] = config
+        return config
+
+    @cached_property
+    def _plans(self) -> dict:
+        return {}
+
+    def _tilted(self, tilt: float) -> PipelineSpec:
+        if tilt == 1.0:
+            return self.spec
+        o = self.spec.objective
+        return dataclasses.replace(self.spec, objective=dataclasses.replace(o, alpha=o.alpha * tilt))
+
+    def encode(self, config: PipelineConfig, state: PipelineState) -> np.ndarray:
+        if self.action == "direct":
+            return super().encode(config, state)
+        raise RlscaleError("the planner action has no inverse (use the direct design for imitation)")
+
+
+def _grid_log_uniform(rng: np.random.Generator, lo: float, hi: float, step: float = 0.03) -> float:
+    """A draw log-uniform in ``[lo, hi]``, rounded to a grid of ``step`` in ln (so episodes share few specs)."""
+    x = rng.uniform(math.log(lo), math.log(hi))
+    return float(min(hi, max(lo, math.exp(round(x / step) * step))))
+
+
 def _finite(x: float) -> float:
     return float(x) if math.isfinite(x) else 0.0
 
@@ -164,7 +378,9 @@ class TrainingTraces:
     Variations (each with its probability): as sampled (0.4); scaled by U(0.5, 1.6) (0.2); shifted by
     U(0, 10) rps (0.1); with a step: a sudden rise of U(8, 25) rps for U(60, 400) s, the shape of IPA's bursty
     window (0.3). Shifts and steps are multiplied by the source's ``variation_scale`` (1 for the Twitter split; a
-    CSV's mean load relative to the split's), so a trace ten times busier gets rises ten times larger.
+    CSV's mean load relative to the split's), so a trace ten times busier gets rises ten times larger. With
+    ``load_scales`` ``(lo, hi)``, every window is then multiplied by a factor drawn log-uniform in ``[lo, hi]``
+    (counts rounded to whole requests): other load levels than the trace's own.
     """
 
     def __init__(
@@ -174,8 +390,10 @@ class TrainingTraces:
         damping: int = 8,
         days: tuple[int, int] = (0, TRAINING_DAYS),
         sources: Sequence[TrafficSource] | None = None,
+        load_scales: tuple[float, float] | None = None,
     ) -> None:
         self.rng = rng
+        self.load_scales = load_scales
         self.sampler = TrainingSampler(rng, window_s=window_s, damping=damping, days=days, sources=sources)
 
     def sample(self) -> Trace:
@@ -195,7 +413,13 @@ class TrainingTraces:
             length = int(self.rng.integers(60, 400))
             rps[start : start + length] += np.floor(scale * self.rng.uniform(8, 25))
             kind = "step"
-        return Trace(name=f"{base.name}:{kind}", rps=np.maximum(rps, 0.0), description=base.description)
+        name = f"{base.name}:{kind}"
+        if self.load_scales is not None:  # then the whole window at another load level
+            lo, hi = self.load_scales
+            factor = float(np.exp(self.rng.uniform(math.log(lo), math.log(hi))))
+            rps = np.floor(rps * factor + 0.5)
+            name += f"@x{factor:.2f}"
+        return Trace(name=name, rps=np.maximum(rps, 0.0), description=base.description)
 
 
 class PipelineEnv(gym.Env):
@@ -292,10 +516,29 @@ class PipelineEnv(gym.Env):
         reconfig_penalty: float = 0.05,
         cluster_factory: ClusterFactory | None = None,
         codec: Codec | None = None,
+        action_design: str | None = None,
+        sample_objective: bool = False,
+        load_scales: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         self.pipeline_spec = pipeline if isinstance(pipeline, PipelineSpec) else load_spec(pipeline)
-        self.codec = codec if codec is not None else Codec(self.pipeline_spec, load_scale_rps=load_scale_rps)
+        if codec is None:
+            codec = (
+                Codec(self.pipeline_spec, load_scale_rps=load_scale_rps)
+                if action_design is None
+                else ConditionedCodec(self.pipeline_spec, load_scale_rps=load_scale_rps, action=action_design)
+            )
+        self.codec = codec
+        self.conditioned = isinstance(codec, ConditionedCodec)
+        if (sample_objective or load_scales is not None) and not self.conditioned:
+            raise RlscaleError("sample_objective and load_scales need a conditioned codec (set action_design)")
+        if load_scales is not None and not (0 < load_scales[0] <= load_scales[1] and math.isfinite(load_scales[1])):
+            raise RlscaleError(f"load_scales must be (lo, hi) with 0 < lo <= hi, got {load_scales}")
+        self.sample_objective = sample_objective
+        self.load_scales = load_scales
+        self._episode_specs: dict[tuple, PipelineSpec] = {}
+        self._reward_terms: tuple[float, float] | None = None
+        self.episode_spec = self.pipeline_spec
         self.action_space = self.codec.action_space()
         self.observation_space = self.codec.observation_space()
         self.interval_s = float(interval_s or self.pipeline_spec.interval_s)
@@ -310,6 +553,7 @@ class PipelineEnv(gym.Env):
         self.cluster_factory = cluster_factory or simulator_factory
         self.predictor: Predictor | None = _make_predictor(predictor) if isinstance(predictor, str) else predictor
         self.safety: control.Guard | None = None
+        self._own_safety = safety is True  # rebuilt for each episode's objective
         if safety is True:
             from ilp_baseline.safety import SafetyLayer
 
@@ -319,10 +563,40 @@ class PipelineEnv(gym.Env):
         self._traces: TrainingTraces | None = None
         self.cluster: Cluster | None = None
         self.trace: Trace | None = None
+        self._predicted: float | None = None
 
     def _obs(self, state: PipelineState) -> np.ndarray:
         predicted = self.predictor.predict(state) if self.predictor is not None else None
+        self._predicted = predicted
         return self.codec.observe(state, predicted)
+
+    def _objective_for_episode(self, options: dict[str, Any]) -> PipelineSpec:
+        """The episode's spec: the pipeline with the objective weights of ``options["objective"]`` (a dict of
+        ObjectiveSpec fields), else drawn (``sample_objective``: alpha/beta log-uniform in `RATIO_RANGE`,
+        sla_penalty/beta in `PENALTY_RANGE`, on a 3% grid; the spec's own weights one episode in five), else the
+        spec's."""
+        base = self.pipeline_spec
+        o = base.objective
+        if "objective" in options:
+            changes = dict(options["objective"])
+        elif self.sample_objective:
+            rng = self.np_random
+            if rng.random() < 0.2:
+                return base
+            beta = o.beta if o.beta > 0 else max(o.alpha / RATIO_RANGE[1], 1e-9)
+            ratio = _grid_log_uniform(rng, *RATIO_RANGE)
+            penalty = _grid_log_uniform(rng, *PENALTY_RANGE)
+            changes = {"alpha": ratio * beta, "sla_penalty": penalty * beta}
+        else:
+            return base
+        if not changes:
+            return base
+        key = tuple(sorted(changes.items()))
+        spec = self._episode_specs.get(key)
+        if spec is None:
+            spec = dataclasses.replace(base, objective=dataclasses.replace(o, **changes))
+            self._episode_specs[key] = spec
+        return spec
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -338,12 +612,22 @@ class PipelineEnv(gym.Env):
                     damping=self.damping,
                     days=self.training_days,
                     sources=self.training_sources,
+                    load_scales=self.load_scales,
                 )
             self.trace = self._traces.sample()
-        warm = warm_state(self.pipeline_spec, self.trace, self.interval_s)
+        spec = self._objective_for_episode(options)
+        if spec is not self.episode_spec or self._reward_terms is None:
+            self.episode_spec = spec
+            self._reward_terms = reward_terms(spec)
+            self.codec = self.codec.for_spec(spec)
+            if self._own_safety:
+                from ilp_baseline.safety import SafetyLayer
+
+                self.safety = SafetyLayer(spec)
+        warm = warm_state(spec, self.trace, self.interval_s)
         initial = warm.config
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
-        self.cluster = self.cluster_factory(self.pipeline_spec, self.trace, initial, episode_seed)
+        self.cluster = self.cluster_factory(spec, self.trace, initial, episode_seed)
         state = self.cluster.observe()
         if state.arrival_rps.size == 0:  # warm start: as if the first interval's load had been running
             state = PipelineState(state.time_s, state.interval_s, warm.arrival_rps, state.config, None, 0)
@@ -355,7 +639,8 @@ class PipelineEnv(gym.Env):
             raise RlscaleError("call reset() before step()")
         state = self._state
         try:  # the one control step (rlscale.control): decide (here: decode the action), guard, apply
-            outcome = control.step(self.cluster, _ActionPolicy(self.codec, action), self.safety, state=state)
+            policy = _ActionPolicy(self.codec, action, self._predicted)
+            outcome = control.step(self.cluster, policy, self.safety, state=state)
         except control.DecisionError as exc:
             raise exc.cause from None
         config, changed, projection = outcome.config, outcome.changed, outcome.decision.projection
@@ -363,7 +648,11 @@ class PipelineEnv(gym.Env):
         state = self.cluster.observe()
         self._state = state
         distance = projection.distance if projection is not None else 0.0
-        reward = metrics.score - self.projection_penalty * distance - self.reconfig_penalty * float(changed)
+        score = metrics.score
+        if self.conditioned:
+            offset, scale = self._reward_terms
+            score = (score - offset) / scale
+        reward = score - self.projection_penalty * distance - self.reconfig_penalty * float(changed)
         truncated = bool(getattr(self.cluster, "done", False))
         info = {
             "score": metrics.score,
@@ -384,11 +673,11 @@ class _ActionPolicy:
 
     name = "action"
 
-    def __init__(self, codec: Codec, action) -> None:
-        self.codec, self.action = codec, action
+    def __init__(self, codec: Codec, action, predicted_rps: float | None = None) -> None:
+        self.codec, self.action, self.predicted_rps = codec, action, predicted_rps
 
     def decide(self, state: PipelineState) -> PipelineConfig:
-        return self.codec.decode(self.action, state)
+        return self.codec.decode(self.action, state, self.predicted_rps)
 
 
 def _make_predictor(name: str) -> Predictor | None:

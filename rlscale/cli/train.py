@@ -50,6 +50,8 @@ RANGES: dict[str, Callable[[str], Any]] = {
     "window_s": int_in(10, MAX_TRACE_SECONDS),
     "damping": int_in(1, 1000),
     "validation_fraction": float_in(0.0, 0.9),
+    "min_load_scale": float_in(0.0, 100.0, exclusive_low=True),
+    "max_load_scale": float_in(0.0, 100.0, exclusive_low=True),
 }
 """The argparse type of each numeric `TrainConfig` field: its range (every numeric field must have one)."""
 
@@ -63,10 +65,12 @@ HELP = {
     "checkpoint_minutes": "also save a checkpoint every M minutes, besides every --checkpoint-every steps "
     "(default 10; 0: off)",
 }
-CHOICES = {"vec_env": ("dummy", "subproc")}
+CHOICES = {"vec_env": ("dummy", "subproc"), "action_design": ("planner", "direct"), "weights": ("sampled", "spec")}
 """The values a text field of `TrainConfig` may take, where it has a fixed set (argparse refuses others)."""
 METAVAR = {
     "vec_env": "dummy|subproc",
+    "action_design": "planner|direct",
+    "weights": "sampled|spec",
     "name": "NAME",
     "resume": "MODEL.zip",
     "checkpoint_minutes": "M",
@@ -239,7 +243,7 @@ def cmd_train_sweep(args: argparse.Namespace, cfg, spec_name: str, target: Path 
             f"{k}={r[k]}" for k in keys if k not in ("validation_score", "validation_violation_rate", "train_wall_s")
         )
         print(
-            f" {mark} {r['run']:12s} {settings}  validation score {r['validation_score']:8.3f}  violations "
+            f" {mark} {r['run']:12s} {settings}  validation {r['validation_score']:+8.3f} cores vs ipa  violations "
             f"{r['validation_violation_rate']:.2%}  trained in {r['train_wall_s']:.0f} s"
         )
     if best is None:
@@ -327,8 +331,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run folder: {run}")
     if report.get("validation"):  # the held-out traffic: what a sweep selects by
         print(
-            f"  validation   score {report['validation_score']:8.3f}  (mean of {len(report['validation'])} held-out "
-            "windows, never trained on; the evaluation traces below are reported only)"
+            f"  validation   {report['validation_score']:+8.3f} cores against ipa  (mean over {len(report['validation'])} "
+            "held-out windows x weights x load scales, never trained on; selected checkpoint: "
+            f"{report.get('selected_steps', '?')} steps; the evaluation traces below are reported only)"
         )
     for trace, rec in report["eval"].items():
         print(
