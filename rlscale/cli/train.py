@@ -331,7 +331,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run folder: {run}")
     if report.get("validation"):  # the held-out traffic: what a sweep selects by
         print(
-            f"  validation   {report['validation_score']:+8.3f} cores against ipa  (mean over {len(report['validation'])} "
+            f"  validation   {report['validation_score']:+8.3f} cores against ipa  "
+            f"(mean over {len(report['validation'])} "
             "held-out windows x weights x load scales, never trained on; selected checkpoint: "
             f"{report.get('selected_steps', '?')} steps; the evaluation traces below are reported only)"
         )
