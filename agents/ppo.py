@@ -38,7 +38,8 @@ import gymnasium as gym
 import numpy as np
 
 from agents.actor import Actor, AgentMismatch, load_actor
-from envs.pipeline_env import ACTION_DESIGNS, CAPACITY_LEVELS, PipelineEnv
+from envs.curriculum import Curriculum
+from envs.pipeline_env import ACTION_DESIGNS, CAPACITY_LEVELS, RATIO_RANGE, PipelineEnv
 from ilp_baseline.safety import SafetyLayer
 from rlscale.control import Controller
 from rlscale.errors import RlscaleError
@@ -152,6 +153,8 @@ class TrainConfig:
         min_load_scale: each training window is multiplied by a factor drawn log-uniform in
             [min_load_scale, max_load_scale] (1, 1: the traces' own load).
         max_load_scale: see ``min_load_scale``.
+        curriculum: ``ipa-gap``: draw more episodes from the weight and load bins where the agent trails IPA's
+            planner most (`envs.curriculum`, after Genet; needs sampled weights); ``none``: uniform draws.
     """
 
     pipeline: str = "video"
@@ -188,6 +191,7 @@ class TrainConfig:
     weights: str = "sampled"
     min_load_scale: float = 0.25
     max_load_scale: float = 3.0
+    curriculum: str = "ipa-gap"
 
 
 class PPOPolicy:
@@ -406,6 +410,8 @@ def _run_settings(cfg: TrainConfig, spec: PipelineSpec) -> dict[str, Any]:
     return {**asdict(cfg), "spec_name": spec.name}
 
 
+CURRICULA = ("ipa-gap", "none")
+"""How a training draws episodes' weights and load scales (`TrainConfig.curriculum`)."""
 WEIGHTS = ("sampled", "spec")
 """How a training sets each episode's objective weights (`TrainConfig.weights`)."""
 VEC_ENVS = ("dummy", "subproc")
@@ -448,7 +454,14 @@ def eval_traces(cfg: TrainConfig) -> list[str]:
     return names
 
 
-def make_env(cfg: TrainConfig, rank: int, subprocess: bool = False):
+def make_curriculum(cfg: TrainConfig) -> Curriculum | None:
+    """The training's curriculum (None: uniform draws)."""
+    if cfg.curriculum == "none" or cfg.weights != "sampled":
+        return None
+    return Curriculum(RATIO_RANGE, (cfg.min_load_scale, cfg.max_load_scale))
+
+
+def make_env(cfg: TrainConfig, rank: int, subprocess: bool = False, curriculum: Curriculum | None = None):
     """The factory of environment ``rank`` (seeded ``seed x 1000 + rank``: the same windows whichever process steps
     it). ``subprocess``: it runs in an environment worker, which leaves SIGINT/SIGTERM to the training process (a
     Ctrl-C reaches the whole process group; the trainer saves the model and closes the workers)."""
@@ -472,6 +485,7 @@ def make_env(cfg: TrainConfig, rank: int, subprocess: bool = False):
             action_design=cfg.action_design,
             sample_objective=cfg.weights == "sampled",
             load_scales=(cfg.min_load_scale, cfg.max_load_scale),
+            curriculum=curriculum,
         )
         env.reset(seed=cfg.seed * 1000 + rank)
         # SB3 keeps the rewards of in-process environments as float32 and those of subprocesses as float64: rounded
@@ -490,10 +504,15 @@ def make_vec_env(cfg: TrainConfig):
     a fresh interpreter, the same on every platform), rewards normalised."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
+    curriculum = make_curriculum(cfg)  # dummy: one shared by the environments; subproc: one per worker
     if cfg.vec_env == "subproc":
-        envs = SubprocVecEnv([make_env(cfg, i, subprocess=True) for i in range(cfg.n_envs)], start_method="spawn")
+        envs = SubprocVecEnv(
+            [make_env(cfg, i, subprocess=True, curriculum=curriculum) for i in range(cfg.n_envs)],
+            start_method="spawn",
+        )
     else:
-        envs = DummyVecEnv([make_env(cfg, i) for i in range(cfg.n_envs)])
+        envs = DummyVecEnv([make_env(cfg, i, curriculum=curriculum) for i in range(cfg.n_envs)])
+    envs.curriculum = curriculum
     return VecNormalize(envs, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
 
 
@@ -544,6 +563,8 @@ def _check_config(cfg: TrainConfig) -> None:
         check_name(cfg.name, "run name", 255)
     if cfg.action_design not in ACTION_DESIGNS:
         raise RlscaleError(f"--action-design must be one of {', '.join(ACTION_DESIGNS)}, got {cfg.action_design!r}")
+    if cfg.curriculum not in CURRICULA:
+        raise RlscaleError(f"--curriculum must be one of {', '.join(CURRICULA)}, got {cfg.curriculum!r}")
     if cfg.weights not in WEIGHTS:
         raise RlscaleError(f"--weights must be one of {', '.join(WEIGHTS)}, got {cfg.weights!r}")
     lo, hi = cfg.min_load_scale, cfg.max_load_scale
@@ -798,6 +819,9 @@ def _learn(
     summary: dict[str, Any] = {"train_wall_s": round(time.perf_counter() - started, 1), "timesteps": cfg.timesteps}
     summary["validation"] = {}
     summary["eval"] = {}
+    curriculum = getattr(getattr(venv, "venv", venv), "curriculum", None)
+    if curriculum is not None and cfg.vec_env == "dummy":  # subproc workers keep theirs
+        summary["curriculum"] = curriculum.summary()
 
     def stopped() -> bool:
         return stop is not None and stop.is_set()

@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.curriculum import Curriculum
 from rlscale import control
 from rlscale.errors import RlscaleError
 from rlscale.interfaces import Cluster, Predictor
@@ -366,6 +367,11 @@ def _grid_log_uniform(rng: np.random.Generator, lo: float, hi: float, step: floa
     return float(min(hi, max(lo, math.exp(round(x / step) * step))))
 
 
+def _on_grid(x: float, lo: float, hi: float, step: float = 0.03) -> float:
+    """``x`` rounded to the grid `_grid_log_uniform` draws on."""
+    return float(min(hi, max(lo, math.exp(round(math.log(x) / step) * step))))
+
+
 def _finite(x: float) -> float:
     return float(x) if math.isfinite(x) else 0.0
 
@@ -396,7 +402,8 @@ class TrainingTraces:
         self.load_scales = load_scales
         self.sampler = TrainingSampler(rng, window_s=window_s, damping=damping, days=days, sources=sources)
 
-    def sample(self) -> Trace:
+    def sample(self, factor: float | None = None) -> Trace:
+        """A training window; ``factor``: its load scale (else drawn from ``load_scales``, if set)."""
         source, base = self.sampler.draw()
         scale = source.variation_scale
         rps = base.rps.copy()
@@ -414,9 +421,10 @@ class TrainingTraces:
             rps[start : start + length] += np.floor(scale * self.rng.uniform(8, 25))
             kind = "step"
         name = f"{base.name}:{kind}"
-        if self.load_scales is not None:  # then the whole window at another load level
+        if factor is None and self.load_scales is not None:  # then the whole window at another load level
             lo, hi = self.load_scales
             factor = float(np.exp(self.rng.uniform(math.log(lo), math.log(hi))))
+        if factor is not None:
             rps = np.floor(rps * factor + 0.5)
             name += f"@x{factor:.2f}"
         return Trace(name=name, rps=np.maximum(rps, 0.0), description=base.description)
@@ -519,6 +527,7 @@ class PipelineEnv(gym.Env):
         action_design: str | None = None,
         sample_objective: bool = False,
         load_scales: tuple[float, float] | None = None,
+        curriculum: Curriculum | None = None,
     ) -> None:
         super().__init__()
         self.pipeline_spec = pipeline if isinstance(pipeline, PipelineSpec) else load_spec(pipeline)
@@ -534,8 +543,12 @@ class PipelineEnv(gym.Env):
             raise RlscaleError("sample_objective and load_scales need a conditioned codec (set action_design)")
         if load_scales is not None and not (0 < load_scales[0] <= load_scales[1] and math.isfinite(load_scales[1])):
             raise RlscaleError(f"load_scales must be (lo, hi) with 0 < lo <= hi, got {load_scales}")
+        if curriculum is not None and not (sample_objective and load_scales is not None):
+            raise RlscaleError("a curriculum needs sampled weights and load scales")
         self.sample_objective = sample_objective
         self.load_scales = load_scales
+        self.curriculum = curriculum
+        self._episode: dict[str, Any] | None = None  # the curriculum's record of the episode in progress
         self._episode_specs: dict[tuple, PipelineSpec] = {}
         self._reward_terms: tuple[float, float] | None = None
         self.episode_spec = self.pipeline_spec
@@ -570,7 +583,7 @@ class PipelineEnv(gym.Env):
         self._predicted = predicted
         return self.codec.observe(state, predicted)
 
-    def _objective_for_episode(self, options: dict[str, Any]) -> PipelineSpec:
+    def _objective_for_episode(self, options: dict[str, Any], ratio: float | None = None) -> PipelineSpec:
         """The episode's spec: the pipeline with the objective weights of ``options["objective"]`` (a dict of
         ObjectiveSpec fields), else drawn (``sample_objective``: alpha/beta log-uniform in `RATIO_RANGE`,
         sla_penalty/beta in `PENALTY_RANGE`, on a 3% grid; the spec's own weights one episode in five), else the
@@ -581,10 +594,10 @@ class PipelineEnv(gym.Env):
             changes = dict(options["objective"])
         elif self.sample_objective:
             rng = self.np_random
-            if rng.random() < 0.2:
+            if ratio is None and rng.random() < 0.2:
                 return base
             beta = o.beta if o.beta > 0 else max(o.alpha / RATIO_RANGE[1], 1e-9)
-            ratio = _grid_log_uniform(rng, *RATIO_RANGE)
+            ratio = _grid_log_uniform(rng, *RATIO_RANGE) if ratio is None else _on_grid(ratio, *RATIO_RANGE)
             penalty = _grid_log_uniform(rng, *PENALTY_RANGE)
             changes = {"alpha": ratio * beta, "sla_penalty": penalty * beta}
         else:
@@ -601,6 +614,7 @@ class PipelineEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         options = options or {}
+        ratio, drawn = None, None
         if "trace" in options:
             trace = options["trace"]
             self.trace = trace if isinstance(trace, Trace) else load_trace(trace)
@@ -614,8 +628,11 @@ class PipelineEnv(gym.Env):
                     sources=self.training_sources,
                     load_scales=self.load_scales,
                 )
-            self.trace = self._traces.sample()
-        spec = self._objective_for_episode(options)
+            factor = None
+            if self.curriculum is not None and "objective" not in options:
+                drawn, ratio, factor = self.curriculum.draw(self.np_random)
+            self.trace = self._traces.sample(factor)
+        spec = self._objective_for_episode(options, ratio)
         if spec is not self.episode_spec or self._reward_terms is None:
             self.episode_spec = spec
             self._reward_terms = reward_terms(spec)
@@ -628,6 +645,9 @@ class PipelineEnv(gym.Env):
         initial = warm.config
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
         self.cluster = self.cluster_factory(spec, self.trace, initial, episode_seed)
+        self._episode = None
+        if drawn is not None:
+            self._episode = {"bin": drawn, "initial": initial, "seed": episode_seed, "scores": []}
         state = self.cluster.observe()
         if state.arrival_rps.size == 0:  # warm start: as if the first interval's load had been running
             state = PipelineState(state.time_s, state.interval_s, warm.arrival_rps, state.config, None, 0)
@@ -654,6 +674,10 @@ class PipelineEnv(gym.Env):
             score = (score - offset) / scale
         reward = score - self.projection_penalty * distance - self.reconfig_penalty * float(changed)
         truncated = bool(getattr(self.cluster, "done", False))
+        if self._episode is not None:
+            self._episode["scores"].append(metrics.score)
+            if truncated:
+                self._report_to_curriculum()
         info = {
             "score": metrics.score,
             "objective": metrics.objective,
@@ -666,6 +690,48 @@ class PipelineEnv(gym.Env):
             "config": str(config),
         }
         return self._obs(state), float(reward), False, truncated, info
+
+    def _report_to_curriculum(self) -> None:
+        """The finished episode's gap to IPA (same window, weights, load and arrivals) into the curriculum."""
+        episode, self._episode = self._episode, None
+        assert episode is not None and self.curriculum is not None and self.trace is not None
+        spec = self.episode_spec
+        ipa = baseline_scores(
+            spec, self.trace, episode["initial"], episode["seed"], self.cluster_factory, self.interval_s
+        )
+        n = min(len(ipa), len(episode["scores"]))
+        if n == 0:
+            return
+        beta = spec.objective.beta if spec.objective.beta > 0 else 1.0
+        gap = (float(np.mean(ipa[:n])) - float(np.mean(episode["scores"][:n]))) / beta
+        self.curriculum.report(episode["bin"], gap)
+
+
+def baseline_scores(
+    spec: PipelineSpec,
+    trace: Trace,
+    initial: PipelineConfig,
+    seed: int,
+    factory: ClusterFactory | None = None,
+    interval_s: float | None = None,
+) -> list[float]:
+    """IPA's interval scores on an episode as the environment plays it (same start, seed and steps): the LSTM's
+    prediction, IPA's headroom, the exact planner, no guard."""
+    from ilp_baseline.policy import ILPPolicy, ipa_headroom
+    from rlscale.lstm import LSTMPredictor
+
+    cluster = (factory or simulator_factory)(spec, trace, initial, seed)
+    policy = ILPPolicy(spec, LSTMPredictor(), headroom=ipa_headroom(spec), name="ipa")
+    warm = warm_state(spec, trace, interval_s)
+    state = cluster.observe()
+    if state.arrival_rps.size == 0:
+        state = PipelineState(state.time_s, state.interval_s, warm.arrival_rps, state.config, None, 0)
+    scores = []
+    while not getattr(cluster, "done", True):
+        control.step(cluster, policy, None, state=state)
+        scores.append(cluster.step().score)
+        state = cluster.observe()
+    return scores
 
 
 class _ActionPolicy:

@@ -65,12 +65,18 @@ HELP = {
     "checkpoint_minutes": "also save a checkpoint every M minutes, besides every --checkpoint-every steps "
     "(default 10; 0: off)",
 }
-CHOICES = {"vec_env": ("dummy", "subproc"), "action_design": ("planner", "direct"), "weights": ("sampled", "spec")}
+CHOICES = {
+    "vec_env": ("dummy", "subproc"),
+    "action_design": ("planner", "direct"),
+    "weights": ("sampled", "spec"),
+    "curriculum": ("ipa-gap", "none"),
+}
 """The values a text field of `TrainConfig` may take, where it has a fixed set (argparse refuses others)."""
 METAVAR = {
     "vec_env": "dummy|subproc",
     "action_design": "planner|direct",
     "weights": "sampled|spec",
+    "curriculum": "ipa-gap|none",
     "name": "NAME",
     "resume": "MODEL.zip",
     "checkpoint_minutes": "M",

@@ -30,7 +30,9 @@ from rlscale.workload import Trace, load_trace  # noqa: E402
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    cfg = TrainConfig(timesteps=256, n_envs=1, n_steps=128, batch_size=64, out=str(out), checkpoint_every=128)
+    cfg = TrainConfig(
+        timesteps=256, n_envs=1, n_steps=128, batch_size=64, out=str(out), checkpoint_every=128, validation_windows=1
+    )
     return train(cfg, progress_bar=False)
 
 
@@ -46,6 +48,13 @@ def test_training_run_folder(tiny_run):
     assert list((tiny_run / "tb").rglob("events.out.tfevents.*"))
     report = json.loads((tiny_run / "eval.json").read_text())
     assert set(report["eval"]) == {"bursty", "steady_low", "steady_high", "fluctuating"}
+    # checkpoints selected on the validation gap against IPA: the checkpoint at 128 steps and the final model
+    gaps = {int(k): v for k, v in report["checkpoint_gaps"].items()}
+    assert set(gaps) == {128, 256}
+    assert report["selected_steps"] == max(gaps, key=lambda k: (gaps[k], -k))
+    assert report["validation_score"] == pytest.approx(gaps[report["selected_steps"]], abs=1e-4)
+    # cells: 1 window x 2 weight settings x 3 load scales, IPA's records beside the agent's
+    assert len(report["validation"]) == len(report["validation_ipa"]) == 6
 
 
 def test_learning_reads_the_training_split_only(tmp_path, monkeypatch):
@@ -58,7 +67,8 @@ def test_learning_reads_the_training_split_only(tmp_path, monkeypatch):
     monkeypatch.setattr(workload, "_eval_windows", forbidden)
     monkeypatch.setattr(workload, "load_trace", forbidden)
     monkeypatch.setattr(ppo, "evaluate", lambda *a, **k: {})  # the report-only evaluation, after learning
-    run = train(TrainConfig(timesteps=128, n_envs=1, n_steps=64, batch_size=32, out=str(tmp_path)), progress_bar=False)
+    cfg = TrainConfig(timesteps=128, n_envs=1, n_steps=64, batch_size=32, out=str(tmp_path), validation_windows=1)
+    run = train(cfg, progress_bar=False)
     assert (run / "model.zip").exists() and (run / ACTOR_FILE).exists()
 
 
@@ -103,8 +113,13 @@ def test_a_model_zip_needs_its_training_settings(tmp_path, tiny_run):
     (tmp_path / "config.json").write_text(json.dumps({"pipeline": "video"}))
     with pytest.raises(RlscaleError, match="lack load_scale_rps"):
         PPOPolicy(load_spec("video"), alone)
-    (tmp_path / "config.json").write_text(json.dumps({"pipeline": "video", "load_scale_rps": 40.0}))
+    settings = {"pipeline": "video", "load_scale_rps": 40.0, "action_design": "planner"}
+    (tmp_path / "config.json").write_text(json.dumps(settings))
     assert PPOPolicy(load_spec("video"), alone).codec.load_scale_rps == 40.0
+    # settings without action_design are a run from before issue 15: absolute observations, which this model lacks
+    (tmp_path / "config.json").write_text(json.dumps({"pipeline": "video", "load_scale_rps": 40.0}))
+    with pytest.raises(RlscaleError, match="observes"):
+        PPOPolicy(load_spec("video"), alone)
 
 
 def test_bundled_agents_exist():
@@ -117,16 +132,24 @@ def test_numpy_actor_equals_sb3_predict(tiny_run):
     from stable_baselines3 import PPO
 
     spec = load_spec("video")
-    model = PPO.load(tiny_run / "model.zip", device="cpu")
+    # actor.npz is the checkpoint validation selected (the final model's when it is the best)
+    model = PPO.load(selected_model(tiny_run), device="cpu")
     actor = load_actor(tiny_run / ACTOR_FILE)
     assert ppo.agreement(model, actor, spec, n=400) == 400
     checkpoint = sorted((tiny_run / "checkpoints").glob("ppo_*_steps.zip"))[-1]  # a checkpoint reads as well
     assert ppo.agreement(PPO.load(checkpoint, device="cpu"), ppo.load_agent(checkpoint), spec, n=100) == 100
 
 
+def selected_model(run):
+    """The model file of the checkpoint validation selected for ``actor.npz`` (the final model's when best)."""
+    selected = json.loads((run / "eval.json").read_text())["selected_steps"]
+    source = run / "checkpoints" / f"ppo_{selected}_steps.zip"
+    return source if source.exists() else run / "model.zip"
+
+
 def test_converting_a_model_zip_checks_and_writes_the_actor(tmp_path, tiny_run, capsys):
     out = tmp_path / "converted.npz"
-    assert ppo.main([str(tiny_run / "model.zip"), str(out), "--check", "50"]) == 0
+    assert ppo.main([str(selected_model(tiny_run)), str(out), "--check", "50"]) == 0
     assert "identical actions to SB3 on 50 observations" in capsys.readouterr().out
     rng = np.random.default_rng(0)
     converted, trained = load_actor(out), load_actor(tiny_run / ACTOR_FILE)
@@ -206,7 +229,10 @@ def test_training_keeps_the_validation_day_out(tmp_path):
         ).read_text()
     )
     assert sorted(report["validation"]) and all(name.startswith("val@") for name in report["validation"])
-    assert report["validation_score"] == np.mean([r["score"] for r in report["validation"].values()])
+    # the score a run is selected by: the mean gap to IPA on the same cells, in units of beta (one core)
+    beta = load_spec("video").objective.beta
+    gaps = [(r["score"] - report["validation_ipa"][k]["score"]) / beta for k, r in report["validation"].items()]
+    assert report["validation_score"] == pytest.approx(np.mean(gaps))
 
 
 def test_training_on_own_traffic_end_to_end(tmp_path):
@@ -237,7 +263,8 @@ def test_training_on_own_traffic_end_to_end(tmp_path):
         assert name == "ours.csv" and int(start) + 300 <= 1800 and env.trace.duration_s == 300
     run = train(cfg, progress_bar=False)
     report = json.loads((run / "eval.json").read_text())
-    assert sorted(report["validation"]) == ["val:ours.csv@1800", "val:ours.csv@1950", "val:ours.csv@2100"]
-    assert report["validation_score"] == np.mean([r["score"] for r in report["validation"].values()])
+    windows = {name.split("|")[0].split("@x")[0] for name in report["validation"]}
+    assert windows == {"val:ours.csv@1800", "val:ours.csv@1950", "val:ours.csv@2100"}
+    assert len(report["validation"]) == 3 * 2 * 3  # windows x weight settings x load scales
     assert list(report["eval"]) == ["steady_low", str(path)]
     assert json.loads((run / "config.json").read_text())["traces"] == str(path)

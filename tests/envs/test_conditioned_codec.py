@@ -1,0 +1,155 @@
+"""The conditioned codec (issue 15): weights in the observation, no absolute load, the planner action."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from agents.actor import load_actor, random_actor
+from envs.pipeline_env import (
+    HEADROOMS,
+    HISTORY_STEPS,
+    ConditionedCodec,
+    PipelineEnv,
+    TrainingTraces,
+    objective_features,
+    reward_terms,
+)
+from ilp_baseline.dp import solve_dp
+from ilp_baseline.problem import planning_data
+from rlscale.errors import RlscaleError
+from rlscale.model import stage_capacity_rps
+from rlscale.spec import load_spec
+from rlscale.types import PipelineConfig, PipelineState
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_spec("video")
+
+
+def weighted(spec, **changes):
+    return dataclasses.replace(spec, objective=dataclasses.replace(spec.objective, **changes))
+
+
+def state(spec, load: float, config: PipelineConfig) -> PipelineState:
+    rps = np.full(HISTORY_STEPS * 10, load)
+    rps[-30:] = load * 1.2
+    return PipelineState(0.0, 10.0, rps, config, None, 0)
+
+
+def test_observation_holds_the_weights_and_ignores_their_scale(spec):
+    o = spec.objective
+    config = solve_dp(planning_data(spec, 20.0)).config
+    s = state(spec, 20.0, config)
+    obs = ConditionedCodec(spec).observe(s, 21.0)
+    scaled = weighted(spec, alpha=o.alpha * 7, beta=o.beta * 7, gamma=o.gamma * 7, sla_penalty=o.sla_penalty * 7)
+    np.testing.assert_allclose(ConditionedCodec(scaled).observe(s, 21.0), obs, rtol=1e-6)
+    richer = ConditionedCodec(weighted(spec, alpha=o.alpha * 10)).observe(s, 21.0)
+    assert richer[-4] > obs[-4]  # ln(alpha/beta) / ln(250)
+    assert objective_features(weighted(spec, sla_mode="hard"))[3] == 1.0
+
+
+def test_load_is_observed_relative_to_capacity(spec):
+    """Twice the load on twice the replicas looks the same, but for the load relative to the pipeline's maximum."""
+    config = solve_dp(planning_data(spec, 15.0)).config
+    double = PipelineConfig(tuple(sc.with_(replicas=2 * sc.replicas) for sc in config.stages))
+    codec = ConditionedCodec(spec)
+    a = codec.observe(state(spec, 15.0, config), 16.0)
+    b = codec.observe(state(spec, 30.0, double), 32.0)
+    np.testing.assert_allclose(a[: HISTORY_STEPS + 1], b[: HISTORY_STEPS + 1], rtol=1e-6)
+    assert b[HISTORY_STEPS + 1] == pytest.approx(2 * a[HISTORY_STEPS + 1], rel=1e-5)
+
+
+def test_planner_hold_keeps_variant_batch_cores(spec):
+    codec = ConditionedCodec(spec)
+    config = solve_dp(planning_data(spec, 10.0)).config
+    s = state(spec, 10.0, config)
+    k = HEADROOMS.index(1.0)
+    held = codec.decode(np.array([k, k, 0, 1]), s, 25.0)
+    for old, new in zip(config.stages, held.stages, strict=True):
+        assert (old.variant, old.batch, old.cores) == (new.variant, new.batch, new.cores)
+    assert all(stage_capacity_rps(st, sc, 1.0) >= 25.0 for st, sc in zip(spec.stages, held.stages, strict=True))
+
+
+def test_planner_replan_is_the_dp_optimum_at_each_stages_headroom(spec):
+    codec = ConditionedCodec(spec)
+    config = solve_dp(planning_data(spec, 10.0)).config
+    s = state(spec, 10.0, config)
+    k0, k1 = HEADROOMS.index(1.0), HEADROOMS.index(2.0)
+    planned = codec.decode(np.array([k0, k1, 1, 1]), s, 20.0)
+    assert planned == solve_dp(planning_data(spec, [20.0, 40.0])).config
+    tilted = codec.decode(np.array([k0, k0, 1, 2]), s, 20.0)  # alpha x 2
+    assert tilted == solve_dp(planning_data(weighted(spec, alpha=2 * spec.objective.alpha), 20.0)).config
+
+
+def test_env_samples_weights_and_load_scales_and_scales_rewards(spec):
+    env = PipelineEnv(spec, action_design="planner", sample_objective=True, load_scales=(0.25, 3.0))
+    alphas, factors = set(), []
+    for seed in range(12):
+        env.reset(seed=seed)
+        alphas.add(env.episode_spec.objective.alpha)
+        factors.append(float(env.trace.name.rsplit("@x", 1)[1]))
+        _, reward, _, _, info = env.step(env.action_space.sample())
+        offset, scale = reward_terms(env.episode_spec)
+        shaping = 0.05 * info["projection_distance"] + 0.05 * float(info["reconfigured"])
+        assert reward == pytest.approx((info["score"] - offset) / scale - shaping)
+    assert len(alphas) >= 4
+    assert all(0.25 <= f <= 3.0 for f in factors) and max(factors) > 1.2 and min(factors) < 0.8
+    env.reset(seed=0, options={"trace": "bursty", "objective": {"alpha": 30.0}})
+    assert env.episode_spec.objective.alpha == 30.0 and env.codec.spec is env.episode_spec
+
+
+def test_load_scales_multiply_training_windows():
+    plain = TrainingTraces(np.random.default_rng(3)).sample()
+    scaled = TrainingTraces(np.random.default_rng(3), load_scales=(2.0, 2.0)).sample()
+    np.testing.assert_array_equal(scaled.rps, np.floor(plain.rps * 2.0 + 0.5))
+
+
+def test_conditioning_needs_the_conditioned_codec(spec):
+    with pytest.raises(RlscaleError, match="conditioned codec"):
+        PipelineEnv(spec, sample_objective=True)
+    with pytest.raises(RlscaleError, match="unknown action design"):
+        ConditionedCodec(spec, action="both")
+
+
+@pytest.mark.parametrize("action", ["planner", "direct"])
+def test_actor_file_keeps_the_codec(tmp_path, spec, action):
+    actor = random_actor(spec, hidden=(8,), observation="conditioned", action=action)
+    back = load_actor(actor.save(tmp_path / "a.npz"))
+    assert (back.observation, back.action, back.headrooms) == ("conditioned", action, HEADROOMS)
+    codec = back.codec(spec)
+    assert isinstance(codec, ConditionedCodec) and codec.action == action
+    obs = codec.observe(state(spec, 10.0, solve_dp(planning_data(spec, 10.0)).config), 11.0)
+    assert back.act(obs).shape == codec.action_space().shape
+
+
+def test_actor_without_codec_keys_is_a_pre_issue_15_agent(tmp_path, spec):
+    old = random_actor(spec, hidden=(8,))
+    path = old.save(tmp_path / "old.npz")
+    back = load_actor(path)
+    assert (back.observation, back.action) == ("absolute", "direct")
+    assert not isinstance(back.codec(spec), ConditionedCodec)
+
+
+def test_actor_file_from_before_issue_15_reads_as_absolute_direct(tmp_path, spec):
+    """Files written before the codec keys existed (no observation/action/headrooms/tilts) still load."""
+    import json
+
+    path = random_actor(spec, hidden=(8,)).save(tmp_path / "new.npz")
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(arrays["meta"]))
+    for key in ("observation", "action", "headrooms", "tilts"):
+        del meta["codec"][key]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "legacy.npz", **arrays)
+    back = load_actor(tmp_path / "legacy.npz")
+    assert (back.observation, back.action) == ("absolute", "direct")
+    meta["codec"]["action"] = "planner"  # a planner action needs conditioned observations
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(RlscaleError, match="codec.action"):
+        load_actor(tmp_path / "bad.npz")
