@@ -7,7 +7,7 @@ episode the environment runs IPA's planner (LSTM prediction, IPA's headroom) on 
 arrival seed and reports the *gap*: IPA's mean interval score minus the agent's, in units of beta (cores). Each bin
 keeps an exponential average of its gaps. A new episode draws its bin with probability ``uniform`` uniformly, else
 in proportion to ``exp(gap / temperature)`` over the bins (bins never visited count with the largest gap seen,
-so every bin is tried), then its ratio and scale log-uniform within the bin.
+at least 0, so every bin is tried), then its ratio and scale log-uniform within the bin.
 
 The curriculum lives in the environment's process; with ``--vec-env dummy`` (the default) the training's
 environments share one.
@@ -58,7 +58,7 @@ class Curriculum:
         """Each bin's chance of being drawn next (flattened ratio-major)."""
         gaps = self.gaps.ravel()
         seen = np.isfinite(gaps)
-        top = float(gaps[seen].max()) if seen.any() else 0.0
+        top = max(float(gaps[seen].max()), 0.0) if seen.any() else 0.0
         filled = np.where(seen, gaps, top)
         weights = np.exp((filled - filled.max()) / self.temperature)
         n = gaps.size

@@ -186,6 +186,8 @@ def markdown(records: list[dict[str, Any]], agent: str = "ppo") -> str:
                 out.write(
                     f"| {a:g} | x{x:g} | {p} | " + " | ".join(cells) + f" | {viol:.2f}% | {acc:.4f} | {cores:.2f} |\n"
                 )
+    if agent not in policies or "ipa" not in policies:
+        return out.getvalue()
     c = criteria(records, agent)
     out.write(f"\n{agent} against ipa, window by window (score above; violations at most ipa's + 0.5 point):\n\n")
     out.write("| alpha | load | windows won | violations ok |\n|---|---|---|---|\n")
