@@ -26,9 +26,10 @@ def test_bins_where_the_agent_trails_are_drawn_more_often():
     draws = [c.draw(rng) for _ in range(2000)]
     share = np.mean([b == (2, 3) for b, _, _ in draws])
     assert share == pytest.approx(p[2, 3], abs=0.03)
+    edges = np.exp(np.linspace(math.log(0.25), math.log(3.0), 5))
     for (i, j), ratio, scale in draws[:200]:  # values lie within their bin's edges
         r_lo, r_hi = math.exp(math.log(250) * i / 4), math.exp(math.log(250) * (i + 1) / 4)
-        assert r_lo - 1e-9 <= ratio <= r_hi + 1e-9 and 0.25 - 1e-9 <= scale <= 3.0 + 1e-9
+        assert r_lo - 1e-9 <= ratio <= r_hi + 1e-9 and edges[j] - 1e-9 <= scale <= edges[j + 1] + 1e-9
 
 
 def test_unvisited_bins_are_tried_and_no_data_is_ignored():
