@@ -171,6 +171,11 @@ RATIO_RANGE = (1.0, 250.0)
 range; larger ratios are observed beyond it)."""
 PENALTY_RANGE = (30.0, 300.0)
 """Objective conditioning: sla_penalty / beta is observed as ``ln(sla_penalty/beta) / ln(300)``."""
+HARD_SHARE = 0.15
+"""Share of sampled-weight training episodes in ``sla_mode: hard``."""
+HARD_PENALTY = 3000.0
+"""In ``hard`` episodes the reward charges violations at least ``HARD_PENALTY x beta`` per unit rate (1% of late
+requests costs 30 cores): the lexicographic ranking as a reward."""
 OBJECTIVE_FEATURES = 4
 ACTION_DESIGNS = ("planner", "direct")
 PLAN_GRID_RPS = 0.05  # planner loads are rounded up to this grid, so repeated loads reuse a plan
@@ -570,7 +575,7 @@ class PipelineEnv(gym.Env):
         if safety is True:
             from ilp_baseline.safety import SafetyLayer
 
-            self.safety = SafetyLayer(self.pipeline_spec)
+            self.safety = SafetyLayer(self.pipeline_spec)  # the default floor, as deployed
         elif safety is not False:
             self.safety = safety  # a guard handed in
         self._traces: TrainingTraces | None = None
@@ -586,8 +591,8 @@ class PipelineEnv(gym.Env):
     def _objective_for_episode(self, options: dict[str, Any], ratio: float | None = None) -> PipelineSpec:
         """The episode's spec: the pipeline with the objective weights of ``options["objective"]`` (a dict of
         ObjectiveSpec fields), else drawn (``sample_objective``: alpha/beta log-uniform in `RATIO_RANGE`,
-        sla_penalty/beta in `PENALTY_RANGE`, on a 3% grid; the spec's own weights one episode in five), else the
-        spec's."""
+        sla_penalty/beta in `PENALTY_RANGE`, on a 3% grid, ``sla_mode: hard`` in `HARD_SHARE` of them; the spec's
+        own weights one episode in five), else the spec's."""
         base = self.pipeline_spec
         o = base.objective
         if "objective" in options:
@@ -600,6 +605,8 @@ class PipelineEnv(gym.Env):
             ratio = _grid_log_uniform(rng, *RATIO_RANGE) if ratio is None else _on_grid(ratio, *RATIO_RANGE)
             penalty = _grid_log_uniform(rng, *PENALTY_RANGE)
             changes = {"alpha": ratio * beta, "sla_penalty": penalty * beta}
+            if rng.random() < HARD_SHARE:
+                changes["sla_mode"] = "hard"
         else:
             return base
         if not changes:
@@ -671,6 +678,9 @@ class PipelineEnv(gym.Env):
         score = metrics.score
         if self.conditioned:
             offset, scale = self._reward_terms
+            o = self.episode_spec.objective
+            if o.sla_mode == "hard":
+                score = metrics.objective - max(o.sla_penalty, HARD_PENALTY * o.beta) * metrics.sla_violation_rate
             score = (score - offset) / scale
         reward = score - self.projection_penalty * distance - self.reconfig_penalty * float(changed)
         truncated = bool(getattr(self.cluster, "done", False))

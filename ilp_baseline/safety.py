@@ -60,6 +60,9 @@ from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 
 LOAD_MODES = ("observed", "backlog", "predicted")
+DEFAULT_LOAD = "backlog"
+"""The safety layer's default floor: the last interval's peak plus its backlog. It beat ``observed`` on the agents'
+validation cells (issue 15; experiments/RESULTS.md section 10), so agents train and deploy with it."""
 SOLVERS = ("dp", "pulp")
 
 
@@ -115,7 +118,7 @@ class SafetyLayer:
         weights: DistanceWeights | None = None,
         *,
         solver: str = "dp",
-        load: str = "observed",
+        load: str = DEFAULT_LOAD,
         predictor: Predictor | None = None,
     ) -> None:
         if solver not in SOLVERS:

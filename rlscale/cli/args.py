@@ -163,7 +163,8 @@ def add_planner_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--safety-load",
         choices=("observed", "backlog", "predicted"),
-        help="load the safety layer protects for: the last interval's peak (default), plus the backlog, or the LSTM's",
+        help="load the safety layer protects for: the last interval's peak, that plus the backlog (default), or the "
+        "LSTM's prediction",
     )
     add_guard(p)
     p.add_argument(

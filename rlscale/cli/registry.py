@@ -41,7 +41,7 @@ class PolicyOptions:
         headroom: plan for this multiple of the predicted load (default IPA's margin for the pipeline).
         agent: a trained agent for ``ppo`` / ``ppo-raw``: an actor ``.npz`` (a run's ``actor.npz``) or a run's
             ``model.zip`` (needs the ``train`` extra); default: the bundled agent.
-        safety_load: the safety layer's load estimate: observed (default), backlog or predicted.
+        safety_load: the safety layer's load estimate: observed, backlog (default) or predicted.
         guard: put the safety layer in front of the policy (True) or not (False); None: the policy's default
             (`rlscale.control.guard_default`: ``ppo`` yes, every other policy no).
         tuning: a tuning file (``rlscale tune --out FILE``) for ``ipa-tuned`` / ``hpa-tuned``; default: the bundled
@@ -219,9 +219,9 @@ def make_policy(name: str, spec: PipelineSpec, trace: Trace | None, options: Pol
     guarded = guard_default(name) if opts.guard is None else opts.guard
     if not guarded:
         return Controller(policy)
-    from ilp_baseline.safety import SafetyLayer
+    from ilp_baseline.safety import DEFAULT_LOAD, SafetyLayer
 
-    load = opts.safety_load or "observed"
+    load = opts.safety_load or DEFAULT_LOAD
     predictor = getattr(policy, "predictor", None) if load == "predicted" else None
     if load == "predicted" and predictor is None:
         predictor = make_predictor("lstm", trace)

@@ -170,7 +170,8 @@ def test_backlog_floor_adds_the_longest_queue_per_interval():
     last = IntervalMetrics(0, 10, 100, 90, 0, 0, 0.0, 1, 2, 0.3, 3, -3, -3, (stage(50), stage(120)))
     state = PipelineState(10.0, 10.0, np.full(10, 20.0), PipelineConfig(()), last)
     assert SafetyLayer(spec, load="backlog").load_rps(state) == pytest.approx(20.0 + 120 / 10)
-    assert SafetyLayer(spec).load_rps(state) == 20.0
+    assert SafetyLayer(spec, load="observed").load_rps(state) == 20.0
+    assert SafetyLayer(spec).load_rps(state) == pytest.approx(20.0 + 120 / 10)  # the default floor (issue 15)
 
 
 class _Predicts:
