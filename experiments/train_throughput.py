@@ -32,6 +32,23 @@ PIPELINE_ENV_ID = "rlscale/Pipeline-v0"
 CARTPOLE_ENV_ID = "CartPole-v1"
 
 
+def require_train_extra() -> None:
+    """Check that torch and stable-baselines3 (the ``train`` extra) can be imported, without importing them.
+
+    Raises:
+        ImportError: one of them is missing.
+    """
+    import importlib.util
+
+    for name in ("torch", "stable_baselines3"):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ImportError(f"{name} is not installed")
+
+
 def _train_config():
     """rlscale's default training settings (`agents.ppo.TrainConfig`)."""
     from agents.ppo import TrainConfig
