@@ -90,9 +90,11 @@ def ppo_steps_per_s(venv, cfg, timesteps: int) -> dict[str, float]:
     """Train a fresh PPO (``cfg``'s settings) on ``venv`` for ``timesteps`` steps.
 
     Returns:
-        ``steps_per_s`` (steps learnt / wall time of ``learn``), ``wall_s``, ``timesteps`` (steps actually taken: whole
-        rollouts), ``rollout_s`` (collecting: the environments and the policy's forward passes) and ``update_s`` (the
-        learner's gradient steps).
+        ``steps_per_s`` (steps learnt / wall time of ``learn``), ``wall_s``, ``cpu_s`` (this process's CPU time, all
+        its threads: other work on a shared machine inflates the wall time; torch threads spinning while they wait
+        for a core inflate this one), ``timesteps`` (steps actually taken: whole rollouts), ``rollout_s``
+        (collecting: the environments and the policy's forward passes) and ``update_s`` (the learner's gradient
+        steps).
     """
     from stable_baselines3 import PPO
 
@@ -125,14 +127,15 @@ def ppo_steps_per_s(venv, cfg, timesteps: int) -> dict[str, float]:
 
     model.collect_rollouts = timed("rollout_s", model.collect_rollouts)
     model.train = timed("update_s", model.train)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     model.learn(total_timesteps=timesteps, progress_bar=False)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     venv.close()
     steps = int(model.num_timesteps)
     return {
         "steps_per_s": round(steps / wall, 1),
         "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
         "timesteps": steps,
         "rollout_s": round(spent["rollout_s"], 2),
         "update_s": round(spent["update_s"], 2),
@@ -211,6 +214,7 @@ def env_throughput(steps: int = 600, seed: int = 0) -> dict[str, Any]:
     if env.safety is not None:
         env.safety.project = timed("projection", env.safety.project)
     env.action_space.seed(seed)
+    cpu = time.process_time()
     resets = 0
     reset_s = 0.0
 
@@ -239,6 +243,7 @@ def env_throughput(steps: int = 600, seed: int = 0) -> dict[str, Any]:
     parts["other"] = round(step_ms - sum(parts.values()), 3)
     return {
         "steps_per_s": round(steps / step_s, 1),
+        "cpu_s": round(time.process_time() - cpu, 2),
         "step_ms": round(step_ms, 3),
         "parts_ms": parts,
         "steps": steps,
@@ -277,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("pipeline", "cartpole"):
             r = tr[key]
             print(
-                f"PPO on {r['env']}: {r['steps_per_s']} steps/s ({r['timesteps']} steps in {r['wall_s']} s: "
+                f"PPO on {r['env']}: {r['steps_per_s']} steps/s ({r['timesteps']} steps in {r['wall_s']} s, "
+                f"{r['cpu_s']} s CPU: "
                 f"rollouts {r['rollout_s']} s, updates {r['update_s']} s)"
             )
         print(f"ratio pipeline/cartpole: {tr['ratio']} (torch threads {tr['torch_threads']})")
