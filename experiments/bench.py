@@ -11,6 +11,11 @@ ILP with CBC (``ipa-cbc``) and HiGHS (``ipa-highs``) and for the exact DP (``dp`
 10 and 20 stages (`experiments.synthetic`: 5 variants, batch sizes up to 64, up to 30 replicas per stage) at a
 low (5 rps) and a high (30 rps) load. p50/p99 pool both loads; ``by_load`` keeps them apart. An ILP solve that
 hits the time limit counts as the limit (a lower bound of its real time) and is counted in ``timeouts``.
+
+``train``: environment steps per second of PPO training (stable-baselines3, rlscale's default settings) on
+``rlscale/Pipeline-v0`` (the video pipeline) and on Gymnasium's ``CartPole-v1`` in the same run, and their ratio;
+CartPole's environment costs next to nothing, so its figure is the ceiling the learner allows
+(`experiments.train_throughput`). Needs the ``train`` extra (torch).
 """
 
 from __future__ import annotations
@@ -156,21 +161,62 @@ def _first_config(spec):
     return plan_fixed_variants(spec, [min(st.variants, key=lambda v: v.accuracy).name for st in spec.stages], 5.0)
 
 
-def run_bench(repeats: int = 5, quick: bool = False, progress=None) -> dict[str, Any]:
-    """Every section that exists; sections not built yet are absent, never faked.
+SECTIONS = ("sim", "decisions", "train")
+"""What ``rlscale bench --sections`` selects: ``sim``, ``decisions`` (``decision_ms`` and ``ratios``), ``train``."""
+TRAIN_STEPS = 4096
+"""Default steps of each training of the ``train`` section (two rollouts of 4 x 512 steps)."""
+
+
+def bench_train(timesteps: int = TRAIN_STEPS, progress=None) -> dict[str, Any]:
+    """PPO training throughput on the pipeline and on CartPole (`experiments.train_throughput.train_throughput`).
+
+    Raises:
+        ImportError: the ``train`` extra (torch, stable-baselines3) is not installed.
+    """
+    from experiments.train_throughput import train_throughput
+
+    if progress is not None:
+        progress(f"training throughput: PPO, {timesteps} steps on the pipeline and on CartPole")
+    return train_throughput(timesteps)
+
+
+def run_bench(
+    repeats: int = 5,
+    quick: bool = False,
+    progress=None,
+    sections: tuple[str, ...] = SECTIONS,
+    train_steps: int = TRAIN_STEPS,
+) -> dict[str, Any]:
+    """The sections asked for; sections not built yet are absent, never faked.
 
     Args:
         repeats: simulator runs per figure.
         quick: decision latency on 2 and 5 stages only, one ILP repeat (for smoke tests).
         progress: optional callable taking a status line.
+        sections: which of `SECTIONS` to measure.
+        train_steps: steps of each training of the ``train`` section.
+
+    Raises:
+        ImportError: ``train`` asked for without the ``train`` extra (checked before anything runs).
     """
-    report: dict[str, Any] = {"sim": bench_sim(repeats=repeats)}
-    if quick:
-        report["decision_ms"] = bench_decisions(stages=(2, 5), ilp_repeats=1, dp_repeats=3, progress=progress)
-        report["decision_ms"].update(bench_agents(stages=(2,), repeats=6, progress=progress))
-    else:
-        report["decision_ms"] = bench_decisions(progress=progress)
-        report["decision_ms"].update(bench_agents(progress=progress))
-    dm = report["decision_ms"]
-    report["ratios"] = {f"cbc_over_dp_{n}": round(dm["ipa-cbc"][n]["p50"] / dm["dp"][n]["p50"], 1) for n in dm["dp"]}
+    if "train" in sections:
+        from experiments.train_throughput import require_train_extra
+
+        require_train_extra()
+    report: dict[str, Any] = {}
+    if "sim" in sections:
+        report["sim"] = bench_sim(repeats=repeats)
+    if "decisions" in sections:
+        if quick:
+            report["decision_ms"] = bench_decisions(stages=(2, 5), ilp_repeats=1, dp_repeats=3, progress=progress)
+            report["decision_ms"].update(bench_agents(stages=(2,), repeats=6, progress=progress))
+        else:
+            report["decision_ms"] = bench_decisions(progress=progress)
+            report["decision_ms"].update(bench_agents(progress=progress))
+        dm = report["decision_ms"]
+        report["ratios"] = {
+            f"cbc_over_dp_{n}": round(dm["ipa-cbc"][n]["p50"] / dm["dp"][n]["p50"], 1) for n in dm["dp"]
+        }
+    if "train" in sections:
+        report["train"] = bench_train(train_steps, progress=progress)
     return report

@@ -17,9 +17,9 @@ unchanged (under ``objective.sla_mode: hard``, unless it lowers capacity to save
 observed: then the configuration in force is projected instead); the result is a nearest feasible configuration;
 when F is empty the result is the maximum-capacity
 configuration within the budget (`max_capacity_config`, exact) and the report says ``infeasible``; the result
-never exceeds the core budget. Two exact implementations agree: the Pareto DP of `ilp_baseline.dp.frontier_dp`
-(default, fast; it hands the rare budget-binding case to the integer program) and an integer program in PuLP
-(``solver="pulp"``).
+never exceeds the core budget. Two exact implementations agree: the Pareto DP of `rlscale.pareto.frontier_dp`
+(default, fast; the rare budget-binding case runs it again tracking cores, over every replica count up to the
+nearest one) and an integer program in PuLP (``solver="pulp"``).
 
 A load that is not a finite number >= 0 (a NaN sample in the last interval, a NaN or negative prediction, an
 infinite backlog rate) is *no data*, not a load: `SafetyLayer.project` raises `rlscale.model.InvalidLoad`
@@ -240,7 +240,7 @@ class SafetyLayer:
         stage has one candidate per grid point and the search is a 2-D frontier (latency, distance): a few
         milliseconds even at 10 stages. When the relaxed optimum exceeds the budget (the load forces more
         replicas than the budget holds, or the proposal itself is over budget), the budget couples the stages'
-        replica counts and the exact integer program decides instead (tens of milliseconds).
+        replica counts and `_nearest_budget_dp` decides instead (the same DP tracking cores, milliseconds).
         """
         cands = [self._candidates(s, p, load) for s, p in enumerate(proposed.stages)]
         if any(arr.lat.size == 0 for _c, arr in cands):
@@ -251,7 +251,46 @@ class SafetyLayer:
         config = PipelineConfig(tuple(make(i) for (make, _a), i in zip(cands, chosen, strict=True)))
         if config.total_cores <= self.spec.core_budget:
             return config
-        return self._nearest_pulp(proposed, load)
+        return self._nearest_budget_dp(proposed, load)
+
+    def _nearest_budget_dp(self, proposed: PipelineConfig, load: float) -> PipelineConfig | None:
+        """The exact projection when the core budget binds: the Pareto DP tracking cores, over every (variant,
+        batch, cores) of a stage that carries the load within the SLA on its own, at every replica count from the
+        fewest that carry the load up to its nearest count ``min(max_replicas, max(n_min, n'))`` (more replicas
+        only add distance and cores). It minimises the distance plus ``1e-6`` x the total cores, the integer
+        program's objective (`_nearest_pulp`), and resolves that tie-break exactly where CBC's tolerances may not.
+        """
+        spec, w = self.spec, self.weights
+        arrays: list[StageArrays] = []
+        picks: list[tuple[tuple[tuple[str, int, int], ...], np.ndarray, np.ndarray]] = []
+        for st, p in zip(spec.stages, proposed.stages, strict=True):
+            t = option_table(st)
+            lat = t.planned_latency_s(load)
+            n_min = replicas_for(load, t.throughput_rps * spec.objective.rho_max, st.min_replicas)
+            idx = np.flatnonzero((n_min <= st.max_replicas) & (lat <= spec.sla_s))
+            if idx.size == 0:
+                return None
+            lo = n_min[idx].astype(np.int64)
+            counts = np.minimum(st.max_replicas, np.maximum(lo, p.replicas)) - lo + 1
+            row = np.repeat(idx, counts)
+            n = np.repeat(lo, counts) + np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+            distance = (
+                w.variant * (t.variant_index[row] != st.variant_names.index(p.variant))
+                + w.batch * np.abs(np.log2(t.batch[row]) - np.log2(p.batch))
+                + w.cores * np.abs(np.log2(t.cores[row]) - np.log2(p.cores))
+                + w.replicas * np.abs(n - p.replicas)
+            )
+            cores = n * t.cores[row]
+            arrays.append(StageArrays(lat[row], cores, -(distance + 1e-6 * cores), np.zeros(row.size)))
+            picks.append((t.rows, row, n))
+        chosen = frontier_dp(arrays, spec.sla_s, float(spec.core_budget))
+        if chosen is None:
+            return None
+        stages = []
+        for (rows, row, n), k in zip(picks, chosen, strict=True):
+            v, b, c = rows[int(row[k])]
+            stages.append(StageConfig(v, b, int(n[k]), c))
+        return PipelineConfig(tuple(stages))
 
     def _nearest_pulp(self, proposed: PipelineConfig, load: float) -> PipelineConfig | None:
         import pulp

@@ -32,28 +32,16 @@ def _pareto_mask(lat: np.ndarray, cores: np.ndarray | None, acc: np.ndarray, cos
         g = acc[order]
         best_before = np.concatenate([[-np.inf], np.maximum.accumulate(g)[:-1]])
         return np.sort(order[g > best_before + _EPS])
-    order = np.lexsort((cost, -acc, lat) if cores is None else (cost, -acc, cores, lat))
-    keep: list[int] = []
     if cores is None:
-        # sweep by latency; a staircase over (acc up, cost down) of what was kept so far
-        stair_acc: list[float] = []  # ascending accuracy
-        stair_cost: list[float] = []  # ascending cost along it (a staircase)
-        for i in order.tolist():
-            a, c = acc[i], cost[i]
-            j = bisect_left(stair_acc, a - _EPS)
-            if j < len(stair_acc) and stair_cost[j] <= c + _EPS:
-                continue  # a kept point with >= accuracy costs no more
-            keep.append(int(i))
-            # drop staircase points the new one dominates: accuracy <= a and cost >= c (a block just left of j)
-            lo = j
-            while lo > 0 and stair_cost[lo - 1] >= c - _EPS:
-                lo -= 1
-            hi = j
-            while hi < len(stair_acc) and stair_acc[hi] <= a + _EPS and stair_cost[hi] >= c - _EPS:
-                hi += 1
-            stair_acc[lo:hi] = [a]
-            stair_cost[lo:hi] = [c]
-        return np.asarray(keep, dtype=np.int64)
+        return np.asarray(_staircase(np.lexsort((cost, -acc, lat)), acc, cost), dtype=np.int64)
+    order = np.lexsort((cost, -acc, cores, lat))
+    if cost.size == 0 or np.ptp(cost) == 0:
+        # three dimensions (latency, cores, gain): the staircase with cores in the place of the cost (cores are
+        # whole numbers, so its tolerance changes nothing), then the kept rows in the order of the full sweep below
+        kept = np.asarray(_staircase(np.lexsort((cores, -acc, lat)), acc, cores), dtype=np.int64)
+        rank = np.empty(order.size, dtype=np.int64)
+        rank[order] = np.arange(order.size)
+        return kept[np.argsort(rank[kept], kind="stable")]
     kept_c: list[int] = []
     for i in order.tolist():
         dominated = False
@@ -64,6 +52,30 @@ def _pareto_mask(lat: np.ndarray, cores: np.ndarray | None, acc: np.ndarray, cos
         if not dominated:
             kept_c.append(int(i))
     return np.asarray(kept_c, dtype=np.int64)
+
+
+def _staircase(order: np.ndarray, acc: np.ndarray, cost: np.ndarray) -> list[int]:
+    """Rows of ``order`` (sorted by latency, then accuracy down, then cost) that no earlier kept row beats on
+    accuracy (up) and cost (down): a sweep over a staircase of what was kept so far."""
+    keep: list[int] = []
+    stair_acc: list[float] = []  # ascending accuracy
+    stair_cost: list[float] = []  # ascending cost along it (a staircase)
+    for i in order.tolist():
+        a, c = acc[i], cost[i]
+        j = bisect_left(stair_acc, a - _EPS)
+        if j < len(stair_acc) and stair_cost[j] <= c + _EPS:
+            continue  # a kept point with >= accuracy costs no more
+        keep.append(int(i))
+        # drop staircase points the new one dominates: accuracy <= a and cost >= c (a block just left of j)
+        lo = j
+        while lo > 0 and stair_cost[lo - 1] >= c - _EPS:
+            lo -= 1
+        hi = j
+        while hi < len(stair_acc) and stair_acc[hi] <= a + _EPS and stair_cost[hi] >= c - _EPS:
+            hi += 1
+        stair_acc[lo:hi] = [a]
+        stair_cost[lo:hi] = [c]
+    return keep
 
 
 @dataclass(frozen=True)

@@ -259,11 +259,32 @@ def test_json_guard_sends_library_prints_to_stderr():
 
 
 def test_bench_json_shape():
-    result = run("bench", "--json", "--repeats", "1", "--quick")
+    result = run("bench", "--json", "--repeats", "1", "--quick", "--sections", "sim,decisions")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["sim"]["events_per_s"] > 0 and report["sim"]["naive_events_per_s"] > 0
     assert report["sim"]["events"] == 2 * 14437  # every request visits both stages
-    assert set(report) <= {"sim", "decision_ms", "ratios"}
+    assert set(report) == {"sim", "decision_ms", "ratios"}  # the train section only when asked for or by default
     assert set(report["decision_ms"]) == {"ipa-cbc", "ipa-highs", "dp", "ppo", "ppo+safety"}
     assert report["decision_ms"]["dp"]["2"]["p50"] > 0
+
+
+def test_bench_train_section_json():
+    """PPO steps/s on the pipeline and on CartPole from one run (one rollout each), their ratio, nothing else."""
+    pytest.importorskip("stable_baselines3")
+    result = run("bench", "--json", "--sections", "train", "--train-steps", "1")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {"train"}
+    train = report["train"]
+    assert train["pipeline"]["env"] == "rlscale/Pipeline-v0" and train["cartpole"]["env"] == "CartPole-v1"
+    for key in ("pipeline", "cartpole"):
+        r = train[key]
+        assert r["timesteps"] == 2048  # one step asked for: one whole rollout of 4 environments x 512 steps
+        assert r["steps_per_s"] > 0 and r["rollout_s"] > 0 and r["update_s"] > 0
+        assert r["rollout_s"] + r["update_s"] <= r["wall_s"] * 1.01
+        assert r["steps_per_s"] == pytest.approx(r["timesteps"] / r["wall_s"], rel=0.01)
+    assert train["ratio"] == pytest.approx(
+        train["pipeline"]["steps_per_s"] / train["cartpole"]["steps_per_s"], rel=0.01
+    )
+    assert train["torch_threads"] >= 1

@@ -533,6 +533,13 @@ CASES = [
         ["sidecar", "--spec", "video", "--prometheus", DOWN, "--policy", "hpa", "--hpa-cores", "0"],
         "--hpa-cores",
     ),
+    # issue 15: training throughput (bench's train section)
+    ("bench-sections-unknown", ["bench", "--sections", "sim,gpu"], "--sections"),
+    ("bench-sections-empty", ["bench", "--sections", ","], "--sections"),
+    ("bench-train-steps-zero", ["bench", "--sections", "train", "--train-steps", "0"], "--train-steps"),
+    ("bench-train-steps-word", ["bench", "--train-steps", "lots"], "--train-steps"),
+    ("bench-train-steps-huge", ["bench", "--train-steps", "99999999999"], "--train-steps"),
+    ("bench-train-steps-without-train", ["bench", "--sections", "sim", "--train-steps", "10"], "--train-steps"),
 ]
 
 

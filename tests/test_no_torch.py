@@ -111,7 +111,7 @@ COMMANDS = {
         str(tmp / "cmp"),
         "--no-timelines",
     ],  # fmt: skip
-    "bench": lambda tmp: ["bench", "--quick", "--repeats", "1", "--json"],
+    "bench": lambda tmp: ["bench", "--quick", "--repeats", "1", "--json"],  # train: left out, with a note
     "manifests": lambda tmp: ["manifests", "--spec", "video"],
     "demo": lambda tmp: ["demo", "--out", str(tmp / "demo")],
 }
@@ -125,6 +125,7 @@ def test_command_runs_without_the_train_extra(tmp_path, command):
     if command == "bench":  # the agents' decision latency is measured with the numpy actor, never skipped
         report = json.loads(result.stdout)
         assert {"ppo", "ppo+safety"} <= set(report["decision_ms"])
+        assert "train" not in report and "train section skipped" in result.stderr
 
 
 def test_sidecar_decides_with_the_bundled_agent_without_the_train_extra(tmp_path):
@@ -160,3 +161,15 @@ def test_train_without_the_train_extra_is_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "train extra" in lines[0], lines
     assert not (tmp_path / "runs").exists()
+
+
+def test_bench_train_section_without_the_train_extra(tmp_path):
+    """``bench --sections train`` without torch: one line naming the train extra, exit 2; by default the section
+    is left out with a note and the rest runs."""
+    result, imports = run_without_torch(tmp_path, "bench", "--sections", "train", "--json")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train extra" in lines[0] and "Traceback" not in result.stderr
+    assert result.stdout == "" and imports["loaded"] == []
+    result, imports = run_without_torch(tmp_path, "bench", "--sections", "sim,train", "--repeats", "1", "--json")
+    assert result.returncode == 2 and result.stdout == ""  # asked for: refused before anything runs

@@ -224,3 +224,68 @@ def test_nearest_rejects_a_load_that_is_not_a_finite_number_at_least_zero(load):
     for solver in ("dp", "pulp"):
         with pytest.raises(InvalidLoad):
             SafetyLayer(spec, solver=solver).nearest(tiny, load)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sla=st.sampled_from([0.3, 0.6, 1.5]),
+    budget=st.sampled_from([4, 8]),
+    load=st.floats(0.0, 40.0),
+    s1=stage_config,
+    s2=stage_config,
+)
+def test_budget_binding_projection_is_the_exact_tie_broken_optimum(specs, sla, budget, load, s1, s2):
+    """Where the core budget binds, the DP tracking cores answers (not the integer program): the nearest feasible
+    configuration, and among the nearest the fewest cores (the integer program's 1e-6 x cores tie-break), by brute
+    force."""
+    spec, configs = specs((sla, budget))
+    proposed = PipelineConfig((s1, s2))
+    layer = SafetyLayer(spec)
+    feasible = [c for c in configs if is_feasible(spec, c, load)]
+    result = layer._nearest_budget_dp(proposed, load)
+    if not feasible:
+        assert result is None
+        return
+    w = DistanceWeights()
+    best = min(config_distance(w, proposed, c) + 1e-6 * c.total_cores for c in feasible)
+    assert is_feasible(spec, result, load)
+    assert config_distance(w, proposed, result) + 1e-6 * result.total_cores == pytest.approx(best, abs=1e-9)
+
+
+def test_budget_binding_projection_on_the_video_pipeline_needs_no_integer_program(monkeypatch):
+    """Proposals whose nearest configuration breaks the budget at a high load: the DP agrees with the integer
+    program on the distance, never does worse on the tie-break, and runs without it."""
+    spec = load_spec("video")
+    rng = np.random.default_rng(0)
+    pulp_layer = SafetyLayer(spec, solver="pulp")
+    cases = []
+    while len(cases) < 6:
+        stages = tuple(
+            StageConfig(
+                s.variant_names[int(rng.integers(len(s.variant_names)))],
+                int(rng.choice(s.batch_sizes)),
+                int(rng.integers(1, 10)),
+                int(rng.choice(s.cores)),
+            )
+            for s in spec.stages
+        )
+        proposed, load = PipelineConfig(stages), float(rng.integers(15, 40))
+        relaxed = SafetyLayer(spec)
+        chosen = [relaxed._candidates(s, p, load) for s, p in enumerate(proposed.stages)]
+        if any(arr.lat.size == 0 for _c, arr in chosen):
+            continue
+        if is_feasible(spec, proposed, load):
+            continue
+        over = sum(p.cores * p.replicas for p in proposed.stages) > spec.core_budget
+        if over or rng.random() < 0.3:
+            cases.append((proposed, load, pulp_layer.nearest(proposed, load)))
+    monkeypatch.setattr(SafetyLayer, "_nearest_pulp", lambda *a: pytest.fail("the integer program was called"))
+    w = DistanceWeights()
+    for proposed, load, by_pulp in cases:
+        result = SafetyLayer(spec).nearest(proposed, load)
+        if by_pulp is None:
+            assert result is None
+            continue
+        assert is_feasible(spec, result, load)
+        assert config_distance(w, proposed, result) == pytest.approx(config_distance(w, proposed, by_pulp), abs=1e-6)
+        assert result.total_cores <= by_pulp.total_cores
