@@ -142,7 +142,8 @@ class TrainConfig:
         vec_env: where the environments step: dummy (in this process) or subproc (one process each: pays when
             stepping costs more than the policy's updates, on many cores; on 2 cores it trained 1.38x slower).
         name: the run folder's name (default: pipeline__ppo__seed__time).
-        torch_threads: threads torch computes on (0: torch's default, every core).
+        torch_threads: threads torch computes on (default 1: on small or shared machines more threads slowed the
+            learner down, up to 10x on 2 busy cores; 0: torch's default, every core).
         action_design: ``planner`` (the agent sets per-stage headroom, hold-or-replan and an accuracy tilt; the
             exact DP builds the configuration) or ``direct`` (variant, batch, cores and a capacity level per stage);
             both observe the objective's weights and loads relative to capacity
@@ -186,7 +187,7 @@ class TrainConfig:
     validation_windows: int = 8
     vec_env: str = "dummy"
     name: str | None = None
-    torch_threads: int = 0
+    torch_threads: int = 1
     action_design: str = "planner"
     weights: str = "sampled"
     min_load_scale: float = 0.25
