@@ -11,8 +11,10 @@ An actor file (``agents/data/ppo_<pipeline>.npz``, a run's ``actor.npz``) is an 
 ``meta``: ``format`` (``"rlscale-ppo-actor"``), ``version`` (1), ``pipeline`` (the spec's name), ``activation``
 (``"tanh"``), ``layers`` (number of hidden layers), ``obs_shape`` (``[n]``), ``nvec`` (the MultiDiscrete action's
 choices), ``codec`` (the observation/action encoding it was trained with: ``load_scale_rps``,
-``capacity_levels``, ``history_steps``, ``step_s``, ``obs_high``) and ``training`` (the run's settings, for the
-record). Every key but ``training`` is required.
+``capacity_levels``, ``history_steps``, ``step_s``, ``obs_high``; since issue 15 also ``observation``
+(``conditioned`` or ``absolute``), ``action`` (``planner`` or ``direct``), ``headrooms`` and ``tilts``, which files
+written before it lack and read as ``absolute``/``direct``) and ``training`` (the run's settings, for the record).
+Every other key but ``training`` is required.
 
 The action is the argmax of each sub-action's slice of the logits (``np.split`` at ``cumsum(nvec)[:-1]``): SB3's
 deterministic action for its default MLP policy. Reading one needs numpy only (no pickle); `load_actor` checks

@@ -445,6 +445,11 @@ class PipelineEnv(gym.Env):
     cluster, which then runs for one interval (10 s by default). The cluster is the discrete-event simulator
     unless ``cluster_factory`` provides another `Cluster`.
 
+    The tables below are the default codec's (`Codec`: absolute loads, the direct action), which agents trained
+    before issue 15 use. ``rlscale train`` builds the conditioned codec (``action_design``: `ConditionedCodec`,
+    whose docstring has its observation and its planner action), with ``sample_objective``, ``load_scales`` and
+    a ``curriculum``.
+
     ## Action Space
     ``MultiDiscrete`` with four entries per stage s (S stages, 4S entries):
 
@@ -509,6 +514,12 @@ class PipelineEnv(gym.Env):
     - ``cluster_factory``: builds the Cluster for a trace (default: the simulator).
     - ``codec``: the observation/action codec (default: one with ``load_scale_rps``); pass a trained agent's
       (`agents.actor.Actor.codec`) to observe and decode exactly as the deployed agent does.
+    - ``action_design``: ``planner`` or ``direct``: the conditioned codec (`ConditionedCodec`) with that action
+      (default None: `Codec`).
+    - ``sample_objective``: draw each episode's weights (`RATIO_RANGE`, `PENALTY_RANGE`, `HARD_SHARE`); rewards
+      become ``(score - offset) / scale`` (`reward_terms`). ``reset(options={"objective": {...}})`` sets them.
+    - ``load_scales``: ``(lo, hi)``: multiply every training window by a factor log-uniform in it.
+    - ``curriculum``: an `envs.curriculum.Curriculum` drawing weights and load scales where the agent trails IPA.
     """
 
     metadata = {"render_modes": []}
