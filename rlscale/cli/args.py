@@ -18,6 +18,9 @@ from rlscale.errors import RlscaleError
 
 log = logging.getLogger("rlscale")
 
+MAX_LOAD_SCALE = 1000.0
+"""The largest ``--load-scale`` (the scaled trace must also stay within `rlscale.inputs`' limits)."""
+
 
 def int_in(low: int, high: int) -> Callable[[str], int]:
     """An argparse ``type``: an integer in [low, high], else one clear usage error (exit 2)."""
@@ -128,6 +131,19 @@ def spec_file(name: str, args: argparse.Namespace, folder: Path) -> str:
 
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+
+
+def add_load_scale(p: argparse.ArgumentParser) -> None:
+    """``--load-scale X``: multiply every trace's per-second counts by X (``simulate``, ``compare``)."""
+    p.add_argument(
+        "--load-scale",
+        type=float_in(0.0, MAX_LOAD_SCALE, exclusive_low=True),
+        default=1.0,
+        metavar="X",
+        help=f"multiply every second's request count by X, rounded half up to whole requests (floor(count*X+0.5)), "
+        f"0 < X <= {MAX_LOAD_SCALE:g}; the trace is then named NAME@xX (bursty@x2) and records carry load_scale "
+        "(default 1: the trace as it is)",
+    )
 
 
 # ---------------------------------------------------------------------------------- planner and guard
