@@ -17,7 +17,8 @@ whichever (but the wall-clock ``decision_ms_*``). Writes to ``--out``:
 - ``accuracy_vs_cost.png`` (one panel per trace, one point per policy; runs over `SLA_THRESHOLD` hollow and red),
   ``violations.png`` (violation rate per policy and trace), ``timeline-{trace}-{policy}.png`` for the first seed
   and ``timeline-{trace}-{policy}-seed{seed}.csv`` for every run (the rows of `rlscale.timeline`), ``{trace}`` being
-  the trace's name (a CSV's file name without ``.csv``; ``-2``, ``-3``... added when two traces share one).
+  the trace's name (a CSV's file name without ``.csv``; ``-2``, ``-3``... added when two traces share one; at a
+  ``load_scale`` other than 1, ``-x<scale>`` added, as the records name the trace ``<trace>@x<scale>``).
 
 Every file but the records is written whole or not at all (a temporary file, then ``os.replace``). A folder that
 already holds a comparison's results is never mixed with a new one: ``resume`` continues it (skipping the
@@ -175,7 +176,6 @@ def _execute(run_spec: RunSpec) -> tuple[dict[str, Any], RunResult]:
     for stage in result.record.get("stages", []):
         record.update({f"{stage['stage']}.{k}": stage[k] for k in STAGE_FIELDS if k in stage})
     record["trace"] = run_spec.key[0]
-    record["load_scale"] = run_spec.load_scale
     record["policy"] = run_spec.policy
     record["arrivals"] = run_spec.arrivals
     record = json.loads(json.dumps(record, default=_plain))  # plain values: a resumed record and a fresh one are alike

@@ -58,11 +58,13 @@ class Trace:
         name: bundled name, CSV path, or a sampler tag such as ``train@123456``.
         rps: requests per second, float64, non-negative.
         description: where it came from.
+        load_scale: the factor its counts were multiplied by (`scale_trace`; 1: as recorded).
     """
 
     name: str
     rps: np.ndarray = field(repr=False)
     description: str = ""
+    load_scale: float = 1.0
 
     @property
     def duration_s(self) -> int:
@@ -190,7 +192,7 @@ def scale_trace(trace: Trace, factor: float) -> Trace:
             "smaller load scale or a shorter trace"
         )
     described = f"{trace.description}, counts x{factor:g} rounded half up" if trace.description else f"x{factor:g}"
-    return Trace(name=name, rps=rps, description=described)
+    return Trace(name=name, rps=rps, description=described, load_scale=trace.load_scale * factor)
 
 
 @cache

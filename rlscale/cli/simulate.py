@@ -81,7 +81,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         check_csv(Path(args.timeline))
     with collapsed_warnings():
         result = run_episode(spec, trace, policy, seed=args.seed, arrivals=args.arrivals)
-    result.record["load_scale"] = args.load_scale
     if args.timeline:
         from rlscale.paths import atomic_write_text
         from rlscale.timeline import to_csv
