@@ -28,7 +28,7 @@ from rlscale.interfaces import Policy
 from rlscale.lstm import LSTMPredictor
 from rlscale.sim.runner import run_episode
 from rlscale.spec import PipelineSpec
-from rlscale.workload import Trace
+from rlscale.workload import Trace, scale_trace
 
 VALIDATION_SCALES = (0.5, 1.0, 2.0)
 
@@ -54,13 +54,6 @@ class Cell:
         return f"{self.trace.name}|alpha={self.alpha:g}"
 
 
-def scaled(trace: Trace, factor: float) -> Trace:
-    """``trace`` with every second's count multiplied by ``factor`` (rounded to whole requests)."""
-    if factor == 1.0:
-        return trace
-    return Trace(f"{trace.name}@x{factor:g}", np.floor(trace.rps * factor + 0.5), trace.description)
-
-
 def validation_cells(
     spec: PipelineSpec,
     windows: Sequence[Trace],
@@ -84,7 +77,7 @@ def validation_cells(
         )
         for x in scales:
             for w in windows:
-                cells.append(Cell(weighted, scaled(w, x), alpha, x))
+                cells.append(Cell(weighted, scale_trace(w, x), alpha, x))
     return cells
 
 

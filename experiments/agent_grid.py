@@ -41,7 +41,7 @@ from rlscale.errors import RlscaleError
 from rlscale.paths import atomic_path, atomic_write_text, output_folder
 from rlscale.sim.runner import run_episode
 from rlscale.spec import PipelineSpec, load_spec
-from rlscale.workload import IPA_PATTERNS, Trace, load_trace
+from rlscale.workload import IPA_PATTERNS, load_trace, scale_trace
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,6 @@ class Cell:
 def spec_with_alpha(spec: PipelineSpec, alpha: float) -> PipelineSpec:
     """``spec`` with objective.alpha replaced (beta, gamma and sla_penalty kept)."""
     return dataclasses.replace(spec, objective=dataclasses.replace(spec.objective, alpha=float(alpha)))
-
-
-def scale_trace(trace: Trace, factor: float) -> Trace:  # TODO(issue 15): rlscale.workload's, once merged
-    if factor == 1.0:
-        return trace
-    return Trace(f"{trace.name}@x{factor:g}", np.floor(trace.rps * factor + 0.5), trace.description)
 
 
 def run_cell(cell: Cell) -> dict[str, Any]:

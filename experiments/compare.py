@@ -17,7 +17,8 @@ whichever (but the wall-clock ``decision_ms_*``). Writes to ``--out``:
 - ``accuracy_vs_cost.png`` (one panel per trace, one point per policy; runs over `SLA_THRESHOLD` hollow and red),
   ``violations.png`` (violation rate per policy and trace), ``timeline-{trace}-{policy}.png`` for the first seed
   and ``timeline-{trace}-{policy}-seed{seed}.csv`` for every run (the rows of `rlscale.timeline`), ``{trace}`` being
-  the trace's name (a CSV's file name without ``.csv``; ``-2``, ``-3``... added when two traces share one).
+  the trace's name (a CSV's file name without ``.csv``; ``-2``, ``-3``... added when two traces share one; at a
+  ``load_scale`` other than 1, ``-x<scale>`` added, as the records name the trace ``<trace>@x<scale>``).
 
 Every file but the records is written whole or not at all (a temporary file, then ``os.replace``). A folder that
 already holds a comparison's results is never mixed with a new one: ``resume`` continues it (skipping the
@@ -64,7 +65,7 @@ from rlscale.paths import (
 from rlscale.sim.runner import RunResult, run_episode
 from rlscale.spec import PipelineSpec, load_spec
 from rlscale.timeline import to_csv as timeline_csv
-from rlscale.workload import EVAL_TRACES, Trace, load_trace
+from rlscale.workload import EVAL_TRACES, Trace, load_trace, scale_trace, scaled_name
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class RunSpec:
         factory: ``module:function`` of the policy factory (`PolicyFactory`), imported by whoever runs the spec.
         timeline: where to draw the run's timeline (a PNG path), or None for none.
         timeline_csv: where to write the run's timeline rows (a CSV path, `rlscale.timeline`), or None for none.
+        load_scale: every per-second count of the trace multiplied by this (`rlscale.workload.scale_trace`).
     """
 
     pipeline: str
@@ -145,10 +147,12 @@ class RunSpec:
     factory: str = "rlscale.cli.registry:make_policy"
     timeline: str | None = None
     timeline_csv: str | None = None
+    load_scale: float = 1.0
 
     @property
     def key(self) -> RunKey:
-        return (self.trace, self.policy, self.seed)
+        """(trace name at its load scale, ``bursty@x2``; policy; seed): the run's identity in records and resumes."""
+        return (scaled_name(self.trace, self.load_scale), self.policy, self.seed)
 
 
 _loaded: dict[tuple[str, str], Any] = {}
@@ -165,13 +169,13 @@ def _load(kind: str, name: str) -> Any:
 
 def _execute(run_spec: RunSpec) -> tuple[dict[str, Any], RunResult]:
     spec = _load("spec", run_spec.pipeline)
-    trace = _load("trace", run_spec.trace)
+    trace = scale_trace(_load("trace", run_spec.trace), run_spec.load_scale)
     policy = resolve_factory(run_spec.factory)(run_spec.policy, spec, trace, run_spec.options)
     result = run_episode(spec, trace, policy, seed=run_spec.seed, arrivals=run_spec.arrivals)
     record = {k: v for k, v in result.record.items() if k != "stages"}
     for stage in result.record.get("stages", []):
         record.update({f"{stage['stage']}.{k}": stage[k] for k in STAGE_FIELDS if k in stage})
-    record["trace"] = run_spec.trace
+    record["trace"] = run_spec.key[0]
     record["policy"] = run_spec.policy
     record["arrivals"] = run_spec.arrivals
     record = json.loads(json.dumps(record, default=_plain))  # plain values: a resumed record and a fresh one are alike
@@ -224,6 +228,8 @@ class Comparison:
         results: every RunResult of this process's runs, with ``keep_results``.
         files: the files written.
         labels: each trace's name in file names and plots (unique within the comparison).
+        traces: the comparison's traces as its records name them: as given, or at a load scale other than 1
+            ``NAME@xSCALE`` (`rlscale.workload.scaled_name`); the trace argument of `markdown_table` and the plots.
     """
 
     spec: PipelineSpec
@@ -231,6 +237,7 @@ class Comparison:
     results: dict[tuple[str, str, int], RunResult] = field(default_factory=dict, repr=False)
     files: list[Path] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
+    traces: list[str] = field(default_factory=list)
 
     def mean(self, trace: str, policy: str, key: str) -> float:
         vals = [r[key] for r in self.records if r["trace"] == trace and r["policy"] == policy]
@@ -298,6 +305,7 @@ def _settings(
     mode: str,
     options: Any,
     timelines: bool,
+    load_scale: float = 1.0,
 ) -> dict[str, Any]:
     """What the records depend on; a resumed comparison must have the same (`settings.json`)."""
     profiles = sorted({s.profile_path for s in spec.stages})
@@ -305,6 +313,8 @@ def _settings(
         "pipeline": spec.name,
         "spec_sha256": _digest(_file_bytes(spec.source), *(_file_bytes(p) for p in profiles)),
         "traces": list(traces),
+        # only at a scale other than 1: a comparison started before load scales existed still resumes
+        **({"load_scale": load_scale} if load_scale != 1 else {}),
         "traces_sha256": [_digest(np.ascontiguousarray(loaded[t].rps, dtype=float).tobytes()) for t in traces],
         "policies": list(policies),
         "seeds": seeds,
@@ -387,7 +397,7 @@ def _prepare_out(
                 "edited folder): they cannot be continued; pass --overwrite to start over"
             ) from None
         if saved != settings:
-            key = next((k for k in {**settings, **saved} if saved.get(k) != settings.get(k)), "settings")
+            key = next((k for k in {**saved, **settings} if saved.get(k) != settings.get(k)), "settings")
             raise RlscaleError(
                 f"--resume: {out} holds a comparison with other settings ({key}: {_shorten(saved.get(key))} there, "
                 f"{_shorten(settings.get(key))} now); give the flags it was started with, or --overwrite to start over"
@@ -445,6 +455,7 @@ def run_comparison(
     executor: str = "serial",
     workers: int | None = None,
     ray_address: str | None = None,
+    load_scale: float = 1.0,
 ) -> Comparison:
     """Run every combination and write the outputs, each run's record the moment it finishes.
 
@@ -472,6 +483,10 @@ def run_comparison(
         workers: worker processes for ``process``, CPUs of the local Ray for ``ray`` (None: every core).
         ray_address: ``ray`` only: the cluster to run on (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``; left
             running); None starts a local Ray for the comparison and shuts it down at the end.
+        load_scale: multiply every trace's per-second counts by this, rounded half up to whole requests
+            (`rlscale.workload.scale_trace`); at a scale other than 1 the records name each trace ``NAME@xSCALE``
+            (``bursty@x2``, `Comparison.traces`), its files ``NAME-xSCALE``, every record carries ``load_scale``,
+            and ``settings.json`` holds it (a resume at another scale is refused).
 
     Raises:
         RlscaleError: a bad name, seed count or flag; ``out`` holds results and neither ``resume`` nor
@@ -497,24 +512,29 @@ def run_comparison(
     make = resolve_factory(factory)
     spec = load_spec(pipeline)
     loaded = {t: load_trace(t) for t in traces}  # fail on a bad trace before any run
+    scaled = {t: scale_trace(loaded[t], load_scale) for t in traces}  # and on one the load scale makes too large
     for p in policies:  # and on a bad policy name
-        make(p, spec, next(iter(loaded.values())), options)
+        make(p, spec, next(iter(scaled.values())), options)
         check_name(p, "policy name")
-    labels = trace_labels(traces)
+    names = {t: scaled_name(t, load_scale) for t in traces}
+    suffix = "" if load_scale == 1 else f"-x{load_scale:g}"
+    labels = {names[t]: label + suffix for t, label in trace_labels(traces).items()}
+    for label in labels.values():
+        check_name(label, "trace name")
     mode = arrivals or ("even" if seeds == 1 else "poisson")
-    runs: list[RunKey] = [(t, p, s) for t in traces for p in policies for s in range(seeds)]
-    comp = Comparison(spec=spec, labels=labels)
+    runs: list[RunKey] = [(names[t], p, s) for t in traces for p in policies for s in range(seeds)]
+    comp = Comparison(spec=spec, labels=labels, traces=[names[t] for t in traces])
     timeline_paths, csv_paths = {}, {}
     if out is not None:
         timeline_paths = {
-            (t, p): inside(out, f"timeline-{labels[t]}-{p}.png", "timeline") for t in traces for p in policies
+            (n, p): inside(out, f"timeline-{labels[n]}-{p}.png", "timeline") for n in comp.traces for p in policies
         }
         csv_paths = {
             key: inside(out, f"timeline-{labels[key[0]]}-{key[1]}-seed{key[2]}.csv", "timeline") for key in runs
         }
     done: dict[RunKey, dict[str, Any]] = {}
     if out is not None:
-        settings = _settings(spec, traces, loaded, policies, seeds, mode, options, timelines)
+        settings = _settings(spec, traces, scaled, policies, seeds, mode, options, timelines, load_scale)
         sweeper.prepare()  # a Ray cluster that cannot be reached fails here, before --overwrite removes anything
         done = _prepare_out(out, settings, runs, resume=resume, overwrite=overwrite)
         if timelines:
@@ -525,6 +545,7 @@ def run_comparison(
     def run_spec(t: str, p: str, s: int) -> RunSpec:
         draw = out is not None and timelines and s == 0
         rows = out is not None and timelines
+        n = names[t]
         return RunSpec(
             pipeline=str(pipeline),
             trace=t,
@@ -533,11 +554,12 @@ def run_comparison(
             arrivals=mode,
             options=options,
             factory=factory,
-            timeline=str(timeline_paths[t, p]) if draw else None,
-            timeline_csv=str(csv_paths[t, p, s]) if rows else None,
+            timeline=str(timeline_paths[n, p]) if draw else None,
+            timeline_csv=str(csv_paths[n, p, s]) if rows else None,
+            load_scale=load_scale,
         )
 
-    todo = [run_spec(*key) for key in runs if key not in done]
+    todo = [run_spec(t, p, s) for t in traces for p in policies for s in range(seeds) if (names[t], p, s) not in done]
 
     def finished(item: RunSpec, outcome: Any) -> None:
         record = outcome
@@ -565,14 +587,14 @@ def run_comparison(
             for i, outcome in results:
                 finished(todo[i], outcome)
                 item = todo[i]
-                advance(f"{labels[item.trace]} / {item.policy} / seed {item.seed}")
+                advance(f"{labels[item.key[0]]} / {item.policy} / seed {item.seed}")
     except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through rlscale.interrupts: keep what finished
         interrupted = signum_of(exc)
     finally:
         _loaded.clear()
     comp.records = [done[key] for key in runs if key in done]
     if out is not None and comp.records:
-        comp.files += write_outputs(comp, list(traces), list(policies), out)
+        comp.files += write_outputs(comp, comp.traces, list(policies), out)
     if interrupted is not None:
         raise ComparisonInterrupted(interrupted, comp, len(runs), out)
     return comp

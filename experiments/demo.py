@@ -84,7 +84,7 @@ def plot_profiles(spec: PipelineSpec, out: Path) -> Path:
     return path
 
 
-DEMO_POLICIES = ("ppo", "ipa", "ipa-tuned", "oracle", "fa2-low", "hpa")
+DEMO_POLICIES = ("ppo", "ipa", "ipa-tuned", "ipa-hold", "oracle", "fa2-low", "hpa")
 
 
 def run_demo(

@@ -2,7 +2,7 @@
 
 Writes ``bursty_x2.csv`` and ``fluctuating_x2.csv`` (IPA's windows with every count doubled: peaks of 68 rps,
 twice what the agent trained on) and ``spikes.csv`` (steady_low with three +40 rps spikes of 60 s at 200, 500
-and 900 s), then compares ``ppo``, ``ppo-raw``, ``ipa`` and ``oracle`` on them.
+and 900 s), then compares ``ppo``, ``ppo-raw``, ``ipa``, ``ipa-hold`` and ``oracle`` on them.
 
     python -m experiments.stress --out experiments/results/video-stress [--seeds 3]
 """
@@ -44,9 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args(argv)
     traces = [str(p) for p in write_traces(args.out / "traces")]
-    policies = ["ppo", "ppo-raw", "ipa", "oracle"]
+    policies = ["ppo", "ppo-raw", "ipa", "ipa-hold", "oracle"]
     comp = run_comparison(
-        "video", traces, policies, seeds=args.seeds, out=args.out, timelines=False, overwrite=True
+        "video",
+        traces,
+        policies,
+        make_policy="rlscale.cli.registry:make_policy",  # the CLI's registry, by name (imported by each run)
+        seeds=args.seeds,
+        out=args.out,
+        timelines=False,
+        overwrite=True,
     )  # a new stress run replaces the last one (its traces are rewritten above)
     print(markdown_table(comp, traces, policies))
     return 0

@@ -1,22 +1,26 @@
-"""Tune IPA's headroom (or the HPA's target utilisation) on training windows only; the result defines the
-``ipa-tuned`` (``hpa-tuned``) policy.
+"""Tune IPA's headroom (or the HPA's target utilisation, or ``ipa-hold``'s headroom and δ) on training windows only;
+the result defines the ``ipa-tuned`` (``hpa-tuned``, ``ipa-hold``) policy.
 
 For each candidate headroom H, IPA (LSTM predictor, exact solver) runs on the same random windows of the
 training traffic (by default the Twitter training split, days 0-13, damped like the evaluation windows; or the
 user's CSV traces, ``traces``, their last ``validation_fraction`` left out as training leaves it out); the H with
 the best mean score wins. With ``policy="hpa"`` the candidates are the HPA's target utilisations (`HPA_TARGETS`,
-IPA's FA2-high variants as ``hpa`` runs them). The evaluation windows (``bursty``, ``steady_low``,
+IPA's FA2-high variants as ``hpa`` runs them). With ``policy="ipa-hold"`` the candidates are (headroom, δ) pairs,
+the grid `HOLD_HEADROOMS` x `HOLD_DELTAS` (δ in core-equivalents of objective, `ilp_baseline.policy.ILPPolicy`'s
+``hold_delta``). The evaluation windows (``bursty``, ``steady_low``,
 ``steady_high``, ``fluctuating``, ``infadapter``) are never read.
 
 The tuning file (``rlscale tune --out FILE``; this script's default: the bundled ``experiments/data/ipa_tuned.json``)
 holds one entry per pipeline, merged with what is there: IPA's report at the entry's top level (``headroom``,
-``windows``, ``sweep``...) and the HPA's under its key ``hpa`` (``target``, ``windows``, ``sweep``...).
+``windows``, ``sweep``...), the HPA's under its key ``hpa`` (``target``, ``windows``, ``sweep``...) and ``ipa-hold``'s
+under its key ``ipa-hold`` (``headroom``, ``delta``, ``windows``, ``sweep``...).
 
 The runs (candidates x windows) are independent: each is a picklable `WindowRun` handed to the module-level
 `run`, on an executor of `experiments.sweep` (``--executor serial|process|ray``, ``--workers N``); the windows are
 drawn here, before any run, so the report is the same whatever the executor.
 
-    python -m experiments.tune_headroom --pipeline video [--policy hpa] [--windows 8] [--seed 0] [--executor process]
+    python -m experiments.tune_headroom --pipeline video [--policy hpa|ipa-hold] [--windows 8] [--seed 0]
+        [--executor process]
     rlscale tune --pipeline video --out tuning.json    (the same, as a command)
 """
 
@@ -51,8 +55,17 @@ HPA_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)
 """The HPA's candidate target utilisations (Kubernetes' default is 0.8)."""
 TUNED_PATH = Path(__file__).resolve().parent / "data" / "ipa_tuned.json"
 """The bundled tunings of the bundled pipelines (read by ``ipa-tuned`` and ``hpa-tuned`` without ``--tuning``)."""
-POLICIES = {"ipa": "headroom", "hpa": "target"}
-"""The policies that can be tuned, and the name of the value tuned."""
+POLICIES = {"ipa": "headroom", "hpa": "target", "ipa-hold": "headroom"}
+"""The policies that can be tuned, and the name of the (first) value tuned; ``ipa-hold`` also tunes ``delta``."""
+SUB_ENTRIES = ("hpa", "ipa-hold")
+"""The policies whose tuning sits under their own key of a pipeline's entry (IPA's is the entry's top level)."""
+HOLD_HEADROOMS = (0.9, 1.0, 1.1, 1.2, 1.3)
+"""``ipa-hold``'s candidate headrooms."""
+HOLD_DELTAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+"""``ipa-hold``'s candidate δ (core-equivalents of objective)."""
+HOLD_DEFAULTS = (1.0, 0.5)
+"""``ipa-hold``'s (headroom, δ) for a pipeline the bundled tunings lack: the issue's prototype, which beat ``ipa`` on
+all four IPA windows of ``video``."""
 
 
 @dataclass(frozen=True)
@@ -64,9 +77,10 @@ class WindowRun:
         pipeline: bundled name or spec path, as the caller hands it.
         window: the window's name (``train@START``).
         rps: the window itself, requests per second (damped), drawn by the caller: a worker never samples.
-        value: the candidate headroom (``ipa``) or target utilisation (``hpa``).
+        value: the candidate headroom (``ipa``, ``ipa-hold``) or target utilisation (``hpa``).
         seed: the episode's seed.
-        policy: ``ipa`` or ``hpa``.
+        policy: ``ipa``, ``hpa`` or ``ipa-hold``.
+        delta: ``ipa-hold``'s candidate δ (None for the others).
     """
 
     pipeline: str
@@ -75,6 +89,7 @@ class WindowRun:
     value: float
     seed: int
     policy: str = "ipa"
+    delta: float | None = None
 
 
 _specs: dict[str, PipelineSpec] = {}
@@ -92,7 +107,15 @@ def run(item: WindowRun) -> dict[str, float]:
     if item.policy == "hpa":
         policy = HPAPolicy(spec, target=item.value)
     else:
-        policy = ILPPolicy(spec, LSTMPredictor(), mode="ipa", solver="dp", headroom=item.value, name="ipa")
+        policy = ILPPolicy(
+            spec,
+            LSTMPredictor(),
+            mode="ipa",
+            solver="dp",
+            headroom=item.value,
+            hold_delta=item.delta,
+            name=item.policy,
+        )
     record = run_episode(spec, trace, policy, seed=item.seed).record
     return {"score": float(record["score"]), "sla_violation_rate": float(record["sla_violation_rate"])}
 
@@ -107,18 +130,20 @@ def tune(
     window_s: int = 1200,
     damping: int = 8,
     seed: int = 0,
-    candidates: Sequence[float] | None = None,
+    candidates: Sequence[float] | Sequence[tuple[float, float]] | None = None,
     executor: str = "serial",
     workers: int | None = None,
     ray_address: str | None = None,
     progress: bool = False,
     command: str | None = None,
 ) -> dict:
-    """Score every candidate (IPA's headroom, or the HPA's target) on the same training windows; return the report.
+    """Score every candidate (IPA's headroom, the HPA's target, or ``ipa-hold``'s headroom and δ) on the same training
+    windows; return the report.
 
     Args:
         pipeline: bundled name or spec path.
-        policy: ``ipa`` (tunes ``headroom``) or ``hpa`` (tunes ``target``).
+        policy: ``ipa`` (tunes ``headroom``), ``hpa`` (tunes ``target``) or ``ipa-hold`` (tunes ``headroom`` and
+            ``delta``).
         traces: the training traffic, as ``rlscale train --traces``: ``twitter`` (all 14 days) and/or CSV traces
             (their last ``validation_fraction`` left out, as training leaves it out).
         validation_fraction: see ``traces``.
@@ -126,7 +151,8 @@ def tune(
         window_s: their length.
         damping: divides the Twitter split's counts (CSV traces are used as given).
         seed: seeds the window draws.
-        candidates: the values tried (default `CANDIDATES` or `HPA_TARGETS`).
+        candidates: the values tried (default `CANDIDATES` or `HPA_TARGETS`); for ``ipa-hold``, (headroom, δ) pairs
+            (default every pair of `HOLD_HEADROOMS` x `HOLD_DELTAS`).
         executor: where the candidates x windows runs go (`experiments.sweep`, with ``workers``, ``ray_address``);
             the report is the same whichever.
         workers: see ``executor``.
@@ -140,10 +166,10 @@ def tune(
     if policy not in POLICIES:
         raise RlscaleError(f"--policy must be one of {', '.join(POLICIES)}, got {policy!r}")
     key = POLICIES[policy]
-    candidates = tuple(candidates if candidates is not None else (HPA_TARGETS if policy == "hpa" else CANDIDATES))
+    pairs = _candidates(policy, candidates)
     if windows < 1:
         raise RlscaleError(f"--windows must be >= 1, got {windows}")
-    if not candidates:
+    if not pairs:
         raise RlscaleError(f"need at least one candidate {key}")
     sweeper = make_executor(executor, workers, ray_address)
     spec = load_spec(pipeline)
@@ -154,7 +180,7 @@ def tune(
         sampler = TrainingSampler(np.random.default_rng(seed), window_s=window_s, damping=damping, sources=sources)
     drawn = [sampler.sample() for _ in range(windows)]
     sample = [(t.name, tuple(np.asarray(t.rps, dtype=float).tolist())) for t in drawn]
-    items = [WindowRun(str(pipeline), name, rps, float(h), seed, policy) for h in candidates for name, rps in sample]
+    items = [WindowRun(str(pipeline), name, rps, h, seed, policy, d) for h, d in pairs for name, rps in sample]
     _specs.clear()
     _specs[str(pipeline)] = spec
     try:
@@ -164,30 +190,31 @@ def tune(
             items,
             progress=progress,
             what=f"{spec.name}: {policy} {key}",
-            describe=lambda item: f"{key}={item.value:g} on {item.window}",
+            describe=lambda item: f"{_candidate_text(key, item.value, item.delta)} on {item.window}",
         )
     finally:
         _specs.clear()
     rows: list[dict[str, Any]] = []
-    for c, h in enumerate(candidates):
+    for c, (h, d) in enumerate(pairs):
         mine = records[c * windows : (c + 1) * windows]
         rows.append(
             {
                 key: h,
+                **({"delta": d} if d is not None else {}),
                 "mean_score": float(np.mean([r["score"] for r in mine])),
                 "mean_violation_rate": float(np.mean([r["sla_violation_rate"] for r in mine])),
             }
         )
         log.info(
-            "%s=%.2f: score %.3f, violations %.3f%%",
-            key,
-            h,
+            "%s: score %.3f, violations %.3f%%",
+            _candidate_text(key, h, d),
             rows[-1]["mean_score"],
             100 * rows[-1]["mean_violation_rate"],
         )
     # the spec's SLA mode ranks: priced by mean score; hard by mean violation rate first
     best = min(rows, key=lambda r: rank_key(spec.objective.sla_mode, r["mean_violation_rate"], r["mean_score"]))
-    report: dict[str, Any] = {key: best[key], "windows": [t.name for t in drawn]}
+    report: dict[str, Any] = {key: best[key], **({"delta": best["delta"]} if "delta" in best else {})}
+    report["windows"] = [t.name for t in drawn]
     if traces != TWITTER:
         report["traces"] = traces
         report["validation_fraction"] = validation_fraction
@@ -200,14 +227,42 @@ def tune(
     return report
 
 
+def _candidates(policy: str, candidates: Sequence | None) -> list[tuple[float, float | None]]:
+    """The (value, δ or None) pairs to try.
+
+    Raises:
+        RlscaleError: an ``ipa-hold`` candidate that is not a (headroom > 0, δ >= 0) pair of finite numbers.
+    """
+    if policy != "ipa-hold":
+        values = candidates if candidates is not None else (HPA_TARGETS if policy == "hpa" else CANDIDATES)
+        return [(float(v), None) for v in values]
+    if candidates is None:
+        candidates = [(h, d) for h in HOLD_HEADROOMS for d in HOLD_DELTAS]
+    pairs = []
+    for c in candidates:
+        try:
+            h, d = (float(x) for x in c)
+        except (TypeError, ValueError):
+            raise RlscaleError(f"an ipa-hold candidate is a (headroom, delta) pair, got {c!r}") from None
+        if not (math.isfinite(h) and h > 0 and math.isfinite(d) and d >= 0):
+            raise RlscaleError(f"an ipa-hold candidate needs headroom > 0 and delta >= 0, got {c!r}")
+        pairs.append((h, d))
+    return pairs
+
+
+def _candidate_text(key: str, value: float, delta: float | None) -> str:
+    return f"{key}={value:g}" + (f", delta={delta:g}" if delta is not None else "")
+
+
 def merge(table: dict, name: str, policy: str, report: dict) -> dict:
     """``table`` (a tuning file's content) with ``report`` as pipeline ``name``'s tuning of ``policy``: IPA's at
-    the entry's top level, the HPA's under ``hpa``; the other policy's tuning is kept."""
+    the entry's top level, the HPA's under ``hpa``, ``ipa-hold``'s under ``ipa-hold``; the other policies' tunings
+    are kept."""
     entry = dict(table.get(name) or {})
-    if policy == "hpa":
-        entry["hpa"] = report
+    if policy in SUB_ENTRIES:
+        entry[policy] = report
     else:
-        entry = {**report, **({"hpa": entry["hpa"]} if "hpa" in entry else {})}
+        entry = {**report, **{k: entry[k] for k in SUB_ENTRIES if k in entry}}
     return {**table, name: entry}
 
 
@@ -219,15 +274,16 @@ def pipeline_argument(spec: PipelineSpec) -> str:
     return str(source)
 
 
-def tuned_value(spec: PipelineSpec, policy: str, path: str | Path | None = None) -> float:
-    """The tuned ``headroom`` (``policy="ipa"``) or ``target`` (``"hpa"``) of ``spec`` in the tuning file ``path``
-    (default: the bundled one, `TUNED_PATH`).
+def tuned_value(spec: PipelineSpec, policy: str, path: str | Path | None = None, key: str | None = None) -> float:
+    """The tuned ``headroom`` (``policy="ipa"`` or ``"ipa-hold"``), ``target`` (``"hpa"``) or, with ``key``, another
+    tuned value (``ipa-hold``'s ``delta``) of ``spec`` in the tuning file ``path`` (default: the bundled one,
+    `TUNED_PATH`).
 
     Raises:
         RlscaleError: the file cannot be read, or holds no tuning of this policy for the pipeline (the message names
             the command that makes one).
     """
-    key = POLICIES[policy]
+    key = key or POLICIES[policy]
     file = Path(path) if path is not None else TUNED_PATH
     where = f"--tuning {file}" if path is not None else "the bundled tunings"
     flag = "" if policy == "ipa" else f" --policy {policy}"
@@ -241,13 +297,34 @@ def tuned_value(spec: PipelineSpec, policy: str, path: str | Path | None = None)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise RlscaleError(f"{where}: cannot read it: {exc}") from None
     entry = table.get(spec.name) if isinstance(table, dict) else None
-    if isinstance(entry, dict) and policy == "hpa":
-        entry = entry.get("hpa")
+    if isinstance(entry, dict) and policy in SUB_ENTRIES:
+        entry = entry.get(policy)
     value = entry.get(key) if isinstance(entry, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (math.isfinite(value) and value > 0):
+    least_ok = 0.0 if key == "delta" else math.nextafter(0.0, 1.0)  # δ may be 0; a headroom or target may not
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value >= least_ok)
+    ):
         then = ", then pass --tuning tuning.json" if path is None else ""
         raise RlscaleError(f"{where}: no tuned {policy} {key} for pipeline {spec.name!r}; run: {make}{then}")
     return float(value)
+
+
+def tuned_hold(spec: PipelineSpec, path: str | Path | None = None) -> tuple[float, float] | None:
+    """``ipa-hold``'s tuned (headroom, δ) of ``spec`` in the tuning file ``path``; without ``path``, from the bundled
+    tunings, or None when they have no ``ipa-hold`` entry for the pipeline (the caller falls back to
+    `HOLD_DEFAULTS`).
+
+    Raises:
+        RlscaleError: as `tuned_value`: ``path`` cannot be read or has no ``ipa-hold`` tuning of the pipeline, or the
+            bundled entry is malformed.
+    """
+    if path is None:
+        entry = json.loads(TUNED_PATH.read_text(encoding="utf-8")).get(spec.name) if TUNED_PATH.is_file() else None
+        if not isinstance(entry, dict) or "ipa-hold" not in entry:
+            return None
+    return tuned_value(spec, "ipa-hold", path), tuned_value(spec, "ipa-hold", path, "delta")
 
 
 def read_table(path: Path) -> dict:
@@ -285,7 +362,12 @@ def write_table(path: Path, table: dict) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m experiments.tune_headroom", description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", default="video", help="bundled pipeline name or spec path (default video)")
-    parser.add_argument("--policy", choices=tuple(POLICIES), default="ipa", help="tune ipa's headroom or hpa's target")
+    parser.add_argument(
+        "--policy",
+        choices=tuple(POLICIES),
+        default="ipa",
+        help="tune ipa's headroom, hpa's target, or ipa-hold's headroom and delta",
+    )
     parser.add_argument("--windows", type=int, default=8, help="training windows per candidate (default 8)")
     parser.add_argument("--damping", type=int, default=8, help="divide training counts by this (IPA: 8)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the window sampler (default 0)")

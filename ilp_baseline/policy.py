@@ -2,13 +2,20 @@
 
 The predictor is injected (reactive, EWMA, IPA's LSTM, or the oracle), so this module stays below ``agents``.
 Plans are cached by planned load (the mode is fixed per policy): the optimum depends on nothing else, and the
-reactive predictors repeat loads often. The cache is a bounded LRU (`CACHE_ENTRIES`): on a live cluster the LSTM's
+reactive predictors repeat loads often.
+
+With ``hold_delta`` set the policy is ``ipa-hold``, IPA's planner with hysteresis: every interval it compares the
+*hold* (the configuration in force with every stage's variant, batch and cores kept and only its replicas resized
+for the planned load, `rlscale.model.resize_replicas`) with the *re-plan* (the optimum at that load), and re-plans
+only when the hold is infeasible or the re-plan's objective beats the hold's by more than ``hold_delta x beta``.
+ The cache is a bounded LRU (`CACHE_ENTRIES`): on a live cluster the LSTM's
 float predictions make nearly every key unique, and an unbounded cache would grow for as long as the sidecar runs.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
@@ -25,7 +32,7 @@ from ilp_baseline.problem import (
 )
 from rlscale.errors import RlscaleError
 from rlscale.interfaces import Predictor
-from rlscale.model import plan_fixed_variants
+from rlscale.model import objective_value, plan_fixed_variants, resize_replicas
 from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 
@@ -78,6 +85,11 @@ class ILPPolicy:
         headroom: plan for ``headroom x`` the predicted load (IPA's ``1 + predictor_margin/100``).
         peak_rps: for ``rim`` only, the load its fixed replicas are sized for.
         name: the policy's name in records.
+        hold_delta: None (plain IPA: apply the optimum every interval), or the hysteresis margin of ``ipa-hold``,
+            >= 0, in core-equivalents: keep the variant, batch and cores in force and resize replicas only, unless
+            the re-plan's objective exceeds the hold's by more than ``hold_delta x`` the spec's ``beta`` (the
+            objective of one core), so one value means the same on every pipeline and weight setting. 0 re-plans
+            whenever the optimum is strictly better; larger values re-plan (roll out) less often.
         cache_entries: plans kept for reuse, least recently used dropped first (at least 1).
         plans_kept: the most recent solved plans kept in ``plans`` (0: none).
 
@@ -85,6 +97,7 @@ class ILPPolicy:
         plans: ``(planned load, objective or None when infeasible)`` of the most recent solved (not cached)
             decisions, at most ``plans_kept``.
         solved_decisions: decisions solved (not cached) since construction, including those ``plans`` dropped.
+        held_decisions: with ``hold_delta``, decisions that kept the variants, batches and cores in force.
     """
 
     def __init__(
@@ -95,6 +108,7 @@ class ILPPolicy:
         mode: str = "ipa",
         solver: str = "dp",
         headroom: float = 1.0,
+        hold_delta: float | None = None,
         peak_rps: float | None = None,
         name: str | None = None,
         cache_entries: int = CACHE_ENTRIES,
@@ -106,6 +120,10 @@ class ILPPolicy:
             raise RlscaleError(f"unknown solver {solver!r} (known: {', '.join(ALL_SOLVERS)})")
         if not headroom > 0:
             raise RlscaleError(f"headroom must be > 0, got {headroom}")
+        if hold_delta is not None and not (math.isfinite(hold_delta) and hold_delta >= 0):
+            raise RlscaleError(f"hold_delta must be a finite number >= 0, got {hold_delta}")
+        if hold_delta is not None and mode == "rim":
+            raise RlscaleError("rim fixes the replicas; it cannot hold by resizing them (hold_delta)")
         if mode == "rim" and peak_rps is None:
             raise RlscaleError("rim needs peak_rps to size its fixed replicas")
         if cache_entries < 1 or plans_kept < 0:
@@ -115,13 +133,15 @@ class ILPPolicy:
         self.mode = mode
         self.solver = solver
         self.headroom = float(headroom)
+        self.hold_delta = None if hold_delta is None else float(hold_delta)
         self.rim_fixed = rim_sizing(spec, peak_rps) if mode == "rim" and peak_rps is not None else None
         self.name = name or mode
         self.cache_entries = int(cache_entries)
-        self._cache: OrderedDict[float, PipelineConfig] = OrderedDict()
+        self._cache: OrderedDict[float, tuple[PipelineConfig, bool]] = OrderedDict()  # (plan, feasible)
         self.last_load_rps = 0.0
         self.infeasible_decisions = 0
         self.solved_decisions = 0
+        self.held_decisions = 0
         self.plans: deque[tuple[float, float | None]] = deque(maxlen=int(plans_kept))
 
     def _fallback(self, load_rps: float) -> PipelineConfig:
@@ -137,8 +157,17 @@ class ILPPolicy:
 
     def decide(self, state: PipelineState) -> PipelineConfig:
         load = max(0.0, self.predictor.predict(state)) * self.headroom
-        key = round(load, 6)
         self.last_load_rps = load
+        config, feasible = self._replan(state, load)
+        if self.hold_delta is not None:
+            config = self._hold_or_replan(state, load, config, feasible)
+        if config != state.config:
+            log.debug("t=%.0fs %s plans for %.1f rps: %s", state.time_s, self.name, load, config)
+        return config
+
+    def _replan(self, state: PipelineState, load: float) -> tuple[PipelineConfig, bool]:
+        """The optimum at ``load`` (cached), and whether it is feasible (else the mode's fallback)."""
+        key = round(load, 6)
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
@@ -146,16 +175,58 @@ class ILPPolicy:
         self.solved_decisions += 1
         try:
             result = plan(self.spec, load, self.mode, self.solver, self.rim_fixed)
-            config = result.config
+            planned = (result.config, True)
             self.plans.append((load, result.objective))
         except InfeasibleLoad as exc:
             self.infeasible_decisions += 1
             self.plans.append((load, None))
-            config = self._fallback(load)
-            log.warning("t=%.0fs %s: %s; falling back to %s", state.time_s, self.name, exc, config)
-        if config != state.config:
-            log.debug("t=%.0fs %s plans for %.1f rps: %s", state.time_s, self.name, load, config)
-        self._cache[key] = config
+            planned = (self._fallback(load), False)
+            log.warning("t=%.0fs %s: %s; falling back to %s", state.time_s, self.name, exc, planned[0])
+        self._cache[key] = planned
         if len(self._cache) > self.cache_entries:
             self._cache.popitem(last=False)
-        return config
+        return planned
+
+    def _hold_or_replan(
+        self, state: PipelineState, load: float, replan: PipelineConfig, feasible: bool
+    ) -> PipelineConfig:
+        """``ipa-hold``'s hysteresis: the hold (replicas resized) unless it is infeasible or the re-plan gains more
+        than ``hold_delta`` core-equivalents of objective."""
+        delta = self.hold_delta or 0.0
+        hold = resize_replicas(self.spec, state.config, load)
+        if hold is None:
+            log.debug("t=%.0fs %s re-plans: holding is infeasible at %.1f rps", state.time_s, self.name, load)
+            return replan
+        if not feasible:
+            self.held_decisions += 1
+            log.debug("t=%.0fs %s holds: no re-plan is feasible at %.1f rps", state.time_s, self.name, load)
+            return hold
+        gain = objective_value(self.spec, replan) - objective_value(self.spec, hold)
+        margin = delta * self.spec.objective.beta
+        if gain > margin:
+            log.debug("t=%.0fs %s re-plans: it gains %.4g > delta x beta = %.4g", state.time_s, self.name, gain, margin)
+            return replan
+        self.held_decisions += 1
+        log.debug(
+            "t=%.0fs %s holds: a re-plan gains %.4g <= delta x beta = %.4g", state.time_s, self.name, gain, margin
+        )
+        return hold
+        gain = (objective_value(self.spec, replan) - objective_value(self.spec, hold)) / self.spec.objective.beta
+        if gain > self.hold_delta:
+            log.debug(
+                "t=%.0fs %s re-plans: gain %.3f > delta %.3g core-equivalents",
+                state.time_s,
+                self.name,
+                gain,
+                self.hold_delta,
+            )
+            return replan
+        self.held_decisions += 1
+        log.debug(
+            "t=%.0fs %s holds: re-plan gains %.3f <= delta %.3g core-equivalents",
+            state.time_s,
+            self.name,
+            gain,
+            self.hold_delta,
+        )
+        return hold

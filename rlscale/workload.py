@@ -58,11 +58,13 @@ class Trace:
         name: bundled name, CSV path, or a sampler tag such as ``train@123456``.
         rps: requests per second, float64, non-negative.
         description: where it came from.
+        load_scale: the factor its counts were multiplied by (`scale_trace`; 1: as recorded).
     """
 
     name: str
     rps: np.ndarray = field(repr=False)
     description: str = ""
+    load_scale: float = 1.0
 
     @property
     def duration_s(self) -> int:
@@ -160,6 +162,37 @@ def load_trace(name_or_path: str | Path) -> Trace:
     if path.suffix.lower() == ".csv" or path.exists() or "/" in key:
         return load_csv_trace(path)
     raise TraceError(f"unknown trace {key!r}: not a bundled name ({', '.join(EVAL_TRACES)}) nor a CSV file")
+
+
+def scaled_name(name: str, factor: float) -> str:
+    """A trace's name at load scale ``factor``: ``name`` itself at 1, else ``name@x<factor>`` (``bursty@x2``)."""
+    return name if factor == 1 else f"{name}@x{factor:g}"
+
+
+def scale_trace(trace: Trace, factor: float) -> Trace:
+    """``trace`` with every second's count multiplied by ``factor`` and rounded half up to whole requests,
+    ``floor(rps x factor + 0.5)`` (so a count of 1 at factor 0.5 stays 1, and the total is kept within half a
+    request per second); named `scaled_name` (``bursty@x2``). At factor 1 the trace itself, unrounded.
+
+    Raises:
+        TraceError: ``factor`` is not a finite number > 0, or the scaled trace exceeds the per-second or total limits
+            of `rlscale.inputs`.
+    """
+    if isinstance(factor, bool) or not isinstance(factor, int | float) or not (math.isfinite(factor) and factor > 0):
+        raise TraceError(f"load scale must be a finite number > 0, got {factor!r}")
+    if factor == 1:
+        return trace
+    rps = np.floor(np.asarray(trace.rps, dtype=float) * factor + 0.5)
+    name = scaled_name(trace.name, factor)
+    if rps.size and rps.max() > MAX_TRACE_RPS:
+        raise TraceError(f"{name}: {rps.max():g} requests in one second, above the limit of {MAX_TRACE_RPS:g}")
+    if rps.sum() > MAX_TRACE_REQUESTS:
+        raise TraceError(
+            f"{name}: {rps.sum():.3g} requests in all, above the simulator's limit of {MAX_TRACE_REQUESTS:,}; use a "
+            "smaller load scale or a shorter trace"
+        )
+    described = f"{trace.description}, counts x{factor:g} rounded half up" if trace.description else f"x{factor:g}"
+    return Trace(name=name, rps=rps, description=described, load_scale=trace.load_scale * factor)
 
 
 @cache

@@ -540,6 +540,87 @@ CASES = [
     ("bench-train-steps-word", ["bench", "--train-steps", "lots"], "--train-steps"),
     ("bench-train-steps-huge", ["bench", "--train-steps", "99999999999"], "--train-steps"),
     ("bench-train-steps-without-train", ["bench", "--sections", "sim", "--train-steps", "10"], "--train-steps"),
+    # issue 15: ipa-hold (--hold-delta) and --load-scale
+    (
+        "simulate-load-scale-zero",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--load-scale", "0"],
+        "--load-scale",
+    ),
+    (
+        "simulate-load-scale-negative",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--load-scale", "-2"],
+        "--load-scale",
+    ),
+    (
+        "simulate-load-scale-nan",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--load-scale", "nan"],
+        "--load-scale",
+    ),
+    (
+        "simulate-load-scale-inf",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--load-scale", "inf"],
+        "--load-scale",
+    ),
+    (
+        "simulate-load-scale-word",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--load-scale", "double"],
+        "--load-scale",
+    ),
+    (
+        "simulate-load-scale-huge",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--load-scale", "1e9"],
+        "--load-scale",
+    ),
+    (
+        "simulate-load-scale-over-limit",
+        ["simulate", "--pipeline", "video", "--trace", EVAL_CSV, "--policy", "ipa", "--load-scale", "1000"],
+        "limit",
+    ),
+    (
+        "compare-load-scale-zero",
+        ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "ipa", "--load-scale", "0"],
+        "--load-scale",
+    ),
+    (
+        "compare-load-scale-nan",
+        ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "ipa", "--load-scale", "nan"],
+        "--load-scale",
+    ),
+    (
+        "simulate-hold-delta-negative",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa-hold", "--hold-delta", "-1"],
+        "--hold-delta",
+    ),
+    (
+        "simulate-hold-delta-nan",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa-hold", "--hold-delta", "nan"],
+        "--hold-delta",
+    ),
+    (
+        "simulate-hold-delta-unused",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--hold-delta", "1"],
+        "--hold-delta is for the ipa-hold",
+    ),
+    (
+        "compare-hold-delta-unused",
+        ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "ipa,hpa", "--hold-delta", "1"],
+        "--hold-delta is for the ipa-hold",
+    ),
+    (
+        "simulate-hold-tuning-missing",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa-hold", "--tuning", "{h}/no.json"],
+        "rlscale tune --pipeline video --policy ipa-hold",
+    ),
+    (
+        "simulate-hold-tuning-garbage",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa-hold", "--tuning", "{h}/a-file"],
+        "cannot read",
+    ),
+    (
+        "sidecar-hold-delta",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--policy", "ipa-hold", "--hold-delta", "x"],
+        "--hold-delta",
+    ),
 ]
 
 

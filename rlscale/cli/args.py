@@ -18,6 +18,9 @@ from rlscale.errors import RlscaleError
 
 log = logging.getLogger("rlscale")
 
+MAX_LOAD_SCALE = 1000.0
+"""The largest ``--load-scale`` (the scaled trace must also stay within `rlscale.inputs`' limits)."""
+
 
 def int_in(low: int, high: int) -> Callable[[str], int]:
     """An argparse ``type``: an integer in [low, high], else one clear usage error (exit 2)."""
@@ -130,12 +133,25 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
 
 
+def add_load_scale(p: argparse.ArgumentParser) -> None:
+    """``--load-scale X``: multiply every trace's per-second counts by X (``simulate``, ``compare``)."""
+    p.add_argument(
+        "--load-scale",
+        type=float_in(0.0, MAX_LOAD_SCALE, exclusive_low=True),
+        default=1.0,
+        metavar="X",
+        help=f"multiply every second's request count by X, rounded half up to whole requests (floor(count*X+0.5)), "
+        f"0 < X <= {MAX_LOAD_SCALE:g}; the trace is then named NAME@xX (bursty@x2) and records carry load_scale "
+        "(default 1: the trace as it is)",
+    )
+
+
 # ---------------------------------------------------------------------------------- planner and guard
 
 
 def add_planner_flags(p: argparse.ArgumentParser) -> None:
-    """``--solver``, ``--predictor``, ``--headroom``, ``--agent``, ``--safety-load``, ``--guard``, ``--tuning`` and
-    the HPA's ``--hpa-target``, ``--hpa-variant``, ``--hpa-batch``, ``--hpa-cores``."""
+    """``--solver``, ``--predictor``, ``--headroom``, ``--hold-delta``, ``--agent``, ``--safety-load``, ``--guard``,
+    ``--tuning`` and the HPA's ``--hpa-target``, ``--hpa-variant``, ``--hpa-batch``, ``--hpa-cores``."""
     from ilp_baseline.policy import ALL_SOLVERS
     from rlscale.cli.registry import PREDICTORS
 
@@ -153,7 +169,15 @@ def add_planner_flags(p: argparse.ArgumentParser) -> None:
         "--headroom",
         type=float_in(0.1, 10.0),
         metavar="H",
-        help="plan for H x the predicted load, 0.1-10 (default: IPA's published margin for the pipeline)",
+        help="plan for H x the predicted load, 0.1-10 (default: IPA's published margin for the pipeline; ipa-tuned, "
+        "ipa-hold: the tuned one)",
+    )
+    p.add_argument(
+        "--hold-delta",
+        type=float_in(0.0, 1e6),
+        metavar="D",
+        help="ipa-hold: re-plan (change variant, batch or cores) only when it gains more than D cores' worth of "
+        "objective over resizing replicas, D >= 0 (default: the tuned one; 0.5 for a pipeline without a tuning)",
     )
     p.add_argument(
         "--agent",
@@ -170,8 +194,8 @@ def add_planner_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tuning",
         metavar="FILE.json",
-        help="tuning file of ipa-tuned/hpa-tuned, written by rlscale tune --out FILE.json (default: the bundled "
-        "tunings of the bundled pipelines)",
+        help="tuning file of ipa-tuned/ipa-hold/hpa-tuned, written by rlscale tune --out FILE.json (default: the "
+        "bundled tunings of the bundled pipelines)",
     )
     p.add_argument(
         "--hpa-target",
@@ -226,10 +250,12 @@ def policy_options(args: argparse.Namespace, policies: list[str] | None = None):
 
     if args.agent is not None and policies is not None and not {"ppo", "ppo-raw"} & set(policies):
         raise RlscaleError(f"--agent is for the ppo and ppo-raw policies; {', '.join(policies)} would ignore it")
-    if args.tuning is not None and policies is not None and not {"ipa-tuned", "hpa-tuned"} & set(policies):
+    if args.tuning is not None and policies is not None and not {"ipa-tuned", "ipa-hold", "hpa-tuned"} & set(policies):
         raise RlscaleError(
-            f"--tuning is for the ipa-tuned and hpa-tuned policies; {', '.join(policies)} would ignore it"
+            f"--tuning is for the ipa-tuned, ipa-hold and hpa-tuned policies; {', '.join(policies)} would ignore it"
         )
+    if args.hold_delta is not None and policies is not None and "ipa-hold" not in policies:
+        raise RlscaleError(f"--hold-delta is for the ipa-hold policy; {', '.join(policies)} would ignore it")
     hpa_flags = [
         flag
         for flag, value in (
@@ -260,6 +286,7 @@ def policy_options(args: argparse.Namespace, policies: list[str] | None = None):
         hpa_variant=as_tuple(args.hpa_variant),
         hpa_batch=as_tuple(args.hpa_batch),
         hpa_cores=as_tuple(args.hpa_cores),
+        hold_delta=args.hold_delta,
     )
 
 

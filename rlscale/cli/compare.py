@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from experiments.sweep import add_executor_flags
-from rlscale.cli.args import add_planner_flags, add_set, add_spec, csv_list, policy_options, spec_file
+from rlscale.cli.args import add_load_scale, add_planner_flags, add_set, add_spec, csv_list, policy_options, spec_file
 from rlscale.errors import RlscaleError
 
 POLICY_FACTORY = "rlscale.cli.registry:make_policy"
@@ -24,6 +24,7 @@ def register(sub) -> None:
     p.add_argument("--policies", required=True, type=csv_list, metavar="A,B", help="comma-separated policy names")
     p.add_argument("--seeds", type=int, default=1, help="seeds per combination (default 1; >1 uses Poisson arrivals)")
     p.add_argument("--arrivals", choices=("even", "poisson"), help="override the arrival process")
+    add_load_scale(p)
     p.add_argument("--out", default="out/compare", help="output folder (default out/compare)")
     p.add_argument(
         "--no-timelines",
@@ -73,6 +74,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 executor=args.executor,
                 workers=args.workers,
                 ray_address=args.ray_address,
+                load_scale=args.load_scale,
             )
     except ComparisonInterrupted as exc:
         left = exc.total - exc.finished
@@ -90,7 +92,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return exc.exit_code
-    print(markdown_table(comp, args.traces, args.policies))
+    print(markdown_table(comp, comp.traces, args.policies))
     timelines = "" if args.no_timelines else ", timeline-*.png, timeline-*.csv"
     print(
         f"wrote {len(comp.files)} files to {out}/ (results.csv, results.md, accuracy_vs_cost.png, violations.png"

@@ -125,7 +125,7 @@ def _choose_policy(args: argparse.Namespace, spec) -> tuple[str, bool]:
     if args.agent is not None and policy not in AGENT_POLICIES:
         raise RlscaleError(f"--agent is for the ppo and ppo-raw policies; {policy} would ignore it")
     if args.tuning is not None and policy not in TUNED_POLICIES:
-        raise RlscaleError(f"--tuning is for the ipa-tuned and hpa-tuned policies; {policy} would ignore it")
+        raise RlscaleError(f"--tuning is for the ipa-tuned, ipa-hold and hpa-tuned policies; {policy} would ignore it")
     return policy, False
 
 
@@ -151,7 +151,7 @@ def _check_tuning(path: str, data: bytes) -> None:
         raise RlscaleError(f"--tuning {path}: a tuning is a JSON object, got {type(table).__name__}")
 
 
-TUNED_POLICIES = ("ipa-tuned", "hpa-tuned")
+TUNED_POLICIES = ("ipa-tuned", "ipa-hold", "hpa-tuned")
 """The policies that read a tuning file (``--tuning``)."""
 
 

@@ -5,20 +5,26 @@ from (the composition root hands `make_policy` to `experiments.compare` and `exp
 published margin for the pipeline. ``ipa-tuned`` is ``ipa`` with the headroom that scored best on training
 windows, and ``hpa-tuned`` the HPA with the target utilisation that did: from ``--tuning FILE`` (written by
 ``rlscale tune``), else from the bundled tunings (``experiments/data/ipa_tuned.json``,
-`experiments.tune_headroom.TUNED_PATH`). ``oracle`` is IPA's one-interval planner given the true peak load of the
-coming interval (foresight no live policy has), not an upper bound: it plans one interval at a time and pays for
-reconfigurations like any other policy, so a policy that plans ahead can beat it.
+`experiments.tune_headroom.TUNED_PATH`). ``ipa-hold`` is IPA's planner with hysteresis (`ILPPolicy` with
+``hold_delta``): it keeps each stage's variant, batch and cores and resizes replicas, unless a full re-plan beats
+that by more than δ core-equivalents of objective; its headroom and δ come from the tuning file likewise (a
+pipeline the bundled tunings lack gets `HOLD_DEFAULTS`), ``--headroom`` / ``--hold-delta`` override them.
+``oracle`` is IPA's one-interval planner given the true peak load of the coming interval (foresight no live policy
+has), not an upper bound: it plans one interval at a time and pays for reconfigurations like any other policy, so
+a policy that plans ahead can beat it.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from agents.hpa import TARGET_UTILISATION, HPAPolicy
 from agents.static import StaticPolicy
-from experiments.tune_headroom import tuned_value
+from experiments.tune_headroom import HOLD_DEFAULTS, tuned_hold, tuned_value
 from ilp_baseline.policy import ALL_SOLVERS, ILPPolicy, ipa_headroom
 from rlscale.control import Controller, guard_default
 from rlscale.errors import RlscaleError
@@ -27,6 +33,8 @@ from rlscale.lstm import LSTMPredictor
 from rlscale.predictors import EWMAPredictor, OraclePredictor, ReactivePredictor
 from rlscale.spec import PipelineSpec
 from rlscale.workload import Trace
+
+log = logging.getLogger(__name__)
 
 PREDICTORS = ("reactive", "ewma", "lstm", "oracle")
 
@@ -51,6 +59,7 @@ class PolicyOptions:
             simulation's warm start installs IPA's FA2-high variants).
         hpa_batch: pin the HPA's batch size (one for every stage, or one per stage); default: in force / planned.
         hpa_cores: pin the HPA's cores per replica (as ``hpa_batch``).
+        hold_delta: ``ipa-hold``'s hysteresis margin, >= 0 core-equivalents of objective (default: the tuned one).
     """
 
     solver: str | None = None
@@ -64,6 +73,7 @@ class PolicyOptions:
     hpa_variant: tuple[str, ...] | None = None
     hpa_batch: tuple[int, ...] | None = None
     hpa_cores: tuple[int, ...] | None = None
+    hold_delta: float | None = None
 
 
 def make_predictor(name: str, trace: Trace | None) -> Predictor:
@@ -97,10 +107,25 @@ def _hpa(name: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Pol
     return build
 
 
+def hold_settings(spec: PipelineSpec, opts: PolicyOptions) -> tuple[float, float]:
+    """``ipa-hold``'s (headroom, δ): the flags, else the tuning (``opts.tuning``, else bundled), else, for a pipeline
+    the bundled tunings lack, `HOLD_DEFAULTS`."""
+    if opts.headroom is not None and opts.hold_delta is not None:
+        return opts.headroom, opts.hold_delta
+    tuned = tuned_hold(spec, opts.tuning)
+    if tuned is None:
+        tuned = HOLD_DEFAULTS
+        log.info("ipa-hold: no bundled tuning for %s; headroom %g, delta %g", spec.name, *tuned)
+    headroom = opts.headroom if opts.headroom is not None else tuned[0]
+    return headroom, opts.hold_delta if opts.hold_delta is not None else tuned[1]
+
+
 def _planner(mode: str, name: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Policy]:
     def build(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
-        headroom = opts.headroom
-        if headroom is None:
+        headroom, delta = opts.headroom, None
+        if name == "ipa-hold":
+            headroom, delta = hold_settings(spec, opts)
+        elif headroom is None:
             headroom = tuned_headroom(spec, opts.tuning) if name == "ipa-tuned" else ipa_headroom(spec)
         return ILPPolicy(
             spec,
@@ -108,6 +133,7 @@ def _planner(mode: str, name: str) -> Callable[[PipelineSpec, Trace | None, Poli
             mode=mode,
             solver=opts.solver or "dp",
             headroom=headroom,
+            hold_delta=delta,
             peak_rps=trace.peak_rps if trace is not None else None,
             name=name,
         )
@@ -144,6 +170,11 @@ POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace | None, PolicyOptions], 
     "ppo-raw": (_ppo("ppo-raw"), "the PPO agent alone (ablation: what the safety layer buys)"),
     "ipa": (_planner("ipa", "ipa"), "IPA: ILP over variant, batch, replicas on the predicted load"),
     "ipa-tuned": (_planner("ipa", "ipa-tuned"), "IPA with the headroom that scored best on training windows"),
+    "ipa-hold": (
+        _planner("ipa", "ipa-hold"),
+        "IPA with hysteresis: keeps variant, batch and cores and resizes replicas unless a re-plan gains more than "
+        "--hold-delta core-equivalents (headroom and delta tuned on training windows)",
+    ),
     "oracle": (
         _oracle,
         "IPA's one-interval planner given the true next-interval load (foresight; offline only), not an upper bound",
@@ -169,7 +200,7 @@ POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace | None, PolicyOptions], 
 
 
 # policies that need no knowledge of the future (the oracle, static sizing and rim read the whole trace)
-LIVE_POLICIES = ("ppo", "ppo-raw", "ipa", "ipa-tuned", "fa2-low", "fa2-high", "hpa", "hpa-tuned")
+LIVE_POLICIES = ("ppo", "ppo-raw", "ipa", "ipa-tuned", "ipa-hold", "fa2-low", "fa2-high", "hpa", "hpa-tuned")
 
 
 def make_live_policy(name: str, spec: PipelineSpec, options: PolicyOptions | None = None) -> Controller:
@@ -211,6 +242,8 @@ def make_policy(name: str, spec: PipelineSpec, trace: Trace | None, options: Pol
         raise RlscaleError(f"unknown predictor {opts.predictor!r} (known: {', '.join(PREDICTORS)})")
     if opts.headroom is not None and not opts.headroom > 0:
         raise RlscaleError(f"headroom must be > 0, got {opts.headroom}")
+    if opts.hold_delta is not None and not (math.isfinite(opts.hold_delta) and opts.hold_delta >= 0):
+        raise RlscaleError(f"hold delta must be a finite number >= 0, got {opts.hold_delta}")
     try:
         factory, _ = POLICIES[name]
     except KeyError:

@@ -9,7 +9,16 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from rlscale.cli.args import add_json, add_planner_flags, add_set, add_spec, int_in, load_spec, policy_options
+from rlscale.cli.args import (
+    add_json,
+    add_load_scale,
+    add_planner_flags,
+    add_set,
+    add_spec,
+    int_in,
+    load_spec,
+    policy_options,
+)
 from rlscale.cli.output import console, emit_json, fmt, run_notes
 from rlscale.errors import RlscaleError
 from rlscale.inputs import MAX_SEED
@@ -38,6 +47,7 @@ def register(sub) -> None:
         default="even",
         help="spread each second's requests evenly (IPA's generator, default) or as a Poisson process",
     )
+    add_load_scale(p)
     add_set(p)
     add_planner_flags(p)
     p.add_argument(
@@ -58,10 +68,10 @@ def register(sub) -> None:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from rlscale.cli.registry import make_policy
     from rlscale.sim.runner import run_episode
-    from rlscale.workload import load_trace
+    from rlscale.workload import load_trace, scale_trace
 
     spec = load_spec(args.pipeline, args)
-    trace = load_trace(args.trace)
+    trace = scale_trace(load_trace(args.trace), args.load_scale)
     policy = make_policy(args.policy, spec, trace, policy_options(args, [args.policy]))
     if args.plot:
         check_writable(Path(args.plot))

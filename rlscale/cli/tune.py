@@ -1,4 +1,5 @@
-"""``rlscale tune``: tune ``ipa-tuned``'s headroom (or ``hpa-tuned``'s target utilisation) on training windows
+"""``rlscale tune``: tune ``ipa-tuned``'s headroom (``hpa-tuned``'s target utilisation, ``ipa-hold``'s headroom and
+δ) on training windows
 (`experiments.tune_headroom.tune`) and merge the result into the tuning file ``--out``, which ``simulate``,
 ``compare`` and ``sidecar`` read with ``--tuning FILE``."""
 
@@ -25,9 +26,11 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "tune",
-        help="tune ipa-tuned's headroom (or hpa-tuned's target) on training windows; write a tuning file",
+        help="tune ipa-tuned's headroom (hpa-tuned's target, ipa-hold's headroom and delta) on training windows; "
+        "write a tuning file",
         description=(
-            "Run the policy with every candidate value (ipa: headroom 1.0-2.0; hpa: target utilisation 0.5-0.9) on "
+            "Run the policy with every candidate value (ipa: headroom 1.0-2.0; hpa: target utilisation 0.5-0.9; "
+            "ipa-hold: headroom 0.9-1.3 x delta 0-4 core-equivalents) on "
             "the same random training windows and keep the value with the best mean score. Training windows come "
             "from --traces as in rlscale train (the bundled Twitter training split, or your own CSV traces, their "
             "last --validation-fraction left out); evaluation windows are never read. The result is merged into "
@@ -36,7 +39,10 @@ def register(sub) -> None:
     )
     add_spec(p)
     p.add_argument(
-        "--policy", choices=tuple(POLICIES), default="ipa", help="tune ipa's headroom (default) or hpa's target"
+        "--policy",
+        choices=tuple(POLICIES),
+        default="ipa",
+        help="tune ipa's headroom (default), hpa's target, or ipa-hold's headroom and delta",
     )
     p.add_argument(
         "--traces",
@@ -138,11 +144,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 0
     print(f"{spec.name}: {args.policy} {key} on {len(report['windows'])} training windows")
     for row in report["sweep"]:
-        mark = "*" if row[key] == report[key] else " "
+        mark = "*" if row[key] == report[key] and row.get("delta") == report.get("delta") else " "
+        delta = f" delta {row['delta']:<5g}" if "delta" in row else ""
         print(
-            f" {mark} {key} {row[key]:<5g} mean score {row['mean_score']:9.3f}  violations "
+            f" {mark} {key} {row[key]:<5g}{delta} mean score {row['mean_score']:9.3f}  violations "
             f"{row['mean_violation_rate']:.2%}"
         )
-    tuned = f"{args.policy}-tuned"
+    tuned = args.policy if args.policy == "ipa-hold" else f"{args.policy}-tuned"
     print(f"wrote {out}; use it with: rlscale simulate --pipeline {args.pipeline} --policy {tuned} --tuning {out} ...")
     return 0

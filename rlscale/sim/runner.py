@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 RECORD_KEYS = (
     "pipeline",
     "trace",
+    "load_scale",
     "policy",
     "guard",
     "seed",
@@ -128,6 +129,7 @@ def summarise(
     fields = {
         "pipeline": sim.spec.name,
         "trace": sim.trace.name,
+        "load_scale": sim.trace.load_scale,
         "policy": policy_name,
         "guard": guard,
         "seed": seed,

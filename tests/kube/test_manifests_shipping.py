@@ -128,7 +128,10 @@ def test_without_an_agent_the_spec_volume_is_the_plain_configmap():
         ),
         (["--agent", "{tmp}/model.zip"], ["model.zip", "torch", "actor.npz"]),
         (["--agent", str(VIDEO_AGENT), "--policy", "ipa"], ["--agent is for the ppo and ppo-raw", "ipa"]),
-        (["--tuning", "{tmp}/tuning.json", "--policy", "ipa"], ["--tuning is for the ipa-tuned and hpa-tuned"]),
+        (
+            ["--tuning", "{tmp}/tuning.json", "--policy", "ipa"],
+            ["--tuning is for the ipa-tuned, ipa-hold and hpa-tuned"],
+        ),
         (["--tuning", "{tmp}/not-json.json"], ["--tuning", "not a JSON file"]),
         (["--agent", str(VIDEO_AGENT), "--tuning", "{tmp}/tuning.json"], ["different policies", "--policy"]),
     ],
