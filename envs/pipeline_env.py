@@ -177,6 +177,7 @@ HARD_PENALTY = 3000.0
 """In ``hard`` episodes the reward charges violations at least ``HARD_PENALTY x beta`` per unit rate (1% of late
 requests costs 30 cores): the lexicographic ranking as a reward."""
 OBJECTIVE_FEATURES = 4
+PLAN_FEATURES = 4
 ACTION_DESIGNS = ("planner", "direct")
 PLAN_GRID_RPS = 0.05  # planner loads are rounded up to this grid, so repeated loads reuse a plan
 PLAN_CACHE = 4096
@@ -264,7 +265,14 @@ class ConditionedCodec(Codec):
         return spaces.MultiDiscrete(np.array(nvec, dtype=np.int64))
 
     def observation_space(self) -> spaces.Box:
-        n = HISTORY_STEPS + 2 + STAGE_FEATURES * len(self.spec.stages) + PIPELINE_FEATURES + OBJECTIVE_FEATURES
+        n = (
+            HISTORY_STEPS
+            + 2
+            + STAGE_FEATURES * len(self.spec.stages)
+            + PIPELINE_FEATURES
+            + OBJECTIVE_FEATURES
+            + PLAN_FEATURES
+        )
         return spaces.Box(low=-OBS_HIGH, high=OBS_HIGH, shape=(n,), dtype=np.float32)
 
     def observe(self, state: PipelineState, predicted_rps: float | None = None) -> np.ndarray:
@@ -309,8 +317,32 @@ class ConditionedCodec(Codec):
             ]
         )
         parts.append(objective_features(spec))
+        parts.append(self.plan_features(state, predicted))
         obs = np.concatenate([np.asarray(p, dtype=float).ravel() for p in parts])
         return np.clip(np.nan_to_num(obs, nan=0.0), -OBS_HIGH, OBS_HIGH).astype(np.float32)
+
+    def plan_features(self, state: PipelineState, predicted_rps: float) -> list[float]:
+        """What re-planning would buy at the predicted load (headroom 1, no tilt), the signal ``ipa-hold`` decides
+        on: the objective gain of the DP's plan over holding (resizing replicas of the configuration in force),
+        in cores (/ beta); 1 if holding is feasible (else 0); the plan's accuracy minus the configuration in
+        force's; and the plan's cores minus the hold's, over the core budget. Zeros where the load is no data."""
+        from rlscale.model import is_valid_load, objective_value, resize_replicas
+
+        if not is_valid_load(predicted_rps):
+            return [0.0] * PLAN_FEATURES
+        spec = self.spec
+        load = math.ceil(max(0.0, predicted_rps) / PLAN_GRID_RPS - 1e-9) * PLAN_GRID_RPS
+        loads = (load,) * len(spec.stages)
+        plan = self._plan(loads, 1.0)
+        held = resize_replicas(spec, state.config, loads)
+        beta = spec.objective.beta if spec.objective.beta > 0 else 1.0
+        if held is None:
+            gain, feasible, extra = OBS_HIGH, 0.0, 0.0
+        else:
+            gain = (objective_value(spec, plan) - objective_value(spec, held)) / beta
+            feasible, extra = 1.0, (plan.total_cores - held.total_cores) / spec.core_budget
+        accuracy = spec.accuracy(plan.variants) - spec.accuracy(state.config.variants)
+        return [float(np.clip(gain, -OBS_HIGH, OBS_HIGH)), feasible, accuracy, extra]
 
     def decode(self, action: np.ndarray, state: PipelineState, predicted_rps: float | None = None) -> PipelineConfig:
         """The configuration an action asks for. Planner: at the predicted load (else the last interval's peak)."""
