@@ -48,7 +48,7 @@ def test_observation_holds_the_weights_and_ignores_their_scale(spec):
     scaled = weighted(spec, alpha=o.alpha * 7, beta=o.beta * 7, gamma=o.gamma * 7, sla_penalty=o.sla_penalty * 7)
     np.testing.assert_allclose(ConditionedCodec(scaled).observe(s, 21.0), obs, rtol=1e-6)
     richer = ConditionedCodec(weighted(spec, alpha=o.alpha * 10)).observe(s, 21.0)
-    assert richer[-4] > obs[-4]  # ln(alpha/beta) / ln(250)
+    assert richer[-8] > obs[-8]  # ln(alpha/beta) / ln(250), before the four plan features
     assert objective_features(weighted(spec, sla_mode="hard"))[3] == 1.0
 
 
@@ -153,3 +153,23 @@ def test_actor_file_from_before_issue_15_reads_as_absolute_direct(tmp_path, spec
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(RlscaleError, match="codec.action"):
         load_actor(tmp_path / "bad.npz")
+
+
+def test_plan_features_are_ipa_holds_signal(spec):
+    """The gain of re-planning over holding at the predicted load, in cores: zero when the configuration in force is
+    the plan, positive when it is not, and no hold when the configuration cannot carry the load."""
+    from rlscale.model import objective_value, resize_replicas
+
+    codec = ConditionedCodec(spec)
+    optimum = solve_dp(planning_data(spec, 20.0)).config
+    gain, feasible, accuracy, extra = codec.plan_features(state(spec, 20.0, optimum), 20.0)
+    assert (gain, feasible, accuracy, extra) == pytest.approx((0.0, 1.0, 0.0, 0.0), abs=1e-9)
+    cheap = solve_dp(planning_data(weighted(spec, alpha=0.0), 20.0)).config
+    rich = weighted(spec, alpha=30.0)
+    gain, feasible, accuracy, _ = ConditionedCodec(rich).plan_features(state(rich, 20.0, cheap), 20.0)
+    plan = solve_dp(planning_data(rich, 20.0)).config
+    held = resize_replicas(rich, cheap, 20.0)
+    assert feasible == 1.0 and gain == pytest.approx(objective_value(rich, plan) - objective_value(rich, held))
+    assert gain > 0 and accuracy > 0
+    assert codec.plan_features(state(spec, 20.0, optimum), 1e5)[1] == 0.0  # nothing holds 100,000 rps
+    assert codec.plan_features(state(spec, 20.0, optimum), float("nan")) == [0.0] * 4
