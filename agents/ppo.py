@@ -867,7 +867,8 @@ def _validate(cfg: TrainConfig, spec: PipelineSpec, run: Path, model, settings: 
         "validation_ipa": chosen["ipa"],
         "validation_score": chosen["gap"],
         "validation_score_means": "mean (score - ipa's score) / beta over the validation cells: > 0 beats IPA",
-        "checkpoint_gaps": {str(k): v for k, v in chosen["gaps"].items()},
+        "checkpoint_gaps": chosen["gaps"],
+        "selected": chosen["name"],
         "selected_steps": chosen["steps"],
     }
 

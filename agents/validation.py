@@ -151,34 +151,37 @@ def select_checkpoint(
         run: the run folder.
         spec: the pipeline.
         final: the final model's actor.
-        final_steps: its steps (a checkpoint at the same steps is the same model and is skipped).
+        final_steps: its steps (a checkpoint at the same steps was saved before that rollout's update: another
+            model).
         cells: the validation cells (`validation_cells`).
         export: a checkpoint path -> its actor.
         stop: polled between runs; once true, `KeyboardInterrupt`.
         progress: called with a line per candidate scored.
 
     Returns:
-        ``actor`` (the best), ``steps`` (its steps), ``gap`` (its gap), ``gaps`` (steps -> gap of every candidate),
-        ``records`` and ``ipa`` (per cell name, the best's and IPA's records).
+        ``actor`` (the best), ``name`` (its file: ``model.zip`` for the final model, else the checkpoint's name in
+        ``checkpoints/``), ``steps`` (its steps), ``gap`` (its gap), ``gaps`` (file name -> gap of every
+        candidate), ``records`` and ``ipa`` (per cell name, the best's and IPA's records).
     """
     ipa = ipa_reference(cells, stop)
-    candidates: list[tuple[int, Actor | object]] = [(s, p) for s, p in checkpoint_candidates(run) if s != final_steps]
-    candidates.append((final_steps, final))
-    best: tuple[float, int, Actor, list[dict]] | None = None
-    gaps: dict[int, float] = {}
-    for steps, source in candidates:
+    candidates: list[tuple[str, int, Actor | object]] = [(p.name, s, p) for s, p in checkpoint_candidates(run)]
+    candidates.append(("model.zip", final_steps, final))
+    best: tuple[float, str, int, Actor, list[dict]] | None = None
+    gaps: dict[str, float] = {}
+    for name, steps, source in candidates:
         actor = source if isinstance(source, Actor) else export(source)
         records = agent_records(actor, cells, stop)
         gap = gap_vs_ipa(cells, records, ipa)
-        gaps[steps] = round(gap, 4)
+        gaps[name] = round(gap, 4)
         if progress is not None:
-            progress(f"validation: {steps} steps: {gap:+.3f} (score - ipa's, in cores)")
+            progress(f"validation: {name} ({steps} steps): {gap:+.3f} (score - ipa's, in cores)")
         if best is None or gap > best[0]:
-            best = (gap, steps, actor, records)
+            best = (gap, name, steps, actor, records)
     assert best is not None
-    gap, steps, actor, records = best
+    gap, name, steps, actor, records = best
     return {
         "actor": actor,
+        "name": name,
         "steps": steps,
         "gap": gap,
         "gaps": gaps,

@@ -337,10 +337,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run folder: {run}")
     if report.get("validation"):  # the held-out traffic: what a sweep selects by
         print(
-            f"  validation   {report['validation_score']:+8.3f} cores against ipa  "
-            f"(mean over {len(report['validation'])} "
-            "held-out windows x weights x load scales, never trained on; selected checkpoint: "
-            f"{report.get('selected_steps', '?')} steps; the evaluation traces below are reported only)"
+            f"  validation   {report['validation_score']:+8.3f} cores against ipa  (mean over "
+            f"{len(report['validation'])} held-out windows x weights x load scales, never trained on)\n"
+            f"  selected     {report.get('selected', '?')} ({report.get('selected_steps', '?')} steps), the best of "
+            f"{len(report.get('checkpoint_gaps', {}))} checkpoints; the evaluation traces below are reported only\n",
+            end="",
         )
     for trace, rec in report["eval"].items():
         print(

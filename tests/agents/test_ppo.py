@@ -49,10 +49,10 @@ def test_training_run_folder(tiny_run):
     report = json.loads((tiny_run / "eval.json").read_text())
     assert set(report["eval"]) == {"bursty", "steady_low", "steady_high", "fluctuating"}
     # checkpoints selected on the validation gap against IPA: the checkpoint at 128 steps and the final model
-    gaps = {int(k): v for k, v in report["checkpoint_gaps"].items()}
-    assert set(gaps) == {128, 256}
-    assert report["selected_steps"] == max(gaps, key=lambda k: (gaps[k], -k))
-    assert report["validation_score"] == pytest.approx(gaps[report["selected_steps"]], abs=1e-4)
+    gaps = report["checkpoint_gaps"]
+    assert set(gaps) == {"ppo_128_steps.zip", "ppo_256_steps.zip", "model.zip"}
+    assert gaps[report["selected"]] == max(gaps.values())
+    assert report["validation_score"] == pytest.approx(gaps[report["selected"]], abs=1e-4)
     # cells: 1 window x 2 weight settings x 3 load scales, IPA's records beside the agent's
     assert len(report["validation"]) == len(report["validation_ipa"]) == 6
 
@@ -142,9 +142,8 @@ def test_numpy_actor_equals_sb3_predict(tiny_run):
 
 def selected_model(run):
     """The model file of the checkpoint validation selected for ``actor.npz`` (the final model's when best)."""
-    selected = json.loads((run / "eval.json").read_text())["selected_steps"]
-    source = run / "checkpoints" / f"ppo_{selected}_steps.zip"
-    return source if source.exists() else run / "model.zip"
+    selected = json.loads((run / "eval.json").read_text())["selected"]
+    return run / "model.zip" if selected == "model.zip" else run / "checkpoints" / selected
 
 
 def test_converting_a_model_zip_checks_and_writes_the_actor(tmp_path, tiny_run, capsys):
