@@ -48,10 +48,15 @@ test: $(STAMP) lint prometheus
 lstm: $(STAMP)
 	$(BIN)/python -m agents.lstm --out rlscale/data/lstm_predictor.npz
 
-# The bundled PPO agents (agents/data/ppo_<pipeline>.npz, numpy actors): train on training windows and bundle (a few minutes each)
+# The bundled PPO agents (agents/data/ppo_<pipeline>.npz, numpy actors): one objective-conditioned agent per pipeline,
+# trained on training windows (sampled weights and load scales, curriculum against IPA) and bundled; 10-30 min each on
+# 2 cores (experiments/RESULTS.md section 10)
+AGENT_STEPS ?= 150000
 agent: $(STAMP)
-	$(BIN)/rlscale train --pipeline video --timesteps 300000 --seed 0 --out runs --bundle
-	$(BIN)/rlscale train --pipeline sum-qa --timesteps 200000 --seed 0 --out runs --bundle
+	for p in video sum-qa audio-qa audio-sent nlp resnet; do \
+	  $(BIN)/rlscale train --pipeline $$p --timesteps $(AGENT_STEPS) --seed 0 --eval-traces none --checkpoint-every 25000 \
+	    --checkpoint-minutes 0 --out runs --bundle || exit 1; \
+	done
 
 # Regenerate the lock files from pyproject.toml's ranges (Python 3.11, this platform): lock.txt holds the runtime, test
 # and training dependencies (what make installs), runtime.txt the runtime ones at the same versions, without torch
