@@ -21,6 +21,7 @@ Convert a run's ``model.zip`` (trained before runs wrote ``actor.npz``) with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -862,7 +863,8 @@ def _validate(cfg: TrainConfig, spec: PipelineSpec, run: Path, model, settings: 
     chosen = select_checkpoint(
         run, spec, final, int(model.num_timesteps), cells, export, stopped, lambda line: log.info("%s", line)
     )
-    chosen["actor"].save(run / ACTOR_FILE)
+    record = {**chosen["actor"].training, "validation_score": round(chosen["gap"], 4), "selected": chosen["name"]}
+    dataclasses.replace(chosen["actor"], training=record).save(run / ACTOR_FILE)
     return {
         "validation": chosen["records"],
         "validation_ipa": chosen["ipa"],

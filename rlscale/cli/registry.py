@@ -218,10 +218,17 @@ def make_live_policy(name: str, spec: PipelineSpec, options: PolicyOptions | Non
 
 
 def default_live_policy(spec: PipelineSpec) -> str:
-    """``ppo`` where the pipeline has a bundled agent, else ``ipa``."""
+    """``ppo`` where the pipeline has a bundled agent that did not trail IPA on its validation cells (its actor
+    file records ``validation_score``, the mean margin over IPA in cores; agents bundled before it was recorded
+    count as not trailing), else ``ipa``."""
+    from agents.actor import load_actor
     from agents.ppo import bundled_agent
 
-    return "ppo" if bundled_agent(spec.name).exists() else "ipa"
+    path = bundled_agent(spec.name)
+    if not path.exists():
+        return "ipa"
+    score = load_actor(path).training.get("validation_score")
+    return "ipa" if isinstance(score, int | float) and score < 0 else "ppo"
 
 
 def policy_names() -> list[str]:

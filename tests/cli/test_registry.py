@@ -93,3 +93,23 @@ def test_oracle_refuses_another_predictor_and_unknown_policy(spec, ramp):
 def test_ipa_tuned_uses_the_training_sweep(spec):
     h = tuned_headroom(spec)
     assert 1.0 <= h <= 2.0
+
+
+@pytest.mark.parametrize(("score", "expected"), [(None, "ppo"), (0.4, "ppo"), (-0.7, "ipa")])
+def test_default_live_policy_skips_an_agent_that_trails_ipa(tmp_path, monkeypatch, score, expected):
+    """A bundled agent whose recorded validation margin over IPA is negative is not the default; one without a
+    record (bundled before it was kept) still is; no bundled agent: ipa."""
+    import dataclasses
+
+    from agents import ppo
+    from agents.actor import random_actor
+    from rlscale.cli.registry import default_live_policy
+    from rlscale.spec import load_spec
+
+    spec = load_spec("video")
+    monkeypatch.setattr(ppo, "BUNDLED_DIR", tmp_path)
+    assert default_live_policy(spec) == "ipa"
+    actor = random_actor(spec, hidden=(4,), observation="conditioned", action="planner")
+    training = {} if score is None else {"validation_score": score}
+    dataclasses.replace(actor, training=training).save(tmp_path / "ppo_video.npz")
+    assert default_live_policy(spec) == expected
