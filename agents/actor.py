@@ -130,10 +130,15 @@ class Actor:
         if list(self.nvec) != wanted:
             raise AgentMismatch(
                 f"{source}: agent chooses among {list(self.nvec)} options per action, pipeline {spec.name} needs "
-                f"{wanted} (variants, batch sizes, cores, replica levels per stage); train one for it with "
-                "rlscale train"
+                f"{wanted} ({self._choices}); train one for it with rlscale train"
             )
         return codec
+
+    @property
+    def _choices(self) -> str:
+        if self.action == "planner":
+            return "a headroom level per stage, hold or re-plan, an accuracy tilt"
+        return "variants, batch sizes, cores, replica levels per stage"
 
     def make_codec(self, spec: PipelineSpec) -> Codec:
         """The codec these settings describe, for ``spec`` (unchecked; `codec` checks)."""

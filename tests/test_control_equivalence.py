@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from agents.hpa import HPAPolicy
+from agents.actor import random_actor
 from agents.ppo import PPOPolicy
 from envs.pipeline_env import PipelineEnv
 from ilp_baseline.policy import ILPPolicy, ipa_headroom
@@ -36,6 +37,9 @@ SPEC = load_spec("video")
 TRACE = Trace("bursty[300:600]", load_trace("bursty").rps[300:600].copy(), "bursty window, seconds 300-600")
 
 NAMES = ("ipa", "ppo", "ppo-raw", "hpa")
+# the agent: an untrained actor of the direct action design with conditioned observations (its proposals are often
+# infeasible, so the guard has work to do; the bundled planner agents propose the planner's feasible plans)
+AGENT = random_actor(SPEC, seed=3, observation="conditioned", action="direct")
 GUARDED = ("ipa", "ppo")  # the guarded ones here: ppo by default, ipa with --guard
 
 
@@ -46,7 +50,7 @@ def controller(name: str) -> Controller:
         # at the observed floor IPA's plans are feasible already (the backlog floor, the default, may move them)
         return Controller(policy, SafetyLayer(SPEC, load="observed"))
     if name in ("ppo", "ppo-raw"):  # the bundled agent, behind the safety layer or alone
-        agent = PPOPolicy(SPEC)
+        agent = PPOPolicy(SPEC, AGENT)
         agent.name = name
         return Controller(agent, SafetyLayer(SPEC) if name == "ppo" else None)
     if name == "hpa":  # stateful (stabilisation window, sync period), unguarded
@@ -204,7 +208,7 @@ def test_the_env_applies_the_runners_configs_for_the_agents_actions(name):
     """The env decodes the agent's action on each state, guards it unless ``safety=False``, and applies it: the
     same configs as the runner, and the observation it hands the agent is the one the deployed agent computes."""
     ep = episode(name)
-    agent = PPOPolicy(SPEC)
+    agent = PPOPolicy(SPEC, AGENT)
     clusters: list[ReplayCluster] = []
 
     def factory(spec, trace, initial, seed):
@@ -212,7 +216,7 @@ def test_the_env_applies_the_runners_configs_for_the_agents_actions(name):
         clusters.append(ReplayCluster(ep.states, ep.intervals))
         return clusters[-1]
 
-    env = PipelineEnv(SPEC, safety=name == "ppo", cluster_factory=factory)
+    env = PipelineEnv(SPEC, safety=name == "ppo", cluster_factory=factory, action_design=AGENT.action)
     assert env.codec == agent.codec  # the env decodes as the deployed agent does
     obs, _ = env.reset(seed=0, options={"trace": TRACE})
     (cluster,) = clusters
@@ -231,14 +235,14 @@ def test_the_env_applies_the_runners_configs_for_the_agents_actions(name):
 def test_the_env_comparison_can_fail_without_the_guard():
     """The guarded agent's states through the env with ``safety=False``: other configs where the guard moved."""
     ep = episode("ppo")
-    agent = PPOPolicy(SPEC)
+    agent = PPOPolicy(SPEC, AGENT)
     clusters: list[ReplayCluster] = []
 
     def factory(spec, trace, initial, seed):
         clusters.append(ReplayCluster(ep.states, ep.intervals))
         return clusters[-1]
 
-    env = PipelineEnv(SPEC, safety=False, predictor="none", cluster_factory=factory)
+    env = PipelineEnv(SPEC, safety=False, predictor="none", cluster_factory=factory, action_design=AGENT.action)
     env.reset(seed=0, options={"trace": TRACE})
     configs = [env.step(agent_action(agent, state))[4]["config"] for state in ep.states]
     differ = [i for i, (a, b) in enumerate(zip(configs, ep.configs, strict=True)) if a != str(b)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import zipfile
@@ -166,7 +167,7 @@ def test_same_name_other_shape_is_a_mismatch(tmp_path):
     """A spec edited from a bundled one keeps the name but not the choices: the shapes decide."""
     spec = load_spec("video")
     actor = load_actor(bundled_agent("video"))
-    narrower = Actor(actor.pipeline, actor.layers, actor.head, (3, *actor.nvec[1:]), actor.load_scale_rps)
+    narrower = dataclasses.replace(actor, nvec=(3, *actor.nvec[1:]))
     with pytest.raises(AgentMismatch, match=r"chooses among \[3, "):
         narrower.codec(spec)
 

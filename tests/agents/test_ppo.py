@@ -168,8 +168,10 @@ def test_bundle_copies_the_actor_file(tmp_path, tiny_run, monkeypatch, capsys):
     assert "bundled as" in capsys.readouterr().out
 
 
-def test_an_agent_for_other_action_choices_is_refused(tmp_path):
-    """A spec edited from a bundled one (same name, fewer variants) must not silently reuse the bundled agent."""
+def test_an_agent_for_another_shape_is_refused(tmp_path):
+    """A spec edited from a bundled one (same name, another number of stages) must not silently reuse the bundled
+    agent. Fewer variants are fine for the planner action (it sets headrooms, the planner picks among the spec's
+    variants); the direct action's refusal of them is tested in test_actor."""
     import yaml
 
     from rlscale.spec import data_dir
@@ -178,7 +180,10 @@ def test_an_agent_for_other_action_choices_is_refused(tmp_path):
     raw["stages"][0]["variants"] = raw["stages"][0]["variants"][:3]
     path = tmp_path / "video.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    with pytest.raises(RlscaleError, match=r"agent chooses among \[5, .*needs \[3, "):
+    assert PPOPolicy(load_spec(path)).codec.action_space().nvec.tolist() == [6, 6, 2, 3]
+    raw["stages"] = raw["stages"][:1]
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(RlscaleError, match=r"agent observes \(43,\), pipeline video needs \(35,\)"):
         PPOPolicy(load_spec(path))
 
 
