@@ -16,8 +16,8 @@ from functools import cache
 import numpy as np
 import pytest
 
-from agents.hpa import HPAPolicy
 from agents.actor import random_actor
+from agents.hpa import HPAPolicy
 from agents.ppo import PPOPolicy
 from envs.pipeline_env import PipelineEnv
 from ilp_baseline.policy import ILPPolicy, ipa_headroom
