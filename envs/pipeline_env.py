@@ -79,23 +79,14 @@ class Codec:
 
     def observe(self, state: PipelineState, predicted_rps: float | None = None) -> np.ndarray:
         spec, scale = self.spec, self.load_scale_rps
-        hist = np.asarray(state.arrival_rps, dtype=float)[-HISTORY_STEPS * STEP_S :]
-        steps = np.zeros(HISTORY_STEPS)
-        if hist.size:
-            pad = HISTORY_STEPS * STEP_S - hist.size
-            full = np.concatenate([np.full(pad, hist[0]), hist]) if pad > 0 else hist
-            steps = full.reshape(HISTORY_STEPS, STEP_S).max(axis=1)
+        steps = history_peaks(state)
         parts = [steps / scale, [(predicted_rps if predicted_rps is not None else steps[-1]) / scale]]
         last = state.last
         for s, (st, sc) in enumerate(zip(spec.stages, state.config.stages, strict=True)):
             m = last.stages[s] if last is not None else None
             parts.append(
                 [
-                    self.variants[s].index(sc.variant) / max(1, len(st.variants) - 1),
-                    st.batch_sizes.index(sc.batch) / max(1, len(st.batch_sizes) - 1)
-                    if sc.batch in st.batch_sizes
-                    else 0,
-                    st.cores.index(sc.cores) / max(1, len(st.cores) - 1) if sc.cores in st.cores else 0,
+                    *self._position(s, sc),
                     sc.replicas / st.max_replicas,
                     _finite(m.utilisation) if m else 0.0,  # a cluster without the busy metric reports NaN
                     _finite(m.latency_p99_s / spec.sla_s) if m else 0.0,
@@ -114,6 +105,15 @@ class Codec:
         )
         obs = np.concatenate([np.asarray(p, dtype=float).ravel() for p in parts])
         return np.clip(np.nan_to_num(obs, nan=0.0), 0.0, OBS_HIGH).astype(np.float32)
+
+    def _position(self, s: int, sc: StageConfig) -> tuple[float, float, float]:
+        """Stage ``s``'s variant, batch and cores as indices scaled to [0, 1] (0 for a value not in the spec)."""
+        st = self.spec.stages[s]
+        return (
+            self.variants[s].index(sc.variant) / max(1, len(st.variants) - 1),
+            st.batch_sizes.index(sc.batch) / max(1, len(st.batch_sizes) - 1) if sc.batch in st.batch_sizes else 0,
+            st.cores.index(sc.cores) / max(1, len(st.cores) - 1) if sc.cores in st.cores else 0,
+        )
 
     def for_spec(self, spec: PipelineSpec) -> Codec:
         """This codec for ``spec`` (the same pipeline with other objective weights: an episode's, a user's)."""
@@ -281,12 +281,7 @@ class ConditionedCodec(Codec):
         spec = self.spec
         rho = spec.objective.rho_max
         capacity = max(pipeline_capacity_rps(spec, state.config), 1e-3)
-        hist = np.asarray(state.arrival_rps, dtype=float)[-HISTORY_STEPS * STEP_S :]
-        steps = np.zeros(HISTORY_STEPS)
-        if hist.size:
-            pad = HISTORY_STEPS * STEP_S - hist.size
-            full = np.concatenate([np.full(pad, hist[0]), hist]) if pad > 0 else hist
-            steps = full.reshape(HISTORY_STEPS, STEP_S).max(axis=1)
+        steps = history_peaks(state)
         predicted = predicted_rps if predicted_rps is not None and math.isfinite(predicted_rps) else steps[-1]
         parts = [steps / capacity, [predicted / capacity, predicted / self.max_capacity_rps]]
         last = state.last
@@ -295,11 +290,7 @@ class ConditionedCodec(Codec):
             m = last.stages[s] if last is not None else None
             parts.append(
                 [
-                    self.variants[s].index(sc.variant) / max(1, len(st.variants) - 1),
-                    st.batch_sizes.index(sc.batch) / max(1, len(st.batch_sizes) - 1)
-                    if sc.batch in st.batch_sizes
-                    else 0,
-                    st.cores.index(sc.cores) / max(1, len(st.cores) - 1) if sc.cores in st.cores else 0,
+                    *self._position(s, sc),
                     stage_capacity_rps(st, sc, rho) / capacity,  # 1 for the bottleneck stage
                     _finite(m.utilisation) if m else 0.0,
                     _finite(m.latency_p99_s / spec.sla_s) if m else 0.0,
@@ -407,6 +398,17 @@ def _grid_log_uniform(rng: np.random.Generator, lo: float, hi: float, step: floa
 def _on_grid(x: float, lo: float, hi: float, step: float = 0.03) -> float:
     """``x`` rounded to the grid `_grid_log_uniform` draws on."""
     return float(min(hi, max(lo, math.exp(round(math.log(x) / step) * step))))
+
+
+def history_peaks(state: PipelineState) -> np.ndarray:
+    """The peak load of each `STEP_S` step of the last ``HISTORY_STEPS x STEP_S`` seconds, oldest first (a short
+    history padded with its first second; zeros with none)."""
+    hist = np.asarray(state.arrival_rps, dtype=float)[-HISTORY_STEPS * STEP_S :]
+    if not hist.size:
+        return np.zeros(HISTORY_STEPS)
+    pad = HISTORY_STEPS * STEP_S - hist.size
+    full = np.concatenate([np.full(pad, hist[0]), hist]) if pad > 0 else hist
+    return full.reshape(HISTORY_STEPS, STEP_S).max(axis=1)
 
 
 def _finite(x: float) -> float:
