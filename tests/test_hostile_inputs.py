@@ -540,6 +540,29 @@ CASES = [
     ("bench-train-steps-word", ["bench", "--train-steps", "lots"], "--train-steps"),
     ("bench-train-steps-huge", ["bench", "--train-steps", "99999999999"], "--train-steps"),
     ("bench-train-steps-without-train", ["bench", "--sections", "sim", "--train-steps", "10"], "--train-steps"),
+    # issue 15: the conditioned agent's training flags
+    (
+        "train-action-design",
+        ["train", "--pipeline", "video", "--action-design", "both", "--out", "runs"],
+        "--action-design",
+    ),
+    ("train-weights", ["train", "--pipeline", "video", "--weights", "random", "--out", "runs"], "--weights"),
+    ("train-curriculum", ["train", "--pipeline", "video", "--curriculum", "genet", "--out", "runs"], "--curriculum"),
+    (
+        "train-min-load-scale-zero",
+        ["train", "--pipeline", "video", "--min-load-scale", "0", "--out", "runs"],
+        "--min-load-scale",
+    ),
+    (
+        "train-max-load-scale-nan",
+        ["train", "--pipeline", "video", "--max-load-scale", "nan", "--out", "runs"],
+        "--max-load-scale",
+    ),
+    (
+        "train-load-scales-inverted",
+        ["train", "--pipeline", "video", "--min-load-scale", "2", "--max-load-scale", "1", "--out", "runs"],
+        "--min-load-scale",
+    ),
     # issue 15: ipa-hold (--hold-delta) and --load-scale
     (
         "simulate-load-scale-zero",
