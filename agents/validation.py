@@ -122,8 +122,14 @@ def gap_vs_ipa(cells: Sequence[Cell], agent: Sequence[dict], ipa: Sequence[dict]
     return value
 
 
-def checkpoint_candidates(run) -> list[tuple[int, object]]:
-    """``(steps, path)`` of a run's step checkpoints (``checkpoints/ppo_{steps}_steps.zip``), by steps."""
+MAX_CANDIDATES = 10
+"""Checkpoints scored per run at most (evenly spread over the run, the latest kept), besides the final model: a
+run checkpointing every few minutes would otherwise spend longer validating than training."""
+
+
+def checkpoint_candidates(run, most: int = MAX_CANDIDATES) -> list[tuple[int, object]]:
+    """``(steps, path)`` of a run's step checkpoints (``checkpoints/ppo_{steps}_steps.zip``), by steps, at most
+    ``most`` of them (evenly spread, the latest always among them)."""
     from pathlib import Path
 
     found = []
@@ -132,7 +138,11 @@ def checkpoint_candidates(run) -> list[tuple[int, object]]:
             found.append((int(path.stem.split("_")[1]), path))
         except (IndexError, ValueError):
             continue
-    return sorted(found, key=lambda x: x[0])
+    found.sort(key=lambda x: x[0])
+    if len(found) > most:
+        keep = sorted({round(i * (len(found) - 1) / (most - 1)) for i in range(most)}) if most > 1 else [len(found) - 1]
+        found = [found[i] for i in keep]
+    return found
 
 
 def select_checkpoint(

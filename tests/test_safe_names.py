@@ -75,7 +75,8 @@ def test_no_command_writes_outside_out_with_an_escaping_spec_name(tmp_path, writ
     spec = write_spec(rename)
     out = tmp_path / "a" / "b" / "out"
     args = {
-        "train": ["train", "--pipeline", str(spec), "--timesteps", "64", "--n-envs", "1", "--out", str(out)],
+        "train": ["train", "--pipeline", str(spec), "--timesteps", "64", "--n-envs", "1", "--validation-windows", "1"]
+        + ["--out", str(out)],
         "compare": ["compare", "--pipeline", str(spec), "--traces", "bursty", "--policies", "static-min"]
         + ["--out", str(out)],
         "simulate": ["simulate", "--pipeline", str(spec), "--trace", "bursty", "--policy", "static-min"],

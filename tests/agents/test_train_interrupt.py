@@ -70,7 +70,8 @@ def test_a_signal_saves_a_model_that_resume_accepts(tmp_path, sig, code):
     state = json.loads((run / "interrupted.json").read_text())
     assert 0 < state["timesteps_done"] < 1_000_000 and state["signal"] == signal.Signals(sig).name
 
-    args = ["--pipeline", "video", "--timesteps", "64", "--n-envs", "1", "--out", str(tmp_path / "r2")]
+    args = ["--pipeline", "video", "--timesteps", "64", "--n-envs", "1", "--validation-windows", "1"]
+    args += ["--out", str(tmp_path / "r2")]
     resumed = _train(*args, "--resume", str(model))
     assert resumed.returncode == 0, resumed.stderr
     (run2,) = (tmp_path / "r2").iterdir()
@@ -80,7 +81,15 @@ def test_a_signal_saves_a_model_that_resume_accepts(tmp_path, sig, code):
 
 def test_training_checkpoints_on_a_time_period(tmp_path, monkeypatch):
     monkeypatch.setattr(ppo, "evaluate", lambda *a, **k: {})
-    cfg = TrainConfig(timesteps=256, n_envs=1, n_steps=64, batch_size=32, out=str(tmp_path), checkpoint_minutes=1e-4)
+    cfg = TrainConfig(
+        timesteps=256,
+        n_envs=1,
+        n_steps=64,
+        batch_size=32,
+        out=str(tmp_path),
+        checkpoint_minutes=1e-4,
+        validation_days=0,
+    )
     run = train(cfg, progress_bar=False)  # checkpoint_every (50,000 steps) never comes: only the clock saves
     saved = sorted((run / "checkpoints").glob("ppo_*_steps.zip"))
     assert saved, list(run.rglob("*"))
@@ -113,7 +122,7 @@ def test_a_stop_during_the_final_evaluation_ends_it_with_the_model_kept(tmp_path
         return {}
 
     monkeypatch.setattr(ppo, "evaluate", evaluate)
-    cfg = TrainConfig(timesteps=128, n_envs=1, n_steps=64, batch_size=32, out=str(tmp_path))
+    cfg = TrainConfig(timesteps=128, n_envs=1, n_steps=64, batch_size=32, out=str(tmp_path), validation_windows=1)
     with pytest.raises(ppo.TrainingInterrupted) as info:
         train(cfg, progress_bar=False, stop=stop)
     assert len(calls) == 1 and info.value.exit_code == 143
