@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.actor import Actor
-from envs.pipeline_env import RATIO_RANGE
+from envs.pipeline_env import RATIO_RANGE, beta_unit
 from ilp_baseline.policy import ILPPolicy, ipa_headroom
 from ilp_baseline.safety import SafetyLayer
 from rlscale.control import Controller
@@ -81,11 +81,6 @@ def validation_cells(
     return cells
 
 
-def _beta(spec: PipelineSpec) -> float:
-    o = spec.objective
-    return o.beta if o.beta > 0 else max(o.alpha / RATIO_RANGE[1], 1e-9)
-
-
 def run_cells(
     cells: Sequence[Cell], make: Callable[[PipelineSpec], Policy], stop: Callable[[], bool] | None = None
 ) -> list[dict]:
@@ -117,7 +112,7 @@ def agent_records(actor: Actor, cells: Sequence[Cell], stop: Callable[[], bool] 
 
 def gap_vs_ipa(cells: Sequence[Cell], agent: Sequence[dict], ipa: Sequence[dict]) -> float:
     """Mean of (agent score - IPA score) / beta over the cells: > 0 is better than IPA."""
-    gaps = [(a["score"] - b["score"]) / _beta(c.spec) for c, a, b in zip(cells, agent, ipa, strict=True)]
+    gaps = [(a["score"] - b["score"]) / beta_unit(c.spec) for c, a, b in zip(cells, agent, ipa, strict=True)]
     value = float(np.mean(gaps)) if gaps else math.nan
     return value
 

@@ -14,10 +14,21 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.curriculum import Curriculum
+from ilp_baseline.dp import solve_dp
+from ilp_baseline.problem import InfeasibleLoad, cheapest_variants, planning_data
 from rlscale import control
 from rlscale.errors import RlscaleError
 from rlscale.interfaces import Cluster, Predictor
-from rlscale.model import replicas_for
+from rlscale.model import (
+    is_valid_load,
+    max_capacity,
+    objective_value,
+    pipeline_capacity_rps,
+    plan_fixed_variants,
+    replicas_for,
+    resize_replicas,
+    stage_capacity_rps,
+)
 from rlscale.predictors import last_interval_peak_rps
 from rlscale.sim.cluster import Simulator
 from rlscale.sim.runner import warm_state
@@ -199,6 +210,12 @@ def objective_features(spec: PipelineSpec) -> list[float]:
     ]
 
 
+def beta_unit(spec: PipelineSpec) -> float:
+    """One core's worth in objective units: beta, or (beta 0) alpha over the top of `RATIO_RANGE`."""
+    o = spec.objective
+    return o.beta if o.beta > 0 else max(o.alpha / RATIO_RANGE[1], 1e-9)
+
+
 def reward_terms(spec: PipelineSpec) -> tuple[float, float]:
     """``(offset, scale)``: the conditioned env's reward is ``(score - offset) / scale`` (then the shaping terms).
 
@@ -209,7 +226,7 @@ def reward_terms(spec: PipelineSpec) -> tuple[float, float]:
     weights it depends on, so every weight setting trains at about the same reward scale.
     """
     o = spec.objective
-    beta = o.beta if o.beta > 0 else max(o.alpha / RATIO_RANGE[1], 1e-9)
+    beta = beta_unit(spec)
     low = spec.accuracy([min(st.variants, key=lambda v: v.accuracy).name for st in spec.stages])
     high = spec.accuracy([max(st.variants, key=lambda v: v.accuracy).name for st in spec.stages])
     return o.alpha * low, beta * max(1.0, (o.alpha / beta) * (high - low) / 10.0)
@@ -248,8 +265,6 @@ class ConditionedCodec(Codec):
 
     @cached_property
     def max_capacity_rps(self) -> float:
-        from rlscale.model import max_capacity
-
         return max(max_capacity(self.spec).capacity_rps, 1e-6)
 
     def for_spec(self, spec: PipelineSpec) -> Codec:
@@ -276,8 +291,6 @@ class ConditionedCodec(Codec):
         return spaces.Box(low=-OBS_HIGH, high=OBS_HIGH, shape=(n,), dtype=np.float32)
 
     def observe(self, state: PipelineState, predicted_rps: float | None = None) -> np.ndarray:
-        from rlscale.model import pipeline_capacity_rps, stage_capacity_rps
-
         spec = self.spec
         rho = spec.objective.rho_max
         capacity = max(pipeline_capacity_rps(spec, state.config), 1e-3)
@@ -317,13 +330,10 @@ class ConditionedCodec(Codec):
         on: the objective gain of the DP's plan over holding (resizing replicas of the configuration in force),
         in cores (/ beta); 1 if holding is feasible (else 0); the plan's accuracy minus the configuration in
         force's; and the plan's cores minus the hold's, over the core budget. Zeros where the load is no data."""
-        from rlscale.model import is_valid_load, objective_value, resize_replicas
-
         if not is_valid_load(predicted_rps):
             return [0.0] * PLAN_FEATURES
         spec = self.spec
-        load = math.ceil(max(0.0, predicted_rps) / PLAN_GRID_RPS - 1e-9) * PLAN_GRID_RPS
-        loads = (load,) * len(spec.stages)
+        loads = (_plan_grid(max(0.0, predicted_rps)),) * len(spec.stages)
         plan = self._plan(loads, 1.0)
         held = resize_replicas(spec, state.config, loads)
         beta = spec.objective.beta if spec.objective.beta > 0 else 1.0
@@ -339,14 +349,12 @@ class ConditionedCodec(Codec):
         """The configuration an action asks for. Planner: at the predicted load (else the last interval's peak)."""
         if self.action == "direct":
             return super().decode(action, state, predicted_rps)
-        from rlscale.model import resize_replicas
-
         spec = self.spec
         a = np.asarray(action, dtype=np.int64).ravel()
         n = len(spec.stages)
         base = predicted_rps if predicted_rps is not None else self.reference_load_rps(state)
         base = max(0.0, float(base)) if math.isfinite(base) else self.reference_load_rps(state)
-        loads = tuple(math.ceil(self.headrooms[int(k)] * base / PLAN_GRID_RPS - 1e-9) * PLAN_GRID_RPS for k in a[:n])
+        loads = tuple(_plan_grid(self.headrooms[int(k)] * base) for k in a[:n])
         if int(a[n]) == 0:
             held = resize_replicas(spec, state.config, loads)
             if held is not None:
@@ -354,10 +362,6 @@ class ConditionedCodec(Codec):
         return self._plan(loads, self.tilts[int(a[n + 1])])
 
     def _plan(self, loads: tuple[float, ...], tilt: float) -> PipelineConfig:
-        from ilp_baseline.dp import solve_dp
-        from ilp_baseline.problem import InfeasibleLoad, cheapest_variants, planning_data
-        from rlscale.model import plan_fixed_variants
-
         cache = self._plans
         key = (loads, tilt)
         hit = cache.get(key)
@@ -389,15 +393,23 @@ class ConditionedCodec(Codec):
         raise RlscaleError("the planner action has no inverse (use the direct design for imitation)")
 
 
+def _plan_grid(load_rps: float) -> float:
+    """``load_rps`` rounded up to the planner's grid (`PLAN_GRID_RPS`), so repeated loads reuse a plan."""
+    return math.ceil(load_rps / PLAN_GRID_RPS - 1e-9) * PLAN_GRID_RPS
+
+
 def _grid_log_uniform(rng: np.random.Generator, lo: float, hi: float, step: float = 0.03) -> float:
     """A draw log-uniform in ``[lo, hi]``, rounded to a grid of ``step`` in ln (so episodes share few specs)."""
-    x = rng.uniform(math.log(lo), math.log(hi))
-    return float(min(hi, max(lo, math.exp(round(x / step) * step))))
+    return _log_grid(rng.uniform(math.log(lo), math.log(hi)), lo, hi, step)
 
 
 def _on_grid(x: float, lo: float, hi: float, step: float = 0.03) -> float:
     """``x`` rounded to the grid `_grid_log_uniform` draws on."""
-    return float(min(hi, max(lo, math.exp(round(math.log(x) / step) * step))))
+    return _log_grid(math.log(x), lo, hi, step)
+
+
+def _log_grid(ln_x: float, lo: float, hi: float, step: float) -> float:
+    return float(min(hi, max(lo, math.exp(round(ln_x / step) * step))))
 
 
 def history_peaks(state: PipelineState) -> np.ndarray:
@@ -646,7 +658,7 @@ class PipelineEnv(gym.Env):
             rng = self.np_random
             if ratio is None and rng.random() < 0.2:
                 return base
-            beta = o.beta if o.beta > 0 else max(o.alpha / RATIO_RANGE[1], 1e-9)
+            beta = beta_unit(base)
             ratio = _grid_log_uniform(rng, *RATIO_RANGE) if ratio is None else _on_grid(ratio, *RATIO_RANGE)
             penalty = _grid_log_uniform(rng, *PENALTY_RANGE)
             changes = {"alpha": ratio * beta, "sla_penalty": penalty * beta}

@@ -20,6 +20,7 @@ at their checkout).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -30,6 +31,19 @@ from typing import Any
 PIPELINE = "video"
 PIPELINE_ENV_ID = "rlscale/Pipeline-v0"
 CARTPOLE_ENV_ID = "CartPole-v1"
+
+
+def _timed(spent: dict[str, float], name: str, fn: Callable) -> Callable:
+    """``fn``, adding the seconds each call takes to ``spent[name]``."""
+
+    def wrapper(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - t
+
+    return wrapper
 
 
 def require_train_extra() -> None:
@@ -114,16 +128,7 @@ def ppo_steps_per_s(venv, cfg, timesteps: int) -> dict[str, float]:
         verbose=0,
     )
     spent = {"rollout_s": 0.0, "update_s": 0.0}
-
-    def timed(name: str, fn: Callable) -> Callable:
-        def wrapper(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[name] += time.perf_counter() - t
-
-        return wrapper
+    timed = functools.partial(_timed, spent)
 
     model.collect_rollouts = timed("rollout_s", model.collect_rollouts)
     model.train = timed("update_s", model.train)
@@ -195,16 +200,7 @@ def env_throughput(steps: int = 600, seed: int = 0) -> dict[str, Any]:
 
     env = PipelineEnv(PIPELINE, safety=True)
     spent: dict[str, float] = defaultdict(float)
-
-    def timed(name: str, fn: Callable) -> Callable:
-        def wrapper(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[name] += time.perf_counter() - t
-
-        return wrapper
+    timed = functools.partial(_timed, spent)
 
     codec = env.codec
     object.__setattr__(codec, "observe", timed("observation", codec.observe))  # a frozen dataclass in some versions
