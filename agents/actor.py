@@ -13,7 +13,9 @@ An actor file (``agents/data/ppo_<pipeline>.npz``, a run's ``actor.npz``) is an 
 choices), ``codec`` (the observation/action encoding it was trained with: ``load_scale_rps``,
 ``capacity_levels``, ``history_steps``, ``step_s``, ``obs_high``; since issue 15 also ``observation``
 (``conditioned`` or ``absolute``), ``action`` (``planner`` or ``direct``), ``headrooms`` and ``tilts``, which files
-written before it lack and read as ``absolute``/``direct``) and ``training`` (the run's settings, for the record).
+written before it lack and read as ``absolute``/``direct``; and ``hold_delta``, the planner's hold-unless-gain
+threshold, absent or null in the first planner agents, which have no such choice) and ``training`` (the run's
+settings, for the record).
 Every other key but ``training`` is required.
 
 The action is the argmax of each sub-action's slice of the logits (``np.split`` at ``cumsum(nvec)[:-1]``): SB3's
@@ -78,6 +80,7 @@ class Actor:
         action: ``direct`` or ``planner`` (conditioned observations only).
         headrooms: the planner action's headroom levels.
         tilts: the planner action's accuracy tilts.
+        hold_delta: the planner action's hold-unless-gain threshold (None: the choice is not in the action).
     """
 
     pipeline: str
@@ -91,6 +94,7 @@ class Actor:
     action: str = "direct"
     headrooms: tuple[float, ...] = HEADROOMS
     tilts: tuple[float, ...] = TILTS
+    hold_delta: float | None = None
 
     @property
     def obs_size(self) -> int:
@@ -150,6 +154,7 @@ class Actor:
                 action=self.action,
                 headrooms=self.headrooms,
                 tilts=self.tilts,
+                hold_delta=self.hold_delta,
             )
         return Codec(spec, load_scale_rps=self.load_scale_rps, capacity_levels=self.capacity_levels)
 
@@ -172,6 +177,7 @@ class Actor:
                 "action": self.action,
                 "headrooms": list(self.headrooms),
                 "tilts": list(self.tilts),
+                "hold_delta": self.hold_delta,
             },
             "training": self.training,
         }
@@ -282,6 +288,14 @@ def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray], bad: str) -> Act
         ):
             raise RlscaleError(f"{bad} codec.{key} must be positive numbers")
         levels_of[key] = tuple(float(x) for x in values)
+    hold_delta = codec.get("hold_delta")
+    if hold_delta is not None and (
+        not isinstance(hold_delta, int | float)
+        or isinstance(hold_delta, bool)
+        or not math.isfinite(hold_delta)
+        or hold_delta < 0
+    ):
+        raise RlscaleError(f"{bad} codec.hold_delta must be a number >= 0 or null")
 
     def matrix(name: str, shape: tuple[int, ...]) -> np.ndarray:
         if name not in arrays:
@@ -317,6 +331,7 @@ def _build(meta: dict[str, Any], arrays: dict[str, np.ndarray], bad: str) -> Act
         action=action,
         headrooms=levels_of["headrooms"],
         tilts=levels_of["tilts"],
+        hold_delta=None if hold_delta is None else float(hold_delta),
     )
 
 

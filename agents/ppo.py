@@ -40,7 +40,17 @@ import numpy as np
 
 from agents.actor import Actor, AgentMismatch, load_actor
 from envs.curriculum import Curriculum
-from envs.pipeline_env import ACTION_DESIGNS, CAPACITY_LEVELS, RATIO_RANGE, PipelineEnv
+from envs.pipeline_env import (
+    ACTION_DESIGNS,
+    CAPACITY_LEVELS,
+    HEADROOMS,
+    HEADROOMS_V1,
+    HOLD_DELTA,
+    HOLDS,
+    RATIO_RANGE,
+    TILTS,
+    PipelineEnv,
+)
 from ilp_baseline.safety import SafetyLayer
 from rlscale.control import Controller
 from rlscale.errors import RlscaleError
@@ -158,6 +168,11 @@ class TrainConfig:
         curriculum: ``none``: uniform draws; ``ipa-gap``: draw more episodes from the weight and load bins where
             the agent trails IPA's planner most (`envs.curriculum`, after Genet; needs sampled weights). It lost the
             ablation on video (experiments/RESULTS.md section 10), so it is off by default.
+        prior: ``ipa``: the untrained policy proposes IPA's own action (headroom 1 on every stage, replan, no tilt)
+            with most of its probability (its action head's biases, `PRIOR_LOGIT`), so PPO starts from IPA's
+            planner and moves away only where its returns say so, and where it learnt nothing (a load or weights
+            it rarely met) it stays close to IPA; ``none``: SB3's uniform start. The direct action always starts
+            uniform.
     """
 
     pipeline: str = "video"
@@ -195,6 +210,7 @@ class TrainConfig:
     min_load_scale: float = 0.25
     max_load_scale: float = 3.0
     curriculum: str = "none"
+    prior: str = "ipa"
 
 
 class PPOPolicy:
@@ -297,13 +313,21 @@ def actor_from_model_zip(path: Path) -> Actor:
     )
 
 
-def codec_settings(settings: dict[str, Any]) -> dict[str, str]:
+def codec_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """The actor's codec keys for a run's settings (``config.json``): runs before issue 15 (no ``action_design``)
-    observed absolute loads and acted directly."""
+    observed absolute loads and acted directly; planner runs record the action's levels under ``codec`` (the
+    first ones did not: they had `HEADROOMS_V1` and no hold-unless-gain choice)."""
     design = settings.get("action_design")
     if design is None:
         return {"observation": "absolute", "action": "direct"}
-    return {"observation": "conditioned", "action": str(design)}
+    levels = settings.get("codec") or {"headrooms": list(HEADROOMS_V1), "tilts": list(TILTS), "hold_delta": None}
+    return {
+        "observation": "conditioned",
+        "action": str(design),
+        "headrooms": tuple(float(x) for x in levels["headrooms"]),
+        "tilts": tuple(float(x) for x in levels["tilts"]),
+        "hold_delta": None if levels["hold_delta"] is None else float(levels["hold_delta"]),
+    }
 
 
 def export_actor(
@@ -314,6 +338,9 @@ def export_actor(
     training: dict[str, Any] | None = None,
     observation: str = "absolute",
     action: str = "direct",
+    headrooms: tuple[float, ...] = HEADROOMS,
+    tilts: tuple[float, ...] = TILTS,
+    hold_delta: float | None = HOLD_DELTA,
 ) -> Actor:
     """The actor network of an SB3 PPO model as an `Actor` (numpy), with the codec settings it was trained with.
 
@@ -359,6 +386,9 @@ def export_actor(
         training=dict(training or {}),
         observation=observation,
         action=action,
+        headrooms=tuple(headrooms),
+        tilts=tuple(tilts),
+        hold_delta=hold_delta,
     )
 
 
@@ -408,9 +438,47 @@ def _spec_name(settings: dict[str, Any], model_path: Path) -> str:
     raise RlscaleError(f"{model_path}: its training settings do not say which pipeline it was trained for")
 
 
+PRIORS = ("ipa", "none")
+"""Where a fresh training's policy starts (`TrainConfig.prior`)."""
+PRIOR_LOGIT = 2.5
+"""The logit added to IPA's choice in each sub-action of a fresh planner-action policy (``prior: ipa``): 0.67 of the
+probability among 7 headrooms, 0.86 among 3 hold choices, 0.86 among 3 tilts."""
+
+
+def ipa_action(nvec: Sequence[int]) -> list[int]:
+    """IPA's own action in the planner design whose sub-actions have ``nvec`` choices: headroom 1.0 on every stage,
+    replan, tilt 1.0 (`envs.pipeline_env.ConditionedCodec.decode` then plans exactly as IPA does)."""
+    stages = len(nvec) - 2
+    if (
+        stages < 1
+        or any(int(n) != len(HEADROOMS) for n in nvec[:stages])
+        or int(nvec[-2]) != len(HOLDS)
+        or int(nvec[-1]) != len(TILTS)
+    ):
+        raise RlscaleError(f"not a planner action space: {list(nvec)}")
+    return [HEADROOMS.index(1.0)] * stages + [HOLDS.index("replan"), TILTS.index(1.0)]
+
+
+def set_ipa_prior(policy, nvec: Sequence[int], logit: float = PRIOR_LOGIT) -> None:
+    """Adds ``logit`` to the bias of IPA's choice in each sub-action of ``policy``'s action head (SB3's
+    ``action_net``, one block of logits per sub-action), so the untrained policy proposes IPA's action most often."""
+    import torch
+
+    bias = policy.action_net.bias
+    with torch.no_grad():
+        start = 0
+        for n, choice in zip(nvec, ipa_action(nvec), strict=True):
+            bias[start + choice] += logit
+            start += int(n)
+
+
 def _run_settings(cfg: TrainConfig, spec: PipelineSpec) -> dict[str, Any]:
-    """What ``config.json`` (and a checkpoint's ``.json``) records: the config and the spec's name."""
-    return {**asdict(cfg), "spec_name": spec.name}
+    """What ``config.json`` (and a checkpoint's ``.json``) records: the config, the spec's name and, for the planner
+    action, its levels (`codec_settings` reads them back)."""
+    settings = {**asdict(cfg), "spec_name": spec.name}
+    if cfg.action_design == "planner":
+        settings["codec"] = {"headrooms": list(HEADROOMS), "tilts": list(TILTS), "hold_delta": HOLD_DELTA}
+    return settings
 
 
 CURRICULA = ("ipa-gap", "none")
@@ -568,6 +636,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise RlscaleError(f"--action-design must be one of {', '.join(ACTION_DESIGNS)}, got {cfg.action_design!r}")
     if cfg.curriculum not in CURRICULA:
         raise RlscaleError(f"--curriculum must be one of {', '.join(CURRICULA)}, got {cfg.curriculum!r}")
+    if cfg.prior not in PRIORS:
+        raise RlscaleError(f"--prior must be one of {', '.join(PRIORS)}, got {cfg.prior!r}")
     if cfg.weights not in WEIGHTS:
         raise RlscaleError(f"--weights must be one of {', '.join(WEIGHTS)}, got {cfg.weights!r}")
     lo, hi = cfg.min_load_scale, cfg.max_load_scale
@@ -733,6 +803,8 @@ def _learn(
             device="cpu",
             verbose=0,
         )
+        if cfg.prior == "ipa" and cfg.action_design == "planner":
+            set_ipa_prior(model.policy, venv.action_space.nvec)
     settings = _run_settings(cfg, spec)
     run = _create_run_folder(out, run_name)
     try:

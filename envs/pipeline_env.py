@@ -172,8 +172,16 @@ class Codec:
 
 # ---------------------------------------------------------------------- the conditioned codec (issue 15)
 
-HEADROOMS = (0.85, 1.0, 1.15, 1.3, 1.5, 2.0)
-"""Planner action: a stage is planned for ``headroom x`` the predicted load."""
+HEADROOMS = (0.85, 0.9, 1.0, 1.15, 1.3, 1.5, 2.0)
+"""Planner action: a stage is planned for ``headroom x`` the predicted load (0.9: ``ipa-hold``'s tuned headroom on
+most pipelines)."""
+HEADROOMS_V1 = (0.85, 1.0, 1.15, 1.3, 1.5, 2.0)
+"""The headroom levels of the first planner agents (training runs whose settings record no codec levels)."""
+HOLD_DELTA = 0.25
+"""Planner action's third hold choice: keep the configuration in force (resizing replicas) unless re-planning gains
+more than ``HOLD_DELTA x beta`` in objective (``ipa-hold``'s rule; 0.25 is its tuned delta on video and audio-qa)."""
+HOLDS = ("hold", "replan", "hold-unless-gain")
+"""Planner action's hold-or-replan choices, in index order (agents without ``hold_delta`` have the first two)."""
 TILTS = (0.5, 1.0, 2.0)
 """Planner action: the planner maximises ``tilt x alpha x A - beta x C - gamma x B`` (more or less accuracy than
 the one-interval optimum buys)."""
@@ -246,18 +254,22 @@ class ConditionedCodec(Codec):
       planner lacks and the exact DP produces the configuration. Each stage s is planned for ``HEADROOMS[k_s] x``
       the predicted load; *hold* keeps every stage's variant, batch and cores and resizes replicas
       (`rlscale.model.resize_replicas`; when that is infeasible it re-plans), *replan* takes the DP optimum with
-      ``alpha`` multiplied by ``TILTS[t]``.
+      ``alpha`` multiplied by ``TILTS[t]``, and *hold-unless-gain* (agents with ``hold_delta``) holds unless the
+      re-plan beats the hold by more than ``hold_delta x beta`` in objective, ``ipa-hold``'s rule (without it a
+      hold can keep a configuration far from the optimum for a whole window).
     - ``direct``: as `Codec` (variant, batch, cores and a capacity level per stage).
 
     Attributes:
         action: ``planner`` or ``direct``.
         headrooms: the planner's headroom levels.
         tilts: the planner's accuracy tilts.
+        hold_delta: the hold-unless-gain choice's threshold in cores (None: no such choice, the first agents).
     """
 
     action: str = "planner"
     headrooms: tuple[float, ...] = HEADROOMS
     tilts: tuple[float, ...] = TILTS
+    hold_delta: float | None = HOLD_DELTA
 
     def __post_init__(self) -> None:
         if self.action not in ACTION_DESIGNS:
@@ -276,7 +288,8 @@ class ConditionedCodec(Codec):
     def action_space(self) -> spaces.MultiDiscrete:
         if self.action == "direct":
             return super().action_space()
-        nvec = [len(self.headrooms)] * len(self.spec.stages) + [2, len(self.tilts)]
+        holds = 2 if self.hold_delta is None else len(HOLDS)
+        nvec = [len(self.headrooms)] * len(self.spec.stages) + [holds, len(self.tilts)]
         return spaces.MultiDiscrete(np.array(nvec, dtype=np.int64))
 
     def observation_space(self) -> spaces.Box:
@@ -355,11 +368,18 @@ class ConditionedCodec(Codec):
         base = predicted_rps if predicted_rps is not None else self.reference_load_rps(state)
         base = max(0.0, float(base)) if math.isfinite(base) else self.reference_load_rps(state)
         loads = tuple(_plan_grid(self.headrooms[int(k)] * base) for k in a[:n])
-        if int(a[n]) == 0:
-            held = resize_replicas(spec, state.config, loads)
-            if held is not None:
-                return held
-        return self._plan(loads, self.tilts[int(a[n + 1])])
+        hold, tilt = int(a[n]), self.tilts[int(a[n + 1])]
+        if hold == 1:
+            return self._plan(loads, tilt)
+        held = resize_replicas(spec, state.config, loads)
+        if held is None:
+            return self._plan(loads, tilt)
+        if hold == 2 and self.hold_delta is not None:
+            plan = self._plan(loads, tilt)
+            tilted = self._tilted(tilt)
+            if objective_value(tilted, plan) - objective_value(tilted, held) > self.hold_delta * _beta(spec):
+                return plan
+        return held
 
     def _plan(self, loads: tuple[float, ...], tilt: float) -> PipelineConfig:
         cache = self._plans
@@ -384,13 +404,26 @@ class ConditionedCodec(Codec):
     def _tilted(self, tilt: float) -> PipelineSpec:
         if tilt == 1.0:
             return self.spec
-        o = self.spec.objective
-        return dataclasses.replace(self.spec, objective=dataclasses.replace(o, alpha=o.alpha * tilt))
+        hit = self._tilted_specs.get(tilt)
+        if hit is None:
+            o = self.spec.objective
+            hit = dataclasses.replace(self.spec, objective=dataclasses.replace(o, alpha=o.alpha * tilt))
+            self._tilted_specs[tilt] = hit
+        return hit
+
+    @cached_property
+    def _tilted_specs(self) -> dict:
+        return {}
 
     def encode(self, config: PipelineConfig, state: PipelineState) -> np.ndarray:
         if self.action == "direct":
             return super().encode(config, state)
         raise RlscaleError("the planner action has no inverse (use the direct design for imitation)")
+
+
+def _beta(spec: PipelineSpec) -> float:
+    """The cost weight a hold threshold in cores is priced at (1 where the spec's beta is 0)."""
+    return spec.objective.beta if spec.objective.beta > 0 else 1.0
 
 
 def _plan_grid(load_rps: float) -> float:

@@ -70,6 +70,7 @@ CHOICES = {
     "action_design": ("planner", "direct"),
     "weights": ("sampled", "spec"),
     "curriculum": ("ipa-gap", "none"),
+    "prior": ("ipa", "none"),
 }
 """The values a text field of `TrainConfig` may take, where it has a fixed set (argparse refuses others)."""
 METAVAR = {
@@ -77,6 +78,7 @@ METAVAR = {
     "action_design": "planner|direct",
     "weights": "sampled|spec",
     "curriculum": "ipa-gap|none",
+    "prior": "ipa|none",
     "name": "NAME",
     "resume": "MODEL.zip",
     "checkpoint_minutes": "M",

@@ -114,8 +114,15 @@ def test_a_model_zip_needs_its_training_settings(tmp_path, tiny_run):
     with pytest.raises(RlscaleError, match="lack load_scale_rps"):
         PPOPolicy(load_spec("video"), alone)
     settings = {"pipeline": "video", "load_scale_rps": 40.0, "action_design": "planner"}
+    # a planner run that records no action levels is one of the first (6 headrooms, hold or replan): not this model
     (tmp_path / "config.json").write_text(json.dumps(settings))
-    assert PPOPolicy(load_spec("video"), alone).codec.load_scale_rps == 40.0
+    with pytest.raises(RlscaleError, match=r"options per action.*\[6, 6, 2, 3\]"):
+        PPOPolicy(load_spec("video"), alone)
+    settings["codec"] = json.loads((tiny_run / "config.json").read_text())["codec"]
+    assert settings["codec"]["hold_delta"] == ppo.HOLD_DELTA and 0.9 in settings["codec"]["headrooms"]
+    (tmp_path / "config.json").write_text(json.dumps(settings))
+    codec = PPOPolicy(load_spec("video"), alone).codec
+    assert codec.load_scale_rps == 40.0 and codec.hold_delta == ppo.HOLD_DELTA
     # settings without action_design are a run from before issue 15: absolute observations, which this model lacks
     (tmp_path / "config.json").write_text(json.dumps({"pipeline": "video", "load_scale_rps": 40.0}))
     with pytest.raises(RlscaleError, match="observes"):
@@ -272,3 +279,34 @@ def test_training_on_own_traffic_end_to_end(tmp_path):
     assert len(report["validation"]) == 3 * 2 * 3  # windows x weight settings x load scales
     assert list(report["eval"]) == ["steady_low", str(path)]
     assert json.loads((run / "config.json").read_text())["traces"] == str(path)
+
+
+def test_the_ipa_prior_starts_the_policy_at_ipas_action():
+    from stable_baselines3 import PPO
+
+    from agents.ppo import PRIOR_LOGIT, ipa_action, make_vec_env, set_ipa_prior
+    from envs.pipeline_env import HEADROOMS, TILTS
+
+    venv = make_vec_env(TrainConfig(pipeline="video", n_envs=1))
+    nvec = venv.action_space.nvec
+    expected = ipa_action(nvec)
+    assert expected == [HEADROOMS.index(1.0), HEADROOMS.index(1.0), 1, TILTS.index(1.0)]  # headroom 1, replan, tilt 1
+    obs = venv.reset()
+    rng = np.random.default_rng(0)
+    samples = np.vstack([obs, rng.uniform(-3, 3, size=(31, obs.shape[1])).astype(np.float32)])
+    fresh = PPO("MlpPolicy", venv, seed=0, device="cpu")
+    assert not all(list(a) == expected for a in fresh.predict(samples, deterministic=True)[0])
+    set_ipa_prior(fresh.policy, nvec)
+    assert all(list(a) == expected for a in fresh.predict(samples, deterministic=True)[0])
+    drawn = fresh.predict(np.repeat(obs, 400, axis=0), deterministic=False)[0]
+    share = np.mean([list(a) == expected for a in drawn])  # still explores: about 0.67^2 x 0.86 x 0.86
+    assert 0.2 < share < 0.5
+    assert PRIOR_LOGIT > 0
+    with pytest.raises(RlscaleError, match="not a planner action space"):
+        ipa_action([4, 3, 2])
+    venv.close()
+
+
+def test_a_bad_prior_is_refused():
+    with pytest.raises(RlscaleError, match="--prior must be one of"):
+        train(TrainConfig(prior="imitate"), progress_bar=False)

@@ -11,6 +11,7 @@ from agents.actor import load_actor, random_actor
 from envs.pipeline_env import (
     HEADROOMS,
     HISTORY_STEPS,
+    HOLDS,
     ConditionedCodec,
     PipelineEnv,
     TrainingTraces,
@@ -83,6 +84,27 @@ def test_planner_replan_is_the_dp_optimum_at_each_stages_headroom(spec):
     assert planned == solve_dp(planning_data(spec, [20.0, 40.0])).config
     tilted = codec.decode(np.array([k0, k0, 1, 2]), s, 20.0)  # alpha x 2
     assert tilted == solve_dp(planning_data(weighted(spec, alpha=2 * spec.objective.alpha), 20.0)).config
+
+
+def test_planner_hold_unless_gain_is_ipa_holds_rule(spec):
+    """The third hold choice keeps the configuration in force while re-planning gains at most hold_delta x beta, and
+    re-plans beyond it; agents without hold_delta have two choices only."""
+    from rlscale.model import objective_value, resize_replicas
+
+    rich = weighted(spec, alpha=30.0)
+    cheap = solve_dp(planning_data(weighted(spec, alpha=0.0), 20.0)).config
+    plan = solve_dp(planning_data(rich, 20.0)).config
+    held = resize_replicas(rich, cheap, 20.0)
+    gain = (objective_value(rich, plan) - objective_value(rich, held)) / rich.objective.beta
+    assert gain > 0 and plan != held
+    k = HEADROOMS.index(1.0)
+    action = np.array([k, k, HOLDS.index("hold-unless-gain"), 1])
+    s = state(rich, 20.0, cheap)
+    assert ConditionedCodec(rich, hold_delta=gain * 1.01).decode(action, s, 20.0) == held
+    assert ConditionedCodec(rich, hold_delta=gain * 0.99).decode(action, s, 20.0) == plan
+    assert ConditionedCodec(rich).decode(np.array([k, k, HOLDS.index("hold"), 1]), s, 20.0) == held
+    assert list(ConditionedCodec(rich).action_space().nvec) == [len(HEADROOMS)] * 2 + [3, 3]
+    assert list(ConditionedCodec(rich, hold_delta=None).action_space().nvec) == [len(HEADROOMS)] * 2 + [2, 3]
 
 
 def test_env_samples_weights_and_load_scales_and_scales_rewards(spec):
