@@ -173,6 +173,8 @@ class TrainConfig:
             planner and moves away only where its returns say so, and where it learnt nothing (a load or weights
             it rarely met) it stays close to IPA; ``none``: SB3's uniform start. The direct action always starts
             uniform.
+        reward_scale: ``load``: each episode's rewards are divided by its load scale (an episode at 3x weighs like
+            one at 1x instead of 3x as much); ``none``: as they come.
     """
 
     pipeline: str = "video"
@@ -211,6 +213,7 @@ class TrainConfig:
     max_load_scale: float = 3.0
     curriculum: str = "none"
     prior: str = "ipa"
+    reward_scale: str = "none"
 
 
 class PPOPolicy:
@@ -438,6 +441,8 @@ def _spec_name(settings: dict[str, Any], model_path: Path) -> str:
     raise RlscaleError(f"{model_path}: its training settings do not say which pipeline it was trained for")
 
 
+REWARD_SCALES = ("none", "load")
+"""How a training weighs episodes of different load (`TrainConfig.reward_scale`)."""
 PRIORS = ("ipa", "none")
 """Where a fresh training's policy starts (`TrainConfig.prior`)."""
 PRIOR_LOGIT = 2.5
@@ -557,6 +562,7 @@ def make_env(cfg: TrainConfig, rank: int, subprocess: bool = False, curriculum: 
             sample_objective=cfg.weights == "sampled",
             load_scales=(cfg.min_load_scale, cfg.max_load_scale),
             curriculum=curriculum,
+            reward_per_load=cfg.reward_scale == "load",
         )
         env.reset(seed=cfg.seed * 1000 + rank)
         # SB3 keeps the rewards of in-process environments as float32 and those of subprocesses as float64: rounded
@@ -636,6 +642,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise RlscaleError(f"--action-design must be one of {', '.join(ACTION_DESIGNS)}, got {cfg.action_design!r}")
     if cfg.curriculum not in CURRICULA:
         raise RlscaleError(f"--curriculum must be one of {', '.join(CURRICULA)}, got {cfg.curriculum!r}")
+    if cfg.reward_scale not in REWARD_SCALES:
+        raise RlscaleError(f"--reward-scale must be one of {', '.join(REWARD_SCALES)}, got {cfg.reward_scale!r}")
     if cfg.prior not in PRIORS:
         raise RlscaleError(f"--prior must be one of {', '.join(PRIORS)}, got {cfg.prior!r}")
     if cfg.weights not in WEIGHTS:

@@ -198,7 +198,8 @@ requests costs 30 cores): the lexicographic ranking as a reward."""
 OBJECTIVE_FEATURES = 4
 PLAN_FEATURES = 4
 ACTION_DESIGNS = ("planner", "direct")
-PLAN_GRID_RPS = 0.05  # planner loads are rounded up to this grid, so repeated loads reuse a plan
+PLAN_GRID_RPS = 0.001  # planner loads are rounded up to this grid (coarser grids made the agent's IPA action
+# cost a little more than IPA: 0.05 rps lost sum-qa's steady windows to ipa by 0.01)
 PLAN_CACHE = 4096
 
 
@@ -508,6 +509,7 @@ class TrainingTraces:
         if factor is None and self.load_scales is not None:  # then the whole window at another load level
             lo, hi = self.load_scales
             factor = float(np.exp(self.rng.uniform(math.log(lo), math.log(hi))))
+        self.factor = 1.0 if factor is None else float(factor)
         if factor is not None:
             rps = np.floor(rps * factor + 0.5)
             name += f"@x{factor:.2f}"
@@ -598,6 +600,9 @@ class PipelineEnv(gym.Env):
     - ``sample_objective``: draw each episode's weights (`RATIO_RANGE`, `PENALTY_RANGE`, `HARD_SHARE`); rewards
       become ``(score - offset) / scale`` (`reward_terms`). ``reset(options={"objective": {...}})`` sets them.
     - ``load_scales``: ``(lo, hi)``: multiply every training window by a factor log-uniform in it.
+    - ``reward_per_load``: divide the scaled score by the episode's load factor, so an episode at 3x the load
+      weighs in the updates about as much as one at 1x (its costs are about 3x larger); one positive factor per
+      episode changes no optimal decision.
     - ``curriculum``: an `envs.curriculum.Curriculum` drawing weights and load scales where the agent trails IPA.
     """
 
@@ -623,6 +628,7 @@ class PipelineEnv(gym.Env):
         sample_objective: bool = False,
         load_scales: tuple[float, float] | None = None,
         curriculum: Curriculum | None = None,
+        reward_per_load: bool = False,
     ) -> None:
         super().__init__()
         self.pipeline_spec = pipeline if isinstance(pipeline, PipelineSpec) else load_spec(pipeline)
@@ -643,6 +649,10 @@ class PipelineEnv(gym.Env):
         self.sample_objective = sample_objective
         self.load_scales = load_scales
         self.curriculum = curriculum
+        if reward_per_load and not self.conditioned:
+            raise RlscaleError("reward_per_load needs a conditioned codec (set action_design)")
+        self.reward_per_load = reward_per_load
+        self._load_divisor = 1.0
         self._episode: dict[str, Any] | None = None  # the curriculum's record of the episode in progress
         self._episode_specs: dict[tuple, PipelineSpec] = {}
         self._reward_terms: tuple[float, float] | None = None
@@ -715,6 +725,7 @@ class PipelineEnv(gym.Env):
         if "trace" in options:
             trace = options["trace"]
             self.trace = trace if isinstance(trace, Trace) else load_trace(trace)
+            self._load_divisor = 1.0
         else:
             if self._traces is None or seed is not None:  # a new seed gives a new generator: follow it
                 self._traces = TrainingTraces(
@@ -729,6 +740,7 @@ class PipelineEnv(gym.Env):
             if self.curriculum is not None and "objective" not in options:
                 drawn, ratio, factor = self.curriculum.draw(self.np_random)
             self.trace = self._traces.sample(factor)
+            self._load_divisor = self._traces.factor if self.reward_per_load else 1.0
         spec = self._objective_for_episode(options, ratio)
         if spec is not self.episode_spec or self._reward_terms is None:
             self.episode_spec = spec
@@ -771,7 +783,7 @@ class PipelineEnv(gym.Env):
             o = self.episode_spec.objective
             if o.sla_mode == "hard":
                 score = metrics.objective - max(o.sla_penalty, HARD_PENALTY * o.beta) * metrics.sla_violation_rate
-            score = (score - offset) / scale
+            score = (score - offset) / (scale * self._load_divisor)
         reward = score - self.projection_penalty * distance - self.reconfig_penalty * float(changed)
         truncated = bool(getattr(self.cluster, "done", False))
         if self._episode is not None:

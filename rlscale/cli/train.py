@@ -71,6 +71,7 @@ CHOICES = {
     "weights": ("sampled", "spec"),
     "curriculum": ("ipa-gap", "none"),
     "prior": ("ipa", "none"),
+    "reward_scale": ("none", "load"),
 }
 """The values a text field of `TrainConfig` may take, where it has a fixed set (argparse refuses others)."""
 METAVAR = {
@@ -79,6 +80,7 @@ METAVAR = {
     "weights": "sampled|spec",
     "curriculum": "ipa-gap|none",
     "prior": "ipa|none",
+    "reward_scale": "none|load",
     "name": "NAME",
     "resume": "MODEL.zip",
     "checkpoint_minutes": "M",

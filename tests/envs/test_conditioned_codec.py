@@ -107,6 +107,28 @@ def test_planner_hold_unless_gain_is_ipa_holds_rule(spec):
     assert list(ConditionedCodec(rich, hold_delta=None).action_space().nvec) == [len(HEADROOMS)] * 2 + [2, 3]
 
 
+def test_rewards_per_load_divide_by_the_episodes_load_scale(spec):
+    env = PipelineEnv(spec, action_design="planner", load_scales=(0.25, 3.0), reward_per_load=True)
+    factors = []
+    for seed in range(6):
+        env.reset(seed=seed)
+        factor = float(env.trace.name.rsplit("@x", 1)[1])
+        factors.append(factor)
+        _, reward, _, _, info = env.step(env.action_space.sample())
+        offset, scale = reward_terms(env.episode_spec)
+        shaping = 0.05 * info["projection_distance"] + 0.05 * float(info["reconfigured"])
+        assert reward == pytest.approx((info["score"] - offset) / (scale * env._traces.factor) - shaping)
+        assert env._traces.factor == pytest.approx(factor, abs=0.005)  # the name shows it to 2 decimals
+    assert max(factors) > 1.05 and min(factors) < 0.8
+    env.reset(seed=0, options={"trace": "steady_low"})  # a given trace is not scaled: nothing divided
+    _, reward, _, _, info = env.step(env.action_space.sample())
+    offset, scale = reward_terms(env.episode_spec)
+    shaping = 0.05 * info["projection_distance"] + 0.05 * float(info["reconfigured"])
+    assert reward == pytest.approx((info["score"] - offset) / scale - shaping)
+    with pytest.raises(RlscaleError, match="reward_per_load needs a conditioned codec"):
+        PipelineEnv(spec, reward_per_load=True)
+
+
 def test_env_samples_weights_and_load_scales_and_scales_rewards(spec):
     env = PipelineEnv(spec, action_design="planner", sample_objective=True, load_scales=(0.25, 3.0))
     alphas, factors = set(), []
