@@ -41,6 +41,7 @@ from envs.pipeline_env import (
     CAPACITY_LEVELS,
     HEADROOMS,
     HISTORY_STEPS,
+    HOLD_DELTA,
     OBS_HIGH,
     STEP_S,
     TILTS,
@@ -343,7 +344,17 @@ def random_actor(
     action: str = "direct",
 ) -> Actor:
     """An untrained actor of the shape a trained one for ``spec`` has (for benchmarks: same cost, other weights)."""
-    codec = Actor(spec.name, (), (np.zeros((1, 1)), np.zeros(1)), (1,), 50.0, observation=observation, action=action)
+    hold_delta = HOLD_DELTA if action == "planner" else None  # a planner agent of today: three hold choices
+    codec = Actor(
+        spec.name,
+        (),
+        (np.zeros((1, 1)), np.zeros(1)),
+        (1,),
+        50.0,
+        observation=observation,
+        action=action,
+        hold_delta=hold_delta,
+    )
     codec = codec.make_codec(spec)
     rng = np.random.default_rng(seed)
     sizes = [codec.observation_space().shape[0], *hidden]
@@ -362,6 +373,7 @@ def random_actor(
         codec.load_scale_rps,
         observation=observation,
         action=action,
+        hold_delta=hold_delta,
     )
 
 

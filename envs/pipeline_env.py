@@ -198,8 +198,7 @@ requests costs 30 cores): the lexicographic ranking as a reward."""
 OBJECTIVE_FEATURES = 4
 PLAN_FEATURES = 4
 ACTION_DESIGNS = ("planner", "direct")
-PLAN_GRID_RPS = 0.001  # planner loads are rounded up to this grid (coarser grids made the agent's IPA action
-# cost a little more than IPA: 0.05 rps lost sum-qa's steady windows to ipa by 0.01)
+PLAN_GRID_RPS = 0.05  # plans are cached by their loads rounded up to this grid, then resized to the exact loads
 PLAN_CACHE = 4096
 
 
@@ -347,7 +346,7 @@ class ConditionedCodec(Codec):
         if not is_valid_load(predicted_rps):
             return [0.0] * PLAN_FEATURES
         spec = self.spec
-        loads = (_plan_grid(max(0.0, predicted_rps)),) * len(spec.stages)
+        loads = (max(0.0, predicted_rps),) * len(spec.stages)
         plan = self._plan(loads, 1.0)
         held = resize_replicas(spec, state.config, loads)
         beta = spec.objective.beta if spec.objective.beta > 0 else 1.0
@@ -368,7 +367,7 @@ class ConditionedCodec(Codec):
         n = len(spec.stages)
         base = predicted_rps if predicted_rps is not None else self.reference_load_rps(state)
         base = max(0.0, float(base)) if math.isfinite(base) else self.reference_load_rps(state)
-        loads = tuple(_plan_grid(self.headrooms[int(k)] * base) for k in a[:n])
+        loads = tuple(self.headrooms[int(k)] * base for k in a[:n])
         hold, tilt = int(a[n]), self.tilts[int(a[n + 1])]
         if hold == 1:
             return self._plan(loads, tilt)
@@ -383,20 +382,22 @@ class ConditionedCodec(Codec):
         return held
 
     def _plan(self, loads: tuple[float, ...], tilt: float) -> PipelineConfig:
+        """The DP's plan for ``loads``: solved (and cached) at the loads rounded up to `PLAN_GRID_RPS`, then its
+        replicas resized to the exact loads (so the IPA action plans as IPA does: a plan for the rounded loads alone
+        cost sum-qa 0.01 a window against ``ipa``)."""
         cache = self._plans
-        key = (loads, tilt)
-        hit = cache.get(key)
-        if hit is not None:
-            return hit
-        spec = self._tilted(tilt)
-        try:
-            config = solve_dp(planning_data(spec, loads)).config
-        except InfeasibleLoad:  # nothing carries it: the cheapest variants at their largest capacity
-            config = plan_fixed_variants(self.spec, cheapest_variants(self.spec), max(loads))
-        if len(cache) >= PLAN_CACHE:
-            cache.clear()
-        cache[key] = config
-        return config
+        key = (tuple(_plan_grid(x) for x in loads), tilt)
+        config = cache.get(key)
+        if config is None:
+            try:
+                config = solve_dp(planning_data(self._tilted(tilt), key[0])).config
+            except InfeasibleLoad:  # nothing carries it: the cheapest variants at their largest capacity
+                config = plan_fixed_variants(self.spec, cheapest_variants(self.spec), max(key[0]))
+            if len(cache) >= PLAN_CACHE:
+                cache.clear()
+            cache[key] = config
+        exact = resize_replicas(self.spec, config, loads)
+        return config if exact is None else exact
 
     @cached_property
     def _plans(self) -> dict:

@@ -217,3 +217,30 @@ def test_plan_features_are_ipa_holds_signal(spec):
     assert gain > 0 and accuracy > 0
     assert codec.plan_features(state(spec, 20.0, optimum), 1e5)[1] == 0.0  # nothing holds 100,000 rps
     assert codec.plan_features(state(spec, 20.0, optimum), float("nan")) == [0.0] * 4
+
+
+@pytest.mark.parametrize("pipeline", ["video", "sum-qa"])
+def test_the_planners_ipa_action_plans_exactly_as_ipa(pipeline):
+    """An agent that always proposes IPA's action (headroom 1, replan, no tilt) and runs unguarded scores what ``ipa``
+    scores, interval for interval: the planner design can represent IPA, so the IPA prior starts at IPA."""
+    from agents.ppo import PPOPolicy, ipa_action
+    from rlscale.cli.registry import make_policy
+    from rlscale.sim.runner import run_episode
+    from rlscale.workload import load_trace, scale_trace
+
+    spec = load_spec(pipeline)
+    actor = random_actor(spec, observation="conditioned", action="planner")
+    w, b = actor.head
+    logits = np.zeros_like(b)
+    start = 0
+    for n, choice in zip(actor.nvec, ipa_action(actor.nvec), strict=True):
+        logits[start + choice] = 1.0
+        start += n
+    actor = dataclasses.replace(actor, head=(np.zeros_like(w), logits))
+    trace = scale_trace(load_trace("steady_high"), 2.0)
+    records = {
+        "ipa": run_episode(spec, trace, make_policy("ipa", spec, trace), seed=0).record,
+        "ppo-raw": run_episode(spec, trace, PPOPolicy(spec, actor), seed=0).record,  # a bare policy: no guard
+    }
+    for key in ("score", "cost_cores", "accuracy", "sla_violation_rate", "reconfigurations"):
+        assert records["ppo-raw"][key] == pytest.approx(records["ipa"][key], abs=1e-9), key
