@@ -171,8 +171,9 @@ class TrainConfig:
         prior: ``ipa``: the untrained policy proposes IPA's own action (headroom 1 on every stage, replan, no tilt)
             with most of its probability (its action head's biases, `PRIOR_LOGIT`), so PPO starts from IPA's
             planner and moves away only where its returns say so, and where it learnt nothing (a load or weights
-            it rarely met) it stays close to IPA; ``none``: SB3's uniform start. The direct action always starts
-            uniform.
+            it rarely met) it stays close to IPA; ``ipa-hold``: the same towards ``ipa-hold``'s action (headroom
+            0.9, hold unless re-planning gains more than `envs.pipeline_env.HOLD_DELTA`); ``none``: SB3's uniform
+            start. The direct action always starts uniform.
         reward_scale: ``load``: each episode's rewards are divided by its load scale (an episode at 3x weighs like
             one at 1x instead of 3x as much); ``none``: as they come.
     """
@@ -443,16 +444,24 @@ def _spec_name(settings: dict[str, Any], model_path: Path) -> str:
 
 REWARD_SCALES = ("none", "load")
 """How a training weighs episodes of different load (`TrainConfig.reward_scale`)."""
-PRIORS = ("ipa", "none")
+PRIORS = ("ipa", "ipa-hold", "none")
 """Where a fresh training's policy starts (`TrainConfig.prior`)."""
 PRIOR_LOGIT = 2.5
-"""The logit added to IPA's choice in each sub-action of a fresh planner-action policy (``prior: ipa``): 0.67 of the
+"""The logit added to the prior's choice in each sub-action of a fresh planner-action policy: 0.67 of the
 probability among 7 headrooms, 0.86 among 3 hold choices, 0.86 among 3 tilts."""
+PRIOR_ACTIONS = {"ipa": (1.0, "replan"), "ipa-hold": (0.9, "hold-unless-gain")}
+"""Each prior's (headroom on every stage, hold choice); the tilt is 1. ``ipa-hold``: its tuned headroom on most
+pipelines and its rule with `envs.pipeline_env.HOLD_DELTA`."""
 
 
 def ipa_action(nvec: Sequence[int]) -> list[int]:
     """IPA's own action in the planner design whose sub-actions have ``nvec`` choices: headroom 1.0 on every stage,
     replan, tilt 1.0 (`envs.pipeline_env.ConditionedCodec.decode` then plans exactly as IPA does)."""
+    return prior_action(nvec, "ipa")
+
+
+def prior_action(nvec: Sequence[int], prior: str) -> list[int]:
+    """The planner action a prior (`PRIOR_ACTIONS`) starts from, for sub-actions of ``nvec`` choices."""
     stages = len(nvec) - 2
     if (
         stages < 1
@@ -461,18 +470,19 @@ def ipa_action(nvec: Sequence[int]) -> list[int]:
         or int(nvec[-1]) != len(TILTS)
     ):
         raise RlscaleError(f"not a planner action space: {list(nvec)}")
-    return [HEADROOMS.index(1.0)] * stages + [HOLDS.index("replan"), TILTS.index(1.0)]
+    headroom, hold = PRIOR_ACTIONS[prior]
+    return [HEADROOMS.index(headroom)] * stages + [HOLDS.index(hold), TILTS.index(1.0)]
 
 
-def set_ipa_prior(policy, nvec: Sequence[int], logit: float = PRIOR_LOGIT) -> None:
-    """Adds ``logit`` to the bias of IPA's choice in each sub-action of ``policy``'s action head (SB3's
-    ``action_net``, one block of logits per sub-action), so the untrained policy proposes IPA's action most often."""
+def set_prior(policy, nvec: Sequence[int], prior: str = "ipa", logit: float = PRIOR_LOGIT) -> None:
+    """Adds ``logit`` to the bias of the prior's choice in each sub-action of ``policy``'s action head (SB3's
+    ``action_net``, one block of logits per sub-action), so the untrained policy proposes that action most often."""
     import torch
 
     bias = policy.action_net.bias
     with torch.no_grad():
         start = 0
-        for n, choice in zip(nvec, ipa_action(nvec), strict=True):
+        for n, choice in zip(nvec, prior_action(nvec, prior), strict=True):
             bias[start + choice] += logit
             start += int(n)
 
@@ -811,8 +821,8 @@ def _learn(
             device="cpu",
             verbose=0,
         )
-        if cfg.prior == "ipa" and cfg.action_design == "planner":
-            set_ipa_prior(model.policy, venv.action_space.nvec)
+        if cfg.prior != "none" and cfg.action_design == "planner":
+            set_prior(model.policy, venv.action_space.nvec, cfg.prior)
     settings = _run_settings(cfg, spec)
     run = _create_run_folder(out, run_name)
     try:

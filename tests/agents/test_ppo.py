@@ -284,7 +284,7 @@ def test_training_on_own_traffic_end_to_end(tmp_path):
 def test_the_ipa_prior_starts_the_policy_at_ipas_action():
     from stable_baselines3 import PPO
 
-    from agents.ppo import PRIOR_LOGIT, ipa_action, make_vec_env, set_ipa_prior
+    from agents.ppo import PRIOR_LOGIT, ipa_action, make_vec_env, prior_action, set_prior
     from envs.pipeline_env import HEADROOMS, TILTS
 
     venv = make_vec_env(TrainConfig(pipeline="video", n_envs=1))
@@ -296,7 +296,7 @@ def test_the_ipa_prior_starts_the_policy_at_ipas_action():
     samples = np.vstack([obs, rng.uniform(-3, 3, size=(31, obs.shape[1])).astype(np.float32)])
     fresh = PPO("MlpPolicy", venv, seed=0, device="cpu")
     assert not all(list(a) == expected for a in fresh.predict(samples, deterministic=True)[0])
-    set_ipa_prior(fresh.policy, nvec)
+    set_prior(fresh.policy, nvec)
     assert all(list(a) == expected for a in fresh.predict(samples, deterministic=True)[0])
     drawn = fresh.predict(np.repeat(obs, 400, axis=0), deterministic=False)[0]
     share = np.mean([list(a) == expected for a in drawn])  # still explores: about 0.67^2 x 0.86 x 0.86
@@ -304,6 +304,11 @@ def test_the_ipa_prior_starts_the_policy_at_ipas_action():
     assert PRIOR_LOGIT > 0
     with pytest.raises(RlscaleError, match="not a planner action space"):
         ipa_action([4, 3, 2])
+    hold = prior_action(nvec, "ipa-hold")
+    assert hold == [HEADROOMS.index(0.9), HEADROOMS.index(0.9), 2, TILTS.index(1.0)]  # 0.9, hold unless gain
+    other = PPO("MlpPolicy", venv, seed=0, device="cpu")
+    set_prior(other.policy, nvec, "ipa-hold")
+    assert all(list(a) == hold for a in other.predict(samples, deterministic=True)[0])
     venv.close()
 
 
