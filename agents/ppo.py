@@ -172,8 +172,10 @@ class TrainConfig:
             with most of its probability (its action head's biases, `PRIOR_LOGIT`), so PPO starts from IPA's
             planner and moves away only where its returns say so, and where it learnt nothing (a load or weights
             it rarely met) it stays close to IPA; ``ipa-hold``: the same towards ``ipa-hold``'s action (headroom
-            0.9, hold unless re-planning gains more than `envs.pipeline_env.HOLD_DELTA`); ``none``: SB3's uniform
-            start. The direct action always starts uniform.
+            0.9, hold unless re-planning gains more than `envs.pipeline_env.HOLD_DELTA`); ``auto``: whichever of
+            those two actions, held fixed, beats IPA by more on the validation cells (`choose_prior`; recorded as
+            ``prior_start`` in config.json); ``none``: SB3's uniform start. The direct action always starts
+            uniform.
         reward_scale: ``load``: each episode's rewards are divided by its load scale (an episode at 3x weighs like
             one at 1x instead of 3x as much); ``none``: as they come.
     """
@@ -444,7 +446,7 @@ def _spec_name(settings: dict[str, Any], model_path: Path) -> str:
 
 REWARD_SCALES = ("none", "load")
 """How a training weighs episodes of different load (`TrainConfig.reward_scale`)."""
-PRIORS = ("ipa", "ipa-hold", "none")
+PRIORS = ("auto", "ipa", "ipa-hold", "none")
 """Where a fresh training's policy starts (`TrainConfig.prior`)."""
 PRIOR_LOGIT = 2.5
 """The logit added to the prior's choice in each sub-action of a fresh planner-action policy: 0.67 of the
@@ -485,6 +487,44 @@ def set_prior(policy, nvec: Sequence[int], prior: str = "ipa", logit: float = PR
         for n, choice in zip(nvec, prior_action(nvec, prior), strict=True):
             bias[start + choice] += logit
             start += int(n)
+
+
+def fixed_actor(spec: PipelineSpec, action: Sequence[int], load_scale_rps: float) -> Actor:
+    """An actor of today's planner shape that proposes ``action`` whatever it observes (a prior's start)."""
+    from agents.actor import random_actor
+
+    actor = random_actor(spec, hidden=(), observation="conditioned", action="planner")
+    w, b = actor.head
+    logits = np.zeros_like(b)
+    start = 0
+    for n, choice in zip(actor.nvec, action, strict=True):
+        logits[start + int(choice)] = 1.0
+        start += int(n)
+    return dataclasses.replace(actor, head=(np.zeros_like(w), logits), load_scale_rps=float(load_scale_rps))
+
+
+def choose_prior(cfg: TrainConfig, spec: PipelineSpec, windows: Sequence[Trace], nvec: Sequence[int]) -> dict:
+    """``--prior auto``: the prior whose action, held fixed behind the safety layer, beats IPA by most on the
+    validation cells (the same cells checkpoints are selected on; never an evaluation window). Without validation
+    windows: ``ipa``. Returns ``prior`` and ``gaps`` (prior -> its validation margin over IPA, in cores)."""
+    from agents.validation import agent_records, gap_vs_ipa, ipa_reference, validation_cells
+
+    if not windows:
+        log.info("prior: ipa (no validation windows to choose by)")
+        return {"prior": "ipa", "gaps": {}}
+    cells = validation_cells(spec, windows, cfg.weights == "sampled", (cfg.min_load_scale, cfg.max_load_scale))
+    ipa = ipa_reference(cells)
+    gaps = {}
+    for prior in PRIOR_ACTIONS:
+        actor = fixed_actor(spec, prior_action(nvec, prior), cfg.load_scale_rps)
+        gaps[prior] = round(gap_vs_ipa(cells, agent_records(actor, cells), ipa), 4)
+    best = max(gaps, key=lambda p: gaps[p])
+    log.info(
+        "prior: %s (validation margin over ipa of each start, in cores: %s)",
+        best,
+        ", ".join(f"{p} {g:+.3f}" for p, g in gaps.items()),
+    )
+    return {"prior": best, "gaps": gaps}
 
 
 def _run_settings(cfg: TrainConfig, spec: PipelineSpec) -> dict[str, Any]:
@@ -821,9 +861,14 @@ def _learn(
             device="cpu",
             verbose=0,
         )
-        if cfg.prior != "none" and cfg.action_design == "planner":
-            set_prior(model.policy, venv.action_space.nvec, cfg.prior)
+    prior_choice = None
+    if not cfg.resume and cfg.prior != "none" and cfg.action_design == "planner":
+        nvec = [int(n) for n in venv.action_space.nvec]
+        prior_choice = choose_prior(cfg, spec, validation, nvec) if cfg.prior == "auto" else {"prior": cfg.prior}
+        set_prior(model.policy, nvec, prior_choice["prior"])
     settings = _run_settings(cfg, spec)
+    if prior_choice is not None:
+        settings["prior_start"] = prior_choice
     run = _create_run_folder(out, run_name)
     try:
         atomic_write_text(run / "config.json", json.dumps(settings, indent=2) + "\n")

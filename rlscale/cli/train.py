@@ -70,7 +70,7 @@ CHOICES = {
     "action_design": ("planner", "direct"),
     "weights": ("sampled", "spec"),
     "curriculum": ("ipa-gap", "none"),
-    "prior": ("ipa", "ipa-hold", "none"),
+    "prior": ("auto", "ipa", "ipa-hold", "none"),
     "reward_scale": ("none", "load"),
 }
 """The values a text field of `TrainConfig` may take, where it has a fixed set (argparse refuses others)."""
@@ -79,7 +79,7 @@ METAVAR = {
     "action_design": "planner|direct",
     "weights": "sampled|spec",
     "curriculum": "ipa-gap|none",
-    "prior": "ipa|ipa-hold|none",
+    "prior": "auto|ipa|ipa-hold|none",
     "reward_scale": "none|load",
     "name": "NAME",
     "resume": "MODEL.zip",

@@ -315,3 +315,23 @@ def test_the_ipa_prior_starts_the_policy_at_ipas_action():
 def test_a_bad_prior_is_refused():
     with pytest.raises(RlscaleError, match="--prior must be one of"):
         train(TrainConfig(prior="imitate"), progress_bar=False)
+
+
+def test_prior_auto_starts_from_the_better_baseline_on_validation():
+    from agents.ppo import choose_prior, fixed_actor, prior_action, source_validation_windows, sources
+    from agents.validation import agent_records, gap_vs_ipa, ipa_reference, validation_cells
+
+    cfg = TrainConfig(pipeline="video", validation_windows=1, prior="auto")
+    spec = load_spec("video")
+    windows = source_validation_windows(sources(cfg), cfg.validation_windows, cfg.window_s)
+    nvec = [7, 7, 3, 3]
+    chosen = choose_prior(cfg, spec, windows, nvec)
+    assert set(chosen["gaps"]) == {"ipa", "ipa-hold"}
+    assert chosen["gaps"][chosen["prior"]] == max(chosen["gaps"].values())
+    # the margin is the fixed action's, behind the safety layer, on the validation cells
+    cells = validation_cells(spec, windows, True, (cfg.min_load_scale, cfg.max_load_scale))
+    hold = fixed_actor(spec, prior_action(nvec, "ipa-hold"), cfg.load_scale_rps)
+    assert hold.act(np.zeros(hold.obs_size, np.float32)).tolist() == prior_action(nvec, "ipa-hold")
+    gap = gap_vs_ipa(cells, agent_records(hold, cells), ipa_reference(cells))
+    assert chosen["gaps"]["ipa-hold"] == pytest.approx(gap, abs=1e-4)
+    assert choose_prior(cfg, spec, [], nvec) == {"prior": "ipa", "gaps": {}}
