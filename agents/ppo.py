@@ -215,7 +215,7 @@ class TrainConfig:
     min_load_scale: float = 0.25
     max_load_scale: float = 3.0
     curriculum: str = "none"
-    prior: str = "ipa"
+    prior: str = "auto"
     reward_scale: str = "none"
 
 
