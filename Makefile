@@ -50,16 +50,15 @@ lstm: $(STAMP)
 
 # The bundled PPO agents (agents/data/ppo_<pipeline>.npz, numpy actors): one objective-conditioned agent per pipeline,
 # trained on training windows (sampled weights and load scales) and bundled, each the checkpoint with the best
-# validation margin over IPA; 5-15 min each on 2 cores (agents/data/README.md, experiments/RESULTS.md section 10)
+# validation margin over IPA; 7-15 min each on 2 cores (agents/data/README.md, experiments/RESULTS.md section 10)
 AGENT_OUT := runs/agents-$(shell date +%Y%m%d-%H%M%S)
 AGENT_FLAGS = --seed 0 --eval-traces none --checkpoint-every 25000 --checkpoint-minutes 0 --out $(AGENT_OUT)
 agent: $(STAMP)
-	$(BIN)/rlscale train --pipeline video --timesteps 150000 --name video-a $(AGENT_FLAGS)
-	$(BIN)/rlscale train --pipeline video --timesteps 100000 --resume $(AGENT_OUT)/video-a/model.zip --name video \
+	$(BIN)/rlscale train --pipeline video --timesteps 300000 --name video $(AGENT_FLAGS) --bundle
+	$(BIN)/rlscale train --pipeline sum-qa --timesteps 300000 --prior ipa --reward-scale load --name sum-qa \
 	  $(AGENT_FLAGS) --bundle
-	$(BIN)/rlscale train --pipeline sum-qa --timesteps 150000 --curriculum ipa-gap --name sum-qa $(AGENT_FLAGS) --bundle
 	for p in audio-qa audio-sent nlp resnet; do \
-	  $(BIN)/rlscale train --pipeline $$p --timesteps 100000 --name $$p $(AGENT_FLAGS) --bundle || exit 1; \
+	  $(BIN)/rlscale train --pipeline $$p --timesteps 150000 --name $$p $(AGENT_FLAGS) --bundle || exit 1; \
 	done
 
 # Regenerate the lock files from pyproject.toml's ranges (Python 3.11, this platform): lock.txt holds the runtime, test

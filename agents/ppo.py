@@ -861,16 +861,14 @@ def _learn(
             device="cpu",
             verbose=0,
         )
-    prior_choice = None
-    if not cfg.resume and cfg.prior != "none" and cfg.action_design == "planner":
-        nvec = [int(n) for n in venv.action_space.nvec]
-        prior_choice = choose_prior(cfg, spec, validation, nvec) if cfg.prior == "auto" else {"prior": cfg.prior}
-        set_prior(model.policy, nvec, prior_choice["prior"])
     settings = _run_settings(cfg, spec)
-    if prior_choice is not None:
-        settings["prior_start"] = prior_choice
-    run = _create_run_folder(out, run_name)
+    run = _create_run_folder(out, run_name)  # a bad --out fails here, before the prior's minute of validation
     try:
+        if not cfg.resume and cfg.prior != "none" and cfg.action_design == "planner":
+            nvec = [int(n) for n in venv.action_space.nvec]
+            choice = choose_prior(cfg, spec, validation, nvec) if cfg.prior == "auto" else {"prior": cfg.prior}
+            set_prior(model.policy, nvec, choice["prior"])
+            settings["prior_start"] = choice
         atomic_write_text(run / "config.json", json.dumps(settings, indent=2) + "\n")
     except BaseException:
         shutil.rmtree(run, ignore_errors=True)  # nothing was learnt: leave no empty run behind
