@@ -326,7 +326,10 @@ def codec_settings(settings: dict[str, Any]) -> dict[str, Any]:
     design = settings.get("action_design")
     if design is None:
         return {"observation": "absolute", "action": "direct"}
-    levels = settings.get("codec") or {"headrooms": list(HEADROOMS_V1), "tilts": list(TILTS), "hold_delta": None}
+    levels = settings.get("codec")
+    if levels is None:  # a direct run (the levels are unused), or a planner run of the first planner agents
+        first = design == "planner"
+        levels = {"headrooms": list(HEADROOMS_V1 if first else HEADROOMS), "tilts": list(TILTS), "hold_delta": None}
     return {
         "observation": "conditioned",
         "action": str(design),

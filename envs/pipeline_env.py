@@ -637,7 +637,12 @@ class PipelineEnv(gym.Env):
             codec = (
                 Codec(self.pipeline_spec, load_scale_rps=load_scale_rps)
                 if action_design is None
-                else ConditionedCodec(self.pipeline_spec, load_scale_rps=load_scale_rps, action=action_design)
+                else ConditionedCodec(
+                    self.pipeline_spec,
+                    load_scale_rps=load_scale_rps,
+                    action=action_design,
+                    hold_delta=HOLD_DELTA if action_design == "planner" else None,  # the planner's choice only
+                )
             )
         self.codec = codec
         self.conditioned = isinstance(codec, ConditionedCodec)
