@@ -349,7 +349,7 @@ class ConditionedCodec(Codec):
         loads = (max(0.0, predicted_rps),) * len(spec.stages)
         plan = self._plan(loads, 1.0)
         held = resize_replicas(spec, state.config, loads)
-        beta = spec.objective.beta if spec.objective.beta > 0 else 1.0
+        beta = _beta(spec)
         if held is None:
             gain, feasible, extra = OBS_HIGH, 0.0, 0.0
         else:
@@ -424,7 +424,8 @@ class ConditionedCodec(Codec):
 
 
 def _beta(spec: PipelineSpec) -> float:
-    """The cost weight a hold threshold in cores is priced at (1 where the spec's beta is 0)."""
+    """The cost weight a gain or gap in cores is priced at (1 where the spec's beta is 0): plan features, the hold
+    threshold and the curriculum's gap."""
     return spec.objective.beta if spec.objective.beta > 0 else 1.0
 
 
@@ -487,6 +488,7 @@ class TrainingTraces:
         self.rng = rng
         self.load_scales = load_scales
         self.sampler = TrainingSampler(rng, window_s=window_s, damping=damping, days=days, sources=sources)
+        self.factor = 1.0  # the load scale of the last window sampled
 
     def sample(self, factor: float | None = None) -> Trace:
         """A training window; ``factor``: its load scale (else drawn from ``load_scales``, if set)."""
@@ -820,7 +822,7 @@ class PipelineEnv(gym.Env):
         n = min(len(ipa), len(episode["scores"]))
         if n == 0:
             return
-        beta = spec.objective.beta if spec.objective.beta > 0 else 1.0
+        beta = _beta(spec)
         gap = (float(np.mean(ipa[:n])) - float(np.mean(episode["scores"][:n]))) / beta
         self.curriculum.report(episode["bin"], gap)
 

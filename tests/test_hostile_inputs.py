@@ -548,6 +548,12 @@ CASES = [
     ),
     ("train-weights", ["train", "--pipeline", "video", "--weights", "random", "--out", "runs"], "--weights"),
     ("train-curriculum", ["train", "--pipeline", "video", "--curriculum", "genet", "--out", "runs"], "--curriculum"),
+    ("train-prior", ["train", "--pipeline", "video", "--prior", "imitate", "--out", "runs"], "--prior"),
+    (
+        "train-reward-scale",
+        ["train", "--pipeline", "video", "--reward-scale", "cores", "--out", "runs"],
+        "--reward-scale",
+    ),
     (
         "train-min-load-scale-zero",
         ["train", "--pipeline", "video", "--min-load-scale", "0", "--out", "runs"],

@@ -223,20 +223,13 @@ def test_plan_features_are_ipa_holds_signal(spec):
 def test_the_planners_ipa_action_plans_exactly_as_ipa(pipeline):
     """An agent that always proposes IPA's action (headroom 1, replan, no tilt) and runs unguarded scores what ``ipa``
     scores, interval for interval: the planner design can represent IPA, so the IPA prior starts at IPA."""
-    from agents.ppo import PPOPolicy, ipa_action
+    from agents.ppo import PPOPolicy, fixed_actor, ipa_action
     from rlscale.cli.registry import make_policy
     from rlscale.sim.runner import run_episode
     from rlscale.workload import load_trace, scale_trace
 
     spec = load_spec(pipeline)
-    actor = random_actor(spec, observation="conditioned", action="planner")
-    w, b = actor.head
-    logits = np.zeros_like(b)
-    start = 0
-    for n, choice in zip(actor.nvec, ipa_action(actor.nvec), strict=True):
-        logits[start + choice] = 1.0
-        start += n
-    actor = dataclasses.replace(actor, head=(np.zeros_like(w), logits))
+    actor = fixed_actor(spec, ipa_action(ConditionedCodec(spec).action_space().nvec), 50.0)
     trace = scale_trace(load_trace("steady_high"), 2.0)
     records = {
         "ipa": run_episode(spec, trace, make_policy("ipa", spec, trace), seed=0).record,
