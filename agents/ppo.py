@@ -30,7 +30,7 @@ import signal
 import sys
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -506,17 +506,37 @@ def fixed_actor(spec: PipelineSpec, action: Sequence[int], load_scale_rps: float
     return dataclasses.replace(actor, head=(np.zeros_like(w), logits), load_scale_rps=float(load_scale_rps))
 
 
-def choose_prior(cfg: TrainConfig, spec: PipelineSpec, windows: Sequence[Trace], nvec: Sequence[int]) -> dict:
+def validation_reference(
+    cfg: TrainConfig,
+    spec: PipelineSpec,
+    windows: Sequence[Trace],
+    memo: dict,
+    stop: Callable[[], bool] | None = None,
+) -> tuple[list, list[dict]]:
+    """``(cells, ipa)``: the run's validation cells and IPA's records on them, computed once per run (``memo``)
+    for both the prior's choice and the checkpoints' selection; ``stop`` as in `agents.validation.run_cells`."""
+    from agents.validation import ipa_reference, validation_cells
+
+    if not memo:
+        cells = validation_cells(spec, windows, cfg.weights == "sampled", (cfg.min_load_scale, cfg.max_load_scale))
+        memo["ipa"] = ipa_reference(cells, stop)
+        memo["cells"] = cells
+    return memo["cells"], memo["ipa"]
+
+
+def choose_prior(
+    cfg: TrainConfig, spec: PipelineSpec, windows: Sequence[Trace], nvec: Sequence[int], memo: dict | None = None
+) -> dict:
     """``--prior auto``: the prior whose action, held fixed behind the safety layer, beats IPA by most on the
-    validation cells (the same cells checkpoints are selected on; never an evaluation window). Without validation
-    windows: ``ipa``. Returns ``prior`` and ``gaps`` (prior -> its validation margin over IPA, in cores)."""
-    from agents.validation import agent_records, gap_vs_ipa, ipa_reference, validation_cells
+    validation cells (the same cells checkpoints are selected on; never an evaluation window; ``memo`` as in
+    `validation_reference`). Without validation windows: ``ipa``. Returns ``prior`` and ``gaps`` (prior -> its
+    validation margin over IPA, in cores)."""
+    from agents.validation import agent_records, gap_vs_ipa
 
     if not windows:
         log.info("prior: ipa (no validation windows to choose by)")
         return {"prior": "ipa", "gaps": {}}
-    cells = validation_cells(spec, windows, cfg.weights == "sampled", (cfg.min_load_scale, cfg.max_load_scale))
-    ipa = ipa_reference(cells)
+    cells, ipa = validation_reference(cfg, spec, windows, {} if memo is None else memo)
     gaps = {}
     for prior in PRIOR_ACTIONS:
         actor = fixed_actor(spec, prior_action(nvec, prior), cfg.load_scale_rps)
@@ -865,11 +885,13 @@ def _learn(
             verbose=0,
         )
     settings = _run_settings(cfg, spec)
+    reference: dict = {}  # the validation cells and IPA's records on them (`validation_reference`)
     run = _create_run_folder(out, run_name)  # a bad --out fails here, before the prior's minute of validation
     try:
         if not cfg.resume and cfg.prior != "none" and cfg.action_design == "planner":
             nvec = [int(n) for n in venv.action_space.nvec]
-            choice = choose_prior(cfg, spec, validation, nvec) if cfg.prior == "auto" else {"prior": cfg.prior}
+            auto = cfg.prior == "auto"
+            choice = choose_prior(cfg, spec, validation, nvec, reference) if auto else {"prior": cfg.prior}
             set_prior(model.policy, nvec, choice["prior"])
             settings["prior_start"] = choice
         atomic_write_text(run / "config.json", json.dumps(settings, indent=2) + "\n")
@@ -967,7 +989,7 @@ def _learn(
 
     try:
         if validation:  # what a sweep of trainings selects by (never the evaluation windows)
-            summary.update(_validate(cfg, spec, run, model, settings, validation, stopped))
+            summary.update(_validate(cfg, spec, run, model, settings, validation, stopped, reference))
         # one window at a time, so that a stop request does not wait for all of them
         for window in evaluation:
             if stopped():
@@ -982,14 +1004,17 @@ def _learn(
     return run
 
 
-def _validate(cfg: TrainConfig, spec: PipelineSpec, run: Path, model, settings: dict, windows, stopped) -> dict:
+def _validate(
+    cfg: TrainConfig, spec: PipelineSpec, run: Path, model, settings: dict, windows, stopped, memo: dict
+) -> dict:
     """Choose the run's actor among its checkpoints and final model by the validation gap against IPA
-    (`agents.validation`), write it as ``actor.npz``; the eval.json fields that say how."""
+    (`agents.validation`), write it as ``actor.npz``; the eval.json fields that say how. ``memo``: as in
+    `validation_reference` (IPA's records are reused when the prior's choice computed them)."""
     from stable_baselines3 import PPO
 
-    from agents.validation import select_checkpoint, validation_cells
+    from agents.validation import select_checkpoint
 
-    cells = validation_cells(spec, windows, cfg.weights == "sampled", (cfg.min_load_scale, cfg.max_load_scale))
+    cells, ipa = validation_reference(cfg, spec, windows, memo, stopped)
     codec = codec_settings(settings)
 
     def export(path) -> Actor:
@@ -997,7 +1022,7 @@ def _validate(cfg: TrainConfig, spec: PipelineSpec, run: Path, model, settings: 
 
     final = export_actor(model, spec.name, cfg.load_scale_rps, training=settings, **codec)
     chosen = select_checkpoint(
-        run, spec, final, int(model.num_timesteps), cells, export, stopped, lambda line: log.info("%s", line)
+        run, spec, final, int(model.num_timesteps), cells, export, stopped, lambda line: log.info("%s", line), ipa
     )
     record = {**chosen["actor"].training, "validation_score": round(chosen["gap"], 4), "selected": chosen["name"]}
     dataclasses.replace(chosen["actor"], training=record).save(run / ACTOR_FILE)

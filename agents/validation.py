@@ -149,6 +149,7 @@ def select_checkpoint(
     export: Callable[[object], Actor],
     stop: Callable[[], bool] | None = None,
     progress: Callable[[str], None] | None = None,
+    ipa: Sequence[dict] | None = None,
 ) -> dict:
     """Score the final actor and every step checkpoint of ``run`` on ``cells`` against IPA; the best one's actor.
 
@@ -162,13 +163,14 @@ def select_checkpoint(
         export: a checkpoint path -> its actor.
         stop: polled between runs; once true, `KeyboardInterrupt`.
         progress: called with a line per candidate scored.
+        ipa: IPA's records on ``cells`` where the caller has them (`ipa_reference`; default: computed here).
 
     Returns:
         ``actor`` (the best), ``name`` (its file: ``model.zip`` for the final model, else the checkpoint's name in
         ``checkpoints/``), ``steps`` (its steps), ``gap`` (its gap), ``gaps`` (file name -> gap of every
         candidate), ``records`` and ``ipa`` (per cell name, the best's and IPA's records).
     """
-    ipa = ipa_reference(cells, stop)
+    ipa = ipa_reference(cells, stop) if ipa is None else list(ipa)
     candidates: list[tuple[str, int, Actor | object]] = [(p.name, s, p) for s, p in checkpoint_candidates(run)]
     candidates.append(("model.zip", final_steps, final))
     best: tuple[float, str, int, Actor, list[dict]] | None = None

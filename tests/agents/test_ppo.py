@@ -326,13 +326,16 @@ def test_prior_auto_starts_from_the_better_baseline_on_validation():
     spec = load_spec("video")
     windows = source_validation_windows(sources(cfg), cfg.validation_windows, cfg.window_s)
     nvec = [7, 7, 3, 3]
-    chosen = choose_prior(cfg, spec, windows, nvec)
+    memo: dict = {}
+    chosen = choose_prior(cfg, spec, windows, nvec, memo)
     assert set(chosen["gaps"]) == {"ipa", "ipa-hold"}
     assert chosen["gaps"][chosen["prior"]] == max(chosen["gaps"].values())
     # the margin is the fixed action's, behind the safety layer, on the validation cells
     cells = validation_cells(spec, windows, True, (cfg.min_load_scale, cfg.max_load_scale))
     hold = fixed_actor(spec, prior_action(nvec, "ipa-hold"), cfg.load_scale_rps)
     assert hold.act(np.zeros(hold.obs_size, np.float32)).tolist() == prior_action(nvec, "ipa-hold")
-    gap = gap_vs_ipa(cells, agent_records(hold, cells), ipa_reference(cells))
+    ipa = ipa_reference(cells)
+    assert memo["ipa"] == ipa and len(memo["cells"]) == len(cells)  # kept for the checkpoints' selection
+    gap = gap_vs_ipa(cells, agent_records(hold, cells), ipa)
     assert chosen["gaps"]["ipa-hold"] == pytest.approx(gap, abs=1e-4)
     assert choose_prior(cfg, spec, [], nvec) == {"prior": "ipa", "gaps": {}}
