@@ -211,22 +211,3 @@ class ILPPolicy:
             "t=%.0fs %s holds: a re-plan gains %.4g <= delta x beta = %.4g", state.time_s, self.name, gain, margin
         )
         return hold
-        gain = (objective_value(self.spec, replan) - objective_value(self.spec, hold)) / self.spec.objective.beta
-        if gain > self.hold_delta:
-            log.debug(
-                "t=%.0fs %s re-plans: gain %.3f > delta %.3g core-equivalents",
-                state.time_s,
-                self.name,
-                gain,
-                self.hold_delta,
-            )
-            return replan
-        self.held_decisions += 1
-        log.debug(
-            "t=%.0fs %s holds: re-plan gains %.3f <= delta %.3g core-equivalents",
-            state.time_s,
-            self.name,
-            gain,
-            self.hold_delta,
-        )
-        return hold
