@@ -29,20 +29,30 @@ This module is the math only; `ilp_baseline.infadapter_policy` turns it into a `
 
 from __future__ import annotations
 
+import csv
 import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from rlscale.errors import RlscaleError
+from rlscale.spec import data_dir
 
 CAPACITY_COEF = 0.8
 """InfAdapter's ``CAPACITY_COEF``: plans use 80% of the fitted capacity."""
 INTERCEPT_CAP = 0.99
 """InfAdapter caps the fitted intercept at 0.99 before truncating it to an integer."""
 TIE_TOLERANCE = 1e-12
+FIT_CORES = (1, 2, 4, 8, 16)
+"""The core counts InfAdapter fits its capacity lines to (``train_capacity_models.py``)."""
+
+
+def capacity_file() -> Path:
+    """The bundled capacities InfAdapter measured (rlscale/data/infadapter_capacity.csv, PROVENANCE.md)."""
+    return data_dir() / "infadapter_capacity.csv"
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,21 @@ class CapacityLine:
             raise RlscaleError("capacity points must be finite numbers")
         slope, intercept = np.polyfit(x, y, 1)
         return cls(float(slope), float(intercept))
+
+    @classmethod
+    def load(cls, path: Path | None = None, fit_cores: Sequence[int] = FIT_CORES) -> dict[str, CapacityLine]:
+        """Each variant's line, fitted to the ``fit_cores`` rows of a ``variant,cores,capacity_rps`` CSV (default:
+        the bundled one)."""
+        path = Path(path) if path is not None else capacity_file()
+        points: dict[str, list[tuple[float, float]]] = {}
+        try:
+            with open(path, newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    if int(row["cores"]) in fit_cores:
+                        points.setdefault(row["variant"], []).append((float(row["cores"]), float(row["capacity_rps"])))
+        except (OSError, KeyError, ValueError) as exc:
+            raise RlscaleError(f"{path}: unreadable capacity table ({exc})") from None
+        return {v: cls.fit([c for c, _ in pts], [y for _, y in pts]) for v, pts in points.items()}
 
     def planned_rps(self, cores: int, coef: float = CAPACITY_COEF) -> int:
         """InfAdapter's planning capacity at ``cores`` (0 cores: 0)."""

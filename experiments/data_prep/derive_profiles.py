@@ -763,6 +763,23 @@ def build_pipelines(shared: Path, profiles_dir: Path) -> tuple[dict[str, dict], 
 # ----------------------------------------------------------------------------------------------------------
 
 
+def write_infadapter_capacity(shared: Path, path: Path) -> int:
+    """InfAdapter's measured capacities (the highest Poisson rate whose p99 meets the 750 ms SLO, one TF-Serving
+    replica with CPU cores, ResNet at batch 1) as ``variant,cores,capacity_rps,source``: what its capacity lines
+    are fitted to (`ilp_baseline.infadapter`). Returns the rows written."""
+    rows = []
+    for r in read_csv(shared / "infadapter/capacity_result_Feb_21.csv"):
+        if r["SLA"] == "750" and r["BATCH"] == "1":
+            rows.append((f"resnet{r['ARCH']}", int(r["CPU"]), int(float(r["capacity"]))))
+    order = {f"resnet{k}": i for i, k in enumerate((18, 34, 50, 101, 152))}
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["variant", "cores", "capacity_rps", "source"])
+        for v, c, cap in sorted(rows, key=lambda x: (order[x[0]], x[1])):
+            w.writerow([v, c, cap, "infadapter:capacity_result_Feb_21 capacity (SLA 750)"])
+    return len(rows)
+
+
 def write_profile(path: Path, task: Task, pts: dict[Key, Point]) -> None:
     order = {v: i for i, v in enumerate(task.variants)}
     with open(path, "w", newline="", encoding="utf-8") as fh:
@@ -818,6 +835,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             vd = sum(1 for k, p in pts.items() if k[0] == v and p.kind == "derived")
             print(f"    {v:62s} measured {vm:3d} derived {vd:3d}")
 
+    n_cap = write_infadapter_capacity(args.shared, args.out / "infadapter_capacity.csv")
+    print(f"infadapter_capacity.csv rows {n_cap}")
     specs, pinfo = build_pipelines(args.shared, args.out / "profiles")
     for name, spec in specs.items():
         write_spec(args.out / "pipelines" / f"{name}.yaml", spec)

@@ -140,3 +140,19 @@ def test_uncoverable_loads_and_bad_loads() -> None:
         p.index({"nope": 2})
     with pytest.raises(RlscaleError, match="min_cores"):
         InfAdapterProblem(p.variants, max_cores=1, min_cores=2)
+
+
+def test_bundled_capacity_lines_fit_infadapters_five_points(tmp_path) -> None:
+    lines = CapacityLine.load()
+    assert sorted(lines) == sorted(f"resnet{k}" for k in (18, 34, 50, 101, 152))
+    # a bigger ResNet serves fewer requests per core
+    slopes = [lines[f"resnet{k}"].slope for k in (18, 34, 50, 101, 152)]
+    assert slopes == sorted(slopes, reverse=True)
+    # the fit uses cores 1, 2, 4, 8 and 16 only: changing another row changes nothing
+    rows = (tmp_path / "cap.csv").open("w")
+    rows.write("variant,cores,capacity_rps\nx,1,10\nx,2,20\nx,3,999\nx,4,40\nx,8,80\nx,16,160\n")
+    rows.close()
+    assert CapacityLine.load(tmp_path / "cap.csv")["x"].slope == pytest.approx(10.0)
+    (tmp_path / "bad.csv").write_text("variant,cores\nx,1\n")
+    with pytest.raises(RlscaleError, match="unreadable capacity table"):
+        CapacityLine.load(tmp_path / "bad.csv")
