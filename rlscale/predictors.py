@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from rlscale.errors import RlscaleError
+from rlscale.interfaces import Predictor
 from rlscale.types import PipelineState
 from rlscale.workload import Trace
 
@@ -22,6 +23,14 @@ def last_interval_peak_rps(state: PipelineState) -> float:
     hist = state.arrival_rps
     n = max(1, int(math.ceil(state.interval_s)))
     return float(hist[-n:].max()) if hist.size else 0.0
+
+
+def last_interval_mean_rps(state: PipelineState) -> float:
+    """The mean per-second arrival count of the last interval (0 with no history): the safety layer's ``drain``
+    floor."""
+    hist = state.arrival_rps
+    n = max(1, int(math.ceil(state.interval_s)))
+    return float(hist[-n:].mean()) if hist.size else 0.0
 
 
 class ReactivePredictor:
@@ -70,6 +79,45 @@ class EWMAPredictor:
             level = self.alpha * float(m) + (1 - self.alpha) * level
         rise = float(maxima[-1] - maxima[-2]) if maxima.size > 1 else 0.0
         return max(0.0, level + max(0.0, rise))
+
+
+class MinutePeakPredictor:
+    """InfAdapter's load estimate: the peaks of the last 10 minutes, one per minute, read forward.
+
+    With fewer than ``minutes`` minute peaks (the first 10 minutes of history) InfAdapter predicts their
+    exponentially weighted mean (pandas ``ewm(span=10).mean()``, its last value); after that, its LSTM's next-minute
+    peak. InfAdapter's trained LSTM is not public (``lstm_saved_model`` is not in its repository), so the long-history
+    branch asks ``long_history`` instead (the registry passes IPA's LSTM, `rlscale.lstm.LSTMPredictor`, trained on
+    the same Twitter trace), or keeps the weighted mean when it is None. InfAdapter's +10% margin is the policy's
+    (``headroom``), not the predictor's.
+
+    Minute peaks are cut as InfAdapter cuts its 600 s Prometheus range: 60 s chunks from the oldest second kept,
+    the last one possibly shorter.
+    """
+
+    name = "minute-peak"
+
+    def __init__(self, long_history: Predictor | None = None, minutes: int = 10, span: int = 10) -> None:
+        if int(minutes) < 1 or int(span) < 1:
+            raise RlscaleError(f"minutes and span must be >= 1, got {minutes}, {span}")
+        self.long_history = long_history
+        self.minutes = int(minutes)
+        self.span = int(span)
+
+    def minute_peaks(self, state: PipelineState) -> np.ndarray:
+        hist = np.asarray(state.arrival_rps, dtype=float)[-60 * self.minutes :]
+        return np.array([hist[i : i + 60].max() for i in range(0, hist.size, 60)])
+
+    def predict(self, state: PipelineState) -> float:
+        peaks = self.minute_peaks(state)
+        if peaks.size == 0:
+            return 0.0
+        if peaks.size >= self.minutes and self.long_history is not None:
+            return float(self.long_history.predict(state))
+        # pandas' adjusted EWM: weights (1 - a)^k, newest k = 0, normalised; a = 2 / (span + 1)
+        decay = 1.0 - 2.0 / (self.span + 1.0)
+        weights = decay ** np.arange(peaks.size)[::-1]
+        return float(np.dot(weights, peaks) / weights.sum())
 
 
 class OraclePredictor:

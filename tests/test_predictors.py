@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from rlscale.errors import RlscaleError
-from rlscale.predictors import EWMAPredictor, OraclePredictor, ReactivePredictor
+from rlscale.predictors import (
+    EWMAPredictor,
+    MinutePeakPredictor,
+    OraclePredictor,
+    ReactivePredictor,
+    last_interval_mean_rps,
+)
 from rlscale.types import PipelineConfig, PipelineState
 from rlscale.workload import Trace
 
@@ -113,3 +119,37 @@ def test_invalid_arguments_raise(make):
 def test_ewma_rejects_a_non_positive_step(step_s):
     with pytest.raises(RlscaleError):
         EWMAPredictor(step_s=step_s).predict(_state(np.ones(30)))
+
+
+def test_minute_peaks_are_cut_from_the_oldest_second_of_the_last_10_minutes():
+    p = MinutePeakPredictor()
+    history = np.concatenate([np.full(100, 500.0), np.arange(600.0)])  # the 500s are older than 10 minutes
+    assert p.minute_peaks(_state(history)).tolist() == [59.0 + 60 * k for k in range(10)]
+    assert p.minute_peaks(_state(np.arange(130.0))).tolist() == [59.0, 119.0, 129.0]  # a short last chunk
+
+
+def test_minute_peak_predictor_is_pandas_adjusted_ewm_until_10_minutes_then_the_long_history_predictor():
+    peaks = np.array([10.0, 40.0, 20.0])
+    history = np.repeat(peaks, 60)
+    a = 2.0 / 11.0
+    weights = (1 - a) ** np.array([2.0, 1.0, 0.0])  # oldest first; pandas' adjust=True
+    assert MinutePeakPredictor().predict(_state(history)) == pytest.approx(weights @ peaks / weights.sum())
+
+    class Fixed:
+        name = "fixed"
+
+        def predict(self, state):
+            return 123.0
+
+    p = MinutePeakPredictor(long_history=Fixed())
+    assert p.predict(_state(history)) != 123.0  # 3 minutes: still the weighted mean
+    assert p.predict(_state(np.ones(600))) == 123.0  # 10 minute peaks: the long-history predictor
+    assert MinutePeakPredictor().predict(_state(np.ones(600))) == pytest.approx(1.0)  # none: the mean goes on
+    assert MinutePeakPredictor().predict(_state([], time_s=0.0)) == 0.0
+    with pytest.raises(RlscaleError):
+        MinutePeakPredictor(minutes=0)
+
+
+def test_last_interval_mean_reads_only_the_last_interval():
+    assert last_interval_mean_rps(_state([100.0] * 5 + [2.0, 4.0], interval_s=2.0)) == 3.0
+    assert last_interval_mean_rps(_state([], time_s=0.0)) == 0.0
