@@ -7,10 +7,13 @@ of changes, summed over stages:
 
     w_variant * [v != v'] + w_batch * |log2 b - log2 b'| + w_cores * |log2 c - log2 c'| + w_replicas * |n - n'|
 
-The load is a floor by default: the highest per-second load observed in the last interval, so the agent stays
-free to provision ahead of a rise or to hold through a dip; ``load="predicted"`` uses a predictor instead, and
-``load="backlog"`` adds the longest stage queue divided by the interval (capacity to drain a backlog within one
-interval: the observed peak alone can leave a queue that built up during a reaction delay in place for minutes).
+The load is a floor, so the agent stays free to provision ahead of a rise or to hold through a dip. ``observed`` is
+the highest per-second load of the last interval; ``backlog`` adds the longest stage queue divided by the interval
+(capacity to drain a backlog within one interval: the observed peak alone can leave a queue that built up during a
+reaction delay in place for minutes); ``drain`` (the default) is the last interval's *mean* load plus that backlog
+term: capacity that, at the load just seen, empties the queue within one interval. A one-second peak is what the
+queue absorbs, and the backlog term charges for it when it did not, so ``drain`` does not force capacity for the
+noisiest second of every interval. ``predicted`` uses a predictor instead.
 
 Invariants (property-tested): the result is in F whenever F is non-empty; a feasible proposal comes back
 unchanged (under ``objective.sla_mode: hard``, unless it lowers capacity to save cores while violations are
@@ -55,14 +58,16 @@ from rlscale.model import (  # noqa: F401 - MaxCapacity and max_capacity_config 
     require_valid_load,
 )
 from rlscale.pareto import StageArrays, frontier_dp
-from rlscale.predictors import last_interval_peak_rps
+from rlscale.predictors import last_interval_mean_rps, last_interval_peak_rps
 from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 
-LOAD_MODES = ("observed", "backlog", "predicted")
-DEFAULT_LOAD = "backlog"
-"""The safety layer's default floor: the last interval's peak plus its backlog. It beat ``observed`` on the agents'
-validation cells (issue 15; experiments/RESULTS.md section 10), so agents train and deploy with it."""
+LOAD_MODES = ("observed", "backlog", "drain", "predicted")
+DEFAULT_LOAD = "drain"
+"""The safety layer's default floor: the last interval's mean load plus its backlog. ``backlog`` (the peak plus the
+backlog) beat ``observed`` on the agents' validation cells; ``drain`` then cost IPA-hold's actions nothing on calm
+windows where ``backlog`` cost up to 0.9 core, with violations still within 0.5 point (experiments/RESULTS.md
+section 11), so agents train and deploy with it."""
 SOLVERS = ("dp", "pulp")
 
 
@@ -139,9 +144,10 @@ class SafetyLayer:
         finite number >= 0, so a NaN or negative prediction is no longer read as 0 rps)."""
         if self.load_mode == "predicted" and self.predictor is not None:
             return float(self.predictor.predict(state))
-        observed = observed_load_rps(state)
-        if self.load_mode == "backlog" and state.last is not None:
-            # capacity to carry the observed peak *and* drain the longest queue within one interval
+        observed = last_interval_mean_rps(state) if self.load_mode == "drain" else observed_load_rps(state)
+        if self.load_mode in ("backlog", "drain") and state.last is not None:
+            # capacity to carry the observed peak (backlog) or mean (drain) *and* drain the longest queue within one
+            # interval
             backlog = max((m.queue_len for m in state.last.stages), default=0)
             if state.interval_s <= 0:
                 return observed + (math.inf if backlog else 0.0)

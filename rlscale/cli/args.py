@@ -153,6 +153,7 @@ def add_planner_flags(p: argparse.ArgumentParser) -> None:
     """``--solver``, ``--predictor``, ``--headroom``, ``--hold-delta``, ``--agent``, ``--safety-load``, ``--guard``,
     ``--tuning`` and the HPA's ``--hpa-target``, ``--hpa-variant``, ``--hpa-batch``, ``--hpa-cores``."""
     from ilp_baseline.policy import ALL_SOLVERS
+    from ilp_baseline.safety import DEFAULT_LOAD, LOAD_MODES
     from rlscale.cli.registry import PREDICTORS
 
     p.add_argument(
@@ -186,9 +187,9 @@ def add_planner_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--safety-load",
-        choices=("observed", "backlog", "predicted"),
-        help="load the safety layer protects for: the last interval's peak, that plus the backlog (default), or the "
-        "LSTM's prediction",
+        choices=LOAD_MODES,
+        help="load the safety layer protects for: the last interval's peak (observed), that plus the backlog, the "
+        f"interval's mean plus the backlog (drain), or the LSTM's prediction (default {DEFAULT_LOAD})",
     )
     add_guard(p)
     p.add_argument(

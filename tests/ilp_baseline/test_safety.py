@@ -149,9 +149,10 @@ def test_projection_on_the_video_pipeline(load, data):
 def test_load_floor_is_the_last_interval_peak():
     spec = load_spec("video")
     hist = np.concatenate([np.full(50, 30.0), np.full(9, 4.0), [7.0]])
-    layer = SafetyLayer(spec)
+    layer = SafetyLayer(spec, load="observed")
     state = PipelineState(60.0, 10.0, hist, PipelineConfig(()), None)
     assert layer.load_rps(state) == 7.0  # what was observed in the last interval, not earlier
+    assert SafetyLayer(spec, load="drain").load_rps(state) == pytest.approx((9 * 4.0 + 7.0) / 10)
 
 
 def test_bad_arguments():
@@ -168,10 +169,12 @@ def test_backlog_floor_adds_the_longest_queue_per_interval():
     spec = load_spec("video")
     stage = lambda q: StageMetrics(10, 0, 0.1, 0.2, q, 0.9, 1, 1.0)  # noqa: E731
     last = IntervalMetrics(0, 10, 100, 90, 0, 0, 0.0, 1, 2, 0.3, 3, -3, -3, (stage(50), stage(120)))
-    state = PipelineState(10.0, 10.0, np.full(10, 20.0), PipelineConfig(()), last)
-    assert SafetyLayer(spec, load="backlog").load_rps(state) == pytest.approx(20.0 + 120 / 10)
-    assert SafetyLayer(spec, load="observed").load_rps(state) == 20.0
-    assert SafetyLayer(spec).load_rps(state) == pytest.approx(20.0 + 120 / 10)  # the default floor (issue 15)
+    hist = np.array([10.0, 30.0] * 5)  # mean 20, peak 30
+    state = PipelineState(10.0, 10.0, np.concatenate([np.full(20, 99.0), hist]), PipelineConfig(()), last)
+    assert SafetyLayer(spec, load="backlog").load_rps(state) == pytest.approx(30.0 + 120 / 10)
+    assert SafetyLayer(spec, load="observed").load_rps(state) == 30.0
+    assert SafetyLayer(spec, load="drain").load_rps(state) == pytest.approx(20.0 + 120 / 10)  # the last 10 s only
+    assert SafetyLayer(spec).load_mode == "drain"  # the default floor
 
 
 class _Predicts:
@@ -198,6 +201,8 @@ def _last_interval(queue_len: int):
         ("observed", [5.0] * 9 + [float("inf")], None, 10.0),
         ("observed", [5.0] * 5 + [-1.0] * 10, None, 10.0),  # negative counts: broken metrics
         ("backlog", [5.0] * 10, None, 0.0),  # a queue over a zero-length interval: +inf
+        ("drain", [5.0] * 10, None, 0.0),
+        ("drain", [5.0] * 9 + [float("nan")], None, 10.0),
         ("predicted", [5.0] * 10, float("nan"), 10.0),  # max(0, nan) used to read as 0 rps
         ("predicted", [5.0] * 10, -2.0, 10.0),
         ("predicted", [5.0] * 10, float("inf"), 10.0),
@@ -211,7 +216,7 @@ def test_a_load_that_is_not_a_finite_number_at_least_zero_never_passes_a_proposa
     assert is_feasible(spec, tiny, 0.0)  # what a NaN load used to approve: the smallest configuration
     layer = SafetyLayer(spec, load=mode, predictor=_Predicts(predicted) if mode == "predicted" else None)
     hist = np.asarray(history, dtype=float)
-    last = _last_interval(40) if mode == "backlog" else None
+    last = _last_interval(40) if mode in ("backlog", "drain") else None
     state = PipelineState(10.0, interval_s, hist, tiny, last)
     with pytest.raises(InvalidLoad, match="not a finite number >= 0"):
         layer.project(tiny, state)
