@@ -19,6 +19,7 @@ import pytest
 from agents.actor import random_actor
 from agents.hpa import HPAPolicy
 from agents.ppo import PPOPolicy
+from agents.vpa import VPAPolicy
 from envs.pipeline_env import PipelineEnv
 from ilp_baseline.policy import ILPPolicy, ipa_headroom
 from ilp_baseline.problem import fa2_high_variants
@@ -36,7 +37,7 @@ SPEC = load_spec("video")
 # 300 s of the bursty window: flat at ~7 rps, the rise to ~30 rps 80 s in, and the plateau after it
 TRACE = Trace("bursty[300:600]", load_trace("bursty").rps[300:600].copy(), "bursty window, seconds 300-600")
 
-NAMES = ("ipa", "ppo", "ppo-raw", "hpa")
+NAMES = ("ipa", "ppo", "ppo-raw", "hpa", "vpa")
 # the agent: an untrained actor of the direct action design with conditioned observations (its proposals are often
 # infeasible, so the guard has work to do; the bundled planner agents propose the planner's feasible plans)
 AGENT = random_actor(SPEC, seed=3, observation="conditioned", action="direct")
@@ -55,6 +56,8 @@ def controller(name: str) -> Controller:
         return Controller(agent, SafetyLayer(SPEC) if name == "ppo" else None)
     if name == "hpa":  # stateful (stabilisation window, sync period), unguarded
         return Controller(HPAPolicy(SPEC, fa2_high_variants(SPEC)))
+    if name == "vpa":  # stateful (histograms, recommender and updater ticks, pod ages), unguarded
+        return Controller(VPAPolicy(SPEC))
     raise AssertionError(name)
 
 

@@ -650,6 +650,47 @@ CASES = [
         ["sidecar", "--spec", "video", "--prometheus", DOWN, "--policy", "ipa-hold", "--hold-delta", "x"],
         "--hold-delta",
     ),
+    # issue 16: the VPA policy's flags
+    (
+        "simulate-vpa-target-zero",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "vpa", "--vpa-target", "0"],
+        "--vpa-target",
+    ),
+    (
+        "simulate-vpa-target-over-1",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "vpa", "--vpa-target", "1.5"],
+        "--vpa-target",
+    ),
+    (
+        "simulate-vpa-margin-nan",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "vpa", "--vpa-margin", "nan"],
+        "--vpa-margin",
+    ),
+    (
+        "simulate-vpa-margin-negative",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "vpa", "--vpa-margin", "-0.1"],
+        "--vpa-margin",
+    ),
+    (
+        "simulate-vpa-min-replicas-zero",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "vpa", "--vpa-min-replicas", "0"],
+        "--vpa-min-replicas",
+    ),
+    (
+        "simulate-vpa-flag-unused",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "hpa", "--vpa-target", "0.5"],
+        "--vpa-target is for the vpa policy",
+    ),
+    (
+        "compare-vpa-margin-word",
+        ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "vpa", "--vpa-margin", "big"],
+        "--vpa-margin",
+    ),
+    (
+        "sidecar-vpa-min-replicas",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--policy", "vpa", "--vpa-min-replicas", "1.5"],
+        "--vpa-min-replicas",
+    ),
 ]
 
 

@@ -103,7 +103,7 @@ def test_fit_budget_never_exceeds_the_budget(budget, load):
     assert small is fitted  # a configuration within the budget passes unchanged
 
 
-BUDGET_POLICIES = ("hpa", "static-max", "static-min", "ipa", "ipa-hold", "fa2-high", "rim", "ppo", "ppo-raw")
+BUDGET_POLICIES = ("hpa", "vpa", "static-max", "static-min", "ipa", "ipa-hold", "fa2-high", "rim", "ppo", "ppo-raw")
 
 
 @pytest.fixture(scope="module")

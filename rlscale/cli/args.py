@@ -151,7 +151,8 @@ def add_load_scale(p: argparse.ArgumentParser) -> None:
 
 def add_planner_flags(p: argparse.ArgumentParser) -> None:
     """``--solver``, ``--predictor``, ``--headroom``, ``--hold-delta``, ``--agent``, ``--safety-load``, ``--guard``,
-    ``--tuning`` and the HPA's ``--hpa-target``, ``--hpa-variant``, ``--hpa-batch``, ``--hpa-cores``."""
+    ``--tuning``, the HPA's ``--hpa-target``, ``--hpa-variant``, ``--hpa-batch``, ``--hpa-cores`` and the VPA's
+    ``--vpa-target``, ``--vpa-margin``, ``--vpa-min-replicas``."""
     from ilp_baseline.policy import ALL_SOLVERS
     from ilp_baseline.safety import DEFAULT_LOAD, LOAD_MODES
     from rlscale.cli.registry import PREDICTORS
@@ -224,6 +225,27 @@ def add_planner_flags(p: argparse.ArgumentParser) -> None:
         metavar="C|C1,C2,...",
         help="hpa/hpa-tuned: cores per replica, one for every stage or one per stage (default: as --hpa-batch)",
     )
+    p.add_argument(
+        "--vpa-target",
+        type=float_in(0.0, 1.0, exclusive_low=True),
+        metavar="P",
+        help="vpa: CPU usage percentile the recommendation targets, (0, 1] (default 0.9, the VPA recommender's "
+        "--target-cpu-percentile)",
+    )
+    p.add_argument(
+        "--vpa-margin",
+        type=float_in(0.0, 10.0),
+        metavar="F",
+        help="vpa: safety margin added to the percentile, a fraction in [0, 10] (default 0.15, the VPA recommender's "
+        "--recommendation-margin-fraction)",
+    )
+    p.add_argument(
+        "--vpa-min-replicas",
+        type=int_in(1, 10_000),
+        metavar="N",
+        help="vpa: change no stage with fewer replicas, 1-10000 (default 2, the VPA updater's --min-replicas); a "
+        "simulation starts every stage with at least N replicas where the stage allows them",
+    )
 
 
 def add_guard(p: argparse.ArgumentParser) -> None:
@@ -271,6 +293,17 @@ def policy_options(args: argparse.Namespace, policies: list[str] | None = None):
         raise RlscaleError(
             f"{hpa_flags[0]} is for the hpa and hpa-tuned policies; {', '.join(policies)} would ignore it"
         )
+    vpa_flags = [
+        flag
+        for flag, value in (
+            ("--vpa-target", args.vpa_target),
+            ("--vpa-margin", args.vpa_margin),
+            ("--vpa-min-replicas", args.vpa_min_replicas),
+        )
+        if value is not None
+    ]
+    if vpa_flags and policies is not None and "vpa" not in policies:
+        raise RlscaleError(f"{vpa_flags[0]} is for the vpa policy; {', '.join(policies)} would ignore it")
 
     def as_tuple(values):
         return tuple(values) if values is not None else None
@@ -288,6 +321,9 @@ def policy_options(args: argparse.Namespace, policies: list[str] | None = None):
         hpa_batch=as_tuple(args.hpa_batch),
         hpa_cores=as_tuple(args.hpa_cores),
         hold_delta=args.hold_delta,
+        vpa_target=args.vpa_target,
+        vpa_margin=args.vpa_margin,
+        vpa_min_replicas=args.vpa_min_replicas,
     )
 
 

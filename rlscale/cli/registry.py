@@ -24,6 +24,7 @@ from pathlib import Path
 
 from agents.hpa import TARGET_UTILISATION, HPAPolicy
 from agents.static import StaticPolicy
+from agents.vpa import MIN_REPLICAS, SAFETY_MARGIN, TARGET_PERCENTILE, VPAPolicy
 from experiments.tune_headroom import HOLD_DEFAULTS, tuned_hold, tuned_value
 from ilp_baseline.policy import ALL_SOLVERS, ILPPolicy, ipa_headroom
 from rlscale.control import Controller, guard_default
@@ -60,6 +61,9 @@ class PolicyOptions:
         hpa_batch: pin the HPA's batch size (one for every stage, or one per stage); default: in force / planned.
         hpa_cores: pin the HPA's cores per replica (as ``hpa_batch``).
         hold_delta: ``ipa-hold``'s hysteresis margin, >= 0 core-equivalents of objective (default: the tuned one).
+        vpa_target: the VPA's target CPU percentile, (0, 1] (default 0.9, ``--target-cpu-percentile``).
+        vpa_margin: the VPA's safety margin fraction, [0, 10] (default 0.15, ``--recommendation-margin-fraction``).
+        vpa_min_replicas: the VPA updater changes no stage with fewer replicas (default 2, ``--min-replicas``).
     """
 
     solver: str | None = None
@@ -74,6 +78,9 @@ class PolicyOptions:
     hpa_batch: tuple[int, ...] | None = None
     hpa_cores: tuple[int, ...] | None = None
     hold_delta: float | None = None
+    vpa_target: float | None = None
+    vpa_margin: float | None = None
+    vpa_min_replicas: int | None = None
 
 
 def make_predictor(name: str, trace: Trace | None) -> Predictor:
@@ -105,6 +112,15 @@ def _hpa(name: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Pol
         return policy
 
     return build
+
+
+def _vpa(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
+    return VPAPolicy(
+        spec,
+        TARGET_PERCENTILE if opts.vpa_target is None else opts.vpa_target,
+        SAFETY_MARGIN if opts.vpa_margin is None else opts.vpa_margin,
+        min_replicas=MIN_REPLICAS if opts.vpa_min_replicas is None else opts.vpa_min_replicas,
+    )
 
 
 def hold_settings(spec: PipelineSpec, opts: PolicyOptions) -> tuple[float, float]:
@@ -188,6 +204,12 @@ POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace | None, PolicyOptions], 
         "as deployed (a simulation starts from IPA's FA2-high variants) unless --hpa-variant/--hpa-batch/--hpa-cores",
     ),
     "hpa-tuned": (_hpa("hpa-tuned"), "the HPA with the target utilisation that scored best on training windows"),
+    "vpa": (
+        _vpa,
+        "Kubernetes VPA recommender and updater on CPU (p90 + 15%, 24 h half-life, 1 min ticks, --vpa-target, "
+        "--vpa-margin): changes cores per replica only; variant, batch and replicas as deployed (a simulation starts "
+        "from IPA's FA2-high variants with at least --vpa-min-replicas replicas per stage)",
+    ),
     "static-max": (
         lambda spec, trace, opts: StaticPolicy(spec, "max", trace.peak_rps),
         "most accurate variants, sized once for the trace's peak",
@@ -200,7 +222,7 @@ POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace | None, PolicyOptions], 
 
 
 # policies that need no knowledge of the future (the oracle, static sizing and rim read the whole trace)
-LIVE_POLICIES = ("ppo", "ppo-raw", "ipa", "ipa-tuned", "ipa-hold", "fa2-low", "fa2-high", "hpa", "hpa-tuned")
+LIVE_POLICIES = ("ppo", "ppo-raw", "ipa", "ipa-tuned", "ipa-hold", "fa2-low", "fa2-high", "hpa", "hpa-tuned", "vpa")
 
 
 def make_live_policy(name: str, spec: PipelineSpec, options: PolicyOptions | None = None) -> Controller:
