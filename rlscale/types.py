@@ -159,8 +159,28 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class PoolMetrics:
+    """One variant pool of a stage over one interval (the fields as `StageMetrics`'s, for the pool alone).
+
+    Attributes:
+        variant: the variant the pool runs.
+        share: the share of the stage's requests the dispatcher sends it at the interval's end (0: draining; 1:
+            the stage's only pool).
+    """
+
+    variant: str
+    share: float
+    served: int
+    dropped: int
+    latency_p99_s: float
+    queue_len: int
+    utilisation: float
+    replicas_serving: int
+
+
+@dataclass(frozen=True)
 class StageMetrics:
-    """One stage over one interval.
+    """One stage over one interval: with pools, the stage's fields are over all of them and ``pools`` holds each.
 
     Attributes:
         served: requests that finished service at this stage during the interval.
@@ -170,6 +190,8 @@ class StageMetrics:
         utilisation: busy replica-seconds / serving replica-seconds.
         replicas_serving: replicas able to serve at the end of the interval.
         mean_batch: mean size of the batches started in the interval; NaN if none.
+        pools: each pool's metrics, the pools of the configuration in force first, then those draining (one
+            entry for a stage running one pool).
     """
 
     served: int
@@ -180,6 +202,7 @@ class StageMetrics:
     utilisation: float
     replicas_serving: int
     mean_batch: float
+    pools: tuple[PoolMetrics, ...] = ()
 
 
 @dataclass(frozen=True)

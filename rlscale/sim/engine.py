@@ -238,6 +238,7 @@ class Engine:
                 self._reconfigure_pools(st, n, now_s)
             elif o != n:
                 reconfigure_stage(st.pools[0], o, n, now_s, self._new_replica)
+                st.pools[0].setting = st.pools[0].last = n
 
     def _reconfigure_pools(self, st: StageState, new: StageConfig, now_s: float) -> None:
         """Move a pooled stage's pools to ``new``'s, each by its variant, and schedule the dispatcher's switch."""
