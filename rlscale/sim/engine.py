@@ -256,7 +256,7 @@ class Engine:
                 for _ in range(p.replicas):
                     pool.replicas.append(self._new_replica(st.spec, p, alloc_s=now_s, ready_s=now_s + _startup(st, p)))
             else:
-                if pool.last != p:
+                if pool.last != p or pool.setting is None:  # back in the target: from what it drains with
                     reconfigure_stage(pool, pool.last, p, now_s, self._new_replica)
                 pool.setting, pool.last, pool.drain_from_s = p, p, _INF
             if key not in live:  # the dispatcher waits for the pool's first replica to be ready

@@ -205,3 +205,20 @@ def test_mixed_share_is_the_share_of_intervals_running_a_mix_and_only_where_pool
     assert list(result.record) == [*RECORD_KEYS[:22], "mixed_share", *RECORD_KEYS[22:]]
     plain = run_episode(pooled_spec(tmp_path, max_pools=1), constant(10, 30), Scripted(from_s=1e9))
     assert "mixed_share" not in plain.record and list(plain.record) == list(RECORD_KEYS)
+
+
+def test_a_pool_added_back_after_its_drain_starts_up_again(tmp_path):
+    spec = pooled_spec(tmp_path)
+    config = mix(0.5, fast=(2, 1))
+    sim = Simulator(spec, constant(10, 80), config, log_batches=True)
+    sim.step()
+    sim.apply(single("fast", 2))  # at 10: slow leaves the mix and drains (nothing queued: retires at once)
+    sim.step()
+    sim.step()
+    assert [p.variant for p in sim.history[-1].stages[0].pools] == ["fast"]
+    sim.apply(config)  # at 30: the same slow pool again, which pays its startup again
+    run_all(sim)
+    slow_starts = [b0 for _s, b0, _b1, _k, _seq, v in sim.batch_log if v == "slow"]
+    assert not [t for t in slow_starts if 10.2 < t < 37.0]
+    assert min(t for t in slow_starts if t > 30) < 37.2
+    assert sim.history[3].cost_cores == pytest.approx(2 + 2)
