@@ -141,9 +141,9 @@ class HPAPolicy:
         arrays = [
             StageArrays(
                 np.array([lat for _c, lat in opts]),
-                np.array([c.replicas * c.cores for c, _lat in opts], dtype=float),
+                np.array([c.total_cores for c, _lat in opts], dtype=float),
                 np.zeros(len(opts)),
-                np.array([c.replicas * c.cores + 1e-6 * lat for c, lat in opts]),
+                np.array([c.total_cores + 1e-6 * lat for c, lat in opts]),
             )
             for opts in per_stage_options
         ]

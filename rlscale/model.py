@@ -11,6 +11,13 @@ For a stage running variant v with batch b and c cores per replica at load lambd
 and a pipeline configuration is feasible when every stage has enough replicas within its range, the stage
 budgets sum to at most the SLA, and the total cores are within the core budget.
 
+A stage may run several **variant pools** (`rlscale.types.StageConfig.pools`, at most the stage's ``max_pools``):
+every pool carries its share of the load (``n * h * rho_max >= share * lambda``), its planned latency waits for its
+batch to fill at its own load (``(b - 1) / (share * lambda)``), the slowest pool is the stage's latency, cores
+count over every pool, each pool's replicas are within the stage's range. A stage's accuracy is the
+share-weighted mean of its pools' variant accuracies (`expected_accuracy`). The option table and the planners
+built on it (the DP, the ILP, the safety layer, `MaxCapacity`) enumerate single-pool stages only.
+
 A configuration's capacity is that of its bottleneck stage, ``min_s n_s * h(v_s, b_s, c_s) * rho_max`` (rps): the
 highest load it is feasible for on throughput (`pipeline_capacity_rps`).
 
@@ -81,9 +88,38 @@ def objective_of(spec: PipelineSpec, accuracy: float, cost_cores: float, batch: 
     return o.alpha * accuracy - o.beta * cost_cores - o.gamma * batch
 
 
+def stage_accuracy(stage: StageSpec, config: StageConfig, method: str) -> float:
+    """A stage's accuracy as the spec's ``method`` counts it: the rank-normalised (``sum``) or raw (``product``)
+    accuracy of its variant; with pools, the share-weighted mean over its pools (what a request meets on
+    average, dispatched by share)."""
+    if method == "sum":
+        if not config.mix:
+            return stage.rank_accuracy(config.variant)
+        return math.fsum(p.share * stage.rank_accuracy(p.variant) for p in config.pools)
+    if not config.mix:
+        return stage.variant(config.variant).accuracy
+    return math.fsum(p.share * stage.variant(p.variant).accuracy for p in config.pools)
+
+
+def expected_accuracy(spec: PipelineSpec, config: PipelineConfig) -> float:
+    """The expected pipeline accuracy A of a configuration: the spec's combination (``sum`` of rank-normalised,
+    ``product`` of raw accuracies) of the stages' `stage_accuracy`. Without pools, ``spec.accuracy(variants)``
+    exactly; with pools, the mean accuracy of requests dispatched to each stage's pools by share independently
+    of the other stages (the product of the stages' means for ``product``).
+    """
+    if not config.pooled:
+        return spec.accuracy(config.variants)
+    if len(config.stages) != len(spec.stages):
+        raise RlscaleError(f"expected {len(spec.stages)} stages, got {len(config.stages)}")
+    method = spec.objective.accuracy_method
+    per_stage = [stage_accuracy(st, sc, method) for st, sc in zip(spec.stages, config.stages, strict=True)]
+    return sum(per_stage) if method == "sum" else math.prod(per_stage)
+
+
 def objective_value(spec: PipelineSpec, config: PipelineConfig) -> float:
-    """`objective_of` a configuration: what every solver maximises."""
-    return objective_of(spec, spec.accuracy(config.variants), config.total_cores, config.total_batch)
+    """`objective_of` a configuration: what every solver maximises (cores over every pool; the batch term is
+    `rlscale.types.PipelineConfig.total_batch`, a pooled stage counting its share-weighted mean batch)."""
+    return objective_of(spec, expected_accuracy(spec, config), config.total_cores, config.total_batch)
 
 
 def score(spec: PipelineSpec, objective: float, violation_rate: float) -> float:
@@ -138,9 +174,17 @@ def stage_latency_s(stage: StageSpec, variant: str, batch: int, cores: int, load
     return stage.latency.latency_s(variant, batch, cores) + batch_fill_wait_s(batch, load_rps)
 
 
+def pool_capacity_rps(stage: StageSpec, pool: StageConfig, rho_max: float) -> float:
+    """Highest load one pool carries on its own: ``n * h(v, b, c) * rho_max`` (rps)."""
+    return pool.replicas * stage.latency.throughput_rps(pool.variant, pool.batch, pool.cores) * rho_max
+
+
 def stage_capacity_rps(stage: StageSpec, config: StageConfig, rho_max: float) -> float:
-    """Highest load one stage carries: ``n * h(v, b, c) * rho_max`` (rps)."""
-    return config.replicas * stage.latency.throughput_rps(config.variant, config.batch, config.cores) * rho_max
+    """Highest load one stage carries: ``n * h(v, b, c) * rho_max`` (rps); with pools and their shares fixed,
+    the least over the pools of ``capacity / share`` (the load at which the first pool is full)."""
+    if not config.mix:
+        return pool_capacity_rps(stage, config, rho_max)
+    return min(pool_capacity_rps(stage, p, rho_max) / p.share for p in config.pools)
 
 
 def pipeline_capacity_rps(spec: PipelineSpec, config: PipelineConfig) -> float:
@@ -276,6 +320,10 @@ def violations(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> l
         problems.append(f"load {load_rps!r} rps is not a finite number >= 0 (no data)")
     total_latency = 0.0
     for st, sc in zip(spec.stages, config.stages, strict=True):
+        if sc.mix:
+            latency = _pool_violations(spec, st, sc, load_rps, problems)
+            total_latency += latency
+            continue
         if sc.variant not in st.variant_names:
             problems.append(f"{st.name}: unknown variant {sc.variant}")
             continue
@@ -294,6 +342,32 @@ def violations(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> l
     if config.total_cores > spec.core_budget:
         problems.append(f"{config.total_cores} cores > budget {spec.core_budget}")
     return problems
+
+
+def _pool_violations(spec: PipelineSpec, st: StageSpec, sc: StageConfig, load_rps: float, problems: list[str]) -> float:
+    """Append why a pooled stage is not feasible at ``load_rps`` to ``problems``; return its planned latency, the
+    slowest pool's (each pool at its share of the load)."""
+    pools = sc.pools
+    if len(pools) > st.max_pools:
+        problems.append(f"{st.name}: {len(pools)} pools > max_pools {st.max_pools}")
+    latency = 0.0
+    for p in pools:
+        where = f"{st.name}/{p.variant}"
+        if p.variant not in st.variant_names:
+            problems.append(f"{st.name}: unknown variant {p.variant}")
+            continue
+        if p.batch not in st.batch_sizes:
+            problems.append(f"{where}: batch {p.batch} not allowed")
+        if p.cores not in st.cores:
+            problems.append(f"{where}: {p.cores} cores not allowed")
+        if not st.min_replicas <= p.replicas <= st.max_replicas:
+            problems.append(f"{where}: {p.replicas} replicas outside [{st.min_replicas}, {st.max_replicas}]")
+        load = p.share * load_rps
+        capacity = pool_capacity_rps(st, p, spec.objective.rho_max)
+        if capacity + _EPS < load:
+            problems.append(f"{where}: capacity {capacity:.2f} rps < its share's load {load:.2f} rps")
+        latency = max(latency, stage_latency_s(st, p.variant, p.batch, p.cores, load))
+    return latency
 
 
 def is_feasible(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> bool:
@@ -316,13 +390,18 @@ def resize_replicas(
         return None
     stages, latency = [], 0.0
     for st, sc, load in zip(spec.stages, config.stages, loads, strict=True):
-        if sc.variant not in st.variant_names or sc.batch not in st.batch_sizes or sc.cores not in st.cores:
-            return None
-        n = replicas_needed(st, sc.variant, sc.batch, sc.cores, load, spec.objective.rho_max)
-        if n > st.max_replicas:
-            return None
-        latency += stage_latency_s(st, sc.variant, sc.batch, sc.cores, load)
-        stages.append(sc.with_(replicas=n))
+        pools, slowest = [], 0.0
+        for p in sc.pools:  # a pool carries its share of the stage's load
+            if p.variant not in st.variant_names or p.batch not in st.batch_sizes or p.cores not in st.cores:
+                return None
+            pool_load = load if not sc.mix else p.share * load
+            n = replicas_needed(st, p.variant, p.batch, p.cores, pool_load, spec.objective.rho_max)
+            if n > st.max_replicas:
+                return None
+            slowest = max(slowest, stage_latency_s(st, p.variant, p.batch, p.cores, pool_load))
+            pools.append(p.with_(replicas=n))
+        latency += slowest
+        stages.append(StageConfig.of_pools(pools))
     resized = PipelineConfig(tuple(stages))
     if latency > spec.sla_s + _EPS or resized.total_cores > spec.core_budget:
         return None

@@ -53,6 +53,7 @@ MAX_WEIGHT = 1e6  # alpha, beta, gamma
 MAX_PENALTY = 1e9  # sla_penalty
 MAX_OVERRIDES = 64  # --set options of one command
 MAX_ROLLOUTS = 10_000  # damping.max_rollouts
+MAX_POOLS = 16  # max_pools of a stage (variant pools it may run at once)
 
 
 def data_dir() -> Path:
@@ -207,7 +208,7 @@ _STAGE_HIDDEN = ("profile_path", "latency")
     config=ConfigDict(
         **_CONFIG,
         json_schema_extra=_optional_in_document(
-            "metric", "min_replicas", defaults={"metric": "accuracy", "min_replicas": 1}
+            "metric", "min_replicas", "max_pools", defaults={"metric": "accuracy", "min_replicas": 1, "max_pools": 1}
         ),
     ),
 )
@@ -226,6 +227,9 @@ class StageSpec:
         profile_path: the latency profile's CSV (resolved: relative paths from the spec's folder).
         latency: the profile's latency model (not compared, not printed).
         profile: the ``profile`` as the document wrote it (None: the task's bundled profile).
+        max_pools: most variant pools the stage may run at once (DESIGN.md section 3; default 1, one variant at a
+            time as in IPA; at most the number of variants). A stage with ``max_pools > 1`` runs one pool per
+            variant, each with its own queue, replicas and share of the stage's requests.
     """
 
     name: Text
@@ -239,6 +243,9 @@ class StageSpec:
     profile_path: SkipJsonSchema[Path]
     latency: SkipJsonSchema[LatencyModel] = dataclasses.field(repr=False, compare=False)
     profile: Annotated[Text | None, Field(description="latency profile CSV (relative to the spec's folder)")] = None
+    max_pools: Annotated[
+        int, Field(strict=True, ge=1, le=MAX_POOLS, description="most variant pools the stage runs at once")
+    ] = 1
 
     @model_validator(mode="before")
     @classmethod
@@ -269,6 +276,10 @@ class StageSpec:
         j = _first_repeat([v.name for v in self.variants])
         if j is not None:
             raise _fail(f"duplicate variant {self.variants[j].name!r} in stage {self.name!r}", f"variants[{j}].name")
+        if self.max_pools > len(self.variants):  # pools are keyed by variant
+            raise _fail(
+                f"must be <= the stage's number of variants ({len(self.variants)}), got {self.max_pools}", "max_pools"
+            )
         if _reading(info) is None:
             return self
         # read from data: the profile must cover every variant and batch size (code may extrapolate on purpose)
@@ -593,6 +604,11 @@ class PipelineSpec:
                 )
         return self
 
+    @property
+    def pooled(self) -> bool:
+        """Whether some stage may run two or more variant pools (``max_pools > 1``)."""
+        return any(s.max_pools > 1 for s in self.stages)
+
     def stage(self, name: str) -> StageSpec:
         """The stage called ``name``; `SpecError` if the pipeline has none."""
         for s in self.stages:
@@ -628,6 +644,7 @@ class PipelineSpec:
                     "cores": list(s.cores),
                     "min_replicas": s.min_replicas,
                     "max_replicas": s.max_replicas,
+                    "max_pools": s.max_pools,
                     "variants": [dataclasses.asdict(v) for v in s.variants],
                 }
                 for s in self.stages
@@ -651,6 +668,8 @@ class PipelineSpec:
         """
         doc = self.to_dict()
         for raw, stage in zip(doc["stages"], self.stages, strict=True):
+            if stage.max_pools == 1:
+                del raw["max_pools"]
             if stage.profile is not None:
                 raw["profile"] = str(stage.profile_path.resolve())
             for v in raw["variants"]:

@@ -11,7 +11,8 @@ One row describes one adaptation interval and the decision taken at its end. ``r
 | ``arrival_rps_peak`` / ``arrival_rps_mean`` | the interval's peak per-second load and its mean (arrivals / length) |
 | ``predicted_rps`` | the load the policy planned for (ILP policies: prediction x headroom); empty when it has none |
 | ``arrivals`` / ``completed`` / ``dropped`` | requests that entered, left the last stage, were dropped |
-| ``<stage>.variant`` / ``.batch`` / ``.cores`` / ``.replicas`` | the configuration in force during the interval |
+| ``<stage>.variant`` / ``.batch`` / ``.cores`` / ``.replicas`` | the configuration in force (pools: the first's) |
+| ``<stage>.pools`` | stages with ``max_pools > 1``: the pools in force when two or more (``a b1 x1 c8 70% + …``) |
 | ``<stage>.p99_s`` | the stage's p99 latency (queue + service) of the requests it served; empty if none |
 | ``<stage>.utilisation`` | busy replica-seconds / serving replica-seconds (0 to 1) |
 | ``<stage>.queue_len`` | requests waiting at the stage at the end of the interval |
@@ -52,8 +53,16 @@ TAIL = ("e2e_p99_s", "violation_rate", "cost_cores", "in_flight", "guard_changed
 
 
 def columns(spec: PipelineSpec) -> list[str]:
-    """The timeline's columns for ``spec``: `HEAD`, ``<stage>.<field>`` for each stage and `STAGE_COLUMNS`, `TAIL`."""
-    return [*HEAD, *(f"{st.name}.{c}" for st in spec.stages for c in STAGE_COLUMNS), *TAIL]
+    """The timeline's columns for ``spec``: `HEAD`, ``<stage>.<field>`` for each stage and `STAGE_COLUMNS` (and
+    ``pools`` after ``replicas`` for a stage with ``max_pools > 1``), `TAIL`."""
+    return [*HEAD, *(f"{st.name}.{c}" for st in spec.stages for c in _stage_columns(st.max_pools)), *TAIL]
+
+
+def _stage_columns(max_pools: int) -> tuple[str, ...]:
+    if max_pools <= 1:
+        return STAGE_COLUMNS
+    i = STAGE_COLUMNS.index("replicas") + 1
+    return (*STAGE_COLUMNS[:i], "pools", *STAGE_COLUMNS[i:])
 
 
 def cell(value: Any) -> str:
@@ -139,6 +148,8 @@ def row(
     for s, (st, sc) in enumerate(zip(spec.stages, config.stages, strict=True)):
         values.update({f"{st.name}.variant": sc.variant, f"{st.name}.batch": sc.batch, f"{st.name}.cores": sc.cores})
         values[f"{st.name}.replicas"] = sc.replicas
+        if sc.mix:
+            values[f"{st.name}.pools"] = str(sc)
         if metrics is not None and s < len(metrics.stages):
             m = metrics.stages[s]
             values[f"{st.name}.p99_s"] = m.latency_p99_s

@@ -9,9 +9,12 @@ import pytest
 from rlscale.model import (
     InvalidLoad,
     batch_fill_wait_s,
+    expected_accuracy,
     is_feasible,
+    objective_value,
     pipeline_capacity_rps,
     replicas_needed,
+    resize_replicas,
     stage_options,
     violations,
 )
@@ -78,3 +81,97 @@ def test_pipeline_capacity_is_the_bottleneck_stage_as_violations_counts_it(toy):
     assert capacity == min(per_stage)
     assert not any("capacity" in p for p in violations(toy, config, capacity))
     assert any("capacity" in p for p in violations(toy, config, capacity * 1.001))
+
+
+# ------------------------------------------------------------------------------------------ variant pools
+
+
+def _pooled_toy(write_spec, method="sum", max_pools=2):
+    """The toy pipeline with room for 80 rps in its second stage and two pools in its first."""
+
+    def mutate(d):
+        d["core_budget"] = 32
+        d["objective"]["accuracy_method"] = method
+        d["stages"][0]["max_pools"] = max_pools
+        d["stages"][1]["max_replicas"] = 10
+
+    return load_spec(write_spec(mutate))
+
+
+def _slow_fast(slow_share=0.7, fast_batch=1):
+    return StageConfig.of_pools(
+        [StageConfig("slow", 1, 4, 2, share=slow_share), StageConfig("fast", fast_batch, 1, 1, share=1 - slow_share)]
+    )
+
+
+def test_a_mix_is_feasible_where_its_slow_variant_alone_is_not(write_spec):
+    spec = _pooled_toy(write_spec)
+    second = StageConfig("slow", 1, 10, 1)
+    slow_alone = PipelineConfig((StageConfig("slow", 1, 4, 2), second))
+    mixed = PipelineConfig((_slow_fast(), second))
+    # slow at b1 c2 serves 1/0.066 rps per replica: 4 replicas carry 60.6 rps, not 80; 70% of 80 is 56
+    assert any("capacity" in v for v in violations(spec, slow_alone, 80.0))
+    assert violations(spec, mixed, 80.0) == []
+    assert not is_feasible(spec, mixed, 90.0)  # the fast pool (27 rps) no longer carries 30% of 90
+
+
+def test_a_stage_may_not_run_more_pools_than_its_max_pools(write_spec):
+    spec = _pooled_toy(write_spec, max_pools=1)
+    mixed = PipelineConfig((_slow_fast(), StageConfig("slow", 1, 10, 1)))
+    assert "first: 2 pools > max_pools 1" in violations(spec, mixed, 80.0)
+
+
+def test_each_pool_waits_for_its_batch_at_its_own_share_of_the_load(write_spec):
+    spec = _pooled_toy(write_spec)
+    second = StageConfig("slow", 1, 10, 1)
+    # fast at batch 4 with 5% of 40 rps waits (4 - 1) / 2 = 1.5 s for its batch: over the 1 s SLA; at 40 rps it
+    # would wait 0.075 s
+    thin = PipelineConfig((_slow_fast(slow_share=0.95, fast_batch=4), second))
+    assert any(v.startswith("latency") for v in violations(spec, thin, 40.0))
+    wide = PipelineConfig((_slow_fast(slow_share=0.5, fast_batch=4), second))
+    assert violations(spec, wide, 40.0) == []
+
+
+def test_the_capacity_of_a_mix_is_the_first_pool_to_fill_at_its_share(write_spec):
+    spec = _pooled_toy(write_spec)
+    first, second = spec.stages
+    config = PipelineConfig((_slow_fast(), StageConfig("slow", 1, 10, 1)))
+    slow = 4 * 1 / first.latency.latency_s("slow", 1, 2)
+    fast = 1 * 1 / first.latency.latency_s("fast", 1, 1)
+    tail = 10 * 1 / second.latency.latency_s("slow", 1, 1)
+    expected = min(slow / 0.7, fast / 0.3, tail)
+    assert pipeline_capacity_rps(spec, config) == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(slow / 0.7)  # the slow pool is the bottleneck here
+    assert is_feasible(spec, config, expected) and not is_feasible(spec, config, expected * 1.001)
+
+
+@pytest.mark.parametrize(
+    "method,expected", [("sum", 0.7 * 1.0 + 0.3 * 0.5 + 1.0), ("product", (0.7 * 0.8 + 0.3 * 0.5) * 0.9)]
+)
+def test_the_expected_accuracy_of_a_mix_weights_its_pools_by_share(write_spec, method, expected):
+    spec = _pooled_toy(write_spec, method)
+    config = PipelineConfig((_slow_fast(), StageConfig("slow", 1, 10, 1)))
+    assert expected_accuracy(spec, config) == pytest.approx(expected, rel=1e-12)
+    single = PipelineConfig((StageConfig("fast", 1, 4, 2), StageConfig("slow", 1, 10, 1)))
+    assert expected_accuracy(spec, single) == spec.accuracy(["fast", "slow"])
+
+
+def test_the_objective_of_a_mix_counts_every_pools_cores_and_its_mean_batch(write_spec):
+    spec = _pooled_toy(write_spec)
+    config = PipelineConfig((_slow_fast(slow_share=0.5, fast_batch=4), StageConfig("slow", 1, 10, 1)))
+    o = spec.objective
+    cores = 4 * 2 + 1 * 1 + 10 * 1
+    batch = 0.5 * 1 + 0.5 * 4 + 1
+    accuracy = 0.5 * 1.0 + 0.5 * 0.5 + 1.0
+    assert objective_value(spec, config) == pytest.approx(o.alpha * accuracy - o.beta * cores - o.gamma * batch)
+
+
+def test_resizing_a_mix_sizes_each_pool_for_its_share(write_spec):
+    spec = _pooled_toy(write_spec)
+    config = PipelineConfig((_slow_fast(), StageConfig("slow", 1, 1, 1)))
+    resized = resize_replicas(spec, config, 80.0)
+    assert resized is not None
+    pools = resized.stages[0].pools
+    assert [(p.variant, p.share, p.replicas) for p in pools] == [("slow", 0.7, 4), ("fast", pytest.approx(0.3), 1)]
+    assert resized.stages[1].replicas == 9  # 80 rps / 9.0 rps per replica
+    assert is_feasible(spec, resized, 80.0)

@@ -115,6 +115,9 @@ BAD = [
         "must be >= min_replicas",
     ),
     ("zero min replicas", _set(["stages", 0, "min_replicas"], 0), "min_replicas", "must be >= 1"),
+    ("zero max pools", _set(["stages", 0, "max_pools"], 0), "stages[0].max_pools", "must be >= 1"),
+    ("max pools as text", _set(["stages", 0, "max_pools"], "two"), "stages[0].max_pools", "must be an integer"),
+    ("more pools than variants", _set(["stages", 0, "max_pools"], 3), "stages[0].max_pools", "number of variants"),
     ("missing profile file", _set(["stages", 0, "profile"], "nope.csv"), "stages[0].profile", "not found"),
     (
         "unknown task",

@@ -81,6 +81,10 @@ def test_a_bad_path_is_one_line_naming_it(write_spec, item, message):
         ("stages.0.cores=[1,1]", "stages[0].cores: has duplicates: [1, 1] (with --set stages.0.cores=[1,1])"),
         ("sla_s=5", "drop_limit_s: must be >= sla_s (5), got 2 (with --set sla_s=5)"),  # the cause, not the field
         ("objective=3", "objective: must be a mapping, got int (with --set objective=3)"),
+        ("stages.0.max_pools=0", "stages[0].max_pools: must be >= 1, got 0 (with --set stages.0.max_pools=0)"),
+        ("stages.0.max_pools=1.5", "stages[0].max_pools: must be an integer, got 1.5"),
+        ("stages.0.max_pools=3", "stages[0].max_pools: must be <= the stage's number of variants (2), got 3"),
+        ("stages.1.max_pools=2", "stages[1].max_pools: must be <= the stage's number of variants (1), got 2"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_field_and_the_set(write_spec, item, message):
@@ -206,3 +210,16 @@ def test_manifests_ship_the_overridden_spec(capfd):
     assert all("profile" not in s for s in shipped["stages"])  # bundled profiles: the image has them
     code, plain, err = _main(capfd, *COMMANDS["manifests"])
     assert code == 0 and "alpha: 11" not in plain
+
+
+def test_max_pools_defaults_to_one_and_is_set_per_stage(write_spec):
+    path = write_spec()
+    plain = load_spec(path)
+    assert [st.max_pools for st in plain.stages] == [1, 1] and not plain.pooled
+    pooled = load_spec(path, ["stages.0.max_pools=2"])
+    assert [st.max_pools for st in pooled.stages] == [2, 1] and pooled.pooled
+    assert pooled.to_dict()["stages"][0]["max_pools"] == 2
+    assert "max_pools" not in plain.to_document()["stages"][0]  # the default stays implicit in documents
+    again = path.parent / "again.yaml"
+    again.write_text(yaml.safe_dump(pooled.to_document(), sort_keys=False))
+    assert load_spec(again).stages[0].max_pools == 2

@@ -14,7 +14,8 @@ from rlscale.model import plan_fixed_variants
 from rlscale.sim.cluster import Simulator
 from rlscale.sim.runner import run_episode
 from rlscale.spec import load_spec
-from rlscale.timeline import STAGE_COLUMNS, TimelineWriter, cell, check_appendable, columns, read_rows, to_csv
+from rlscale.timeline import STAGE_COLUMNS, TimelineWriter, cell, check_appendable, columns, read_rows, row, to_csv
+from rlscale.types import PipelineConfig, StageConfig
 from rlscale.workload import Trace
 
 
@@ -178,3 +179,19 @@ def test_simulate_writes_the_timeline_and_the_json_record_shows_each_stage(tmp_p
     rows = read_rows(out.read_text())
     assert sum(r["phase"] == "trace" for r in rows) == record["intervals"]
     assert "nan" not in out.read_text().lower()
+
+
+def test_a_pooled_stage_shows_its_pools_when_it_runs_several():
+    spec = load_spec("video", ["stages.1.max_pools=2"])
+    cols = columns(spec)
+    assert "crop.pools" not in cols and columns(load_spec("video")) == [c for c in cols if c != "classification.pools"]
+    assert cols.index("classification.pools") == cols.index("classification.replicas") + 1
+    crop = StageConfig("yolov5n", 1, 2, 2)
+    mixed = StageConfig.of_pools(
+        [StageConfig("resnet152", 1, 3, 8, share=0.7), StageConfig("resnet50", 2, 1, 4, share=0.3)]
+    )
+    one = row(spec, None, PipelineConfig((crop, StageConfig("resnet50", 1, 2, 4))), time_s=10.0)
+    two = row(spec, None, PipelineConfig((crop, mixed)), time_s=20.0)
+    assert one["classification.pools"] == ""
+    assert two["classification.pools"] == "resnet152 b1 x3 c8 70% + resnet50 b2 x1 c4 30%"
+    assert two["classification.variant"] == "resnet152" and two["classification.replicas"] == "3"

@@ -1,6 +1,6 @@
 """The simulator's event loop: requests through a chain of stages, per request (DESIGN.md section 4).
 
-Each stage has one FIFO queue (ordered by arrival at the stage). An idle replica takes up to b queued requests
+Each stage has one FIFO queue (ordered by arrival at the stage) per pool. An idle replica takes up to b queued requests
 at once when b are waiting; otherwise it waits until b are queued or the oldest has waited ``batch_timeout_s``,
 whichever is first, and takes what is there. A batch of k requests takes ``l(v, k, c)``. A request older than
 ``drop_limit_s`` (since it entered the pipeline) when its batch would start is dropped; it counts as an SLA
@@ -14,6 +14,22 @@ availability times); per-request bookkeeping is done with numpy after the loop.
 
 The engine consumes the request table and configuration changes and produces per-request outcomes
 (`RequestOutcomes`, filled in as requests progress) and per-interval raw counters (`IntervalCounters`).
+
+**Pools.** A stage whose spec allows several pools (``max_pools > 1``) has one pool per variant, each with its
+own queue and replicas (`rlscale.sim.replicas`), and a dispatcher that sends each request arriving at the stage
+to a pool by share, by smooth weighted round-robin (`rlscale.sim.dispatch`), in order of arrival at the stage. A
+request's accuracy at a stage is that of the variant that served it. Choices:
+
+- *When the split changes.* Like InfAdapter, the dispatcher keeps the shares in force until every pool the new
+  configuration adds is ready (its first replica has started up), then switches to the new shares at once;
+  with no new pool (shares, replicas, batch or cores of existing pools) it switches when the configuration is
+  applied. A later decision replaces a switch still pending. Requests are dispatched when they are fed to
+  their stage; one that arrives at the stage after the interval's end (its previous stage's batch straddles
+  it) takes the shares in force at the interval's end.
+- *A removed pool* keeps its replicas until the switch, then receives nothing more, serves the requests it
+  holds on its own replicas (as a rollout's old replicas keep serving until they retire) and retires them
+  once its queue is empty, at the last request it took (or at the switch, if it held none); they cost until
+  then. A pool added back before it is gone reconfigures from the setting it drains with.
 """
 
 from __future__ import annotations
@@ -26,7 +42,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlscale.sim.arrivals import RequestTable
+from rlscale.sim.dispatch import SmoothWeightedRoundRobin
 from rlscale.sim.replicas import (
+    PoolState,
     Replica,
     StageState,
     allocated_core_seconds,
@@ -78,8 +96,31 @@ class RequestOutcomes:
 
 
 @dataclass(frozen=True)
+class PoolCounters:
+    """What one pool of a stage did in one interval (fields as `StageCounters`).
+
+    Attributes:
+        key: the pool's variant (stages with ``max_pools > 1``) or ``""`` (the one pool of the others).
+        variant: the variant its replicas run (the newest setting's, for a pool rolling out).
+        share: the share of the stage's requests the dispatcher sends it at the interval's end (0: draining).
+    """
+
+    key: str
+    variant: str
+    share: float
+    served_id: np.ndarray
+    dropped: int
+    busy_s: float
+    serving_s: float
+    replicas_serving: int
+    queue_len: int
+    batches: int
+    batched: int
+
+
+@dataclass(frozen=True)
 class StageCounters:
-    """What one stage did in one interval.
+    """What one stage did in one interval: its pools' counters summed (``pools``: each pool's).
 
     Attributes:
         served_id: requests that finished service here, in batch order (they may finish after the interval).
@@ -89,6 +130,7 @@ class StageCounters:
         replicas_serving: replicas able to serve at the end of the interval.
         queue_len: requests waiting at the end of the interval.
         batches / batched: batches started, and the requests in them.
+        pools: each pool's counters, in the stage's pool order.
     """
 
     served_id: np.ndarray
@@ -99,6 +141,28 @@ class StageCounters:
     queue_len: int
     batches: int
     batched: int
+    pools: tuple[PoolCounters, ...] = ()
+
+    @classmethod
+    def of_pools(cls, pools: list[PoolCounters]) -> StageCounters:
+        """The stage's counters: its pools' summed (served ids pool after pool)."""
+        if len(pools) == 1:
+            p = pools[0]
+            return cls(
+                p.served_id, p.dropped, p.busy_s, p.serving_s, p.replicas_serving, p.queue_len, p.batches,
+                p.batched, tuple(pools),
+            )  # fmt: skip
+        return cls(
+            served_id=np.concatenate([p.served_id for p in pools]) if pools else _NO_IDS,
+            dropped=sum(p.dropped for p in pools),
+            busy_s=sum(p.busy_s for p in pools),
+            serving_s=sum(p.serving_s for p in pools),
+            replicas_serving=sum(p.replicas_serving for p in pools),
+            queue_len=sum(p.queue_len for p in pools),
+            batches=sum(p.batches for p in pools),
+            batched=sum(p.batched for p in pools),
+            pools=tuple(pools),
+        )
 
 
 @dataclass(frozen=True)
@@ -142,7 +206,7 @@ class Engine:
         self.requests = requests
         self.outcomes = RequestOutcomes.empty(len(spec.stages), requests.n_requests)
         self._deadline = requests.drop_deadline_s.tolist()  # the hot loop indexes a list: faster than numpy
-        self.stages = [StageState(st) for st in spec.stages]
+        self.stages = [StageState(st, pooled=st.max_pools > 1) for st in spec.stages]
         self.fed = 0  # index of the first request not yet fed to stage 0
         self.events = 0
         self.batch_log: list[tuple[int, float, float, int, int, str]] | None = [] if log_batches else None
@@ -151,8 +215,15 @@ class Engine:
         self._done_id: list[np.ndarray] = []
         for st, sc in zip(self.stages, initial.stages, strict=True):
             check_stage_config(st.spec, sc)
-            for _ in range(sc.replicas):
-                st.replicas.append(self._new_replica(st.spec, sc, alloc_s=0.0, ready_s=0.0))
+            for p in sc.pools:
+                pool = PoolState(st.spec, p.variant if st.pooled else "", p, p)
+                for _ in range(p.replicas):
+                    pool.replicas.append(self._new_replica(st.spec, p, alloc_s=0.0, ready_s=0.0))
+                st.pools.append(pool)
+            if st.pooled:
+                st.dispatch = SmoothWeightedRoundRobin.of_shares(
+                    [p.variant for p in sc.pools], [p.share for p in sc.pools]
+                )
 
     def _new_replica(self, stage: StageSpec, sc: StageConfig, alloc_s: float, ready_s: float) -> Replica:
         self._seq += 1
@@ -163,8 +234,77 @@ class Engine:
         for st, sc in zip(self.stages, new.stages, strict=True):
             check_stage_config(st.spec, sc)
         for st, o, n in zip(self.stages, old.stages, new.stages, strict=True):
-            if o != n:
-                reconfigure_stage(st, o, n, now_s, self._new_replica)
+            if st.pooled:
+                self._reconfigure_pools(st, n, now_s)
+            elif o != n:
+                reconfigure_stage(st.pools[0], o, n, now_s, self._new_replica)
+                st.pools[0].setting = st.pools[0].last = n
+
+    def _reconfigure_pools(self, st: StageState, new: StageConfig, now_s: float) -> None:
+        """Move a pooled stage's pools to ``new``'s, each by its variant, and schedule the dispatcher's switch."""
+        target = {p.variant: p for p in new.pools}
+        live = st.dispatch.keys
+        for pool in st.pools:
+            if pool.key not in target and pool.setting is not None:
+                pool.setting = None  # removed: drains once the dispatcher no longer sends it requests
+        ready_s = now_s
+        for key, p in target.items():
+            pool = st.pool(key)
+            if pool is None:
+                pool = PoolState(st.spec, key, p, p)
+                st.pools.append(pool)
+                for _ in range(p.replicas):
+                    pool.replicas.append(self._new_replica(st.spec, p, alloc_s=now_s, ready_s=now_s + _startup(st, p)))
+            else:
+                if pool.last != p or pool.setting is None:  # back in the target: from what it drains with
+                    reconfigure_stage(pool, pool.last, p, now_s, self._new_replica)
+                pool.setting, pool.last, pool.drain_from_s = p, p, _INF
+            if key not in live:  # the dispatcher waits for the pool's first replica to be ready
+                starting = [r.ready_s for r in pool.replicas if r.retire_s == _INF]
+                ready_s = max(ready_s, min(starting, default=now_s))
+        order = {key: i for i, key in enumerate(target)}
+        st.pools.sort(key=lambda pool: order.get(pool.key, len(order)))
+        switch = SmoothWeightedRoundRobin.of_shares(list(target), [p.share for p in target.values()])
+        st.pending = None
+        if ready_s <= now_s:
+            self._switch(st, switch, now_s)
+        else:
+            st.pending = (ready_s, switch)
+            for pool in st.pools:  # neither in the target nor receiving requests: nothing to wait for
+                if pool.setting is None and pool.key not in live:
+                    pool.drain_from_s = min(pool.drain_from_s, now_s)
+
+    @staticmethod
+    def _switch(st: StageState, dispatch: SmoothWeightedRoundRobin, at_s: float) -> None:
+        """The stage's dispatcher becomes ``dispatch`` at ``at_s``; pools it leaves out start draining."""
+        st.dispatch, st.pending = dispatch, None
+        for pool in st.pools:
+            if pool.key not in dispatch.keys:
+                pool.drain_from_s = min(pool.drain_from_s, at_s)
+
+    def _dispatch(self, st: StageState, new_t: np.ndarray, new_id: np.ndarray, t1: float) -> None:
+        """Send the requests arriving at a pooled stage to its pools, in order of arrival, by share."""
+        order = np.argsort(new_t, kind="stable")
+        times, ids = new_t[order].tolist(), new_id[order].tolist()
+        by_key: dict[str, tuple[list[float], list[int]]] = {}
+        if st.pending is None and len(st.dispatch.keys) == 1:
+            by_key[st.dispatch.keys[0]] = (times, ids)
+        else:
+            for t, i in zip(times, ids, strict=True):
+                if st.pending is not None and st.pending[0] <= t and st.pending[0] < t1:
+                    self._switch(st, st.pending[1], st.pending[0])
+                key = st.dispatch.pick()
+                q = by_key.setdefault(key, ([], []))
+                q[0].append(t)
+                q[1].append(i)
+        for key, (q_t, q_id) in by_key.items():
+            pool = st.pool(key)
+            pool.q_t.extend(q_t)
+            pool.q_id.extend(q_id)
+            if pool.q_t and len(pool.q_t) > len(q_t) and pool.q_t[-len(q_t) - 1] > q_t[0]:
+                order_q = sorted(range(len(pool.q_t)), key=pool.q_t.__getitem__)
+                pool.q_t = [pool.q_t[j] for j in order_q]
+                pool.q_id = [pool.q_id[j] for j in order_q]
 
     def in_flight(self) -> int:
         """Requests fed to the pipeline that have neither completed nor been dropped."""
@@ -185,18 +325,34 @@ class Engine:
         counters = []
         core_s = 0.0
         for s, st in enumerate(self.stages):
-            if new_t.size:
-                st.q_t.extend(new_t.tolist())
-                st.q_id.extend(new_id.tolist())
+            if st.pooled:
+                if new_t.size:
+                    self._dispatch(st, new_t, new_id, t1)
+                if st.pending is not None and st.pending[0] < t1:  # no request came after the switch
+                    self._switch(st, st.pending[1], st.pending[0])
+            elif new_t.size:
+                pool = st.pools[0]
+                pool.q_t.extend(new_t.tolist())
+                pool.q_id.extend(new_id.tolist())
                 if s > 0:  # departures of the previous stage come unordered across replicas
-                    order = sorted(range(len(st.q_t)), key=st.q_t.__getitem__)
-                    st.q_t = [st.q_t[i] for i in order]
-                    st.q_id = [st.q_id[i] for i in order]
-            new_t, new_id, sc = self._run_stage(s, st, t0, t1)
-            counters.append(sc)
-            core_s += allocated_core_seconds(t0, t1, st.replicas)
-            # forget replicas that are gone for good
-            st.replicas = [r for r in st.replicas if r.dealloc_s() > t1]
+                    order = sorted(range(len(pool.q_t)), key=pool.q_t.__getitem__)
+                    pool.q_t = [pool.q_t[i] for i in order]
+                    pool.q_id = [pool.q_id[i] for i in order]
+            outs = [self._run_pool(s, st, pool, t0, t1) for pool in st.pools]
+            if len(outs) == 1:
+                new_t, new_id = outs[0][0], outs[0][1]
+            else:
+                new_t = np.concatenate([o[0] for o in outs])
+                new_id = np.concatenate([o[1] for o in outs])
+            counters.append(StageCounters.of_pools([o[2] for o in outs]))
+            if st.pooled:
+                _retire_drained(st)
+            for pool in st.pools:
+                core_s += allocated_core_seconds(t0, t1, pool.replicas)
+                # forget replicas that are gone for good
+                pool.replicas = [r for r in pool.replicas if r.dealloc_s() > t1]
+            if st.pooled:  # forget pools that are gone for good
+                st.pools = [p for p in st.pools if p.setting is not None or p.replicas or p.q_t]
             if s + 1 < len(self.stages):
                 out.stage_in_s[s + 1, new_id] = new_t
         # completions: last-stage departures with finish in [t0, t1); later ones are reported with their interval
@@ -209,12 +365,14 @@ class Engine:
         self._done_t, self._done_id = [done_t[later]], [done_id[later]]
         return IntervalCounters(t0, t1, first, last, done_id[now], core_s, tuple(counters))
 
-    def _run_stage(self, s: int, st: StageState, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray, StageCounters]:
+    def _run_pool(
+        self, s: int, st: StageState, pool: PoolState, t0: float, t1: float
+    ) -> tuple[np.ndarray, np.ndarray, PoolCounters]:
         timeout = self.spec.batch_timeout_s
         deadline = self._deadline
-        q_t, q_id = st.q_t, st.q_id
+        q_t, q_id = pool.q_t, pool.q_id
         n = len(q_t)
-        heap = [(r.available_s(), r.seq, r) for r in st.replicas if r.retire_s > t0 or r.free_s > t0]
+        heap = [(r.available_s(), r.seq, r) for r in pool.replicas if r.retire_s > t0 or r.free_s > t0]
         heap = [h for h in heap if h[0] < h[2].retire_s]
         heapq.heapify(heap)
         head = 0
@@ -315,19 +473,39 @@ class Engine:
             out.dropped_at[d_id] = s
             out.drop_time_s[d_id] = drop_times
         self.events += head
-        st.q_t = q_t[head:]
-        st.q_id = q_id[head:]
+        pool.q_t = q_t[head:]
+        pool.q_id = q_id[head:]
+        if head:
+            pool.last_take_s = max(max(b_start, default=-_INF), max(drop_times, default=-_INF))
 
         busy_s = float(np.sum(np.asarray(b_finish) - np.asarray(b_start))) if b_start else 0.0
-        serving_s, serving_now = serving(t0, t1, st.replicas)
-        counters = StageCounters(
+        serving_s, serving_now = serving(t0, t1, pool.replicas)
+        counters = PoolCounters(
+            key=pool.key,
+            variant=pool.last.variant,
+            share=st.dispatch.share(pool.key) if st.pooled else 1.0,
             served_id=out_id,
             dropped=len(dropped_pos),
             busy_s=busy_s,
             serving_s=serving_s,
             replicas_serving=serving_now,
-            queue_len=int(bisect_right(st.q_t, t1)),
+            queue_len=int(bisect_right(pool.q_t, t1)),
             batches=len(b_size),
             batched=int(sizes.sum()),
         )
         return out_t, out_id, counters
+
+
+def _startup(st: StageState, pool: StageConfig) -> float:
+    return st.spec.variant(pool.variant).startup_s
+
+
+def _retire_drained(st: StageState) -> None:
+    """Retire the replicas of every removed pool whose queue is empty since the dispatcher left it out: at the
+    last request it took, or when it was left out if it took none since."""
+    for pool in st.pools:
+        if pool.setting is None and pool.drain_from_s < _INF and not pool.q_t:
+            at_s = max(pool.drain_from_s, pool.last_take_s)
+            for r in pool.replicas:
+                if r.retire_s > at_s:
+                    r.retire_s = at_s

@@ -18,6 +18,11 @@ Rules, one for both summaries:
   created it until it has retired and finished its last batch, so starting and draining replicas count. The run's
   cost is the mean over the trace's intervals (drain intervals excluded: they hold the last configuration and are
   not the policy's choice).
+- **Pools.** A stage's fields are over all its pools; each pool also has its own (`rlscale.types.PoolMetrics`). A
+  request's accuracy combines the variants that served it, so a mix's measured accuracy is what its requests
+  met; its expected accuracy weights each pool by its share (`rlscale.model.expected_accuracy`). The run record
+  of a spec with pools (some stage's ``max_pools > 1``) adds ``mixed_share``, the share of the trace's intervals
+  in which some stage's configuration in force ran two or more pools.
 """
 
 from __future__ import annotations
@@ -29,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from rlscale.model import objective_of
+from rlscale.model import expected_accuracy, objective_of
 from rlscale.model import score as model_score
 from rlscale.sim.arrivals import RequestTable
 from rlscale.sim.engine import IntervalCounters, RequestOutcomes
 from rlscale.spec import PipelineSpec
-from rlscale.types import IntervalMetrics, PipelineConfig, StageMetrics
+from rlscale.types import IntervalMetrics, PipelineConfig, PoolMetrics, StageMetrics
 from rlscale.workload import Trace
 
 # strictly later than the SLA (a float margin so a request finishing exactly at the SLA is on time)
@@ -153,6 +158,29 @@ def interval_metrics(
     stage_metrics = []
     for s, c in enumerate(counters.stages):
         lat_p50, lat_p99 = p50_p99(stage_latency_s(outcomes, s, c.served_id))
+        utilisation = min(1.0, c.busy_s / c.serving_s) if c.serving_s > 0 else 0.0
+        if len(c.pools) == 1:  # the stage's figures are its pool's
+            p = c.pools[0]
+            pools = (
+                PoolMetrics(
+                    p.variant, p.share, int(c.served_id.size), c.dropped, lat_p99, c.queue_len, utilisation,
+                    c.replicas_serving,
+                ),
+            )  # fmt: skip
+        else:
+            pools = tuple(
+                PoolMetrics(
+                    variant=p.variant,
+                    share=p.share,
+                    served=int(p.served_id.size),
+                    dropped=p.dropped,
+                    latency_p99_s=p50_p99(stage_latency_s(outcomes, s, p.served_id))[1],
+                    queue_len=p.queue_len,
+                    utilisation=min(1.0, p.busy_s / p.serving_s) if p.serving_s > 0 else 0.0,
+                    replicas_serving=p.replicas_serving,
+                )
+                for p in c.pools
+            )
         stage_metrics.append(
             StageMetrics(
                 served=int(c.served_id.size),
@@ -160,16 +188,17 @@ def interval_metrics(
                 latency_p50_s=lat_p50,
                 latency_p99_s=lat_p99,
                 queue_len=c.queue_len,
-                utilisation=min(1.0, c.busy_s / c.serving_s) if c.serving_s > 0 else 0.0,
+                utilisation=utilisation,
                 replicas_serving=c.replicas_serving,
                 mean_batch=c.batched / c.batches if c.batches else math.nan,
+                pools=pools,
             )
         )
     dropped = sum(c.dropped for c in counters.stages)
     summary = summarise_requests(spec, requests, outcomes, counters.completed_id, dropped, counters.arrivals)
     cost = counters.core_s / (t1 - t0)
     # the expected accuracy is only needed (and only computed) when nothing completed
-    expected = spec.accuracy(config.variants) if not summary.completed else math.nan
+    expected = expected_accuracy(spec, config) if not summary.completed else math.nan
     obj = objective(spec, summary, expected, cost, config.total_batch)
     lo, hi = int(math.floor(t0)), int(math.ceil(t1))
     window = trace.rps[lo:hi]
@@ -199,8 +228,9 @@ def stage_config_summary(
 
     Returns:
         ``variant_mode`` and ``batch_mode``: the variant and the batch size in force longest (ties: the one in force
-        last); ``cores_mean``: cores per replica and ``replicas_mean``: replicas, time-weighted means;
-        ``allocated_cores_mean``: replicas x cores, time-weighted. Empty configs give None modes and 0 means.
+        last; with pools, the first pool's); ``cores_mean``: cores per replica (the first pool's) and
+        ``replicas_mean``: replicas (over every pool), time-weighted means; ``allocated_cores_mean``: replicas x
+        cores over every pool, time-weighted. Empty configs give None modes and 0 means.
     """
     if not configs:
         return {
@@ -229,8 +259,8 @@ def stage_config_summary(
         "variant_mode": mode([sc.variant for sc in scs]),
         "batch_mode": mode([sc.batch for sc in scs]),
         "cores_mean": mean([sc.cores for sc in scs]),
-        "replicas_mean": mean([sc.replicas for sc in scs]),
-        "allocated_cores_mean": mean([sc.replicas * sc.cores for sc in scs]),
+        "replicas_mean": mean([sc.total_replicas for sc in scs]),
+        "allocated_cores_mean": mean([sc.total_cores for sc in scs]),
     }
 
 
@@ -255,7 +285,7 @@ def run_summary(
     cost = float(np.mean([m.cost_cores for m in trace_iv])) if trace_iv else 0.0
     mean_batch = float(np.mean([c.total_batch for c in configs])) if configs else 0.0
     expected = (
-        float(np.mean([spec.accuracy(c.variants) for c in configs])) if configs and not summary.completed else 0.0
+        float(np.mean([expected_accuracy(spec, c) for c in configs])) if configs and not summary.completed else 0.0
     )
     obj = objective(spec, summary, expected, cost, mean_batch)
     weights = [m.end_s - m.start_s for m in trace_iv] if len(trace_iv) == len(configs) else None
@@ -276,7 +306,11 @@ def run_summary(
                 **stage_config_summary(configs, s, weights),
             }
         )
+    pooled = {}
+    if spec.pooled:
+        pooled["mixed_share"] = mixed_share(configs)
     return {
+        **pooled,
         "requests": n,
         "completed": summary.completed,
         "dropped": summary.dropped,
@@ -292,3 +326,8 @@ def run_summary(
         "p99_latency_s": summary.e2e_p99_s,
         "stages": stages,
     }
+
+
+def mixed_share(configs: Sequence[PipelineConfig]) -> float:
+    """The share of ``configs`` (one per interval) in which some stage ran two or more pools (0 when empty)."""
+    return sum(1 for c in configs if c.pooled) / len(configs) if configs else 0.0

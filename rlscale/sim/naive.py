@@ -13,6 +13,7 @@ from collections import deque
 
 import numpy as np
 
+from rlscale.errors import RlscaleError
 from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig
 
@@ -26,6 +27,8 @@ def simulate_naive(spec: PipelineSpec, config: PipelineConfig, entry_s: np.ndarr
         ``finish_s`` (stages x requests, NaN if not served there), ``dropped_at`` (stage index or -1) and
         ``events`` (number of request-stage events processed, an array of one element).
     """
+    if config.pooled:
+        raise RlscaleError(f"the naive reference simulates one pool per stage, not {config}")
     n_stages = len(spec.stages)
     n = len(entry_s)
     finish = np.full((n_stages, n), math.nan)

@@ -8,6 +8,14 @@
   Batch size is a container setting, so it changes by rollout too, as on Kubernetes.
 - Cost: each replica's cores count from the decision that created it until it has retired and finished its last
   batch, so starting and draining replicas are paid for (allocated cores, DESIGN.md section 3).
+- Pools. A stage holds one `PoolState` per pool, each with its own replicas and queue. A stage whose spec allows
+  one pool (``max_pools: 1``, one Kubernetes Deployment) has one pool state for good, whatever variant it runs:
+  everything above applies to it unchanged, a variant change included. A stage with ``max_pools > 1`` (one
+  Deployment per variant) keys its pools by variant, and each reconfigures on its own by the rules above: a
+  batch or cores change is a rollout of that pool, a replica change a scaling; a pool that appears pays its
+  variant's ``startup_s``; a removed pool stops receiving requests when the stage's dispatcher switches to the
+  new shares, drains its queue on its own replicas, and its replicas retire once the queue is empty
+  (`rlscale.sim.engine`).
 """
 
 from __future__ import annotations
@@ -63,26 +71,85 @@ class Replica:
 
 
 @dataclass
-class StageState:
-    """One stage's replicas and its queue (parallel lists, sorted by arrival time at this stage)."""
+class PoolState:
+    """One pool of a stage: its replicas and its queue (parallel lists, sorted by arrival time at the stage).
+
+    Attributes:
+        key: the pool's variant in a stage with ``max_pools > 1``; ``""`` for the one pool of the other stages.
+        setting: the pool's configuration in the target (None: removed from it, draining or gone).
+        last: the last configuration applied to it (what a reconfiguration starts from).
+        drain_from_s: when the dispatcher stopped sending it requests (inf: it still may).
+        last_take_s: when it last took a request off its queue (into a batch, or dropped).
+    """
 
     spec: StageSpec
+    key: str
+    setting: StageConfig | None
+    last: StageConfig
     replicas: list[Replica] = field(default_factory=list)
     q_t: list[float] = field(default_factory=list)
     q_id: list[int] = field(default_factory=list)
+    drain_from_s: float = _INF
+    last_take_s: float = -_INF
+
+
+@dataclass
+class StageState:
+    """One stage: its pools (in the target's order, then those draining) and, where it may run several, the
+    dispatcher state (`rlscale.sim.engine`).
+
+    Attributes:
+        pooled: whether the spec lets the stage run several pools (one pool per variant, a dispatcher).
+        pools: the pool states.
+        dispatch: the dispatcher in force (`rlscale.sim.dispatch.SmoothWeightedRoundRobin`; None when not
+            pooled: everything goes to the one pool).
+        pending: ``(time_s, dispatcher)`` the dispatcher switches to at ``time_s`` (the new pools are ready).
+    """
+
+    spec: StageSpec
+    pooled: bool = False
+    pools: list[PoolState] = field(default_factory=list)
+    dispatch: object = None
+    pending: tuple[float, object] | None = None
+
+    @property
+    def replicas(self) -> list[Replica]:
+        """Every replica of every pool."""
+        if len(self.pools) == 1:
+            return self.pools[0].replicas
+        return [r for p in self.pools for r in p.replicas]
+
+    @property
+    def q_t(self) -> list[float]:
+        """Arrival times of every queued request, pool after pool."""
+        if len(self.pools) == 1:
+            return self.pools[0].q_t
+        return [t for p in self.pools for t in p.q_t]
+
+    def pool(self, key: str) -> PoolState | None:
+        """The pool state called ``key``, if any."""
+        for p in self.pools:
+            if p.key == key:
+                return p
+        return None
 
 
 def check_stage_config(stage: StageSpec, sc: StageConfig) -> None:
-    """Raise if ``sc`` names an unknown variant or has a non-positive batch or core count."""
-    stage.variant(sc.variant)
-    if sc.batch < 1 or sc.replicas < 0 or sc.cores < 1:
-        raise RlscaleError(f"stage {stage.name}: invalid config {sc}")
+    """Raise if ``sc`` names an unknown variant, has a non-positive batch or core count, or runs more pools than
+    the stage's ``max_pools``."""
+    if len(sc.mix) + 1 > stage.max_pools:
+        raise RlscaleError(f"stage {stage.name}: {len(sc.mix) + 1} pools but max_pools is {stage.max_pools}: {sc}")
+    for p in sc.pools:
+        stage.variant(p.variant)
+        if p.batch < 1 or p.replicas < 0 or p.cores < 1:
+            raise RlscaleError(f"stage {stage.name}: invalid config {sc}")
 
 
 def reconfigure_stage(
-    st: StageState, old: StageConfig, new: StageConfig, now_s: float, new_replica: Callable[..., Replica]
+    st: PoolState, old: StageConfig, new: StageConfig, now_s: float, new_replica: Callable[..., Replica]
 ) -> None:
-    """Move one stage from ``old`` to ``new`` at ``now_s`` (see the module docstring).
+    """Move one pool (a single-pool stage's only one) from ``old`` to ``new`` at ``now_s`` (see the module
+    docstring); ``new`` is one pool (its ``mix`` is not read).
 
     Args:
         new_replica: ``new_replica(stage_spec, config, alloc_s=, ready_s=)`` makes a replica with a fresh sequence

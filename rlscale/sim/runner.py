@@ -55,6 +55,8 @@ RECORD_KEYS = (
     "intervals",
     "stages",
 )
+# keys the record adds for a spec with pools (some stage's ``max_pools > 1``), after ``reconfigurations``
+POOLED_RECORD_KEYS = ("mixed_share",)
 
 
 @dataclass
@@ -113,7 +115,9 @@ def summarise(
     ``budget_breaches``, intervals whose configuration in force held more cores than the budget (0: the cap
     holds); ``budget_surge_intervals``, intervals whose allocated cores, time-averaged, exceeded the budget,
     which only the make-before-break overlap of a rollout (old pods serving until the new ones are ready) can
-    cause: the budget caps configurations, not that transient surge (size a quota with room for it).
+    cause: the budget caps configurations, not that transient surge (size a quota with room for it). A spec with
+    pools adds ``mixed_share`` (`POOLED_RECORD_KEYS`), the share of intervals in which some stage ran two or more
+    pools.
 
     Args:
         configs: the configuration in force during each interval of the trace (drain excluded).
@@ -147,7 +151,11 @@ def summarise(
         "duration_s": sim.trace.duration_s,
         "intervals": len(configs),
     }
-    return {key: fields[key] for key in RECORD_KEYS}
+    keys = RECORD_KEYS
+    if sim.spec.pooled:
+        i = RECORD_KEYS.index("reconfigurations") + 1
+        keys = (*RECORD_KEYS[:i], *POOLED_RECORD_KEYS, *RECORD_KEYS[i:])
+    return {key: fields[key] for key in keys}
 
 
 def warm_state(spec: PipelineSpec, trace: Trace, interval_s: float | None = None) -> PipelineState:
