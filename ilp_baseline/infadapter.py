@@ -24,22 +24,27 @@ MS+ (InfAdapter's baseline, ``reconfig_msp``): one variant at a time. For each v
 ``min_cores`` up to the cores at which the most accurate variant alone covers the load, else ``max_cores``) that
 cover the load; the best of those single-variant plans by the same objective.
 
-This module is the math only; `ilp_baseline.infadapter_policy` turns it into a `Policy`.
+`InfAdapterPolicy` turns it into a `Policy` (``infadapter`` and ``ms-plus`` in the registry).
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from rlscale.errors import RlscaleError
-from rlscale.spec import data_dir
+from rlscale.interfaces import Predictor
+from rlscale.spec import PipelineSpec, StageSpec, data_dir
+from rlscale.types import PipelineConfig, PipelineState, StageConfig
+
+log = logging.getLogger(__name__)
 
 CAPACITY_COEF = 0.8
 """InfAdapter's ``CAPACITY_COEF``: plans use 80% of the fitted capacity."""
@@ -136,6 +141,8 @@ class InfAdapterProblem:
         *,
         max_cores: int,
         min_cores: int = 2,
+        core_choices: Sequence[int] | None = None,
+        max_pools: int | None = None,
         alpha: float = 0.05,
         beta: float = 0.001,
         coef: float = CAPACITY_COEF,
@@ -146,18 +153,28 @@ class InfAdapterProblem:
             raise RlscaleError("InfAdapter's variants must have distinct names")
         if not 1 <= min_cores <= max_cores:
             raise RlscaleError(f"need 1 <= min_cores <= max_cores, got {min_cores}, {max_cores}")
+        if max_pools is not None and max_pools < 1:
+            raise RlscaleError(f"max_pools must be >= 1, got {max_pools}")
         # most accurate first: the load split's order
         self.variants = tuple(sorted(variants, key=lambda v: -v.accuracy))
-        self.max_cores, self.min_cores = int(max_cores), int(min_cores)
+        self.max_cores = int(max_cores)
+        grid = range(int(min_cores), self.max_cores + 1) if core_choices is None else core_choices
+        self.core_choices = tuple(sorted({int(c) for c in grid if 1 <= int(c) <= self.max_cores}))
+        if not self.core_choices:
+            raise RlscaleError(f"no core choice within 1..{self.max_cores}")
+        self.min_cores = self.core_choices[0]
         self.alpha, self.beta = float(alpha), float(beta)
         m = len(self.variants)
-        choices = (0, *range(self.min_cores, self.max_cores + 1))
-        vectors = [n for n in itertools.product(choices, repeat=m) if 0 < sum(n) <= self.max_cores]
+        vectors = [
+            n
+            for n in itertools.product((0, *self.core_choices), repeat=m)
+            if 0 < sum(n) <= self.max_cores and (max_pools is None or sum(x > 0 for x in n) <= max_pools)
+        ]
         self.cores = np.array(vectors, dtype=np.int64).reshape(-1, m)  # (K, M)
         table = np.array(
             [[v.capacity.planned_rps(n, coef) for n in range(self.max_cores + 1)] for v in self.variants],
             dtype=np.int64,
-        )  # (M, max_cores + 1)
+        )  # (M, max_cores + 1): planned capacity of each variant at 0..max_cores cores
         self.capacity_table = table
         self.capacity = table[np.arange(m), self.cores]  # (K, M) planned capacity per variant
         self.total_capacity = self.capacity.sum(axis=1)
@@ -203,20 +220,22 @@ class InfAdapterProblem:
 
     def solve_single(self, lam: int, previous: Sequence[int]) -> Decision | None:
         """MS+: the best single-variant plan (InfAdapter's ``reconfig_msp``), or None when no variant covers the
-        load within ``max_cores``."""
+        load within ``max_cores``. Each variant gets the fewest cores that cover the load, searched up to the cores
+        at which the most accurate variant alone covers it (else up to ``max_cores``)."""
         lam = _load(lam)
         if lam == 0:
             return None
-        top = self.capacity_table[0]  # the most accurate variant
-        reach = np.flatnonzero(top[self.min_cores :] >= lam)
-        limit = self.min_cores + int(reach[0]) if reach.size else self.max_cores
+        choices = np.array(self.core_choices)
+        top = self.capacity_table[0, choices]  # the most accurate variant
+        limit = int(choices[np.argmax(top >= lam)]) if (top >= lam).any() else self.max_cores
+        choices = choices[choices <= limit]
         m = len(self.variants)
         rows = []
         for i in range(m):
-            fits = np.flatnonzero(self.capacity_table[i, self.min_cores : limit + 1] >= lam)
-            if fits.size:
+            covers = self.capacity_table[i, choices] >= lam
+            if covers.any():
                 row = np.zeros(m, dtype=np.int64)
-                row[i] = self.min_cores + int(fits[0])
+                row[i] = int(choices[np.argmax(covers)])
                 rows.append(row)
         if not rows:
             return None
@@ -237,3 +256,149 @@ def _argmax_fewest_cores(f: np.ndarray, cores: np.ndarray) -> int:
     """The first row among the best objectives (within `TIE_TOLERANCE`) with the fewest cores."""
     top = np.flatnonzero(f >= f.max() - TIE_TOLERANCE)
     return int(top[np.argmin(cores[top])])
+
+
+# --- the policy ----------------------------------------------------------------------------------------------------
+
+HEADROOM = 1.10
+"""InfAdapter plans for ``int(1.1 x`` the predicted load) (``LSTM_PREDICTION_ERROR_PERCENTAGE`` 10)."""
+STABILIZATION = 4
+"""Decisions in a row InfAdapter skips while the planned load does not rise (``STABILIZATION_INTERVAL``)."""
+ALPHA, BETA = 0.05, 0.001
+"""InfAdapter's cost and loading-time weights (``ALPHA``, ``BETA`` in its starter)."""
+
+
+def profile_capacity_lines(stage: StageSpec) -> dict[str, CapacityLine]:
+    """Capacity lines for variants InfAdapter never measured: each variant's batch-1 throughput ``1 / l(v, 1, c)``
+    over the stage's core grid, fitted by least squares (one point: a line through the origin)."""
+    lines = {}
+    for v in stage.variant_names:
+        cores = list(stage.cores)
+        rps = [stage.latency.throughput_rps(v, 1, c) for c in cores]
+        lines[v] = CapacityLine.fit(cores, rps) if len(cores) > 1 else CapacityLine(rps[0] / cores[0], 0.0)
+    return lines
+
+
+class InfAdapterPolicy:
+    """InfAdapter (``infadapter``) or its MS+ baseline (``ms-plus``) as a `Policy` for a single-stage pipeline.
+
+    Every interval: predict the load (``predictor``, InfAdapter's `rlscale.predictors.MinutePeakPredictor` in the
+    registry), plan for ``int(headroom x`` it), and, unless the planned load did not rise and fewer than
+    ``stabilization`` decisions in a row have been skipped (InfAdapter's scale-down stabilisation: a load at or
+    below the one in force is acted on only at the fifth decision in a row), solve `InfAdapterProblem` exactly
+    against the cores in force. A variant with ``n`` cores is one pool of one replica with ``n`` cores, batch 1,
+    and the share of the load the split gives it (`rlscale.types.StageConfig` pools, most accurate first). When no
+    plan covers the load: the least accurate variant with the most cores (InfAdapter's fallback).
+
+    Where this differs from InfAdapter's testbed (DESIGN.md section 7; RESULTS): the first decision is the warm
+    one every rlscale policy takes at time 0 (InfAdapter waits 2 minutes from its initial ResNet152 x 20 cores);
+    its LSTM is not public, so the predictor's long-history branch is IPA's LSTM; plans use the spec's core grid
+    (``stages[0].cores``), core budget and ``max_pools`` (InfAdapter: cores 2..20, 20 cores, no pool limit); the
+    weights ``alpha`` and ``beta`` are InfAdapter's own (its objective, not the spec's).
+
+    Args:
+        spec: a single-stage pipeline.
+        predictor: the load predictor.
+        single: MS+ (one variant at a time, `InfAdapterProblem.solve_single`) instead of InfAdapter.
+        headroom, stabilization, alpha, beta: InfAdapter's margin, stabilisation and weights.
+        capacity: capacity lines by variant; default the bundled measurements where they cover every variant
+            (InfAdapter's ResNets), else `profile_capacity_lines`.
+    """
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        predictor: Predictor,
+        *,
+        single: bool = False,
+        headroom: float = HEADROOM,
+        stabilization: int = STABILIZATION,
+        alpha: float = ALPHA,
+        beta: float = BETA,
+        capacity: Mapping[str, CapacityLine] | None = None,
+        name: str | None = None,
+    ) -> None:
+        name = name or ("ms-plus" if single else "infadapter")
+        if len(spec.stages) != 1:
+            raise RlscaleError(f"{name} plans single-stage pipelines; {spec.name} has {len(spec.stages)} stages")
+        if not headroom > 0 or stabilization < 0:
+            raise RlscaleError(f"need headroom > 0 and stabilization >= 0, got {headroom}, {stabilization}")
+        stage = spec.stages[0]
+        if capacity is None:
+            bundled = CapacityLine.load()
+            capacity = bundled if set(stage.variant_names) <= set(bundled) else profile_capacity_lines(stage)
+        missing = [v for v in stage.variant_names if v not in capacity]
+        if missing:
+            raise RlscaleError(f"{name}: no capacity line for {', '.join(missing)}")
+        variants = [Variant(v.name, v.accuracy, v.startup_s, capacity[v.name]) for v in stage.variants]
+        self.spec, self.stage = spec, stage
+        self.predictor = predictor
+        self.single = bool(single)
+        self.name = name
+        self.headroom = float(headroom)
+        self.stabilization = int(stabilization)
+        self.problem = InfAdapterProblem(
+            variants,
+            max_cores=spec.core_budget,
+            core_choices=stage.cores,
+            max_pools=None if single else stage.max_pools,
+            alpha=alpha,
+            beta=beta,
+        )
+        self.batch = min(stage.batch_sizes)
+        self.planned_rps: int | None = None  # the load the configuration in force was planned for
+        self.skipped = 0
+        self.infeasible_decisions = 0
+        self.last_load_rps = 0.0
+
+    def decide(self, state: PipelineState) -> PipelineConfig:
+        lam = int(self.headroom * max(0.0, float(self.predictor.predict(state))))
+        self.last_load_rps = float(lam)
+        if self.planned_rps is not None and lam <= self.planned_rps and self.skipped < self.stabilization:
+            self.skipped += 1
+            log.debug(
+                "t=%.0fs %s holds: %d rps <= %d planned (%d in a row)",
+                state.time_s,
+                self.name,
+                lam,
+                self.planned_rps,
+                self.skipped,
+            )
+            return state.config
+        self.skipped = 0
+        self.planned_rps = lam
+        previous = self.problem.index(
+            {
+                p.variant: p.replicas * p.cores
+                for s in state.config.stages
+                for p in s.pools
+                if p.variant in self.stage.variant_names
+            }
+        )
+        decision = (self.problem.solve_single if self.single else self.problem.solve)(lam, previous)
+        if decision is None:
+            self.infeasible_decisions += 1
+            config = self._fallback()
+            log.warning("t=%.0fs %s: no plan covers %d rps; falling back to %s", state.time_s, self.name, lam, config)
+            return config
+        pools = [
+            StageConfig(v.name, self.batch, 1, n, share=load / lam)
+            for v, n, load in zip(self.problem.variants, decision.cores, decision.load_rps, strict=True)
+            if n > 0 and load > 0
+        ]
+        config = PipelineConfig((StageConfig.of_pools(_normalised(pools)),))
+        if config != state.config:
+            log.debug("t=%.0fs %s plans for %d rps: %s", state.time_s, self.name, lam, config)
+        return config
+
+    def _fallback(self) -> PipelineConfig:
+        cheapest = min(self.stage.variants, key=lambda v: v.accuracy).name
+        return PipelineConfig((StageConfig(cheapest, self.batch, 1, self.problem.core_choices[-1]),))
+
+
+def _normalised(pools: list[StageConfig]) -> list[StageConfig]:
+    """Shares rescaled to sum to exactly 1 in floating point (the last pool takes the rounding)."""
+    if len(pools) == 1:
+        return [replace(pools[0], share=1.0)]
+    head = pools[:-1]
+    return [*head, replace(pools[-1], share=1.0 - math.fsum(p.share for p in head))]

@@ -755,6 +755,21 @@ def build_pipelines(shared: Path, profiles_dir: Path) -> tuple[dict[str, dict], 
             }
         ],
     }
+    # InfAdapter's benchmark: the same ResNets served as a mix of up to five variant pools, each one replica (one
+    # TF-Serving pod per variant) of 2..20 cores, InfAdapter's objective in the spec's form (PROVENANCE.md)
+    specs["infadapter"] = copy.deepcopy(specs["resnet"])
+    specs["infadapter"].update(
+        name="infadapter",
+        description="InfAdapter's benchmark: one ResNet stage served by a mix of variants (one pod each), 20 cores",
+        objective={
+            "alpha": 1.0,
+            "beta": float(const["alpha"]) / int(const["max_cpu"]),
+            "gamma": 0.0,
+            "accuracy_method": "product",
+        },
+    )
+    stage = specs["infadapter"]["stages"][0]
+    stage.update(max_replicas=1, max_pools=len(const["model_versions"]))
     return specs, info
 
 

@@ -31,7 +31,7 @@ from rlscale.control import Controller, guard_default
 from rlscale.errors import RlscaleError
 from rlscale.interfaces import Policy, Predictor
 from rlscale.lstm import LSTMPredictor
-from rlscale.predictors import EWMAPredictor, OraclePredictor, ReactivePredictor
+from rlscale.predictors import EWMAPredictor, MinutePeakPredictor, OraclePredictor, ReactivePredictor
 from rlscale.spec import PipelineSpec
 from rlscale.workload import Trace
 
@@ -170,6 +170,19 @@ def _oracle(spec: PipelineSpec, trace: Trace, opts: PolicyOptions) -> Policy:
     )
 
 
+def _infadapter(single: bool) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Policy]:
+    def build(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
+        from ilp_baseline.infadapter import HEADROOM, InfAdapterPolicy
+
+        if opts.predictor is None:  # InfAdapter's: minute peaks, a weighted mean until 10 minutes are known
+            predictor: Predictor = MinutePeakPredictor(LSTMPredictor())
+        else:
+            predictor = make_predictor(opts.predictor, trace)
+        return InfAdapterPolicy(spec, predictor, single=single, headroom=opts.headroom or HEADROOM)
+
+    return build
+
+
 def _ppo(name: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Policy]:
     def build(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
         from agents.ppo import PPOPolicy  # numpy only; torch just to read a model.zip
@@ -209,6 +222,15 @@ POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace | None, PolicyOptions], 
         "Kubernetes VPA recommender and updater on CPU (p90 + 15%, 24 h half-life, 1 min ticks, --vpa-target, "
         "--vpa-margin): changes cores per replica only; variant, batch and replicas as deployed (a simulation starts "
         "from IPA's FA2-high variants with at least --vpa-min-replicas replicas per stage)",
+    ),
+    "infadapter": (
+        _infadapter(single=False),
+        "InfAdapter: integer cores per variant and a load split over the variants (a mix of pools), solved exactly, "
+        "on its minute-peak prediction + 10% (single-stage pipelines)",
+    ),
+    "ms-plus": (
+        _infadapter(single=True),
+        "InfAdapter's MS+ baseline: the one variant and fewest cores that cover the predicted load + 10%",
     ),
     "static-max": (
         lambda spec, trace, opts: StaticPolicy(spec, "max", trace.peak_rps),

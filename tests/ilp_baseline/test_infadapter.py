@@ -156,3 +156,86 @@ def test_bundled_capacity_lines_fit_infadapters_five_points(tmp_path) -> None:
     (tmp_path / "bad.csv").write_text("variant,cores\nx,1\n")
     with pytest.raises(RlscaleError, match="unreadable capacity table"):
         CapacityLine.load(tmp_path / "bad.csv")
+
+
+# --- the policy ----------------------------------------------------------------------------------------------------
+
+
+def _state(spec, config, rps: float, seconds: int = 600):
+    from rlscale.types import PipelineState
+
+    return PipelineState(float(seconds), spec.interval_s, np.full(seconds, float(rps)), config, None)
+
+
+class _Fixed:
+    name = "fixed"
+
+    def __init__(self, rps: float) -> None:
+        self.rps = rps
+
+    def predict(self, state) -> float:
+        return self.rps
+
+
+def test_policy_plans_infadapters_mix_as_pools_and_stabilises_scale_down() -> None:
+    from ilp_baseline.infadapter import InfAdapterPolicy
+    from rlscale.model import is_feasible
+    from rlscale.spec import load_spec
+    from rlscale.types import PipelineConfig, StageConfig
+
+    spec = load_spec("infadapter")
+    predictor = _Fixed(250.0)
+    policy = InfAdapterPolicy(spec, predictor)
+    start = PipelineConfig((StageConfig("resnet152", 1, 1, 20),))
+    config = policy.decide(_state(spec, start, 250.0))
+    stage = config.stages[0]
+    assert stage.pooled and len(stage.pools) <= spec.stages[0].max_pools
+    assert config.total_cores <= spec.core_budget
+    # the shares are the split of int(1.1 x 250) = 275 rps, most accurate pool first
+    want = policy.problem.solve(275, policy.problem.index({"resnet152": 20}))
+    assert want is not None
+    loads = dict(zip((v.name for v in policy.problem.variants), want.load_rps, strict=True))
+    for pool in stage.pools:
+        assert pool.replicas == 1 and pool.batch == 1
+        assert pool.share == pytest.approx(loads[pool.variant] / 275)
+    accuracies = {v.name: v.accuracy for v in spec.stages[0].variants}
+    assert [accuracies[p.variant] for p in stage.pools] == sorted(
+        (accuracies[p.variant] for p in stage.pools), reverse=True
+    )
+    assert is_feasible(spec, config, 200.0)  # the simulator's view: every pool carries its share
+    # a lower load is acted on only at the fifth decision in a row
+    predictor.rps = 100.0
+    held = [policy.decide(_state(spec, config, 100.0)) for _ in range(4)]
+    assert all(c == config for c in held)
+    assert policy.decide(_state(spec, config, 100.0)).total_cores < config.total_cores
+    # a rise is acted on at once
+    predictor.rps = 260.0
+    assert policy.decide(_state(spec, config, 260.0)).total_cores > 0
+    assert policy.skipped == 0
+
+
+def test_ms_plus_runs_one_pool_and_an_uncoverable_load_falls_back_to_the_cheapest_variant_at_most_cores() -> None:
+    from ilp_baseline.infadapter import InfAdapterPolicy
+    from rlscale.spec import load_spec
+    from rlscale.types import PipelineConfig, StageConfig
+
+    spec = load_spec("infadapter")
+    start = PipelineConfig((StageConfig("resnet152", 1, 1, 20),))
+    config = InfAdapterPolicy(spec, _Fixed(120.0), single=True).decide(_state(spec, start, 120.0))
+    assert not config.stages[0].pooled and config.stages[0].share == 1.0
+    policy = InfAdapterPolicy(spec, _Fixed(10_000.0))
+    fallback = policy.decide(_state(spec, start, 10_000.0))
+    assert fallback.stages[0].variant == "resnet18" and fallback.stages[0].cores == 20
+    assert policy.infeasible_decisions == 1
+
+
+def test_policy_refuses_multi_stage_pipelines_and_derives_capacity_for_unmeasured_variants() -> None:
+    from ilp_baseline.infadapter import InfAdapterPolicy, profile_capacity_lines
+    from rlscale.spec import load_spec
+
+    with pytest.raises(RlscaleError, match="single-stage"):
+        InfAdapterPolicy(load_spec("video"), _Fixed(10.0))
+    stage = load_spec("video").stages[1]  # ResNets on IPA's profile, not InfAdapter's measurements
+    lines = profile_capacity_lines(stage)
+    assert set(lines) == set(stage.variant_names)
+    assert all(line.slope > 0 for line in lines.values())
