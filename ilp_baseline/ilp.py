@@ -15,6 +15,10 @@ Constraints, each named:
 - ``latency``: ``sum_{s,o} x (l + (b - 1)/lambda) <= SLA``;
 - ``core_budget``: ``sum_{s,o} n c <= core_budget``.
 
+A two-pool option of a pooled stage (`ilp_baseline.problem.PooledOption`) is one more binary ``x[s,o]`` with its
+replicas fixed: it adds its latency, its total cores and its share-weighted batch times x, and counts as carrying
+the stage's load (``lambda * x`` in ``throughput_{s}``); it has no ``n`` and no replica constraints.
+
 Objective: ``alpha * A - beta * sum n c - gamma * sum x b``. With ``sum`` accuracy, A is linear in x. With
 ``product`` accuracy, A = prod_s a(v_s) is linearised exactly: ``y[s,v] = sum_{o of v} x[s,o]`` is the variant
 indicator, ``P_1 = sum_v a_v y[1,v]`` and for later stages ``P_s = sum_v a_v z[s,v]`` with ``z[s,v] = P_{s-1} *
@@ -32,7 +36,15 @@ import warnings
 
 import pulp
 
-from ilp_baseline.problem import InfeasibleLoad, Plan, PlanningData, PlanningError, objective_value
+from ilp_baseline.problem import (
+    InfeasibleLoad,
+    Option,
+    Plan,
+    PlanningData,
+    PlanningError,
+    PooledOption,
+    objective_value,
+)
 from rlscale.stdio import quiet_stdout
 from rlscale.types import PipelineConfig
 
@@ -71,26 +83,33 @@ def build_problem(data: PlanningData) -> tuple[pulp.LpProblem, dict]:
     n: dict[tuple[int, int], pulp.LpVariable] = {}
     for s, opts in enumerate(data.options):
         st = spec.stages[s]
-        for i in range(len(opts)):
+        for i, opt in enumerate(opts):
             x[s, i] = prob.add_variable(f"x_{s}_{i}", cat=pulp.LpBinary)
-            n[s, i] = prob.add_variable(f"n_{s}_{i}", lowBound=0, upBound=st.max_replicas, cat=pulp.LpInteger)
+            if isinstance(opt, Option):
+                n[s, i] = prob.add_variable(f"n_{s}_{i}", lowBound=0, upBound=st.max_replicas, cat=pulp.LpInteger)
     for s, opts in enumerate(data.options):
         st = spec.stages[s]
         prob += pulp.lpSum(x[s, i] for i in range(len(opts))) == 1, f"one_config_{s}"
+        carried = []
         for i, opt in enumerate(opts):
+            if isinstance(opt, PooledOption):  # carries the stage's load by construction, replicas fixed
+                carried.append(x[s, i] * data.stage_load(s))
+                continue
             prob += n[s, i] <= st.max_replicas * x[s, i], f"replicas_max_{s}_{i}"
             # valid cut: every feasible choice of this option has at least opt.replicas replicas
             prob += n[s, i] >= opt.replicas * x[s, i], f"replicas_cut_{s}_{i}"
-        prob += (
-            pulp.lpSum(n[s, i] * (opt.throughput_rps * o_.rho_max) for i, opt in enumerate(opts)) >= data.stage_load(s),
-            f"throughput_{s}",
-        )
+            carried.append(n[s, i] * (opt.throughput_rps * o_.rho_max))
+        prob += pulp.lpSum(carried) >= data.stage_load(s), f"throughput_{s}"
     prob += (
         pulp.lpSum(x[s, i] * opt.latency_s for s, opts in enumerate(data.options) for i, opt in enumerate(opts))
         <= spec.sla_s,
         "latency",
     )
-    cores = pulp.lpSum(n[s, i] * opt.cores for s, opts in enumerate(data.options) for i, opt in enumerate(opts))
+    cores = pulp.lpSum(
+        n[s, i] * opt.cores if isinstance(opt, Option) else x[s, i] * opt.cores_total
+        for s, opts in enumerate(data.options)
+        for i, opt in enumerate(opts)
+    )
     prob += cores <= spec.core_budget, "core_budget"
     batch = pulp.lpSum(x[s, i] * opt.batch for s, opts in enumerate(data.options) for i, opt in enumerate(opts))
 
@@ -114,13 +133,20 @@ def _product_accuracy(prob: pulp.LpProblem, data: PlanningData, x: dict) -> pulp
     previous = None
     lo_prev = hi_prev = 1.0
     for s, opts in enumerate(data.options):
-        variants = sorted({o.variant for o in opts})
-        acc = {o.variant: o.acc_raw for o in opts}
+        # options grouped by their accuracy: a single pool's variant, or a two-pool option on its own
+        keys = [o.variant if isinstance(o, Option) else ("pools", i) for i, o in enumerate(opts)]
+        acc = {k: o.acc_raw for k, o in zip(keys, opts, strict=True)}
+        groups: dict = {}
+        for i, k in enumerate(keys):
+            groups.setdefault(k, []).append(i)
         lo = lo_prev * min(acc.values())
         hi = hi_prev * max(acc.values())
         terms = []
-        for j, v in enumerate(variants):
-            y = pulp.lpSum(x[s, i] for i, o in enumerate(opts) if o.variant == v)
+        ordered = sorted((k for k in groups if isinstance(k, str)), key=str) + [
+            k for k in groups if not isinstance(k, str)
+        ]
+        for j, v in enumerate(ordered):
+            y = pulp.lpSum(x[s, i] for i in groups[v])
             if previous is None:
                 terms.append(acc[v] * y)
                 continue
@@ -175,8 +201,11 @@ def solve(data: PlanningData, solver: str = "cbc", time_limit_s: float | None = 
         if len(chosen) != 1:
             raise PlanningError(f"{data.spec.name}: {solver} chose {len(chosen)} options for stage {s}")
         i = chosen[0]
-        replicas = int(round(var["n"][s, i].value()))
         opt = opts[i]
+        if isinstance(opt, PooledOption):
+            stages.append(opt.config())
+            continue
+        replicas = int(round(var["n"][s, i].value()))
         stages.append(opt.config().with_(replicas=replicas))
     config = PipelineConfig(tuple(stages))
     value = objective_value(data.spec, config)

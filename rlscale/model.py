@@ -311,6 +311,135 @@ def stage_options(
     return out
 
 
+def batch_fill_wait_array_s(batch: np.ndarray, load_rps: np.ndarray) -> np.ndarray:
+    """`batch_fill_wait_s` elementwise, for loads > 0 (the pools of `two_pool_options`): ``(b - 1) / load`` for
+    b > 1, else 0."""
+    with np.errstate(divide="ignore", over="ignore"):
+        return np.where(batch > 1, (batch - 1) / load_rps, 0.0)
+
+
+@dataclass(frozen=True, eq=False)
+class TwoPoolOptions:
+    """The two-pool options of one stage at one load, as arrays (one entry per option; `two_pool_options`).
+
+    Option k runs an accurate pool (option-table row ``first[k]``, ``replicas[k]`` replicas) at its full planned
+    capacity and a less accurate pool (row ``second[k]``, ``second_replicas[k]`` replicas) carrying the rest.
+
+    Attributes:
+        first, second: the pools' rows in the stage's `option_table`.
+        replicas, second_replicas: the pools' replicas.
+        share: the first pool's share (the second's is ``1 - share``).
+        latency_s: planned stage latency, the slower pool's ``l(v, b, c) + (b - 1) / (share * load)``.
+        cores: total cores ``n1 * c1 + n2 * c2``.
+        batch: the share-weighted batch size (`rlscale.types.StageConfig.total_batch`).
+        acc_rank, acc_raw: share-weighted rank-normalised and raw accuracy (`stage_accuracy`).
+    """
+
+    first: np.ndarray
+    second: np.ndarray
+    replicas: np.ndarray
+    second_replicas: np.ndarray
+    share: np.ndarray
+    latency_s: np.ndarray
+    cores: np.ndarray
+    batch: np.ndarray
+    acc_rank: np.ndarray
+    acc_raw: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.first.size)
+
+    def take(self, idx: np.ndarray) -> TwoPoolOptions:
+        """The options at ``idx`` (an index or boolean array)."""
+        return TwoPoolOptions(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+
+    def config(self, stage: StageSpec, k: int) -> StageConfig:
+        """Option ``k`` as a stage configuration (the accurate pool first)."""
+        rows = option_table(stage).rows
+        v1, b1, c1 = rows[int(self.first[k])]
+        v2, b2, c2 = rows[int(self.second[k])]
+        share = float(self.share[k])
+        return StageConfig(
+            v1,
+            b1,
+            int(self.replicas[k]),
+            c1,
+            share,
+            (StageConfig(v2, b2, int(self.second_replicas[k]), c2, 1.0 - share),),
+        )
+
+
+def two_pool_options(stage: StageSpec, load_rps: float, rho_max: float, sla_s: float = math.inf) -> TwoPoolOptions:
+    """Every two-pool option of a stage at ``load_rps`` whose planned latency is within ``sla_s`` (none when the
+    stage's ``max_pools`` is 1 or the load is not > 0): the planners' and the safety layer's pooled options.
+
+    An accurate pool (v1, b1, c1) with n1 replicas runs at its full planned capacity ``q1 = n1 * h1 * rho_max <
+    load`` (n1 from ``max(1, min_replicas)`` up to, not including, the count that carries the load alone, and at
+    most ``max_replicas``); a pool of a variant strictly less accurate than v1, (v2, b2, c2), carries the rest
+    ``load - q1`` with the fewest replicas that do (at most ``max_replicas``); shares ``q1 / load`` and ``1 - q1 /
+    load``. This is the fractional-knapsack split (InfAdapter's: fill the most accurate pool first): for fixed pools
+    and replicas it gives the accurate pool the largest share it can carry, so it maximises the stage's accuracy;
+    the best two-pool mix is in this family whenever the batch-fill wait does not depend on the share (batch 1).
+    With batch sizes above 1 a smaller first share could shorten the second pool's wait: those mixes are left out
+    (a restriction). Mixes of three or more pools are not enumerated.
+
+    Every option is feasible for the stage at ``load_rps`` as `violations` counts it (each pool carries its share,
+    replicas in range, latency the slowest pool's), and its accuracy, cores and batch are those of
+    `stage_accuracy`, `rlscale.types.StageConfig.total_cores` and ``total_batch``.
+    """
+    t = option_table(stage)
+    empty = np.zeros(0)
+    if stage.max_pools < 2 or not (math.isfinite(load_rps) and load_rps > 0):
+        ei = np.zeros(0, dtype=np.int64)
+        return TwoPoolOptions(ei, ei, ei, ei, empty, empty, empty, empty, empty, empty)
+    load = float(load_rps)
+    capacity = t.throughput_rps * rho_max
+    alone = replicas_for(load, capacity, stage.min_replicas)
+    lo = max(1, stage.min_replicas)
+    hi = np.minimum(alone - 1, stage.max_replicas).astype(np.int64)
+    rows = np.flatnonzero(hi >= lo)
+    counts = hi[rows] - lo + 1
+    r1 = np.repeat(rows, counts)
+    n1 = lo + np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    # n * h * rho in the order `pool_capacity_rps` multiplies
+    q1 = n1 * t.throughput_rps[r1] * rho_max
+    share = q1 / load
+    lat1 = t.service_s[r1] + batch_fill_wait_array_s(t.batch[r1], share * load)
+    ok = (q1 < load) & (share < 1.0) & (lat1 <= sla_s)
+    r1, n1, share, lat1 = r1[ok], n1[ok], share[ok], lat1[ok]
+    # every less accurate row as the second pool
+    first, r2 = np.nonzero(t.acc_raw[r1][:, None] > t.acc_raw[None, :])
+    r1, n1, share, lat1 = r1[first], n1[first], share[first], lat1[first]
+    share2 = 1.0 - share
+    load2 = share2 * load
+    n2 = replicas_for(load2, capacity[r2], stage.min_replicas)
+    lat2 = t.service_s[r2] + batch_fill_wait_array_s(t.batch[r2], load2)
+    latency = np.maximum(lat1, lat2)
+    ok = (n2 <= stage.max_replicas) & (latency <= sla_s)
+    r1, r2, n1, n2, share, share2, latency = (
+        r1[ok],
+        r2[ok],
+        n1[ok],
+        n2[ok].astype(np.int64),
+        share[ok],
+        share2[ok],
+        latency[ok],
+    )
+    return TwoPoolOptions(
+        first=r1,
+        second=r2,
+        replicas=n1,
+        second_replicas=n2,
+        share=share,
+        latency_s=latency,
+        cores=n1 * t.cores[r1] + n2 * t.cores[r2],
+        batch=share * t.batch[r1] + share2 * t.batch[r2],
+        acc_rank=share * t.acc_rank[r1] + share2 * t.acc_rank[r2],
+        acc_raw=share * t.acc_raw[r1] + share2 * t.acc_raw[r2],
+    )
+
+
 def violations(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> list[str]:
     """Why ``config`` is not in F(load); an empty list means feasible."""
     problems = []

@@ -1,5 +1,7 @@
 """The Pareto DP is exact: equal to brute force on random small instances (as are CBC and HiGHS, on fewer), to HiGHS
-on long synthetic chains; and all three report infeasible loads the same way."""
+on long synthetic chains; and all three report infeasible loads the same way. With two-pool stages
+(``max_pools = 2``) the brute force enumerates the pooled mixes on its own, so the vectorised enumeration and the
+pruning of dominated options are checked too."""
 
 from __future__ import annotations
 
@@ -14,23 +16,27 @@ from hypothesis import strategies as st
 from experiments.synthetic import synthetic_chain
 from ilp_baseline.dp import solve_dp
 from ilp_baseline.ilp import SOLVERS, solve
-from ilp_baseline.problem import InfeasibleLoad, PlanningData, objective_value, planning_data
-from rlscale.model import is_feasible, violations
+from ilp_baseline.problem import InfeasibleLoad, Option, PlanningData, PooledOption, objective_value, planning_data
+from rlscale.model import is_feasible, replicas_needed, stage_accuracy, stage_latency_s, violations
 from rlscale.profiles import LatencyModel, ProfilePoint
-from rlscale.spec import ACCURACY_METHODS, ObjectiveSpec, PipelineSpec, StageSpec, VariantSpec
-from rlscale.types import PipelineConfig
+from rlscale.spec import ACCURACY_METHODS, ObjectiveSpec, PipelineSpec, StageSpec, VariantSpec, load_spec
+from rlscale.types import PipelineConfig, StageConfig
 
 _EPS = 1e-9  # the feasibility tolerance of rlscale.model and the DP
 
 
 @st.composite
-def _stage(draw, index: int) -> StageSpec:
-    """A stage of 1-4 variants with a random profile: positive latencies, increasing with the batch size."""
+def _stage(draw, index: int, pooled: bool = False) -> StageSpec:
+    """A stage of 1-4 variants with a random profile: positive latencies, increasing with the batch size.
+
+    ``pooled``: 2-3 variants, at most two batch sizes and two core counts, and ``max_pools = 2`` (small enough for
+    the brute force over two-pool mixes)."""
     # batch 1 always (as in every bundled spec): without it, low loads make every option's batch-fill wait infinite
-    batches = tuple(sorted({1} | draw(st.sets(st.sampled_from((2, 4, 8, 16)), max_size=3))))
-    cores = tuple(sorted(draw(st.sets(st.sampled_from((1, 2, 4, 8)), min_size=1, max_size=3))))
+    more_batches = draw(st.sets(st.sampled_from((2, 4, 8, 16)), max_size=1 if pooled else 3))
+    batches = tuple(sorted({1} | more_batches))
+    cores = tuple(sorted(draw(st.sets(st.sampled_from((1, 2, 4, 8)), min_size=1, max_size=2 if pooled else 3))))
     variants, points = [], []
-    for v in range(draw(st.integers(1, 4))):
+    for v in range(draw(st.integers(2, 3) if pooled else st.integers(1, 4))):
         name = f"v{v}"
         variants.append(VariantSpec(name, draw(st.floats(0.0, 1.0)), None, 1.0))
         for c in cores:
@@ -38,7 +44,7 @@ def _stage(draw, index: int) -> StageSpec:
             for b in batches:
                 points.append(ProfilePoint(name, b, float(c), latency_s))
                 latency_s += draw(st.floats(1e-4, 0.2))
-    min_replicas = draw(st.integers(1, 2))
+    min_replicas = 1 if pooled else draw(st.integers(1, 2))
     return StageSpec(
         name=f"s{index}",
         task="random",
@@ -46,7 +52,8 @@ def _stage(draw, index: int) -> StageSpec:
         batch_sizes=batches,
         cores=cores,
         min_replicas=min_replicas,
-        max_replicas=draw(st.integers(min_replicas, 4)),
+        max_replicas=draw(st.integers(min_replicas, 6 if pooled else 4)),
+        max_pools=2 if pooled else 1,
         variants=tuple(variants),
         profile_path=Path(f"<random-{index}>"),
         latency=LatencyModel(points, name=f"random-{index}"),
@@ -54,13 +61,13 @@ def _stage(draw, index: int) -> StageSpec:
 
 
 @st.composite
-def instances(draw) -> tuple[PipelineSpec, float]:
-    """A random 1-3 stage spec and a load (rps), feasible or not.
+def instances(draw, pooled: bool = False) -> tuple[PipelineSpec, float]:
+    """A random 1-3 stage spec (``pooled``: 1-2 stages of two pools at most) and a load (rps), feasible or not.
 
     The SLA, the core budget and the load are drawn relative to what the stages can do (fastest batch-1 latency,
     smallest footprint, largest capacity), so that both feasible and infeasible instances are common.
     """
-    stages = tuple(draw(_stage(i)) for i in range(draw(st.integers(1, 3))))
+    stages = tuple(draw(_stage(i, pooled)) for i in range(draw(st.integers(1, 2 if pooled else 3))))
     rho_max = draw(st.floats(0.5, 1.0))
     fastest_s = sum(
         min(s.latency.latency_s(v, s.batch_sizes[0], c) for v in s.variant_names for c in s.cores) for s in stages
@@ -180,3 +187,158 @@ def test_dp_infeasible_when_the_budget_cannot_hold_the_minimum():
     tight = dataclasses.replace(spec, core_budget=2)  # 3 stages need at least 3 cores
     with pytest.raises(InfeasibleLoad, match="within 2 cores at 5.00 rps"):
         solve_dp(planning_data(tight, 5.0))
+
+
+# -- two-pool stages ----------------------------------------------------------------------------------------------
+
+
+def two_pool_mixes(stage: StageSpec, load: float, rho_max: float, sla_s: float) -> list[tuple[StageConfig, float]]:
+    """Every two-pool option of the planners' family at ``load``, by plain loops over the scalar model: an accurate
+    pool at n1 replicas that do not carry the load alone, at its full capacity, and a less accurate pool carrying
+    the rest with the fewest replicas; with the stage latency (the slower pool's) within ``sla_s``."""
+    out: list[tuple[StageConfig, float]] = []
+    if stage.max_pools < 2 or not load > 0:
+        return out
+    grid = [(v, b, c) for v in stage.variant_names for b in stage.batch_sizes for c in stage.cores]
+    for v1, b1, c1 in grid:
+        alone = replicas_needed(stage, v1, b1, c1, load, rho_max)
+        for n1 in range(max(1, stage.min_replicas), min(alone - 1, stage.max_replicas) + 1):
+            q1 = n1 * stage.latency.throughput_rps(v1, b1, c1) * rho_max
+            share = q1 / load
+            if not (q1 < load and share < 1.0):
+                continue
+            for v2, b2, c2 in grid:
+                if not stage.variant(v2).accuracy < stage.variant(v1).accuracy:
+                    continue
+                n2 = replicas_needed(stage, v2, b2, c2, (1.0 - share) * load, rho_max)
+                if n2 > stage.max_replicas:
+                    continue
+                latency = max(
+                    stage_latency_s(stage, v1, b1, c1, share * load),
+                    stage_latency_s(stage, v2, b2, c2, (1.0 - share) * load),
+                )
+                if latency <= sla_s:
+                    mix = StageConfig(v1, b1, n1, c1, share, (StageConfig(v2, b2, n2, c2, 1.0 - share),))
+                    out.append((mix, latency))
+    return out
+
+
+def pooled_brute_force(data: PlanningData) -> float | None:
+    """The best objective over every stage's single-pool options and all of its `two_pool_mixes` (not pruned), or
+    None when nothing is feasible. Accuracy, cores and batch of each choice from the model's own functions."""
+    spec = data.spec
+    method = spec.objective.accuracy_method
+    per_stage = []
+    for s, (stage, opts) in enumerate(zip(spec.stages, data.options, strict=True)):
+        choices = [(o.config(), o.latency_s) for o in opts if isinstance(o, Option)]
+        choices += two_pool_mixes(stage, data.stage_load(s), spec.objective.rho_max, spec.sla_s)
+        if not choices:
+            return None
+        per_stage.append(
+            (
+                np.array([lat for _c, lat in choices]),
+                np.array([c.total_cores for c, _l in choices], dtype=float),
+                np.array([c.total_batch for c, _l in choices], dtype=float),
+                np.array([stage_accuracy(stage, c, method) for c, _l in choices]),
+            )
+        )
+    picks = [g.ravel() for g in np.meshgrid(*[np.arange(p[0].size) for p in per_stage], indexing="ij")]
+    latency, cores, batch = (sum(p[k][pick] for p, pick in zip(per_stage, picks, strict=True)) for k in range(3))
+    accuracy = np.ones(picks[0].size) if method == "product" else np.zeros(picks[0].size)
+    for p, pick in zip(per_stage, picks, strict=True):
+        accuracy = accuracy * p[3][pick] if method == "product" else accuracy + p[3][pick]
+    o = spec.objective
+    value = o.alpha * accuracy - o.beta * cores - o.gamma * batch
+    ok = (latency <= spec.sla_s + _EPS) & (cores <= spec.core_budget)
+    return float(value[ok].max()) if ok.any() else None
+
+
+def check_pooled_options(data: PlanningData) -> None:
+    """Every two-pool option is feasible for its stage at its load as `rlscale.model.violations` counts it, and
+    its latency, cores, batch and accuracy are the model's: a one-stage spec with that stage alone is feasible and
+    its `objective_value` is what the DP sums for the option."""
+    spec, o = data.spec, data.spec.objective
+    for s, (stage, opts) in enumerate(zip(spec.stages, data.options, strict=True)):
+        alone = dataclasses.replace(spec, stages=(stage,), core_budget=10**6)
+        for opt in opts:
+            if not isinstance(opt, PooledOption):
+                continue
+            config = PipelineConfig((opt.config(),))
+            assert config.pooled and len(config.stages[0].pools) == 2
+            assert is_feasible(alone, config, data.stage_load(s)), violations(alone, config, data.stage_load(s))
+            assert opt.latency_s <= spec.sla_s
+            acc = opt.acc_raw if data.product else opt.acc_rank
+            assert objective_value(alone, config) == pytest.approx(
+                o.alpha * acc - o.beta * opt.cores_total - o.gamma * opt.batch, rel=1e-12, abs=1e-12
+            )
+            first, second = config.stages[0].pools
+            assert stage.variant(first.variant).accuracy > stage.variant(second.variant).accuracy
+
+
+@settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instances(pooled=True))
+def test_dp_with_two_pool_stages_equals_brute_force_over_every_mix(instance):
+    spec, load = instance
+    data = planning_data(spec, load)
+    check_pooled_options(data)
+    best = pooled_brute_force(data)
+    pooled = sum(isinstance(o, PooledOption) for opts in data.options for o in opts)
+    event(
+        f"{spec.objective.accuracy_method}, {'in' if best is None else ''}feasible, {'some' if pooled else 'no'} mixes"
+    )
+    if best is None:
+        with pytest.raises(InfeasibleLoad):
+            solve_dp(data)
+        return
+    plan = solve_dp(data)
+    assert plan.objective == pytest.approx(best, rel=1e-9, abs=1e-9)
+    assert plan.objective == pytest.approx(objective_value(spec, plan.config), rel=1e-12, abs=1e-12)
+    assert is_feasible(spec, plan.config, load), violations(spec, plan.config, load)
+    event("a mix is optimal" if plan.config.pooled else "one pool per stage is optimal")
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@settings(max_examples=25, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(instance=instances(pooled=True))
+def test_ilp_with_two_pool_stages_equals_the_dp(solver, instance):
+    spec, load = instance
+    data = planning_data(spec, load)
+    try:
+        dp = solve_dp(data)
+    except InfeasibleLoad:
+        with pytest.raises(InfeasibleLoad):
+            solve(data, solver)
+        return
+    plan = solve(data, solver)
+    assert plan.objective == pytest.approx(dp.objective, rel=1e-6, abs=1e-6)
+    assert is_feasible(spec, plan.config, load), violations(spec, plan.config, load)
+
+
+@pytest.mark.parametrize("load", [5.0, 20.0, 40.0, 80.0])
+def test_max_pools_1_plans_exactly_as_before(load):
+    """With ``max_pools = 1`` (every bundled IPA pipeline) no stage has a two-pool option: the options are the
+    single-pool ones, and with a stage allowed two pools they are the same options followed by the mixes."""
+    spec = load_spec("video")
+    single = planning_data(spec, load)
+    assert all(isinstance(o, Option) for opts in single.options for o in opts)
+    pooled = planning_data(load_spec("video", ["stages.1.max_pools=2"]), load)
+    assert pooled.options[0] == single.options[0]
+    n = len(single.options[1])
+    assert pooled.options[1][:n] == single.options[1]
+    assert all(isinstance(o, PooledOption) for o in pooled.options[1][n:])
+    assert len(pooled.options[1]) > n  # some mix survives the pruning at every one of these loads
+    assert solve_dp(pooled).objective >= solve_dp(single).objective - 1e-12
+
+
+@pytest.mark.parametrize("load", [40.0, 80.0])
+def test_infadapter_plans_a_mix_where_it_pays(load):
+    """InfAdapter's pipeline (one-replica pools, batch 1): at these loads no single ResNet pod is as good as a mix,
+    the case where the two-pool family is exact; the DP finds the brute-force optimum over every mix."""
+    spec = load_spec("infadapter")
+    data = planning_data(spec, load)
+    check_pooled_options(data)
+    plan = solve_dp(data)
+    assert plan.config.pooled
+    assert plan.objective == pytest.approx(pooled_brute_force(data), rel=1e-12, abs=1e-12)
+    for solver in SOLVERS:
+        assert solve(data, solver).objective == pytest.approx(plan.objective, rel=1e-7, abs=1e-7)
