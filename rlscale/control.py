@@ -210,15 +210,28 @@ def decide(policy: Policy, guard: Guard | None, state: PipelineState) -> Decisio
     return Decision(proposed, config, projection, time.perf_counter() - t0)
 
 
-def rollout_key(sc: StageConfig) -> tuple[str, int, int]:
-    """What a rollout changes: variant, batch size and cores per replica (new pods, a model load)."""
-    return (sc.variant, sc.batch, sc.cores)
+def rollout_key(sc: StageConfig) -> tuple:
+    """What a rollout changes: variant, batch size and cores per replica (new pods, a model load); for a stage with
+    pools, the sorted keys of its pools. Equal keys mean no rollout; a pool leaving the mix changes the key
+    without rolling anything out (`rolled_out` says which pools roll out)."""
+    if not sc.mix:
+        return (sc.variant, sc.batch, sc.cores)
+    return tuple(sorted((p.variant, p.batch, p.cores) for p in sc.pools))
+
+
+def rolled_out(old: StageConfig, new: StageConfig) -> tuple[str, ...]:
+    """The variants of ``new``'s pools that roll out from ``old``: a pool that appears (a variant ``old`` does not
+    run) or whose batch size or cores per replica change. A share or replica change, or a pool leaving, is not a
+    rollout. For single-pool stages: the new variant when the variant, batch or cores change."""
+    before = {p.variant: (p.batch, p.cores) for p in old.pools}
+    return tuple(p.variant for p in new.pools if before.get(p.variant) != (p.batch, p.cores))
 
 
 def is_rollout(old: PipelineConfig, new: PipelineConfig) -> bool:
-    """Whether moving from ``old`` to ``new`` rolls out new pods in some stage (variant, batch or cores change);
-    a change that is not a rollout only scales replicas."""
-    return any(rollout_key(a) != rollout_key(b) for a, b in zip(old.stages, new.stages, strict=True))
+    """Whether moving from ``old`` to ``new`` rolls out new pods in some stage (`rolled_out`: a pool's variant,
+    batch or cores change, or a pool appears); a change that is not a rollout only scales replicas or shifts
+    shares."""
+    return any(rolled_out(a, b) for a, b in zip(old.stages, new.stages, strict=True))
 
 
 class Damper:
@@ -226,13 +239,15 @@ class Damper:
 
     Rules, per stage, comparing the decision with the configuration in force at the state's time ``t``:
 
-    - a *rollout* (variant, batch or cores change) is held back when the stage's last rollout was less than
-      ``min_dwell_s`` ago, or when it already rolled out ``max_rollouts`` times within the last
-      ``rollout_window_s``. Held back, the stage keeps its variant, batch and cores and takes as many replicas as
-      it needs to carry what the decision would have carried (never fewer than it has: scaling up is never
-      delayed). When even ``max_replicas`` of them cannot, the rollout goes through (the SLA first).
-    - a *scale-down* of replicas (same variant, batch and cores) goes only down to the highest replica count
-      recommended within the last ``scale_down_stabilization_s`` (the HPA's stabilisation window).
+    - a *rollout* (`rolled_out`: a pool appears, or a pool's batch or cores change) is held back when the
+      stage's last rollout was less than ``min_dwell_s`` ago, or when it already rolled out ``max_rollouts`` times
+      within the last ``rollout_window_s``. Held back, the stage keeps its pools (variant, batch and cores) and
+      each takes as many replicas as it needs to carry its share of what the decision would have carried (never
+      fewer than it has: scaling up is never delayed). When even ``max_replicas`` of them cannot, the rollout
+      goes through (the SLA first).
+    - a *scale-down* of a pool's replicas (same variant, batch and cores) goes only down to the highest replica
+      count recommended for that pool within the last ``scale_down_stabilization_s`` (the HPA's stabilisation
+      window). Shares move freely.
     - scaling up is never delayed.
 
     Stateful (the rollout times and recent recommendations, bounded by the windows): one per episode or cluster.
@@ -247,6 +262,7 @@ class Damper:
         n = len(spec.stages)
         self._last_rollout = [-math.inf] * n
         self._rollouts: list[deque[float]] = [deque() for _ in range(n)]
+        # per stage: (time, (variant, batch, cores) of a pool, its replicas), one entry per pool and decision
         self._recommended: list[deque[tuple[float, tuple[str, int, int], int]]] = [deque() for _ in range(n)]
 
     def apply(self, state: PipelineState, config: PipelineConfig) -> tuple[PipelineConfig, list[str], list[str]]:
@@ -255,13 +271,14 @@ class Damper:
         out, damped, reasons = [], [], []
         for s, (st, cur, new) in enumerate(zip(self.spec.stages, state.config.stages, config.stages, strict=True)):
             recs = self._recommended[s]
-            recs.append((t, rollout_key(new), new.replicas))
+            for p in new.pools:  # one recommendation per pool (keyed by its variant, batch and cores)
+                recs.append((t, (p.variant, p.batch, p.cores), p.replicas))
             while recs and recs[0][0] <= t - d.scale_down_stabilization_s:
                 recs.popleft()
             rolls = self._rollouts[s]
             while rolls and rolls[0] <= t - d.rollout_window_s:
                 rolls.popleft()
-            if rollout_key(new) != rollout_key(cur):
+            if rolled_out(cur, new):
                 why = ""
                 if t - self._last_rollout[s] < d.min_dwell_s:
                     why = f"dwell {d.min_dwell_s:g}s"
@@ -278,27 +295,46 @@ class Damper:
                 rolls.append(t)
                 out.append(new)
                 continue
-            if new.replicas < cur.replicas and d.scale_down_stabilization_s > 0:
-                recent = max(n for _t, key, n in recs if key == rollout_key(new))
-                replicas = min(cur.replicas, max(new.replicas, recent))
-                if replicas != new.replicas:
-                    out.append(new.with_(replicas=replicas))
+            if d.scale_down_stabilization_s > 0:
+                stable = self._stabilised(cur, new, recs)
+                if stable != new:
+                    out.append(stable)
                     damped.append(st.name)
-                    reasons.append(f"damping kept {st.name} at {replicas} replicas (stabilisation)")
+                    kept = ", ".join(str(p.replicas) for p in stable.pools)
+                    reasons.append(f"damping kept {st.name} at {kept} replicas (stabilisation)")
                     continue
             out.append(new)
         return PipelineConfig(tuple(out)), damped, reasons
 
     @staticmethod
+    def _stabilised(cur: StageConfig, new: StageConfig, recs) -> StageConfig:
+        """``new`` (no rollout from ``cur``) with each pool scaling down only to the highest replica count
+        recommended for it within the window (never above what it runs now)."""
+        running = {p.variant: p.replicas for p in cur.pools}
+        pools = []
+        for p in new.pools:
+            n = p.replicas
+            if n < running.get(p.variant, 0):
+                key = (p.variant, p.batch, p.cores)
+                recent = max(r for _t, k, r in recs if k == key)
+                n = min(running[p.variant], max(n, recent))
+            pools.append(p if n == p.replicas else p.with_(replicas=n))
+        return StageConfig.of_pools(pools) if new.mix else pools[0]
+
+    @staticmethod
     def _hold(st, cur: StageConfig, new: StageConfig, rho: float) -> StageConfig | None:
-        """The stage in force, scaled to carry what ``new`` would have carried; None when it cannot."""
+        """The stage in force, each pool scaled to carry its share of what ``new`` would have carried; None when
+        it cannot."""
         target = stage_capacity_rps(st, new, rho)
-        per_replica = st.latency.throughput_rps(cur.variant, cur.batch, cur.cores) * rho
-        need = math.ceil(target / per_replica - 1e-9) if per_replica > 0 else math.inf
-        replicas = max(cur.replicas, need)
-        if replicas > st.max_replicas:
-            return None
-        return cur.with_(replicas=int(replicas))
+        pools = []
+        for p in cur.pools:
+            per_replica = st.latency.throughput_rps(p.variant, p.batch, p.cores) * rho
+            need = math.ceil(p.share * target / per_replica - 1e-9) if per_replica > 0 else math.inf
+            replicas = max(p.replicas, need)
+            if replicas > st.max_replicas:
+                return None
+            pools.append(p.with_(replicas=int(replicas)))
+        return StageConfig.of_pools(pools) if cur.mix else pools[0]
 
 
 class Limits:

@@ -13,9 +13,17 @@ from hypothesis import strategies as st
 
 from ilp_baseline.safety import SafetyLayer
 from rlscale.cli.registry import make_policy
-from rlscale.control import Damper, Limits, is_rollout, limits_for, step
+from rlscale.control import Damper, Limits, is_rollout, limits_for, rolled_out, rollout_key, step
 from rlscale.errors import SpecError
-from rlscale.model import fit_budget, max_capacity, pipeline_capacity_rps, rank_key, rank_records
+from rlscale.model import (
+    fit_budget,
+    max_capacity,
+    pipeline_capacity_rps,
+    pool_capacity_rps,
+    rank_key,
+    rank_records,
+    stage_capacity_rps,
+)
 from rlscale.sim.runner import run_episode
 from rlscale.spec import DampingSpec, load_spec
 from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState, StageConfig
@@ -265,6 +273,70 @@ def test_damping_cuts_rollouts_in_a_run():
 def test_is_rollout():
     assert is_rollout(A, B) and not is_rollout(A, A)
     assert not is_rollout(A, _cfg(("yolov5n", 1, 7, 1), ("resnet18", 1, 2, 1)))
+
+
+def _mix(*pools):
+    """A pooled stage from (variant, batch, replicas, cores, share) tuples."""
+    return StageConfig.of_pools([StageConfig(*p) for p in pools])
+
+
+CROP = StageConfig("yolov5n", 1, 2, 1)
+MIX = _mix(("resnet50", 1, 2, 1, 0.4), ("resnet18", 1, 3, 1, 0.6))
+
+
+def test_rollouts_with_pools_are_per_pool():
+    # shares and replicas move: no rollout
+    shifted = _mix(("resnet50", 1, 4, 1, 0.7), ("resnet18", 1, 1, 1, 0.3))
+    assert rolled_out(MIX, shifted) == () and not is_rollout(
+        PipelineConfig((CROP, MIX)), PipelineConfig((CROP, shifted))
+    )
+    # the same pools listed in another order: no rollout, the same key
+    swapped = _mix(("resnet18", 1, 3, 1, 0.6), ("resnet50", 1, 2, 1, 0.4))
+    assert rolled_out(MIX, swapped) == () and rollout_key(swapped) == rollout_key(MIX)
+    # a pool leaves: not a rollout, though the key changes
+    alone = StageConfig("resnet18", 1, 4, 1)
+    assert rolled_out(MIX, alone) == () and rollout_key(MIX) != rollout_key(alone)
+    # a pool appears: a rollout of that pool (from one pool to a mix, or a third pool)
+    assert rolled_out(alone, MIX) == ("resnet50",)
+    # a pool's batch or cores change: a rollout of that pool only
+    assert rolled_out(MIX, _mix(("resnet50", 2, 2, 1, 0.4), ("resnet18", 1, 3, 1, 0.6))) == ("resnet50",)
+    assert rolled_out(MIX, _mix(("resnet50", 1, 2, 1, 0.4), ("resnet18", 1, 3, 2, 0.6))) == ("resnet18",)
+    # single pools: as before (the variant, batch or cores)
+    assert rolled_out(StageConfig("a", 1, 1, 1), StageConfig("b", 1, 1, 1)) == ("b",)
+    assert rollout_key(CROP) == ("yolov5n", 1, 1)
+
+
+def test_a_held_pooled_rollout_keeps_the_pools_and_scales_each_by_share():
+    spec = load_spec("video", ["damping.min_dwell_s=600", "stages.1.max_pools=2"])
+    d = Damper(spec)
+    start = PipelineConfig((CROP, StageConfig("resnet18", 1, 2, 1)))
+    now = PipelineConfig((CROP, MIX))
+    got, damped, _ = d.apply(_state(spec, 0.0, start), now)  # a pool appears: the first rollout goes through
+    assert got == now and not damped
+    big = PipelineConfig((CROP, StageConfig("resnet34", 1, 9, 1)))  # a rollout with more capacity
+    got, damped, _ = d.apply(_state(spec, 10.0, now), big)
+    assert damped == ["classification"]
+    held = got.stages[1]
+    assert [(p.variant, p.share) for p in held.pools] == [(p.variant, p.share) for p in MIX.pools]
+    stage, rho = spec.stages[1], spec.objective.rho_max
+    wanted = stage_capacity_rps(stage, big.stages[1], rho)
+    for p, before in zip(held.pools, MIX.pools, strict=True):
+        assert p.replicas >= before.replicas
+        assert pool_capacity_rps(stage, p, rho) >= p.share * wanted - 1e-9
+
+
+def test_scale_down_stabilisation_per_pool():
+    spec = load_spec("video", ["damping.scale_down_stabilization_s=300", "stages.1.max_pools=2"])
+    d = Damper(spec)
+    wide = PipelineConfig((CROP, _mix(("resnet50", 1, 5, 1, 0.4), ("resnet18", 1, 5, 1, 0.6))))
+    narrow = PipelineConfig((CROP, _mix(("resnet50", 1, 2, 1, 0.5), ("resnet18", 1, 2, 1, 0.5))))
+    assert d.apply(_state(spec, 0.0, narrow), wide)[0] == wide  # up: at once
+    got, damped, _ = d.apply(_state(spec, 100.0, wide), narrow)
+    assert damped == ["classification"]
+    assert [p.replicas for p in got.stages[1].pools] == [5, 5]
+    assert [p.share for p in got.stages[1].pools] == [0.5, 0.5]  # the shares move
+    got, damped, _ = d.apply(_state(spec, 301.0, wide), narrow)  # the 5s left the window
+    assert got == narrow and not damped
 
 
 # ------------------------------------------------------------------------------------- sla_mode: hard guard
