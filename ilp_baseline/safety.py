@@ -7,6 +7,17 @@ of changes, summed over stages:
 
     w_variant * [v != v'] + w_batch * |log2 b - log2 b'| + w_cores * |log2 c - log2 c'| + w_replicas * |n - n'|
 
+With variant pools (a stage whose proposal or candidate runs two or more), the stage's distance is a sum over the
+union of the two sides' variants (`stage_distance`): a pool on both sides costs its batch, cores and replica
+changes plus ``w_share * |share - share'|``; a pool on one side only costs ``w_variant + w_replicas * n`` (as if it
+were started from, or shut down to, nothing). Between single pools it is exactly the formula above.
+
+F(load) of a stage that may run pools (``max_pools >= 2``) is searched over a finite candidate set: every
+single-pool configuration, the two-pool options of the planners at the load (`rlscale.model.two_pool_options`,
+replicas fixed) and the proposal's own pools kept with their shares and resized to carry them (the fewest replicas,
+as `rlscale.model.resize_replicas`, and the nearest: at least the proposed ones). "Nearest" below is nearest over
+that set; other mixes (other shares, three or more pools) are reached only by a proposal that is feasible as it is.
+
 The load is a floor, so the agent stays free to provision ahead of a rise or to hold through a dip. ``observed`` is
 the highest per-second load of the last interval; ``backlog`` adds the longest stage queue divided by the interval
 (capacity to drain a backlog within one interval: the observed peak alone can leave a queue that built up during a
@@ -22,7 +33,9 @@ when F is empty the result is the maximum-capacity
 configuration within the budget (`max_capacity_config`, exact) and the report says ``infeasible``; the result
 never exceeds the core budget. Two exact implementations agree: the Pareto DP of `rlscale.pareto.frontier_dp`
 (default, fast; the rare budget-binding case runs it again tracking cores, over every replica count up to the
-nearest one) and an integer program in PuLP (``solver="pulp"``).
+nearest one) and an integer program in PuLP (``solver="pulp"``; a stage that may run pools, or whose proposal does,
+is one binary per enumerated candidate there, the DP's own candidate arrays). When F is empty the answer,
+`MaxCapacity`, stays single-pool.
 
 A load that is not a finite number >= 0 (a NaN sample in the last interval, a NaN or negative prediction, an
 infinite backlog rate) is *no data*, not a load: `SafetyLayer.project` raises `rlscale.model.InvalidLoad`
@@ -56,6 +69,8 @@ from rlscale.model import (  # noqa: F401 - MaxCapacity and max_capacity_config 
     replicas_for,
     replicas_needed,
     require_valid_load,
+    stage_latency_s,
+    two_pool_options,
 )
 from rlscale.pareto import StageArrays, frontier_dp
 from rlscale.predictors import last_interval_mean_rps, last_interval_peak_rps
@@ -80,12 +95,15 @@ class DistanceWeights:
         batch: cost per doubling or halving of the batch size.
         cores: cost per doubling or halving of the cores per replica.
         replicas: cost per replica added or removed.
+        share: cost of moving all of a stage's requests from one pool to another (per share of 1, i.e. 100%),
+            for a pool on both sides of a pooled change.
     """
 
     variant: float = 4.0
     batch: float = 1.0
     cores: float = 1.0
     replicas: float = 0.5
+    share: float = 1.0
 
 
 # the load floor: the highest per-second load of the last interval
@@ -93,16 +111,118 @@ observed_load_rps = last_interval_peak_rps
 
 
 def stage_distance(w: DistanceWeights, proposed: StageConfig, candidate: StageConfig) -> float:
-    return (
-        w.variant * (proposed.variant != candidate.variant)
-        + w.batch * abs(math.log2(proposed.batch) - math.log2(candidate.batch))
-        + w.cores * abs(math.log2(proposed.cores) - math.log2(candidate.cores))
-        + w.replicas * abs(proposed.replicas - candidate.replicas)
+    """The projection distance of one stage (module docstring).
+
+    Single pool to single pool: ``w_variant [v != v'] + w_batch |log2 b - log2 b'| + w_cores |log2 c - log2 c'| +
+    w_replicas |n - n'|``. When either side runs pools: over the union of their variants, a pool on both sides
+    costs ``w_batch |log2 b - log2 b'| + w_cores |log2 c - log2 c'| + w_replicas |n - n'| + w_share |s - s'|``, a
+    pool on one side only ``w_variant + w_replicas n``. Non-negative, symmetric and 0 exactly between equal
+    stages; the triangle inequality holds within each of the two formulas (not across them: a variant switch costs
+    ``w_variant`` single to single, more through a mix).
+    """
+    if not proposed.mix and not candidate.mix:
+        return (
+            w.variant * (proposed.variant != candidate.variant)
+            + w.batch * abs(math.log2(proposed.batch) - math.log2(candidate.batch))
+            + w.cores * abs(math.log2(proposed.cores) - math.log2(candidate.cores))
+            + w.replicas * abs(proposed.replicas - candidate.replicas)
+        )
+    a = {p.variant: p for p in proposed.pools}
+    b = {p.variant: p for p in candidate.pools}
+    total = 0.0
+    for v in sorted(a.keys() | b.keys()):
+        x, y = a.get(v), b.get(v)
+        if x is None or y is None:
+            total += w.variant + w.replicas * (x or y).replicas
+            continue
+        total += (
+            w.batch * abs(math.log2(x.batch) - math.log2(y.batch))
+            + w.cores * abs(math.log2(x.cores) - math.log2(y.cores))
+            + w.replicas * abs(x.replicas - y.replicas)
+            + w.share * abs(x.share - y.share)
+        )
+    return total
+
+
+@dataclass(frozen=True)
+class _Proposed:
+    """A proposed stage's pools by variant index, as arrays over the stage's variants (for vectorised distances).
+
+    Attributes:
+        has: whether the proposal runs a pool of the variant.
+        log_batch, log_cores, replicas, share: that pool's (0 where ``has`` is false).
+        alone: the distance of dropping every proposed pool, ``sum (w_variant + w_replicas n)``.
+        cost: per variant, what its pool contributes to ``alone``.
+        pooled: the proposal runs two or more pools.
+    """
+
+    has: np.ndarray
+    log_batch: np.ndarray
+    log_cores: np.ndarray
+    replicas: np.ndarray
+    share: np.ndarray
+    alone: float
+    cost: np.ndarray
+    pooled: bool
+
+
+def _proposed(w: DistanceWeights, names: tuple[str, ...] | list[str], proposed: StageConfig) -> _Proposed:
+    k = len(names)
+    has, lb, lc, n, sh = np.zeros(k, bool), np.zeros(k), np.zeros(k), np.zeros(k), np.zeros(k)
+    for p in proposed.pools:
+        if p.variant not in names:
+            continue  # an unknown variant: on the proposal's side only (counted in ``alone``)
+        i = names.index(p.variant)
+        has[i], lb[i], lc[i], n[i], sh[i] = True, math.log2(p.batch), math.log2(p.cores), p.replicas, p.share
+    cost = np.where(has, w.variant + w.replicas * n, 0.0)
+    alone = math.fsum(w.variant + w.replicas * p.replicas for p in proposed.pools)
+    return _Proposed(has, lb, lc, n, sh, alone, cost, proposed.pooled)
+
+
+def _pool_terms(w: DistanceWeights, pr: _Proposed, vi, log_b, log_c, n, share) -> np.ndarray:
+    """Per candidate pool (arrays): the change of the pooled distance from ``pr.alone`` that this pool brings
+    (matched: its changes minus the proposed pool's drop cost; unmatched: starting it)."""
+    matched = pr.has[vi]
+    changes = (
+        w.batch * np.abs(log_b - pr.log_batch[vi])
+        + w.cores * np.abs(log_c - pr.log_cores[vi])
+        + w.replicas * np.abs(n - pr.replicas[vi])
+        + w.share * np.abs(share - pr.share[vi])
     )
+    return np.where(matched, changes - pr.cost[vi], w.variant + w.replicas * n)
 
 
 def config_distance(w: DistanceWeights, a: PipelineConfig, b: PipelineConfig) -> float:
     return sum(stage_distance(w, x, y) for x, y in zip(a.stages, b.stages, strict=True))
+
+
+class _Candidates:
+    """One stage's projection candidates as arrays (latency, cores, distance): single-pool rows first, then the
+    two-pool options, then the proposal's own pools resized; ``config(k)`` builds candidate k."""
+
+    def __init__(self, stage, rows, row, n, lat, cores, distance) -> None:
+        self.stage, self.rows, self.row, self.n = stage, rows, row, n
+        self.singles = int(row.size)
+        self.lat, self.cores, self.distance = lat, np.asarray(cores, dtype=float), distance
+        self.mixes = None
+        self.own: list[StageConfig] = []
+
+    def extend(self, lat: np.ndarray, cores: np.ndarray, distance: np.ndarray) -> None:
+        self.lat = np.concatenate([self.lat, lat])
+        self.cores = np.concatenate([self.cores, np.asarray(cores, dtype=float)])
+        self.distance = np.concatenate([self.distance, distance])
+
+    def config(self, k: int) -> StageConfig:
+        k = int(k)
+        if k < self.singles:
+            v, b, c = self.rows[int(self.row[k])]
+            return StageConfig(v, b, int(self.n[k]), c)
+        k -= self.singles
+        if self.mixes is not None:
+            if k < self.mixes.size:
+                return self.mixes.config(self.stage, k)
+            k -= self.mixes.size
+        return self.own[k]
 
 
 class SafetyLayer:
@@ -218,35 +338,115 @@ class SafetyLayer:
         self, s: int, proposed: StageConfig, load: float
     ) -> tuple[Callable[[int], StageConfig], StageArrays]:
         """Every (variant, batch, cores) of stage s that carries the load within the SLA on its own, at its
-        nearest replica count ``min(max_replicas, max(n_min, n'))``, as frontier arrays (gain = -distance)."""
-        st, t, w = self.spec.stages[s], option_table(self.spec.stages[s]), self.weights
+        nearest replica count ``min(max_replicas, max(n_min, n'))``, and for a stage that may run pools its other
+        candidates (`_stage_candidates`), as frontier arrays (gain = -distance)."""
+        c = self._stage_candidates(s, proposed, load, every_count=False)
+        return c.config, StageArrays(c.lat, c.cores, -c.distance, np.zeros(c.lat.size))
+
+    def _stage_candidates(self, s: int, proposed: StageConfig, load: float, *, every_count: bool) -> _Candidates:
+        """Stage s's candidates in F(load) with their distance from ``proposed``.
+
+        Single pools: every (variant, batch, cores) that carries the load within the SLA on its own, at its nearest
+        replica count ``min(max_replicas, max(n_min, n'))`` (n': the proposal's replicas of that variant, 0 when it
+        runs none), or with ``every_count`` at every count from ``n_min`` up to that one (more replicas only add
+        distance and cores). A stage with ``max_pools >= 2`` adds the two-pool options at the load, and a pooled
+        proposal (within ``max_pools``) its own pools resized to carry their shares, at the fewest replicas and
+        at the nearest (at least the proposed ones).
+        """
+        spec, w = self.spec, self.weights
+        st, t = spec.stages[s], option_table(spec.stages[s])
+        rho = spec.objective.rho_max
         lat = t.planned_latency_s(load)
-        n_min = replicas_for(load, t.throughput_rps * self.spec.objective.rho_max, st.min_replicas)
-        ok = (n_min <= st.max_replicas) & (lat <= self.spec.sla_s)
-        n = np.minimum(st.max_replicas, np.maximum(n_min, proposed.replicas))
-        distance = (
-            w.variant * (t.variant_index != st.variant_names.index(proposed.variant))
-            + w.batch * np.abs(np.log2(t.batch) - np.log2(proposed.batch))
-            + w.cores * np.abs(np.log2(t.cores) - np.log2(proposed.cores))
-            + w.replicas * np.abs(n - proposed.replicas)
-        )
+        n_min = replicas_for(load, t.throughput_rps * rho, st.min_replicas)
+        ok = (n_min <= st.max_replicas) & (lat <= spec.sla_s)
+        pr = _proposed(w, st.variant_names, proposed)
+        target = pr.replicas[t.variant_index] if proposed.mix else proposed.replicas
+        nearest = np.minimum(st.max_replicas, np.maximum(n_min, target))
         idx = np.flatnonzero(ok)
-        arrays = StageArrays(lat[idx], (n * t.cores)[idx], -distance[idx], np.zeros(idx.size))
+        if every_count:
+            lo = n_min[idx].astype(np.int64)
+            counts = nearest[idx].astype(np.int64) - lo + 1
+            row = np.repeat(idx, counts)
+            n = np.repeat(lo, counts) + np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        else:
+            row, n = idx, nearest[idx]
+        if not proposed.mix:
+            distance = (
+                w.variant * (t.variant_index[row] != st.variant_names.index(proposed.variant))
+                + w.batch * np.abs(np.log2(t.batch[row]) - np.log2(proposed.batch))
+                + w.cores * np.abs(np.log2(t.cores[row]) - np.log2(proposed.cores))
+                + w.replicas * np.abs(n - proposed.replicas)
+            )
+        else:
+            vi = t.variant_index[row]
+            distance = pr.alone + _pool_terms(w, pr, vi, np.log2(t.batch[row]), np.log2(t.cores[row]), n, 1.0)
+        out = _Candidates(st, t.rows, row, n.astype(np.int64), lat[row], n * t.cores[row], distance)
+        if st.max_pools >= 2:
+            mixes = two_pool_options(st, load, rho, spec.sla_s)
+            if mixes.size:
+                r1, r2 = mixes.first, mixes.second
+                d = (
+                    pr.alone
+                    + _pool_terms(
+                        w,
+                        pr,
+                        t.variant_index[r1],
+                        np.log2(t.batch[r1]),
+                        np.log2(t.cores[r1]),
+                        mixes.replicas,
+                        mixes.share,
+                    )
+                    + _pool_terms(
+                        w,
+                        pr,
+                        t.variant_index[r2],
+                        np.log2(t.batch[r2]),
+                        np.log2(t.cores[r2]),
+                        mixes.second_replicas,
+                        1.0 - mixes.share,
+                    )
+                )
+                out.mixes = mixes
+                out.extend(mixes.latency_s, mixes.cores, d)
+        if proposed.mix and len(proposed.pools) <= st.max_pools:
+            for own in self._own_pools(st, proposed, load):
+                latency = max(stage_latency_s(st, p.variant, p.batch, p.cores, p.share * load) for p in own.pools)
+                out.own.append(own)
+                out.extend(
+                    np.array([latency]),
+                    np.array([float(own.total_cores)]),
+                    np.array([stage_distance(w, proposed, own)]),
+                )
+        return out
 
-        def config(k: int) -> StageConfig:  # built only for the chosen candidate
-            v, b, c = t.rows[int(idx[k])]
-            return StageConfig(v, b, int(n[idx[k]]), c)
-
-        return config, arrays
+    def _own_pools(self, st, proposed: StageConfig, load: float) -> list[StageConfig]:
+        """The proposal's pools with their shares, each resized to carry its share of ``load`` within the SLA: at
+        the fewest replicas and at the nearest (``max(fewest, proposed)``, at most ``max_replicas``); none when a
+        pool is off the grid, cannot carry its share, or the stage latency exceeds the SLA."""
+        rho, fewest, near = self.spec.objective.rho_max, [], []
+        for p in proposed.pools:
+            if p.variant not in st.variant_names or p.batch not in st.batch_sizes or p.cores not in st.cores:
+                return []
+            n = replicas_needed(st, p.variant, p.batch, p.cores, p.share * load, rho)
+            if (
+                n > st.max_replicas
+                or stage_latency_s(st, p.variant, p.batch, p.cores, p.share * load) > self.spec.sla_s
+            ):
+                return []
+            fewest.append(p.with_(replicas=n))
+            near.append(p.with_(replicas=min(st.max_replicas, max(n, p.replicas))))
+        a, b = StageConfig.of_pools(fewest), StageConfig.of_pools(near)
+        return [a] if a == b else [a, b]
 
     def _nearest_dp(self, proposed: PipelineConfig, load: float) -> PipelineConfig | None:
         """The DP on the budget-relaxed problem; exact whenever its answer fits the budget.
 
         Without the budget the nearest replica count of every (variant, batch, cores) is known in advance, so each
-        stage has one candidate per grid point and the search is a 2-D frontier (latency, distance): a few
-        milliseconds even at 10 stages. When the relaxed optimum exceeds the budget (the load forces more
-        replicas than the budget holds, or the proposal itself is over budget), the budget couples the stages'
-        replica counts and `_nearest_budget_dp` decides instead (the same DP tracking cores, milliseconds).
+        stage has one candidate per grid point (and its pooled candidates) and the search is a 2-D frontier
+        (latency, distance): a few milliseconds even at 10 stages. When the relaxed optimum exceeds the budget (the
+        load forces more replicas than the budget holds, or the proposal itself is over budget), the budget couples
+        the stages' replica counts and `_nearest_budget_dp` decides instead (the same DP tracking cores,
+        milliseconds).
         """
         cands = [self._candidates(s, p, load) for s, p in enumerate(proposed.stages)]
         if any(arr.lat.size == 0 for _c, arr in cands):
@@ -260,43 +460,21 @@ class SafetyLayer:
         return self._nearest_budget_dp(proposed, load)
 
     def _nearest_budget_dp(self, proposed: PipelineConfig, load: float) -> PipelineConfig | None:
-        """The exact projection when the core budget binds: the Pareto DP tracking cores, over every (variant,
-        batch, cores) of a stage that carries the load within the SLA on its own, at every replica count from the
-        fewest that carry the load up to its nearest count ``min(max_replicas, max(n_min, n'))`` (more replicas
-        only add distance and cores). It minimises the distance plus ``1e-6`` x the total cores, the integer
-        program's objective (`_nearest_pulp`), and resolves that tie-break exactly where CBC's tolerances may not.
+        """The exact projection when the core budget binds: the Pareto DP tracking cores, over every candidate of
+        `_stage_candidates` with every single-pool replica count from the fewest that carry the load up to its
+        nearest count ``min(max_replicas, max(n_min, n'))`` (more replicas only add distance and cores). It
+        minimises the distance plus ``1e-6`` x the total cores, the integer program's objective (`_nearest_pulp`),
+        and resolves that tie-break exactly where CBC's tolerances may not.
         """
-        spec, w = self.spec, self.weights
-        arrays: list[StageArrays] = []
-        picks: list[tuple[tuple[tuple[str, int, int], ...], np.ndarray, np.ndarray]] = []
-        for st, p in zip(spec.stages, proposed.stages, strict=True):
-            t = option_table(st)
-            lat = t.planned_latency_s(load)
-            n_min = replicas_for(load, t.throughput_rps * spec.objective.rho_max, st.min_replicas)
-            idx = np.flatnonzero((n_min <= st.max_replicas) & (lat <= spec.sla_s))
-            if idx.size == 0:
-                return None
-            lo = n_min[idx].astype(np.int64)
-            counts = np.minimum(st.max_replicas, np.maximum(lo, p.replicas)) - lo + 1
-            row = np.repeat(idx, counts)
-            n = np.repeat(lo, counts) + np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-            distance = (
-                w.variant * (t.variant_index[row] != st.variant_names.index(p.variant))
-                + w.batch * np.abs(np.log2(t.batch[row]) - np.log2(p.batch))
-                + w.cores * np.abs(np.log2(t.cores[row]) - np.log2(p.cores))
-                + w.replicas * np.abs(n - p.replicas)
-            )
-            cores = n * t.cores[row]
-            arrays.append(StageArrays(lat[row], cores, -(distance + 1e-6 * cores), np.zeros(row.size)))
-            picks.append((t.rows, row, n))
+        spec = self.spec
+        cands = [self._stage_candidates(s, p, load, every_count=True) for s, p in enumerate(proposed.stages)]
+        if any(c.lat.size == 0 for c in cands):
+            return None
+        arrays = [StageArrays(c.lat, c.cores, -(c.distance + 1e-6 * c.cores), np.zeros(c.lat.size)) for c in cands]
         chosen = frontier_dp(arrays, spec.sla_s, float(spec.core_budget))
         if chosen is None:
             return None
-        stages = []
-        for (rows, row, n), k in zip(picks, chosen, strict=True):
-            v, b, c = rows[int(row[k])]
-            stages.append(StageConfig(v, b, int(n[k]), c))
-        return PipelineConfig(tuple(stages))
+        return PipelineConfig(tuple(c.config(k) for c, k in zip(cands, chosen, strict=True)))
 
     def _nearest_pulp(self, proposed: PipelineConfig, load: float) -> PipelineConfig | None:
         import pulp
@@ -307,7 +485,21 @@ class SafetyLayer:
         prob = pulp.LpProblem("safety_projection", pulp.LpMinimize)
         x, n, opts = {}, {}, {}
         distance_terms, latency_terms, core_terms = [], [], []
+        enumerated: dict[int, _Candidates] = {}
         for s, (st, p) in enumerate(zip(spec.stages, proposed.stages, strict=True)):
+            if st.max_pools >= 2 or p.mix:
+                # pooled candidates have fixed replicas: one binary per enumerated candidate, as the DP sees them
+                c = self._stage_candidates(s, p, load, every_count=True)
+                if c.lat.size == 0:
+                    return None
+                enumerated[s] = c
+                for k in range(c.lat.size):
+                    x[s, k] = prob.add_variable(f"y_{s}_{k}", cat=pulp.LpBinary)
+                    distance_terms.append(float(c.distance[k]) * x[s, k])
+                    latency_terms.append(float(c.lat[k]) * x[s, k])
+                    core_terms.append(float(c.cores[k]) * x[s, k])
+                prob += pulp.lpSum(x[s, k] for k in range(c.lat.size)) == 1, f"one_config_{s}"
+                continue
             stage_opts = []
             for v in st.variant_names:
                 for b in st.batch_sizes:
@@ -350,7 +542,12 @@ class SafetyLayer:
         if status != "Optimal":
             raise RlscaleError(f"safety projection: CBC returned {status}")
         stages = []
-        for s, stage_opts in opts.items():
+        for s in range(len(spec.stages)):
+            if s in enumerated:
+                c = enumerated[s]
+                stages.append(c.config(next(k for k in range(c.lat.size) if (x[s, k].value() or 0) > 0.5)))
+                continue
+            stage_opts = opts[s]
             i = next(i for i in range(len(stage_opts)) if (x[s, i].value() or 0) > 0.5)
             v, b, c, _n_min, _lat = stage_opts[i]
             stages.append(StageConfig(v, b, int(round(n[s, i].value())), c))
