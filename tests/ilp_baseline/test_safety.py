@@ -6,18 +6,26 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ilp_baseline.safety import DistanceWeights, SafetyLayer, config_distance, max_capacity_config
 from rlscale.errors import RlscaleError
-from rlscale.model import InvalidLoad, is_feasible, pipeline_capacity_rps
+from rlscale.model import (
+    InvalidLoad,
+    _pool_violations,
+    is_feasible,
+    pipeline_capacity_rps,
+    replicas_needed,
+    two_pool_options,
+)
 from rlscale.spec import load_spec, parse_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 
 
-def small_spec(tmp_path_factory, sla_s: float, budget: int):
-    """Two stages x two variants x batch {1,2} x cores {1,2} x up to 4 replicas: small enough for brute force."""
+def small_spec(tmp_path_factory, sla_s: float, budget: int, max_pools: int = 1):
+    """Two stages x two variants x batch {1,2} x cores {1,2} x up to 4 replicas: small enough for brute force
+    (``max_pools``: of the second stage)."""
     folder = tmp_path_factory.mktemp("safety")
     rows = ["variant,batch,cores,latency_s"]
     for v, k in (("a", 1.0), ("b", 2.5)):
@@ -41,7 +49,7 @@ def small_spec(tmp_path_factory, sla_s: float, budget: int):
         "batch_timeout_s": 0.5,
         "core_budget": budget,
         "objective": {"alpha": 1, "beta": 1, "gamma": 0, "accuracy_method": "sum"},
-        "stages": [{**stage, "name": "s1"}, {**stage, "name": "s2"}],
+        "stages": [{**stage, "name": "s1"}, {**stage, "name": "s2", "max_pools": max_pools}],
     }
     return parse_spec(raw, folder / "small.yaml")
 
@@ -294,3 +302,149 @@ def test_budget_binding_projection_on_the_video_pipeline_needs_no_integer_progra
         assert is_feasible(spec, result, load)
         assert config_distance(w, proposed, result) == pytest.approx(config_distance(w, proposed, by_pulp), abs=1e-6)
         assert result.total_cores <= by_pulp.total_cores
+
+
+# -- variant pools -----------------------------------------------------------------------------------------------
+
+
+def test_stage_distance_with_pools():
+    w = DistanceWeights()
+    a = StageConfig("a", 1, 2, 1)
+    # single to single: today's formula
+    assert config_distance(w, PipelineConfig((a,)), PipelineConfig((StageConfig("b", 2, 3, 2),))) == 4 + 1 + 1 + 0.5
+    mix = StageConfig.of_pools([StageConfig("a", 2, 2, 1, 0.25), StageConfig("b", 1, 3, 1, 0.75)])
+    # a on both sides: batch 1 -> 2 and share 1 -> 0.25; b on one side: w_variant + 3 replicas
+    assert config_distance(w, PipelineConfig((a,)), PipelineConfig((mix,))) == pytest.approx(1 + 0.75 + 4 + 1.5)
+    assert config_distance(w, PipelineConfig((mix,)), PipelineConfig((a,))) == config_distance(
+        w, PipelineConfig((a,)), PipelineConfig((mix,))
+    )
+    assert config_distance(w, PipelineConfig((mix,)), PipelineConfig((mix,))) == 0
+    # the share weight counts per share moved
+    moved = StageConfig.of_pools([StageConfig("a", 2, 2, 1, 0.5), StageConfig("b", 1, 3, 1, 0.5)])
+    w2 = DistanceWeights(share=3.0)
+    assert config_distance(w2, PipelineConfig((mix,)), PipelineConfig((moved,))) == pytest.approx(3.0 * 0.5)
+
+
+def _stage_universe(spec, s: int, proposed: StageConfig, load: float) -> list[StageConfig]:
+    """The projection's candidate set of a stage, written out: every single pool at every replica count, the
+    two-pool options at the load, and a pooled proposal's own pools at the fewest and the nearest replicas."""
+    stage = spec.stages[s]
+    out = [
+        StageConfig(v, b, n, c)
+        for v in stage.variant_names
+        for b in stage.batch_sizes
+        for c in stage.cores
+        for n in range(stage.min_replicas, stage.max_replicas + 1)
+    ]
+    mixes = two_pool_options(stage, load, spec.objective.rho_max, spec.sla_s)
+    out += [mixes.config(stage, k) for k in range(mixes.size)]
+    if proposed.mix and len(proposed.pools) <= stage.max_pools:
+        fewest = [
+            p.with_(
+                replicas=replicas_needed(stage, p.variant, p.batch, p.cores, p.share * load, spec.objective.rho_max)
+            )
+            for p in proposed.pools
+        ]
+        near = [
+            p.with_(replicas=min(stage.max_replicas, max(f.replicas, p.replicas)))
+            for p, f in zip(proposed.pools, fewest, strict=True)
+        ]
+        out += [StageConfig.of_pools(fewest), StageConfig.of_pools(near)]
+    return out
+
+
+def _nearest_by_brute_force(spec, proposed: PipelineConfig, load: float, w: DistanceWeights):
+    """The least distance (and, among those, distance + 1e-6 x cores) over feasible combinations of the stages'
+    candidate sets, vectorised over the cross product; None when none is feasible."""
+    per = []
+    for s, (stage, p) in enumerate(zip(spec.stages, proposed.stages, strict=True)):
+        lat, cores, dist = [], [], []
+        for c in _stage_universe(spec, s, p, load):
+            problems: list[str] = []
+            latency = _pool_violations(spec, stage, c, load, problems)
+            if problems or latency > spec.sla_s + 1e-9:
+                continue
+            lat.append(latency)
+            cores.append(c.total_cores)
+            dist.append(config_distance(w, PipelineConfig((p,)), PipelineConfig((c,))))
+        if not lat:
+            return None
+        per.append((np.array(lat), np.array(cores, dtype=float), np.array(dist)))
+    picks = [g.ravel() for g in np.meshgrid(*[np.arange(a[0].size) for a in per], indexing="ij")]
+    lat, cores, dist = (sum(a[k][pick] for a, pick in zip(per, picks, strict=True)) for k in range(3))
+    ok = (lat <= spec.sla_s + 1e-9) & (cores <= spec.core_budget)
+    if not ok.any():
+        return None
+    return float(dist[ok].min()), float((dist + 1e-6 * cores)[ok].min())
+
+
+_POOLED: dict = {}
+
+
+@pytest.fixture(scope="module")
+def pooled_specs(tmp_path_factory):
+    if not _POOLED:
+        for sla in (0.3, 0.6, 1.5):
+            for budget in (4, 8, 16):
+                _POOLED[(sla, budget)] = small_spec(tmp_path_factory, sla, budget, max_pools=2)
+    return _POOLED.get
+
+
+@st.composite
+def pooled_stage_config(draw):
+    """A single pool, or a two-pool mix of a and b with a random share."""
+    first = draw(stage_config)
+    if draw(st.booleans()):
+        return first
+    other = "b" if first.variant == "a" else "a"
+    share = draw(st.sampled_from([0.1, 0.25, 0.5, 0.7, 0.9]))
+    second = StageConfig(other, draw(st.sampled_from([1, 2])), draw(st.integers(1, 4)), draw(st.sampled_from([1, 2])))
+    return StageConfig.of_pools([first.with_(share=share), second.with_(share=1.0 - share)])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sla=st.sampled_from([0.3, 0.6, 1.5]),
+    budget=st.sampled_from([4, 8, 16]),
+    load=st.floats(0.0, 40.0),
+    s1=stage_config,
+    s2=pooled_stage_config(),
+)
+def test_pooled_projection_is_feasible_nearest_and_agrees_with_pulp(pooled_specs, sla, budget, load, s1, s2):
+    """The second stage may run two pools, and the proposal may mix (even where the stage may not: the first stage
+    gets single pools, so a mix there is tested below). The result is in F, a feasible proposal comes back
+    unchanged, the distance is the least over the candidate set (by brute force), and the PuLP projection and the
+    budget-tracking DP agree."""
+    spec = pooled_specs((sla, budget))
+    proposed = PipelineConfig((s1, s2))
+    result, report = SafetyLayer(spec).project(proposed, state_at(load, proposed))
+    w = DistanceWeights()
+    best = _nearest_by_brute_force(spec, proposed, load, w)
+    if is_feasible(spec, proposed, load):
+        assert result == proposed and report.feasible_input and report.distance == 0
+        return
+    if best is None:
+        assert report.infeasible and result.total_cores <= spec.core_budget
+        return
+    assert not report.infeasible
+    assert is_feasible(spec, result, load)
+    assert report.distance == pytest.approx(best[0], abs=1e-9)
+    event(f"projected {'from a mix' if s2.pooled else 'from one pool'} to {'a mix' if result.pooled else 'one pool'}")
+    budget_dp = SafetyLayer(spec)._nearest_budget_dp(proposed, load)
+    assert config_distance(w, proposed, budget_dp) + 1e-6 * budget_dp.total_cores == pytest.approx(best[1], abs=1e-9)
+    by_pulp = SafetyLayer(spec, solver="pulp").nearest(proposed, load)
+    assert is_feasible(spec, by_pulp, load)
+    assert config_distance(w, proposed, by_pulp) == pytest.approx(best[0], abs=1e-6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(load=st.floats(0.5, 40.0), s1=pooled_stage_config(), s2=pooled_stage_config())
+def test_a_mix_where_the_stage_runs_one_pool_is_projected_to_one(pooled_specs, load, s1, s2):
+    spec = pooled_specs((1.5, 16))
+    proposed = PipelineConfig((s1, s2))
+    result, report = SafetyLayer(spec).project(proposed, state_at(load, proposed))
+    assert not result.stages[0].pooled  # the first stage's max_pools is 1
+    if not report.infeasible:
+        assert is_feasible(spec, result, load)
+        best = _nearest_by_brute_force(spec, proposed, load, DistanceWeights())
+        assert best is not None and report.distance == pytest.approx(best[0], abs=1e-9)
