@@ -15,8 +15,9 @@ A stage may run several **variant pools** (`rlscale.types.StageConfig.pools`, at
 every pool carries its share of the load (``n * h * rho_max >= share * lambda``), its planned latency waits for its
 batch to fill at its own load (``(b - 1) / (share * lambda)``), the slowest pool is the stage's latency, cores
 count over every pool, each pool's replicas are within the stage's range. A stage's accuracy is the
-share-weighted mean of its pools' variant accuracies (`expected_accuracy`). The option table and the planners
-built on it (the DP, the ILP, the safety layer, `MaxCapacity`) enumerate single-pool stages only.
+share-weighted mean of its pools' variant accuracies (`expected_accuracy`). The option table is single-pool; the
+planners (the DP, the ILP) and the safety layer add the two-pool options of `two_pool_options` (mixes of three or
+more pools are out of their scope); `MaxCapacity`, the answer when nothing is feasible, stays single-pool.
 
 A configuration's capacity is that of its bottleneck stage, ``min_s n_s * h(v_s, b_s, c_s) * rho_max`` (rps): the
 highest load it is feasible for on throughput (`pipeline_capacity_rps`).

@@ -108,3 +108,25 @@ def test_a_bad_delta_is_refused(delta):
 def test_rim_cannot_hold():
     with pytest.raises(RlscaleError, match="rim"):
         ILPPolicy(load_spec("video"), _Fixed(1.0), mode="rim", peak_rps=10.0, hold_delta=0.5)
+
+
+def test_hold_keeps_a_pooled_configuration_and_resizes_its_pools_by_share():
+    """InfAdapter's pipeline (pools allowed): the plan at 40 rps is a mix; holding it at 30 rps keeps both pools and
+    their shares and resizes each for its share, and with a large δ the hold is what the policy returns."""
+    spec = load_spec("infadapter")
+    mix = plan(spec, 40.0).config
+    assert mix.pooled
+    policy = ILPPolicy(spec, _Fixed(30.0), hold_delta=1e9)
+    got = policy.decide(_state(mix))
+    assert got == resize_replicas(spec, mix, 30.0)
+    assert [(p.variant, p.batch, p.cores, p.share) for p in got.stages[0].pools] == [
+        (p.variant, p.batch, p.cores, p.share) for p in mix.stages[0].pools
+    ]
+    assert policy.held_decisions == 1
+    # with δ = 0 the policy re-plans whenever the optimum is strictly better than the hold
+    replan = ILPPolicy(spec, _Fixed(30.0), hold_delta=0.0).decide(_state(mix))
+    best = plan(spec, 30.0).config
+    if objective_value(spec, best) > objective_value(spec, got) + 1e-12:
+        assert replan == best
+    else:
+        assert replan == got
