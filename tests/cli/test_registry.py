@@ -113,3 +113,18 @@ def test_default_live_policy_skips_an_agent_that_trails_ipa(tmp_path, monkeypatc
     training = {} if score is None else {"validation_score": score}
     dataclasses.replace(actor, training=training).save(tmp_path / "ppo_video.npz")
     assert default_live_policy(spec) == expected
+
+
+def test_vpa_flags_reach_the_policy():
+    from rlscale.cli import build_parser
+    from rlscale.cli.args import policy_options
+
+    argv = ["simulate", "--pipeline", "infadapter", "--trace", "infadapter", "--policy", "vpa"]
+    pins = ["--vpa-updater", "infadapter", "--vpa-variant", "resnet152", "--vpa-cores", "20"]
+    args = build_parser().parse_args([*argv, *pins])
+    opts = policy_options(args, ["vpa"])
+    assert (opts.vpa_updater, opts.vpa_variant, opts.vpa_cores) == ("infadapter", ("resnet152",), (20,))
+    policy = make_policy("vpa", load_spec("infadapter"), None, opts).policy
+    assert (policy.updater, policy.pinned_variants, policy.pinned_cores) == ("infadapter", ["resnet152"], [20])
+    default = make_policy("vpa", load_spec("infadapter"), None, policy_options(build_parser().parse_args(argv))).policy
+    assert (default.updater, default.pinned_variants, default.pinned_cores) == ("kubernetes", None, None)
