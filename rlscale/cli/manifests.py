@@ -93,6 +93,20 @@ def register(sub) -> None:
         help="the API server's addresses for --network-policy, e.g. 10.0.0.1/32 (default: any address on ports "
         "443 and 6443)",
     )
+    pools = p.add_argument_group(
+        "pooled stages",
+        "for a spec with a stage of max_pools > 1, also rendered: one model-server Deployment and Service per "
+        "variant and the stage's HTTPRoute (Gateway API), whose backendRef weights the sidecar sets",
+    )
+    pools.add_argument(
+        "--gateway",
+        metavar="[NAMESPACE/]NAME",
+        help="the Gateway the HTTPRoutes attach to (default rlscale-gateway, in the stage namespace)",
+    )
+    pools.add_argument("--model-image", metavar="IMAGE", help="the model server's image in the per-variant Deployments")
+    pools.add_argument(
+        "--model-port", type=int, metavar="PORT", help="the model server's port (Services, routes; default 8080)"
+    )
     add_guard(p)
     add_set(p)
     p.set_defaults(func=cmd_manifests)
@@ -231,6 +245,9 @@ def cmd_manifests(args: argparse.Namespace) -> int:
             monitor_labels=labels,
             network_policy_=args.network_policy,
             api_server_cidr=args.api_server_cidr,
+            gateway=args.gateway,
+            model_image=args.model_image,
+            model_port=args.model_port,
         )
     sys.stdout.write(text)
     return 0
