@@ -76,9 +76,11 @@ def test_the_mix_goes_from_one_pool_to_two_and_back_make_before_break(loop, kube
     thread.start()
     try:
         back = loop.wait_for(
-            lambda: policy.phase == "back"
-            and pool_replicas(api)["resnet50"] == 0
-            and route_weights(api)["resnet18"] == WEIGHT_TOTAL,
+            lambda: (
+                policy.phase == "back"
+                and pool_replicas(api)["resnet50"] == 0
+                and route_weights(api)["resnet18"] == WEIGHT_TOTAL
+            ),
             timeout_s=90,
         )
     finally:
