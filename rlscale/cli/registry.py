@@ -257,7 +257,20 @@ POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace | None, PolicyOptions], 
 
 
 # policies that need no knowledge of the future (the oracle, static sizing and rim read the whole trace)
-LIVE_POLICIES = ("ppo", "ppo-raw", "ipa", "ipa-tuned", "ipa-hold", "fa2-low", "fa2-high", "hpa", "hpa-tuned", "vpa")
+LIVE_POLICIES = (
+    "ppo",
+    "ppo-raw",
+    "ipa",
+    "ipa-tuned",
+    "ipa-hold",
+    "fa2-low",
+    "fa2-high",
+    "hpa",
+    "hpa-tuned",
+    "vpa",
+    "infadapter",
+    "ms-plus",
+)
 
 
 def make_live_policy(name: str, spec: PipelineSpec, options: PolicyOptions | None = None) -> Controller:
