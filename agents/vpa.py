@@ -27,6 +27,18 @@ its request (``cores``) is outside [lower bound, upper bound], or when its pods 
 (``--pod-update-threshold``). Applying means a new `StageConfig` with new cores: the simulator treats it as a
 rollout, as a VPA eviction followed by the admission controller's new request is one.
 
+**InfAdapter's applier** (``updater="infadapter"``): InfAdapter (Salmani et al., EuroMLSys 2023; commit 398b18f,
+cited in ``rlscale/data/PROVENANCE.md``) runs its "VPA" baseline with the recommender only (``updateMode: Off``,
+``minAllowed`` 2 / ``maxAllowed`` 20 cores) and applies the target itself, in its adapter, every 30 s decision
+(``main.py``: ``solver()`` with ``solver_type`` ``v`` and ``make_decision`` with ``VPA_TYPE`` ``P``): the target is
+rounded up to whole cores and the Deployment gets it, except that a target not above the current cores is skipped
+while a counter is below ``STABILIZATION_INTERVAL`` 4 (each skip counts one; so a lower-or-equal target is applied
+at the fifth decision in a row), and the counter resets whenever a decision goes through. Here: every decision,
+per stage, the capped target rounded up to the core grid, by that rule, with a counter per stage (InfAdapter has
+one stage); no ``min_replicas`` condition, no 12 h rule, no 60 s updater tick. What stays: no data or a replica
+still starting is no action (and leaves the counter as it is: InfAdapter would count a decision without a
+recommendation as a skip), and the core budget is kept as below. The recommender is the same.
+
 **Mapping onto the simulator and what differs from a cluster:**
 
 - Sample: one per serving replica per recommender tick (every 60 s of simulated time, ``--recommender-interval``)
@@ -59,16 +71,23 @@ rollout, as a VPA eviction followed by the admission controller's new request is
 - Variant, batch and replicas stay as deployed (``state.config``, re-read every decision). Only on a warm start
   (a state without a last interval: the simulator's first decision) does it choose the Deployment: IPA's FA2-high
   variants (as ``hpa`` does) with the cheapest batch, cores and replicas for the first interval's load that give
-  every stage at least ``min_replicas`` replicas where the stage allows that many, so the updater can act.
+  every stage at least ``min_replicas`` replicas where the stage allows that many, so the updater can act (the
+  ``infadapter`` updater needs no such floor: its warm start keeps the stage's own ``min_replicas``).
+- Pins (``--vpa-variant``, ``--vpa-cores``): a pinned variant is the Deployment's, set every decision as
+  ``hpa``'s pin is; pinned cores are only the *initial* request (a warm start installs them, the first decision
+  on a running pipeline sets them), which the updater changes from then on. ``variants=["resnet152"]``,
+  ``cores=[20]`` on ``infadapter`` is InfAdapter's ``vpa-152`` start (``initial_states``: 20 cores, one pod).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from agents.hpa import per_stage
 from ilp_baseline.problem import fa2_high_variants
 from rlscale.errors import RlscaleError
 from rlscale.model import stage_options
@@ -100,6 +119,9 @@ UPDATE_THRESHOLD = 0.1
 POD_LIFETIME_UPDATE_THRESHOLD_S = 12 * 3600.0
 MIN_REPLICAS = 2
 MAX_MARGIN = 10.0
+# --- InfAdapter's applier (auto_tuner/starter.py, auto_tuner/adapter/main.py at 398b18f)
+STABILIZATION_INTERVAL = 4
+UPDATERS = ("kubernetes", "infadapter")
 
 
 class DecayingHistogram:
@@ -283,20 +305,26 @@ def _has_data(metrics: StageMetrics) -> bool:
 
 
 class VPAPolicy:
-    """Cores per replica by the VPA's recommender and updater; variant, batch and replicas as deployed.
+    """Cores per replica by the VPA's recommender and an updater; variant, batch and replicas as deployed.
 
     Args:
         spec: the pipeline.
         target: the target's CPU percentile, (0, 1] (``--target-cpu-percentile``, 0.9).
         margin: the safety margin fraction, [0, 10] (``--recommendation-margin-fraction``, 0.15).
-        min_replicas: the updater changes no stage with fewer replicas (``--min-replicas``, 2); a warm start gives
-            every stage at least this many where it allows them.
+        min_replicas: the ``kubernetes`` updater changes no stage with fewer replicas (``--min-replicas``, 2); its
+            warm start gives every stage at least this many where it allows them. Unused by ``infadapter``.
         initial_pod_age_s: age of the pods in force when the policy starts (default 12 h: old enough for an
             in-bounds update).
         weight_by_request: weigh each sample by ``max(request, 0.1)`` cores as VPA did before 1.4 (default: 0.1).
+        updater: who applies the recommendation: ``kubernetes`` (the VPA updater, the default) or ``infadapter``
+            (InfAdapter's adapter: the target every decision, a lower one after 4 skipped decisions).
+        variants: pin the variants: one per stage, or one name for every stage that offers it (None: as deployed;
+            a warm start installs IPA's FA2-high variants).
+        cores: the initial cores per replica: one per stage, or one for every stage (None: a warm start plans them).
 
     Raises:
-        RlscaleError: a percentile outside (0, 1], a margin outside [0, 10] or min_replicas outside [1, 10000].
+        RlscaleError: a percentile outside (0, 1], a margin outside [0, 10], min_replicas outside [1, 10000], an
+            unknown updater, or a variant or core count the stage does not offer.
     """
 
     def __init__(
@@ -308,6 +336,9 @@ class VPAPolicy:
         min_replicas: int = MIN_REPLICAS,
         initial_pod_age_s: float = POD_LIFETIME_UPDATE_THRESHOLD_S,
         weight_by_request: bool = False,
+        updater: str = "kubernetes",
+        variants: Sequence[str] | None = None,
+        cores: Sequence[int] | None = None,
     ) -> None:
         if not (math.isfinite(target) and 0 < target <= 1):
             raise RlscaleError(f"--vpa-target must be a percentile in (0, 1], got {target}")
@@ -315,19 +346,28 @@ class VPAPolicy:
             raise RlscaleError(f"--vpa-margin must be a fraction in [0, {MAX_MARGIN:g}], got {margin}")
         if isinstance(min_replicas, bool) or not isinstance(min_replicas, int) or not 1 <= min_replicas <= MAX_REPLICAS:
             raise RlscaleError(f"--vpa-min-replicas must be an integer in [1, {MAX_REPLICAS}], got {min_replicas!r}")
+        if updater not in UPDATERS:
+            raise RlscaleError(f"--vpa-updater must be one of {', '.join(UPDATERS)}, got {updater!r}")
         self.spec = spec
         self.target = target
         self.margin = margin
         self.min_replicas = min_replicas
         self.initial_pod_age_s = float(initial_pod_age_s)
         self.weight_by_request = weight_by_request
-        self.variants = fa2_high_variants(spec)  # a warm start's template
+        self.updater = updater
+        self.pinned_variants = _pinned_variants(spec, variants)
+        self.pinned_cores = _pinned_cores(spec, cores)
+        self.variants = [  # a warm start's template
+            pin or v
+            for pin, v in zip(self.pinned_variants or [None] * len(spec.stages), fa2_high_variants(spec), strict=True)
+        ]
         self.name = "vpa"
         self.usage = [CPUUsage() for _ in spec.stages]
         self._recommender_tick: int | None = None
         self._updater_tick: int | None = None
         self._templates: list[tuple[str, int, int]] = []  # (variant, batch, cores) in force, per stage
         self._pods_started_s: list[float] = []
+        self._skipped: list[int] = []  # the infadapter updater's stabilisation counter, per stage
 
     # ------------------------------------------------------------------------------ the recommender
 
@@ -354,10 +394,10 @@ class VPAPolicy:
             for tick in ticks:
                 self.usage[s].add(usage_cores, tick * RECOMMENDER_INTERVAL_S, weight, metrics.replicas_serving)
 
-    # ------------------------------------------------------------------------------------ the updater
+    # ------------------------------------------------------------------------------------ the updaters
 
     def _wanted(self, s: int, sc: StageConfig, metrics: StageMetrics, time_s: float) -> tuple[int, bool, float] | None:
-        """(cores, grows, relative change) the updater gives stage ``s`` now, or None to leave it."""
+        """(cores, grows, relative change) the VPA updater gives stage ``s`` now, or None to leave it."""
         if not _has_data(metrics) or sc.replicas < self.min_replicas or metrics.replicas_serving < sc.replicas:
             return None  # no data, too few replicas to evict from, or some not running yet
         rec = self.recommendation(s)
@@ -374,12 +414,32 @@ class VPAPolicy:
             return None  # the recreated pods would get the request they have
         return cores, cores > sc.cores, diff
 
-    def _update(self, state: PipelineState) -> PipelineConfig:
+    def _applied(self, s: int, sc: StageConfig, metrics: StageMetrics) -> tuple[int, bool, float] | None:
+        """(cores, grows, relative change) InfAdapter's applier gives stage ``s`` this decision, or None."""
+        if not _has_data(metrics) or metrics.replicas_serving < sc.replicas:
+            return None  # no data, or a replica still starting: no action, the counter as it is
+        rec = self.recommendation(s)
+        if rec is None:
+            return None
+        cores = self.grid_cores(s, rec.target_millicores)
+        if cores <= sc.cores and self._skipped[s] < STABILIZATION_INTERVAL:
+            self._skipped[s] += 1  # not above the current cores: stabilised
+            return None
+        self._skipped[s] = 0  # the decision goes through (an equal target changes nothing)
+        if cores == sc.cores:
+            return None
+        return cores, cores > sc.cores, abs(cores - sc.cores) / sc.cores
+
+    def _update(self, state: PipelineState, config: PipelineConfig) -> PipelineConfig:
+        """``config`` (in force, pins applied) with the updater's new cores, within the core budget."""
         assert state.last is not None
-        stages = list(state.config.stages)
+        stages = list(config.stages)
         ups = []
         for s, (sc, metrics) in enumerate(zip(stages, state.last.stages, strict=True)):
-            wanted = self._wanted(s, sc, metrics, state.time_s)
+            if self.updater == "infadapter":
+                wanted = self._applied(s, sc, metrics)
+            else:
+                wanted = self._wanted(s, sc, metrics, state.time_s)
             if wanted is None:
                 continue
             cores, grows, diff = wanted
@@ -398,19 +458,22 @@ class VPAPolicy:
     # ------------------------------------------------------------------------------------ the policy
 
     def template(self, load_rps: float) -> PipelineConfig:
-        """What a warm start installs: the FA2-high variants with the cheapest batch, cores and replicas for
-        ``load_rps`` whose planned latency fits the SLA, every stage with at least ``min_replicas`` replicas where
-        it allows that many."""
+        """What a warm start installs: the FA2-high (or pinned) variants with the cheapest batch, cores (where not
+        pinned) and replicas for ``load_rps`` whose planned latency fits the SLA; with the ``kubernetes`` updater
+        every stage has at least ``min_replicas`` replicas where it allows that many."""
         per_stage = []
-        for st, v in zip(self.spec.stages, self.variants, strict=True):
-            floor = min(st.max_replicas, max(st.min_replicas, self.min_replicas))
+        for s, (st, v) in enumerate(zip(self.spec.stages, self.variants, strict=True)):
+            vpa_floor = self.min_replicas if self.updater == "kubernetes" else 1
+            floor = min(st.max_replicas, max(st.min_replicas, vpa_floor))
+            c_ok = [self.pinned_cores[s]] if self.pinned_cores else st.cores
             opts = [
                 (o.config.with_(replicas=max(o.config.replicas, floor)), o.latency_s)
                 for o in stage_options(st, load_rps, self.spec.objective.rho_max, variants=[v])
+                if o.config.cores in c_ok
             ]
             if not opts:  # even max_replicas is not enough: the largest capacity allowed
                 b, c = max(
-                    ((b, c) for b in st.batch_sizes for c in st.cores),
+                    ((b, c) for b in st.batch_sizes for c in c_ok),
                     key=lambda bc, st=st, v=v: st.latency.throughput_rps(v, *bc),
                 )
                 opts = [(StageConfig(v, b, st.max_replicas, c), st.latency.latency_s(v, b, c))]
@@ -429,11 +492,23 @@ class VPAPolicy:
             return PipelineConfig(tuple(min(opts, key=lambda o: (o[1], o[0].cores))[0] for opts in per_stage))
         return PipelineConfig(tuple(opts[i][0] for opts, i in zip(per_stage, chosen, strict=True)))
 
+    def _pinned(self, config: PipelineConfig, *, initial: bool) -> PipelineConfig:
+        """``config`` with the pinned variants, and on the ``initial`` decision the pinned cores."""
+        if self.pinned_variants is None and (self.pinned_cores is None or not initial):
+            return config
+        stages = []
+        for s, sc in enumerate(config.stages):
+            variant = self.pinned_variants[s] if self.pinned_variants and self.pinned_variants[s] else sc.variant
+            cores = self.pinned_cores[s] if initial and self.pinned_cores else sc.cores
+            stages.append(sc.with_(variant=variant, cores=cores))
+        return PipelineConfig(tuple(stages))
+
     def _start(self, state: PipelineState, config: PipelineConfig) -> None:
         self._recommender_tick = int(state.time_s // RECOMMENDER_INTERVAL_S)
         self._updater_tick = int(state.time_s // UPDATER_INTERVAL_S)
         self._templates = [(sc.variant, sc.batch, sc.cores) for sc in config.stages]
         self._pods_started_s = [state.time_s - self.initial_pod_age_s] * len(config.stages)
+        self._skipped = [0] * len(config.stages)
 
     def decide(self, state: PipelineState) -> PipelineConfig:
         if state.last is None:  # a warm start: nothing runs yet, install the template
@@ -441,10 +516,11 @@ class VPAPolicy:
             config = self.template(load)
             self._start(state, config)
             return config
-        observed = state.config  # re-read every decision: a change made by someone else is seen
         if self._recommender_tick is None or self._updater_tick is None:  # the first decision on a running pipeline
-            self._start(state, observed)
-            return observed
+            config = self._pinned(state.config, initial=True)
+            self._start(state, config)
+            return config
+        observed = self._pinned(state.config, initial=False)  # re-read every decision: others' changes are seen
         for s, sc in enumerate(observed.stages):
             if (sc.variant, sc.batch, sc.cores) != self._templates[s]:  # its pods were recreated
                 self._templates[s] = (sc.variant, sc.batch, sc.cores)
@@ -455,8 +531,56 @@ class VPAPolicy:
             span = max(1, math.ceil((state.last.end_s - state.last.start_s) / RECOMMENDER_INTERVAL_S))
             self._record(state, range(max(self._recommender_tick + 1, tick - span + 1), tick + 1))
             self._recommender_tick = tick
+        if self.updater == "infadapter":  # InfAdapter's adapter applies the target every decision
+            return self._update(state, observed)
         tick = int(state.time_s // UPDATER_INTERVAL_S)
         if tick == self._updater_tick:
             return observed
         self._updater_tick = tick
-        return self._update(state)
+        return self._update(state, observed)
+
+
+def _pinned_variants(spec: PipelineSpec, variants: Sequence[str] | None) -> list[str | None] | None:
+    """One variant (or None: not pinned) per stage from ``--vpa-variant``: one name per stage, or one name pinned
+    in every stage that offers it.
+
+    Raises:
+        RlscaleError: a stage without its named variant, a name no stage offers, or a wrong count.
+    """
+    if variants is None:
+        return None
+    names = list(variants)
+    if len(names) == 1 and len(spec.stages) > 1:
+        pins = [names[0] if names[0] in st.variant_names else None for st in spec.stages]
+        if not any(pins):
+            offered = sorted({v for st in spec.stages for v in st.variant_names})
+            raise RlscaleError(f"--vpa-variant: no stage has a variant {names[0]!r} (variants: {', '.join(offered)})")
+        return pins
+    if len(names) != len(spec.stages):
+        raise RlscaleError(
+            f"--vpa-variant: give one name, or one per stage ({len(spec.stages)}: "
+            f"{', '.join(st.name for st in spec.stages)}), got {len(names)}"
+        )
+    for st, name in zip(spec.stages, names, strict=True):
+        if name not in st.variant_names:
+            raise RlscaleError(
+                f"--vpa-variant: stage {st.name} has no variant {name!r} (its variants: {', '.join(st.variant_names)})"
+            )
+    return names
+
+
+def _pinned_cores(spec: PipelineSpec, cores: Sequence[int] | None) -> list[int] | None:
+    """One initial core count per stage from ``--vpa-cores`` (one for every stage, or one per stage).
+
+    Raises:
+        RlscaleError: a core count a stage does not offer, or a wrong count.
+    """
+    values = per_stage(cores, spec, "--vpa-cores")
+    if values is None:
+        return None
+    for st, c in zip(spec.stages, values, strict=True):
+        if isinstance(c, bool) or not isinstance(c, int) or c not in st.cores:
+            raise RlscaleError(
+                f"--vpa-cores: stage {st.name} has no core count {c!r} (its cores: {', '.join(map(str, st.cores))})"
+            )
+    return values

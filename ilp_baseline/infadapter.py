@@ -352,6 +352,8 @@ class InfAdapterPolicy:
         self.last_load_rps = 0.0
 
     def decide(self, state: PipelineState) -> PipelineConfig:
+        if state.last is None:  # a warm start (an episode's first decision): nothing is planned yet
+            self.planned_rps, self.skipped = None, 0
         lam = int(self.headroom * max(0.0, float(self.predictor.predict(state))))
         self.last_load_rps = float(lam)
         if self.planned_rps is not None and lam <= self.planned_rps and self.skipped < self.stabilization:

@@ -21,10 +21,11 @@ that set; other mixes (other shares, three or more pools) are reached only by a 
 The load is a floor, so the agent stays free to provision ahead of a rise or to hold through a dip. ``observed`` is
 the highest per-second load of the last interval; ``backlog`` adds the longest stage queue divided by the interval
 (capacity to drain a backlog within one interval: the observed peak alone can leave a queue that built up during a
-reaction delay in place for minutes); ``drain`` (the default) is the last interval's *mean* load plus that backlog
-term: capacity that, at the load just seen, empties the queue within one interval. A one-second peak is what the
-queue absorbs, and the backlog term charges for it when it did not, so ``drain`` does not force capacity for the
-noisiest second of every interval. ``predicted`` uses a predictor instead.
+reaction delay in place for minutes; the default); ``drain`` is the last interval's *mean* load plus that backlog
+term: capacity that, at the load just seen, empties the queue within one interval, without forcing capacity for the
+noisiest second of every interval. ``predicted`` uses a predictor instead. ``drain`` lets a held configuration ride
+through per-second noise (IPA-hold's actions cost up to 0.9 core less on calm windows) but admits more violations
+on bursty ones (experiments/RESULTS.md section 11), so it is an option, not the default.
 
 Invariants (property-tested): the result is in F whenever F is non-empty; a feasible proposal comes back
 unchanged (under ``objective.sla_mode: hard``, unless it lowers capacity to save cores while violations are
@@ -78,11 +79,10 @@ from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 
 LOAD_MODES = ("observed", "backlog", "drain", "predicted")
-DEFAULT_LOAD = "drain"
-"""The safety layer's default floor: the last interval's mean load plus its backlog. ``backlog`` (the peak plus the
-backlog) beat ``observed`` on the agents' validation cells; ``drain`` then cost IPA-hold's actions nothing on calm
-windows where ``backlog`` cost up to 0.9 core, with violations still within 0.5 point (experiments/RESULTS.md
-section 11), so agents train and deploy with it."""
+DEFAULT_LOAD = "backlog"
+"""The safety layer's default floor: the last interval's peak plus its backlog. It beat ``observed`` on the agents'
+validation cells (issue 15; experiments/RESULTS.md section 10), so agents train and deploy with it; ``drain`` is
+cheaper on calm windows and lets more violations through on bursty ones (section 11)."""
 SOLVERS = ("dp", "pulp")
 
 

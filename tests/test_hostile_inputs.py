@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SUM_QA_AGENT = str(ROOT / "agents" / "data" / "ppo_sum-qa.npz")
 EVAL_CSV = str(ROOT / "rlscale" / "data" / "traces" / "eval_windows.csv")  # a valid CSV trace of 6,060 s
 DOWN = "http://127.0.0.1:9"  # discard port: nothing listens; refused at once
+VPA_INFADAPTER = ["simulate", "--pipeline", "infadapter", "--trace", "infadapter", "--policy", "vpa"]
 
 
 def _spec(mutate) -> dict:
@@ -690,6 +691,72 @@ CASES = [
         "sidecar-vpa-min-replicas",
         ["sidecar", "--spec", "video", "--prometheus", DOWN, "--policy", "vpa", "--vpa-min-replicas", "1.5"],
         "--vpa-min-replicas",
+    ),
+    # the VPA's InfAdapter updater and its pins
+    (
+        "simulate-vpa-updater-unknown",
+        [*VPA_INFADAPTER, "--vpa-updater", "kubelet"],
+        "--vpa-updater",
+    ),
+    (
+        "simulate-vpa-updater-unused",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "hpa", "--vpa-updater", "infadapter"],
+        "--vpa-updater is for the vpa policy",
+    ),
+    (
+        "simulate-vpa-min-replicas-with-infadapter-updater",
+        [*VPA_INFADAPTER, "--vpa-updater", "infadapter", "--vpa-min-replicas", "2"],
+        "--vpa-min-replicas is for --vpa-updater kubernetes",
+    ),
+    (
+        "simulate-vpa-variant-unknown",
+        [*VPA_INFADAPTER, "--vpa-variant", "resnet9000"],
+        "--vpa-variant: stage resnet has no variant 'resnet9000'",
+    ),
+    (
+        "simulate-vpa-variant-too-many",
+        [*VPA_INFADAPTER, "--vpa-variant", "resnet18,resnet50"],
+        "--vpa-variant: give one name, or one per stage",
+    ),
+    (
+        "simulate-vpa-variant-empty",
+        [*VPA_INFADAPTER, "--vpa-variant", ","],
+        "--vpa-variant",
+    ),
+    (
+        "simulate-vpa-variant-unused",
+        ["simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "ipa", "--vpa-variant", "resnet50"],
+        "--vpa-variant is for the vpa policy",
+    ),
+    (
+        "simulate-vpa-cores-off-the-list",
+        [*VPA_INFADAPTER, "--vpa-cores", "1"],
+        "--vpa-cores: stage resnet has no core count 1",
+    ),
+    (
+        "simulate-vpa-cores-zero",
+        [*VPA_INFADAPTER, "--vpa-cores", "0"],
+        "--vpa-cores",
+    ),
+    (
+        "simulate-vpa-cores-word",
+        [*VPA_INFADAPTER, "--vpa-cores", "twenty"],
+        "--vpa-cores",
+    ),
+    (
+        "simulate-vpa-cores-too-many",
+        [*VPA_INFADAPTER, "--vpa-cores", "20,20"],
+        "--vpa-cores: give one value, or one per stage",
+    ),
+    (
+        "compare-vpa-cores-unused",
+        ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "hpa", "--vpa-cores", "2"],
+        "--vpa-cores is for the vpa policy",
+    ),
+    (
+        "sidecar-vpa-updater-unknown",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--policy", "vpa", "--vpa-updater", "none"],
+        "--vpa-updater",
     ),
 ]
 

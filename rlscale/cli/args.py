@@ -152,7 +152,9 @@ def add_load_scale(p: argparse.ArgumentParser) -> None:
 def add_planner_flags(p: argparse.ArgumentParser) -> None:
     """``--solver``, ``--predictor``, ``--headroom``, ``--hold-delta``, ``--agent``, ``--safety-load``, ``--guard``,
     ``--tuning``, the HPA's ``--hpa-target``, ``--hpa-variant``, ``--hpa-batch``, ``--hpa-cores`` and the VPA's
-    ``--vpa-target``, ``--vpa-margin``, ``--vpa-min-replicas``."""
+    ``--vpa-target``, ``--vpa-margin``, ``--vpa-min-replicas``, ``--vpa-updater``, ``--vpa-variant``,
+    ``--vpa-cores``."""
+    from agents.vpa import UPDATERS
     from ilp_baseline.policy import ALL_SOLVERS
     from ilp_baseline.safety import DEFAULT_LOAD, LOAD_MODES
     from rlscale.cli.registry import PREDICTORS
@@ -244,7 +246,29 @@ def add_planner_flags(p: argparse.ArgumentParser) -> None:
         type=int_in(1, 10_000),
         metavar="N",
         help="vpa: change no stage with fewer replicas, 1-10000 (default 2, the VPA updater's --min-replicas); a "
-        "simulation starts every stage with at least N replicas where the stage allows them",
+        "simulation starts every stage with at least N replicas where the stage allows them (kubernetes updater only)",
+    )
+    p.add_argument(
+        "--vpa-updater",
+        choices=UPDATERS,
+        help="vpa: who applies the recommendation: kubernetes (the VPA updater: 1 min ticks, at least "
+        "--vpa-min-replicas replicas, outside the bounds or 12 h old pods 10%% off; default) or infadapter "
+        "(InfAdapter's VPA baseline: every decision the target rounded up to the core list; a target not above the "
+        "cores only at the 5th such decision in a row)",
+    )
+    p.add_argument(
+        "--vpa-variant",
+        type=csv_list,
+        metavar="V1,V2,...",
+        help="vpa: run these variants, one per stage, or one name for every stage that has it (default: the variants "
+        "deployed; a simulation starts from IPA's FA2-high variants)",
+    )
+    p.add_argument(
+        "--vpa-cores",
+        type=int_list_in(1, 1_000_000, max_items=64),
+        metavar="C|C1,C2,...",
+        help="vpa: initial cores per replica, one for every stage or one per stage, from the stage's core list; the "
+        "VPA changes them from then on (default: planned for the first interval's load)",
     )
 
 
@@ -299,11 +323,16 @@ def policy_options(args: argparse.Namespace, policies: list[str] | None = None):
             ("--vpa-target", args.vpa_target),
             ("--vpa-margin", args.vpa_margin),
             ("--vpa-min-replicas", args.vpa_min_replicas),
+            ("--vpa-updater", args.vpa_updater),
+            ("--vpa-variant", args.vpa_variant),
+            ("--vpa-cores", args.vpa_cores),
         )
         if value is not None
     ]
     if vpa_flags and policies is not None and "vpa" not in policies:
         raise RlscaleError(f"{vpa_flags[0]} is for the vpa policy; {', '.join(policies)} would ignore it")
+    if args.vpa_min_replicas is not None and args.vpa_updater == "infadapter":
+        raise RlscaleError("--vpa-min-replicas is for --vpa-updater kubernetes; the infadapter updater would ignore it")
 
     def as_tuple(values):
         return tuple(values) if values is not None else None
@@ -324,6 +353,9 @@ def policy_options(args: argparse.Namespace, policies: list[str] | None = None):
         vpa_target=args.vpa_target,
         vpa_margin=args.vpa_margin,
         vpa_min_replicas=args.vpa_min_replicas,
+        vpa_updater=args.vpa_updater,
+        vpa_variant=as_tuple(args.vpa_variant),
+        vpa_cores=as_tuple(args.vpa_cores),
     )
 
 

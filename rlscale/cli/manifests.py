@@ -26,7 +26,9 @@ def register(sub) -> None:
             "Print, as YAML for `kubectl apply -f -`, what runs the sidecar in a cluster: a ServiceAccount, a Role "
             "with only the verbs the sidecar calls (get/list/patch deployments, patch deployments/scale; only on "
             "the named Deployments, and no list, when the spec names every stage's), its RoleBinding, a ConfigMap "
-            "with the spec, and the sidecar's Deployment. The --policy, --interval, --window, --guard and --dry-run "
+            "with the spec, and the sidecar's Deployment; for a spec with variant pools (max_pools > 1) also one "
+            "Deployment and Service per (stage, variant) and the stage's HTTPRoute, whose weights the sidecar sets "
+            "(get/patch httproutes). The --policy, --interval, --window, --guard and --dry-run "
             "given here become the sidecar's arguments. --agent and --tuning ship a trained agent or an ipa-tuned "
             "tuning in a ConfigMap; credentials in the --prometheus URL go into a Secret. A policy that cannot run "
             "with what is rendered (ppo without an agent) is refused. System namespaces (kube-system...) need "
@@ -92,6 +94,20 @@ def register(sub) -> None:
         metavar="CIDR",
         help="the API server's addresses for --network-policy, e.g. 10.0.0.1/32 (default: any address on ports "
         "443 and 6443)",
+    )
+    pools = p.add_argument_group(
+        "pooled stages",
+        "for a spec with a stage of max_pools > 1, also rendered: one model-server Deployment and Service per "
+        "variant and the stage's HTTPRoute (Gateway API), whose backendRef weights the sidecar sets",
+    )
+    pools.add_argument(
+        "--gateway",
+        metavar="[NAMESPACE/]NAME",
+        help="the Gateway the HTTPRoutes attach to (default rlscale-gateway, in the stage namespace)",
+    )
+    pools.add_argument("--model-image", metavar="IMAGE", help="the model server's image in the per-variant Deployments")
+    pools.add_argument(
+        "--model-port", type=int, metavar="PORT", help="the model server's port (Services, routes; default 8080)"
     )
     add_guard(p)
     add_set(p)
@@ -231,6 +247,9 @@ def cmd_manifests(args: argparse.Namespace) -> int:
             monitor_labels=labels,
             network_policy_=args.network_policy,
             api_server_cidr=args.api_server_cidr,
+            gateway=args.gateway,
+            model_image=args.model_image,
+            model_port=args.model_port,
         )
     sys.stdout.write(text)
     return 0

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from agents.hpa import TARGET_UTILISATION, HPAPolicy
 from agents.static import StaticPolicy
-from agents.vpa import MIN_REPLICAS, SAFETY_MARGIN, TARGET_PERCENTILE, VPAPolicy
+from agents.vpa import MIN_REPLICAS, SAFETY_MARGIN, TARGET_PERCENTILE, UPDATERS, VPAPolicy
 from experiments.tune_headroom import HOLD_DEFAULTS, tuned_hold, tuned_value
 from ilp_baseline.policy import ALL_SOLVERS, ILPPolicy, ipa_headroom
 from rlscale.control import Controller, guard_default
@@ -64,6 +64,11 @@ class PolicyOptions:
         vpa_target: the VPA's target CPU percentile, (0, 1] (default 0.9, ``--target-cpu-percentile``).
         vpa_margin: the VPA's safety margin fraction, [0, 10] (default 0.15, ``--recommendation-margin-fraction``).
         vpa_min_replicas: the VPA updater changes no stage with fewer replicas (default 2, ``--min-replicas``).
+        vpa_updater: who applies the VPA's recommendation: ``kubernetes`` (the VPA updater, default) or
+            ``infadapter`` (InfAdapter's adapter: the target every decision, a lower one after 4 skipped decisions).
+        vpa_variant: pin the VPA's variants: one name per stage, or one name for every stage that offers it;
+            default: the variants in force (a simulation's warm start installs IPA's FA2-high variants).
+        vpa_cores: the VPA's initial cores per replica (one for every stage, or one per stage); default: planned.
     """
 
     solver: str | None = None
@@ -81,6 +86,9 @@ class PolicyOptions:
     vpa_target: float | None = None
     vpa_margin: float | None = None
     vpa_min_replicas: int | None = None
+    vpa_updater: str | None = None
+    vpa_variant: tuple[str, ...] | None = None
+    vpa_cores: tuple[int, ...] | None = None
 
 
 def make_predictor(name: str, trace: Trace | None) -> Predictor:
@@ -120,6 +128,9 @@ def _vpa(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy
         TARGET_PERCENTILE if opts.vpa_target is None else opts.vpa_target,
         SAFETY_MARGIN if opts.vpa_margin is None else opts.vpa_margin,
         min_replicas=MIN_REPLICAS if opts.vpa_min_replicas is None else opts.vpa_min_replicas,
+        updater=UPDATERS[0] if opts.vpa_updater is None else opts.vpa_updater,
+        variants=opts.vpa_variant,
+        cores=opts.vpa_cores,
     )
 
 
@@ -221,7 +232,9 @@ POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace | None, PolicyOptions], 
         _vpa,
         "Kubernetes VPA recommender and updater on CPU (p90 + 15%, 24 h half-life, 1 min ticks, --vpa-target, "
         "--vpa-margin): changes cores per replica only; variant, batch and replicas as deployed (a simulation starts "
-        "from IPA's FA2-high variants with at least --vpa-min-replicas replicas per stage)",
+        "from IPA's FA2-high variants with at least --vpa-min-replicas replicas per stage, or --vpa-variant/"
+        "--vpa-cores); --vpa-updater infadapter applies the target as InfAdapter's VPA baseline does (every decision, "
+        "a lower one after 4 skipped decisions, no replica minimum)",
     ),
     "infadapter": (
         _infadapter(single=False),
@@ -244,7 +257,20 @@ POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace | None, PolicyOptions], 
 
 
 # policies that need no knowledge of the future (the oracle, static sizing and rim read the whole trace)
-LIVE_POLICIES = ("ppo", "ppo-raw", "ipa", "ipa-tuned", "ipa-hold", "fa2-low", "fa2-high", "hpa", "hpa-tuned", "vpa")
+LIVE_POLICIES = (
+    "ppo",
+    "ppo-raw",
+    "ipa",
+    "ipa-tuned",
+    "ipa-hold",
+    "fa2-low",
+    "fa2-high",
+    "hpa",
+    "hpa-tuned",
+    "vpa",
+    "infadapter",
+    "ms-plus",
+)
 
 
 def make_live_policy(name: str, spec: PipelineSpec, options: PolicyOptions | None = None) -> Controller:

@@ -16,6 +16,10 @@ only to find a stage the spec does not name (by label), JSON ``patch`` on deploy
 ``patch`` on deployments/scale (replicas only). With every stage named, each call names its Deployment, which
 lets the Role restrict them all with ``resourceNames``.
 
+A pooled stage (``max_pools > 1``; `rlscale.kube.objects` has its objects) is one Deployment per variant, read
+with ``get`` and scaled through ``deployments/scale``, and an HTTPRoute (``get``, JSON ``patch`` of its
+backendRef weights through ``CustomObjectsApi``); `DeploymentActuator` says in which order they change.
+
 A 429's ``Retry-After`` (seconds or an HTTP date) travels with the error (`KubeApiError.retry_after_s`,
 `ApplyOutcome.retry_after_s`) for the sidecar to wait out.
 """
@@ -32,8 +36,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlscale.errors import RlscaleError
-from rlscale.kube.objects import LABEL_PIPELINE, LABEL_STAGE, read_stage, ready_replicas, template_patch
-from rlscale.spec import PipelineSpec
+from rlscale.kube.objects import (
+    GATEWAY_GROUP,
+    GATEWAY_VERSION,
+    HTTPROUTES,
+    LABEL_PIPELINE,
+    LABEL_STAGE,
+    DeploymentError,
+    pool_names,
+    pool_weights,
+    read_stage,
+    read_weights,
+    ready_replicas,
+    stage_base_name,
+    template_patch,
+    weights_patch,
+)
+from rlscale.spec import PipelineSpec, StageSpec
 from rlscale.types import PipelineConfig, StageConfig
 
 log = logging.getLogger(__name__)
@@ -236,6 +255,25 @@ class ApplyOutcome:
 class DeploymentActuator:
     """Reads each stage's configuration from its Deployment and applies new ones, one patch per changed stage.
 
+    A pooled stage (``max_pools > 1``) is read from its pools' Deployments and its HTTPRoute: a pool is in force
+    when its Deployment has replicas and its backendRef a weight; its share is its weight over theirs. A pool
+    with replicas but weight 0 (warm, or left behind), or with weight but no replicas, makes the stage
+    *off-spec* (`off_spec`), so that the sidecar applies again even when its policy keeps the configuration.
+    A pooled stage changes make-before-break, as InfAdapter does (new Deployment, ready, shift the weights, delete
+    the old), in one apply or over several, each apply doing what the cluster's state allows:
+
+    1. **make**: every pool of the target gets its batch and cores (a pod-template patch, a rollout) and at least
+       its target replicas; a pool still carrying traffic keeps its current replicas if they are more;
+    2. **shift**: when every pool of the target reports at least its target replicas ready (and updated, where
+       the status says so; a pool patched in this very apply is not ready yet), the route's weights are patched
+       to the target's (`rlscale.kube.objects.pool_weights`). Until then the weights stay as they are, and the
+       next interval's apply (the new pool counts as off-spec meanwhile) checks again;
+    3. **break**: once the weights are the target's (shifted in step 2, or already), every pool is scaled to its
+       target replicas, 0 for a pool not in the target (its Deployment stays, with 0 replicas).
+
+    The route's propagation to the Gateway's data plane is not awaited before step 3: pods being scaled away get
+    their termination grace period to finish what was sent to them.
+
     Attributes:
         spec: the pipeline (its ``kubernetes`` section names the Deployments, container and env vars).
         api: a ``kubernetes.client.AppsV1Api``.
@@ -260,6 +298,12 @@ class DeploymentActuator:
     _seen: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
     # stage -> why its Deployment is off-spec (`rlscale.kube.objects.read_stage`), as `read` last saw it
     off_spec: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    # pooled stage -> cores allocated over every one of its Deployments (max of replicas and ready, times cores),
+    # as `read` last saw it: warm and draining pools cost too
+    allocated_cores: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    routes: Any = None
+    """A ``kubernetes.client.CustomObjectsApi`` for HTTPRoutes (None: one on ``api``'s client when needed)."""
+    _seen_pools: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._names = dict(self.spec.kubernetes.deployments)
@@ -309,7 +353,8 @@ class DeploymentActuator:
             raise KubeApiError(exc.kind, f"Deployment {self.namespace}/{name}: {exc}", exc.retry_after_s) from None
 
     def read(self) -> tuple[PipelineConfig, list[int | None]]:
-        """The configuration the Deployments ask for, and the replicas Kubernetes reports ready per stage.
+        """The configuration the Deployments ask for, and the replicas Kubernetes reports ready per stage (for a
+        pooled stage, over its pools in force).
 
         Raises:
             KubeApiError: a Deployment could not be read, or (kind ``deployment``) does not describe a
@@ -318,6 +363,16 @@ class DeploymentActuator:
         stages, ready = [], []
         off_spec: dict[str, str] = {}
         for st in self.spec.stages:
+            if st.max_pools > 1:
+                pooled = self._read_pooled(st)
+                stages.append(pooled.config)
+                ready.append(pooled.ready)
+                self.allocated_cores[st.name] = pooled.allocated_cores
+                if pooled.off_spec is not None:
+                    off_spec[st.name] = pooled.off_spec
+                    if self.off_spec.get(st.name) != pooled.off_spec:
+                        log.warning("stage %s: %s", st.name, pooled.off_spec)
+                continue
             dep = self.read_deployment(st.name)
             self._seen[st.name] = dep
             try:
@@ -345,7 +400,10 @@ class DeploymentActuator:
             if throttled:
                 outcomes.append(StageOutcome(st.name, "skipped", message="not tried: the API server throttled"))
                 continue
-            outcomes.append(self._apply_stage(st.name, st, target))
+            if st.max_pools > 1:
+                outcomes.append(self._apply_pooled(st, target))
+            else:
+                outcomes.append(self._apply_stage(st.name, st, target))
             throttled = outcomes[-1].kind == "throttled"
         return ApplyOutcome(tuple(outcomes), dry_run=self.dry_run)
 
@@ -379,6 +437,204 @@ class DeploymentActuator:
                     log.info("stage %s: conflict (%s); re-reading and retrying", name, exc)
                     continue
                 return StageOutcome(name, "failed", exc.kind, str(exc), attempt, exc.retry_after_s)
+
+    # ------------------------------------------------------------------ pooled stages
+
+    def _route_api(self) -> Any:
+        if self.routes is None:
+            from kubernetes import client
+
+            self.routes = client.CustomObjectsApi(self.api.api_client)
+        return self.routes
+
+    def _read_named(self, name: str, what: str = "Deployment") -> dict[str, Any]:
+        try:
+            if what == "Deployment":
+                return self._call(self.api.read_namespaced_deployment, name, self.namespace)
+            return self._call(
+                self._route_api().get_namespaced_custom_object,
+                GATEWAY_GROUP,
+                GATEWAY_VERSION,
+                self.namespace,
+                HTTPROUTES,
+                name,
+            )
+        except KubeApiError as exc:
+            raise KubeApiError(exc.kind, f"{what} {self.namespace}/{name}: {exc}", exc.retry_after_s) from None
+
+    def _pool_state(self, st: StageSpec) -> _PoolState:
+        """Every pool Deployment of a pooled stage and its HTTPRoute, read now.
+
+        Raises:
+            KubeApiError: a read failed, or (kind ``deployment``) an object does not describe a pool this stage
+                allows.
+        """
+        names = pool_names(self.spec, st)
+        route = self._read_named(stage_base_name(self.spec, st), "HTTPRoute")
+        deps = {v: self._read_named(n) for v, n in names.items()}
+        configs: dict[str, StageConfig] = {}
+        problems: list[str] = []
+        off: set[str] = set()
+        try:
+            weights = read_weights(route, names)
+            for v, dep in deps.items():
+                config, reason = read_stage(dep, self.spec.kubernetes, st)
+                if config.variant != v:
+                    raise DeploymentError(
+                        f"Deployment {names[v]} is the pool of {v} but runs {self.spec.kubernetes.variant_env}="
+                        f"{config.variant!r}"
+                    )
+                configs[v] = config
+                if reason is not None:
+                    problems.append(reason)
+                    off.add(v)
+        except DeploymentError as exc:
+            raise KubeApiError("deployment", str(exc)) from None
+        return _PoolState(names, route, deps, configs, weights, problems, off)
+
+    def _read_pooled(self, st: StageSpec) -> _PooledRead:
+        state = self._pool_state(st)
+        in_force = [v for v in state.configs if state.configs[v].replicas > 0 and state.weights[v] > 0]
+        if not in_force:
+            raise KubeApiError(
+                "deployment",
+                f"stage {st.name}: no pool is in force (every pool has 0 replicas or weight 0 in HTTPRoute "
+                f"{self.namespace}/{stage_base_name(self.spec, st)})",
+            )
+        total = sum(state.weights[v] for v in in_force)
+        config = StageConfig.of_pools([state.configs[v].with_(share=state.weights[v] / total) for v in in_force])
+        counts = [ready_replicas(state.deps[v]) for v in in_force]
+        ready = None if all(n is None for n in counts) else sum(n or 0 for n in counts)
+        allocated = float(
+            sum(max(c.replicas, ready_replicas(state.deps[v]) or 0) * c.cores for v, c in state.configs.items())
+        )
+        problems = list(state.problems)
+        warm = [v for v, c in state.configs.items() if c.replicas > 0 and state.weights[v] == 0]
+        starved = [v for v, c in state.configs.items() if c.replicas == 0 and state.weights[v] > 0]
+        if warm:
+            problems.append(f"pools {', '.join(warm)} have replicas but weight 0 (warming up, or left behind)")
+        if starved:
+            problems.append(f"pools {', '.join(starved)} have weight but 0 replicas")
+        self._seen_pools[st.name] = state
+        return _PooledRead(config, ready, allocated, "; ".join(problems) or None)
+
+    def _apply_pooled(self, st: StageSpec, target: StageConfig) -> StageOutcome:
+        """Move a pooled stage towards ``target``: make, shift, break (the class docstring)."""
+        unknown = [p.variant for p in target.pools if p.variant not in st.variant_names]
+        if unknown:
+            return StageOutcome(st.name, "failed", "invalid", f"no pool for variant(s) {', '.join(unknown)}")
+        want = {p.variant: p for p in target.pools}
+        want_weights = pool_weights(target)
+        dry = {"dry_run": "All"} if self.dry_run else {}
+        attempt = 0
+        while True:
+            attempt += 1
+            steps: list[str] = []
+            rolled = changed = False
+            try:
+                state = self._seen_pools.pop(st.name, None) if attempt == 1 else None
+                if state is None:
+                    state = self._pool_state(st)
+                touched: set[str] = set()
+                # 1. make: the target's pools get their batch and cores, and at least their replicas
+                for v, p in want.items():
+                    cur = state.configs[v]
+                    keep = cur.replicas if state.weights[v] > 0 else 0
+                    replicas = max(p.replicas, keep)
+                    if (cur.batch, cur.cores) != (p.batch, p.cores) or v in state.off:
+                        new = p.with_(replicas=replicas, share=1.0, mix=())
+                        body = template_patch(state.deps[v], self.spec.kubernetes, new, self.spec.batch_timeout_s)
+                        self._call(self.api.patch_namespaced_deployment, state.names[v], self.namespace, body, **dry)
+                        steps.append(f"{cur._pool_str()} -> {new._pool_str()}")
+                        touched.add(v)
+                        rolled = changed = True
+                    elif cur.replicas < replicas:
+                        self._scale(state.names[v], replicas, dry)
+                        steps.append(f"{v} x{cur.replicas} -> x{replicas}")
+                        touched.add(v)
+                        changed = True
+                # 2. shift: once every pool of the target is ready
+                current_weights = {v: state.weights[v] for v in state.names}
+                target_weights = {v: want_weights.get(v, 0) for v in state.names}
+                waiting = [v for v, p in want.items() if v in touched or not _ready(state.deps[v], p.replicas)]
+                shifted = current_weights == target_weights
+                if not shifted and not waiting:
+                    body = weights_patch(state.route, state.names, target_weights)
+                    self._call(
+                        self._route_api().patch_namespaced_custom_object,
+                        GATEWAY_GROUP,
+                        GATEWAY_VERSION,
+                        self.namespace,
+                        HTTPROUTES,
+                        stage_base_name(self.spec, st),
+                        body,
+                        **dry,
+                    )
+                    was = current_weights
+                    moved = [f"{v} {was[v]}->{w}" for v, w in target_weights.items() if w != was[v]]
+                    steps.append(f"weights {', '.join(moved)}")
+                    shifted = changed = True
+                # 3. break: every pool to its target replicas (0 for pools not in the target)
+                if shifted:
+                    for v, cur in state.configs.items():
+                        goal = want[v].replicas if v in want else 0
+                        if v not in touched and cur.replicas != goal:
+                            self._scale(state.names[v], goal, dry)
+                            steps.append(f"{v} x{cur.replicas} -> x{goal}")
+                            changed = True
+                elif waiting:
+                    steps.append(f"weights kept until {', '.join(waiting)} ready")
+                if not changed:
+                    return StageOutcome(st.name, "unchanged", message="; ".join(steps), attempts=attempt)
+                action = "rolled" if rolled else "scaled"
+                return StageOutcome(st.name, action, message="; ".join(steps), attempts=attempt)
+            except KubeApiError as exc:
+                if exc.kind == "conflict" and attempt <= self.conflict_retries:
+                    log.info("stage %s: conflict (%s); re-reading and retrying", st.name, exc)
+                    continue
+                done = f" (done before: {'; '.join(steps)})" if steps else ""
+                return StageOutcome(st.name, "failed", exc.kind, f"{exc}{done}", attempt, exc.retry_after_s)
+
+    def _scale(self, name: str, replicas: int, dry: dict[str, str]) -> None:
+        body = {"spec": {"replicas": replicas}}
+        self._call(self.api.patch_namespaced_deployment_scale, name, self.namespace, body, **dry)
+
+
+def _ready(deployment: dict[str, Any], replicas: int) -> bool:
+    """Whether a pool's Deployment reports ``replicas`` pods ready, of its current template where its status
+    says (``updatedReplicas``, ``observedGeneration``)."""
+    status = deployment.get("status") or {}
+    generation = deployment.get("metadata", {}).get("generation")
+    observed = status.get("observedGeneration")
+    if generation is not None and observed is not None and observed < generation:
+        return False
+    updated = status.get("updatedReplicas")
+    if updated is not None and updated < replicas:
+        return False
+    return (ready_replicas(deployment) or 0) >= replicas
+
+
+@dataclass
+class _PoolState:
+    """A pooled stage's objects as read: variant -> Deployment name, the route, variant -> Deployment, variant ->
+    its pool's configuration (``replicas``: the Deployment's), variant -> weight, off-spec reasons and the variants
+    whose Deployment is off-spec."""
+
+    names: dict[str, str]
+    route: dict[str, Any]
+    deps: dict[str, dict[str, Any]]
+    configs: dict[str, StageConfig]
+    weights: dict[str, int]
+    problems: list[str]
+    off: set[str]
+
+
+@dataclass(frozen=True)
+class _PooledRead:
+    config: StageConfig
+    ready: int | None
+    allocated_cores: float
+    off_spec: str | None
 
 
 @dataclass

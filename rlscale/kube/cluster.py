@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from rlscale.kube.actuator import ApplyOutcome, DeploymentActuator
 from rlscale.kube.prometheus import PrometheusReader, duration, le_pattern
-from rlscale.model import objective_of, score
+from rlscale.model import expected_accuracy, objective_of, score
 from rlscale.spec import PipelineSpec
 from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState, StageMetrics
 
@@ -139,7 +139,7 @@ class KubernetesCluster:
             rate = r.arrival_rate_rps(st.name, window=w)
             rates.append(rate)
             queue = r.queue_length(st.name)
-            serving = sc.replicas if n_ready is None else n_ready
+            serving = sc.total_replicas if n_ready is None else n_ready
             busy = r.query("busy_rate", optional=True, stage=st.name, window=w)
             stages.append(
                 StageMetrics(
@@ -168,8 +168,14 @@ class KubernetesCluster:
         violation = min(1.0, (late + dropped) / arrival) if arrival > 0 else 0.0
         # cost in allocated cores, as the simulator counts it: a Deployment's ready pods (old ones included while a
         # rollout or a scale-down is under way) or its configured replicas, whichever is more
-        allocated = sum(max(sc.replicas, n or 0) * sc.cores for sc, n in zip(config.stages, ready, strict=True))
-        objective = objective_of(self.spec, self.spec.accuracy(config.variants), allocated, config.total_batch)
+        # a pooled stage's cost is over all its pools' Deployments, warm and draining ones too (the actuator's read)
+        pooled = getattr(self.actuator, "allocated_cores", {})
+        allocated = sum(
+            pooled[st.name] if st.name in pooled else max(sc.replicas, n or 0) * sc.cores
+            for st, sc, n in zip(self.spec.stages, config.stages, ready, strict=True)
+        )
+        accuracy = expected_accuracy(self.spec, config)  # share-weighted over pools; spec.accuracy without
+        objective = objective_of(self.spec, accuracy, allocated, config.total_batch)
         now = self.now_s()
         return IntervalMetrics(
             start_s=now - self.window_s,
@@ -181,7 +187,7 @@ class KubernetesCluster:
             sla_violation_rate=violation,
             e2e_p50_s=r.query("e2e_latency_quantile", optional=True, window=w, q=0.5),
             e2e_p99_s=r.query("e2e_latency_quantile", optional=True, window=w, q=0.99),
-            accuracy=self.spec.accuracy(config.variants),
+            accuracy=accuracy,
             cost_cores=float(allocated),
             objective=objective,
             score=score(self.spec, objective, violation),

@@ -11,6 +11,13 @@ tuning, both projected into the sidecar's read-only ``/etc/rlscale`` next to the
 Prometheus basic-auth credentials of a ``http://user:password@host`` URL (read by the sidecar from env vars, never
 written into its args). After it: a Service and ServiceMonitor, or a PodMonitor, for the Prometheus Operator, and
 a NetworkPolicy that lets the sidecar reach only the API server, DNS and Prometheus.
+
+A spec with pooled stages (``max_pools > 1``) gets, last, every object of those stages
+(`rlscale.kube.objects.pooled_stage_objects`), in the stage namespace: one model-server Deployment per variant
+(the cheapest variant with the stage's ``min_replicas``, every other with 0), one Service per variant and the
+stage's HTTPRoute, attached to the Gateway ``gateway`` (``[NAMESPACE/]NAME``, default `DEFAULT_GATEWAY` in the
+stage namespace). The sidecar never creates or deletes them; it scales them and patches the route's weights. A
+spec without pooled stages renders exactly what it did before pools existed.
 """
 
 from __future__ import annotations
@@ -26,7 +33,13 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import yaml
 
 from rlscale.errors import RlscaleError
-from rlscale.kube.objects import rbac_rules, system_namespace_problem
+from rlscale.kube.objects import (
+    MODEL_PORT,
+    pooled_stage_objects,
+    rbac_rules,
+    starting_config,
+    system_namespace_problem,
+)
 from rlscale.kube.prometheus import redact_url
 from rlscale.spec import PipelineSpec, data_dir, is_k8s_name
 
@@ -50,6 +63,10 @@ PROMETHEUS_PASSWORD_ENV = "RLSCALE_PROMETHEUS_PASSWORD"
 """Env vars the sidecar reads the Prometheus basic-auth credentials from (set from the Secret `render_manifests`
 writes for a URL with credentials)."""
 MONITORING_API = "monitoring.coreos.com/v1"
+DEFAULT_GATEWAY = "rlscale-gateway"
+"""The Gateway a pooled stage's HTTPRoute attaches to unless ``--gateway`` names another."""
+MODEL_IMAGE = "registry.example/model-server:latest"
+"""A placeholder for the model server's image of a pooled stage's Deployments (``--model-image``)."""
 INTERVAL_RANGE_S = (1.0, 86400.0)
 """The sidecar's ``--interval`` and ``--window``: 1 s to 1 day."""
 
@@ -266,6 +283,9 @@ def render_manifests(
     monitor_labels: dict[str, str] | None = None,
     network_policy_: bool = False,
     api_server_cidr: str | None = None,
+    gateway: str | None = None,
+    model_image: str | None = None,
+    model_port: int | None = None,
 ) -> str:
     """The sidecar's manifests as multi-document YAML, ready for ``kubectl apply -f -``.
 
@@ -295,6 +315,10 @@ def render_manifests(
         network_policy_: add a NetworkPolicy (`network_policy`).
         api_server_cidr: the API server's address range for the NetworkPolicy (None: any address, ports 443 and
             6443).
+        gateway: ``[NAMESPACE/]NAME`` of the Gateway pooled stages' HTTPRoutes attach to (None:
+            `DEFAULT_GATEWAY`, in the stage namespace).
+        model_image: the model server's image in pooled stages' Deployments (None: `MODEL_IMAGE`).
+        model_port: the model server's port, for pooled stages' Services and routes (None: 8080).
 
     Raises:
         RlscaleError: an argument or the pipeline name cannot be used in a manifest, a namespace is a system
@@ -333,6 +357,20 @@ def render_manifests(
     _check_monitor_labels(monitor_labels)
     if api_server_cidr is not None:
         api_server_cidr = _check_cidr(api_server_cidr)
+    given = [f for f, v in (("gateway", gateway), ("model image", model_image), ("model port", model_port)) if v]
+    if given and not spec.pooled:
+        raise RlscaleError(
+            f"the {', '.join(given)} are for pooled stages (max_pools > 1); pipeline {spec.name} has none"
+        )
+    gateway_namespace, _, gateway_name = (gateway or DEFAULT_GATEWAY).rpartition("/")
+    _check_label(gateway_name, "gateway name")
+    if gateway_namespace:
+        _check_label(gateway_namespace, "gateway namespace")
+    port = MODEL_PORT if model_port is None else model_port
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise RlscaleError(f"model port must be an integer in 1..65535, got {port!r}")
+    if model_image is not None and not model_image.strip():
+        raise RlscaleError("model image must not be empty")
     prometheus_url, credentials = split_credentials(prometheus_url)
 
     name = f"rlscale-{spec.name}"
@@ -563,4 +601,18 @@ def render_manifests(
         )
     if network_policy_:
         documents.append(network_policy(meta(name, namespace), labels, metrics_port, prometheus_url, api_server_cidr))
+    if spec.pooled:
+        initial = starting_config(spec)
+        for st, sc in zip(spec.stages, initial.stages, strict=True):
+            if st.max_pools > 1:
+                documents += pooled_stage_objects(
+                    spec,
+                    st,
+                    sc,
+                    namespace=stage_namespace,
+                    image=model_image or MODEL_IMAGE,
+                    port=port,
+                    gateway=gateway_name,
+                    gateway_namespace=gateway_namespace or None,
+                )
     return yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False)

@@ -14,6 +14,21 @@ The serving container is ``kubernetes.container`` or the first one. Changing var
 pod template, so Kubernetes rolls the stage out; with ``maxUnavailable: 0`` (what `stage_deployment` writes) the
 rollout is make-before-break, like the simulator's.
 
+A stage with ``max_pools > 1`` (a *pooled* stage, `StageSpec.max_pools`) is not one Deployment but one per
+(stage, variant), each fixed to its variant, with one Service each, and an ``HTTPRoute`` (Gateway API) whose
+backendRefs split the stage's requests between those Services by weight:
+
+| object | name | labels (beyond the stage's) |
+|---|---|---|
+| Deployment per variant | `pool_object_name` ``(<base>, <variant>)``: ``<base>-<variant>`` | ``rlscale.io/variant`` |
+| Service per variant | the same name, selecting the same pods | ``rlscale.io/variant`` |
+| HTTPRoute | ``<base>`` | (the stage's) |
+
+``<base>`` is the stage's Deployment name (``kubernetes.deployments``, else ``<pipeline>-<stage>``). A pooled
+stage is never looked up by label: its names are fixed, so its Role rules always carry ``resourceNames``. A pool's
+replicas are its Deployment's ``spec.replicas`` (0: the pool is unused), its share its backendRef's integer
+``weight`` over the weights of the pools in force (`pool_weights`, `read_weights`).
+
 CPU quantities are read exactly (``1500m``, ``1.5``, ``2``, ``2k``, ``1e0``...): the cores are the request (the
 limit when there is no request). A stage whose request is not one of its ``cores`` choices, or whose request and
 limit differ, is *off-spec* (`read_stage`): its configuration reads as the smallest choice at or above the
@@ -22,6 +37,8 @@ request (the largest choice above them all), and the next apply writes that valu
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
 from decimal import Decimal
 from fractions import Fraction
@@ -33,6 +50,14 @@ from rlscale.types import PipelineConfig, StageConfig
 
 LABEL_PIPELINE = "rlscale.io/pipeline"
 LABEL_STAGE = "rlscale.io/stage"
+LABEL_VARIANT = "rlscale.io/variant"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+GATEWAY_VERSION = "v1"
+HTTPROUTES = "httproutes"
+WEIGHT_TOTAL = 1000
+"""The sum of a pooled stage's backendRef weights (`pool_weights`): shares are written to 1/1000."""
+MODEL_PORT = 8080
+"""The model server's port a pool's Service forwards to (and its HTTPRoute backendRefs name), by default."""
 SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease")
 """Namespaces of the cluster itself: the sidecar acts there (and ``manifests`` renders a Role there) only when
 explicitly allowed (``--allow-system-namespace``)."""
@@ -311,15 +336,21 @@ def rbac_rules(spec: PipelineSpec) -> list[dict[str, Any]]:
     """The Role rules the sidecar needs for this pipeline: exactly the API calls `rlscale.kube.actuator` makes.
 
     ``get`` reads a stage's Deployment, ``patch`` changes its pod template (JSON patch) and
-    ``deployments/scale`` ``patch`` changes only its replicas. When the spec's ``kubernetes.deployments`` names
-    every stage's Deployment, the actuator never lists, and both rules carry ``resourceNames`` with exactly those
-    names. Otherwise ``list`` finds the unnamed stages by label, and since Kubernetes cannot restrict ``list`` (or
-    the names of Deployments found at run time) by ``resourceNames``, the rules name none.
+    ``deployments/scale`` ``patch`` changes only its replicas. When every stage's Deployments have known names
+    (named in the spec's ``kubernetes.deployments``, or a pooled stage's, `pool_names`), the actuator never lists,
+    and both rules carry ``resourceNames`` with exactly those names. Otherwise ``list`` finds the unnamed stages by
+    label, and since Kubernetes cannot restrict ``list`` (or the names of Deployments found at run time) by
+    ``resourceNames``, the rules name none. With pooled stages (``max_pools > 1``) a third rule grants ``get`` and
+    ``patch`` on exactly their HTTPRoutes (`stage_base_name`), whose backendRef weights hold the shares.
     """
     named = spec.kubernetes.deployments
-    if all(st.name in named for st in spec.stages):
-        names = list(dict.fromkeys(named[st.name] for st in spec.stages))
-        return [
+    pooled = [st for st in spec.stages if st.max_pools > 1]
+    if all(st.name in named or st.max_pools > 1 for st in spec.stages):
+        names: list[str] = []
+        for st in spec.stages:
+            names += list(pool_names(spec, st).values()) if st.max_pools > 1 else [named[st.name]]
+        names = list(dict.fromkeys(names))
+        rules = [
             {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": names, "verbs": ["get", "patch"]},
             {
                 "apiGroups": ["apps"],
@@ -328,10 +359,16 @@ def rbac_rules(spec: PipelineSpec) -> list[dict[str, Any]]:
                 "verbs": ["patch"],
             },
         ]
-    return [
-        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch"]},
-        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch"]},
-    ]
+    else:
+        rules = [
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch"]},
+            {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["patch"]},
+        ]
+    if pooled:
+        routes = list(dict.fromkeys(stage_base_name(spec, st) for st in pooled))
+        route_rule = {"apiGroups": [GATEWAY_GROUP], "resources": [HTTPROUTES], "resourceNames": routes}
+        rules.append({**route_rule, "verbs": ["get", "patch"]})
+    return rules
 
 
 def system_namespace_problem(namespace: str, where: str) -> str | None:
@@ -347,3 +384,211 @@ def system_namespace_problem(namespace: str, where: str) -> str | None:
         f"{where} {namespace} is a Kubernetes system namespace: rlscale will not patch Deployments there unless "
         "given --allow-system-namespace"
     )
+
+
+# ------------------------------------------------------------------------------------------- variant pools
+
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+def stage_base_name(spec: PipelineSpec, stage: StageSpec) -> str:
+    """The name a stage's objects start from: its Deployment named in ``kubernetes.deployments``, else
+    ``<pipeline>-<stage>`` (what `stage_deployment` names it). A pooled stage's HTTPRoute has this name."""
+    return spec.kubernetes.deployments.get(stage.name) or f"{spec.name}-{stage.name}"
+
+
+def pool_object_name(base: str, variant: str) -> str:
+    """The Deployment and Service of one pool: ``<base>-<variant>`` when that is a DNS label (a Service name:
+    lowercase letters, digits and '-', starting with a letter, at most 63 characters); else the variant made
+    lowercase with runs of other characters as '-', the whole cut to 54 characters, and 8 hex digits of the
+    variant's SHA-256 added, so that two variants never share a name (``BERT_base`` and ``bert-base`` do not)."""
+    name = f"{base}-{variant}"
+    if _DNS1035.match(name) and len(name) <= 63:
+        return name
+    slug = re.sub(r"[^a-z0-9]+", "-", variant.lower()).strip("-")
+    digest = hashlib.sha256(variant.encode()).hexdigest()[:8]
+    return f"{f'{base}-{slug}'[:54].rstrip('-')}-{digest}"
+
+
+def variant_label(variant: str) -> str:
+    """The ``rlscale.io/variant`` label value of a pool: the variant itself when it is a label value, else its
+    object-name suffix (`pool_object_name` with an empty base)."""
+    return variant if _LABEL_VALUE.match(variant) else pool_object_name("v", variant)[2:]
+
+
+def pool_names(spec: PipelineSpec, stage: StageSpec) -> dict[str, str]:
+    """Variant -> the name of its pool's Deployment and Service, for every variant of a pooled stage."""
+    base = stage_base_name(spec, stage)
+    return {v: pool_object_name(base, v) for v in stage.variant_names}
+
+
+def pool_weights(config: StageConfig, total: int = WEIGHT_TOTAL) -> dict[str, int]:
+    """Variant -> integer backendRef weight of each pool of ``config``, summing to exactly ``total``.
+
+    Largest remainder (Hamilton's method): each pool gets ``floor(share * total)``, and the units left go one each
+    to the pools with the largest fractional parts (the earlier pool on a tie). A pool in the configuration has
+    share > 0 and so must stay in force: one rounded to 0 gets 1, taken from the largest weight.
+    """
+    pools = config.pools
+    exact = [p.share * total for p in pools]
+    weights = [math.floor(x) for x in exact]
+    order = sorted(range(len(pools)), key=lambda i: (-(exact[i] - weights[i]), i))
+    for i in order[: total - sum(weights)]:
+        weights[i] += 1
+    for i, w in enumerate(weights):
+        if w == 0:
+            weights[i] = 1
+            weights[max(range(len(weights)), key=lambda j: weights[j])] -= 1
+    return {p.variant: w for p, w in zip(pools, weights, strict=True)}
+
+
+def route_rule_refs(route: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(JSON pointer, backendRef) of every backendRef of an HTTPRoute, in order."""
+    refs = []
+    for r, rule in enumerate((route.get("spec") or {}).get("rules") or []):
+        for b, ref in enumerate(rule.get("backendRefs") or []):
+            refs.append((f"/spec/rules/{r}/backendRefs/{b}", ref))
+    return refs
+
+
+def read_weights(route: dict[str, Any], names: dict[str, str]) -> dict[str, int]:
+    """Variant -> the weight the HTTPRoute gives its pool's Service (``names``: variant -> Service), summed over
+    the route's rules; 0 for a Service it does not name. A backendRef without a weight has weight 1 (the Gateway
+    API's default).
+
+    Raises:
+        DeploymentError: a weight is not a non-negative integer.
+    """
+    by_service = {n: v for v, n in names.items()}
+    weights = dict.fromkeys(names, 0)
+    route_name = route.get("metadata", {}).get("name", "?")
+    for _, ref in route_rule_refs(route):
+        variant = by_service.get(ref.get("name"))
+        if variant is None or ref.get("kind", "Service") != "Service":
+            continue
+        weight = ref.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise DeploymentError(f"HTTPRoute {route_name}: backendRef {ref.get('name')} has weight {weight!r}")
+        weights[variant] += weight
+    return weights
+
+
+def weights_patch(route: dict[str, Any], names: dict[str, str], weights: dict[str, int]) -> list[dict[str, Any]]:
+    """A JSON patch setting the weight of every backendRef that names a pool's Service (0 for a variant not in
+    ``weights``), with the ``resourceVersion`` read (a 409 if the route changed since, as `template_patch`)."""
+    by_service = {n: v for v, n in names.items()}
+    ops: list[dict[str, Any]] = []
+    version = route.get("metadata", {}).get("resourceVersion")
+    if version is not None:
+        ops.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
+    for path, ref in route_rule_refs(route):
+        variant = by_service.get(ref.get("name"))
+        if variant is not None:
+            ops.append({"op": "add", "path": f"{path}/weight", "value": weights.get(variant, 0)})
+    return ops
+
+
+def pool_deployment(
+    spec: PipelineSpec,
+    stage: StageSpec,
+    config: StageConfig,
+    *,
+    namespace: str = "default",
+    image: str = "registry.example/model-server:latest",
+    port: int = MODEL_PORT,
+) -> dict[str, Any]:
+    """The Deployment of one pool (``config.variant``, its batch, cores and replicas) of a pooled stage: the stage's
+    Deployment (`stage_deployment`) named by `pool_object_name`, labelled and selected by its variant too (two
+    pools' Deployments must never select each other's pods), serving on ``port``."""
+    name = pool_names(spec, stage)[config.variant]
+    dep = stage_deployment(spec, stage, config.with_(share=1.0, mix=()), name=name, namespace=namespace, image=image)
+    labels = {**dep["metadata"]["labels"], LABEL_VARIANT: variant_label(config.variant)}
+    dep["metadata"]["labels"] = dict(labels)
+    dep["spec"]["selector"] = {"matchLabels": dict(labels)}
+    dep["spec"]["template"]["metadata"]["labels"] = dict(labels)
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    container["ports"] = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    return dep
+
+
+def pool_service(
+    spec: PipelineSpec, stage: StageSpec, variant: str, *, namespace: str = "default", port: int = MODEL_PORT
+) -> dict[str, Any]:
+    """The Service in front of one pool's pods (the HTTPRoute's backendRef for it)."""
+    labels = {LABEL_PIPELINE: spec.name, LABEL_STAGE: stage.name, LABEL_VARIANT: variant_label(variant)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": pool_names(spec, stage)[variant], "namespace": namespace, "labels": dict(labels)},
+        "spec": {
+            "selector": dict(labels),
+            "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def stage_route(
+    spec: PipelineSpec,
+    stage: StageSpec,
+    config: StageConfig,
+    *,
+    namespace: str = "default",
+    gateway: str = "rlscale-gateway",
+    gateway_namespace: str | None = None,
+    port: int = MODEL_PORT,
+) -> dict[str, Any]:
+    """A pooled stage's ``HTTPRoute`` (``gateway.networking.k8s.io/v1``): attached to the Gateway ``gateway`` (in
+    ``gateway_namespace``, else the route's), one rule whose backendRefs are every variant's Service, weighted by
+    ``config``'s shares (`pool_weights`; 0 for a variant not in it)."""
+    weights = pool_weights(config)
+    parent: dict[str, Any] = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": gateway}
+    if gateway_namespace and gateway_namespace != namespace:
+        parent["namespace"] = gateway_namespace
+    return {
+        "apiVersion": f"{GATEWAY_GROUP}/{GATEWAY_VERSION}",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": stage_base_name(spec, stage),
+            "namespace": namespace,
+            "labels": {LABEL_PIPELINE: spec.name, LABEL_STAGE: stage.name},
+        },
+        "spec": {
+            "parentRefs": [parent],
+            "rules": [
+                {
+                    "backendRefs": [
+                        {"kind": "Service", "name": name, "port": port, "weight": weights.get(v, 0)}
+                        for v, name in pool_names(spec, stage).items()
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def pooled_stage_objects(
+    spec: PipelineSpec,
+    stage: StageSpec,
+    config: StageConfig,
+    *,
+    namespace: str = "default",
+    image: str = "registry.example/model-server:latest",
+    port: int = MODEL_PORT,
+    gateway: str = "rlscale-gateway",
+    gateway_namespace: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every object of a pooled stage in ``config``: one Deployment per variant of the stage (a variant not in
+    ``config`` with 0 replicas, its smallest batch and fewest cores), one Service per variant, then the
+    HTTPRoute. Nothing is created later: the sidecar only scales and patches these."""
+    pools = {p.variant: p for p in config.pools}
+    idle = StageConfig(stage.variant_names[0], min(stage.batch_sizes), 0, min(stage.cores))
+    deployments = [
+        pool_deployment(spec, stage, pools.get(v) or idle.with_(variant=v), namespace=namespace, image=image, port=port)
+        for v in stage.variant_names
+    ]
+    services = [pool_service(spec, stage, v, namespace=namespace, port=port) for v in stage.variant_names]
+    route = stage_route(
+        spec, stage, config, namespace=namespace, gateway=gateway, gateway_namespace=gateway_namespace, port=port
+    )
+    return [*deployments, *services, route]

@@ -161,10 +161,11 @@ def _metrics(utilisation: float, serving: int) -> StageMetrics:
 class Driver:
     """Feeds a `VPAPolicy` the states the simulator would: one decision every 10 s from a running pipeline."""
 
-    def __init__(self, spec: PipelineSpec, config: PipelineConfig, **kwargs) -> None:
+    def __init__(self, spec: PipelineSpec, config: PipelineConfig, step_s: float = 10.0, **kwargs) -> None:
         self.spec = spec
         self.policy = VPAPolicy(spec, **kwargs)
         self.config = config
+        self.step_s = step_s
         self.time_s = 0.0
         self.changes: list[tuple[float, tuple[int, ...]]] = []
         self._step(0.0, [0.5] * len(config.stages))  # the first decision on a running pipeline starts the clocks
@@ -179,7 +180,7 @@ class Driver:
             for s, (u, sc) in enumerate(zip(utilisation, self.config.stages, strict=True))
         )
         last = IntervalMetrics(
-            start_s=time_s - 10.0,
+            start_s=time_s - self.step_s,
             end_s=time_s,
             arrivals=100,
             completed=100,
@@ -194,17 +195,18 @@ class Driver:
             score=0.0,
             stages=stages,
         )
-        state = PipelineState(time_s, 10.0, arrival_rps=np.full(10, 10.0), config=self.config, last=last)
+        state = PipelineState(time_s, self.step_s, arrival_rps=np.full(10, 10.0), config=self.config, last=last)
         before = self.cores
         self.config = self.policy.decide(state)
         if self.cores != before:
             self.changes.append((time_s, self.cores))
 
     def run(self, seconds: float, utilisation: float | list[float], serving: list[int] | None = None) -> None:
-        """Decisions every 10 s for ``seconds`` after intervals at ``utilisation`` (one value, or one per stage)."""
+        """Decisions every ``step_s`` for ``seconds`` after intervals at ``utilisation`` (one value, or one per
+        stage)."""
         per_stage = utilisation if isinstance(utilisation, list) else [utilisation] * len(self.config.stages)
-        for _ in range(round(seconds / 10.0)):
-            self.time_s += 10.0
+        for _ in range(round(seconds / self.step_s)):
+            self.time_s += self.step_s
             self._step(self.time_s, per_stage, serving)
 
 
@@ -391,3 +393,142 @@ def test_bursty_episode_changes_cores_and_nothing_else(video):
     assert result.record["rollouts"] >= 1
     # during the ramp the detector saturates: its cores grow
     assert result.configs[-1].stages[0].cores > first.stages[0].cores
+
+
+# ------------------------------------------------------------------------------- InfAdapter's applier
+
+
+@pytest.fixture(scope="module")
+def infadapter() -> PipelineSpec:
+    return load_spec("infadapter")
+
+
+def _one(spec: PipelineSpec, variant: str, cores: int) -> PipelineConfig:
+    return PipelineConfig((StageConfig(variant, 1, 1, cores),))
+
+
+def test_infadapter_updater_grows_a_saturated_single_replica_stage_at_once(video):
+    d = Driver(video, _config(video, cores=1, replicas=1), updater="infadapter")
+    d.run(50, 1.0)
+    assert d.changes == []  # no recommendation before the first 60 s tick
+    d.run(10, 1.0)
+    # t=60: one sample of 1 core, target 1168 m -> 2 cores > 1: applied at this decision, one replica or not (the
+    # kubernetes updater never touches a 1-replica stage: test_fewer_replicas_than_min_replicas_are_never_evicted)
+    assert d.changes == [(60.0, (2, 2))]
+    d.run(60, 1.0)
+    # t=120: a sample of 2 cores, the heavier; p90 is the end of bucket 49, 2.093 cores: 2093 + 313 = 2406 m -> 4
+    # cores, applied at once again
+    assert d.policy.recommendation(0).target_millicores == 2406
+    assert d.changes == [(60.0, (2, 2)), (120.0, (4, 4))]
+
+
+def test_infadapter_updater_acts_at_any_decision_not_on_minute_ticks(video):
+    d = Driver(video, _config(video, cores=1), updater="infadapter")
+    d.run(50, 1.0)
+    d.run(10, 1.0, serving=[1, 2])  # t=60: the detector has a replica starting: held, the classifier grows
+    assert d.changes == [(60.0, (1, 2))]
+    d.run(10, 1.0)  # t=70: all serving; the kubernetes updater would wait for t=120
+    assert d.changes == [(60.0, (1, 2)), (70.0, (2, 2))]
+
+
+def test_infadapter_updater_applies_a_lower_target_at_the_fifth_decision_in_a_row(infadapter):
+    d = Driver(infadapter, _one(infadapter, "resnet152", 20), step_s=30.0, updater="infadapter")
+    d.run(60, 0.3)
+    # t=60: a sample of 6 cores (bucket 70, ending at 6.189 cores): 6189 + 928 = 7117 m -> 8 cores, below 20: skipped
+    # (1)
+    assert d.policy.recommendation(0).target_millicores == 7117
+    d.run(90, 0.3)  # t=90, 120 (another sample of 6 cores), 150: skipped (2, 3, 4)
+    assert d.changes == []
+    d.run(30, 0.3)  # t=180: the fifth decision in a row with a target below the cores: applied
+    assert d.changes == [(180.0, (8,))]
+    d.run(300, 0.75)  # 6 of 8 cores: the target stays 8 cores, equal: nothing to apply, every fifth decision
+    assert d.changes == [(180.0, (8,))]
+
+
+def test_infadapter_updater_restarts_the_count_after_a_rise(infadapter):
+    # the median as target so that a few samples move it both ways
+    d = Driver(infadapter, _one(infadapter, "resnet50", 10), step_s=30.0, updater="infadapter", target=0.5)
+    d.run(60, 0.2)  # t=60: a sample of 2 cores, target 2093 + 313 = 2406 m -> 3 cores: skipped (1)
+    d.run(30, 0.2)  # t=90: skipped (2)
+    assert d.changes == [] and d.policy.recommendation(0).target_millicores == 2406
+    d.run(30, 1.0)  # t=120: a sample of 10 cores, the heavier of two: the median, 10207 + 1531 = 11738 m -> 12 cores
+    assert d.policy.recommendation(0).target_millicores == 11738
+    assert d.changes == [(120.0, (12,))]
+    d.run(60, 0.1)  # t=180: a sample of 1.2 cores; half the weight is reached at the 2-core sample: 3 cores, lower
+    assert d.policy.recommendation(0).target_millicores == 2406
+    # t=240: another sample of 1.2 cores, the two now more than half: 1388 m, capped to 2 cores. Skipped at t=150
+    # (equal), 180, 210, 240 (1-4 after the reset); without the reset the count would have reached 5 at t=210
+    d.run(60, 0.1)
+    assert d.policy.recommendation(0).target_millicores == 2000
+    assert d.changes == [(120.0, (12,))]
+    d.run(30, 0.1)  # t=270: the fifth
+    assert d.changes == [(120.0, (12,)), (270.0, (2,))]
+
+
+@pytest.mark.parametrize("bad", [math.nan, -0.5, math.inf])
+def test_infadapter_updater_holds_without_data_and_does_not_count_it(infadapter, bad):
+    d = Driver(infadapter, _one(infadapter, "resnet152", 20), step_s=30.0, updater="infadapter")
+    d.run(300, bad)
+    assert d.policy.usage[0].samples == 0 and d.changes == []
+    d.run(60, 0.3)  # t=330: no sample yet (ticks at 360); t=360: a sample, target 8 cores: skipped (1)
+    assert d.policy.recommendation(0).target_millicores == 7117 and d.changes == []
+    d.run(300, bad)  # ten decisions without data: held, and not counted
+    assert d.changes == [] and d.policy.usage[0].samples == 1
+    d.run(90, 0.3)  # skipped (2, 3, 4)
+    assert d.changes == []
+    d.run(30, 0.3)
+    assert d.changes == [(780.0, (8,))]
+
+
+def test_pins_set_the_variant_and_the_initial_cores(infadapter, video):
+    # a running pipeline: the first decision installs the pins; the cores are the VPA's from then on
+    d = Driver(infadapter, _one(infadapter, "resnet18", 4), step_s=30.0, updater="infadapter")
+    assert d.config.stages[0].variant == "resnet18"
+    d = Driver(
+        infadapter,
+        _one(infadapter, "resnet18", 4),
+        step_s=30.0,
+        updater="infadapter",
+        variants=["resnet152"],
+        cores=[20],
+    )
+    assert d.config == _one(infadapter, "resnet152", 20)
+    d.run(180, 0.3)
+    assert d.config == _one(infadapter, "resnet152", 8)  # as in the unpinned case: the cores are the VPA's
+    # a warm start installs them
+    policy = VPAPolicy(infadapter, updater="infadapter", variants=["resnet50"], cores=[20])
+    state = PipelineState(0.0, 30.0, arrival_rps=np.full(30, 40.0), config=_one(infadapter, "resnet18", 2), last=None)
+    assert policy.decide(state) == _one(infadapter, "resnet50", 20)
+    # one name pins the stages that have it: video's classifier, not its detector
+    policy = VPAPolicy(video, variants=["resnet50"])
+    config = policy.decide(PipelineState(0.0, 10.0, arrival_rps=np.full(10, 5.0), config=_config(video), last=None))
+    assert config.variants[1] == "resnet50" and config.variants[0] == VPAPolicy(video).variants[0] != "resnet50"
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"updater": "kubelet"}, "--vpa-updater"),
+        ({"variants": ["resnet9000"]}, "--vpa-variant: no stage has a variant 'resnet9000'"),
+        ({"variants": ["yolov5n", "yolov5n"]}, "--vpa-variant: stage .* has no variant 'yolov5n'"),
+        ({"variants": ["yolov5n", "resnet18", "resnet18"]}, "--vpa-variant: give one name, or one per stage"),
+        ({"cores": [3]}, "--vpa-cores: stage .* has no core count 3"),
+        ({"cores": [1, 2, 4]}, "--vpa-cores: give one value, or one per stage"),
+    ],
+)
+def test_bad_pins_and_updaters_are_refused(video, kwargs, match):
+    with pytest.raises(RlscaleError, match=match):
+        VPAPolicy(video, **kwargs)
+
+
+def test_infadapter_episode_from_resnet152_at_20_cores_changes_cores(infadapter):
+    trace = Trace("infadapter-300", load_trace("infadapter").rps[:300].copy())
+    pins = {"variants": ["resnet152"], "cores": [20]}
+    result = run_episode(infadapter, trace, VPAPolicy(infadapter, updater="infadapter", **pins), seed=1)
+    assert result.configs[0] == _one(infadapter, "resnet152", 20)  # InfAdapter's vpa-152 start
+    cores = [c.stages[0].cores for c in result.configs]
+    assert len(set(cores)) >= 2, "the infadapter updater never changed cores"
+    assert all(c.stages[0].variant == "resnet152" and c.stages[0].replicas == 1 for c in result.configs)
+    # the kubernetes updater with the same start never acts on the one replica
+    result = run_episode(infadapter, trace, VPAPolicy(infadapter, **pins), seed=1)
+    assert {c.stages[0].cores for c in result.configs} == {20}

@@ -30,14 +30,25 @@ def _valid(spec, config: PipelineConfig) -> None:
     assert isinstance(config, PipelineConfig)
     assert len(config.stages) == len(spec.stages)
     for st, sc in zip(spec.stages, config.stages, strict=True):
-        assert sc.variant in st.variant_names
-        assert sc.batch in st.batch_sizes
-        assert sc.cores in st.cores
-        assert st.min_replicas <= sc.replicas <= st.max_replicas
+        assert len(sc.pools) <= st.max_pools
+        for pool in sc.pools:
+            assert pool.variant in st.variant_names
+            assert pool.batch in st.batch_sizes
+            assert pool.cores in st.cores
+            assert st.min_replicas <= pool.replicas <= st.max_replicas
+
+
+SINGLE_STAGE = ("infadapter", "ms-plus")
+"""Policies of single-stage pipelines (InfAdapter's): their contract is checked on the infadapter pipeline."""
 
 
 @pytest.mark.parametrize("name", policy_names())
 def test_every_policy_keeps_the_contract(spec, ramp, name):
+    if name in SINGLE_STAGE:
+        spec = load_spec("infadapter")
+        ramp = Trace("infadapter-600", load_trace("infadapter").rps[:600].copy())
+        with pytest.raises(RlscaleError, match="single-stage"):
+            make_policy(name, load_spec("video"), ramp)
     policy = make_policy(name, spec, ramp)
     assert isinstance(policy, Policy)
     assert policy.name == name
@@ -48,7 +59,7 @@ def test_every_policy_keeps_the_contract(spec, ramp, name):
     assert r["completed"] + r["dropped"] + r["in_flight"] == r["requests"]
     assert r["in_flight"] == 0
     assert 0 <= r["sla_violation_rate"] <= 1
-    assert len(result.configs) == r["intervals"] == 60
+    assert len(result.configs) == r["intervals"] == 600 / spec.interval_s
     for cfg in result.configs:
         _valid(spec, cfg)
     again = run_episode(spec, ramp, make_policy(name, spec, ramp), seed=1).record
@@ -113,3 +124,18 @@ def test_default_live_policy_skips_an_agent_that_trails_ipa(tmp_path, monkeypatc
     training = {} if score is None else {"validation_score": score}
     dataclasses.replace(actor, training=training).save(tmp_path / "ppo_video.npz")
     assert default_live_policy(spec) == expected
+
+
+def test_vpa_flags_reach_the_policy():
+    from rlscale.cli import build_parser
+    from rlscale.cli.args import policy_options
+
+    argv = ["simulate", "--pipeline", "infadapter", "--trace", "infadapter", "--policy", "vpa"]
+    pins = ["--vpa-updater", "infadapter", "--vpa-variant", "resnet152", "--vpa-cores", "20"]
+    args = build_parser().parse_args([*argv, *pins])
+    opts = policy_options(args, ["vpa"])
+    assert (opts.vpa_updater, opts.vpa_variant, opts.vpa_cores) == ("infadapter", ("resnet152",), (20,))
+    policy = make_policy("vpa", load_spec("infadapter"), None, opts).policy
+    assert (policy.updater, policy.pinned_variants, policy.pinned_cores) == ("infadapter", ["resnet152"], [20])
+    default = make_policy("vpa", load_spec("infadapter"), None, policy_options(build_parser().parse_args(argv))).policy
+    assert (default.updater, default.pinned_variants, default.pinned_cores) == ("kubernetes", None, None)

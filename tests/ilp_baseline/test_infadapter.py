@@ -161,10 +161,13 @@ def test_bundled_capacity_lines_fit_infadapters_five_points(tmp_path) -> None:
 # --- the policy ----------------------------------------------------------------------------------------------------
 
 
-def _state(spec, config, rps: float, seconds: int = 600):
-    from rlscale.types import PipelineState
+def _state(spec, config, rps: float, seconds: int = 600, warm: bool = False):
+    """A state after ``seconds`` at ``rps`` (``warm``: an episode's first decision, no last interval)."""
+    from rlscale.types import IntervalMetrics, PipelineState, StageMetrics
 
-    return PipelineState(float(seconds), spec.interval_s, np.full(seconds, float(rps)), config, None)
+    stage = StageMetrics(int(rps), 0, 0.1, 0.2, 0, 0.5, 1, 1.0)
+    last = IntervalMetrics(0, spec.interval_s, int(rps), int(rps), 0, 0, 0.0, 0.1, 0.2, 0.7, 10, 0.7, 0.7, (stage,))
+    return PipelineState(float(seconds), spec.interval_s, np.full(seconds, float(rps)), config, None if warm else last)
 
 
 class _Fixed:
@@ -211,6 +214,12 @@ def test_policy_plans_infadapters_mix_as_pools_and_stabilises_scale_down() -> No
     # a rise is acted on at once
     predictor.rps = 260.0
     assert policy.decide(_state(spec, config, 260.0)).total_cores > 0
+    assert policy.skipped == 0
+    # a warm start forgets what was planned: a new episode acts at once
+    predictor.rps = 100.0
+    policy.decide(_state(spec, config, 100.0))
+    assert policy.skipped == 1
+    assert policy.decide(_state(spec, config, 100.0, warm=True)) != config
     assert policy.skipped == 0
 
 

@@ -182,7 +182,7 @@ def test_backlog_floor_adds_the_longest_queue_per_interval():
     assert SafetyLayer(spec, load="backlog").load_rps(state) == pytest.approx(30.0 + 120 / 10)
     assert SafetyLayer(spec, load="observed").load_rps(state) == 30.0
     assert SafetyLayer(spec, load="drain").load_rps(state) == pytest.approx(20.0 + 120 / 10)  # the last 10 s only
-    assert SafetyLayer(spec).load_mode == "drain"  # the default floor
+    assert SafetyLayer(spec).load_mode == "backlog"  # the default floor (issue 15)
 
 
 class _Predicts:

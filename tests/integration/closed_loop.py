@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from rlscale.kube.actuator import DeploymentActuator
-from rlscale.kube.objects import stage_deployment
+from rlscale.kube.objects import GATEWAY_GROUP, GATEWAY_VERSION, HTTPROUTES, pooled_stage_objects, stage_deployment
 from rlscale.kube.prometheus import PrometheusReader
 from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig
@@ -57,14 +57,33 @@ def parse_metrics(text: str) -> dict[str, float]:
     return values
 
 
+def create_stage_objects(apps_api, spec: PipelineSpec, config: PipelineConfig, namespace: str = NS) -> None:
+    """Create every stage's objects in the emulator, as ``kubectl apply`` of what ``rlscale manifests`` renders
+    for pooled stages (`pooled_stage_objects`) and of `stage_deployment` for the others."""
+    import kubernetes
+
+    custom = kubernetes.client.CustomObjectsApi(apps_api.api_client)
+    core = kubernetes.client.CoreV1Api(apps_api.api_client)
+    for st, sc in zip(spec.stages, config.stages, strict=True):
+        if st.max_pools == 1:
+            apps_api.create_namespaced_deployment(namespace, stage_deployment(spec, st, sc, namespace=namespace))
+            continue
+        for obj in pooled_stage_objects(spec, st, sc, namespace=namespace):
+            if obj["kind"] == "Deployment":
+                apps_api.create_namespaced_deployment(namespace, obj)
+            elif obj["kind"] == "Service":
+                core.create_namespaced_service(namespace, obj)
+            else:
+                custom.create_namespaced_custom_object(GATEWAY_GROUP, GATEWAY_VERSION, namespace, HTTPROUTES, obj)
+
+
 class ClosedLoop:
     """Deployments in the emulator, the twin exporting to Prometheus, and the sidecar between them."""
 
     def __init__(self, spec, trace, initial, prometheus, kube_api, tmp_path, seed: int = 0) -> None:
         self.spec, self.prometheus, self.kube_api, self.tmp = spec, prometheus, kube_api, tmp_path
         api = kube_api.apps_api()
-        for st, sc in zip(spec.stages, initial.stages, strict=True):
-            api.create_namespaced_deployment(NS, stage_deployment(spec, st, sc, namespace=NS))
+        create_stage_objects(api, spec, initial)
         self.twin = Twin(spec, trace, DeploymentActuator(spec, api, NS), initial, speedup=SPEEDUP, seed=seed)
         port = free_port()
         self.twin.start(port)

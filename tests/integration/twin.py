@@ -10,6 +10,15 @@ tell it from a real pipeline, which is what the closed-loop tests rely on.
 Time runs ``speedup`` times faster than the wall clock. Counters advance by ``count / speedup`` so that
 Prometheus' per-wall-second ``rate()`` reads requests per *simulated* second; latencies are simulated seconds.
 A sidecar run with ``--interval I/speedup`` therefore sees the pipeline as one with interval ``I``.
+
+Pooled stages (``max_pools > 1``) are read as the sidecar reads them (`DeploymentActuator.read`): the pools in
+force are those whose Deployment has replicas and whose HTTPRoute backendRef has a weight, and the weights are
+the shares the simulator's dispatcher splits the stage's requests by. Each pool's Deployment gets its own
+``status``: a pool in force reports the replicas the simulator has serving for it; a *warm* pool (replicas, but
+weight 0: the actuator's make-before-break) reports its replicas ready once its variant's ``startup_s`` has passed
+since the twin first saw them, as pods would; a pool with 0 replicas reports 0. Limitation: when the weights then
+shift to a warm pool, the simulator starts that pool's replicas afresh (it has no notion of pods warmed outside
+its configuration), so the twin under-serves it for one ``startup_s``.
 """
 
 from __future__ import annotations
@@ -143,7 +152,8 @@ class Twin:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._server = None
-        self._status_written: list[int | None] = [None] * len(spec.stages)
+        self._status_written: dict[str, int | None] = {}
+        self._warm_since: dict[tuple[str, str], float] = {}  # (stage, variant) -> sim time first seen warm
 
     # ------------------------------------------------------------------ one tick
 
@@ -172,23 +182,48 @@ class Twin:
             done = (fin[-1] >= t0) & (fin[-1] < t1)
             self.metrics.e2e.observe(fin[-1, done] - sim.entry_s[done], w)
             self.metrics.dropped += m.dropped * w
-        self._write_status([sm.replicas_serving for sm in m.stages])
+        self._write_status(m)
         tick = TwinTick(t1, sim.config, m.arrivals, m.late, m.dropped, tuple(sm.replicas_serving for sm in m.stages))
         self.ticks.append(tick)
         return tick
 
-    def _write_status(self, serving: list[int]) -> None:
-        for i, (st, n) in enumerate(zip(self.spec.stages, serving, strict=True)):
-            if self._status_written[i] == n:
+    def _ready_by_deployment(self, m) -> dict[str, int]:
+        """Deployment name -> ready replicas to report, after the interval ``m``."""
+        out: dict[str, int] = {}
+        for st, sm in zip(self.spec.stages, m.stages, strict=True):
+            if st.max_pools == 1:
+                out[self.actuator.deployment_name(st.name)] = sm.replicas_serving
+                continue
+            state = self.actuator._seen_pools.get(st.name)  # what the last read found (test support may peek)
+            if state is None:
+                continue
+            serving = {p.variant: p.replicas_serving for p in sm.pools if p.share > 0}
+            for v, name in state.names.items():
+                replicas, weight = state.configs[v].replicas, state.weights[v]
+                key = (st.name, v)
+                if replicas > 0 and weight == 0:  # warm: ready once its pods would have started
+                    since = self._warm_since.setdefault(key, self.sim.time_s)
+                    out[name] = replicas if self.sim.time_s - since >= st.variant(v).startup_s else 0
+                    continue
+                self._warm_since.pop(key, None)
+                out[name] = serving.get(v, 0) if replicas > 0 else 0
+        return out
+
+    def _write_status(self, m) -> None:
+        try:
+            ready = self._ready_by_deployment(m)
+        except KubeApiError as exc:
+            log.debug("twin: cannot name the Deployments: %s", exc)
+            return
+        for name, n in ready.items():
+            if self._status_written.get(name) == n:
                 continue
             try:
-                name = self.actuator.deployment_name(st.name)
-                self.actuator.api.patch_namespaced_deployment_status(
-                    name, self.actuator.namespace, {"status": {"readyReplicas": n, "replicas": n}}
-                )
-                self._status_written[i] = n
+                body = {"status": {"readyReplicas": n, "replicas": n, "updatedReplicas": n}}
+                self.actuator.api.patch_namespaced_deployment_status(name, self.actuator.namespace, body)
+                self._status_written[name] = n
             except Exception as exc:  # noqa: BLE001 - status is informative; the next tick writes it again
-                log.debug("twin: cannot write status of %s: %s", st.name, exc)
+                log.debug("twin: cannot write status of %s: %s", name, exc)
 
     # ------------------------------------------------------------------ running
 
