@@ -27,8 +27,10 @@ from rlscale.workload import IPA_PATTERNS
 
 
 def run_floor(cell: tuple[str, float, float, str, str, str, str | None]) -> dict:
-    """One run: (pipeline, alpha, load scale, trace, floor, policy, agent)."""
-    from rlscale.cli.registry import PolicyOptions, make_policy
+    """One run: (pipeline, alpha, load scale, trace, floor, policy, agent); policies from the registry, as
+    `experiments.agent_grid` reaches it (by name: experiments sit below the CLI)."""
+    from experiments.agent_grid import FACTORY, OPTIONS
+    from experiments.compare import resolve_factory
     from rlscale.sim.runner import run_episode
     from rlscale.spec import load_spec
     from rlscale.workload import load_trace, scale_trace
@@ -37,8 +39,8 @@ def run_floor(cell: tuple[str, float, float, str, str, str, str | None]) -> dict
     spec = spec_with_alpha(load_spec(pipeline), alpha)
     trace = scale_trace(load_trace(trace_name), scale)
     guarded = floor != "off"
-    opts = PolicyOptions(guard=guarded, safety_load=floor if guarded else None, agent=agent)
-    record = run_episode(spec, trace, make_policy(policy, spec, trace, opts), seed=0).record
+    opts = resolve_factory(OPTIONS)(guard=guarded, safety_load=floor if guarded else None, agent=agent)
+    record = run_episode(spec, trace, resolve_factory(FACTORY)(policy, spec, trace, opts), seed=0).record
     return {
         "alpha": alpha,
         "load_scale": scale,
