@@ -219,19 +219,39 @@ def rollout_key(sc: StageConfig) -> tuple:
     return tuple(sorted((p.variant, p.batch, p.cores) for p in sc.pools))
 
 
-def rolled_out(old: StageConfig, new: StageConfig) -> tuple[str, ...]:
+def rolled_out(old: StageConfig, new: StageConfig, *, in_place: bool = False) -> tuple[str, ...]:
     """The variants of ``new``'s pools that roll out from ``old``: a pool that appears (a variant ``old`` does not
     run) or whose batch size or cores per replica change. A share or replica change, or a pool leaving, is not a
-    rollout. For single-pool stages: the new variant when the variant, batch or cores change."""
+    rollout. For single-pool stages: the new variant when the variant, batch or cores change.
+
+    Args:
+        in_place: the spec's ``in_place_resize``: a change of cores alone resizes the pods in place and is no
+            rollout (`resized`).
+    """
+    if in_place:
+        batch = {p.variant: p.batch for p in old.pools}
+        return tuple(p.variant for p in new.pools if batch.get(p.variant) != p.batch)
     before = {p.variant: (p.batch, p.cores) for p in old.pools}
     return tuple(p.variant for p in new.pools if before.get(p.variant) != (p.batch, p.cores))
 
 
-def is_rollout(old: PipelineConfig, new: PipelineConfig) -> bool:
+def resized(old: StageConfig, new: StageConfig) -> tuple[str, ...]:
+    """The variants of ``new``'s pools whose cores per replica change and nothing else that rolls out (same variant
+    and batch): what an in-place resize applies to where the spec enables it."""
+    before = {p.variant: (p.batch, p.cores) for p in old.pools}
+    out = []
+    for p in new.pools:
+        was = before.get(p.variant)
+        if was is not None and was[0] == p.batch and was[1] != p.cores:
+            out.append(p.variant)
+    return tuple(out)
+
+
+def is_rollout(old: PipelineConfig, new: PipelineConfig, *, in_place: bool = False) -> bool:
     """Whether moving from ``old`` to ``new`` rolls out new pods in some stage (`rolled_out`: a pool's variant,
-    batch or cores change, or a pool appears); a change that is not a rollout only scales replicas or shifts
-    shares."""
-    return any(rolled_out(a, b) for a, b in zip(old.stages, new.stages, strict=True))
+    batch or cores change, or a pool appears; with ``in_place``, the spec's ``in_place_resize``, a cores change
+    alone does not); a change that is not a rollout only scales replicas, shifts shares or resizes in place."""
+    return any(rolled_out(a, b, in_place=in_place) for a, b in zip(old.stages, new.stages, strict=True))
 
 
 class Damper:
@@ -278,7 +298,7 @@ class Damper:
             rolls = self._rollouts[s]
             while rolls and rolls[0] <= t - d.rollout_window_s:
                 rolls.popleft()
-            if rolled_out(cur, new):
+            if rolled_out(cur, new, in_place=self.spec.in_place_resize):
                 why = ""
                 if t - self._last_rollout[s] < d.min_dwell_s:
                     why = f"dwell {d.min_dwell_s:g}s"

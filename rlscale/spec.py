@@ -33,7 +33,8 @@ from pydantic.dataclasses import dataclass
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import ArgsKwargs, PydanticCustomError
 
-from rlscale.errors import ProfileError, SpecError
+from rlscale.bandwidth import BandwidthTrace, load_bandwidth
+from rlscale.errors import ProfileError, SpecError, TraceError
 from rlscale.inputs import MAX_SPEC_BYTES, MAX_YAML_DEPTH, nesting_depth, read_text_limited
 from rlscale.paths import NAME_MAX, SAFE_NAME, is_safe_name, name_rule
 from rlscale.profiles import LatencyModel, load_profile
@@ -41,6 +42,11 @@ from rlscale.promql import DEFAULT_TEMPLATES, check_template
 
 ACCURACY_METHODS = ("sum", "product")
 SLA_MODES = ("priced", "hard")
+QUEUE_DISCIPLINES = ("fifo", "edf")
+# seconds a cores-only change takes to reach a running pod with in-place resizing (``resize_s``): an assumption,
+# not a measurement (neither Sponge's paper nor its code measures it); see PROVENANCE.md, "In-place resize"
+DEFAULT_RESIZE_S = 0.5
+MAX_PAYLOAD_KB = 1e7  # 10 GB: anything above is a unit mistake
 
 # ranges of the spec's numbers: wide enough for any real pipeline, narrow enough that nothing overflows or runs away
 MAX_SECONDS = 3600.0  # SLA, drop limit, interval, batch timeout, startup
@@ -208,7 +214,11 @@ _STAGE_HIDDEN = ("profile_path", "latency")
     config=ConfigDict(
         **_CONFIG,
         json_schema_extra=_optional_in_document(
-            "metric", "min_replicas", "max_pools", defaults={"metric": "accuracy", "min_replicas": 1, "max_pools": 1}
+            "metric",
+            "min_replicas",
+            "max_pools",
+            "queue_discipline",
+            defaults={"metric": "accuracy", "min_replicas": 1, "max_pools": 1, "queue_discipline": "fifo"},
         ),
     ),
 )
@@ -230,6 +240,9 @@ class StageSpec:
         max_pools: most variant pools the stage may run at once (DESIGN.md section 3; default 1, one variant at a
             time as in IPA; at most the number of variants). A stage with ``max_pools > 1`` runs one pool per
             variant, each with its own queue, replicas and share of the stage's requests.
+        queue_discipline: the order an idle replica takes queued requests in (DESIGN.md section 4): ``fifo``
+            (default; by arrival at the stage) or ``edf`` (earliest deadline first: by each request's end-to-end
+            deadline, ties by arrival). Each pool has its own queue.
     """
 
     name: Text
@@ -246,6 +259,9 @@ class StageSpec:
     max_pools: Annotated[
         int, Field(strict=True, ge=1, le=MAX_POOLS, description="most variant pools the stage runs at once")
     ] = 1
+    queue_discipline: Annotated[
+        Literal["fifo", "edf"], Field(description="queue order: fifo (arrival) or edf (earliest deadline first)")
+    ] = "fifo"
 
     @model_validator(mode="before")
     @classmethod
@@ -256,6 +272,8 @@ class StageSpec:
             return data
         doc.setdefault("metric", "accuracy")
         doc.setdefault("min_replicas", 1)
+        if doc.get("queue_discipline") is None:
+            doc.pop("queue_discipline", None)
         if doc.get("profile") is None:
             doc.pop("profile", None)
         path = _resolve_profile(doc, context["path"])
@@ -514,6 +532,50 @@ class KubeSpec:
         return self
 
 
+@dataclass(frozen=True, config=_CONFIG)
+class RequestSloSpec:
+    """Per-request SLOs (the spec's optional ``request_slo`` section; DESIGN.md section 4, Sponge's model).
+
+    Each request's remaining budget is ``sla_s - payload_kb * 1024 / bandwidth`` at its arrival
+    (`rlscale.bandwidth`): the client's upload eats part of the SLA.
+
+    Attributes:
+        payload_kb: the request's payload in kilobytes of 1024 bytes (Sponge's arithmetic).
+        bandwidth: a bundled bandwidth trace's name (``lte-bus``, Sponge's 4G/LTE trace) or a CSV path (relative
+            to the spec's folder) with a ``bandwidth_bytes_per_s`` column, one row per second, repeated
+            cyclically over longer runs.
+        trace: the bandwidth trace read (not part of the document, not compared).
+    """
+
+    payload_kb: _number(gt=0.0, le=MAX_PAYLOAD_KB)
+    bandwidth: Text
+    trace: SkipJsonSchema[BandwidthTrace | None] = dataclasses.field(default=None, repr=False, compare=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any, info: ValidationInfo) -> Any:
+        doc = _document(cls, data, info, ("trace",))
+        context = _reading(info)
+        if doc is None or context is None:
+            return data
+        raw = doc.get("bandwidth")
+        if isinstance(raw, str) and raw.strip():
+            try:
+                doc["trace"] = load_bandwidth(raw.strip(), Path(context["path"]).parent)
+            except TraceError as exc:
+                raise _fail(str(exc), "bandwidth") from None
+        return doc
+
+    @model_validator(mode="after")
+    def _check(self) -> RequestSloSpec:
+        if self.trace is None:  # built in code: a bundled name, or a path from the working folder
+            try:
+                object.__setattr__(self, "trace", load_bandwidth(self.bandwidth))
+            except TraceError as exc:
+                raise _fail(str(exc), "bandwidth") from None
+        return self
+
+
 def _safe_pipeline_name(value: Any) -> Any:
     # the name becomes part of file paths (run folders, bundled agents, plots)
     if isinstance(value, str) and value.strip() and not is_safe_name(value.strip()):
@@ -545,6 +607,13 @@ class PipelineSpec:
         source: the spec file (not part of the document).
         kubernetes: the ``kubernetes`` section (not compared).
         damping: the reconfiguration budget (`DampingSpec`; default: off).
+        request_slo: per-request SLOs (`RequestSloSpec`; None, the default: every request's deadline is its
+            arrival + ``sla_s``).
+        in_place_resize: a change of a pool's cores alone (same variant and batch) resizes its running replicas in
+            place after ``resize_s`` (Kubernetes in-place pod resize) instead of rolling out new ones (default
+            false).
+        resize_s: seconds until an in-place resize applies (default `DEFAULT_RESIZE_S`; read only with
+            ``in_place_resize``).
     """
 
     name: Annotated[
@@ -563,6 +632,9 @@ class PipelineSpec:
     source: SkipJsonSchema[Path]
     kubernetes: KubeSpec = dataclasses.field(default_factory=KubeSpec, compare=False)
     damping: DampingSpec = dataclasses.field(default_factory=DampingSpec)
+    request_slo: RequestSloSpec | None = None
+    in_place_resize: Annotated[bool, Field(strict=True)] = False
+    resize_s: Seconds = DEFAULT_RESIZE_S
 
     @model_validator(mode="before")
     @classmethod
@@ -575,8 +647,11 @@ class PipelineSpec:
             doc["description"] = doc.get("name")
         if doc.get("kubernetes") is None:
             doc.pop("kubernetes", None)
-        if doc.get("damping") is None:
-            doc.pop("damping", None)
+        for key in ("damping", "request_slo", "in_place_resize", "resize_s"):
+            if doc.get(key) is None:
+                doc.pop(key, None)
+        if isinstance(doc.get("resize_s"), int) and not isinstance(doc.get("resize_s"), bool):
+            doc["resize_s"] = float(doc["resize_s"])
         doc["source"] = context["path"]
         return doc
 
@@ -603,6 +678,11 @@ class PipelineSpec:
                     "core_budget",
                 )
         return self
+
+    @property
+    def per_request_slo(self) -> bool:
+        """Whether requests carry their own deadlines (a ``request_slo`` section)."""
+        return self.request_slo is not None
 
     @property
     def pooled(self) -> bool:
@@ -645,6 +725,7 @@ class PipelineSpec:
                     "min_replicas": s.min_replicas,
                     "max_replicas": s.max_replicas,
                     "max_pools": s.max_pools,
+                    "queue_discipline": s.queue_discipline,
                     "variants": [dataclasses.asdict(v) for v in s.variants],
                 }
                 for s in self.stages
@@ -658,6 +739,13 @@ class PipelineSpec:
                 "promql": dict(self.kubernetes.promql),
             },
             "damping": dataclasses.asdict(self.damping),
+            "request_slo": (
+                {"payload_kb": self.request_slo.payload_kb, "bandwidth": self.request_slo.bandwidth}
+                if self.request_slo is not None
+                else None
+            ),
+            "in_place_resize": self.in_place_resize,
+            "resize_s": self.resize_s,
         }
 
     def to_document(self) -> dict[str, Any]:
@@ -670,6 +758,8 @@ class PipelineSpec:
         for raw, stage in zip(doc["stages"], self.stages, strict=True):
             if stage.max_pools == 1:
                 del raw["max_pools"]
+            if stage.queue_discipline == "fifo":
+                del raw["queue_discipline"]
             if stage.profile is not None:
                 raw["profile"] = str(stage.profile_path.resolve())
             for v in raw["variants"]:
@@ -681,6 +771,16 @@ class PipelineSpec:
             del doc["kubernetes"]
         if not self.damping.enabled:
             del doc["damping"]
+        if self.request_slo is None:
+            del doc["request_slo"]
+        else:
+            path = self.request_slo.bandwidth
+            if not Path(path).is_absolute() and (self.source.parent / path).exists():
+                doc["request_slo"]["bandwidth"] = str((self.source.parent / path).resolve())
+        if not self.in_place_resize:
+            del doc["in_place_resize"]
+        if self.resize_s == DEFAULT_RESIZE_S:
+            del doc["resize_s"]
         if self.objective.sla_mode == "priced":
             del doc["objective"]["sla_mode"]
         return doc
@@ -695,8 +795,9 @@ _NESTED: dict[str, type] = {
     "variants": VariantSpec,
     "kubernetes": KubeSpec,
     "damping": DampingSpec,
+    "request_slo": RequestSloSpec,
 }
-_HIDDEN = {"source", *_STAGE_HIDDEN}
+_HIDDEN = {"source", "trace", *_STAGE_HIDDEN}
 
 
 def _document_fields(cls: type) -> list[str]:
@@ -771,6 +872,8 @@ def _describe(error: Any) -> tuple[str, str]:
         return where, f"must be a number, got {value!r}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return where, f"must be an integer, got {value!r}"
+    if kind in ("bool_type", "bool_parsing"):
+        return where, f"must be true or false, got {value!r}"
     if kind in ("string_type", "string_too_short"):
         return where, f"must be a non-empty string, got {value!r}"
     if kind == "string_too_long":
@@ -778,7 +881,8 @@ def _describe(error: Any) -> tuple[str, str]:
     if kind == "string_pattern_mismatch":
         return where, f"does not match {ctx.get('pattern')}, got {value!r}"
     if kind == "literal_error":
-        allowed = SLA_MODES if loc and loc[-1] == "sla_mode" else ACCURACY_METHODS
+        last = loc[-1] if loc else None
+        allowed = {"sla_mode": SLA_MODES, "queue_discipline": QUEUE_DISCIPLINES}.get(last, ACCURACY_METHODS)
         return where, f"must be one of {', '.join(allowed)}, got {value!r}"
     comparisons = {
         "greater_than": ("gt", ">"),

@@ -18,6 +18,7 @@ One row describes one adaptation interval and the decision taken at its end. ``r
 | ``<stage>.queue_len`` | requests waiting at the stage at the end of the interval |
 | ``e2e_p99_s`` | end-to-end p99 of the completed requests; empty when none completed |
 | ``violation_rate`` | (late + dropped) / arrivals |
+| ``budget_{min,p5,p50}_s`` | with ``request_slo``: arrivals' remaining budgets (min, p5, p50) |
 | ``cost_cores`` | allocated cores, time-averaged over the interval (starting and draining replicas count) |
 | ``in_flight`` | requests inside the pipeline at the end of the interval |
 | ``guard_changed`` | ``true`` when the safety layer moved the policy's proposal (``false``; empty: no guard) |
@@ -50,12 +51,18 @@ log = logging.getLogger(__name__)
 STAGE_COLUMNS = ("variant", "batch", "cores", "replicas", "p99_s", "utilisation", "queue_len")
 HEAD = ("time_s", "phase", "arrival_rps_peak", "arrival_rps_mean", "predicted_rps", "arrivals", "completed", "dropped")
 TAIL = ("e2e_p99_s", "violation_rate", "cost_cores", "in_flight", "guard_changed", "guard_change", "reconfigured")
+BUDGET_COLUMNS = ("budget_min_s", "budget_p5_s", "budget_p50_s")  # after violation_rate, with per-request SLOs
 
 
 def columns(spec: PipelineSpec) -> list[str]:
     """The timeline's columns for ``spec``: `HEAD`, ``<stage>.<field>`` for each stage and `STAGE_COLUMNS` (and
-    ``pools`` after ``replicas`` for a stage with ``max_pools > 1``), `TAIL`."""
-    return [*HEAD, *(f"{st.name}.{c}" for st in spec.stages for c in _stage_columns(st.max_pools)), *TAIL]
+    ``pools`` after ``replicas`` for a stage with ``max_pools > 1``), `TAIL` (with `BUDGET_COLUMNS` after
+    ``violation_rate`` where the spec has per-request SLOs)."""
+    tail: tuple[str, ...] = TAIL
+    if spec.request_slo is not None:
+        i = TAIL.index("violation_rate") + 1
+        tail = (*TAIL[:i], *BUDGET_COLUMNS, *TAIL[i:])
+    return [*HEAD, *(f"{st.name}.{c}" for st in spec.stages for c in _stage_columns(st.max_pools)), *tail]
 
 
 def _stage_columns(max_pools: int) -> tuple[str, ...]:
@@ -144,6 +151,9 @@ def row(
             e2e_p99_s=metrics.e2e_p99_s if metrics.completed else None,
             violation_rate=metrics.sla_violation_rate,
             cost_cores=metrics.cost_cores,
+            budget_min_s=metrics.budget_min_s,
+            budget_p5_s=metrics.budget_p5_s,
+            budget_p50_s=metrics.budget_p50_s,
         )
     for s, (st, sc) in enumerate(zip(spec.stages, config.stages, strict=True)):
         values.update({f"{st.name}.variant": sc.variant, f"{st.name}.batch": sc.batch, f"{st.name}.cores": sc.cores})

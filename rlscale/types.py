@@ -219,6 +219,10 @@ class IntervalMetrics:
         cost_cores: allocated cores averaged over the interval (replicas starting up or draining count).
         objective: alpha*accuracy - beta*cost_cores - gamma*total batch.
         score: objective - sla_penalty * sla_violation_rate.
+        budget_min_s / budget_p5_s / budget_p50_s: with per-request SLOs (the spec's ``request_slo``), the
+            remaining budgets on arrival (SLA - network delay, seconds) of the requests that arrived in the
+            interval: their minimum, 5th percentile and median; NaN without per-request SLOs or arrivals. Late is
+            then against each request's own deadline.
     """
 
     start_s: float
@@ -236,6 +240,9 @@ class IntervalMetrics:
     score: float
     stages: tuple[StageMetrics, ...]
     arrival_rps_max: float = 0.0
+    budget_min_s: float = math.nan
+    budget_p5_s: float = math.nan
+    budget_p50_s: float = math.nan
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Bundled evaluation windows (never used for training):
 - ``bursty``, ``steady_low``, ``steady_high``, ``fluctuating``: IPA's four 20-minute windows of the Twitter trace,
   damped by 8 exactly as IPA's load generator does (``int(raw / 8)``).
 - ``infadapter``: InfAdapter's 21-minute window (day 15, minutes 82-103), undamped.
+- ``sponge``: Sponge's benchmark load, a static 10 rps for 600 s (its final run's configuration).
 
 The training split is the Twitter trace's days 0-13 (undamped), sampled in random windows by
 `TrainingSampler`. Anywhere a trace name is accepted, a CSV path with an ``rps`` column (one row per second)
@@ -33,7 +34,7 @@ from rlscale.inputs import MAX_TRACE_BYTES, MAX_TRACE_REQUESTS, MAX_TRACE_RPS, M
 from rlscale.spec import data_dir
 
 IPA_PATTERNS = ("bursty", "steady_low", "steady_high", "fluctuating")
-EVAL_TRACES = (*IPA_PATTERNS, "infadapter")
+EVAL_TRACES = (*IPA_PATTERNS, "infadapter", "sponge")
 TRAINING_DAYS = 14
 SECONDS_PER_DAY = 86_400
 IPA_DAMPING = 8
@@ -47,6 +48,7 @@ _DESCRIPTIONS = {
     "steady_high": "IPA steady-high window, Twitter [1768800, 1769400) twice, damped by 8",
     "fluctuating": "IPA fluctuating window, Twitter [1301400, 1302000) + [1308600, 1309200), damped by 8",
     "infadapter": "InfAdapter evaluation window, Twitter day 15 minutes 82-103, undamped",
+    "sponge": "Sponge's benchmark load: static 10 rps for 600 s (configs/final/dynainf.yaml)",
 }
 
 

@@ -101,3 +101,22 @@ def test_provenance_covers_every_bundled_file():
 def test_pipelines_json_is_serialisable():
     for name in PIPELINES:
         json.dumps(load_spec(name).to_dict())
+
+
+def test_sponge_pipeline_and_trace_run(capfd):
+    """Sponge's benchmark: one YOLOv5n stage on Sponge's grid, SLO 1 s over the 4G trace, in place, 10 rps."""
+    from rlscale.cli import main
+    from rlscale.workload import load_trace
+
+    spec = load_spec("sponge")
+    assert (spec.sla_s, spec.interval_s, spec.core_budget, spec.in_place_resize) == (1.0, 1.0, 16, True)
+    assert (spec.request_slo.payload_kb, spec.request_slo.bandwidth) == (284.0, "lte-bus")
+    stage = spec.stages[0]
+    assert stage.variant_names == ["yolov5n"] and stage.max_replicas == 1
+    assert stage.cores == tuple(range(1, 17)) and stage.batch_sizes == (1, 2, 4, 8, 16)
+    assert stage.latency.points[("yolov5n", 16, 16.0)].latency_s == pytest.approx(0.088064)  # Sponge's grid
+    trace = load_trace("sponge")
+    assert trace.duration_s == 600 and set(trace.rps.tolist()) == {10.0}
+    assert main(["simulate", "--pipeline", "sponge", "--trace", "sponge", "--policy", "ipa", "--json"]) == 0
+    record = json.loads(capfd.readouterr().out)
+    assert record["pipeline"] == "sponge" and record["requests"] == 6000 and "resizes" in record

@@ -354,3 +354,14 @@ def test_hard_mode_guard_does_not_trade_capacity_for_cost_while_violating():
     assert priced == small  # priced: a feasible proposal passes unchanged
     calm, _ = SafetyLayer(hard).project(small, _state(hard, 100.0, big, violation=0.0, load=5.0))
     assert calm == small  # hard, no violation: the scale-down passes
+
+
+def test_a_cores_only_change_is_no_rollout_for_the_damping_with_in_place_resize():
+    """With ``in_place_resize`` a cores change resizes pods in place: the dwell does not hold it."""
+    more_cores = _cfg(("yolov5n", 1, 2, 4), ("resnet18", 1, 2, 1))
+    for in_place, held in ((False, ["crop"]), (True, [])):
+        spec = load_spec("video", ["damping.min_dwell_s=60", f"in_place_resize={str(in_place).lower()}"])
+        d = Damper(spec)
+        d.apply(_state(spec, 0.0, B), A)  # a rollout at t=0
+        got, damped, _ = d.apply(_state(spec, 30.0, A), more_cores)
+        assert damped == held and (got == more_cores) == in_place

@@ -223,3 +223,52 @@ def test_max_pools_defaults_to_one_and_is_set_per_stage(write_spec):
     again = path.parent / "again.yaml"
     again.write_text(yaml.safe_dump(pooled.to_document(), sort_keys=False))
     assert load_spec(again).stages[0].max_pools == 2
+
+
+def test_sponge_fields_by_override(write_spec, tmp_path):
+    """The fields of issue 17: queue discipline per stage, per-request SLOs, in-place resizing."""
+    path = write_spec()
+    (Path(path).parent / "bw.csv").write_text("bandwidth_bytes_per_s\n1000\n")
+    spec = load_spec(
+        path,
+        [
+            "stages.0.queue_discipline=edf",
+            "request_slo.payload_kb=284",
+            "request_slo.bandwidth=bw.csv",  # relative to the spec's folder
+            "in_place_resize=true",
+            "resize_s=2",
+        ],
+    )
+    assert [st.queue_discipline for st in spec.stages] == ["edf", "fifo"]
+    assert spec.request_slo.payload_kb == 284.0 and spec.request_slo.trace.bytes_per_s.tolist() == [1000.0]
+    assert spec.in_place_resize and spec.resize_s == 2.0
+    plain = load_spec(path)
+    assert plain.request_slo is None and not plain.in_place_resize and plain.stages[0].queue_discipline == "fifo"
+    # the document written back reads to the same spec (the CSV by absolute path)
+    again = tmp_path / "again.yaml"
+    again.write_text(yaml.safe_dump(spec.to_document()))
+    back = load_spec(again)
+    assert back.to_document() == spec.to_document() and back.request_slo.trace.bytes_per_s.tolist() == [1000.0]
+
+
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("stages.0.queue_discipline=lifo", "stages[0].queue_discipline: must be one of fifo, edf, got 'lifo'"),
+        ("in_place_resize=3", "in_place_resize: must be true or false, got 3"),
+        ("resize_s=-1", "resize_s: must be >= 0, got -1"),
+        ("request_slo.payload_kb=0", "request_slo.payload_kb: must be > 0, got 0"),
+        ("request_slo.bandwidth=wifi", "request_slo.bandwidth: unknown bandwidth trace 'wifi': not a bundled name"),
+        ("request_slo.bandwidth=none.csv", "request_slo.bandwidth: "),
+        ("request_slo.speed=3", "request_slo.speed: unknown field (allowed: bandwidth, payload_kb)"),
+    ],
+)
+def test_sponge_fields_bad_values_are_one_line(write_spec, item, message):
+    path = write_spec()
+    sets = [item]
+    if item.startswith(("request_slo.payload", "request_slo.speed")):
+        sets.append("request_slo.bandwidth=lte-bus")
+    with pytest.raises(SpecError) as info:
+        load_spec(path, sets)
+    text = str(info.value)
+    assert message in text and "\n" not in text and "--set" in text

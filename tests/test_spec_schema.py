@@ -35,7 +35,10 @@ def _check(value: Any, schema: dict[str, Any], root: dict[str, Any], where: str 
             return [f"{where}: matches no alternative"]
         return []
     kind = schema.get("type")
-    types = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "null": type(None)}
+    types = {
+            "object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "null": type(None),
+            "boolean": bool,
+        }  # fmt: skip
     if kind and (not isinstance(value, types[kind]) or (kind in ("integer", "number") and isinstance(value, bool))):
         return [f"{where}: not {kind}"]
     problems = []

@@ -195,3 +195,16 @@ def test_a_pooled_stage_shows_its_pools_when_it_runs_several():
     assert one["classification.pools"] == ""
     assert two["classification.pools"] == "resnet152 b1 x3 c8 70% + resnet50 b2 x1 c4 30%"
     assert two["classification.variant"] == "resnet152" and two["classification.replicas"] == "3"
+
+
+def test_per_request_slos_add_the_budget_columns(video):
+    sponge = load_spec("sponge")
+    cols = columns(sponge)
+    i = cols.index("violation_rate")
+    assert cols[i + 1 : i + 4] == ["budget_min_s", "budget_p5_s", "budget_p50_s"]
+    assert "budget_p5_s" not in columns(video)
+    trace = Trace("ten", np.full(5, 10.0))
+    rows = _run(sponge, trace, "ipa").timeline_rows(sponge)
+    first = rows[0]
+    assert 0.3 < float(first["budget_min_s"]) <= float(first["budget_p5_s"]) <= float(first["budget_p50_s"]) < 1.0
+    assert set(rows[0]) == set(cols)

@@ -16,13 +16,14 @@ from rlscale.workload import (
     training_split,
 )
 
-# Totals published with IPA's windows (damped by 8) and InfAdapter's window (undamped).
+# Totals published with IPA's windows (damped by 8) and InfAdapter's window (undamped); Sponge's static load.
 EXPECTED = {
     "bursty": (1200, 14437),
     "steady_low": (1200, 6067),
     "steady_high": (1200, 34606),
     "fluctuating": (1200, 19837),
     "infadapter": (1260, 121697),
+    "sponge": (600, 6000),  # 10 rps for 600 s (configs/final/dynainf.yaml)
 }
 
 

@@ -35,7 +35,8 @@ class Simulator:
             ``batch_log`` (for tests and debugging; off by default because it costs time).
 
     The per-request outcome arrays (``finish_s``, ``stage_in_s``, ``acc_rank``, ``acc_raw``, ``batch_size``,
-    ``dropped_at``, ``drop_time_s``) and the request table's ``entry_s`` / ``deadline_s`` are attributes, as are
+    ``dropped_at``, ``drop_time_s``) and the request table's ``entry_s`` / ``deadline_s`` (the drop deadline) /
+    ``slo_deadline_s`` / ``budget_s`` (per-request SLOs; None without) are attributes, as are
     ``history`` (every interval's metrics), ``reconfigurations`` and ``events`` (request-stage events processed).
     """
 
@@ -65,6 +66,8 @@ class Simulator:
         self.entry_s = self.requests.entry_s
         self.counts = self.requests.counts
         self.deadline_s = self.requests.drop_deadline_s
+        self.slo_deadline_s = self.requests.slo_deadline_s  # None without per-request SLOs
+        self.budget_s = self.requests.budget_s
         self.n_requests = self.requests.n_requests
         o = self.outcomes
         self.finish_s, self.stage_in_s = o.finish_s, o.stage_in_s

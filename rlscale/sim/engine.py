@@ -37,7 +37,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -206,6 +206,11 @@ class Engine:
         self.requests = requests
         self.outcomes = RequestOutcomes.empty(len(spec.stages), requests.n_requests)
         self._deadline = requests.drop_deadline_s.tolist()  # the hot loop indexes a list: faster than numpy
+        self._slo: list[float] | None = None  # SLO deadlines, for the stages that order their queues by them
+        if any(st.queue_discipline == "edf" for st in spec.stages):
+            slo = requests.slo_deadline_s
+            self._slo = (slo if slo is not None else requests.entry_s + spec.sla_s).tolist()
+        self._resize_s = spec.resize_s if spec.in_place_resize else None
         self.stages = [StageState(st, pooled=st.max_pools > 1) for st in spec.stages]
         self.fed = 0  # index of the first request not yet fed to stage 0
         self.events = 0
@@ -237,7 +242,7 @@ class Engine:
             if st.pooled:
                 self._reconfigure_pools(st, n, now_s)
             elif o != n:
-                reconfigure_stage(st.pools[0], o, n, now_s, self._new_replica)
+                reconfigure_stage(st.pools[0], o, n, now_s, self._new_replica, self._resize_s)
                 st.pools[0].setting = st.pools[0].last = n
 
     def _reconfigure_pools(self, st: StageState, new: StageConfig, now_s: float) -> None:
@@ -257,7 +262,7 @@ class Engine:
                     pool.replicas.append(self._new_replica(st.spec, p, alloc_s=now_s, ready_s=now_s + _startup(st, p)))
             else:
                 if pool.last != p or pool.setting is None:  # back in the target: from what it drains with
-                    reconfigure_stage(pool, pool.last, p, now_s, self._new_replica)
+                    reconfigure_stage(pool, pool.last, p, now_s, self._new_replica, self._resize_s)
                 pool.setting, pool.last, pool.drain_from_s = p, p, _INF
             if key not in live:  # the dispatcher waits for the pool's first replica to be ready
                 starting = [r.ready_s for r in pool.replicas if r.retire_s == _INF]
@@ -322,6 +327,17 @@ class Engine:
         new_t = self.requests.entry_s[first:last]
         new_id = np.arange(first, last)
         out.stage_in_s[0, first:last] = new_t
+        hopeless = 0
+        budget = self.requests.budget_s
+        if budget is not None and new_t.size:
+            # a request whose budget the network used up is dropped as it arrives: serving it cannot meet its SLO
+            spent = budget[first:last] <= 0
+            if spent.any():
+                d_id = new_id[spent]
+                out.dropped_at[d_id] = 0
+                out.drop_time_s[d_id] = new_t[spent]
+                hopeless = int(d_id.size)
+                new_t, new_id = new_t[~spent], new_id[~spent]
         counters = []
         core_s = 0.0
         for s, st in enumerate(self.stages):
@@ -338,13 +354,16 @@ class Engine:
                     order = sorted(range(len(pool.q_t)), key=pool.q_t.__getitem__)
                     pool.q_t = [pool.q_t[i] for i in order]
                     pool.q_id = [pool.q_id[i] for i in order]
-            outs = [self._run_pool(s, st, pool, t0, t1) for pool in st.pools]
+            run_pool = self._run_pool_edf if st.spec.queue_discipline == "edf" else self._run_pool
+            outs = [run_pool(s, st, pool, t0, t1) for pool in st.pools]
             if len(outs) == 1:
                 new_t, new_id = outs[0][0], outs[0][1]
             else:
                 new_t = np.concatenate([o[0] for o in outs])
                 new_id = np.concatenate([o[1] for o in outs])
             counters.append(StageCounters.of_pools([o[2] for o in outs]))
+            if s == 0 and hopeless:
+                counters[0] = replace(counters[0], dropped=counters[0].dropped + hopeless)
             if st.pooled:
                 _retire_drained(st)
             for pool in st.pools:
@@ -445,7 +464,8 @@ class Engine:
                 served_pos.extend(pos)
                 head += k
                 k_eff = k
-            finish = start + r.lat[k_eff]
+            # a batch runs at the cores in force when it starts (an in-place resize applies to later batches)
+            finish = start + (r.lat if start < r.resize_at_s else r.resized_lat)[k_eff]
             r.free_s = finish
             b_start.append(start)
             b_finish.append(finish)
@@ -453,11 +473,31 @@ class Engine:
             b_rep.append(r)
             heapq.heapreplace(heap, (finish if finish > r.ready_s else r.ready_s, seq, r))
 
-        # per-request outcomes, vectorised
-        out = self.outcomes
         ids = np.asarray(q_id[:head], dtype=np.int64)
-        sizes = np.asarray(b_size, dtype=np.int64)
         out_id = ids[np.asarray(served_pos, dtype=np.int64)] if served_pos else _NO_IDS
+        d_id = ids[np.asarray(dropped_pos, dtype=np.int64)] if dropped_pos else _NO_IDS
+        pool.q_t = q_t[head:]
+        pool.q_id = q_id[head:]
+        return self._pool_outcomes(s, st, pool, t0, t1, out_id, (b_start, b_finish, b_size, b_rep), d_id, drop_times)
+
+    def _pool_outcomes(
+        self,
+        s: int,
+        st: StageState,
+        pool: PoolState,
+        t0: float,
+        t1: float,
+        out_id: np.ndarray,
+        batches: tuple[list[float], list[float], list[int], list[Replica]],
+        d_id: np.ndarray,
+        drop_times: list[float],
+    ) -> tuple[np.ndarray, np.ndarray, PoolCounters]:
+        """Write one pool's interval into the per-request outcomes and count it: ``out_id`` were served in the
+        batches ``(start, finish, size, replica)`` (in order), ``d_id`` dropped at ``drop_times``; ``pool``'s
+        queue already holds what is left."""
+        b_start, b_finish, b_size, b_rep = batches
+        out = self.outcomes
+        sizes = np.asarray(b_size, dtype=np.int64)
         out_t = np.repeat(np.asarray(b_finish), sizes) if b_size else np.empty(0)
         if out_id.size:
             out.finish_s[s, out_id] = out_t
@@ -468,14 +508,12 @@ class Engine:
             self.batch_log.extend(
                 (s, b0, b1, k, r.seq, r.variant) for b0, b1, k, r in zip(b_start, b_finish, b_size, b_rep, strict=True)
             )
-        if dropped_pos:
-            d_id = ids[np.asarray(dropped_pos, dtype=np.int64)]
+        if d_id.size:
             out.dropped_at[d_id] = s
             out.drop_time_s[d_id] = drop_times
-        self.events += head
-        pool.q_t = q_t[head:]
-        pool.q_id = q_id[head:]
-        if head:
+        taken = int(out_id.size + d_id.size)
+        self.events += taken
+        if taken:
             pool.last_take_s = max(max(b_start, default=-_INF), max(drop_times, default=-_INF))
 
         busy_s = float(np.sum(np.asarray(b_finish) - np.asarray(b_start))) if b_start else 0.0
@@ -485,7 +523,7 @@ class Engine:
             variant=pool.last.variant,
             share=st.dispatch.share(pool.key) if st.pooled else 1.0,
             served_id=out_id,
-            dropped=len(dropped_pos),
+            dropped=int(d_id.size),
             busy_s=busy_s,
             serving_s=serving_s,
             replicas_serving=serving_now,
@@ -494,6 +532,137 @@ class Engine:
             batched=int(sizes.sum()),
         )
         return out_t, out_id, counters
+
+    def _run_pool_edf(
+        self, s: int, st: StageState, pool: PoolState, t0: float, t1: float
+    ) -> tuple[np.ndarray, np.ndarray, PoolCounters]:
+        """`_run_pool` for a pool whose queue is earliest-deadline-first (``queue_discipline: edf``).
+
+        The batching rule is FIFO's, on the waiting requests in order of arrival: a replica takes a batch when b
+        are waiting, or when the oldest has waited ``batch_timeout_s``. What it takes differs: the (up to) b
+        waiting requests with the earliest SLO deadlines (ties: the earlier arrival at the stage), of those that
+        have arrived when the batch starts. A replica that looks at the queue first drops every waiting request
+        past its drop limit (FIFO drops those at the head). With one SLA for every request the deadlines are in
+        order of pipeline entry, so on a stage whose queue is in that order (the first stage; any stage whose
+        upstream keeps the order) EDF forms exactly FIFO's batches.
+        """
+        timeout = self.spec.batch_timeout_s
+        drop_at, slo = self._deadline, self._slo
+        q_t, q_id = pool.q_t, pool.q_id
+        n = len(q_t)
+        heap = [(r.available_s(), r.seq, r) for r in pool.replicas if r.retire_s > t0 or r.free_s > t0]
+        heap = [h for h in heap if h[0] < h[2].retire_s]
+        heapq.heapify(heap)
+        taken = bytearray(n)
+        by_drop = [(drop_at[i], pos) for pos, i in enumerate(q_id)]  # lazy: entries of taken requests are skipped
+        heapq.heapify(by_drop)
+        by_slo: list[tuple[float, float, int]] = []  # (SLO deadline, arrival, position) of the admitted requests
+        admitted = 0  # positions below it are (or were) in by_slo
+        head = 0  # the oldest waiting request is the first position >= head not taken
+        b_start: list[float] = []
+        b_finish: list[float] = []
+        b_size: list[int] = []
+        b_rep: list[Replica] = []
+        served: list[int] = []
+        dropped: list[int] = []
+        drop_times: list[float] = []
+
+        def oldest() -> int:
+            nonlocal head
+            while head < n and taken[head]:
+                head += 1
+            return head
+
+        def drop_expired(t: float) -> bool:
+            hit = False
+            while by_drop and by_drop[0][0] < t:
+                _d, pos = heapq.heappop(by_drop)
+                if not taken[pos]:
+                    taken[pos] = 1
+                    dropped.append(q_id[pos])
+                    drop_times.append(t)
+                    hit = True
+            return hit
+
+        while heap:
+            avail, seq, r = heap[0]
+            if avail >= r.retire_s:
+                heapq.heappop(heap)
+                continue
+            if avail >= t1:
+                break
+            h = oldest()
+            if h == n:
+                break
+            t = max(avail, q_t[h])
+            if t >= t1:
+                break
+            if t >= r.retire_s:
+                heapq.heappop(heap)
+                continue
+            while drop_expired(t):
+                h = oldest()
+                if h == n:
+                    break
+                t = max(avail, q_t[h])
+            if h == n or t >= t1:
+                break
+            b = r.batch
+            a0 = q_t[h]
+            last, k = h, 0  # the b-th waiting request in order of arrival
+            while last < n:
+                if not taken[last]:
+                    k += 1
+                    if k == b:
+                        break
+                last += 1
+            if last < n and q_t[last] <= t:
+                start = t
+            else:
+                due = a0 + timeout
+                fill = q_t[last] if last < n else _INF
+                start = t if t >= due else (due if due < fill else fill)
+            if start >= t1:
+                break  # later arrivals (next interval) may still join this batch: decide it then
+            if start >= r.retire_s:
+                heapq.heappop(heap)
+                continue
+            while admitted < n and q_t[admitted] <= start:
+                heapq.heappush(by_slo, (slo[q_id[admitted]], q_t[admitted], admitted))
+                admitted += 1
+            batch, later = [], []
+            while by_slo and len(batch) < b:
+                entry = heapq.heappop(by_slo)
+                if taken[entry[2]]:
+                    continue
+                (later if entry[1] > start else batch).append(entry)
+            for entry in later:  # admitted for a later start of another replica: not yet arrived here
+                heapq.heappush(by_slo, entry)
+            keep = []
+            for _slo, _t, pos in batch:
+                taken[pos] = 1
+                if drop_at[q_id[pos]] < start:
+                    dropped.append(q_id[pos])
+                    drop_times.append(start)
+                else:
+                    keep.append(q_id[pos])
+            if not keep:
+                continue
+            served.extend(keep)
+            finish = start + (r.lat if start < r.resize_at_s else r.resized_lat)[len(keep)]
+            r.free_s = finish
+            b_start.append(start)
+            b_finish.append(finish)
+            b_size.append(len(keep))
+            b_rep.append(r)
+            heapq.heapreplace(heap, (finish if finish > r.ready_s else r.ready_s, seq, r))
+
+        left = [pos for pos in range(n) if not taken[pos]]
+        pool.q_t = [q_t[pos] for pos in left]
+        pool.q_id = [q_id[pos] for pos in left]
+        out_id = np.asarray(served, dtype=np.int64) if served else _NO_IDS
+        d_id = np.asarray(dropped, dtype=np.int64) if dropped else _NO_IDS
+        return self._pool_outcomes(s, st, pool, t0, t1, out_id, (b_start, b_finish, b_size, b_rep), d_id, drop_times)
 
 
 def _startup(st: StageState, pool: StageConfig) -> float:

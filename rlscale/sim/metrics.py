@@ -18,6 +18,10 @@ Rules, one for both summaries:
   created it until it has retired and finished its last batch, so starting and draining replicas count. The run's
   cost is the mean over the trace's intervals (drain intervals excluded: they hold the last configuration and are
   not the policy's choice).
+- **Per-request SLOs.** Where the spec has a ``request_slo``, a completed request is late when it finished after its
+  own deadline (arrival + its remaining budget, `rlscale.sim.arrivals`), and an interval reports the remaining
+  budgets of its arrivals (``budget_min_s``, ``budget_p5_s``, ``budget_p50_s``). A request whose budget was
+  used up on arrival is dropped then (`rlscale.sim.engine`). Without one, late is ``e2e > sla_s``, as before.
 - **Pools.** A stage's fields are over all its pools; each pool also has its own (`rlscale.types.PoolMetrics`). A
   request's accuracy combines the variants that served it, so a mix's measured accuracy is what its requests
   met; its expected accuracy weights each pool by its share (`rlscale.model.expected_accuracy`). The run record
@@ -93,7 +97,7 @@ class RequestSummary:
         arrivals: requests counted in the violation rate's denominator.
         completed: requests that left the last stage.
         dropped: requests dropped at any stage.
-        late: completed requests whose end-to-end latency exceeded the SLA.
+        late: completed requests whose end-to-end latency exceeded the SLA (per-request SLOs: their own budget).
         sla_violation_rate: (late + dropped) / arrivals, 0 when nothing arrived.
         accuracy: mean pipeline accuracy of the completed requests; NaN if none.
         e2e_p50_s / e2e_p99_s: end-to-end latency percentiles of the completed requests; NaN if none.
@@ -119,7 +123,10 @@ def summarise_requests(
 ) -> RequestSummary:
     """Summarise the requests ``completed_id`` together with ``dropped`` drops out of ``arrivals`` arrivals."""
     e2e = e2e_latency_s(requests, outcomes, completed_id)
-    late = int(np.count_nonzero(e2e > spec.sla_s + _LATE_EPS_S))
+    if requests.budget_s is None:
+        late = int(np.count_nonzero(e2e > spec.sla_s + _LATE_EPS_S))
+    else:
+        late = int(np.count_nonzero(e2e > requests.budget_s[completed_id] + _LATE_EPS_S))
     acc = pipeline_accuracy(spec, outcomes, completed_id)
     p50, p99 = p50_p99(e2e)
     return RequestSummary(
@@ -202,6 +209,12 @@ def interval_metrics(
     obj = objective(spec, summary, expected, cost, config.total_batch)
     lo, hi = int(math.floor(t0)), int(math.ceil(t1))
     window = trace.rps[lo:hi]
+    budgets = {}
+    if requests.budget_s is not None:
+        arrived = requests.budget_s[counters.first_id : counters.end_id]
+        if arrived.size:
+            p5, p50 = np.percentile(arrived, [5, 50])
+            budgets = {"budget_min_s": float(arrived.min()), "budget_p5_s": float(p5), "budget_p50_s": float(p50)}
     return IntervalMetrics(
         start_s=t0,
         end_s=t1,
@@ -218,6 +231,7 @@ def interval_metrics(
         score=score(spec, obj, summary),
         stages=tuple(stage_metrics),
         arrival_rps_max=float(window.max()) if window.size else 0.0,
+        **budgets,
     )
 
 

@@ -8,6 +8,13 @@
   Batch size is a container setting, so it changes by rollout too, as on Kubernetes.
 - Cost: each replica's cores count from the decision that created it until it has retired and finished its last
   batch, so starting and draining replicas are paid for (allocated cores, DESIGN.md section 3).
+- In-place resize (the spec's ``in_place_resize``). A change of a pool's cores alone (same variant and batch) does
+  not roll out: every live replica (serving or still starting) is resized in place, serving at the new cores
+  ``resize_s`` after the decision and at the old ones until then; a batch runs at the cores in force when it
+  starts, so a batch in progress at the resize finishes at its old speed. The replicas are charged the new cores
+  from the decision (the request Kubernetes patches is what the pod holds), with no overlap cost. A replica-count
+  change in the same decision adds or retires replicas as a scaling does (new ones start at the new cores). A
+  resize ordered before an earlier one applied replaces it (the earlier one never serves).
 - Pools. A stage holds one `PoolState` per pool, each with its own replicas and queue. A stage whose spec allows
   one pool (``max_pools: 1``, one Kubernetes Deployment) has one pool state for good, whatever variant it runs:
   everything above applies to it unchanged, a variant change included. A stage with ``max_pools > 1`` (one
@@ -46,6 +53,9 @@ class Replica:
         "free_s",
         "alloc_s",
         "seq",
+        "resize_at_s",
+        "resized_lat",
+        "charges",
     )
 
     def __init__(self, stage: StageSpec, sc: StageConfig, alloc_s: float, ready_s: float, seq: int) -> None:
@@ -61,6 +71,32 @@ class Replica:
         self.retire_s = _INF
         self.free_s = ready_s
         self.seq = seq
+        self.resize_at_s = _INF  # batches starting from then run at `resized_lat` (an in-place resize)
+        self.resized_lat: list[float] = self.lat
+        self.charges: list[tuple[float, int]] | None = None  # (from_s, cores) after each in-place resize
+
+    def resize(self, stage: StageSpec, sc: StageConfig, now_s: float, resize_s: float) -> None:
+        """Resize in place to ``sc.cores``: charged from ``now_s``, serving from ``now_s + resize_s``."""
+        if self.resize_at_s <= now_s:  # an earlier resize has applied
+            self.lat = self.resized_lat
+        if self.charges is None:
+            self.charges = [(self.alloc_s, self.cores)]
+        self.charges.append((now_s, sc.cores))
+        self.cores = sc.cores
+        self.resized_lat = [0.0] + [stage.latency.latency_s(sc.variant, k, sc.cores) for k in range(1, sc.batch + 1)]
+        self.resize_at_s = now_s + resize_s
+
+    def core_seconds(self, lo: float, hi: float) -> float:
+        """Cores allocated over ``[lo, hi)`` (inside its lifetime), by the cores charged at each moment."""
+        if self.charges is None:
+            return (hi - lo) * self.cores
+        total = 0.0
+        for i, (start, cores) in enumerate(self.charges):
+            end = self.charges[i + 1][0] if i + 1 < len(self.charges) else _INF
+            a, b = max(lo, start), min(hi, end)
+            if b > a:
+                total += (b - a) * cores
+        return total
 
     def dealloc_s(self) -> float:
         """When its cores are released: after retiring and finishing the batch in hand."""
@@ -146,7 +182,12 @@ def check_stage_config(stage: StageSpec, sc: StageConfig) -> None:
 
 
 def reconfigure_stage(
-    st: PoolState, old: StageConfig, new: StageConfig, now_s: float, new_replica: Callable[..., Replica]
+    st: PoolState,
+    old: StageConfig,
+    new: StageConfig,
+    now_s: float,
+    new_replica: Callable[..., Replica],
+    resize_s: float | None = None,
 ) -> None:
     """Move one pool (a single-pool stage's only one) from ``old`` to ``new`` at ``now_s`` (see the module
     docstring); ``new`` is one pool (its ``mix`` is not read).
@@ -154,9 +195,14 @@ def reconfigure_stage(
     Args:
         new_replica: ``new_replica(stage_spec, config, alloc_s=, ready_s=)`` makes a replica with a fresh sequence
             number.
+        resize_s: with in-place resizing, seconds until a cores-only change serves (None: it rolls out).
     """
     live = [r for r in st.replicas if r.retire_s == _INF]
     startup = st.spec.variant(new.variant).startup_s
+    if resize_s is not None and (old.variant, old.batch) == (new.variant, new.batch) and old.cores != new.cores:
+        for r in live:
+            r.resize(st.spec, new, now_s, resize_s)
+        old = new  # the replica count changes as a scaling, below
     if (old.variant, old.batch, old.cores) == (new.variant, new.batch, new.cores):
         if new.replicas > len(live):
             for _ in range(new.replicas - len(live)):
@@ -185,7 +231,7 @@ def allocated_core_seconds(t0: float, t1: float, replicas: list[Replica]) -> flo
         lo = max(t0, r.alloc_s)
         hi = min(t1, r.dealloc_s())
         if hi > lo:
-            total += (hi - lo) * r.cores
+            total += (hi - lo) * r.cores if r.charges is None else r.core_seconds(lo, hi)
     return total
 
 

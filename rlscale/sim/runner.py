@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from rlscale.control import DecisionError, Limits, as_controller, decide, is_rollout, step
+from rlscale.control import DecisionError, Limits, as_controller, decide, is_rollout, resized, step
 from rlscale.interfaces import Policy
 from rlscale.model import fit_budget, max_capacity, plan_fixed_variants
 from rlscale.sim.cluster import Simulator
@@ -57,6 +57,8 @@ RECORD_KEYS = (
 )
 # keys the record adds for a spec with pools (some stage's ``max_pools > 1``), after ``reconfigurations``
 POOLED_RECORD_KEYS = ("mixed_share",)
+# keys the record adds for a spec with ``in_place_resize``, after ``scalings``
+RESIZE_RECORD_KEYS = ("resizes",)
 
 
 @dataclass
@@ -117,7 +119,9 @@ def summarise(
     which only the make-before-break overlap of a rollout (old pods serving until the new ones are ready) can
     cause: the budget caps configurations, not that transient surge (size a quota with room for it). A spec with
     pools adds ``mixed_share`` (`POOLED_RECORD_KEYS`), the share of intervals in which some stage ran two or more
-    pools.
+    pools. With the spec's ``in_place_resize``, a change of cores alone is no rollout (`rlscale.control.rolled_out`)
+    and counts with the scalings; the record adds ``resizes`` (`RESIZE_RECORD_KEYS`), the changes that resized
+    some pool in place.
 
     Args:
         configs: the configuration in force during each interval of the trace (drain excluded).
@@ -125,7 +129,8 @@ def summarise(
     """
     metrics = run_summary(sim.spec, sim.requests, sim.outcomes, sim.history, configs)
     changes = [(a, b) for a, b in zip(configs, configs[1:], strict=False) if a != b]
-    rollouts = sum(1 for a, b in changes if is_rollout(a, b))
+    in_place = sim.spec.in_place_resize
+    rollouts = sum(1 for a, b in changes if is_rollout(a, b, in_place=in_place))
     budget = sim.spec.core_budget
     capacity = max_capacity(sim.spec).capacity_rps
     trace_iv = sim.history[: len(configs)]
@@ -143,6 +148,9 @@ def summarise(
         "reconfigurations": sim.reconfigurations,
         "rollouts": rollouts,
         "scalings": len(changes) - rollouts,
+        "resizes": sum(1 for a, b in changes if any(resized(x, y) for x, y in zip(a.stages, b.stages, strict=True)))
+        if in_place
+        else 0,
         "damped_decisions": limits.damped if limits is not None else 0,
         "budget_capped_decisions": limits.budget_capped if limits is not None else 0,
         "budget_limited_intervals": sum(1 for m in trace_iv if m.arrival_rps_max > capacity),
@@ -155,6 +163,9 @@ def summarise(
     if sim.spec.pooled:
         i = RECORD_KEYS.index("reconfigurations") + 1
         keys = (*RECORD_KEYS[:i], *POOLED_RECORD_KEYS, *RECORD_KEYS[i:])
+    if in_place:
+        i = keys.index("scalings") + 1
+        keys = (*keys[:i], *RESIZE_RECORD_KEYS, *keys[i:])
     return {key: fields[key] for key in keys}
 
 
