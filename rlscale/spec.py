@@ -545,6 +545,9 @@ class PipelineSpec:
         source: the spec file (not part of the document).
         kubernetes: the ``kubernetes`` section (not compared).
         damping: the reconfiguration budget (`DampingSpec`; default: off).
+        in_place_resize: a cores-only change of a stage (same variant, batch and replicas) is applied in place,
+            without a rollout (on Kubernetes: the ``pods/resize`` subresource, DESIGN.md section 8; default off).
+        resize_s: seconds an in-place resize takes.
     """
 
     name: Annotated[
@@ -563,6 +566,8 @@ class PipelineSpec:
     source: SkipJsonSchema[Path]
     kubernetes: KubeSpec = dataclasses.field(default_factory=KubeSpec, compare=False)
     damping: DampingSpec = dataclasses.field(default_factory=DampingSpec)
+    in_place_resize: Annotated[bool, Field(strict=True)] = False
+    resize_s: Seconds = 1.0
 
     @model_validator(mode="before")
     @classmethod
@@ -658,6 +663,8 @@ class PipelineSpec:
                 "promql": dict(self.kubernetes.promql),
             },
             "damping": dataclasses.asdict(self.damping),
+            "in_place_resize": self.in_place_resize,
+            "resize_s": self.resize_s,
         }
 
     def to_document(self) -> dict[str, Any]:
@@ -681,6 +688,10 @@ class PipelineSpec:
             del doc["kubernetes"]
         if not self.damping.enabled:
             del doc["damping"]
+        if not self.in_place_resize:
+            del doc["in_place_resize"]
+        if self.resize_s == _field_default(PipelineSpec, "resize_s"):
+            del doc["resize_s"]
         if self.objective.sla_mode == "priced":
             del doc["objective"]["sla_mode"]
         return doc
@@ -728,6 +739,11 @@ def _resolve_profile(stage: dict[str, Any], spec_path: Path) -> Path | None:
     return path
 
 
+def _field_default(cls: type, name: str) -> Any:
+    """The default of a model's field (for leaving defaults out of documents)."""
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
 def _field_path(loc: Sequence[str | int]) -> str:
     """``('stages', 0, 'cores')`` -> ``stages[0].cores``."""
     out = ""
@@ -771,6 +787,8 @@ def _describe(error: Any) -> tuple[str, str]:
         return where, f"must be a number, got {value!r}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return where, f"must be an integer, got {value!r}"
+    if kind in ("bool_type", "bool_parsing"):
+        return where, f"must be true or false, got {value!r}"
     if kind in ("string_type", "string_too_short"):
         return where, f"must be a non-empty string, got {value!r}"
     if kind == "string_too_long":

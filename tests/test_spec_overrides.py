@@ -223,3 +223,32 @@ def test_max_pools_defaults_to_one_and_is_set_per_stage(write_spec):
     again = path.parent / "again.yaml"
     again.write_text(yaml.safe_dump(pooled.to_document(), sort_keys=False))
     assert load_spec(again).stages[0].max_pools == 2
+
+
+def test_in_place_resize_is_off_by_default_and_set_at_the_top(write_spec):
+    path = write_spec()
+    plain = load_spec(path)
+    assert plain.in_place_resize is False and plain.resize_s == 1.0
+    assert "in_place_resize" not in plain.to_document() and "resize_s" not in plain.to_document()
+    resized = load_spec(path, ["in_place_resize=true", "resize_s=2.5"])
+    assert resized.in_place_resize is True and resized.resize_s == 2.5 and resized != plain
+    assert resized.to_dict()["in_place_resize"] is True and resized.to_dict()["resize_s"] == 2.5
+    again = path.parent / "again.yaml"
+    again.write_text(yaml.safe_dump(resized.to_document(), sort_keys=False))
+    back = load_spec(again)
+    assert (back.in_place_resize, back.resize_s) == (True, 2.5)
+
+
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("in_place_resize=maybe", "in_place_resize: must be true or false, got 'maybe'"),
+        ("in_place_resize=1", "in_place_resize: must be true or false, got 1"),
+        ("resize_s=-1", "resize_s: must be >= 0, got -1"),
+        ("resize_s=fast", "resize_s: must be a number, got 'fast'"),
+    ],
+)
+def test_in_place_resize_fields_refuse_bad_values(write_spec, item, message):
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(), [item])
+    assert message in str(info.value) and f"--set {item}" in str(info.value)

@@ -113,6 +113,8 @@ def test_schema_describes_the_document_not_the_loaded_model():
     assert defs["ObjectiveSpec"]["properties"]["accuracy_method"]["enum"] == ["sum", "product"]
     assert set(defs["ObjectiveSpec"]["required"]) == {"alpha", "beta", "gamma", "accuracy_method"}
     assert "arrival_rate" in defs["KubeSpec"]["properties"]["promql"]["propertyNames"]["enum"]
+    assert top["in_place_resize"] == {"default": False, "title": "In Place Resize", "type": "boolean"}
+    assert top["resize_s"]["default"] == 1.0 and top["resize_s"]["minimum"] == 0
     assert all(d["additionalProperties"] is False for d in defs.values())
 
 
