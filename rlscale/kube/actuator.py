@@ -478,6 +478,7 @@ class DeploymentActuator:
                 if off_spec is None and current.with_(cores=target.cores) == target and current.replicas > 0:
                     done = self._resize_in_place(dep, target.cores, dry)
                     if done is not None:
+                        done = done or "nothing left to resize"
                         return StageOutcome(name, "resized", message=f"{current} -> {target}: {done}", attempts=attempt)
                 body = template_patch(dep, self.spec.kubernetes, target, self.spec.batch_timeout_s)
                 self._call(self.api.patch_namespaced_deployment, dep_name, self.namespace, body, **dry)
@@ -564,13 +565,12 @@ class DeploymentActuator:
         ("" for nothing)."""
         if resized_cores(dep) in (None, template_cores(dep, self.spec.kubernetes)) or not self.in_place_supported():
             return ""
-        done = self._resize_in_place(dep, cores, dry)
-        return done or ""
+        return self._resize_in_place(dep, cores, dry) or ""
 
     def _resize_in_place(self, dep: dict[str, Any], cores: int, dry: dict[str, str]) -> str | None:
         """Resize every pod of ``dep`` to ``cores`` through ``pods/resize``, then record it on the Deployment
-        (`resized_patch`). Returns what was done, or None when in-place resize is not available (then nothing was
-        recorded, and the caller rolls out).
+        (`resized_patch`). Returns what was done ("" for nothing), or None when in-place resize is not available
+        (then nothing was recorded, and the caller rolls out).
 
         Raises:
             KubeApiError: a call failed for another reason (a resize refused as forbidden, say).
@@ -600,8 +600,9 @@ class DeploymentActuator:
         ops = resized_patch(dep, kube, cores)
         if ops:
             self._call(self.api.patch_namespaced_deployment, dep["metadata"]["name"], self.namespace, ops, **dry)
-        where = f"{len(resized)} pod(s) resized in place to {cores} cores" if resized else "no pod to resize"
-        return f"{where}, {ANNOTATION_CORES}={cores}" if ops else where
+        done = [f"{len(resized)} pod(s) resized in place to {cores} cores"] if resized else []
+        done += [f"{ANNOTATION_CORES}={cores}"] if ops else []
+        return ", ".join(done)
 
     # ------------------------------------------------------------------ pooled stages
 

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from rlscale.kube.actuator import DeploymentActuator, parse_version
-from rlscale.kube.objects import ANNOTATION_CORES, stage_deployment
+from rlscale.kube.objects import ANNOTATION_CORES, rbac_rules, stage_deployment
 from rlscale.spec import load_spec
 from rlscale.types import PipelineConfig, StageConfig
 from tests.integration.closed_loop import create_stage_objects
@@ -217,3 +217,36 @@ def test_a_pool_whose_cores_alone_change_is_resized_in_place(kube_api):
 )
 def test_server_versions_are_read_as_managed_clusters_write_them(info, version):
     assert parse_version(info) == version
+
+
+def test_every_call_is_covered_by_the_role_with_in_place_resize(kube_api, spec, cluster):
+    """Read, resize, resize the pods made since, roll out: every request is granted by the Role `rlscale manifests`
+    renders (GET /version is no resource: Kubernetes' default roles let every client read it), and every grant
+    is used."""
+    api, pods = cluster
+    kube_api.emulator.seen.clear()
+    act = DeploymentActuator(spec, api, NS)
+    act.read()
+    bigger = PipelineConfig((MORE_CORES.stages[0].with_(replicas=3), START.stages[1]))
+    assert [o.action for o in act.apply(MORE_CORES).stages] == ["resized", "unchanged"]
+    assert [o.action for o in act.apply(bigger).stages] == ["scaled", "unchanged"]
+    since = len(kube_api.emulator.seen)
+    pods.sync(1.0)
+    del kube_api.emulator.seen[since:]  # the twin's own requests
+    act.read()
+    assert [o.action for o in act.apply(bigger).stages] == ["resized", "unchanged"]
+    moved = PipelineConfig((bigger.stages[0], StageConfig("resnet34", 2, 1, 2)))
+    assert [o.action for o in act.apply(moved).stages] == ["unchanged", "rolled"]
+    used = set()
+    for r in kube_api.emulator.seen:
+        if r["path"].rstrip("/") == "/version":
+            continue
+        kind = "pods" if "/pods" in r["path"] else "deployments"
+        resource = f"{kind}/{r['subresource']}" if r["subresource"] else kind
+        if r["method"] == "GET":
+            verb = "list" if r["path"].rstrip("/").endswith(f"/{kind}") else "get"
+        else:
+            verb = r["method"].lower()
+        used.add((resource, verb))
+    granted = {(res, verb) for rule in rbac_rules(spec) for res in rule["resources"] for verb in rule["verbs"]}
+    assert used == granted
