@@ -592,6 +592,8 @@ class DeploymentActuator:
                     **dry,
                 )
             except KubeApiError as exc:
+                if exc.status == 404 and name not in {p["metadata"]["name"] for p in self._pods(dep)}:
+                    continue  # the pod went between the list and the patch (a scale-down, an eviction)
                 if exc.status in UNSUPPORTED_RESIZE:
                     self._no_in_place(f"the API server answered pods/{name}/resize with {exc}")
                     return None

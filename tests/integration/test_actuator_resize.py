@@ -250,3 +250,25 @@ def test_every_call_is_covered_by_the_role_with_in_place_resize(kube_api, spec, 
         used.add((resource, verb))
     granted = {(res, verb) for rule in rbac_rules(spec) for res in rule["resources"] for verb in rule["verbs"]}
     assert used == granted
+
+
+def test_a_pod_that_goes_between_the_list_and_the_resize_is_skipped_not_taken_for_an_old_server(
+    kube_api, spec, cluster
+):
+    api, _ = cluster
+    first = sorted(pod_cpu(kube_api, "video-crop"))[0]
+
+    def gone(request):  # the first resize finds its pod deleted (a scale-down, an eviction)
+        if request.subresource != "resize" or not request.url.path.endswith(f"/{first}/resize"):
+            return False
+        for key, obj in list(kube_api.emulator.objects.items()):  # deleted at once, inside the server
+            if key[2] == first:
+                obj.delete()
+        return True
+
+    kube_api.emulator.inject(404, count=1, match=gone)
+    act = DeploymentActuator(spec, api, NS)
+    outcome = act.apply(MORE_CORES)
+    assert [o.action for o in outcome.stages] == ["resized", "unchanged"], outcome
+    assert "1 pod(s) resized in place" in outcome.stages[0].message
+    assert act.in_place_supported()  # still on
