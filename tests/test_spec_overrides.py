@@ -12,7 +12,7 @@ import yaml
 
 from rlscale.cli import main
 from rlscale.errors import RlscaleError, SpecError
-from rlscale.spec import apply_overrides, load_spec
+from rlscale.spec import DEFAULT_RESIZE_S, apply_overrides, load_spec
 
 
 def test_overrides_by_dotted_path_with_yaml_values(write_spec):
@@ -251,6 +251,20 @@ def test_sponge_fields_by_override(write_spec, tmp_path):
     assert back.to_document() == spec.to_document() and back.request_slo.trace.bytes_per_s.tolist() == [1000.0]
 
 
+def test_in_place_resize_is_off_by_default_and_set_at_the_top(write_spec):
+    path = write_spec()
+    plain = load_spec(path)
+    assert plain.in_place_resize is False and plain.resize_s == DEFAULT_RESIZE_S
+    assert "in_place_resize" not in plain.to_document() and "resize_s" not in plain.to_document()
+    resized = load_spec(path, ["in_place_resize=true", "resize_s=2.5"])
+    assert resized.in_place_resize is True and resized.resize_s == 2.5 and resized != plain
+    assert resized.to_dict()["in_place_resize"] is True and resized.to_dict()["resize_s"] == 2.5
+    again = path.parent / "again.yaml"
+    again.write_text(yaml.safe_dump(resized.to_document(), sort_keys=False))
+    back = load_spec(again)
+    assert (back.in_place_resize, back.resize_s) == (True, 2.5)
+
+
 @pytest.mark.parametrize(
     "item,message",
     [
@@ -272,3 +286,18 @@ def test_sponge_fields_bad_values_are_one_line(write_spec, item, message):
         load_spec(path, sets)
     text = str(info.value)
     assert message in text and "\n" not in text and "--set" in text
+
+
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("in_place_resize=maybe", "in_place_resize: must be true or false, got 'maybe'"),
+        ("in_place_resize=1", "in_place_resize: must be true or false, got 1"),
+        ("resize_s=-1", "resize_s: must be >= 0, got -1"),
+        ("resize_s=fast", "resize_s: must be a number, got 'fast'"),
+    ],
+)
+def test_in_place_resize_fields_refuse_bad_values(write_spec, item, message):
+    with pytest.raises(SpecError) as info:
+        load_spec(write_spec(), [item])
+    assert message in str(info.value) and f"--set {item}" in str(info.value)

@@ -15,6 +15,7 @@ import yaml
 
 from rlscale.errors import SpecError
 from rlscale.spec import (
+    DEFAULT_RESIZE_S,
     ObjectiveSpec,
     PipelineSpec,
     VariantSpec,
@@ -116,6 +117,8 @@ def test_schema_describes_the_document_not_the_loaded_model():
     assert defs["ObjectiveSpec"]["properties"]["accuracy_method"]["enum"] == ["sum", "product"]
     assert set(defs["ObjectiveSpec"]["required"]) == {"alpha", "beta", "gamma", "accuracy_method"}
     assert "arrival_rate" in defs["KubeSpec"]["properties"]["promql"]["propertyNames"]["enum"]
+    assert top["in_place_resize"] == {"default": False, "title": "In Place Resize", "type": "boolean"}
+    assert top["resize_s"]["default"] == DEFAULT_RESIZE_S and top["resize_s"]["minimum"] == 0
     assert all(d["additionalProperties"] is False for d in defs.values())
 
 

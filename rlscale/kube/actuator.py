@@ -20,6 +20,15 @@ A pooled stage (``max_pools > 1``; `rlscale.kube.objects` has its objects) is on
 with ``get`` and scaled through ``deployments/scale``, and an HTTPRoute (``get``, JSON ``patch`` of its
 backendRef weights through ``CustomObjectsApi``); `DeploymentActuator` says in which order they change.
 
+With the spec's ``in_place_resize`` on, a cores-only change of a stage (same variant, batch and replicas; for a
+pooled stage, of a pool that has pods) is made in place (DESIGN.md section 8, `rlscale.kube.objects`): ``list`` of
+the Deployment's pods by its selector, a JSON ``patch`` of each pod's ``resize`` subresource (CPU request = limit),
+then a ``patch`` of the Deployment's metadata (annotation ``rlscale.io/cores``; the pod template is left alone,
+so nothing rolls out). Support is detected: the server's version is read once (``GET /version``, allowed to every
+client by Kubernetes' default ``system:public-info-viewer`` role); below 1.33, or when a resize is answered 404,
+405 or 422 (the subresource is missing or disabled), the actuator says so once in the log and rolls the stage out
+instead, as without ``in_place_resize``, for the rest of its life.
+
 A 429's ``Retry-After`` (seconds or an HTTP date) travels with the error (`KubeApiError.retry_after_s`,
 `ApplyOutcome.retry_after_s`) for the sidecar to wait out.
 """
@@ -30,6 +39,7 @@ import email.utils
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,18 +47,26 @@ from typing import Any
 
 from rlscale.errors import RlscaleError
 from rlscale.kube.objects import (
+    ANNOTATION_CORES,
     GATEWAY_GROUP,
     GATEWAY_VERSION,
     HTTPROUTES,
     LABEL_PIPELINE,
     LABEL_STAGE,
     DeploymentError,
+    pod_selector,
     pool_names,
     pool_weights,
     read_stage,
     read_weights,
     ready_replicas,
+    resize_drift,
+    resize_patch,
+    resized_cores,
+    resized_patch,
+    selected_pods,
     stage_base_name,
+    template_cores,
     template_patch,
     weights_patch,
 )
@@ -60,6 +78,10 @@ log = logging.getLogger(__name__)
 TEMPORARY_KINDS = ("throttled", "server", "timeout")
 PERMANENT_KINDS = ("unauthorized", "forbidden", "not_found", "invalid", "deployment")
 ERROR_KINDS = ("conflict", *TEMPORARY_KINDS, *PERMANENT_KINDS)
+MIN_RESIZE_VERSION = (1, 33)
+"""The first Kubernetes release whose pods have the ``resize`` subresource on by default (beta; GA in 1.35)."""
+UNSUPPORTED_RESIZE = (404, 405, 422)
+"""HTTP statuses of a ``pods/resize`` patch that mean the server has no (enabled) resize subresource."""
 
 
 class KubeApiError(RlscaleError):
@@ -68,14 +90,29 @@ class KubeApiError(RlscaleError):
     ``retry_after_s``: the seconds (wall clock) the API server asked to wait with a 429's ``Retry-After``, or None.
     """
 
-    def __init__(self, kind: str, message: str, retry_after_s: float | None = None) -> None:
+    def __init__(self, kind: str, message: str, retry_after_s: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.retry_after_s = retry_after_s
+        self.status = status  # the HTTP status, when the server answered
 
     @property
     def temporary(self) -> bool:
         return self.kind in TEMPORARY_KINDS or self.kind == "conflict"
+
+
+def parse_version(info: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(major, minor) of a ``GET /version`` answer: ``{"major": "1", "minor": "33+"}`` (managed clusters add a
+    ``+``), else from ``gitVersion`` (``v1.33.2-eks-...``); None when neither reads."""
+    try:
+        major = re.match(r"\d+", str(info.get("major", "")))
+        minor = re.match(r"\d+", str(info.get("minor", "")))
+        if major and minor:
+            return int(major.group()), int(minor.group())
+        found = re.match(r"v?(\d+)\.(\d+)", str(info.get("gitVersion", "")))
+    except AttributeError:
+        return None
+    return (int(found.group(1)), int(found.group(2))) if found else None
 
 
 def classify(exc: BaseException) -> str:
@@ -213,9 +250,9 @@ def _describe(kind: str, exc: BaseException, host: str = "", credentials: str = 
 
 @dataclass(frozen=True)
 class StageOutcome:
-    """What happened to one stage: ``unchanged``, ``scaled`` (replicas only), ``rolled`` (pod template),
-    ``failed`` (with the error ``kind`` and a message) or ``skipped`` (not tried: the API server throttled an
-    earlier stage's call). ``retry_after_s``: a 429's ``Retry-After``, seconds."""
+    """What happened to one stage: ``unchanged``, ``scaled`` (replicas only), ``resized`` (cores changed in place,
+    no rollout), ``rolled`` (pod template), ``failed`` (with the error ``kind`` and a message) or ``skipped`` (not
+    tried: the API server throttled an earlier stage's call). ``retry_after_s``: a 429's ``Retry-After``, seconds."""
 
     stage: str
     action: str
@@ -234,7 +271,7 @@ class ApplyOutcome:
 
     @property
     def changed(self) -> list[str]:
-        return [o.stage for o in self.stages if o.action in ("scaled", "rolled")]
+        return [o.stage for o in self.stages if o.action in ("scaled", "resized", "rolled")]
 
     @property
     def failed(self) -> list[StageOutcome]:
@@ -303,7 +340,11 @@ class DeploymentActuator:
     allocated_cores: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     routes: Any = None
     """A ``kubernetes.client.CustomObjectsApi`` for HTTPRoutes (None: one on ``api``'s client when needed)."""
+    core: Any = None
+    """A ``kubernetes.client.CoreV1Api`` for pods (None: one on ``api``'s client when needed)."""
     _seen_pools: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    # whether in-place resize is used: None until the server's version is read, False once found unsupported
+    _in_place: bool | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._names = dict(self.spec.kubernetes.deployments)
@@ -315,7 +356,8 @@ class DeploymentActuator:
         except Exception as exc:  # noqa: BLE001 - every client failure becomes a classified KubeApiError
             kind = classify(exc)
             message = _describe(kind, exc, self.host, self.credentials, self.timeout_s)
-            raise KubeApiError(kind, message, retry_after_s(exc)) from None
+            status = getattr(exc, "status", None)
+            raise KubeApiError(kind, message, retry_after_s(exc), status if isinstance(status, int) else None) from None
 
     @property
     def host(self) -> str:
@@ -381,6 +423,8 @@ class DeploymentActuator:
                 raise KubeApiError("deployment", str(exc)) from None
             stages.append(config)
             ready.append(ready_replicas(dep))
+            if reason is None:
+                reason = self._drift(dep)
             if reason is not None:
                 off_spec[st.name] = reason
                 if self.off_spec.get(st.name) != reason:  # said once per new reason
@@ -420,14 +464,22 @@ class DeploymentActuator:
                     current, off_spec = read_stage(dep, self.spec.kubernetes, stage)
                 except RlscaleError as exc:
                     return StageOutcome(name, "failed", "deployment", str(exc), attempt)
-                if current == target and off_spec is None:
-                    return StageOutcome(name, "unchanged", attempts=attempt)
                 dep_name = dep["metadata"]["name"]
+                if current == target and off_spec is None:
+                    done = self._resize_drifted(dep, target.cores, dry)
+                    if done:
+                        return StageOutcome(name, "resized", message=done, attempts=attempt)
+                    return StageOutcome(name, "unchanged", attempts=attempt)
                 same = (current.variant, current.batch, current.cores) == (target.variant, target.batch, target.cores)
                 if same and off_spec is None:
                     body = {"spec": {"replicas": target.replicas}}
                     self._call(self.api.patch_namespaced_deployment_scale, dep_name, self.namespace, body, **dry)
                     return StageOutcome(name, "scaled", message=f"{current} -> {target}", attempts=attempt)
+                if off_spec is None and current.with_(cores=target.cores) == target and current.replicas > 0:
+                    done = self._resize_in_place(dep, target.cores, dry)
+                    if done is not None:
+                        done = done or "nothing left to resize"
+                        return StageOutcome(name, "resized", message=f"{current} -> {target}: {done}", attempts=attempt)
                 body = template_patch(dep, self.spec.kubernetes, target, self.spec.batch_timeout_s)
                 self._call(self.api.patch_namespaced_deployment, dep_name, self.namespace, body, **dry)
                 fixed = f" (was off-spec: {off_spec})" if off_spec is not None else ""
@@ -437,6 +489,122 @@ class DeploymentActuator:
                     log.info("stage %s: conflict (%s); re-reading and retrying", name, exc)
                     continue
                 return StageOutcome(name, "failed", exc.kind, str(exc), attempt, exc.retry_after_s)
+
+    # ------------------------------------------------------------------ in-place resize
+
+    def _core_api(self) -> Any:
+        if self.core is None:
+            from kubernetes import client
+
+            self.core = client.CoreV1Api(self.api.api_client)
+        return self.core
+
+    def server_version(self) -> tuple[int, int] | None:
+        """The API server's Kubernetes (major, minor) from ``GET /version``; None when it cannot be read."""
+        from kubernetes import client
+
+        try:
+            info = self._call(client.VersionApi(self.api.api_client).get_code)
+        except KubeApiError as exc:
+            log.debug("cannot read the API server's version: %s", exc)
+            return None
+        return parse_version(info)
+
+    def in_place_supported(self) -> bool:
+        """Whether a cores-only change is resized in place: the spec enables it, and the server is not known to lack
+        the ``pods/resize`` subresource (its version, read once, is at least 1.33, and no resize was refused as
+        unsupported). When the version cannot be read the resize itself finds out."""
+        if not self.spec.in_place_resize or self._in_place is False:
+            return False
+        if self._in_place is None:
+            version = self.server_version()
+            if version is None:
+                return True  # unknown: try, and let a 404/405/422 decide; read the version again next time
+            if version < MIN_RESIZE_VERSION:
+                self._no_in_place(
+                    f"the API server is Kubernetes {version[0]}.{version[1]}, and in-place pod resize (the "
+                    f"pods/resize subresource) needs {MIN_RESIZE_VERSION[0]}.{MIN_RESIZE_VERSION[1]} or later"
+                )
+                return False
+            self._in_place = True
+        return True
+
+    def _no_in_place(self, why: str) -> None:
+        """In-place resize is off for good (said once, in the log)."""
+        self._in_place = False
+        log.warning(
+            "in_place_resize is on in the spec, but %s: cores-only changes roll the stage out instead (a new "
+            "ReplicaSet, as with in_place_resize off), from now on",
+            why,
+        )
+
+    def _pods(self, dep: dict[str, Any]) -> list[dict[str, Any]]:
+        """The Deployment's pods (by its selector), not being deleted."""
+        selector = ",".join(f"{k}={v}" for k, v in pod_selector(dep).items())
+        items = self._call(self._core_api().list_namespaced_pod, self.namespace, label_selector=selector)["items"]
+        return selected_pods(dep, items)
+
+    def _drift(self, dep: dict[str, Any]) -> str | None:
+        """Why a Deployment resized in place is off-spec: pods the ReplicaSet made since from the template's CPU
+        (`resize_drift`); None when there are none, or it is not resized in place, or in-place resize is off."""
+        if resized_cores(dep) in (None, template_cores(dep, self.spec.kubernetes)) or not self.in_place_supported():
+            return None
+        drifted = resize_drift(dep, self.spec.kubernetes, self._pods(dep))
+        if not drifted:
+            return None
+        name = dep["metadata"]["name"]
+        shown = ", ".join(drifted[:3]) + (", ..." if len(drifted) > 3 else "")
+        return (
+            f"{len(drifted)} pod(s) of Deployment {name} ({shown}) "
+            f"run the template's CPU, not the {resized_cores(dep)} cores its pods were resized to in place; the "
+            "next apply resizes them"
+        )
+
+    def _resize_drifted(self, dep: dict[str, Any], cores: int, dry: dict[str, str]) -> str:
+        """Resize in place the pods of a Deployment resized in place that run other cores (new pods); what was done
+        ("" for nothing)."""
+        if resized_cores(dep) in (None, template_cores(dep, self.spec.kubernetes)) or not self.in_place_supported():
+            return ""
+        return self._resize_in_place(dep, cores, dry) or ""
+
+    def _resize_in_place(self, dep: dict[str, Any], cores: int, dry: dict[str, str]) -> str | None:
+        """Resize every pod of ``dep`` to ``cores`` through ``pods/resize``, then record it on the Deployment
+        (`resized_patch`). Returns what was done ("" for nothing), or None when in-place resize is not available
+        (then nothing was recorded, and the caller rolls out).
+
+        Raises:
+            KubeApiError: a call failed for another reason (a resize refused as forbidden, say).
+        """
+        if not self.in_place_supported():
+            return None
+        kube = self.spec.kubernetes
+        resized = []
+        for pod in self._pods(dep):
+            name = pod["metadata"]["name"]
+            if template_cores(pod, kube) == cores:
+                continue
+            try:
+                self._call(
+                    self._core_api().patch_namespaced_pod_resize,
+                    name,
+                    self.namespace,
+                    resize_patch(pod, kube, cores),
+                    **dry,
+                )
+            except KubeApiError as exc:
+                if exc.status == 404 and name not in {p["metadata"]["name"] for p in self._pods(dep)}:
+                    continue  # the pod went between the list and the patch (a scale-down, an eviction)
+                if exc.status in UNSUPPORTED_RESIZE:
+                    self._no_in_place(f"the API server answered pods/{name}/resize with {exc}")
+                    return None
+                raise KubeApiError(exc.kind, f"pod {self.namespace}/{name} resize: {exc}", exc.retry_after_s) from None
+            resized.append(name)
+        ops = resized_patch(dep, kube, cores)
+        if ops:
+            self._call(self.api.patch_namespaced_deployment, dep["metadata"]["name"], self.namespace, ops, **dry)
+        done = [f"{len(resized)} pod(s) resized in place to {cores} cores"] if resized else []
+        done += [f"{ANNOTATION_CORES}={cores}"] if ops else []
+        return ", ".join(done)
 
     # ------------------------------------------------------------------ pooled stages
 
@@ -490,6 +658,10 @@ class DeploymentActuator:
                     off.add(v)
         except DeploymentError as exc:
             raise KubeApiError("deployment", str(exc)) from None
+        for v, dep in deps.items():  # pods made from the template since the pool was resized in place
+            drift = self._drift(dep) if v not in off and configs[v].replicas > 0 else None
+            if drift is not None:
+                problems.append(drift)
         return _PoolState(names, route, deps, configs, weights, problems, off)
 
     def _read_pooled(self, st: StageSpec) -> _PooledRead:
@@ -530,7 +702,7 @@ class DeploymentActuator:
         while True:
             attempt += 1
             steps: list[str] = []
-            rolled = changed = False
+            rolled = resized = changed = False
             try:
                 state = self._seen_pools.pop(st.name, None) if attempt == 1 else None
                 if state is None:
@@ -541,7 +713,21 @@ class DeploymentActuator:
                     cur = state.configs[v]
                     keep = cur.replicas if state.weights[v] > 0 else 0
                     replicas = max(p.replicas, keep)
-                    if (cur.batch, cur.cores) != (p.batch, p.cores) or v in state.off:
+                    # in place: a pool with pods whose cores alone change (a pool with none rolls out for free)
+                    in_place = v not in state.off and cur.replicas > 0 and cur.batch == p.batch
+                    done = None
+                    if in_place and cur.cores != p.cores:
+                        done = self._resize_in_place(state.deps[v], p.cores, dry)
+                    elif in_place:
+                        done = self._resize_drifted(state.deps[v], p.cores, dry) or None
+                    if done is not None:
+                        steps.append(f"{v} {cur.cores} -> {p.cores} cores ({done})")
+                        resized = changed = True
+                        if cur.replicas < replicas:
+                            self._scale(state.names[v], replicas, dry)
+                            steps.append(f"{v} x{cur.replicas} -> x{replicas}")
+                            touched.add(v)
+                    elif (cur.batch, cur.cores) != (p.batch, p.cores) or v in state.off:
                         new = p.with_(replicas=replicas, share=1.0, mix=())
                         body = template_patch(state.deps[v], self.spec.kubernetes, new, self.spec.batch_timeout_s)
                         self._call(self.api.patch_namespaced_deployment, state.names[v], self.namespace, body, **dry)
@@ -586,7 +772,7 @@ class DeploymentActuator:
                     steps.append(f"weights kept until {', '.join(waiting)} ready")
                 if not changed:
                     return StageOutcome(st.name, "unchanged", message="; ".join(steps), attempts=attempt)
-                action = "rolled" if rolled else "scaled"
+                action = "rolled" if rolled else "resized" if resized else "scaled"
                 return StageOutcome(st.name, action, message="; ".join(steps), attempts=attempt)
             except KubeApiError as exc:
                 if exc.kind == "conflict" and attempt <= self.conflict_retries:
@@ -658,6 +844,8 @@ class AssumedActuator:
                 action = "unchanged"
             elif (old.variant, old.batch, old.cores) == (new.variant, new.batch, new.cores):
                 action = "scaled"
+            elif self.spec.in_place_resize and old.with_(cores=new.cores) == new and not new.pooled:
+                action = "resized"
             else:
                 action = "rolled"
             outcomes.append(StageOutcome(st.name, action, message=f"{old} -> {new} (assumed, no API server)"))

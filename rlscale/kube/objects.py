@@ -29,6 +29,14 @@ stage is never looked up by label: its names are fixed, so its Role rules always
 replicas are its Deployment's ``spec.replicas`` (0: the pool is unused), its share its backendRef's integer
 ``weight`` over the weights of the pools in force (`pool_weights`, `read_weights`).
 
+With the spec's ``in_place_resize`` on, a cores-only change is made without a rollout (DESIGN.md section 8): each
+pod of the Deployment is patched through the ``pods/resize`` subresource (`resize_patch`), and the Deployment keeps
+its pod template (a template change would be a rollout: a new ReplicaSet replaces every pod). The cores the pods
+were resized to are written to the Deployment's annotation ``rlscale.io/cores`` (`ANNOTATION_CORES`; metadata, not
+the template, so nothing rolls out), which `read_stage` reads as the stage's cores. Pods the ReplicaSet creates
+later (a scale-up, a replaced pod) start from the template's CPU, and the sidecar resizes them too
+(`resize_drift`). Any template patch (a rollout) writes the cores into the template and removes the annotation.
+
 CPU quantities are read exactly (``1500m``, ``1.5``, ``2``, ``2k``, ``1e0``...): the cores are the request (the
 limit when there is no request). A stage whose request is not one of its ``cores`` choices, or whose request and
 limit differ, is *off-spec* (`read_stage`): its configuration reads as the smallest choice at or above the
@@ -51,6 +59,8 @@ from rlscale.types import PipelineConfig, StageConfig
 LABEL_PIPELINE = "rlscale.io/pipeline"
 LABEL_STAGE = "rlscale.io/stage"
 LABEL_VARIANT = "rlscale.io/variant"
+ANNOTATION_CORES = "rlscale.io/cores"
+"""Deployment annotation: the cores its pods were resized to in place (absent: the template's CPU request)."""
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_VERSION = "v1"
 HTTPROUTES = "httproutes"
@@ -125,11 +135,13 @@ def _container_label(deployment: dict[str, Any], kube: KubeSpec) -> str:
 
 
 def serving_container(deployment: dict[str, Any], kube: KubeSpec) -> tuple[int, dict[str, Any]]:
-    """(index, container) of the container that serves the model."""
+    """(index, container) of the container that serves the model, in a Deployment's pod template or a pod."""
     name = deployment.get("metadata", {}).get("name", "?")
-    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers") or []
+    spec = deployment.get("spec") or {}
+    what = "Deployment" if "template" in spec else "pod"
+    containers = (spec.get("template", {}).get("spec") or {} if what == "Deployment" else spec).get("containers") or []
     if not containers:
-        raise DeploymentError(f"Deployment {name} has no containers")
+        raise DeploymentError(f"{what} {name} has no containers")
     if kube.container is None:
         return 0, containers[0]
     for i, c in enumerate(containers):
@@ -137,7 +149,7 @@ def serving_container(deployment: dict[str, Any], kube: KubeSpec) -> tuple[int, 
             return i, c
     names = ", ".join(repr(c.get("name")) for c in containers)
     raise DeploymentError(
-        f"Deployment {name} has no container {kube.container!r} (kubernetes.container); its containers: {names}"
+        f"{what} {name} has no container {kube.container!r} (kubernetes.container); its containers: {names}"
     )
 
 
@@ -197,13 +209,26 @@ def read_stage(deployment: dict[str, Any], kube: KubeSpec, stage: StageSpec) -> 
     if request is not None and limit is not None and request != limit:
         problems.append(f"CPU request {_cores_text(request)} differs from its limit {_cores_text(limit)}")
     chosen = next((c for c in choices if c >= cores), choices[-1])
+    annotated = (deployment.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_CORES)
+    if annotated is not None:
+        try:
+            resized = cpu_cores(annotated)
+        except DeploymentError:
+            resized = None
+        if resized in choices:
+            chosen = resized
+        else:
+            problems.append(
+                f"annotation {ANNOTATION_CORES}={annotated!r} (cores resized in place) is not one of stage "
+                f"{stage.name}'s cores"
+            )
     replicas = deployment.get("spec", {}).get("replicas")
     config = StageConfig(variant, batch, int(replicas if replicas is not None else 1), int(chosen))
     reason = None
     if problems:
         reason = (
             f"Deployment {name} is off-spec: {'; '.join(problems)}; read as {chosen} cores, which the next apply "
-            "writes to both"
+            "writes to both (a rollout)"
         )
     return config, reason
 
@@ -249,14 +274,18 @@ def template_patch(
     JSON patch addresses the container and env entries by index, so it means the same to every API server
     (strategic merge is Kubernetes-only; JSON merge would replace the whole container list). Writing back the
     ``resourceVersion`` that was read makes the API server refuse the patch with 409 Conflict if the Deployment
-    changed since (optimistic locking), so stale indexes never overwrite someone else's change.
+    changed since (optimistic locking), so stale indexes never overwrite someone else's change. The cores go into
+    the template, so an in-place resize's annotation (`ANNOTATION_CORES`) is removed: the template says it again.
     """
     i, container = serving_container(deployment, kube)
     base = f"/spec/template/spec/containers/{i}"
     ops: list[dict[str, Any]] = []
-    version = deployment.get("metadata", {}).get("resourceVersion")
+    meta = deployment.get("metadata", {})
+    version = meta.get("resourceVersion")
     if version is not None:
         ops.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
+    if ANNOTATION_CORES in (meta.get("annotations") or {}):
+        ops.append({"op": "remove", "path": f"/metadata/annotations/{_pointer(ANNOTATION_CORES)}"})
     has_env = bool(container.get("env"))
     env = [(kube.variant_env, new.variant), (kube.batch_env, str(new.batch))]
     if batch_timeout_s is not None:
@@ -271,19 +300,106 @@ def template_patch(
         else:
             # "add" on an existing member replaces it ("replace" would fail where the member is missing)
             ops.append({"op": "add", "path": f"{base}/env/{j}/value", "value": value})
-    cpu = str(new.cores)
-    if not container.get("resources"):
-        ops.append(
-            {"op": "add", "path": f"{base}/resources", "value": {"requests": {"cpu": cpu}, "limits": {"cpu": cpu}}}
-        )
-    else:
-        for kind in ("requests", "limits"):
-            if (container["resources"].get(kind)) is None:
-                ops.append({"op": "add", "path": f"{base}/resources/{kind}", "value": {"cpu": cpu}})
-            else:
-                ops.append({"op": "add", "path": f"{base}/resources/{kind}/cpu", "value": cpu})
+    ops += _cpu_ops(base, container, new.cores)
     ops.append({"op": "add", "path": "/spec/replicas", "value": new.replicas})
     return ops
+
+
+def _pointer(key: str) -> str:
+    """A JSON pointer segment (RFC 6901): ``rlscale.io/cores`` -> ``rlscale.io~1cores``."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _cpu_ops(base: str, container: dict[str, Any], cores: int) -> list[dict[str, Any]]:
+    """JSON patch operations setting the CPU request and limit of the container at ``base`` to ``cores``."""
+    cpu = str(cores)
+    if not container.get("resources"):
+        return [{"op": "add", "path": f"{base}/resources", "value": {"requests": {"cpu": cpu}, "limits": {"cpu": cpu}}}]
+    ops = []
+    for kind in ("requests", "limits"):
+        if (container["resources"].get(kind)) is None:
+            ops.append({"op": "add", "path": f"{base}/resources/{kind}", "value": {"cpu": cpu}})
+        else:
+            ops.append({"op": "add", "path": f"{base}/resources/{kind}/cpu", "value": cpu})
+    return ops
+
+
+# ------------------------------------------------------------------------------------------- in-place resize
+
+
+def template_cores(deployment: dict[str, Any], kube: KubeSpec) -> Fraction | None:
+    """The CPU request (else limit) of the serving container in a Deployment's pod template or in a pod (its
+    desired resources, ``spec``); None when it has neither or cannot be read."""
+    try:
+        _, container = serving_container(deployment, kube)
+        resources = container.get("resources") or {}
+        request = cpu_cores((resources.get("requests") or {}).get("cpu"))
+        return request if request is not None else cpu_cores((resources.get("limits") or {}).get("cpu"))
+    except DeploymentError:
+        return None
+
+
+def resized_cores(deployment: dict[str, Any]) -> Fraction | None:
+    """The cores a Deployment's pods were resized to in place (`ANNOTATION_CORES`), None when not annotated or
+    unreadable."""
+    value = (deployment.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_CORES)
+    try:
+        return None if value is None else cpu_cores(value)
+    except DeploymentError:
+        return None
+
+
+def pod_selector(deployment: dict[str, Any]) -> dict[str, str]:
+    """The labels a Deployment selects its pods by (``spec.selector.matchLabels``)."""
+    return dict(((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
+
+
+def selected_pods(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of ``pods``, those the Deployment selects (every ``matchLabels`` label, checked here again since not every
+    API server or emulator implements every selector) that are not being deleted, by name."""
+    want = pod_selector(deployment).items()
+    mine = [
+        p
+        for p in pods
+        if want <= ((p.get("metadata") or {}).get("labels") or {}).items()
+        and not (p.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    return sorted(mine, key=lambda p: p.get("metadata", {}).get("name", ""))
+
+
+def resize_patch(pod: dict[str, Any], kube: KubeSpec, cores: int) -> list[dict[str, Any]]:
+    """A JSON patch for a pod's ``resize`` subresource: the serving container's CPU request and limit to ``cores``
+    (the only fields the subresource lets change, with memory; memory is left alone)."""
+    i, container = serving_container(pod, kube)
+    return _cpu_ops(f"/spec/containers/{i}", container, cores)
+
+
+def resized_patch(deployment: dict[str, Any], kube: KubeSpec, cores: int) -> list[dict[str, Any]]:
+    """A JSON patch recording on the Deployment that its pods run ``cores`` after an in-place resize
+    (`ANNOTATION_CORES`), with the ``resourceVersion`` read; when ``cores`` is what the template says, the
+    annotation is removed instead. Empty when there is nothing to change. Metadata only: no rollout."""
+    meta = deployment.get("metadata", {})
+    annotations = meta.get("annotations") or {}
+    ops: list[dict[str, Any]] = []
+    if template_cores(deployment, kube) == cores:
+        if ANNOTATION_CORES in annotations:
+            ops.append({"op": "remove", "path": f"/metadata/annotations/{_pointer(ANNOTATION_CORES)}"})
+    elif annotations.get(ANNOTATION_CORES) != str(cores):
+        if not meta.get("annotations"):
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+        ops.append({"op": "add", "path": f"/metadata/annotations/{_pointer(ANNOTATION_CORES)}", "value": str(cores)})
+    if ops and meta.get("resourceVersion") is not None:
+        ops.insert(0, {"op": "replace", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]})
+    return ops
+
+
+def resize_drift(deployment: dict[str, Any], kube: KubeSpec, pods: list[dict[str, Any]]) -> list[str]:
+    """Names of the Deployment's pods (of ``pods``) whose CPU request is not the cores it was resized to in place
+    (pods the ReplicaSet made from the template since); empty when the Deployment is not resized in place."""
+    resized = resized_cores(deployment)
+    if resized is None or resized == template_cores(deployment, kube):
+        return []
+    return [p["metadata"]["name"] for p in selected_pods(deployment, pods) if template_cores(p, kube) != resized]
 
 
 def stage_deployment(
@@ -341,7 +457,10 @@ def rbac_rules(spec: PipelineSpec) -> list[dict[str, Any]]:
     and both rules carry ``resourceNames`` with exactly those names. Otherwise ``list`` finds the unnamed stages by
     label, and since Kubernetes cannot restrict ``list`` (or the names of Deployments found at run time) by
     ``resourceNames``, the rules name none. With pooled stages (``max_pools > 1``) a third rule grants ``get`` and
-    ``patch`` on exactly their HTTPRoutes (`stage_base_name`), whose backendRef weights hold the shares.
+    ``patch`` on exactly their HTTPRoutes (`stage_base_name`), whose backendRef weights hold the shares. With the
+    spec's ``in_place_resize`` on, ``list`` on pods (a Deployment's pods, by its selector) and ``patch`` on
+    ``pods/resize``, without ``resourceNames`` (pod names are made at run time); never ``get``, ``update`` or
+    ``delete`` on pods, which the sidecar does not use. Off, nothing on pods.
     """
     named = spec.kubernetes.deployments
     pooled = [st for st in spec.stages if st.max_pools > 1]
@@ -368,6 +487,9 @@ def rbac_rules(spec: PipelineSpec) -> list[dict[str, Any]]:
         routes = list(dict.fromkeys(stage_base_name(spec, st) for st in pooled))
         route_rule = {"apiGroups": [GATEWAY_GROUP], "resources": [HTTPROUTES], "resourceNames": routes}
         rules.append({**route_rule, "verbs": ["get", "patch"]})
+    if spec.in_place_resize:
+        rules.append({"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]})
+        rules.append({"apiGroups": [""], "resources": ["pods/resize"], "verbs": ["patch"]})
     return rules
 
 

@@ -7,6 +7,7 @@ its interval, query windows and backoff are the production defaults in pipeline 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -84,7 +85,9 @@ class ClosedLoop:
         self.spec, self.prometheus, self.kube_api, self.tmp = spec, prometheus, kube_api, tmp_path
         api = kube_api.apps_api()
         create_stage_objects(api, spec, initial)
-        self.twin = Twin(spec, trace, DeploymentActuator(spec, api, NS), initial, speedup=SPEEDUP, seed=seed)
+        # the twin's actuator only reads the Deployments (the twin keeps the pods itself, `twin.Pods`)
+        reading = dataclasses.replace(spec, in_place_resize=False) if spec.in_place_resize else spec
+        self.twin = Twin(spec, trace, DeploymentActuator(reading, api, NS), initial, speedup=SPEEDUP, seed=seed)
         port = free_port()
         self.twin.start(port)
         prometheus.set_targets([f"127.0.0.1:{port}"])

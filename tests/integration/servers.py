@@ -5,6 +5,10 @@ kmock stores a PATCH before it looks at user reactions, and ignores ``dryRun``. 
 a request answered with an error changes nothing, and a dry run is validated but never stored. `ApiServer`
 checks its injected faults first and answers dry runs with the would-be object, so tests see what a real
 cluster would do.
+
+`ApiServer.server_version` is the Kubernetes release ``GET /version`` reports (kmock's own answer is fixed).
+Below 1.33 the server has no ``pods/resize`` subresource: a resize is answered 404, as an older API server
+answers a path it does not serve.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import aiohttp.web
 import kmock
 
 DEPLOYMENTS = "apps/v1/deployments"
+PODS = "v1/pods"
 REASONS = {
     401: "Unauthorized",
     403: "Forbidden",
@@ -57,6 +62,7 @@ class ApiServer(kmock.KubernetesEmulator):
         self.fault_lock = threading.Lock()
         self.faults: list[Fault] = []
         self.seen: list[dict] = []  # every request: method, path, params, subresource, answer
+        self.server_version: tuple[int, int] = (1, 35)  # what GET /version says; < 1.33: no pods/resize
 
     def inject(
         self,
@@ -103,6 +109,17 @@ class ApiServer(kmock.KubernetesEmulator):
             "t": time.monotonic(),
         }
         self.seen.append(entry)
+        if entry["method"] == "GET" and entry["path"].rstrip("/") == "/version":
+            major, minor = self.server_version
+            version = {"major": str(major), "minor": str(minor), "gitVersion": f"v{major}.{minor}.0"}
+            build = {"gitCommit": "0" * 40, "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z"}
+            build.update(goVersion="go1.24", compiler="gc", platform="linux/amd64")
+            return aiohttp.web.json_response({**version, **build})
+        if request.subresource == "resize" and self.server_version < (1, 33):
+            entry["answer"] = 404
+            raise kmock.KubernetesError(
+                status=404, reason="NotFound", message="the server could not find the requested resource"
+            )
         fault = self._take(request)
         if fault is not None and fault.delay_s:
             await asyncio.sleep(fault.delay_s)
@@ -139,6 +156,7 @@ class BackgroundApiServer:
             self.emulator = ApiServer()
             await self.emulator.__aenter__()  # renders errors as Kubernetes Status objects
             self.emulator.resources[DEPLOYMENTS] = {}  # listing works before anything is created
+            self.emulator.resources[PODS] = {}
             self.server = kmock.Server(self.emulator)  # binds 127.0.0.1 by default
             await self.server.__aenter__()
 
@@ -147,6 +165,12 @@ class BackgroundApiServer:
 
     def _call(self, coro, timeout_s: float = 30):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def core_api(self):
+        """A CoreV1Api of the official client, pointed at the emulator (pods)."""
+        import kubernetes
+
+        return kubernetes.client.CoreV1Api(self.apps_api().api_client)
 
     def apps_api(self):
         """An AppsV1Api of the official client, pointed at the emulator."""

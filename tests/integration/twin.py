@@ -19,22 +19,44 @@ weight 0: the actuator's make-before-break) reports its replicas ready once its 
 since the twin first saw them, as pods would; a pool with 0 replicas reports 0. Limitation: when the weights then
 shift to a warm pool, the simulator starts that pool's replicas afresh (it has no notion of pods warmed outside
 its configuration), so the twin under-serves it for one ``startup_s``.
+
+With the spec's ``in_place_resize`` on, the twin also keeps the pods (`Pods`: the ReplicaSet controller and the
+kubelet, for the pipeline's Deployments). A pod template that changes is a new ReplicaSet (`Pods.replicasets`)
+whose pods replace the old ones (the simulator times the rollout); ``spec.replicas`` is met by creating pods from
+the template or deleting the youngest; a pod's CPU request changed through ``pods/resize`` is in force (its
+``status.containerStatuses[].resources``) ``resize_s`` simulated seconds later. The cores the simulator runs a
+stage (or pool) with are its pods' cores in force: when they change while the template stays, the twin changes
+the serving replicas' cores in place (no rollout: they keep serving); while its pods disagree (new pods from the
+template, not resized yet) the stage keeps the cores it had. Whether the server offers ``pods/resize`` at all is
+the API emulator's (`tests.integration.servers.ApiServer.server_version`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
 from rlscale.kube.actuator import DeploymentActuator, KubeApiError
+from rlscale.kube.objects import (
+    LABEL_PIPELINE,
+    pool_names,
+    selected_pods,
+    serving_container,
+    template_cores,
+)
 from rlscale.kube.prometheus import le_label
 from rlscale.sim.cluster import Simulator
 from rlscale.spec import PipelineSpec
-from rlscale.types import PipelineConfig
+from rlscale.types import PipelineConfig, StageConfig
 from rlscale.workload import Trace
 
 log = logging.getLogger(__name__)
@@ -102,6 +124,129 @@ class TwinMetrics:
         yield from (req, busy, queue, lat, e2e, dropped)
 
 
+def template_hash(deployment: dict[str, Any]) -> str:
+    """The ``pod-template-hash`` of a Deployment's pod template: it changes exactly when the template does."""
+    template = (deployment.get("spec") or {}).get("template") or {}
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def pod_cores_in_force(pod: dict[str, Any], spec: PipelineSpec) -> Fraction | None:
+    """The CPU request the kubelet has applied to a pod's serving container (``status.containerStatuses``)."""
+    try:
+        _, container = serving_container(pod, spec.kubernetes)
+    except Exception:  # noqa: BLE001 - a pod without containers has no cores in force
+        return None
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        if status.get("name") == container.get("name"):
+            return template_cores({"spec": {"containers": [status]}}, spec.kubernetes)
+    return None
+
+
+@dataclass
+class PodsView:
+    """One Deployment's pods after a `Pods.sync`: its template hash, whether the template changed in this sync (a
+    rollout), and the cores its current pods run (None while they disagree, or it has none)."""
+
+    template_hash: str
+    rolled: bool
+    cores: Fraction | None
+    pods: int
+
+
+@dataclass
+class Pods:
+    """The ReplicaSet controller and kubelet of the pipeline's Deployments, on the API emulator (see the module
+    docstring). `sync` once per tick; ``replicasets``: Deployment -> template hashes it has had, in order."""
+
+    spec: PipelineSpec
+    actuator: DeploymentActuator
+    core: Any
+    replicasets: dict[str, list[str]] = field(default_factory=dict)
+    created: int = 0
+    deleted: int = 0
+    _resizing: dict[str, tuple[Fraction, float]] = field(default_factory=dict)  # pod -> (cores wanted, since)
+
+    def _status(self, pod: dict[str, Any], cores: Fraction) -> dict[str, Any]:
+        _, container = serving_container(pod, self.spec.kubernetes)
+        cpu = str(cores.numerator) if cores.denominator == 1 else f"{float(cores):g}"
+        running = {"name": container.get("name"), "image": container.get("image", ""), "imageID": ""}
+        running.update(ready=True, restartCount=0, resources={"requests": {"cpu": cpu}, "limits": {"cpu": cpu}})
+        return {"status": {"phase": "Running", "containerStatuses": [running]}}
+
+    def sync(self, now_s: float) -> dict[str, PodsView]:
+        """Bring the pods to their Deployments (create, delete, apply resizes due by ``now_s``); per Deployment
+        what it runs."""
+        act, ns = self.actuator, self.actuator.namespace
+        deps = act._call(act.api.list_namespaced_deployment, ns)["items"]
+        pods = act._call(self.core.list_namespaced_pod, ns)["items"]
+        out: dict[str, PodsView] = {}
+        for dep in deps:
+            meta = dep.get("metadata") or {}
+            if (meta.get("labels") or {}).get(LABEL_PIPELINE) != self.spec.name:
+                continue
+            name, h = meta["name"], template_hash(dep)
+            hashes = self.replicasets.setdefault(name, [])
+            rolled = bool(hashes) and hashes[-1] != h
+            if not hashes or rolled:
+                hashes.append(h)
+            mine = selected_pods(dep, pods)
+            current = [p for p in mine if (p["metadata"].get("labels") or {}).get("pod-template-hash") == h]
+            for pod in mine:  # the old ReplicaSet's pods go (the simulator times the rollout)
+                if pod not in current:
+                    self._delete(pod)
+            want = int((dep.get("spec") or {}).get("replicas") or 0)
+            for pod in sorted(current, key=lambda p: p["metadata"]["name"])[want:]:
+                self._delete(pod)
+                current.remove(pod)
+            while len(current) < want:
+                current.append(self._create(dep, h))
+            in_force = {self._kubelet(pod, now_s) for pod in current}
+            cores = in_force.pop() if len(in_force) == 1 else None
+            out[name] = PodsView(h, rolled, cores, len(current))
+        return out
+
+    def _create(self, dep: dict[str, Any], h: str) -> dict[str, Any]:
+        template = json.loads(json.dumps(dep["spec"]["template"]))
+        self.created += 1
+        meta = template.get("metadata") or {}
+        labels = {**(meta.get("labels") or {}), "pod-template-hash": h}
+        name = f"{dep['metadata']['name']}-{h}-{self.created}"
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": labels},
+            "spec": template["spec"],
+        }
+        act = self.actuator
+        act._call(self.core.create_namespaced_pod, act.namespace, pod)
+        cores = template_cores(pod, self.spec.kubernetes)
+        status = self._status(pod, cores)
+        act._call(self.core.patch_namespaced_pod_status, name, act.namespace, status)
+        return {**pod, **status}
+
+    def _delete(self, pod: dict[str, Any]) -> None:
+        self.deleted += 1
+        self._resizing.pop(pod["metadata"]["name"], None)
+        self.actuator._call(self.core.delete_namespaced_pod, pod["metadata"]["name"], self.actuator.namespace)
+
+    def _kubelet(self, pod: dict[str, Any], now_s: float) -> Fraction | None:
+        """The pod's cores in force at ``now_s``: a resize (desired != in force) takes ``resize_s``."""
+        name = pod["metadata"]["name"]
+        wanted, held = template_cores(pod, self.spec.kubernetes), pod_cores_in_force(pod, self.spec)
+        if wanted is None or wanted == held:
+            self._resizing.pop(name, None)
+            return held
+        since = self._resizing.get(name)
+        if since is None or since[0] != wanted:
+            since = self._resizing[name] = (wanted, now_s)
+        if now_s - since[1] < self.spec.resize_s - 1e-9:
+            return held
+        act = self.actuator
+        act._call(self.core.patch_namespaced_pod_status, name, act.namespace, self._status(pod, wanted))
+        self._resizing.pop(name, None)
+        return wanted
+
+
 @dataclass
 class TwinTick:
     """What one tick simulated (for tests and logs)."""
@@ -154,6 +299,12 @@ class Twin:
         self._server = None
         self._status_written: dict[str, int | None] = {}
         self._warm_since: dict[tuple[str, str], float] = {}  # (stage, variant) -> sim time first seen warm
+        self.pods: Pods | None = None
+        self.resized_in_place = 0  # stage (or pool) cores changed in place in the simulator
+        if spec.in_place_resize:
+            import kubernetes
+
+            self.pods = Pods(spec, actuator, kubernetes.client.CoreV1Api(actuator.api.api_client))
 
     # ------------------------------------------------------------------ one tick
 
@@ -161,6 +312,8 @@ class Twin:
         """Read the Deployments, simulate ``tick_s`` seconds, export what happened."""
         try:
             config, _ready = self.actuator.read()
+            if self.pods is not None:
+                config = self._in_place(config, self.pods.sync(self.sim.time_s))
             self.sim.apply(config)
         except KubeApiError as exc:  # keep running the last config, as pods would
             self.read_errors += 1
@@ -186,6 +339,61 @@ class Twin:
         tick = TwinTick(t1, sim.config, m.arrivals, m.late, m.dropped, tuple(sm.replicas_serving for sm in m.stages))
         self.ticks.append(tick)
         return tick
+
+    def _deployments(self, s: int) -> dict[str, str]:
+        """Pool key (``""`` for a stage of one Deployment, else the variant) -> Deployment name, of stage ``s``."""
+        st = self.spec.stages[s]
+        if st.max_pools > 1:
+            return {v: name for v, name in pool_names(self.spec, st).items()}
+        return {"": self.actuator.deployment_name(st.name)}
+
+    def _in_place(self, config: PipelineConfig, views: dict[str, PodsView]) -> PipelineConfig:
+        """``config`` with each stage's (pool's) cores those its pods run; where only they changed and the template
+        did not, the simulator's serving replicas change cores in place first (so `Simulator.apply` sees no
+        rollout)."""
+        stages = []
+        for s, (old, new) in enumerate(zip(self.sim.config.stages, config.stages, strict=True)):
+            deployments = self._deployments(s)
+            old_pools = {(p.variant if len(deployments) > 1 else ""): p for p in old.pools}
+            pools = []
+            for p in new.pools:
+                key = p.variant if len(deployments) > 1 else ""
+                view, before = views.get(deployments.get(key, "")), old_pools.get(key)
+                if view is None or before is None:
+                    pools.append(p)
+                    continue
+                if view.cores is None or view.cores.denominator != 1:  # pods disagree: the cores stay
+                    pools.append(p.with_(cores=before.cores) if not view.rolled else p)
+                    continue
+                cores = int(view.cores)
+                same = (before.variant, before.batch) == (p.variant, p.batch)
+                if same and not view.rolled and cores != before.cores:
+                    self._resize_sim(s, key, cores)
+                pools.append(p.with_(cores=cores))
+            stages.append(StageConfig.of_pools(pools) if len(pools) > 1 else pools[0])
+        return PipelineConfig(tuple(stages))
+
+    def _resize_sim(self, s: int, key: str, cores: int) -> None:
+        """Stage ``s``'s pool ``key`` serves with ``cores`` from now on, without a rollout: its live replicas keep
+        serving, at the latency of the new cores."""
+        stage_state = self.sim.engine.stages[s]
+        pool = stage_state.pool(key)
+        if pool is None:
+            return
+        st = self.spec.stages[s]
+        for r in pool.replicas:
+            if r.retire_s == math.inf:
+                r.cores = cores
+                r.lat = [0.0] + [st.latency.latency_s(r.variant, k, cores) for k in range(1, r.batch + 1)]
+        pool.last = pool.last.with_(cores=cores)
+        if pool.setting is not None:
+            pool.setting = pool.setting.with_(cores=cores)
+        old = self.sim.config.stages[s]
+        pools = [p.with_(cores=cores) if (p.variant if stage_state.pooled else "") == key else p for p in old.pools]
+        stage = StageConfig.of_pools(pools) if len(pools) > 1 else pools[0]
+        self.sim.config = PipelineConfig(tuple(stage if i == s else c for i, c in enumerate(self.sim.config.stages)))
+        self.resized_in_place += 1
+        log.debug("twin: stage %s pool %r now serves with %d cores (in place)", st.name, key, cores)
 
     def _ready_by_deployment(self, m) -> dict[str, int]:
         """Deployment name -> ready replicas to report, after the interval ``m``."""
