@@ -88,7 +88,7 @@ def test_bundled_pipeline_renders_all_objects(name, tmp_path):
 
 @pytest.mark.parametrize("name", SINGLE_POOL)
 def test_role_is_least_privilege(name):
-    spec = load_spec(name)
+    spec = load_spec(name, ["in_place_resize=false"])  # the pods rules of in-place resize: test_manifests_resize.py
     role = by_kind(render(spec), "Role")
     assert role["apiVersion"] == "rbac.authorization.k8s.io/v1"
     assert role["rules"] == rbac_rules(spec)

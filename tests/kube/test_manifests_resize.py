@@ -18,6 +18,10 @@ POD_RULES = [
 ]
 
 
+def test_only_sponge_enables_in_place_resize_by_default():
+    assert [n for n in bundled_pipelines() if load_spec(n).in_place_resize] == ["sponge"]
+
+
 def role(spec) -> dict[str, Any]:
     (doc,) = [d for d in yaml.safe_load_all(render_manifests(spec)) if d and d["kind"] == "Role"]
     return doc
@@ -25,7 +29,7 @@ def role(spec) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", bundled_pipelines())
 def test_without_in_place_resize_the_role_has_nothing_on_pods(name):
-    spec = load_spec(name)
+    spec = load_spec(name, ["in_place_resize=false"])  # sponge's spec enables it; every other one leaves it off
     assert not spec.in_place_resize
     rules = role(spec)["rules"]
     assert rules == rbac_rules(spec)
@@ -34,7 +38,7 @@ def test_without_in_place_resize_the_role_has_nothing_on_pods(name):
 
 @pytest.mark.parametrize("name", bundled_pipelines())
 def test_in_place_resize_adds_exactly_pods_list_and_the_resize_subresource(name):
-    plain = load_spec(name)
+    plain = load_spec(name, ["in_place_resize=false"])
     spec = load_spec(name, ["in_place_resize=true"])
     rules = role(spec)["rules"]
     assert rules == rbac_rules(spec) == [*rbac_rules(plain), *POD_RULES]
