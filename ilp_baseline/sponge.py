@@ -67,10 +67,11 @@ def whole_ms(latency_s: float) -> float:
     return math.floor(latency_s * 1000.0 + 1e-9) / 1000.0
 
 
-def drain_load(load_rps: float) -> int:
-    """The requests one decision drains: the per-second load rounded up (Sponge's integer ``RPS``)."""
-    if not math.isfinite(load_rps) or load_rps <= 0:
-        return 0
+def drain_load(load_rps: float) -> int | None:
+    """The requests one decision drains: the per-second load rounded up (Sponge's integer ``RPS``); None for a
+    load that is not a finite number >= 0 (no data: the policy keeps the configuration in force)."""
+    if not (math.isfinite(load_rps) and load_rps >= 0):
+        return None
     return int(math.ceil(load_rps - 1e-9))
 
 
@@ -173,6 +174,9 @@ class SpongePolicy:
         current = state.config.stages[0]
         variant = current.variant if current.variant in stage.variant_names else stage.variant_names[0]
         load = drain_load(last_interval_peak_rps(state))
+        if load is None:
+            log.warning("t=%.0fs %s: no valid load observed; the configuration stays", state.time_s, self.name)
+            return state.config
         budget = planning_budget_s(self.spec, state.last)
         self.last_load, self.last_budget_s = load, budget
         if self.rule == "sponge":
