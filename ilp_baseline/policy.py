@@ -10,6 +10,11 @@ for the planned load, `rlscale.model.resize_replicas`) with the *re-plan* (the o
 only when the hold is infeasible or the re-plan's objective beats the hold's by more than ``hold_delta x beta``.
  The cache is a bounded LRU (`CACHE_ENTRIES`): on a live cluster the LSTM's
 float predictions make nearly every key unique, and an unbounded cache would grow for as long as the sidecar runs.
+
+Where the spec has per-request SLOs (``request_slo``), the latency budget planned for is not the fixed SLA but a low
+quantile of the remaining budgets seen last interval (`rlscale.model.planning_budget_s`: the 5th percentile, the SLA
+before the first interval or after one without arrivals); the cache is keyed by (load, budget). Without
+``request_slo`` the budget is the SLA and every plan is the same as before.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from ilp_baseline.problem import (
 )
 from rlscale.errors import RlscaleError
 from rlscale.interfaces import Predictor
-from rlscale.model import objective_value, plan_fixed_variants, resize_replicas
+from rlscale.model import objective_value, plan_fixed_variants, planning_budget_s, resize_replicas, with_budget
 from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 
@@ -137,50 +142,60 @@ class ILPPolicy:
         self.rim_fixed = rim_sizing(spec, peak_rps) if mode == "rim" and peak_rps is not None else None
         self.name = name or mode
         self.cache_entries = int(cache_entries)
-        self._cache: OrderedDict[float, tuple[PipelineConfig, bool]] = OrderedDict()  # (plan, feasible)
+        self._cache: OrderedDict[tuple[float, float], tuple[PipelineConfig, bool]] = OrderedDict()  # (plan, feasible)
         self.last_load_rps = 0.0
+        self.last_budget_s = spec.sla_s
         self.infeasible_decisions = 0
         self.solved_decisions = 0
         self.held_decisions = 0
         self.plans: deque[tuple[float, float | None]] = deque(maxlen=int(plans_kept))
 
-    def _fallback(self, load_rps: float) -> PipelineConfig:
-        """When nothing is feasible: the mode's variants (cheapest for ipa/rim) at their largest capacity."""
-        variants = fa2_high_variants(self.spec) if self.mode == "fa2-high" else cheapest_variants(self.spec)
+    def _fallback(self, load_rps: float, spec: PipelineSpec | None = None) -> PipelineConfig:
+        """When nothing is feasible: the mode's variants (cheapest for ipa/rim) at their largest capacity (within
+        ``spec``'s latency budget where one exists; default: the policy's spec)."""
+        spec = spec or self.spec
+        variants = fa2_high_variants(spec) if self.mode == "fa2-high" else cheapest_variants(spec)
         if self.rim_fixed is not None:
             stages = []
             for st, v, (n, c) in zip(self.spec.stages, variants, self.rim_fixed, strict=True):
                 b = max(st.batch_sizes, key=lambda b, v=v, c=c, st=st: st.latency.throughput_rps(v, b, c))
                 stages.append(StageConfig(v, b, n, c))
             return PipelineConfig(tuple(stages))
-        return plan_fixed_variants(self.spec, variants, load_rps)
+        return plan_fixed_variants(spec, variants, load_rps)
 
     def decide(self, state: PipelineState) -> PipelineConfig:
         load = max(0.0, self.predictor.predict(state)) * self.headroom
         self.last_load_rps = load
-        config, feasible = self._replan(state, load)
+        budget = planning_budget_s(self.spec, state.last)
+        self.last_budget_s = budget
+        spec = with_budget(self.spec, budget)
+        config, feasible = self._replan(state, load, spec)
         if self.hold_delta is not None:
-            config = self._hold_or_replan(state, load, config, feasible)
+            config = self._hold_or_replan(state, load, config, feasible, spec)
         if config != state.config:
             log.debug("t=%.0fs %s plans for %.1f rps: %s", state.time_s, self.name, load, config)
         return config
 
-    def _replan(self, state: PipelineState, load: float) -> tuple[PipelineConfig, bool]:
-        """The optimum at ``load`` (cached), and whether it is feasible (else the mode's fallback)."""
-        key = round(load, 6)
+    def _replan(
+        self, state: PipelineState, load: float, spec: PipelineSpec | None = None
+    ) -> tuple[PipelineConfig, bool]:
+        """The optimum at ``load`` within ``spec``'s SLA (the planning budget; default the policy's spec), cached,
+        and whether it is feasible (else the mode's fallback)."""
+        spec = spec or self.spec
+        key = (round(load, 6), round(spec.sla_s, 6))
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
             return cached
         self.solved_decisions += 1
         try:
-            result = plan(self.spec, load, self.mode, self.solver, self.rim_fixed)
+            result = plan(spec, load, self.mode, self.solver, self.rim_fixed)
             planned = (result.config, True)
             self.plans.append((load, result.objective))
         except InfeasibleLoad as exc:
             self.infeasible_decisions += 1
             self.plans.append((load, None))
-            planned = (self._fallback(load), False)
+            planned = (self._fallback(load, spec), False)
             log.warning("t=%.0fs %s: %s; falling back to %s", state.time_s, self.name, exc, planned[0])
         self._cache[key] = planned
         if len(self._cache) > self.cache_entries:
@@ -188,12 +203,18 @@ class ILPPolicy:
         return planned
 
     def _hold_or_replan(
-        self, state: PipelineState, load: float, replan: PipelineConfig, feasible: bool
+        self,
+        state: PipelineState,
+        load: float,
+        replan: PipelineConfig,
+        feasible: bool,
+        spec: PipelineSpec | None = None,
     ) -> PipelineConfig:
         """``ipa-hold``'s hysteresis: the hold (replicas resized) unless it is infeasible or the re-plan gains more
         than ``hold_delta`` core-equivalents of objective."""
         delta = self.hold_delta or 0.0
-        hold = resize_replicas(self.spec, state.config, load)
+        spec = spec or self.spec
+        hold = resize_replicas(spec, state.config, load)
         if hold is None:
             log.debug("t=%.0fs %s re-plans: holding is infeasible at %.1f rps", state.time_s, self.name, load)
             return replan

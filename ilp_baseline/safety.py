@@ -2,7 +2,8 @@
 
 ``project(proposed, state) -> (config, report)`` returns the configuration in F(load) nearest to the proposal,
 where F(load) is the set of `rlscale.model` (enough replicas per stage for the load, planned latency
-within the SLA, total cores within the budget, every setting on its grid) and the distance is a weighted count
+within the SLA, or with per-request SLOs within the planning budget of `rlscale.model.planning_budget_s`, total
+cores within the budget, every setting on its grid) and the distance is a weighted count
 of changes, summed over stages:
 
     w_variant * [v != v'] + w_batch * |log2 b - log2 b'| + w_cores * |log2 c - log2 c'| + w_replicas * |n - n'|
@@ -67,11 +68,13 @@ from rlscale.model import (  # noqa: F401 - MaxCapacity and max_capacity_config 
     max_capacity_config,
     option_table,
     pipeline_capacity_rps,
+    planning_budget_s,
     replicas_for,
     replicas_needed,
     require_valid_load,
     stage_latency_s,
     two_pool_options,
+    with_budget,
 )
 from rlscale.pareto import StageArrays, frontier_dp
 from rlscale.predictors import last_interval_mean_rps, last_interval_peak_rps
@@ -235,6 +238,12 @@ class SafetyLayer:
         load: ``observed`` (the last interval's peak, a floor), ``backlog`` (that plus the longest queue / interval)
             or ``predicted`` (needs ``predictor``).
         predictor: the load predictor for ``load="predicted"``.
+
+    Attributes:
+        base_spec: the pipeline as given.
+        spec: the pipeline the last projection ran on: ``base_spec`` with its SLA replaced by the planning budget
+            (`rlscale.model.planning_budget_s`: with per-request SLOs, the 5th percentile of the remaining budgets
+            seen last interval; else the SLA, and then ``spec is base_spec``).
     """
 
     def __init__(
@@ -252,6 +261,7 @@ class SafetyLayer:
             raise RlscaleError(f"unknown safety load {load!r} (known: {', '.join(LOAD_MODES)})")
         if load == "predicted" and predictor is None:
             raise RlscaleError("safety load 'predicted' needs a predictor")
+        self.base_spec = spec
         self.spec = spec
         self.weights = weights or DistanceWeights()
         self.solver = solver
@@ -277,7 +287,7 @@ class SafetyLayer:
     def max_capacity(self, load_rps: float) -> PipelineConfig:
         """`max_capacity_config` of the spec, with the load-independent part computed once."""
         if self._max_capacity is None:
-            self._max_capacity = MaxCapacity(self.spec)
+            self._max_capacity = MaxCapacity(self.base_spec)
         return self._max_capacity.config(load_rps)
 
     def project(self, proposed: PipelineConfig, state: PipelineState) -> tuple[PipelineConfig, Projection]:
@@ -287,6 +297,7 @@ class SafetyLayer:
             InvalidLoad: the load is not a finite number >= 0 (no data): nothing is approved, the caller holds.
         """
         t0 = time.perf_counter()
+        self.spec = with_budget(self.base_spec, planning_budget_s(self.base_spec, state.last))
         load = require_valid_load(self.load_rps(state), f"safety layer: the {self.load_mode} load")
         target = self._hard_target(proposed, state)
         if target is proposed and is_feasible(self.spec, proposed, load):

@@ -39,14 +39,14 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from rlscale.errors import RlscaleError
 from rlscale.pareto import StageArrays, frontier_dp
 from rlscale.spec import PipelineSpec, StageSpec
-from rlscale.types import PipelineConfig, StageConfig
+from rlscale.types import IntervalMetrics, PipelineConfig, StageConfig
 
 _EPS = 1e-9
 log = logging.getLogger(__name__)
@@ -79,6 +79,29 @@ def require_valid_load(load_rps: float, what: str = "load") -> float:
     if not is_valid_load(load):
         raise InvalidLoad(f"{what} {load_rps!r} rps is not a finite number >= 0 (no data)")
     return load
+
+
+MIN_BUDGET_S = 1e-3
+"""The least planning budget (s): a remaining-budget quantile at or below 0 (most requests arrive with their
+budget spent on the network) plans for 1 ms, where nothing is feasible and planners take their fallbacks."""
+
+
+def planning_budget_s(spec: PipelineSpec, last: IntervalMetrics | None) -> float:
+    """The end-to-end latency budget planners and the guard plan for (DESIGN section 3): the SLA, or, where the
+    spec has per-request SLOs (``request_slo``), the 5th percentile of the remaining budgets on arrival seen in the
+    last interval (``last.budget_p5_s``), at most the SLA and at least `MIN_BUDGET_S`. Before the first interval,
+    or after one with no arrivals (NaN), it is the SLA: no data is never acted on."""
+    if not spec.per_request_slo or last is None or not math.isfinite(last.budget_p5_s):
+        return spec.sla_s
+    return min(spec.sla_s, max(MIN_BUDGET_S, float(last.budget_p5_s)))
+
+
+def with_budget(spec: PipelineSpec, budget_s: float) -> PipelineSpec:
+    """``spec`` with its SLA replaced by ``budget_s`` for planning (the same spec when they are equal): the
+    planners and the safety layer read ``sla_s`` as their latency bound, the simulator keeps the real one."""
+    if budget_s == spec.sla_s:
+        return spec
+    return replace(spec, sla_s=float(budget_s))
 
 
 def objective_of(spec: PipelineSpec, accuracy: float, cost_cores: float, batch: float) -> float:

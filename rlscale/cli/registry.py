@@ -194,6 +194,15 @@ def _infadapter(single: bool) -> Callable[[PipelineSpec, Trace | None, PolicyOpt
     return build
 
 
+def _sponge(rule: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Policy]:
+    def build(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
+        from ilp_baseline.sponge import SpongePolicy
+
+        return SpongePolicy(spec, rule)
+
+    return build
+
+
 def _ppo(name: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Policy]:
     def build(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
         from agents.ppo import PPOPolicy  # numpy only; torch just to read a model.zip
@@ -245,6 +254,16 @@ POLICIES: dict[str, tuple[Callable[[PipelineSpec, Trace | None, PolicyOptions], 
         _infadapter(single=True),
         "InfAdapter's MS+ baseline: the one variant and fewest cores that cover the predicted load + 10%",
     ),
+    "sponge": (
+        _sponge("sponge"),
+        "Sponge: every interval, the fewest cores then the smallest batch of one replica whose drain of the last "
+        "second's load meets 0.9 x the remaining budget's low quantile (cores resized in place; single-stage)",
+    ),
+    "fa2": (
+        _sponge("fa2"),
+        "Sponge's horizontal FA2 baseline: one core per replica, the fewest replicas then the smallest batch (up to "
+        "8) passing Sponge's check (not IPA's fa2-low/fa2-high; needs max_replicas > 1; single-stage)",
+    ),
     "static-max": (
         lambda spec, trace, opts: StaticPolicy(spec, "max", trace.peak_rps),
         "most accurate variants, sized once for the trace's peak",
@@ -270,6 +289,8 @@ LIVE_POLICIES = (
     "vpa",
     "infadapter",
     "ms-plus",
+    "sponge",
+    "fa2",
 )
 
 

@@ -38,15 +38,16 @@ def _valid(spec, config: PipelineConfig) -> None:
             assert st.min_replicas <= pool.replicas <= st.max_replicas
 
 
-SINGLE_STAGE = ("infadapter", "ms-plus")
-"""Policies of single-stage pipelines (InfAdapter's): their contract is checked on the infadapter pipeline."""
+SINGLE_STAGE = {"infadapter": "infadapter", "ms-plus": "infadapter", "sponge": "sponge", "fa2": "sponge"}
+"""Policies of single-stage pipelines (InfAdapter's, Sponge's): their contract is checked on that pipeline and its
+trace's first 600 s (the ``sponge`` pipeline as bundled: one replica at most, so ``fa2`` stays within it)."""
 
 
 @pytest.mark.parametrize("name", policy_names())
 def test_every_policy_keeps_the_contract(spec, ramp, name):
     if name in SINGLE_STAGE:
-        spec = load_spec("infadapter")
-        ramp = Trace("infadapter-600", load_trace("infadapter").rps[:600].copy())
+        spec = load_spec(SINGLE_STAGE[name])
+        ramp = Trace(f"{spec.name}-600", load_trace(spec.name).rps[:600].copy())
         with pytest.raises(RlscaleError, match="single-stage"):
             make_policy(name, load_spec("video"), ramp)
     policy = make_policy(name, spec, ramp)

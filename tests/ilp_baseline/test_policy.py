@@ -45,7 +45,7 @@ def test_cache_and_plans_hold_at_most_their_bounds_after_more_distinct_loads():
     for _ in loads:
         policy.decide(state)
     assert len(policy._cache) == 8
-    assert list(policy._cache) == [round(x, 6) for x in loads[-8:]]  # the most recent ones
+    assert list(policy._cache) == [(round(x, 6), spec.sla_s) for x in loads[-8:]]  # the most recent ones
     assert len(policy.plans) == 5
     assert [load for load, _obj in policy.plans] == pytest.approx(loads[-5:])
     assert policy.solved_decisions == 25
@@ -67,7 +67,7 @@ def test_a_cache_hit_is_most_recently_used_and_is_not_solved_again(monkeypatch):
     configs = [policy.decide(state) for _ in range(7)]
     assert solved == [10.0, 20.0, 30.0, 40.0, 20.0]
     assert configs[3] == configs[0] == configs[5]
-    assert list(policy._cache) == [40.0, 10.0, 20.0]
+    assert [load for load, _budget in policy._cache] == [40.0, 10.0, 20.0]
     assert policy.solved_decisions == 5
 
 
