@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from experiments.data_prep import derive_profiles as dp
+from experiments.data_prep import sponge_data
 from rlscale.spec import data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,13 +25,16 @@ SHARED = ROOT.parent / "shared" / "data"
 def test_the_bundled_profiles_and_pipelines_are_reproduced_from_the_reference_data(tmp_path, capsys):
     dp.main(["--shared", str(SHARED), "--out", str(tmp_path)])
     printed = capsys.readouterr().out
-    for folder in ("profiles", "pipelines"):
+    sponge_data.main(["--shared", str(SHARED), "--out", str(tmp_path)])  # Sponge's pipeline and bandwidth trace
+    for folder in ("profiles", "pipelines", "bandwidth"):
         made = sorted(p.name for p in (tmp_path / folder).iterdir())
-        bundled = sorted(p.name for p in (data_dir() / folder).glob("*.csv" if folder == "profiles" else "*.yaml"))
+        bundled = sorted(p.name for p in (data_dir() / folder).glob("*.yaml" if folder == "pipelines" else "*.csv"))
         assert made == bundled, folder
         for name in made:
             assert (tmp_path / folder / name).read_text() == (data_dir() / folder / name).read_text(), name
     assert "budget video: min cores at 34 RPS = " in printed
+    capacity = "infadapter_capacity.csv"
+    assert (tmp_path / capacity).read_text() == (data_dir() / capacity).read_text()
 
 
 # ------------------------------------------------------------------------------------- core budget sizing
