@@ -15,7 +15,6 @@ cyclically. Bundled traces live in ``rlscale/data/bandwidth/`` (`bundled_bandwid
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rlscale.errors import TraceError
-from rlscale.inputs import MAX_TRACE_BYTES, MAX_TRACE_SECONDS, read_text_limited
+from rlscale.inputs import MAX_TRACE_BYTES, per_second_column, read_text_limited
 from rlscale.paths import is_safe_name
 
 BANDWIDTH_COLUMN = "bandwidth_bytes_per_s"
@@ -85,22 +84,15 @@ def load_bandwidth(name_or_path: str, base: Path | None = None) -> BandwidthTrac
     """
     path = resolve_bandwidth(name_or_path, base)
     text = read_text_limited(path, MAX_TRACE_BYTES, TraceError, "bandwidth trace")
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    rows = csv.reader(lines)
-    header = [h.strip() for h in next(rows, [])]
-    if BANDWIDTH_COLUMN not in header:
-        raise TraceError(
-            f"{path}: line 1: no {BANDWIDTH_COLUMN!r} column in header {header!r} (one bandwidth value per second, "
-            "in bytes per second)"
-        )
-    col = header.index(BANDWIDTH_COLUMN)
     values: list[float] = []
-    for line, row in enumerate(rows, start=2):
-        if not any(cell.strip() for cell in row):
-            raise TraceError(f"{path}: line {line}: blank row; a bandwidth trace has one row per second")
-        raw = row[col].strip() if col < len(row) else ""
+    rows = per_second_column(
+        path,
+        text,
+        BANDWIDTH_COLUMN,
+        "one bandwidth value per second, in bytes per second",
+        "a bandwidth trace has one row per second",
+    )
+    for line, raw in rows:
         try:
             value = float(raw)
         except ValueError:
@@ -113,8 +105,6 @@ def load_bandwidth(name_or_path: str, base: Path | None = None) -> BandwidthTrac
                 "the column is in bytes per second"
             )
         values.append(value)
-        if len(values) > MAX_TRACE_SECONDS:
-            raise TraceError(f"{path}: more than {MAX_TRACE_SECONDS} rows ({MAX_TRACE_SECONDS // 86_400} days)")
     if not values:
         raise TraceError(f"{path}: bandwidth trace has no rows")
     bundled = path.parent == bandwidth_dir() and path.stem == str(name_or_path).strip()

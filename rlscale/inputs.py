@@ -5,9 +5,11 @@ Every limit on what a user may hand rlscale lives here, so the README's table an
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterator
 from pathlib import Path
 
-from rlscale.errors import RlscaleError
+from rlscale.errors import RlscaleError, TraceError
 
 MAX_SPEC_BYTES = 1 << 20  # 1 MiB: the bundled specs are ~2 KB
 MAX_PROFILE_BYTES = 16 << 20  # 16 MiB: a profile grid of every batch x cores point is a few KB
@@ -41,6 +43,33 @@ def read_text_limited(path: str | Path, max_bytes: int, error: type[RlscaleError
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise error(f"{path}: {what} is not UTF-8 text (byte {exc.start})") from None
+
+
+def per_second_column(path: Path, text: str, column: str, missing: str, blank: str) -> Iterator[tuple[int, str]]:
+    """``(line, raw value)`` of ``column`` in each row of a one-row-per-second CSV ``text`` (the traces' and the
+    bandwidth traces' format), for the caller to parse and check.
+
+    Trailing blank lines end the file; a blank row inside it is an error (it would shift every later second).
+
+    Raises:
+        TraceError: no ``column`` in the header (``missing`` says what the column holds), a blank row (``blank``
+            says why that is wrong), or more than `MAX_TRACE_SECONDS` rows (raised once the caller has taken the
+            row past the limit).
+    """
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    rows = csv.reader(lines)
+    header = [h.strip() for h in next(rows, [])]
+    if column not in header:
+        raise TraceError(f"{path}: line 1: no {column!r} column in header {header!r} ({missing})")
+    col = header.index(column)
+    for count, (line, row) in enumerate(enumerate(rows, start=2), start=1):
+        if not any(cell.strip() for cell in row):
+            raise TraceError(f"{path}: line {line}: blank row; {blank}")
+        yield line, row[col].strip() if col < len(row) else ""
+        if count > MAX_TRACE_SECONDS:
+            raise TraceError(f"{path}: more than {MAX_TRACE_SECONDS} rows ({MAX_TRACE_SECONDS // 86_400} days)")
 
 
 def nesting_depth(value: object, limit: int) -> int:

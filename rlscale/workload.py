@@ -30,7 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from rlscale.errors import TraceError
-from rlscale.inputs import MAX_TRACE_BYTES, MAX_TRACE_REQUESTS, MAX_TRACE_RPS, MAX_TRACE_SECONDS, read_text_limited
+from rlscale.inputs import (
+    MAX_TRACE_BYTES,
+    MAX_TRACE_REQUESTS,
+    MAX_TRACE_RPS,
+    per_second_column,
+    read_text_limited,
+)
 from rlscale.spec import data_dir
 
 IPA_PATTERNS = ("bursty", "steady_low", "steady_high", "fluctuating")
@@ -120,19 +126,11 @@ def load_csv_trace(path: str | Path) -> Trace:
     """
     path = Path(path)
     text = read_text_limited(path, MAX_TRACE_BYTES, TraceError, "trace")
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():  # trailing blank lines end the file; inside it they are an error
-        lines.pop()
-    rows = csv.reader(lines)
-    header = [h.strip() for h in next(rows, [])]
-    if "rps" not in header:
-        raise TraceError(f"{path}: line 1: no 'rps' column in header {header!r} (need one rps value per second)")
-    col = header.index("rps")
     values: list[float] = []
-    for line, row in enumerate(rows, start=2):
-        if not any(cell.strip() for cell in row):
-            raise TraceError(f"{path}: line {line}: blank row; a trace has one row per second (write 0 for none)")
-        raw = row[col].strip() if col < len(row) else ""
+    rows = per_second_column(
+        path, text, "rps", "need one rps value per second", "a trace has one row per second (write 0 for none)"
+    )
+    for line, raw in rows:
         try:
             value = float(raw)
         except ValueError:
@@ -142,8 +140,6 @@ def load_csv_trace(path: str | Path) -> Trace:
         if value > MAX_TRACE_RPS:
             raise TraceError(f"{path}: line {line}: rps {raw} is above the limit of {MAX_TRACE_RPS:g} per second")
         values.append(value)
-        if len(values) > MAX_TRACE_SECONDS:
-            raise TraceError(f"{path}: more than {MAX_TRACE_SECONDS} rows ({MAX_TRACE_SECONDS // 86_400} days)")
     if not values:
         raise TraceError(f"{path}: trace has no rows")
     rps = np.asarray(values, dtype=float)

@@ -233,3 +233,19 @@ def test_bad_training_traces_are_one_clear_error(tmp_path, traces, problem):
     short = _csv(tmp_path / "short.csv", np.ones(1500))
     with pytest.raises(TraceError, match=problem):
         training_sources(traces.format(short=short, missing=tmp_path / "missing.csv"), window_s=1200)
+
+
+def test_per_second_csvs_stop_at_the_row_limit(tmp_path, monkeypatch):
+    """Traces and bandwidth traces share one reader (`rlscale.inputs.per_second_column`) and its row limit."""
+    import rlscale.inputs
+    from rlscale.bandwidth import load_bandwidth
+
+    monkeypatch.setattr(rlscale.inputs, "MAX_TRACE_SECONDS", 3)
+    (tmp_path / "ok.csv").write_text("rps\n1\n2\n3\n")
+    (tmp_path / "long.csv").write_text("rps\n1\n2\n3\n4\n")
+    (tmp_path / "bw.csv").write_text("bandwidth_bytes_per_s\n1000\n1000\n1000\n1000\n")
+    assert load_csv_trace(tmp_path / "ok.csv").rps.tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(TraceError, match="more than 3 rows"):
+        load_csv_trace(tmp_path / "long.csv")
+    with pytest.raises(TraceError, match="more than 3 rows"):
+        load_bandwidth(str(tmp_path / "bw.csv"))
