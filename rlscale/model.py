@@ -477,15 +477,8 @@ def violations(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> l
             latency = _pool_violations(spec, st, sc, load_rps, problems)
             total_latency += latency
             continue
-        if sc.variant not in st.variant_names:
-            problems.append(f"{st.name}: unknown variant {sc.variant}")
+        if not _setting_violations(st, st.name, sc, problems):
             continue
-        if sc.batch not in st.batch_sizes:
-            problems.append(f"{st.name}: batch {sc.batch} not allowed")
-        if sc.cores not in st.cores:
-            problems.append(f"{st.name}: {sc.cores} cores not allowed")
-        if not st.min_replicas <= sc.replicas <= st.max_replicas:
-            problems.append(f"{st.name}: {sc.replicas} replicas outside [{st.min_replicas}, {st.max_replicas}]")
         capacity = stage_capacity_rps(st, sc, spec.objective.rho_max)
         if capacity + _EPS < load_rps:
             problems.append(f"{st.name}: capacity {capacity:.2f} rps < load {load_rps:.2f} rps")
@@ -497,6 +490,22 @@ def violations(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> l
     return problems
 
 
+def _setting_violations(st: StageSpec, where: str, p: StageConfig, problems: list[str]) -> bool:
+    """Append what of one pool's setting (``p``: a single-pool stage or one pool of a mix) is off the stage's grids
+    or replica range to ``problems``, naming it ``where``; False when its variant is unknown (nothing else is
+    checked then)."""
+    if p.variant not in st.variant_names:
+        problems.append(f"{st.name}: unknown variant {p.variant}")
+        return False
+    if p.batch not in st.batch_sizes:
+        problems.append(f"{where}: batch {p.batch} not allowed")
+    if p.cores not in st.cores:
+        problems.append(f"{where}: {p.cores} cores not allowed")
+    if not st.min_replicas <= p.replicas <= st.max_replicas:
+        problems.append(f"{where}: {p.replicas} replicas outside [{st.min_replicas}, {st.max_replicas}]")
+    return True
+
+
 def _pool_violations(spec: PipelineSpec, st: StageSpec, sc: StageConfig, load_rps: float, problems: list[str]) -> float:
     """Append why a pooled stage is not feasible at ``load_rps`` to ``problems``; return its planned latency, the
     slowest pool's (each pool at its share of the load)."""
@@ -506,15 +515,8 @@ def _pool_violations(spec: PipelineSpec, st: StageSpec, sc: StageConfig, load_rp
     latency = 0.0
     for p in pools:
         where = f"{st.name}/{p.variant}"
-        if p.variant not in st.variant_names:
-            problems.append(f"{st.name}: unknown variant {p.variant}")
+        if not _setting_violations(st, where, p, problems):
             continue
-        if p.batch not in st.batch_sizes:
-            problems.append(f"{where}: batch {p.batch} not allowed")
-        if p.cores not in st.cores:
-            problems.append(f"{where}: {p.cores} cores not allowed")
-        if not st.min_replicas <= p.replicas <= st.max_replicas:
-            problems.append(f"{where}: {p.replicas} replicas outside [{st.min_replicas}, {st.max_replicas}]")
         load = p.share * load_rps
         capacity = pool_capacity_rps(st, p, spec.objective.rho_max)
         if capacity + _EPS < load:
