@@ -17,20 +17,23 @@ from rlscale.types import PipelineState
 from rlscale.workload import Trace
 
 
+def last_interval_rps(state: PipelineState) -> np.ndarray:
+    """The per-second arrival counts of the last interval (the history's last ``ceil(interval_s)`` seconds)."""
+    return state.arrival_rps[-max(1, int(math.ceil(state.interval_s))) :]
+
+
 def last_interval_peak_rps(state: PipelineState) -> float:
     """The highest per-second arrival count of the last interval (0 with no history): the safety layer's load
     floor and the reference of the agent's replica levels."""
-    hist = state.arrival_rps
-    n = max(1, int(math.ceil(state.interval_s)))
-    return float(hist[-n:].max()) if hist.size else 0.0
+    hist = last_interval_rps(state)
+    return float(hist.max()) if hist.size else 0.0
 
 
 def last_interval_mean_rps(state: PipelineState) -> float:
     """The mean per-second arrival count of the last interval (0 with no history): the safety layer's ``drain``
     floor."""
-    hist = state.arrival_rps
-    n = max(1, int(math.ceil(state.interval_s)))
-    return float(hist[-n:].mean()) if hist.size else 0.0
+    hist = last_interval_rps(state)
+    return float(hist.mean()) if hist.size else 0.0
 
 
 class ReactivePredictor:
