@@ -53,6 +53,7 @@ def test_safety_keeps_applied_configs_feasible_and_raw_does_not():
     for safety in (True, False):
         env = PipelineEnv("video", safety=safety)
         env.reset(seed=1)
+        env.action_space.seed(0)  # reproducible actions (unseeded, a rare draw failed once in CI: see the stop-23 note)
         infeasible = 0
         for _ in range(40):
             state = env._state
