@@ -92,7 +92,7 @@ from ilp_baseline.problem import fa2_high_variants
 from rlscale.errors import RlscaleError
 from rlscale.model import stage_options
 from rlscale.pareto import StageArrays, frontier_dp
-from rlscale.spec import MAX_REPLICAS, PipelineSpec
+from rlscale.spec import MAX_REPLICAS, VPA_UPDATERS, PipelineSpec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig, StageMetrics
 
 # --- recommender (pkg/recommender; PROVENANCE.md cites each)
@@ -121,7 +121,7 @@ MIN_REPLICAS = 2
 MAX_MARGIN = 10.0
 # --- InfAdapter's applier (auto_tuner/starter.py, auto_tuner/adapter/main.py at 398b18f)
 STABILIZATION_INTERVAL = 4
-UPDATERS = ("kubernetes", "infadapter")
+UPDATERS = VPA_UPDATERS
 
 
 class DecayingHistogram:

@@ -43,6 +43,7 @@ from rlscale.promql import DEFAULT_TEMPLATES, check_template
 ACCURACY_METHODS = ("sum", "product")
 SLA_MODES = ("priced", "hard")
 QUEUE_DISCIPLINES = ("fifo", "edf")
+VPA_UPDATERS = ("kubernetes", "infadapter")  # who applies the VPA's recommendation (agents/vpa.py)
 # seconds a cores-only change takes to reach a running pod with in-place resizing (``resize_s``): an assumption,
 # not a measurement (neither Sponge's paper nor its code measures it); see PROVENANCE.md, "In-place resize"
 DEFAULT_RESIZE_S = 0.5
@@ -576,6 +577,47 @@ class RequestSloSpec:
         return self
 
 
+@dataclass(frozen=True, config=_CONFIG)
+class VpaSpec:
+    """How the ``vpa`` policy runs on this pipeline when its flags are not given (the spec's optional ``vpa``
+    section): the VPA baseline of the system the pipeline reproduces (``infadapter``: InfAdapter's ``vpa-152``).
+    The ``--vpa-updater``, ``--vpa-variant`` and ``--vpa-cores`` flags override each field.
+
+    Attributes:
+        updater: who applies the recommendation: ``kubernetes`` (the VPA updater, the default) or ``infadapter``
+            (InfAdapter's adapter; see agents/vpa.py).
+        variant: the Deployment's variants: one name per stage, or one name for every stage that offers it
+            (default: none pinned).
+        cores: the initial cores per replica: one for every stage, or one per stage (default: none pinned).
+    """
+
+    updater: Annotated[Literal["kubernetes", "infadapter"], Field(description="who applies the recommendation")] = (
+        "kubernetes"
+    )
+    variant: Annotated[tuple[Text, ...], Field(min_length=1, max_length=MAX_LIST_ITEMS)] | None = None
+    cores: (
+        Annotated[
+            tuple[Annotated[int, Field(strict=True, ge=1, le=MAX_CORES_PER_REPLICA)], ...],
+            Field(min_length=1, max_length=MAX_LIST_ITEMS),
+        ]
+        | None
+    ) = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read(cls, data: Any, info: ValidationInfo) -> Any:
+        doc = _document(cls, data, info, ())
+        if doc is None:
+            return data
+        for key in list(doc):
+            if doc[key] is None:
+                del doc[key]
+        for key in ("variant", "cores"):  # one value for every stage may be written without brackets
+            if key in doc and not isinstance(doc[key], list | tuple):
+                doc[key] = [doc[key]]
+        return doc
+
+
 def _safe_pipeline_name(value: Any) -> Any:
     # the name becomes part of file paths (run folders, bundled agents, plots)
     if isinstance(value, str) and value.strip() and not is_safe_name(value.strip()):
@@ -614,6 +656,8 @@ class PipelineSpec:
             false).
         resize_s: seconds until an in-place resize applies (default `DEFAULT_RESIZE_S`; read only with
             ``in_place_resize``).
+        vpa: how the ``vpa`` policy runs here when its flags are not given (`VpaSpec`; None, the default: the
+            Kubernetes VPA updater on the variants and cores in force).
     """
 
     name: Annotated[
@@ -635,6 +679,7 @@ class PipelineSpec:
     request_slo: RequestSloSpec | None = None
     in_place_resize: Annotated[bool, Field(strict=True)] = False
     resize_s: Seconds = DEFAULT_RESIZE_S
+    vpa: VpaSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -647,7 +692,7 @@ class PipelineSpec:
             doc["description"] = doc.get("name")
         if doc.get("kubernetes") is None:
             doc.pop("kubernetes", None)
-        for key in ("damping", "request_slo", "in_place_resize", "resize_s"):
+        for key in ("damping", "request_slo", "in_place_resize", "resize_s", "vpa"):
             if doc.get(key) is None:
                 doc.pop(key, None)
         if isinstance(doc.get("resize_s"), int) and not isinstance(doc.get("resize_s"), bool):
@@ -669,6 +714,8 @@ class PipelineSpec:
             if stage not in names:
                 allowed = ", ".join(sorted(names))
                 raise _fail(f"unknown field (allowed: {allowed})", f"kubernetes.deployments.{stage}")
+        if self.vpa is not None:
+            self._check_vpa(self.vpa)
         if _reading(info) is not None:  # code may build deliberately infeasible specs (tests, benchmarks)
             smallest = sum(s.min_replicas * min(s.cores) for s in self.stages)
             if smallest > self.core_budget:
@@ -678,6 +725,26 @@ class PipelineSpec:
                     "core_budget",
                 )
         return self
+
+    def _check_vpa(self, vpa: VpaSpec) -> None:
+        n = len(self.stages)
+        for key, values in (("variant", vpa.variant), ("cores", vpa.cores)):
+            if values is not None and len(values) not in (1, n):
+                raise _fail(f"needs one value or one per stage ({n}), got {len(values)}", f"vpa.{key}")
+        if vpa.variant is not None:
+            for i, name in enumerate(vpa.variant):
+                stages = self.stages if len(vpa.variant) == 1 else (self.stages[i],)
+                if not any(name in s.variant_names for s in stages):
+                    where = "no stage offers it" if len(vpa.variant) == 1 else f"stage {stages[0].name!r} lacks it"
+                    raise _fail(f"unknown variant {name!r} ({where})", f"vpa.variant[{i}]")
+        if vpa.cores is not None:
+            for i, cores in enumerate(vpa.cores):
+                stages = self.stages if len(vpa.cores) == 1 else (self.stages[i],)
+                for s in stages:
+                    if cores not in s.cores:
+                        raise _fail(
+                            f"stage {s.name!r} offers no {cores} cores (cores: {list(s.cores)})", f"vpa.cores[{i}]"
+                        )
 
     @property
     def per_request_slo(self) -> bool:
@@ -746,6 +813,15 @@ class PipelineSpec:
             ),
             "in_place_resize": self.in_place_resize,
             "resize_s": self.resize_s,
+            "vpa": (
+                {
+                    "updater": self.vpa.updater,
+                    "variant": None if self.vpa.variant is None else list(self.vpa.variant),
+                    "cores": None if self.vpa.cores is None else list(self.vpa.cores),
+                }
+                if self.vpa is not None
+                else None
+            ),
         }
 
     def to_document(self) -> dict[str, Any]:
@@ -781,6 +857,10 @@ class PipelineSpec:
             del doc["in_place_resize"]
         if self.resize_s == DEFAULT_RESIZE_S:
             del doc["resize_s"]
+        if self.vpa is None:
+            del doc["vpa"]
+        else:
+            doc["vpa"] = {k: v for k, v in doc["vpa"].items() if v is not None}
         if self.objective.sla_mode == "priced":
             del doc["objective"]["sla_mode"]
         return doc
@@ -796,6 +876,7 @@ _NESTED: dict[str, type] = {
     "kubernetes": KubeSpec,
     "damping": DampingSpec,
     "request_slo": RequestSloSpec,
+    "vpa": VpaSpec,
 }
 _HIDDEN = {"source", "trace", *_STAGE_HIDDEN}
 
@@ -882,7 +963,9 @@ def _describe(error: Any) -> tuple[str, str]:
         return where, f"does not match {ctx.get('pattern')}, got {value!r}"
     if kind == "literal_error":
         last = loc[-1] if loc else None
-        allowed = {"sla_mode": SLA_MODES, "queue_discipline": QUEUE_DISCIPLINES}.get(last, ACCURACY_METHODS)
+        allowed = {"sla_mode": SLA_MODES, "queue_discipline": QUEUE_DISCIPLINES, "updater": VPA_UPDATERS}.get(
+            last, ACCURACY_METHODS
+        )
         return where, f"must be one of {', '.join(allowed)}, got {value!r}"
     comparisons = {
         "greater_than": ("gt", ">"),

@@ -265,3 +265,34 @@ def test_spec_reads_are_bounded(tmp_path):
     bom.write_bytes(b"\xef\xbb\xbf" + b"\xff: 1\n")
     with pytest.raises(SpecError, match="not UTF-8"):
         load_spec(bom)
+
+
+def test_vpa_section_reads_checks_and_round_trips(write_spec, tmp_path):
+    import yaml
+
+    assert load_spec(write_spec()).vpa is None
+    spec = load_spec(write_spec(lambda d: d.update(vpa={"updater": "infadapter", "variant": "slow", "cores": [2, 1]})))
+    assert (spec.vpa.updater, spec.vpa.variant, spec.vpa.cores) == ("infadapter", ("slow",), (2, 1))
+    back = tmp_path / "back.yaml"
+    back.write_text(yaml.safe_dump(spec.to_document(), sort_keys=False))
+    assert load_spec(back).vpa == spec.vpa and load_spec(back).to_dict() == spec.to_dict()
+    assert load_spec(write_spec(lambda d: d.update(vpa={}))).vpa.updater == "kubernetes"
+    assert load_spec("infadapter").vpa.variant == ("resnet152",)
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "problem"),
+    [
+        ({"updater": "keda"}, "vpa.updater", "kubernetes"),
+        ({"variant": ["nope"]}, "vpa.variant[0]", "no stage offers it"),
+        ({"variant": ["fast", "fast"]}, "vpa.variant[1]", "stage 'second' lacks it"),
+        ({"cores": [1, 2, 1]}, "vpa.cores", "one per stage (2)"),
+        ({"cores": [2]}, "vpa.cores[0]", "stage 'second' offers no 2 cores"),
+        ({"cores": [0]}, "vpa.cores", "1"),
+        ({"replicas": 3}, "vpa.replicas", "unknown field"),
+    ],
+)
+def test_vpa_section_errors_name_the_field(write_spec, section, field, problem):
+    with pytest.raises(SpecError) as err:
+        load_spec(write_spec(lambda d: d.update(vpa=section)))
+    assert field in str(err.value) and problem in str(err.value)

@@ -770,6 +770,13 @@ def build_pipelines(shared: Path, profiles_dir: Path) -> tuple[dict[str, dict], 
     )
     stage = specs["infadapter"]["stages"][0]
     stage.update(max_replicas=1, max_pools=len(const["model_versions"]))
+    # its VPA baseline: the recommender applied by InfAdapter's adapter, from its initial state (ResNet152, 20 cores)
+    ((start_variant, start_cores),) = const["initial_state"].items()
+    specs["infadapter"]["vpa"] = {
+        "updater": "infadapter",
+        "variant": [f"resnet{start_variant}"],
+        "cores": [int(start_cores)],
+    }
     return specs, info
 
 

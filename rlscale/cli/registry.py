@@ -123,14 +123,30 @@ def _hpa(name: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Pol
 
 
 def _vpa(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
+    """The VPA; a flag left unset takes the spec's ``vpa`` section (the reproduced system's setup), then the
+    VPA's defaults."""
+    section = spec.vpa
+    updater = opts.vpa_updater or (section.updater if section is not None else UPDATERS[0])
+    variants = opts.vpa_variant if opts.vpa_variant is not None else (section.variant if section else None)
+    cores = opts.vpa_cores if opts.vpa_cores is not None else (section.cores if section else None)
+    if section is not None:
+        log.info(
+            "vpa: %s's vpa section: updater %s, variant %s, cores %s (flags override)",
+            spec.name,
+            updater,
+            ",".join(variants) if variants else "in force",
+            ",".join(map(str, cores)) if cores else "planned",
+        )
+    if opts.vpa_min_replicas is not None and updater == "infadapter":
+        raise RlscaleError("--vpa-min-replicas is for --vpa-updater kubernetes; the infadapter updater would ignore it")
     return VPAPolicy(
         spec,
         TARGET_PERCENTILE if opts.vpa_target is None else opts.vpa_target,
         SAFETY_MARGIN if opts.vpa_margin is None else opts.vpa_margin,
         min_replicas=MIN_REPLICAS if opts.vpa_min_replicas is None else opts.vpa_min_replicas,
-        updater=UPDATERS[0] if opts.vpa_updater is None else opts.vpa_updater,
-        variants=opts.vpa_variant,
-        cores=opts.vpa_cores,
+        updater=updater,
+        variants=variants,
+        cores=cores,
     )
 
 

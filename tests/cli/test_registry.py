@@ -138,5 +138,26 @@ def test_vpa_flags_reach_the_policy():
     assert (opts.vpa_updater, opts.vpa_variant, opts.vpa_cores) == ("infadapter", ("resnet152",), (20,))
     policy = make_policy("vpa", load_spec("infadapter"), None, opts).policy
     assert (policy.updater, policy.pinned_variants, policy.pinned_cores) == ("infadapter", ["resnet152"], [20])
-    default = make_policy("vpa", load_spec("infadapter"), None, policy_options(build_parser().parse_args(argv))).policy
-    assert (default.updater, default.pinned_variants, default.pinned_cores) == ("kubernetes", None, None)
+    # without flags: the spec's vpa section (infadapter: InfAdapter's vpa-152 start), else the VPA's defaults
+    no_flags = policy_options(build_parser().parse_args(argv))
+    default = make_policy("vpa", load_spec("infadapter"), None, no_flags).policy
+    assert (default.updater, default.pinned_variants, default.pinned_cores) == ("infadapter", ["resnet152"], [20])
+    plain = make_policy("vpa", load_spec("video"), None, no_flags).policy
+    assert (plain.updater, plain.pinned_variants, plain.pinned_cores) == ("kubernetes", None, None)
+
+
+def test_vpa_flags_override_the_spec_section_one_by_one():
+    from rlscale.cli import build_parser
+    from rlscale.cli.args import policy_options
+
+    argv = ["simulate", "--pipeline", "infadapter", "--trace", "infadapter", "--policy", "vpa"]
+    args = build_parser().parse_args([*argv, "--vpa-variant", "resnet50"])
+    policy = make_policy("vpa", load_spec("infadapter"), None, policy_options(args, ["vpa"])).policy
+    assert (policy.updater, policy.pinned_variants, policy.pinned_cores) == ("infadapter", ["resnet50"], [20])
+    args = build_parser().parse_args([*argv, "--vpa-updater", "kubernetes", "--vpa-min-replicas", "1"])
+    policy = make_policy("vpa", load_spec("infadapter"), None, policy_options(args, ["vpa"])).policy
+    assert (policy.updater, policy.min_replicas) == ("kubernetes", 1)
+    # the section makes the infadapter updater the default, which has no min_replicas condition
+    args = build_parser().parse_args([*argv, "--vpa-min-replicas", "1"])
+    with pytest.raises(RlscaleError, match="--vpa-min-replicas is for --vpa-updater kubernetes"):
+        make_policy("vpa", load_spec("infadapter"), None, policy_options(args, ["vpa"]))
