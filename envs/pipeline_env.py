@@ -197,9 +197,19 @@ HARD_PENALTY = 3000.0
 requests costs 30 cores): the lexicographic ranking as a reward."""
 OBJECTIVE_FEATURES = 4
 PLAN_FEATURES = 4
+BUDGET_FEATURES = 3  # only where the spec has per-request SLOs (``request_slo``)
 ACTION_DESIGNS = ("planner", "direct")
 PLAN_GRID_RPS = 0.05  # plans are cached by their loads rounded up to this grid, then resized to the exact loads
 PLAN_CACHE = 4096
+
+
+def budget_features(spec: PipelineSpec, state: PipelineState) -> list[float]:
+    """The last interval's remaining budgets (SLA minus each request's network time), over the SLA: the 5th
+    percentile (what the planners plan with, `rlscale.model.planning_budget_s`), the median and the minimum.
+    1 each (the whole SLA) before the first interval or after one without arrivals."""
+    last = state.last
+    values = (last.budget_p5_s, last.budget_p50_s, last.budget_min_s) if last is not None else ()
+    return [_finite(v / spec.sla_s) if math.isfinite(v) else 1.0 for v in values] or [1.0] * BUDGET_FEATURES
 
 
 def objective_features(spec: PipelineSpec) -> list[float]:
@@ -246,7 +256,10 @@ class ConditionedCodec(Codec):
 
     Loads are observed relative to the capacity of the configuration in force (so an agent trained at one load
     level reads another the same way), plus the predicted load relative to the most the pipeline can carry (its
-    maximum capacity within the core budget). The objective enters as `objective_features`.
+    maximum capacity within the core budget). The objective enters as `objective_features`. Where the spec has
+    per-request SLOs (``request_slo``), the observation ends with the last interval's remaining-budget
+    distribution (`budget_features`: its 5th percentile, median and minimum over the SLA); other pipelines'
+    observations are unchanged.
 
     Action designs:
 
@@ -300,6 +313,7 @@ class ConditionedCodec(Codec):
             + PIPELINE_FEATURES
             + OBJECTIVE_FEATURES
             + PLAN_FEATURES
+            + (BUDGET_FEATURES if self.spec.per_request_slo else 0)
         )
         return spaces.Box(low=-OBS_HIGH, high=OBS_HIGH, shape=(n,), dtype=np.float32)
 
@@ -335,6 +349,8 @@ class ConditionedCodec(Codec):
         )
         parts.append(objective_features(spec))
         parts.append(self.plan_features(state, predicted))
+        if spec.per_request_slo:
+            parts.append(budget_features(spec, state))
         obs = np.concatenate([np.asarray(p, dtype=float).ravel() for p in parts])
         return np.clip(np.nan_to_num(obs, nan=0.0), -OBS_HIGH, OBS_HIGH).astype(np.float32)
 

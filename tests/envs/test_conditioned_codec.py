@@ -237,3 +237,28 @@ def test_the_planners_ipa_action_plans_exactly_as_ipa(pipeline):
     }
     for key in ("score", "cost_cores", "accuracy", "sla_violation_rate", "reconfigurations"):
         assert records["ppo-raw"][key] == pytest.approx(records["ipa"][key], abs=1e-9), key
+
+
+def test_budget_distribution_is_observed_only_with_per_request_slos(spec):
+    from envs.pipeline_env import BUDGET_FEATURES
+    from rlscale.types import IntervalMetrics, StageMetrics
+
+    sponge = load_spec("sponge")
+    config = solve_dp(planning_data(sponge, 10.0)).config
+    codec = ConditionedCodec(sponge)
+    n = codec.observation_space().shape[0]
+    plain = ConditionedCodec(dataclasses.replace(sponge, request_slo=None))
+    assert n == plain.observation_space().shape[0] + BUDGET_FEATURES
+    first = codec.observe(state(sponge, 10.0, config), 10.0)
+    assert first.shape == (n,) and list(first[-3:]) == [1.0, 1.0, 1.0]  # before any interval: the whole SLA
+    stage = StageMetrics(10, 0, 0.05, 0.08, 0, 0.5, 1, 1.0)
+    last = IntervalMetrics(0.0, 1.0, 10, 10, 0, 0, 0.0, 0.1, 0.2, 0.3, 1.0, 0.3, 0.3, (stage,), 10.0, 0.3, 0.4, 0.8)
+    s = dataclasses.replace(state(sponge, 10.0, config), last=last)
+    obs = codec.observe(s, 10.0)
+    sla = sponge.sla_s
+    np.testing.assert_allclose(obs[-3:], [0.4 / sla, 0.8 / sla, 0.3 / sla], rtol=1e-6)
+    no_arrivals = dataclasses.replace(last, arrivals=0, budget_min_s=np.nan, budget_p5_s=np.nan, budget_p50_s=np.nan)
+    assert list(codec.observe(dataclasses.replace(s, last=no_arrivals), 10.0)[-3:]) == [1.0, 1.0, 1.0]
+    # pipelines without per-request SLOs keep their observation (the bundled agents' shape)
+    video = ConditionedCodec(spec).observe(state(spec, 20.0, solve_dp(planning_data(spec, 20.0)).config), 21.0)
+    assert video.shape == ConditionedCodec(spec).observation_space().shape
