@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -25,19 +26,26 @@ MAX_ITEMS = 64
 SERVED_ONLY = ("model_name", "variant", "input_name", "input_shape", "datatype", "timeout")
 """The flags of a served model (their ``dest``), refused with --model."""
 DEFAULT_TIMEOUT_S = 60.0
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""Hosts whose server runs on this machine, so the source names this machine's CPU."""
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "profile",
         help="measure a model's latency over batch sizes x cores into a profile CSV (p50/p99, fit)",
-        description="Measure p50/p99 latency per (variant, batch, cores) of a Python model factory (each point in a "
-        "fresh process pinned to its cores, thread pools capped) or of a model served over the Open Inference "
-        "Protocol (KServe V2), write the profile CSV a spec reads (latency_s = p99) and fit "
-        "l = gamma*b/c + delta*b + eps/c + eta per variant, with its error.",
-        epilog="examples: rlscale profile --model rlscale.examples.resnet:build --batch 1,2 --cores 1 --out p.csv; "
-        "rlscale profile --url http://127.0.0.1:8080 --model-name mlp --variant mlp-256 --batch 1,2 --cores 2 "
-        "--out p.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Measure p50/p99 latency per (variant, batch, cores) of a Python model factory (each point in a fresh process
+pinned to its cores, thread pools capped) or of a model served over the Open Inference Protocol (KServe V2),
+write the profile CSV a spec reads (latency_s = p99) and fit l = gamma*b/c + delta*b + eps/c + eta per variant,
+with its error.""",
+        epilog="""\
+examples:
+  rlscale profile --model rlscale.examples.resnet:build --batch 1,2 --cores 1 --out p.csv
+  rlscale profile --model mymodels:build --variants small,large --batch 1,2,4,8 --cores 1,2 --out p.csv
+  rlscale profile --url http://127.0.0.1:8080 --model-name classifier --variant mlp-256 --batch 1,2 --cores 2 \\
+      --out p.csv""",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -119,16 +127,13 @@ def register(sub) -> None:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from rlscale.interrupts import Interrupted, raise_on_signals, signal_name
-    from rlscale.profiling.results import cpu_model, fit_variants, source_text, write_profile
+    from rlscale.profiling.results import fit_variants, source_text, write_profile
 
     out = check_out(Path(args.out))
     batches = sorted(set(args.batch))
     cores = sorted(set(args.cores))
-    if args.model is not None:
-        label, points, total, how, where = _in_process(args, batches, cores)
-        where = where or f"CPU {cpu_model()}"
-    else:
-        label, points, total, how, where = _served(args, batches, cores)
+    # what is measured (a generator of points, run by the loop below), how many points, and where
+    label, points, total, how, where = (_in_process if args.model is not None else _served)(args, batches, cores)
     source = source_text(how, args.warmup, args.repeats, where)
 
     finished = []
@@ -200,6 +205,7 @@ def _refuse(args: argparse.Namespace, flags: Sequence[str], mode: str) -> None:
 
 def _in_process(args: argparse.Namespace, batches: list[int], cores: list[int]):
     from rlscale.profiling.inprocess import check_cores, choose_variants, load_factory, profile_in_process
+    from rlscale.profiling.results import cpu_model
 
     _refuse(args, SERVED_ONLY, "a served model (--url)")
     check_cores(cores)  # before the factory is imported: a quick answer
@@ -208,10 +214,11 @@ def _in_process(args: argparse.Namespace, batches: list[int], cores: list[int]):
     if len(variants) > MAX_ITEMS:
         raise RlscaleError(f"{len(variants)} variants: profile at most {MAX_ITEMS} in one run")
     points = profile_in_process(factory, variants, batches, cores, warmup=args.warmup, repeats=args.repeats)
-    return args.model, points, len(variants) * len(batches) * len(cores), "in-process", None
+    return args.model, points, len(variants) * len(batches) * len(cores), "in-process", f"CPU {cpu_model()}"
 
 
 def _served(args: argparse.Namespace, batches: list[int], cores: list[int]):
+    from rlscale.profiling.results import cpu_model
     from rlscale.profiling.served import V2Client, input_tensor, profile_served
 
     _refuse(args, ["variants"], "--model (a served model is one variant: --variant)")
@@ -230,6 +237,8 @@ def _served(args: argparse.Namespace, batches: list[int], cores: list[int]):
     points = profile_served(client, tensor, variant, batches, cores[0], warmup=args.warmup, repeats=args.repeats)
     item = "x".join(map(str, tensor.item_shape))
     where = f"server {client.url} model {args.model_name} input {tensor.name} {tensor.datatype} b x {item}"
+    if urllib.parse.urlsplit(client.url).hostname in LOCAL_HOSTS:  # the server runs here: name the hardware
+        where += f" on this machine's CPU {cpu_model()}"
     return f"{client.url} {args.model_name}", points, len(batches), "served", where
 
 

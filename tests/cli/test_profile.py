@@ -179,7 +179,7 @@ def test_a_served_model(tmp_path, capfd):
     doc = json.loads(capfd.readouterr().out)
     assert doc["mode"] == "served" and doc["model"] == f"{url} classifier"
     assert [(p["variant"], p["batch"], p["cores"]) for p in doc["points"]] == [("mlp-256", 1, 2), ("mlp-256", 2, 2)]
-    assert f"server {url} model classifier input images FP32 b x 3x32x32" in doc["source"]
+    assert f"server {url} model classifier input images FP32 b x 3x32x32 on this machine's CPU " in doc["source"]
     assert {tuple(s) for s in served.requests} == {(1, 3, 32, 32), (2, 3, 32, 32)}
     model = load_profile(out)
     assert model.variants == ["mlp-256"] and model.latency_s("mlp-256", 2, 2) == pytest.approx(
