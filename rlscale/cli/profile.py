@@ -272,6 +272,11 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f}"
 
 
+def _signed_pct(value: float) -> str:
+    """``+1.2%``; a residue that rounds to zero is ``+0.0%``, never ``-0.0%``."""
+    return f"{value if abs(value) >= 5e-4 else 0.0:+.1%}"
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
@@ -292,7 +297,7 @@ def _print_tables(label: str, points, fits) -> None:
             _ms(m.p50_s),
             _ms(m.p99_s),
             _ms(fitted),
-            f"{(fitted - m.p99_s) / m.p99_s:+.1%}",
+            _signed_pct((fitted - m.p99_s) / m.p99_s),
         )
     fit_table = Table(title="fit of p99: l = gamma*b/c + delta*b + eps/c + eta (seconds)")
     for col in ("variant", "points", "gamma", "delta", "eps", "eta", "max error", "mean error", "leave-one-out max"):
