@@ -62,6 +62,7 @@ agent: $(STAMP)
 	done
 	$(BIN)/rlscale train --pipeline infadapter --timesteps 150000 --damping 1 --max-load-scale 1.2 \
 	  --load-scale-rps 200 --reconfig-penalty 0.2 --name infadapter $(AGENT_FLAGS) --bundle
+	$(BIN)/rlscale train --pipeline sponge --timesteps 100000 --name sponge $(AGENT_FLAGS) --bundle
 
 # Regenerate the lock files from pyproject.toml's ranges (Python 3.11, this platform): lock.txt holds the runtime, test
 # and training dependencies (what make installs), runtime.txt the runtime ones at the same versions, without torch

@@ -17,7 +17,7 @@ from rlscale.errors import RlscaleError
 from rlscale.spec import load_spec
 from rlscale.types import PipelineState
 
-BUNDLED = ("video", "sum-qa")
+BUNDLED = ("video", "sum-qa", "sponge")  # sponge: the observation with the budget features
 
 
 @pytest.mark.parametrize("pipeline", BUNDLED)
