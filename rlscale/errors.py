@@ -21,3 +21,7 @@ class TraceError(RlscaleError):
 
 class ProfileError(RlscaleError):
     """A latency profile table is malformed or lacks the points a query needs."""
+
+
+class ProfilingError(RlscaleError):
+    """``rlscale profile`` cannot measure as asked: the factory, a variant, a batch, the cores or the server."""

@@ -55,6 +55,7 @@ def test_the_contracts_catch_an_upward_import_and_torch(tmp_path):
         (folder / "__init__.py").write_text("")
     (tmp_path / "rlscale" / "cli" / "train.py").write_text("import stable_baselines3\n")  # the ignored import
     (tmp_path / "experiments" / "train_throughput.py").write_text("import stable_baselines3\nimport torch\n")  # too
+    (tmp_path / "rlscale" / "examples" / "resnet.py").write_text("def build(v):\n    import torch\n")  # too
     (tmp_path / "stable_baselines3").mkdir()
     (tmp_path / "stable_baselines3" / "__init__.py").write_text("")
     (tmp_path / "rlscale" / "model" / "__init__.py").write_text("import envs\n")  # upward

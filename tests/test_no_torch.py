@@ -113,6 +113,20 @@ COMMANDS = {
     ],  # fmt: skip
     "bench": lambda tmp: ["bench", "--quick", "--repeats", "1", "--json"],  # train: left out, with a note
     "manifests": lambda tmp: ["manifests", "--spec", "video"],
+    # the numpy example family (its workers are fresh processes without the blocker: this checks the profiler)
+    "profile": lambda tmp: [
+        "profile",
+        "--model",
+        "rlscale.examples.mlp:build",
+        "--batch",
+        "1",
+        "--cores",
+        "1",
+        "--repeats",
+        "2",
+        "--out",
+        str(tmp / "p.csv"),
+    ],  # fmt: skip
     "demo": lambda tmp: ["demo", "--out", str(tmp / "demo")],
 }
 

@@ -10,14 +10,27 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from rlscale.cli import bench, check, compare, demo, manifests, pipelines, sidecar, simulate, traces, train, tune
+from rlscale.cli import (
+    bench,
+    check,
+    compare,
+    demo,
+    manifests,
+    pipelines,
+    profile,
+    sidecar,
+    simulate,
+    traces,
+    train,
+    tune,
+)
 from rlscale.cli.output import json_guard
 from rlscale.errors import RlscaleError
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
-COMMANDS = (pipelines, check, traces, simulate, train, tune, compare, bench, sidecar, manifests, demo)
+COMMANDS = (pipelines, check, traces, simulate, train, tune, compare, bench, profile, sidecar, manifests, demo)
 """The command modules, in ``--help`` order; each has ``register(subparsers)`` and its ``cmd_*`` function."""
 
 

@@ -1,0 +1,8 @@
+"""The model profiler behind ``rlscale profile`` (DESIGN.md section 11): latency over batch sizes x cores.
+
+- `rlscale.profiling.inprocess`: a Python factory ``module:function``, each point measured in a fresh worker
+  process pinned to its cores (`rlscale.profiling.worker`).
+- `rlscale.profiling.served`: a model already served over the Open Inference Protocol (KServe V2 REST).
+- `rlscale.profiling.results`: p50/p99 per point, the per-variant fit of ``l = gamma*b/c + delta*b + eps/c + eta``
+  with its error, and the profile CSV the spec reads.
+"""
