@@ -1,14 +1,18 @@
 """The stage runtime in a real MLServer (``rlscale serve`` in a subprocess on 127.0.0.1): concurrent requests over
 the Open Inference Protocol are answered correctly and batched, the rlscale_* metrics count them, gRPC answers
-too, bad input is a 400, a failing batch a 500 counted as dropped, and SIGTERM stops it with exit code 0."""
+too, bad input is a 400, a failing batch a 500 counted as dropped, and SIGTERM stops it with exit code 0; and the
+runtime alone, as ``mlserver start`` loads it, from the env vars."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
-from tests.serve.stage_server import StageServer, require_mlserver
+from tests.serve.stage_server import FACTORY, StageServer, require_mlserver
 
 LABELS = '{pipeline="toy",stage="classify"}'
 
@@ -106,3 +110,62 @@ def test_a_failing_batch_is_a_500_and_counted_as_dropped(stage):
     assert stage.metrics()['rlscale_dropped_requests_total{pipeline="toy"}'] == before + 1
     status, _ = stage.infer("classify", [[1, 0, 0, 0]])
     assert status == 200  # the server goes on
+
+
+ENV = {
+    "RLSCALE_MODEL_FACTORY": "tinymodels:build",
+    "MODEL_VARIANT": "triple",
+    "MAX_BATCH_SIZE": "3",
+    "BATCH_TIMEOUT_S": "0.05",
+    "RLSCALE_PIPELINE": "toy",
+    "RLSCALE_STAGE": "inproc",
+}
+
+
+@pytest.fixture
+def env_stage(tmp_path, monkeypatch):
+    """What ``mlserver start`` does with a model-settings.json naming the runtime: the settings from the env."""
+    require_mlserver()
+    (tmp_path / "tinymodels.py").write_text(FACTORY)
+    monkeypatch.chdir(tmp_path)
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TEST_BATCH_LOG", str(tmp_path / "batches.log"))
+    yield tmp_path / "batches.log"
+    sys.modules.pop("tinymodels", None)
+
+
+def test_the_runtime_loads_from_the_env_vars_alone(env_stage):
+    from mlserver import ModelSettings
+    from mlserver.codecs import NumpyCodec
+    from mlserver.types import InferenceRequest
+
+    from rlscale.serve.runtime import StageRuntime
+
+    async def main():
+        runtime = StageRuntime(ModelSettings(name="inproc", implementation=StageRuntime))
+        assert await runtime.load()
+        requests = [
+            InferenceRequest(inputs=[NumpyCodec.encode_input("x", np.full((1, 4), i, dtype=np.float32))])
+            for i in range(6)
+        ]
+        answers = await asyncio.gather(*(runtime.predict(r) for r in requests))
+        await runtime.unload()
+        return runtime, answers
+
+    runtime, answers = asyncio.run(main())
+    assert runtime.inputs[0].shape == [-1, 4]
+    assert [a.outputs[0].data.root for a in answers] == [[3.0 * i] * 4 for i in range(6)]
+    batches = [int(b) for b in env_stage.read_text().split()]
+    assert batches == [1, 3, 3]  # the warm-up, then all six in batches of MAX_BATCH_SIZE (they arrived at once)
+
+
+def test_the_runtime_refuses_mlservers_own_batching(env_stage):
+    from mlserver import ModelSettings
+
+    from rlscale.errors import ServeError
+    from rlscale.serve.runtime import StageRuntime
+
+    runtime = StageRuntime(ModelSettings(name="inproc", implementation=StageRuntime, max_batch_size=8))
+    with pytest.raises(ServeError, match="MLServer's max_batch_size is 8; leave it unset and set MAX_BATCH_SIZE"):
+        asyncio.run(runtime.load())
