@@ -90,6 +90,9 @@ def test_installs_use_the_locks_with_hashes():
     assert "LOCK := requirements/lock.txt" in makefile
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"pip install .*--no-deps --require-hashes .*-r requirements/runtime.txt", dockerfile)
+    stage = (ROOT / "docker" / "stage.Dockerfile").read_text()  # the stage image: runtime + MLServer
+    assert re.search(r"pip install .*--no-deps --require-hashes .*-r requirements/serve.txt", stage)
+    assert "SERVE_LOCK := requirements/serve.txt" in makefile
 
 
 @pytest.mark.skipif(os.environ.get("RLSCALE_TEST_LATEST") == "1", reason="make test-latest runs unlocked versions")
