@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements/lock.txt
 RUNTIME_LOCK := requirements/runtime.txt
+SERVE_LOCK := requirements/serve.txt
 # `make lock` runs pip-tools from its own venv, at a pinned version, so the lock does not depend on what .venv holds
 LOCK_VENV := .venv-lock
 PIP_TOOLS := pip-tools==7.6.2
@@ -64,14 +65,16 @@ agent: $(STAMP)
 	  --load-scale-rps 200 --reconfig-penalty 0.2 --name infadapter $(AGENT_FLAGS) --bundle
 	$(BIN)/rlscale train --pipeline sponge --timesteps 100000 --name sponge $(AGENT_FLAGS) --bundle
 
-# Regenerate the lock files from pyproject.toml's ranges (Python 3.11, this platform): lock.txt holds the runtime, test
-# and training dependencies (what make installs), runtime.txt the runtime ones at the same versions, without torch
-# (what the sidecar image installs).
+# Regenerate the lock files from pyproject.toml's ranges (Python 3.11, this platform): lock.txt holds the runtime, test,
+# training, ray and serve dependencies (what make installs), runtime.txt the runtime ones at the same versions, without
+# torch or mlserver (what the sidecar image installs), serve.txt the runtime ones and the serve extra's (mlserver), at
+# the same versions (what the stage image, docker/stage.Dockerfile, installs).
 # --upgrade takes the newest versions the ranges allow; without it, versions already locked are kept.
 lock:
 	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install --quiet $(PIP_TOOLS); }
-	$(COMPILE) $(LOCK_ARGS) --extra test --extra train --extra ray -o $(LOCK) pyproject.toml
+	$(COMPILE) $(LOCK_ARGS) --extra test --extra train --extra ray --extra serve -o $(LOCK) pyproject.toml
 	$(COMPILE) $(LOCK_ARGS) -c $(LOCK) -o $(RUNTIME_LOCK) pyproject.toml
+	$(COMPILE) $(LOCK_ARGS) -c $(LOCK) --extra serve -o $(SERVE_LOCK) pyproject.toml
 
 # The suite against the newest releases pyproject.toml's ranges allow, in a venv of its own (.venv-latest), to see
 # breakage before users do. Not part of CI: a new upstream release must not fail a submission. torch stays 2.13.0 CPU.
@@ -80,7 +83,7 @@ test-latest: prometheus
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/pip install --quiet torch==2.13.0
-	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[test,train,ray]'
+	$(LATEST)/bin/pip install --quiet --upgrade --upgrade-strategy eager -e '.[test,train,ray,serve]'
 	$(LATEST)/bin/pip freeze --exclude-editable > $(LATEST)/versions.txt
 	@echo "newest versions: $(LATEST)/versions.txt (compare with $(LOCK))"
 	$(LATEST)/bin/ruff check .

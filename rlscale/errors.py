@@ -25,3 +25,7 @@ class ProfileError(RlscaleError):
 
 class ProfilingError(RlscaleError):
     """``rlscale profile`` cannot measure as asked: the factory, a variant, a batch, the cores or the server."""
+
+
+class ServeError(RlscaleError):
+    """``rlscale serve`` cannot start a stage server as asked: the factory, a variant, a setting or a port."""

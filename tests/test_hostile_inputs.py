@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SUM_QA_AGENT = str(ROOT / "agents" / "data" / "ppo_sum-qa.npz")
 EVAL_CSV = str(ROOT / "rlscale" / "data" / "traces" / "eval_windows.csv")  # a valid CSV trace of 6,060 s
 DOWN = "http://127.0.0.1:9"  # discard port: nothing listens; refused at once
+SERVE = ["serve", "--model", "m:build", "--variant", "v", "--pipeline", "p", "--stage", "s"]
 VPA_INFADAPTER = ["simulate", "--pipeline", "infadapter", "--trace", "infadapter", "--policy", "vpa"]
 
 
@@ -758,6 +759,16 @@ CASES = [
         ["sidecar", "--spec", "video", "--prometheus", DOWN, "--policy", "vpa", "--vpa-updater", "none"],
         "--vpa-updater",
     ),
+    # serve: every setting is checked before a port is bound or the factory imported
+    ("serve-nothing", ["serve"], "no model factory: give --model or set RLSCALE_MODEL_FACTORY"),
+    ("serve-factory-path", [*SERVE, "--model", "../evil.py"], "expected MODULE:FUNCTION"),
+    ("serve-batch-words", [*SERVE, "--batch", "many"], "--batch 'many': expected an integer"),
+    ("serve-batch-huge", [*SERVE, "--batch", "1e300"], "--batch '1e300': expected an integer"),
+    ("serve-timeout-nan", [*SERVE, "--batch-timeout", "nan"], "--batch-timeout 'nan'"),
+    ("serve-stage-newline", [*SERVE, "--stage", "a\nb"], "--stage 'a\\nb': expected 1-253 printable"),
+    ("serve-name-escapes", [*SERVE, "--name", "../x"], "--name '../x' cannot name the model"),
+    ("serve-port-zero", [*SERVE, "--http-port", "0"], "--http-port: must be between 1 and 65535"),
+    ("serve-ports-shared", [*SERVE, "--http-port", "9", "--metrics-port", "9"], "already --http-port's"),
 ]
 
 

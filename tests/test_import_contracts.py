@@ -41,7 +41,7 @@ def test_every_core_module_is_under_the_core_contract():
 
 
 def test_the_contracts_catch_an_upward_import_and_torch(tmp_path):
-    """The same contract types over a throwaway tree: a core module importing a layer above it, and torch."""
+    """The same contract types over a throwaway tree: a core module importing a layer above it, torch, mlserver."""
     contracts = _contracts()
     modules = {
         m
@@ -56,8 +56,11 @@ def test_the_contracts_catch_an_upward_import_and_torch(tmp_path):
     (tmp_path / "rlscale" / "cli" / "train.py").write_text("import stable_baselines3\n")  # the ignored import
     (tmp_path / "experiments" / "train_throughput.py").write_text("import stable_baselines3\nimport torch\n")  # too
     (tmp_path / "rlscale" / "examples" / "resnet.py").write_text("def build(v):\n    import torch\n")  # too
-    (tmp_path / "stable_baselines3").mkdir()
-    (tmp_path / "stable_baselines3" / "__init__.py").write_text("")
+    (tmp_path / "rlscale" / "serve" / "runtime.py").write_text("import mlserver\n")  # the ignored import
+    (tmp_path / "rlscale" / "serve" / "model.py").write_text("import mlserver\n")  # mlserver outside the runtime
+    for package in ("stable_baselines3", "mlserver"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
     (tmp_path / "rlscale" / "model" / "__init__.py").write_text("import envs\n")  # upward
     (tmp_path / "envs" / "env.py").write_text("import torch\n")  # torch outside training
     (tmp_path / "torch").mkdir()
@@ -68,3 +71,5 @@ def test_the_contracts_catch_an_upward_import_and_torch(tmp_path):
     assert result.returncode != 0
     assert "rlscale.model -> envs" in result.stdout
     assert "envs.env -> torch" in result.stdout
+    assert "rlscale.serve.model -> mlserver" in result.stdout
+    assert "rlscale.serve.runtime -> mlserver" not in result.stdout

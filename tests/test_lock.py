@@ -17,6 +17,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "lock.txt"
 RUNTIME = ROOT / "requirements" / "runtime.txt"
+SERVE = ROOT / "requirements" / "serve.txt"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
@@ -38,25 +39,31 @@ def _pins(path: Path) -> dict[str, tuple[Version, int]]:
     return pins
 
 
-def _requirements(extras: bool) -> list[Requirement]:
+def _requirements(extras: tuple[str, ...]) -> list[Requirement]:
     reqs = [Requirement(r) for r in PYPROJECT["dependencies"]]
-    if extras:
-        for extra in ("test", "train", "ray"):
-            reqs += [Requirement(r) for r in PYPROJECT["optional-dependencies"][extra]]
+    for extra in extras:
+        reqs += [Requirement(r) for r in PYPROJECT["optional-dependencies"][extra]]
     return reqs
 
 
-@pytest.mark.parametrize(("path", "test"), [(LOCK, True), (RUNTIME, False)], ids=["lock", "runtime"])
-def test_every_dependency_is_pinned_with_hashes_inside_its_range(path, test):
-    """lock.txt: runtime, test and train dependencies; runtime.txt: the runtime ones (the image)."""
+LOCKS = {  # the file and the extras it locks besides the runtime dependencies
+    "lock": (LOCK, ("test", "train", "ray", "serve")),  # what make installs
+    "runtime": (RUNTIME, ()),  # the sidecar image
+    "serve": (SERVE, ("serve",)),  # the stage image (docker/stage.Dockerfile)
+}
+
+
+@pytest.mark.parametrize("lock", list(LOCKS))
+def test_every_dependency_is_pinned_with_hashes_inside_its_range(lock):
+    path, extras = LOCKS[lock]
     pins = _pins(path)
     assert pins, f"{path} pins nothing"
     assert all(hashes for _, hashes in pins.values()), "a pin without --hash"
-    for req in _requirements(test):
+    for req in _requirements(extras):
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} is not in {path.name}"
         assert req.specifier.contains(pins[name][0], prereleases=True), f"{name}=={pins[name][0]} outside {req}"
-    if test:
+    if "train" in extras:
         assert str(pins["torch"][0]) == "2.13.0+cpu"  # the CPU build, never a CUDA one
 
 
@@ -64,8 +71,17 @@ def test_runtime_lock_is_the_lock_without_test_and_training_tools():
     lock, runtime = _pins(LOCK), _pins(RUNTIME)
     assert {n: v for n, (v, _) in runtime.items()} == {n: lock[n][0] for n in runtime}
     training = ("torch", "stable-baselines3", "tensorboard")
-    for tool in ("pytest", "kmock", "hypothesis", "ruff", "import-linter", *training):
+    serving = ("mlserver",)  # the stage image's model server (the serve extra), not the sidecar's
+    for tool in ("pytest", "kmock", "hypothesis", "ruff", "import-linter", *training, *serving):
         assert tool in lock and tool not in runtime
+
+
+def test_serve_lock_is_the_runtime_lock_and_the_model_server():
+    lock, runtime, serve = _pins(LOCK), _pins(RUNTIME), _pins(SERVE)
+    assert {n: v for n, (v, _) in serve.items()} == {n: lock[n][0] for n in serve}
+    assert set(runtime) <= set(serve) and "mlserver" in serve
+    for tool in ("pytest", "ruff", "torch", "stable-baselines3", "tensorboard", "ray"):
+        assert tool not in serve
 
 
 def test_installs_use_the_locks_with_hashes():
@@ -74,6 +90,9 @@ def test_installs_use_the_locks_with_hashes():
     assert "LOCK := requirements/lock.txt" in makefile
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"pip install .*--no-deps --require-hashes .*-r requirements/runtime.txt", dockerfile)
+    stage = (ROOT / "docker" / "stage.Dockerfile").read_text()  # the stage image: runtime + MLServer
+    assert re.search(r"pip install .*--no-deps --require-hashes .*-r requirements/serve.txt", stage)
+    assert "SERVE_LOCK := requirements/serve.txt" in makefile
 
 
 @pytest.mark.skipif(os.environ.get("RLSCALE_TEST_LATEST") == "1", reason="make test-latest runs unlocked versions")

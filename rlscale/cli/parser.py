@@ -18,6 +18,7 @@ from rlscale.cli import (
     manifests,
     pipelines,
     profile,
+    serve,
     sidecar,
     simulate,
     traces,
@@ -30,7 +31,7 @@ from rlscale.errors import RlscaleError
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
-COMMANDS = (pipelines, check, traces, simulate, train, tune, compare, bench, profile, sidecar, manifests, demo)
+COMMANDS = (pipelines, check, traces, simulate, train, tune, compare, bench, profile, serve, sidecar, manifests, demo)
 """The command modules, in ``--help`` order; each has ``register(subparsers)`` and its ``cmd_*`` function."""
 
 
