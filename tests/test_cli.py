@@ -206,6 +206,7 @@ def test_simulate_on_a_csv_trace(tmp_path):
 
 
 TUNE_OUT = str(Path(tempfile.mkdtemp(prefix="rlscale-test-tune-")) / "tuning.json")
+PROFILE_OUT = str(Path(tempfile.mkdtemp(prefix="rlscale-test-profile-")) / "profile.csv")
 
 # every command that takes --json, with arguments that make it do real work (HiGHS and CBC included)
 JSON_RUNS = {
@@ -219,6 +220,26 @@ JSON_RUNS = {
     "check": [("check", "--spec", "video", "--trace", "bursty")],
     # issue 14: the tuning file goes to a temporary folder, never into the source tree
     "tune": [("tune", "--pipeline", "video", "--windows", "1", "--window-s", "200", "--out", TUNE_OUT)],
+    # issue 18: the numpy example (no torch), one point, a few repeats
+    "profile": [
+        (
+            "profile",
+            "--model",
+            "rlscale.examples.mlp:build",
+            "--variants",
+            "mlp-256",
+            "--batch",
+            "1",
+            "--cores",
+            "1",
+            "--warmup",
+            "1",
+            "--repeats",
+            "3",
+            "--out",
+            PROFILE_OUT,
+        )
+    ],
 }
 
 
