@@ -62,7 +62,7 @@ agent: $(STAMP)
 	  $(BIN)/rlscale train --pipeline $$p --timesteps 150000 --name $$p $(AGENT_FLAGS) --bundle || exit 1; \
 	done
 	$(BIN)/rlscale train --pipeline infadapter --timesteps 150000 --damping 1 --max-load-scale 1.2 \
-	  --load-scale-rps 200 --reconfig-penalty 0.2 --name infadapter $(AGENT_FLAGS) --bundle
+	  --load-scale-rps 200 --reconfig-penalty 0.2 --weights spec --name infadapter $(AGENT_FLAGS) --seed 1 --bundle
 	$(BIN)/rlscale train --pipeline sponge --timesteps 100000 --name sponge $(AGENT_FLAGS) --bundle
 
 # Regenerate the lock files from pyproject.toml's ranges (Python 3.11, this platform): lock.txt holds the runtime, test,
