@@ -129,17 +129,9 @@ def _vpa(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy
     updater = opts.vpa_updater or (section.updater if section is not None else UPDATERS[0])
     variants = opts.vpa_variant if opts.vpa_variant is not None else (section.variant if section else None)
     cores = opts.vpa_cores if opts.vpa_cores is not None else (section.cores if section else None)
-    if section is not None:
-        log.info(
-            "vpa: %s's vpa section: updater %s, variant %s, cores %s (flags override)",
-            spec.name,
-            updater,
-            ",".join(variants) if variants else "in force",
-            ",".join(map(str, cores)) if cores else "planned",
-        )
     if opts.vpa_min_replicas is not None and updater == "infadapter":
         raise RlscaleError("--vpa-min-replicas is for --vpa-updater kubernetes; the infadapter updater would ignore it")
-    return VPAPolicy(
+    policy = VPAPolicy(
         spec,
         TARGET_PERCENTILE if opts.vpa_target is None else opts.vpa_target,
         SAFETY_MARGIN if opts.vpa_margin is None else opts.vpa_margin,
@@ -148,6 +140,15 @@ def _vpa(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy
         variants=variants,
         cores=cores,
     )
+    if section is not None:  # after the checks: bad input gets its one error line only
+        log.info(
+            "vpa: %s's vpa section: updater %s, variant %s, cores %s (flags override)",
+            spec.name,
+            updater,
+            ",".join(variants) if variants else "in force",
+            ",".join(map(str, cores)) if cores else "planned",
+        )
+    return policy
 
 
 def hold_settings(spec: PipelineSpec, opts: PolicyOptions) -> tuple[float, float]:
