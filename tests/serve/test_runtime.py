@@ -169,3 +169,51 @@ def test_the_runtime_refuses_mlservers_own_batching(env_stage):
     runtime = StageRuntime(ModelSettings(name="inproc", implementation=StageRuntime, max_batch_size=8))
     with pytest.raises(ServeError, match="MLServer's max_batch_size is 8; leave it unset and set MAX_BATCH_SIZE"):
         asyncio.run(runtime.load())
+
+
+PLAIN_FACTORY = """
+import time
+
+import numpy as np
+
+VARIANTS = ("double",)
+
+
+def build(variant):
+    def model(x):
+        time.sleep(0.03)  # 30 ms a batch, whatever its size
+        return x * 2.0
+
+    return model, lambda b: np.ones((b, 4), dtype=np.float32)
+"""
+
+
+def test_rlscale_profile_measures_the_reference_runtime_over_http(tmp_path):
+    """`rlscale profile --url` against the stage runtime started here: a row per batch, each at least the model's
+    30 ms, and a lone request also waits out the 50 ms batch timeout (the runtime's batcher, as the simulator's
+    replica)."""
+    import csv
+    import json
+    import subprocess
+
+    require_mlserver()
+    server = StageServer(
+        tmp_path, "--model", "plain:build", "--variant", "double", "--batch", "4", "--batch-timeout", "0.05",
+        "--pipeline", "toy", "--stage", "classify",
+    )  # fmt: skip
+    (tmp_path / "plain.py").write_text(PLAIN_FACTORY)
+    server.start()
+    try:
+        out = tmp_path / "served.csv"
+        argv = ["profile", "--url", server.url, "--model-name", "classify", "--variant", "double", "--batch", "1,4"]
+        argv += ["--cores", "1", "--warmup", "1", "--repeats", "5", "--out", str(out), "--json"]
+        run = subprocess.run([sys.executable, "-m", "rlscale.cli", *argv], capture_output=True, text=True, timeout=120)
+    finally:
+        assert server.stop() == 0, server.output()
+    assert run.returncode == 0, run.stderr
+    json.loads(run.stdout)  # one document
+    rows = {int(r["batch"]): r for r in csv.DictReader(out.open())}
+    assert set(rows) == {1, 4} and {r["variant"] for r in rows.values()} == {"double"}
+    assert all(r["kind"] == "measured" and "rlscale profile" in r["source"] for r in rows.values())
+    assert float(rows[4]["latency_s"]) >= 0.03  # one 30 ms batch of 4
+    assert float(rows[1]["latency_s"]) >= 0.03 + 0.05  # alone: waits out the batch timeout, then runs
