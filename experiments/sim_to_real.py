@@ -14,25 +14,28 @@ Steps, all written to ``--out``:
    stage's CPU, so the worker runs on the CPU the server will) at every batch size from 1 to the largest used (the
    simulator runs partial batches of k at ``l(k)``), and over the Open Inference Protocol (``rlscale profile --url``
    against the stage's server, the client pinned to the other CPU): what one request of b items costs from the
-   client, HTTP, JSON and MLServer included. A profile CSV holds p99 (``profile-<where>-p99.csv``, what ``rlscale
-   profile`` writes); the p50 of the same runs goes into ``profile-<where>-p50.csv``; one spec per profile
-   (``spec-<where>-<stat>.yaml``).
+   client, HTTP, JSON and MLServer included. Five profiles (`PROFILES`), each a CSV per stage
+   (``profile-KIND-STAGE.csv``) and a spec (``spec-KIND.yaml``): in-process or served, p99 (what ``rlscale profile``
+   writes) or p50 of the same runs; and ``in-process-p50+overhead``, the in-process p50 plus, per item of the batch,
+   the serving overhead measured at no load (served p50 minus in-process p50 at batch 1; `profile_latencies`).
 2. **Load.** A window of a bundled trace (``--trace``, ``--window-start``, ``--window-s``), its per-second counts
    scaled (`rlscale.workload.scale_trace`) so the peak is ``utilisation`` x the bottleneck stage's capacity at batch
-   1 (1 / its served p50). Arrivals are the simulator's (`rlscale.sim.arrivals.arrival_times_s`: even spacing in
-   each second, or Poisson with ``--seed``, drawn from the same generator the simulator draws from). The generator
-   is open-loop: each request is sent at its scheduled time whatever the earlier ones did (asyncio, aiohttp with
-   pre-encoded bodies), and records its send time, each stage's latency (client-side) and its end-to-end latency
-   from its *scheduled* time; its own lateness and CPU time are reported. Each configuration runs on freshly
-   started servers after a short warm-up; the runtime's own metrics (``rlscale_request_latency_seconds``,
-   ``rlscale_busy_seconds_total``, ``rlscale_batch_size``) are read before and after.
+   1 (1 / its served p50). Arrivals are the simulator's (`rlscale.sim.arrivals.arrival_times_s`: Poisson with
+   ``--seed`` by default, drawn from the same generator the simulator draws from, or even spacing in each second).
+   The generator is open-loop: each request is sent when it is due whatever the earlier ones did (asyncio, aiohttp,
+   bodies encoded once), and records its send time, each stage's latency (client-side) and its end-to-end latency
+   from its *due* time; its own lateness and CPU time are reported. Each configuration runs on freshly started
+   servers after a 3 s warm-up on the same connections; the runtime's own metrics
+   (``rlscale_request_latency_seconds``, ``rlscale_busy_seconds_total``, ``rlscale_batch_size``) and each server
+   process's CPU time are read before and after.
 3. **Simulated.** The same window, scaling, arrivals and seed through `rlscale.sim.runner.run_episode` with a policy
    holding the configuration (installed warm), once per profile; per-stage and end-to-end p50/p99 from the
    per-request outcomes (`rlscale.sim.metrics`).
 4. **Report.** ``results.csv`` (one row per configuration, stage and source), ``results.md`` (real against simulated
-   with the in-process p99 profile, the profile the issue names, and the p99 ratio for every profile), ``run.json``
-   (the diagnostics: server-side latency and batching, generator lateness and CPU, the load) and
-   ``sim_vs_real.png``. The markdown goes to stdout, logs to stderr.
+   with the in-process p99 profile, the profile the issue names, and with the overhead modelled; the ratios for
+   every profile; the diagnostics), ``run.json`` (the diagnostics: server-side latency and batching, server CPU,
+   generator lateness and CPU, the load average) and ``sim_vs_real.png``. The markdown goes to stdout, logs to
+   stderr.
 
 ``python -m experiments.sim_to_real --out experiments/results/sim-to-real`` (about 14 minutes; ``--quick``: two
 configurations of 20 s, about 2 minutes). Needs the serve extra (MLServer, which brings aiohttp) and torch.
@@ -53,7 +56,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -463,7 +466,8 @@ class LoadResult:
     wall_s: float = 0.0
 
 
-async def _drive(urls: Sequence[str], bodies: Sequence[bytes], times: np.ndarray, lead_s: float) -> LoadResult:
+async def _phase(session: Any, urls: Sequence[str], bodies: Sequence[bytes], times: np.ndarray, lead_s: float):
+    """One open-loop phase on an open session: a request per time in ``times`` (seconds from now + ``lead_s``)."""
     import aiohttp
 
     n, k = times.size, len(urls)
@@ -472,35 +476,32 @@ async def _drive(urls: Sequence[str], bodies: Sequence[bytes], times: np.ndarray
     stage_end = np.full((k, n), np.nan)
     errors = [""] * n
     headers = {"Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     clock = time.monotonic
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        start = clock() + lead_s
+    start = clock() + lead_s
 
-        async def one(i: int) -> None:
-            sent[i] = clock() - start
-            try:
-                for s in range(k):
-                    t = clock()
-                    async with session.post(urls[s], data=bodies[s], headers=headers) as r:
-                        await r.read()
-                        if r.status != 200:
-                            errors[i] = f"stage {s}: HTTP {r.status}"
-                            return
-                    end = clock()
-                    stage_s[s, i] = end - t
-                    stage_end[s, i] = end - start
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                errors[i] = f"{type(exc).__name__}: {exc}"
+    async def one(i: int) -> None:
+        sent[i] = clock() - start
+        try:
+            for s in range(k):
+                t = clock()
+                async with session.post(urls[s], data=bodies[s], headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors[i] = f"stage {s}: HTTP {r.status}"
+                        return
+                end = clock()
+                stage_s[s, i] = end - t
+                stage_end[s, i] = end - start
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            errors[i] = f"{type(exc).__name__}: {exc}"
 
-        tasks = []
-        for i, due in enumerate(times):
-            delay = start + float(due) - clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
+    tasks = []
+    for i, due in enumerate(times):
+        delay = start + float(due) - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
     return LoadResult(
         scheduled_s=times,
         lateness_s=sent - times,
@@ -511,24 +512,59 @@ async def _drive(urls: Sequence[str], bodies: Sequence[bytes], times: np.ndarray
     )
 
 
-def run_load(urls: Sequence[str], bodies: Sequence[bytes], times: np.ndarray, lead_s: float = 0.5) -> LoadResult:
+async def _drive(
+    urls: Sequence[str],
+    bodies: Sequence[bytes],
+    times: np.ndarray,
+    lead_s: float,
+    warmup: np.ndarray,
+    before: Callable[[], object] | None,
+) -> LoadResult:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        if warmup.size:  # on the same connections as the run (a new session's first second holds a stall)
+            await _phase(session, urls, bodies, warmup, 0.0)
+        if before is not None:
+            await asyncio.to_thread(before)
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        result = await _phase(session, urls, bodies, times, lead_s)
+        result.cpu_s, result.wall_s = time.process_time() - cpu0, time.monotonic() - wall0
+    return result
+
+
+def run_load(
+    urls: Sequence[str],
+    bodies: Sequence[bytes],
+    times: np.ndarray,
+    lead_s: float = 0.5,
+    warmup: np.ndarray | None = None,
+    before: Callable[[], object] | None = None,
+) -> LoadResult:
     """Send one request per time in ``times`` (seconds from now + ``lead_s``) through the stages in order, open
-    loop; stage s+1 is called when stage s has answered."""
+    loop: stage s+1 is called when stage s has answered, each request when it is due whatever the others do.
+
+    Args:
+        warmup: times of untimed requests sent first, on the same connections (`warmup_times`).
+        before: called (in a thread) between the warm-up and the run: a snapshot of the servers' metrics.
+    """
     try:
         import uvloop
 
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    cpu0, wall0 = time.process_time(), time.monotonic()
-    result = runner(_drive(urls, bodies, np.asarray(times, dtype=float), lead_s))
-    result.cpu_s, result.wall_s = time.process_time() - cpu0, time.monotonic() - wall0
-    return result
+    empty = np.empty(0)
+    return runner(
+        _drive(urls, bodies, np.asarray(times, dtype=float), lead_s, empty if warmup is None else warmup, before)
+    )
 
 
-def warm_up(urls: Sequence[str], bodies: Sequence[bytes], requests: int = 50) -> None:
-    """A few requests through the pipeline, untimed (allocations, connections, lazy initialisation)."""
-    run_load(urls, bodies, np.linspace(0.0, 0.5, requests), lead_s=0.0)
+def warmup_times(rps: float = 50.0, seconds: float = 3.0) -> np.ndarray:
+    """Requests at ``rps`` for ``seconds``, untimed before a run: connections, allocations, lazy initialisation."""
+    return np.arange(max(1, int(rps * seconds))) / rps
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -746,7 +782,7 @@ class Settings:
     trace: str = "bursty"
     window_start_s: int = 360
     window_s: int = 120
-    arrivals: str = "even"
+    arrivals: str = "poisson"
     seed: int = 0
     repeats: int = 100
     keep_requests: bool = False
@@ -779,10 +815,14 @@ def run_config(
         pids = [s.proc.pid for s in servers if s.proc is not None]
         urls = [s.infer_url for s in servers]
         bodies = [s.body(seed=i) for i, s in enumerate(servers)]
-        warm_up(urls, bodies)
-        before = [s.metrics() for s in servers]
-        cpu_before = [s.cpu_s() for s in servers]
-        load = run_load(urls, bodies, times)
+        before: list[dict[str, float]] = []
+        cpu_before: list[float] = []
+
+        def snapshot() -> None:
+            before.extend(s.metrics() for s in servers)
+            cpu_before.extend(s.cpu_s() for s in servers)
+
+        load = run_load(urls, bodies, times, warmup=warmup_times(min(50.0, trace.mean_rps)), before=snapshot)
         cpu = [s.cpu_s() - c for s, c in zip(servers, cpu_before, strict=True)]
         after = [s.metrics() for s in servers]
     finally:
@@ -931,7 +971,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window-start", type=int, default=360, help="the window's first second (default 360)")
     parser.add_argument("--window-s", type=int, default=120, help="the window's length in seconds (default 120)")
     parser.add_argument(
-        "--arrivals", choices=("even", "poisson"), default="even", help="arrival process, as the simulator's (even)"
+        "--arrivals",
+        choices=("even", "poisson"),
+        default="poisson",
+        help="arrival process, the simulator's: poisson (default; with even spacing and a deterministic service time "
+        "the simulator has no queue below saturation) or even",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the arrivals (Poisson) and the simulator (0)")
     parser.add_argument("--repeats", type=int, default=100, help="timed runs per profile point (default 100)")
