@@ -23,7 +23,8 @@ Steps, all written to ``--out``:
    1 (1 / its served p50). Arrivals are the simulator's (`rlscale.sim.arrivals.arrival_times_s`: Poisson with
    ``--seed`` by default, drawn from the same generator the simulator draws from, or even spacing in each second).
    The generator is open-loop: each request is sent when it is due whatever the earlier ones did (asyncio, aiohttp,
-   bodies encoded once), and records its send time, each stage's latency (client-side) and its end-to-end latency
+   bodies encoded once, no garbage collection while it measures; pinned to the last stage's CPU, out of the
+   bottleneck's way), and records its send time, each stage's latency (client-side) and its end-to-end latency
    from its *due* time; its own lateness and CPU time are reported. Each configuration runs on freshly started
    servers after a 3 s warm-up on the same connections; the runtime's own metrics
    (``rlscale_request_latency_seconds``, ``rlscale_busy_seconds_total``, ``rlscale_batch_size``) and each server
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gc
 import io
 import json
 import logging
@@ -529,9 +531,16 @@ async def _drive(
             await _phase(session, urls, bodies, warmup, 0.0)
         if before is not None:
             await asyncio.to_thread(before)
-        cpu0, wall0 = time.process_time(), time.monotonic()
-        result = await _phase(session, urls, bodies, times, lead_s)
-        result.cpu_s, result.wall_s = time.process_time() - cpu0, time.monotonic() - wall0
+        # no collection in the generator while it measures (as timeit): a full one pauses its event loop, which
+        # would count in every answer it is reading then
+        gc.collect()
+        gc.disable()
+        try:
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            result = await _phase(session, urls, bodies, times, lead_s)
+            result.cpu_s, result.wall_s = time.process_time() - cpu0, time.monotonic() - wall0
+        finally:
+            gc.enable()
     return result
 
 
@@ -822,7 +831,13 @@ def run_config(
             before.extend(s.metrics() for s in servers)
             cpu_before.extend(s.cpu_s() for s in servers)
 
-        load = run_load(urls, bodies, times, warmup=warmup_times(min(50.0, trace.mean_rps)), before=snapshot)
+        # the generator on the last stage's CPU (the lightest here): never in the way of the bottleneck's server
+        affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {stages[-1].cpu})
+        try:
+            load = run_load(urls, bodies, times, warmup=warmup_times(min(50.0, trace.mean_rps)), before=snapshot)
+        finally:
+            os.sched_setaffinity(0, affinity)
         cpu = [s.cpu_s() - c for s, c in zip(servers, cpu_before, strict=True)]
         after = [s.metrics() for s in servers]
     finally:
