@@ -38,8 +38,9 @@ Steps, all written to ``--out``:
    generator lateness and CPU, the load average) and ``sim_vs_real.png``. The markdown goes to stdout, logs to
    stderr.
 
-``python -m experiments.sim_to_real --out experiments/results/sim-to-real`` (about 14 minutes; ``--quick``: two
-configurations of 20 s, about 2 minutes). Needs the serve extra (MLServer, which brings aiohttp) and torch.
+``python -m experiments.sim_to_real --out experiments/results/sim-to-real`` (about 12 minutes on 2 cores;
+``--quick``: two configurations of 20 s, about 2 minutes). Needs the serve extra (MLServer, which brings aiohttp) and
+torch.
 """
 
 from __future__ import annotations
