@@ -6,6 +6,7 @@ runtime alone, as ``mlserver start`` loads it, from the env vars."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -144,7 +145,12 @@ def test_the_runtime_loads_from_the_env_vars_alone(env_stage):
 
     async def main():
         runtime = StageRuntime(ModelSettings(name="inproc", implementation=StageRuntime))
-        assert await runtime.load()
+        try:
+            assert await runtime.load()
+            # the objects of the start are frozen: no full collection rescans them while serving
+            assert gc.get_freeze_count() > 0
+        finally:
+            gc.unfreeze()  # this is pytest's process, not a server's
         requests = [
             InferenceRequest(inputs=[NumpyCodec.encode_input("x", np.full((1, 4), i, dtype=np.float32))])
             for i in range(6)
