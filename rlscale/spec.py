@@ -152,6 +152,12 @@ def _document(cls: type, data: Any, info: ValidationInfo, hidden: tuple[str, ...
     return dict(data)
 
 
+def _drop_unset(doc: dict[str, Any]) -> None:
+    """Remove the keys a document leaves empty (``key:`` with no value), so their defaults apply."""
+    for key in [k for k, v in doc.items() if v is None]:
+        del doc[key]
+
+
 def _reading(info: ValidationInfo) -> dict[str, Any] | None:
     """The read context (`parse_spec`'s) or None when the model is built in code."""
     context = info.context
@@ -415,9 +421,7 @@ class DampingSpec:
         doc = _document(cls, data, info, ())
         if doc is None:
             return data
-        for key in list(doc):
-            if doc[key] is None:
-                del doc[key]
+        _drop_unset(doc)
         for key in ("min_dwell_s", "rollout_window_s", "scale_down_stabilization_s"):
             value = doc.get(key)
             if isinstance(value, int) and not isinstance(value, bool):
@@ -609,9 +613,7 @@ class VpaSpec:
         doc = _document(cls, data, info, ())
         if doc is None:
             return data
-        for key in list(doc):
-            if doc[key] is None:
-                del doc[key]
+        _drop_unset(doc)
         for key in ("variant", "cores"):  # one value for every stage may be written without brackets
             if key in doc and not isinstance(doc[key], list | tuple):
                 doc[key] = [doc[key]]
