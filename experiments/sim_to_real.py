@@ -53,8 +53,6 @@ import json
 import logging
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -70,6 +68,7 @@ from experiments.sweep import OneLineParser
 from rlscale.errors import RlscaleError
 from rlscale.paths import atomic_write_text, output_folder
 from rlscale.profiles import PROFILE_COLUMNS
+from rlscale.serve.local import free_port, stop_process, wait_ready
 from rlscale.sim.arrivals import arrival_times_s
 from rlscale.sim.metrics import e2e_latency_s, p50_p99, stage_latency_s
 from rlscale.sim.runner import run_episode
@@ -145,12 +144,6 @@ QUICK_CONFIGS = (CONFIGS[0], CONFIGS[2])
 # servers and profiles
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pinned_command(cpus: Sequence[int], module: str, *args: str) -> list[str]:
     """``python -m module args`` pinned to ``cpus`` before the interpreter imports anything else (every thread a
     library starts later inherits the affinity)."""
@@ -203,31 +196,16 @@ class StageServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:  # poll until ready
-            try:
-                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise RlscaleError(f"stage {self.stage.name}: the server did not become ready:\n{tail}")
-            time.sleep(0.1)
+        if not wait_ready(f"{self.url}/v2/health/ready", self.proc, READY_TIMEOUT_S):
+            self.stop()
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise RlscaleError(f"stage {self.stage.name}: the server did not become ready:\n{tail}")
+        return self
 
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        code = self.proc.returncode
+        code = stop_process(self.proc)
         self.proc = None
         return code
 

@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from rlscale.serve.local import free_port
 
 
 def prometheus_binary() -> str:

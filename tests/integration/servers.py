@@ -19,13 +19,14 @@ import json
 import subprocess
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp.web
 import kmock
+
+from rlscale.serve.local import stop_process, wait_ready
 
 DEPLOYMENTS = "apps/v1/deployments"
 PODS = "v1/pods"
@@ -240,18 +241,9 @@ class PrometheusServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout_s
-        while True:  # poll until ready; never a fixed sleep
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                raise RuntimeError(f"Prometheus did not become ready within {timeout_s:g} s")
-            time.sleep(0.2)
+        if not wait_ready(f"{self.url}/-/ready", self.proc, timeout_s, poll_s=0.2):  # never a fixed sleep
+            self.proc.kill()
+            raise RuntimeError(f"Prometheus did not become ready within {timeout_s:g} s")
 
     def set_targets(self, targets: list[str]) -> None:
         self.targets_file.write_text(json.dumps([{"targets": targets}]))
@@ -259,12 +251,7 @@ class PrometheusServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
+        stop_process(self.proc)
         self.proc = None
 
 

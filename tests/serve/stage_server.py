@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from rlscale.serve.local import free_port, stop_process, wait_ready
 
 FACTORY = '''
 """Tiny numpy models for the stage runtime's tests: ``double`` and ``triple`` multiply their input."""
@@ -48,12 +47,6 @@ def build(variant):
 
     return model, make_batch
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def require_mlserver() -> None:
@@ -95,18 +88,9 @@ class StageServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout_s
-        while True:  # poll until ready; never a fixed sleep
-            try:
-                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the stage server did not become ready in {timeout_s:g} s:\n{self.output()}")
-            time.sleep(0.1)
+        if not wait_ready(f"{self.url}/v2/health/ready", self.proc, timeout_s):  # never a fixed sleep
+            self.stop()
+            raise RuntimeError(f"the stage server did not become ready in {timeout_s:g} s:\n{self.output()}")
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
@@ -115,14 +99,7 @@ class StageServer:
         """SIGTERM, then wait (kill after 10 s); the exit code."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        code = self.proc.returncode
+        code = stop_process(self.proc)
         self.proc = None
         return code
 
