@@ -329,13 +329,24 @@ def progress_bar(
     """A transient bar on stderr over ``total`` runs (``completed`` of them finished before: a resumed sweep); yields
     ``advance(detail)``, called once per finished run, in this process (so the count covers every worker).
     Disabled: ``advance`` does nothing and nothing is drawn."""
+    label = f"{what}: {executor.name}" + (f", {executor.workers} workers" if executor.workers > 1 else "")
+    with counting_bar(label, total, enabled=enabled, completed=completed) as advance:
+        yield advance
+
+
+@contextlib.contextmanager
+def counting_bar(
+    label: str, total: int, *, enabled: bool = True, completed: int = 0
+) -> Iterator[Callable[[str], None]]:
+    """A transient bar on stderr, ``label`` and a count over ``total`` items (``completed`` done before); yields
+    ``advance(detail)``, called once per finished item (the detail follows the label). Disabled: ``advance`` does
+    nothing and nothing is drawn."""
     if not enabled:
         yield lambda detail="": None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    label = f"{what}: {executor.name}" + (f", {executor.workers} workers" if executor.workers > 1 else "")
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

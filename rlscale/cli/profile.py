@@ -9,10 +9,9 @@ atomically; SIGINT/SIGTERM write the finished points and exit 130/143.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from rlscale.cli.args import add_json, csv_list, float_in, int_in, int_list_in
@@ -126,6 +125,7 @@ examples:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
+    from experiments.sweep import counting_bar
     from rlscale.interrupts import Interrupted, raise_on_signals, signal_name
     from rlscale.profiling.results import fit_variants, source_text, write_profile
 
@@ -138,7 +138,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     finished = []
     try:
-        with raise_on_signals(), _progress(total, enabled=sys.stderr.isatty()) as advance:
+        with raise_on_signals(), counting_bar("profile", total, enabled=sys.stderr.isatty()) as advance:
             for m in points:
                 finished.append(m)
                 advance(f"{m.variant} batch {m.batch} cores {m.cores}: p99 {m.p99_s * 1000:.3g} ms")
@@ -240,32 +240,6 @@ def _served(args: argparse.Namespace, batches: list[int], cores: list[int]):
     if urllib.parse.urlsplit(client.url).hostname in LOCAL_HOSTS:  # the server runs here: name the hardware
         where += f" on this machine's CPU {cpu_model()}"
     return f"{client.url} {args.model_name}", points, len(batches), "served", where
-
-
-@contextlib.contextmanager
-def _progress(total: int, *, enabled: bool) -> Iterator[Callable[[str], None]]:
-    """A transient bar on stderr over ``total`` points; yields ``advance(detail)``, called once per finished point.
-    Disabled: ``advance`` does nothing and nothing is drawn."""
-    if not enabled:
-        yield lambda detail="": None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("profile", total=total)
-
-        def advance(detail: str = "") -> None:
-            bar.update(task, advance=1, description=f"profile: {detail}" if detail else "profile")
-
-        yield advance
 
 
 def _ms(seconds: float) -> str:

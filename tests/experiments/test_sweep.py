@@ -173,3 +173,15 @@ def test_an_interrupted_process_sweep_resumes_without_running_finished_runs_agai
     assert _records(out)[: len(kept)] == kept  # the finished records untouched
     assert len(_records(out)) == total
     assert _rows(out) == _rows(tmp_path / "reference")
+
+
+def test_counting_bar_counts_on_stderr_and_does_nothing_when_disabled(capsys):
+    from experiments.sweep import counting_bar
+
+    with counting_bar("profile", 2, enabled=False) as advance:
+        advance("first")
+    assert capsys.readouterr() == ("", "")
+    with counting_bar("profile", 2) as advance:  # rich draws on stderr only, and clears the bar at the end
+        advance("first")
+        advance()
+    assert capsys.readouterr().out == ""
