@@ -209,7 +209,7 @@ def budget_features(spec: PipelineSpec, state: PipelineState) -> list[float]:
     1 each (the whole SLA) before the first interval or after one without arrivals."""
     last = state.last
     values = (last.budget_p5_s, last.budget_p50_s, last.budget_min_s) if last is not None else ()
-    return [_finite(v / spec.sla_s) if math.isfinite(v) else 1.0 for v in values] or [1.0] * BUDGET_FEATURES
+    return [v / spec.sla_s if math.isfinite(v) else 1.0 for v in values] or [1.0] * BUDGET_FEATURES
 
 
 def objective_features(spec: PipelineSpec) -> list[float]:
