@@ -74,6 +74,7 @@ def hostile(tmp_path_factory) -> Path:
 
 # (id, argv with {h} for the hostile folder, a fragment the one error line must contain)
 PROFILE = ["profile", "--batch", "1", "--cores", "1", "--out", "p.csv"]
+MLP_PROFILE = [*PROFILE, "--model", "rlscale.examples.mlp:build"]
 
 
 CASES = [
@@ -762,55 +763,20 @@ CASES = [
         ["sidecar", "--spec", "video", "--prometheus", DOWN, "--policy", "vpa", "--vpa-updater", "none"],
         "--vpa-updater",
     ),
-    # serve: every setting is checked before a port is bound or the factory imported
+    # profile: each point setting, the factory and the output folder are checked before anything is measured
     ("profile-no-module", [*PROFILE, "--model", "nope:build"], "no module named 'nope'"),
     ("profile-not-module-function", [*PROFILE, "--model", "rlscale.examples.mlp"], "expected MODULE:FUNCTION"),
     ("profile-no-function", [*PROFILE, "--model", "rlscale.examples.mlp:nothing"], "has no function 'nothing'"),
-    ("profile-unknown-variant", [*PROFILE, "--model", "rlscale.examples.mlp:build", "--variants", "mlp-7"], "mlp-7"),
-    (
-        "profile-too-many-cores",
-        ["profile", "--model", "rlscale.examples.mlp:build", "--batch", "1", "--cores", "4096", "--out", "p.csv"],
-        "--cores 4096",
-    ),
-    (
-        "profile-batch-zero",
-        ["profile", "--model", "rlscale.examples.mlp:build", "--batch", "0", "--cores", "1", "--out", "p.csv"],
-        "--batch",
-    ),
-    (
-        "profile-out-missing-folder",
-        [
-            "profile",
-            "--model",
-            "rlscale.examples.mlp:build",
-            "--batch",
-            "1",
-            "--cores",
-            "1",
-            "--out",
-            "{h}/no/such/p.csv",
-        ],
-        "does not exist",
-    ),
+    ("profile-unknown-variant", [*MLP_PROFILE, "--variants", "mlp-7"], "mlp-7"),
+    ("profile-too-many-cores", [*MLP_PROFILE, "--cores", "4096"], "--cores 4096"),  # the last --cores counts
+    ("profile-batch-zero", [*MLP_PROFILE, "--batch", "0"], "--batch"),
+    ("profile-out-missing-folder", [*MLP_PROFILE, "--out", "{h}/no/such/p.csv"], "does not exist"),
     (
         "profile-url-refused",
-        [
-            "profile",
-            "--url",
-            "http://127.0.0.1:9",
-            "--model-name",
-            "m",
-            "--variant",
-            "v",
-            "--batch",
-            "1",
-            "--cores",
-            "1",
-            "--out",
-            "p.csv",
-        ],
+        [*PROFILE, "--url", "http://127.0.0.1:9", "--model-name", "m", "--variant", "v"],
         "cannot reach the server",
-    ),
+    ),  # fmt: skip
+    # serve: every setting is checked before a port is bound or the factory imported
     ("serve-nothing", ["serve"], "no model factory: give --model or set RLSCALE_MODEL_FACTORY"),
     ("serve-factory-path", [*SERVE, "--model", "../evil.py"], "expected MODULE:FUNCTION"),
     ("serve-batch-words", [*SERVE, "--batch", "many"], "--batch 'many': expected an integer"),
