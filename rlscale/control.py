@@ -144,13 +144,17 @@ class Outcome:
         decision: the proposal, the configuration chosen and the projection.
         changed: the chosen configuration differs from the one in force (so it was applied).
         applied: what ``Cluster.apply`` reported (the Kubernetes actuator's outcome; None in the simulator, or
-            when nothing changed).
+            when nothing was applied).
+        repaired: the stages the cluster reported off-spec (`Cluster.off_spec`: a pool left warm, a switch of
+            pools under way, pods drifted from their cores) when the step decided; the decision was applied to
+            them even when it keeps the configuration in force, so the cluster converges to what was decided.
     """
 
     state: PipelineState
     decision: Decision
     changed: bool
     applied: Any = None
+    repaired: tuple[str, ...] = ()
 
     @property
     def config(self) -> PipelineConfig:
@@ -443,5 +447,9 @@ def step(
         spent = time.perf_counter() - t0
         decision = Decision(decision.proposed, config, decision.projection, decision.decision_s + spent, report)
     changed = decision.config != state.config
-    applied = cluster.apply(decision.config) if changed else None
-    return Outcome(state, decision, changed, applied)
+    # a cluster whose objects are off-spec (Kubernetes: a switch of pools under way, a pool left warm, pods that
+    # drifted) is moved to the decision even when the decision keeps the configuration in force: one path for the
+    # decision and the repair, so a policy that holds completes what it started (the simulator has no such state)
+    repaired = tuple(sorted(getattr(cluster, "off_spec", None) or {}))
+    applied = cluster.apply(decision.config) if changed or repaired else None
+    return Outcome(state, decision, changed, applied, repaired)

@@ -58,6 +58,7 @@ from rlscale.kube.objects import (
     pool_names,
     pool_weights,
     read_stage,
+    read_target,
     read_weights,
     ready_replicas,
     resize_drift,
@@ -66,6 +67,7 @@ from rlscale.kube.objects import (
     resized_patch,
     selected_pods,
     stage_base_name,
+    target_patch,
     template_cores,
     template_patch,
     weights_patch,
@@ -76,7 +78,7 @@ from rlscale.types import PipelineConfig, StageConfig
 log = logging.getLogger(__name__)
 
 TEMPORARY_KINDS = ("throttled", "server", "timeout")
-PERMANENT_KINDS = ("unauthorized", "forbidden", "not_found", "invalid", "deployment")
+PERMANENT_KINDS = ("unauthorized", "forbidden", "not_found", "invalid", "deployment", "not_kept")
 ERROR_KINDS = ("conflict", *TEMPORARY_KINDS, *PERMANENT_KINDS)
 MIN_RESIZE_VERSION = (1, 33)
 """The first Kubernetes release whose pods have the ``resize`` subresource on by default (beta; GA in 1.35)."""
@@ -338,6 +340,9 @@ class DeploymentActuator:
     # pooled stage -> cores allocated over every one of its Deployments (max of replicas and ready, times cores),
     # as `read` last saw it: warm and draining pools cost too
     allocated_cores: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    # every stage -> cores allocated (max of replicas and ready, times cores; over every pool of a pooled stage), as
+    # `read` last saw it: what a failed step checks against the core budget
+    allocated: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     routes: Any = None
     """A ``kubernetes.client.CustomObjectsApi`` for HTTPRoutes (None: one on ``api``'s client when needed)."""
     core: Any = None
@@ -409,7 +414,7 @@ class DeploymentActuator:
                 pooled = self._read_pooled(st)
                 stages.append(pooled.config)
                 ready.append(pooled.ready)
-                self.allocated_cores[st.name] = pooled.allocated_cores
+                self.allocated_cores[st.name] = self.allocated[st.name] = pooled.allocated_cores
                 if pooled.off_spec is not None:
                     off_spec[st.name] = pooled.off_spec
                     if self.off_spec.get(st.name) != pooled.off_spec:
@@ -423,6 +428,7 @@ class DeploymentActuator:
                 raise KubeApiError("deployment", str(exc)) from None
             stages.append(config)
             ready.append(ready_replicas(dep))
+            self.allocated[st.name] = float(max(config.replicas, ready_replicas(dep) or 0) * config.cores)
             if reason is None:
                 reason = self._drift(dep)
             if reason is not None:
@@ -545,25 +551,41 @@ class DeploymentActuator:
         return selected_pods(dep, items)
 
     def _drift(self, dep: dict[str, Any]) -> str | None:
-        """Why a Deployment resized in place is off-spec: pods the ReplicaSet made since from the template's CPU
-        (`resize_drift`); None when there are none, or it is not resized in place, or in-place resize is off."""
-        if resized_cores(dep) in (None, template_cores(dep, self.spec.kubernetes)) or not self.in_place_supported():
+        """Why a Deployment's pods are off-spec with in-place resize on: pods that run other cores than the
+        Deployment records (its `ANNOTATION_CORES`, else its template), read from the pods themselves: pods the
+        ReplicaSet made from the template after a resize, or pods resized whose record on the Deployment failed.
+        None when every pod runs what is recorded, during a rollout (the old ReplicaSet's pods differ by design),
+        or with in-place resize off."""
+        if not self.in_place_supported() or _rolling(dep):
             return None
-        drifted = resize_drift(dep, self.spec.kubernetes, self._pods(dep))
+        kube = self.spec.kubernetes
+        recorded = resized_cores(dep)
+        intended = recorded if recorded is not None else template_cores(dep, kube)
+        pods = self._pods(dep)
+        drifted = [p for p in pods if template_cores(p, kube) != intended]
         if not drifted:
             return None
         name = dep["metadata"]["name"]
-        shown = ", ".join(drifted[:3]) + (", ..." if len(drifted) > 3 else "")
+        names = [p["metadata"]["name"] for p in drifted]
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        running = sorted({str(template_cores(p, kube)) for p in drifted})
+        if recorded is not None and recorded != template_cores(dep, kube) and resize_drift(dep, kube, pods) == names:
+            return (
+                f"{len(drifted)} pod(s) of Deployment {name} ({shown}) "
+                f"run the template's CPU, not the {recorded} cores its pods were resized to in place; the "
+                "next apply resizes them"
+            )
         return (
-            f"{len(drifted)} pod(s) of Deployment {name} ({shown}) "
-            f"run the template's CPU, not the {resized_cores(dep)} cores its pods were resized to in place; the "
-            "next apply resizes them"
+            f"{len(drifted)} pod(s) of Deployment {name} ({shown}) run {'/'.join(running)} cores, not the {intended} "
+            "the Deployment records (a resize in place whose record failed, or pods changed by hand); the next "
+            "apply resizes them to the configuration decided"
         )
 
     def _resize_drifted(self, dep: dict[str, Any], cores: int, dry: dict[str, str]) -> str:
-        """Resize in place the pods of a Deployment resized in place that run other cores (new pods); what was done
-        ("" for nothing)."""
-        if resized_cores(dep) in (None, template_cores(dep, self.spec.kubernetes)) or not self.in_place_supported():
+        """Resize in place the pods of a Deployment that run other cores than ``cores`` (pods made from the template
+        after a resize, or a resize whose record failed), and record ``cores`` on it; what was done ("" for
+        nothing). Nothing during a rollout or with in-place resize off."""
+        if not self.in_place_supported() or _rolling(dep):
             return ""
         return self._resize_in_place(dep, cores, dry) or ""
 
@@ -667,28 +689,76 @@ class DeploymentActuator:
     def _read_pooled(self, st: StageSpec) -> _PooledRead:
         state = self._pool_state(st)
         in_force = [v for v in state.configs if state.configs[v].replicas > 0 and state.weights[v] > 0]
-        if not in_force:
-            raise KubeApiError(
-                "deployment",
-                f"stage {st.name}: no pool is in force (every pool has 0 replicas or weight 0 in HTTPRoute "
-                f"{self.namespace}/{stage_base_name(self.spec, st)})",
+        problems = list(state.problems)
+        warm = [v for v, c in state.configs.items() if c.replicas > 0 and state.weights[v] == 0]
+        starved = [v for v, c in state.configs.items() if c.replicas == 0 and state.weights[v] > 0]
+        switching = self._switching(st, state)
+        if switching is not None:  # a switch under way: the target is in force (the simulator's state is)
+            config = switching
+            waiting = [p.variant for p in config.pools if not _ready(state.deps[p.variant], p.replicas)]
+            problems.append(
+                f"switching to {config}: the route's weights move once "
+                + (f"{', '.join(waiting)} {'is' if len(waiting) == 1 else 'are'} ready" if waiting else "applied")
             )
-        total = sum(state.weights[v] for v in in_force)
-        config = StageConfig.of_pools([state.configs[v].with_(share=state.weights[v] / total) for v in in_force])
-        counts = [ready_replicas(state.deps[v]) for v in in_force]
+            warm = starved = []
+        elif in_force:
+            total = sum(state.weights[v] for v in in_force)
+            config = StageConfig.of_pools([state.configs[v].with_(share=state.weights[v] / total) for v in in_force])
+        else:  # traffic goes nowhere, or only to pools without replicas: read what can serve, and repair the route
+            config = self._stranded(st, state)
+            problems.append(
+                f"no pool is in force (every pool has 0 replicas or weight 0 in HTTPRoute "
+                f"{self.namespace}/{stage_base_name(self.spec, st)}): the route is repaired to {config}"
+            )
+            warm = starved = []
+        variants = [p.variant for p in config.pools]
+        counts = [ready_replicas(state.deps[v]) for v in variants]
         ready = None if all(n is None for n in counts) else sum(n or 0 for n in counts)
         allocated = float(
             sum(max(c.replicas, ready_replicas(state.deps[v]) or 0) * c.cores for v, c in state.configs.items())
         )
-        problems = list(state.problems)
-        warm = [v for v, c in state.configs.items() if c.replicas > 0 and state.weights[v] == 0]
-        starved = [v for v, c in state.configs.items() if c.replicas == 0 and state.weights[v] > 0]
         if warm:
             problems.append(f"pools {', '.join(warm)} have replicas but weight 0 (warming up, or left behind)")
         if starved:
             problems.append(f"pools {', '.join(starved)} have weight but 0 replicas")
         self._seen_pools[st.name] = state
         return _PooledRead(config, ready, allocated, "; ".join(problems) or None)
+
+    def _switching(self, st: StageSpec, state: _PoolState) -> StageConfig | None:
+        """The target of a switch under way (`rlscale.kube.objects.ANNOTATION_TARGET` on the route), when the
+        route's weights are not the target's yet and every target pool's Deployment was made for it (its batch and
+        cores, replicas); else None (no switch, a switch done, or a record that no longer matches the pools)."""
+        target = read_target(state.route, st)
+        if target is None:
+            return None
+        if pool_weights(target) == {v: w for v, w in state.weights.items() if w > 0}:
+            return None  # shifted already; the record goes with the next route patch
+        for p in target.pools:
+            cur = state.configs[p.variant]
+            if p.variant in state.off or (cur.batch, cur.cores) != (p.batch, p.cores) or cur.replicas < 1:
+                return None
+        return target
+
+    def _stranded(self, st: StageSpec, state: _PoolState) -> StageConfig:
+        """What a stage with no pool in force reads as, for its repair: the pools that have replicas (shares by
+        replicas); else the pools the route weights, at their fewest replicas (shares by weight); else the least
+        accurate variant's pool at its fewest replicas."""
+        warm = [v for v, c in state.configs.items() if c.replicas > 0]
+        if warm:
+            total = sum(state.configs[v].replicas for v in warm)
+            pools = [state.configs[v].with_(share=state.configs[v].replicas / total) for v in warm]
+        else:
+            weighted = [v for v, w in state.weights.items() if w > 0] or [
+                min(st.variants, key=lambda v: v.accuracy).name
+            ]
+            total = sum(state.weights[v] for v in weighted) or len(weighted)
+            pools = [
+                state.configs[v].with_(replicas=st.min_replicas, share=(state.weights[v] or 1) / total)
+                for v in weighted
+            ]
+        shares = [p.share for p in pools]
+        pools[-1] = pools[-1].with_(share=1.0 - math.fsum(shares[:-1])) if len(pools) > 1 else pools[0].with_(share=1.0)
+        return StageConfig.of_pools(pools)
 
     def _apply_pooled(self, st: StageSpec, target: StageConfig) -> StageOutcome:
         """Move a pooled stage towards ``target``: make, shift, break (the class docstring)."""
@@ -703,6 +773,7 @@ class DeploymentActuator:
             attempt += 1
             steps: list[str] = []
             rolled = resized = changed = False
+            state = None
             try:
                 state = self._seen_pools.pop(st.name, None) if attempt == 1 else None
                 if state is None:
@@ -744,22 +815,40 @@ class DeploymentActuator:
                 target_weights = {v: want_weights.get(v, 0) for v in state.names}
                 waiting = [v for v, p in want.items() if v in touched or not _ready(state.deps[v], p.replicas)]
                 shifted = current_weights == target_weights
+                route_name = stage_base_name(self.spec, st)
                 if not shifted and not waiting:
+                    # the record of the switch goes with the shift that completes it (one patch)
                     body = weights_patch(state.route, state.names, target_weights)
-                    self._call(
-                        self._route_api().patch_namespaced_custom_object,
-                        GATEWAY_GROUP,
-                        GATEWAY_VERSION,
-                        self.namespace,
-                        HTTPROUTES,
-                        stage_base_name(self.spec, st),
-                        body,
-                        **dry,
-                    )
+                    body += [op for op in target_patch(state.route, None) if op["path"] != "/metadata/resourceVersion"]
+                    self._patch_route(route_name, body, dry)
                     was = current_weights
                     moved = [f"{v} {was[v]}->{w}" for v, w in target_weights.items() if w != was[v]]
                     steps.append(f"weights {', '.join(moved)}")
-                    shifted = changed = True
+                    changed = True
+                    # the API server's 200 is not the route: read it back before anything is broken
+                    kept = target_weights if self.dry_run else self._route_weights(st, state)
+                    if kept != target_weights:
+                        return self._undo_make(
+                            st,
+                            state,
+                            KubeApiError(
+                                "not_kept",
+                                f"HTTPRoute {self.namespace}/{route_name} accepted the weights {_w(target_weights)} "
+                                f"but now says {_w(kept)} (an admission webhook or a GitOps controller reverts it?); "
+                                "every pool keeps its replicas",
+                            ),
+                            steps,
+                            attempt,
+                        )
+                    shifted = True
+                elif not shifted:  # the target's pools are not ready: record the target, the configuration in force
+                    body = target_patch(state.route, target)
+                    if body:
+                        self._patch_route(route_name, body, dry)
+                elif shifted and read_target(state.route, st) is not None:  # a switch done: drop its record
+                    body = target_patch(state.route, None)
+                    if body:
+                        self._patch_route(route_name, body, dry)
                 # 3. break: every pool to its target replicas (0 for pools not in the target)
                 if shifted:
                     for v, cur in state.configs.items():
@@ -778,12 +867,96 @@ class DeploymentActuator:
                 if exc.kind == "conflict" and attempt <= self.conflict_retries:
                     log.info("stage %s: conflict (%s); re-reading and retrying", st.name, exc)
                     continue
-                done = f" (done before: {'; '.join(steps)})" if steps else ""
-                return StageOutcome(st.name, "failed", exc.kind, f"{exc}{done}", attempt, exc.retry_after_s)
+                return self._undo_make(st, state, exc, steps, attempt)
+
+    def _patch_route(self, name: str, body: list[dict[str, Any]], dry: dict[str, str]) -> None:
+        self._call(
+            self._route_api().patch_namespaced_custom_object,
+            GATEWAY_GROUP,
+            GATEWAY_VERSION,
+            self.namespace,
+            HTTPROUTES,
+            name,
+            body,
+            **dry,
+        )
+
+    def _route_weights(self, st: StageSpec, state: _PoolState) -> dict[str, int]:
+        """The route's weights per pool, read again now."""
+        route = self._read_named(stage_base_name(self.spec, st), "HTTPRoute")
+        try:
+            return read_weights(route, state.names)
+        except DeploymentError as exc:
+            raise KubeApiError("deployment", str(exc)) from None
+
+    def _undo_make(
+        self, st: StageSpec, state: _PoolState | None, exc: KubeApiError, steps: list[str], attempt: int
+    ) -> StageOutcome:
+        """The failed outcome of a pooled apply. When the pipeline's allocated cores are over the core budget after
+        the failure, the stage's pools that carry no traffic (made for a switch that did not complete, or left
+        behind) go back to 0 replicas, and the message says so: a failed step never leaves the budget exceeded
+        silently, and leaves it exceeded only when the API server refuses that too."""
+        done = f" (done before: {'; '.join(steps)})" if steps else ""
+        message = f"{exc}{done}"
+        if state is None or self.dry_run:
+            return StageOutcome(st.name, "failed", exc.kind, message, attempt, exc.retry_after_s)
+        try:
+            now = self._pool_state(st)
+        except KubeApiError as again:
+            message += f"; cannot read the pools again to check the core budget: {again}"
+            return StageOutcome(st.name, "failed", exc.kind, message, attempt, exc.retry_after_s)
+
+        def cost(replicas: dict[str, int]) -> float:
+            return float(
+                sum(max(replicas[v], ready_replicas(now.deps[v]) or 0) * c.cores for v, c in now.configs.items())
+            )
+
+        replicas = {v: c.replicas for v, c in now.configs.items()}
+        others = sum(c for s, c in self.allocated.items() if s != st.name)
+        allocated, budget = cost(replicas) + others, self.spec.core_budget
+        if allocated > budget:
+            undone = []
+            for v, c in now.configs.items():
+                if now.weights[v] == 0 and c.replicas > 0:
+                    try:
+                        self._scale(now.names[v], 0, {})
+                    except KubeApiError as again:
+                        message += f"; cannot scale {v} to 0: {again}"
+                        continue
+                    undone.append(f"{v} x{c.replicas} -> x0")
+                    replicas[v] = 0
+            self.allocated[st.name] = float(sum(replicas[v] * c.cores for v, c in now.configs.items()))
+            left = (
+                f"; scaled the pools without traffic to 0: {', '.join(undone)}"
+                if undone
+                else "; no pool without traffic is left to scale to 0"
+            )
+            message += f"; OVER THE CORE BUDGET after the failure: {allocated:g} cores allocated > {budget}{left}"
+            log.error(
+                "stage %s: %g cores allocated > core budget %s after a failed step%s", st.name, allocated, budget, left
+            )
+        return StageOutcome(st.name, "failed", exc.kind, message, attempt, exc.retry_after_s)
 
     def _scale(self, name: str, replicas: int, dry: dict[str, str]) -> None:
         body = {"spec": {"replicas": replicas}}
         self._call(self.api.patch_namespaced_deployment_scale, name, self.namespace, body, **dry)
+
+
+def _w(weights: dict[str, int]) -> str:
+    """Weights for a message: ``resnet18=300, resnet50=700`` (pools with weight only)."""
+    return ", ".join(f"{v}={w}" for v, w in weights.items() if w) or "all 0"
+
+
+def _rolling(deployment: dict[str, Any]) -> bool:
+    """Whether a Deployment is rolling out, by its status: a spec its controller has not observed yet, or fewer
+    pods of the current template than pods in all (the old ReplicaSet's pods still there)."""
+    status = deployment.get("status") or {}
+    generation = deployment.get("metadata", {}).get("generation")
+    observed = status.get("observedGeneration")
+    if generation is not None and observed is not None and observed < generation:
+        return True
+    updated, total = status.get("updatedReplicas"), status.get("replicas")
+    return updated is not None and total is not None and updated < total
 
 
 def _ready(deployment: dict[str, Any], replicas: int) -> bool:

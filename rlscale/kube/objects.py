@@ -46,6 +46,7 @@ request (the largest choice above them all), and the next apply writes that valu
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from decimal import Decimal
@@ -54,13 +55,17 @@ from typing import Any
 
 from rlscale.errors import RlscaleError
 from rlscale.spec import KubeSpec, PipelineSpec, StageSpec
-from rlscale.types import PipelineConfig, StageConfig
+from rlscale.types import ConfigError, PipelineConfig, StageConfig
 
 LABEL_PIPELINE = "rlscale.io/pipeline"
 LABEL_STAGE = "rlscale.io/stage"
 LABEL_VARIANT = "rlscale.io/variant"
 ANNOTATION_CORES = "rlscale.io/cores"
 """Deployment annotation: the cores its pods were resized to in place (absent: the template's CPU request)."""
+ANNOTATION_TARGET = "rlscale.io/target"
+"""HTTPRoute annotation: the pools a switch of a pooled stage is moving to (JSON, `target_patch`), written when the
+new pools are made and removed when the weights shift to them: while it is there, the stage's configuration in
+force is that target (the configuration decided, as the simulator's state has it), not the pools still serving."""
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 GATEWAY_VERSION = "v1"
 HTTPROUTES = "httproutes"
@@ -609,6 +614,55 @@ def weights_patch(route: dict[str, Any], names: dict[str, str], weights: dict[st
         if variant is not None:
             ops.append({"op": "add", "path": f"{path}/weight", "value": weights.get(variant, 0)})
     return ops
+
+
+def target_patch(route: dict[str, Any], target: StageConfig | None) -> list[dict[str, Any]]:
+    """A JSON patch recording on an HTTPRoute the pools a switch moves to (`ANNOTATION_TARGET`: variant, batch,
+    cores, replicas and exact share of each, in order), or removing the record (``target`` None); empty when there
+    is nothing to change. With the ``resourceVersion`` read, as `weights_patch`."""
+    meta = route.get("metadata", {})
+    annotations = meta.get("annotations") or {}
+    ops: list[dict[str, Any]] = []
+    if target is None:
+        if ANNOTATION_TARGET in annotations:
+            ops.append({"op": "remove", "path": f"/metadata/annotations/{_pointer(ANNOTATION_TARGET)}"})
+    else:
+        value = json.dumps([[p.variant, p.batch, p.cores, p.replicas, p.share] for p in target.pools])
+        if annotations.get(ANNOTATION_TARGET) != value:
+            if not meta.get("annotations"):
+                ops.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+            ops.append({"op": "add", "path": f"/metadata/annotations/{_pointer(ANNOTATION_TARGET)}", "value": value})
+    if ops and meta.get("resourceVersion") is not None:
+        ops.insert(0, {"op": "replace", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]})
+    return ops
+
+
+def read_target(route: dict[str, Any], stage: StageSpec) -> StageConfig | None:
+    """The pools a switch moves to, as `target_patch` recorded them on the route; None when there is no record or
+    it does not describe pools this stage allows (a record edited by hand is ignored, never acted on)."""
+    value = (route.get("metadata", {}).get("annotations") or {}).get(ANNOTATION_TARGET)
+    if not isinstance(value, str) or len(value) > 10_000:
+        return None
+    try:
+        rows = json.loads(value)
+        pools = []
+        for variant, batch, cores, replicas, share in rows:
+            if (
+                variant not in stage.variant_names
+                or batch not in stage.batch_sizes
+                or cores not in stage.cores
+                or any(isinstance(x, bool) or not isinstance(x, int) for x in (batch, cores, replicas))
+                or not stage.min_replicas <= replicas <= stage.max_replicas
+                or isinstance(share, bool)
+                or not isinstance(share, int | float)
+            ):
+                return None
+            pools.append(StageConfig(variant, batch, replicas, cores, share=float(share)))
+        if not pools or len({p.variant for p in pools}) != len(pools):
+            return None
+        return StageConfig.of_pools(pools)
+    except (ValueError, TypeError, RecursionError, ConfigError):
+        return None
 
 
 def pool_deployment(

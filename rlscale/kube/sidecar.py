@@ -296,15 +296,14 @@ class Sidecar:
             distance=distance,
             decision_s=decision_s,
         )
-        off_spec = dict(getattr(self.cluster, "off_spec", None) or {})
-        if not step.changed and not off_spec:
+        if step.applied is None:
             base.message = f"{seen}; {self.policy.name} keeps {config}{why}"
             return base
+        outcome = step.applied
         if step.changed:
-            outcome, change = step.applied, _changes(state.config, config, self._names)
-        else:  # the policy keeps the configuration, but a stage's Deployment is off-spec: write the valid values
-            outcome = self.cluster.apply(config)
-            change = f"keeps {config}, correcting off-spec {', '.join(off_spec)}"
+            change = _changes(state.config, config, self._names)
+        else:  # the policy keeps the configuration; the step moved the off-spec stages to it (control.step)
+            change = f"keeps {config}, correcting off-spec {', '.join(step.repaired)}"
         base.apply = outcome
         base.error_kinds = ["conflict"] * sum(o.attempts - 1 for o in outcome.stages)  # 409s retried after re-reads
         done = ", ".join(f"{o.stage} {o.action}" for o in outcome.stages if o.action != "unchanged")

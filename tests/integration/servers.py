@@ -74,8 +74,9 @@ class ApiServer(kmock.KubernetesEmulator):
         headers: dict[str, str] | None = None,
     ) -> Fault:
         """Answer the next ``count`` matching requests (None: all until `clear`) with ``status`` (and ``headers``,
-        e.g. ``{"Retry-After": "3"}``), storing nothing; or, with ``status=None``, answer them normally but only
-        after ``delay_s`` (a slow API server)."""
+        e.g. ``{"Retry-After": "3"}``), storing nothing (200: the object as it would be, as an admission webhook
+        or a GitOps controller that reverts the change leaves it); or, with ``status=None``, answer them normally
+        but only after ``delay_s`` (a slow API server)."""
         fault = Fault(status, count, match, delay_s=delay_s, headers=headers)
         with self.fault_lock:
             self.faults.append(fault)
@@ -124,6 +125,9 @@ class ApiServer(kmock.KubernetesEmulator):
         fault = self._take(request)
         if fault is not None and fault.delay_s:
             await asyncio.sleep(fault.delay_s)
+        if fault is not None and fault.status == 200:  # accepted, then reverted (a webhook, a GitOps controller)
+            entry["answer"] = "ignored"
+            return await self._would_be(request)
         if fault is not None and fault.status is not None:
             entry["answer"] = fault.status
             if fault.headers:  # kmock's errors carry no headers: the same Status object, by hand
@@ -135,14 +139,18 @@ class ApiServer(kmock.KubernetesEmulator):
                 status=fault.status, reason=REASONS.get(fault.status, "Error"), message=f"injected {fault.status}"
             )
         if request.params.get("dryRun") and request.resource is not None and request.action == kmock.action.UPDATE:
-            key = (request.resource, request.namespace, request.name)
-            if key not in self.objects or self.objects[key].deleted:
-                raise kmock.KubernetesObjectNotFoundError()
-            obj = kmock.Object(copy.deepcopy(self.objects[key].raw))
-            obj.patch(request.data)  # dict: merge patch; list: JSON patch
             entry["answer"] = "dry-run"
-            return aiohttp.web.json_response(obj.raw)
+            return await self._would_be(request)
         return await super()._handle(request)
+
+    async def _would_be(self, request):
+        """The answer to a change that is not stored: the object as it would be."""
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            raise kmock.KubernetesObjectNotFoundError()
+        obj = kmock.Object(copy.deepcopy(self.objects[key].raw))
+        obj.patch(request.data)  # dict: merge patch; list: JSON patch
+        return aiohttp.web.json_response(obj.raw)
 
 
 class BackgroundApiServer:

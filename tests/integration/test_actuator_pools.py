@@ -6,7 +6,7 @@ import kubernetes
 import pytest
 
 from rlscale.kube.actuator import DeploymentActuator, KubeApiError
-from rlscale.kube.objects import GATEWAY_GROUP, GATEWAY_VERSION, HTTPROUTES, WEIGHT_TOTAL
+from rlscale.kube.objects import ANNOTATION_TARGET, GATEWAY_GROUP, GATEWAY_VERSION, HTTPROUTES, WEIGHT_TOTAL
 from rlscale.spec import load_spec
 from rlscale.types import PipelineConfig, StageConfig
 from tests.integration.closed_loop import create_stage_objects
@@ -80,11 +80,13 @@ def test_a_new_pool_is_made_then_shifted_to_then_the_old_one_broken(kube_api, de
     out = act.apply(TWO).stages[0]
     assert out.action == "rolled", out
     assert "weights kept until resnet50 ready" in out.message
-    assert changes(kube_api) == [("deployment", "infadapter-resnet-resnet50")]
+    # the pool is made, and the route records the switch's target (the configuration in force, as in the simulator)
+    assert changes(kube_api) == [("deployment", "infadapter-resnet-resnet50"), ("route", "infadapter-resnet")]
     assert replicas(deployed)["resnet50"] == 1 and weights(deployed)["resnet50"] == 0
+    assert ANNOTATION_TARGET in route(deployed)["metadata"]["annotations"]
     config, _ = act.read()
-    assert config == ONE  # a pool with weight 0 is not in force
-    assert "resnet50" in act.off_spec["resnet"] and "weight 0" in act.off_spec["resnet"]
+    assert config == TWO  # the switch's target is in force while the weights wait
+    assert "switching to" in act.off_spec["resnet"] and "resnet50 is ready" in act.off_spec["resnet"]
 
     # still not ready: nothing more happens
     seen = len(kube_api.emulator.seen)
@@ -99,6 +101,7 @@ def test_a_new_pool_is_made_then_shifted_to_then_the_old_one_broken(kube_api, de
     assert out.action == "scaled", out
     assert changes(kube_api, seen) == [("route", "infadapter-resnet")]
     assert weights(deployed) == {"resnet18": 300, "resnet34": 0, "resnet50": 700, "resnet101": 0, "resnet152": 0}
+    assert ANNOTATION_TARGET not in (route(deployed)["metadata"].get("annotations") or {})  # the switch is done
     config, ready = act.read()
     assert config == TWO and ready == [2] and act.off_spec == {}
 
