@@ -143,11 +143,13 @@ def test_dry_run_stores_nothing(kube_api, deployed, spec):
     assert all(r["params"].get("dryRun") == "All" for r in kube_api.emulator.seen if r["method"] == "PATCH")
 
 
-def test_no_pool_in_force_is_a_clear_error(deployed, spec):
+def test_no_pool_in_force_reads_as_the_weighted_pool_at_its_fewest_replicas_for_repair(kube_api, deployed, spec):
     deployed.patch_namespaced_deployment_scale("infadapter-resnet-resnet18", NS, {"spec": {"replicas": 0}})
-    with pytest.raises(KubeApiError, match="no pool is in force") as info:
-        DeploymentActuator(spec, deployed, NS).read()
-    assert info.value.kind == "deployment"
+    act = DeploymentActuator(spec, deployed, NS)
+    config, _ = act.read()  # the route sends every request to a pool with no replicas: never held as it is
+    assert config == ONE and "no pool is in force" in act.off_spec["resnet"]
+    act.apply(config)
+    assert replicas(deployed)["resnet18"] == 1 and weights(deployed)["resnet18"] == WEIGHT_TOTAL
 
 
 def test_a_missing_route_is_not_found_naming_it(kube_api, spec):
