@@ -344,7 +344,8 @@ def _shorten(value: Any, limit: int = 80) -> str:
 
 
 def _read_records(path: Path, runs: Sequence[RunKey]) -> dict[RunKey, dict[str, Any]]:
-    """The finished runs of ``records.jsonl``; a torn last line (killed mid-write) is dropped from the file."""
+    """The finished runs of ``records.jsonl`` that ``runs`` holds; a torn last line (killed mid-write) is dropped
+    from the file. A valid line of another run is the user's data: it is not used, and kept in the file verbatim."""
     if not path.exists():
         return {}
     try:
@@ -367,7 +368,7 @@ def _read_records(path: Path, runs: Sequence[RunKey]) -> dict[RunKey, dict[str, 
             ) from None
         if key in wanted:
             done[key] = record
-            kept.append(line)
+        kept.append(line)
     if len(kept) != len(lines):
         atomic_write_text(path, "".join(line + "\n" for line in kept))
     return done

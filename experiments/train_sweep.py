@@ -14,8 +14,11 @@ A sweep folder ``{out}/{pipeline}__sweep__{time}`` holds:
 - ``trainings.csv`` and ``selection.json`` (the best training, its actor file, how it was chosen).
 
 ``--continue SWEEP`` finishes an interrupted sweep: finished trainings are not run again; a training that was cut
-short is started over (its folder is kept as ``NAME.interrupted``), so the result is what an uninterrupted sweep
-gives. Every training of a sweep runs torch on one thread, so the records are the same whatever the executor.
+short is started over (its folder is kept as ``NAME.interrupted``, or ``NAME.interrupted-2``... beside earlier
+attempts, which are kept), so the result is what an uninterrupted sweep gives. A line of ``trainings.jsonl`` that is
+not a valid record (but a last line a kill cut short) stops it with one line naming the line: a finished training
+is never trained again silently, and ``selection.json`` never names a non-finite score or a run outside the sweep.
+Every training of a sweep runs torch on one thread, so the records are the same whatever the executor.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import io
 import itertools
 import json
 import logging
-import shutil
+import math
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +42,7 @@ from agents.ppo import ACTOR_FILE, TrainConfig
 from experiments.sweep import make_executor, progress_bar
 from rlscale.errors import RlscaleError
 from rlscale.interrupts import Interrupted, signum_of
-from rlscale.paths import OutputError, atomic_write_text, check_name, new_folder
+from rlscale.paths import OutputError, atomic_write_text, check_name, inside, new_folder
 
 log = logging.getLogger(__name__)
 
@@ -207,19 +210,79 @@ def read_plan(folder: Path) -> list[TrainingJob]:
     return jobs
 
 
-def read_records(folder: Path) -> dict[int, dict[str, Any]]:
-    """The finished trainings recorded in ``folder`` by index (a last line cut by a kill is ignored)."""
+NUMBERS = ("validation_score", "validation_violation_rate", "train_wall_s")
+"""Fields of a record that hold a finite number or null (and every ``eval_*_score``)."""
+
+
+def check_record(folder: Path, record: Any, total: int) -> str | None:
+    """What is wrong with ``record`` as a training record of the sweep in ``folder`` of ``total`` trainings, or None.
+
+    A record names its training (``index`` in the plan), its run folder (``run``: one safe name that stays inside
+    the sweep folder, so ``selection.json`` never points elsewhere) and finite scores (or null).
+    """
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not a record"
+    index = record.get("index")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < total:
+        return f"index {index!r} is not a training of the plan (0 to {total - 1})"
+    run = record.get("run")
+    if not isinstance(run, str):
+        return f"run {run!r} is not a run folder's name"
+    try:
+        inside(folder, run, "run name")
+    except RlscaleError:
+        return f"run {run!r} is not a run folder inside the sweep folder"
+    for key, value in record.items():
+        if key in NUMBERS or (key.startswith("eval_") and key.endswith("_score")):
+            finite = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            if value is not None and not finite:
+                return f"{key} {value!r} is not a finite number"
+    return None
+
+
+def read_records(folder: Path, total: int | None = None) -> dict[int, dict[str, Any]]:
+    """The finished trainings recorded in ``folder`` by index.
+
+    A last line cut short by a kill (no newline at its end, not JSON) is dropped from the file, and its training
+    runs again; any other line that is not a valid record (`check_record`) stops the sweep: a finished training is
+    never trained again behind the user's back.
+
+    Args:
+        folder: the sweep folder.
+        total: the trainings of its plan (default: from the plan).
+
+    Raises:
+        RlscaleError: the file cannot be read, or a line is not a training record (the message names the line).
+    """
     path = folder / RECORDS
     records: dict[int, dict[str, Any]] = {}
     if not path.is_file():
         return records
-    for line in path.read_text().splitlines():
+    total = len(read_plan(folder)) if total is None else total
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RlscaleError(f"--continue {folder}: cannot read {path}: {exc}") from None
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line the kill cut short: that training runs again
-        if isinstance(record, dict) and isinstance(record.get("index"), int):
-            records[record["index"]] = record
+        except ValueError:
+            if i == len(lines) - 1 and not text.endswith("\n"):  # the write a kill cut short: it runs again
+                log.warning("%s: dropping an incomplete last line", path)
+                atomic_write_text(path, "".join(f"{kept}\n" for kept in lines[:i]))
+                break
+            record, problem = None, "not JSON"
+        else:
+            problem = check_record(folder, record, total)
+        if problem is not None:
+            raise RlscaleError(
+                f"--continue: {path} line {i + 1} is not a training record ({problem}); fix or remove that line (its "
+                "training then runs again)"
+            )
+        records[record["index"]] = record
     return records
 
 
@@ -229,9 +292,13 @@ def _append(folder: Path, record: dict[str, Any]) -> None:
         fh.flush()
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def select(records: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The record with the best validation score (ties: the first in sweep order); None without one."""
-    scored = [r for r in records if isinstance(r.get("validation_score"), int | float)]
+    """The record with the best (finite) validation score (ties: the first in sweep order); None without one."""
+    scored = [r for r in records if _finite(r.get("validation_score"))]
     return max(scored, key=lambda r: (r["validation_score"], -r["index"])) if scored else None
 
 
@@ -247,18 +314,35 @@ def write_summary(folder: Path, records: list[dict[str, Any]], total: int) -> di
     atomic_write_text(folder / TABLE, buffer.getvalue())
     best = select(records)
     selection: dict[str, Any] = {"finished": len(records), "total": total, "selected_by": "validation_score"}
-    if best is not None:
-        selection |= {"best": best, "actor": str(folder / best["run"] / ACTOR_FILE)}
+    if best is not None:  # its score is finite (`select`); its actor is never outside the sweep folder
+        selection |= {"best": best, "actor": str(inside(folder, str(best["run"]), "run name") / ACTOR_FILE)}
     atomic_write_text(folder / SELECTION, json.dumps(selection, indent=2) + "\n")
     return best
 
 
-def _set_aside(run: Path) -> None:
-    """A training cut short is started over: its folder is kept beside, as ``NAME.interrupted``."""
-    if run.exists():
-        aside = run.with_name(run.name + ".interrupted")
-        shutil.rmtree(aside, ignore_errors=True)
-        run.rename(aside)
+MAX_ASIDE = 1000
+"""The most folders a training's interrupted attempts are kept in (``NAME.interrupted``, ``-2``...)."""
+
+
+def set_aside(run: Path) -> Path | None:
+    """A training cut short is started over: its folder is kept beside, as ``NAME.interrupted`` (``-2``, ``-3``...
+    when an earlier attempt holds that name: nothing already there is removed). Returns where it went.
+
+    Raises:
+        RlscaleError: the folder cannot be moved, or `MAX_ASIDE` attempts are kept already.
+    """
+    if not run.exists():
+        return None
+    for n in range(1, MAX_ASIDE + 1):
+        aside = run.with_name(f"{run.name}.interrupted" + (f"-{n}" if n > 1 else ""))
+        if aside.exists() or aside.is_symlink():
+            continue
+        try:
+            run.rename(aside)
+        except OSError as exc:
+            raise RlscaleError(f"cannot move {run} aside to {aside.name}: {exc.strerror or exc}") from None
+        return aside
+    raise RlscaleError(f"{run.parent}: {MAX_ASIDE} interrupted attempts of {run.name} kept; remove some")
 
 
 def train_sweep(
@@ -286,7 +370,7 @@ def train_sweep(
     if resume_from is not None:
         folder = Path(resume_from)
         jobs = read_plan(folder)
-        done = read_records(folder)
+        done = read_records(folder, len(jobs))
         sweeper.prepare()
     else:
         if base is None:
@@ -308,7 +392,7 @@ def train_sweep(
         done = {}
     todo = [j for j in jobs if j.index not in done]
     for job in todo:
-        _set_aside(Path(job.config.out) / str(job.config.name))
+        set_aside(Path(job.config.out) / str(job.config.name))
     log.info("sweep %s: %d trainings, %d to run on %s", folder, len(jobs), len(todo), sweeper.name)
     interrupted: int | None = None
     try:

@@ -66,6 +66,16 @@ HOLD_DELTAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 HOLD_DEFAULTS = (1.0, 0.5)
 """``ipa-hold``'s (headroom, δ) for a pipeline the bundled tunings lack: the issue's prototype, which beat ``ipa`` on
 all four IPA windows of ``video``."""
+HEADROOM_RANGE = (0.1, 10.0)
+"""The headrooms a policy plans with, inclusive: the ``--headroom`` flag's range, and a tuning file's."""
+HOLD_DELTA_RANGE = (0.0, 1e6)
+"""``ipa-hold``'s δ, inclusive: the ``--hold-delta`` flag's range, and a tuning file's."""
+HPA_TARGET_RANGE = (0.0, 1.0)
+"""The HPA's target utilisation, (low, high]: the ``--hpa-target`` flag's range, and a tuning file's."""
+TUNED_RANGES = {"headroom": (*HEADROOM_RANGE, "--headroom"), "delta": (*HOLD_DELTA_RANGE, "--hold-delta")}
+TUNED_RANGES["target"] = (*HPA_TARGET_RANGE, "--hpa-target")
+"""A tuned value's (low, high, the flag it stands for): a tuning file may hold only what the flag accepts (the low end
+of ``target`` is exclusive)."""
 
 
 @dataclass(frozen=True)
@@ -300,15 +310,28 @@ def tuned_value(spec: PipelineSpec, policy: str, path: str | Path | None = None,
     if isinstance(entry, dict) and policy in SUB_ENTRIES:
         entry = entry.get(policy)
     value = entry.get(key) if isinstance(entry, dict) else None
-    least_ok = 0.0 if key == "delta" else math.nextafter(0.0, 1.0)  # δ may be 0; a headroom or target may not
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (math.isfinite(value) and value >= least_ok)
-    ):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         then = ", then pass --tuning tuning.json" if path is None else ""
         raise RlscaleError(f"{where}: no tuned {policy} {key} for pipeline {spec.name!r}; run: {make}{then}")
+    check_tuned(float(value), key, f"{where}: {policy} {key} of pipeline {spec.name!r}", make)
     return float(value)
+
+
+def check_tuned(value: float, key: str, what: str, make: str | None = None) -> None:
+    """Refuse a tuned ``headroom``, ``delta`` or ``target`` outside the range of the flag it stands for
+    (`TUNED_RANGES`): a tuning file is input, and may not do what ``--headroom`` may not.
+
+    Raises:
+        RlscaleError: out of range; the message says ``what`` it is, the range, the flag and (``make``) the command
+            that makes a new tuning.
+    """
+    low, high, flag = TUNED_RANGES[key]
+    exclusive = key == "target"
+    if (low < value if exclusive else low <= value) and value <= high:
+        return
+    span = f"({low:g}, {high:g}]" if exclusive else f"{low:g} to {high:g}"
+    again = f"; make a new one with: {make}" if make else ""
+    raise RlscaleError(f"{what} is {value:g}, outside {span} (the range of {flag}){again}")
 
 
 def tuned_hold(spec: PipelineSpec, path: str | Path | None = None) -> tuple[float, float] | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import typing
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -1072,6 +1073,48 @@ def _split_override(item: str) -> tuple[list[str], Any]:
     return [p.strip() for p in parts], value
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
+"""A number in scientific notation as people type it (``1e9``, ``2.5E-3``): YAML 1.1 reads it as a string (its
+floats need a dot and a signed exponent, ``1.0e+9``)."""
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The plain types a field's annotation is made of (``Annotated``, ``Optional`` and containers unwrapped)."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _leaf_types(typing.get_args(annotation)[0])
+    if origin is Literal:
+        return {str}
+    if origin is None:
+        return {annotation}
+    out: set[Any] = set()
+    for arg in typing.get_args(annotation):
+        if arg is not Ellipsis:
+            out |= _leaf_types(arg)
+    return out
+
+
+def _is_numeric(cls: type, name: str) -> bool:
+    """Whether field ``name`` of the model ``cls`` holds numbers (or a list of them), and never text."""
+    field = getattr(cls, "__pydantic_fields__", {}).get(name)
+    leaves = _leaf_types(field.annotation) if field is not None else set()
+    return bool(leaves & {int, float}) and str not in leaves
+
+
+def _as_number(value: Any) -> Any:
+    """``value`` with a string in scientific notation (``1e9``) read as the number it is: an integer where it is one
+    (``1e3`` for a replica count) and exactly representable, else a float; lists element by element. The field's
+    own validation then checks it like any other number (``sla_s=1e300`` is refused by its bound)."""
+    if isinstance(value, list):
+        return [_as_number(v) for v in value]
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        number = float(value)
+        if math.isfinite(number) and number.is_integer() and abs(number) <= 2**53:
+            return int(number)
+        return number
+    return value
+
+
 def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
     """A copy of a spec document with ``--set FIELD=VALUE`` overrides applied, each path checked against the model.
 
@@ -1107,7 +1150,7 @@ def _set_path(doc: dict[str, Any], parts: list[str], value: Any, item: str) -> N
             if part not in allowed:
                 raise SpecError(f"--set {item}: {here}: unknown field (allowed: {', '.join(allowed)})")
             if last:
-                node[part] = value
+                node[part] = _as_number(value) if _is_numeric(kind, part) else value
                 return
             child_kind: Any = (
                 ("list", _NESTED[part])
@@ -1145,7 +1188,7 @@ def _set_path(doc: dict[str, Any], parts: list[str], value: Any, item: str) -> N
             index = int(part)
             here = _field_path([*done, index])
             if last:
-                node[index] = value
+                node[index] = _as_number(value) if kind == "ints" else value
                 return
             if kind == "ints":
                 raise SpecError(f"--set {item}: {here}: is a value, it has no fields")

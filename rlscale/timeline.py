@@ -275,12 +275,28 @@ def check_appendable(path: Path, spec: PipelineSpec) -> None:
 
 
 def check_writable(path: Path) -> None:
-    """Fail before a long run, not after it, when ``path`` is not a CSV file that can be written.
+    """Fail before a long run, not after it, when ``path`` is not a CSV file that can be written, or is a file that
+    rlscale did not write: an existing file (not empty) must start with a timeline's header (`HEAD`'s columns, of
+    whichever pipeline), so a rerun replaces its own timeline and never a user's file.
 
     Raises:
-        RlscaleError: the path does not end in ``.csv``, is a folder, or its folder cannot be created or written.
+        RlscaleError: the path does not end in ``.csv``, is a folder, or its folder cannot be created or written; it
+            holds another file.
     """
+    path = Path(path)
     check_output_file(path, "--timeline", ".csv", "the timeline is a CSV file")
+    if not path.is_file():
+        return
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise RlscaleError(f"--timeline {path}: exists and cannot be read: {exc.strerror or exc}") from None
+    if head and not head.startswith((",".join(HEAD) + ",").encode()):
+        raise RlscaleError(
+            f"--timeline {path}: holds another file, not a timeline rlscale wrote (its first line is not the "
+            f"header {','.join(HEAD[:2])},...); give another file name, or move that file away"
+        )
 
 
 def read_rows(text: str) -> Sequence[dict[str, str]]:

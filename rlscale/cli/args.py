@@ -155,6 +155,7 @@ def add_planner_flags(p: argparse.ArgumentParser) -> None:
     ``--vpa-target``, ``--vpa-margin``, ``--vpa-min-replicas``, ``--vpa-updater``, ``--vpa-variant``,
     ``--vpa-cores``."""
     from agents.vpa import UPDATERS
+    from experiments.tune_headroom import HEADROOM_RANGE, HOLD_DELTA_RANGE, HPA_TARGET_RANGE
     from ilp_baseline.policy import ALL_SOLVERS
     from ilp_baseline.safety import DEFAULT_LOAD, LOAD_MODES
     from rlscale.cli.registry import PREDICTORS
@@ -171,17 +172,18 @@ def add_planner_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--headroom",
-        type=float_in(0.1, 10.0),
+        type=float_in(*HEADROOM_RANGE),
         metavar="H",
         help="plan for H x the predicted load, 0.1-10 (default: IPA's published margin for the pipeline; ipa-tuned, "
-        "ipa-hold: the tuned one)",
+        "ipa-hold: the tuned one, which --tuning's file must also hold within 0.1-10)",
     )
     p.add_argument(
         "--hold-delta",
-        type=float_in(0.0, 1e6),
+        type=float_in(*HOLD_DELTA_RANGE),
         metavar="D",
         help="ipa-hold: re-plan (change variant, batch or cores) only when it gains more than D cores' worth of "
-        "objective over resizing replicas, D >= 0 (default: the tuned one; 0.5 for a pipeline without a tuning)",
+        "objective over resizing replicas, 0 <= D <= 1e6 (default: the tuned one, held to the same range; 0.5 for a "
+        "pipeline without a tuning)",
     )
     p.add_argument(
         "--agent",
@@ -199,13 +201,15 @@ def add_planner_flags(p: argparse.ArgumentParser) -> None:
         "--tuning",
         metavar="FILE.json",
         help="tuning file of ipa-tuned/ipa-hold/hpa-tuned, written by rlscale tune --out FILE.json (default: the "
-        "bundled tunings of the bundled pipelines)",
+        "bundled tunings of the bundled pipelines); its values must lie within the ranges of --headroom, "
+        "--hold-delta and --hpa-target, else the command stops with one line",
     )
     p.add_argument(
         "--hpa-target",
-        type=float_in(0.0, 1.0, exclusive_low=True),
+        type=float_in(*HPA_TARGET_RANGE, exclusive_low=True),
         metavar="U",
-        help="hpa/hpa-tuned: target CPU utilisation, (0, 1] (default 0.8, Kubernetes'; hpa-tuned: the tuned one)",
+        help="hpa/hpa-tuned: target CPU utilisation, (0, 1] (default 0.8, Kubernetes'; hpa-tuned: the tuned one, "
+        "held to the same range)",
     )
     p.add_argument(
         "--hpa-variant",

@@ -37,7 +37,7 @@ def register(sub) -> None:
         "--resume",
         action="store_true",
         help="--out holds an unfinished comparison: run only the (trace, policy, seed) runs it has not recorded "
-        "(same flags required)",
+        "(same flags required); lines of records.jsonl for runs outside the comparison are kept as they are",
     )
     again.add_argument(
         "--overwrite", action="store_true", help="remove the results already in --out (timelines included) first"

@@ -53,13 +53,16 @@ def register(sub) -> None:
     p.add_argument(
         "--plot",
         metavar="FILE.png",
-        help="draw load, each stage's variant/replicas/batch/cores, p99 vs SLA and violations over time",
+        help="draw load, each stage's variant/replicas/batch/cores, p99 vs SLA and violations over time; an existing "
+        "FILE.png is replaced only when it is a plot rlscale drew (any other file is refused before the run)",
     )
     p.add_argument(
         "--timeline",
         metavar="FILE.csv",
         help="write one CSV row per interval: load, each stage's variant/batch/cores/replicas/p99/utilisation, "
-        "e2e p99, violations, cost, in-flight requests, what the guard changed (columns: rlscale.timeline)",
+        "e2e p99, violations, cost, in-flight requests, what the guard changed (columns: rlscale.timeline); an "
+        "existing FILE.csv is replaced only when it is a timeline rlscale wrote (any other file is refused before "
+        "the run)",
     )
     add_json(p)
     p.set_defaults(func=cmd_simulate)
@@ -166,9 +169,33 @@ def collapsed_warnings() -> Iterator[None]:
                 logging.getLogger(key[0]).log(key[1], "%d more like: %s", n - 1, short)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PLOT_MARK = b"Matplotlib"
+"""What the plots rlscale draws carry in their first bytes: matplotlib's ``Software`` text chunk, written before the
+image data."""
+
+
 def check_writable(path: Path) -> None:
-    """Fail before a long run, not after it, when the plot cannot be written."""
+    """Fail before a long run, not after it, when the plot cannot be written, or when ``path`` is a file rlscale did
+    not draw: a plot drawn earlier (a PNG with matplotlib's mark, `PLOT_MARK`) is overwritten, any other file is
+    kept.
+
+    Raises:
+        RlscaleError: see `rlscale.paths.check_output_file`; ``path`` holds another file.
+    """
     check_output_file(path, "--plot", ".png", "the plot is a PNG file")
+    if not path.is_file():
+        return
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise RlscaleError(f"--plot {path}: exists and cannot be read: {exc.strerror or exc}") from None
+    if head and not (head.startswith(PNG_SIGNATURE) and PLOT_MARK in head):
+        raise RlscaleError(
+            f"--plot {path}: exists and is not a plot rlscale wrote (rlscale overwrites only its own plots); give "
+            "another file name, or move that file away"
+        )
 
 
 def save_plot(draw: Callable[[], object], path: Path) -> None:

@@ -190,7 +190,9 @@ def register(sub) -> None:
         "--continue",
         dest="continue_sweep",
         metavar="SWEEP",
-        help="finish an interrupted sweep (its folder): the trainings it lacks run, the finished ones are kept",
+        help="finish an interrupted sweep (its folder): the trainings it lacks run, the finished ones are kept (a "
+        "cut-short one starts over, its folder kept as NAME.interrupted[-N]); a trainings.jsonl line that is not a "
+        "valid record is an error naming the line",
     )
     add_executor_flags(sweep)
     add_set(p)

@@ -1,0 +1,142 @@
+"""Hostile values that used to pass unchecked, and outputs that used to overwrite a user's files: one line on stderr,
+exit 2, no traceback, nothing on disk lost.
+
+As `tests.test_hostile_inputs`: each case runs the real ``rlscale`` process in a folder that already holds earlier
+work (``keep/results.csv``, ``keep.png``, and here also ``notes.png``, a text file, and ``data.csv``, a CSV that is
+no timeline); after the run that work must be byte-for-byte intact. The tuning files with out-of-range values are
+written by the ``hostile`` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOWN = "http://127.0.0.1:9"  # discard port: nothing listens; refused at once
+SIM = ["simulate", "--pipeline", "video", "--trace", "bursty"]
+
+TUNINGS = {
+    # the flags allow --headroom 0.1-10, --hold-delta 0-1e6, --hpa-target (0, 1]: a tuning file may not do more
+    "tiny-headroom.json": {"video": {"headroom": 1e-300}},
+    "huge-headroom.json": {"video": {"headroom": 1e300}},
+    "huge-delta.json": {"video": {"ipa-hold": {"headroom": 1.0, "delta": 1e300}}},
+    "tiny-hold-headroom.json": {"video": {"ipa-hold": {"headroom": 0.01, "delta": 0.5}}},
+    "huge-target.json": {"video": {"hpa": {"target": 5.0}}},
+}
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("hostile-disk")
+    for name, data in TUNINGS.items():
+        (d / name).write_text(json.dumps(data))
+    return d
+
+
+# (id, argv with {h} for the hostile folder, a fragment the one error line must contain)
+CASES = [
+    # item 9: a tuning file's values pass the bounds of the flag they stand for, in every command that reads one
+    (
+        "sim-tuning-tiny-headroom",
+        [*SIM, "--policy", "ipa-tuned", "--tuning", "{h}/tiny-headroom.json"],
+        "headroom",
+    ),
+    (
+        "sim-tuning-huge-headroom",
+        [*SIM, "--policy", "ipa-tuned", "--tuning", "{h}/huge-headroom.json"],
+        "0.1 to 10",
+    ),
+    (
+        "sim-tuning-huge-delta",
+        [*SIM, "--policy", "ipa-hold", "--tuning", "{h}/huge-delta.json"],
+        "delta",
+    ),
+    (
+        "sim-tuning-tiny-hold-headroom",
+        [*SIM, "--policy", "ipa-hold", "--tuning", "{h}/tiny-hold-headroom.json"],
+        "headroom",
+    ),
+    (
+        "sim-tuning-huge-target",
+        [*SIM, "--policy", "hpa-tuned", "--tuning", "{h}/huge-target.json"],
+        "huge-target.json: hpa target",
+    ),
+    (
+        "compare-tuning-tiny-headroom",
+        [
+            "compare",
+            "--pipeline",
+            "video",
+            "--traces",
+            "bursty",
+            "--policies",
+            "ipa-tuned",
+            "--tuning",
+            "{h}/tiny-headroom.json",
+            "--out",
+            "out",
+        ],
+        "headroom",
+    ),
+    (
+        "sidecar-tuning-tiny-headroom",
+        ["sidecar", "--spec", "video", "--prometheus", DOWN, "--policy", "ipa-tuned", "--tuning"]
+        + ["{h}/tiny-headroom.json", "--once"],
+        "headroom",
+    ),
+    (
+        "manifests-tuning-tiny-headroom",
+        ["manifests", "--spec", "video", "--tuning", "{h}/tiny-headroom.json"],
+        "headroom",
+    ),
+    (
+        "manifests-tuning-huge-target",
+        ["manifests", "--spec", "video", "--policy", "hpa-tuned", "--tuning", "{h}/huge-target.json"],
+        "huge-target.json: hpa target",
+    ),
+    # item 9: --set in scientific notation is a number, then checked by the field's own bounds
+    ("set-sla-1e300", ["pipelines", "--spec", "video", "--set", "sla_s=1e300"], "sla_s: must be <="),
+    ("set-alpha-1e9", ["pipelines", "--spec", "video", "--set", "objective.alpha=1e9"], "objective.alpha: must be <="),
+    ("sim-set-sla-1e300", [*SIM, "--policy", "ipa", "--set", "sla_s=1e300"], "sla_s: must be <="),
+    # item 10: --plot and --timeline never overwrite a file rlscale did not write
+    ("sim-plot-over-text", [*SIM, "--policy", "ipa", "--plot", "notes.png"], "not a plot rlscale wrote"),
+    ("sim-plot-over-keep-png", [*SIM, "--policy", "ipa", "--plot", "keep.png"], "not a plot rlscale wrote"),
+    ("sim-timeline-over-csv", [*SIM, "--policy", "ipa", "--timeline", "data.csv"], "not a timeline"),
+    (
+        "sim-timeline-over-results",
+        [*SIM, "--policy", "ipa", "--timeline", "keep/results.csv"],
+        "not a timeline",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "fragment"), [(a, f) for _, a, f in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gets_one_line_and_exit_2(tmp_path, hostile, argv, fragment):
+    (tmp_path / "keep").mkdir()
+    kept = {
+        tmp_path / "keep" / "results.csv": b"trace,policy\nbursty,ipa\n",
+        tmp_path / "keep.png": b"\x89PNG...",
+        tmp_path / "notes.png": b"my notes, not a picture\n",
+        tmp_path / "data.csv": b"rps\n3\n4\n",
+    }
+    for path, data in kept.items():
+        path.write_bytes(data)
+    args = [a.replace("{h}", str(hostile)) for a in argv]
+    result = subprocess.run(
+        [sys.executable, "-m", "rlscale.cli", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert lines[0].startswith(f"rlscale {args[0]}: error: "), lines[0]
+    assert fragment in lines[0], lines[0]
+    assert result.stdout == ""
+    for path, data in kept.items():
+        assert path.read_bytes() == data, f"{path} was changed"
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "results were written"
