@@ -17,6 +17,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = ["serve", "--model", "m:build", "--variant", "v", "--pipeline", "p", "--stage", "s"]
+PROFILE = ["profile", "--cores", "1", "--out", "p.csv", "--warmup", "1", "--repeats", "2"]
+HANG = "import time\ntime.sleep(120)\n"  # longer than any timeout here, short enough to end on its own
+BUILD = """
+import numpy as np
+
+VARIANTS = ("v",)
+
+
+def build(variant):
+    return (lambda batch: batch.sum()), make_batch
+
+
+def make_batch(b):
+    return {make_batch}
+"""
 
 # (id, argv, env vars, modules {name: source} written beside it, a fragment the one error line must contain,
 #  a text the whole of stderr must not contain)
@@ -36,6 +51,80 @@ CASES = [
         {},
         "RLSCALE_MAX_REQUEST_BYTES='lots': expected a whole number of bytes",
         None,
+    ),
+    # profile: the factory's module is imported in a worker; whatever it does there is one line
+    (
+        "profile-import-system-exit",
+        [*PROFILE, "--batch", "1", "--model", "exits:build"],
+        {},
+        {"exits": "raise SystemExit(5)\n"},
+        "importing exits exited (SystemExit: 5)",
+        None,
+    ),
+    (
+        "profile-import-os-exit",
+        [*PROFILE, "--batch", "1", "--model", "vanishes:build"],
+        {},
+        {"vanishes": "import os\nos._exit(0)\n"},
+        "importing vanishes ended its process (exit code 0)",
+        None,
+    ),
+    (
+        "profile-import-hangs",
+        [*PROFILE, "--batch", "1", "--model", "hangs:build", "--point-timeout", "3"],
+        {},
+        {"hangs": HANG},
+        "importing hangs did not finish within --point-timeout 3 s",
+        None,
+    ),
+    (
+        "profile-factory-hangs",
+        [*PROFILE, "--batch", "1", "--model", "slowbuild:build", "--point-timeout", "3"],
+        {},
+        {"slowbuild": f"VARIANTS = ('v',)\n\n\ndef build(variant):\n    {HANG.replace(chr(10), '; ', 1)}"},
+        "variant 'v', batch 1, 1 core(s): no result within --point-timeout 3 s",
+        None,
+    ),
+    (
+        "profile-make-batch-wrong-size",
+        [*PROFILE, "--batch", "4", "--model", "onebatch:build"],
+        {},
+        {"onebatch": BUILD.format(make_batch="np.ones((1, 8), dtype=np.float32)")},
+        "make_batch(4) built ndarray of shape [1, 8]; expected 4 item(s) along the first dimension",
+        None,
+    ),
+    (
+        "profile-make-batch-none",
+        [*PROFILE, "--batch", "2", "--model", "nobatch:build"],
+        {},
+        {"nobatch": BUILD.format(make_batch="None")},
+        "make_batch(2) built NoneType; expected an array or tensor of 2 item(s)",
+        None,
+    ),
+    (
+        "profile-point-timeout-with-url",
+        [*PROFILE, "--batch", "1", "--url", "http://127.0.0.1:9", "--model-name", "m", "--point-timeout", "5"],
+        {},
+        {},
+        "--point-timeout is for --model",
+        None,
+    ),
+    # profile --url: never the password in a message; a URL that is no URL is one line
+    (
+        "profile-url-ftp-password",
+        [*PROFILE, "--batch", "1", "--url", "ftp://admin:PASS@x", "--model-name", "m"],
+        {},
+        {},
+        "--url 'ftp://***@x': expected http://HOST:PORT",
+        "PASS",
+    ),
+    (
+        "profile-url-ipv6-unclosed",
+        [*PROFILE, "--batch", "1", "--url", "http://u:p@[::1", "--model-name", "m"],
+        {},
+        {},
+        "--url 'http://***@[::1': not a valid URL",
+        "u:p",
     ),
 ]
 
