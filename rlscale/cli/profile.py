@@ -25,6 +25,9 @@ MAX_ITEMS = 64
 SERVED_ONLY = ("model_name", "variant", "input_name", "input_shape", "datatype", "timeout")
 """The flags of a served model (their ``dest``), refused with --model."""
 DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_POINT_TIMEOUT_S = 300.0
+"""``--point-timeout``'s default (`rlscale.profiling.inprocess.DEFAULT_POINT_TIMEOUT_S`, not imported here: the
+parser is built without the profiler)."""
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 """Hosts whose server runs on this machine, so the source names this machine's CPU."""
 
@@ -94,6 +97,14 @@ examples:
     )
     p.add_argument(
         "--repeats", type=int_in(1, 100_000), default=20, metavar="N", help="timed runs per point (default 20)"
+    )
+    p.add_argument(
+        "--point-timeout",
+        type=float_in(0.0, 86_400.0, exclusive_low=True),
+        metavar="S",
+        help=f"--model: seconds one point's worker may take, the factory's import, make_batch, warm-up and timed runs "
+        f"included (default {DEFAULT_POINT_TIMEOUT_S:g}); a worker that takes longer is killed and the run stops "
+        "with the points finished before written (--url: --timeout bounds each request)",
     )
     served = p.add_argument_group("served model (--url)")
     served.add_argument("--model-name", metavar="NAME", help="the model's name on the server (required with --url)")
@@ -204,16 +215,19 @@ def _refuse(args: argparse.Namespace, flags: Sequence[str], mode: str) -> None:
 
 
 def _in_process(args: argparse.Namespace, batches: list[int], cores: list[int]):
-    from rlscale.profiling.inprocess import check_cores, choose_variants, load_factory, profile_in_process
+    from rlscale.profiling.inprocess import check_cores, choose_variants, probe_factory, profile_in_process
     from rlscale.profiling.results import cpu_model
 
     _refuse(args, SERVED_ONLY, "a served model (--url)")
     check_cores(cores)  # before the factory is imported: a quick answer
-    factory = load_factory(args.model)
+    point_timeout_s = args.point_timeout or DEFAULT_POINT_TIMEOUT_S
+    factory = probe_factory(args.model, point_timeout_s)  # imported in a worker: never this process's end
     variants = choose_variants(factory, args.variants)
     if len(variants) > MAX_ITEMS:
         raise RlscaleError(f"{len(variants)} variants: profile at most {MAX_ITEMS} in one run")
-    points = profile_in_process(factory, variants, batches, cores, warmup=args.warmup, repeats=args.repeats)
+    points = profile_in_process(
+        factory, variants, batches, cores, warmup=args.warmup, repeats=args.repeats, point_timeout_s=point_timeout_s
+    )
     return args.model, points, len(variants) * len(batches) * len(cores), "in-process", f"CPU {cpu_model()}"
 
 
@@ -222,6 +236,7 @@ def _served(args: argparse.Namespace, batches: list[int], cores: list[int]):
     from rlscale.profiling.served import V2Client, input_tensor, profile_served
 
     _refuse(args, ["variants"], "--model (a served model is one variant: --variant)")
+    _refuse(args, ["point_timeout"], "--model (with --url, --timeout bounds each request)")
     if not args.model_name:
         raise RlscaleError("--url needs --model-name: the model's name on the server")
     if len(cores) != 1:

@@ -49,6 +49,12 @@ examples:
     )
     p.add_argument("--pipeline", metavar="P", help="the metrics' pipeline label (env RLSCALE_PIPELINE)")
     p.add_argument("--stage", metavar="S", help="the metrics' stage label (env RLSCALE_STAGE)")
+    p.add_argument(
+        "--max-request-bytes",
+        metavar="N",
+        help="the largest REST request body in bytes (decompressed); a larger one is answered 413 before it is read "
+        "(env RLSCALE_MAX_REQUEST_BYTES; 16777216 = 16 MiB)",
+    )
     p.add_argument("--name", metavar="NAME", help="the model's name in /v2/models/NAME (default: the stage)")
     p.add_argument("--host", default="127.0.0.1", metavar="A", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--http-port", type=int_in(1, 65535), default=8080, metavar="P", help="REST port (8080)")
@@ -68,6 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "batch_timeout_s": args.batch_timeout,
             "pipeline": args.pipeline,
             "stage": args.stage,
+            "max_request_bytes": args.max_request_bytes,
         },
         os.environ,
         name=args.name,

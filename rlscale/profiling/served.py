@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlscale.errors import ProfilingError
+from rlscale.kube.prometheus import redact_url
 from rlscale.profiling.results import Measurement
 from rlscale.profiling.timing import time_calls
 from rlscale.profiling.worker import describe
@@ -71,16 +72,26 @@ class InputTensor:
 def base_url(url: str) -> str:
     """``url`` checked (http or https, a host) and without a trailing ``/``; a path prefix (a gateway's) is kept.
 
+    A message shows the URL without its ``user:password@`` part (`rlscale.kube.prometheus.redact_url`).
+
     Raises:
-        ProfilingError: another scheme, no host, or user:password in it.
+        ProfilingError: not a URL (an unclosed IPv6 bracket...), another scheme, no host, user:password in it,
+            a query or a fragment.
     """
-    parts = urllib.parse.urlsplit(url)
+    shown = repr(redact_url(url))
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - read for its check: a port that is no number or out of range raises
+    except ValueError as exc:
+        raise ProfilingError(f"--url {shown}: not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProfilingError(f"--url {url!r}: expected http://HOST:PORT or https://HOST:PORT")
+        raise ProfilingError(f"--url {shown}: expected http://HOST:PORT or https://HOST:PORT")
     if parts.username or parts.password:
-        raise ProfilingError("--url: leave credentials out of the URL (it is written into the profile's source)")
+        raise ProfilingError(
+            f"--url {shown}: leave credentials out of the URL (it is written into the profile's source)"
+        )
     if parts.query or parts.fragment:
-        raise ProfilingError(f"--url {url!r}: no query or fragment; give the server's base URL")
+        raise ProfilingError(f"--url {shown}: no query or fragment; give the server's base URL")
     return url.rstrip("/")
 
 

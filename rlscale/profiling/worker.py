@@ -7,7 +7,9 @@ starts, so every framework reads them on import); the worker then
 1. pins every thread it has to the point's CPUs (`pin`), so the model runs on ``cores`` CPUs,
 2. imports the factory's module; if torch is imported by now, sets its intra-op and inter-op threads to ``cores``,
 3. calls the factory with the variant (and sets torch's threads again if the factory imported it),
-4. builds one batch with ``make_batch(b)`` (outside the timing: a server times a deserialised batch too),
+4. builds one batch with ``make_batch(b)`` (outside the timing: a server times a deserialised batch too) and checks
+   it is what a server hands the model (`check_batch`): an array or tensor (or a list) of ``b`` items, so a wrong
+   batch is refused before anything is measured,
 5. runs ``model(batch)`` ``warmup`` times, then times ``repeats`` runs (`rlscale.profiling.timing.time_calls`).
 
 When torch is imported in the worker the runs are inside ``torch.inference_mode()``, as a server runs them; the
@@ -59,7 +61,7 @@ class PointTask:
 
 
 class PointFailure(Exception):
-    """A step of the point failed; ``step`` says which (``factory``, ``batch``, ``pin``)."""
+    """A step of the point failed; ``step`` says which (``factory``, ``make_batch``, ``batch``, ``pin``)."""
 
     def __init__(self, step: str, message: str) -> None:
         super().__init__(message)
@@ -100,6 +102,36 @@ def limit_torch(cores: int) -> int | None:
     return int(torch.get_num_threads())
 
 
+def check_batch(batch: object, size: int) -> str | None:
+    """Why ``batch`` (``make_batch(size)``'s) is not a batch of ``size`` items; None when it is.
+
+    A batch is what a stage server hands the model (`rlscale.serve.model`): an array or tensor whose first dimension
+    is the batch (anything with a ``shape``: numpy, torch...), or a list or tuple of ``size`` items.
+    """
+    what = type(batch).__name__
+    shape = getattr(batch, "shape", None)
+    if shape is not None:
+        try:
+            dims = [int(d) for d in shape]
+        except (TypeError, ValueError):
+            dims = None
+        if dims is not None and dims and dims[0] == size:
+            return None
+        shown = dims if dims is not None else shape
+        return (
+            f"make_batch({size}) built {what} of shape {shown}; expected {size} item(s) along the first dimension "
+            f"(shape [{size}, ...])"
+        )
+    if isinstance(batch, list | tuple):
+        if len(batch) == size:
+            return None
+        return f"make_batch({size}) built a {what} of {len(batch)} item(s); expected {size}"
+    return (
+        f"make_batch({size}) built {what}; expected an array or tensor of {size} item(s) (shape [{size}, ...]), as "
+        "a server hands the model"
+    )
+
+
 def measure(task: PointTask) -> dict:
     """Steps 1-5 of the module docstring, in this process.
 
@@ -134,6 +166,9 @@ def measure(task: PointTask) -> dict:
         batch = make_batch(task.batch)
     except Exception as exc:  # noqa: BLE001
         raise PointFailure("batch", f"make_batch({task.batch}) failed: {describe(exc)}") from None
+    problem = check_batch(batch, task.batch)
+    if problem is not None:
+        raise PointFailure("make_batch", problem)
     torch = sys.modules.get("torch")
     mode = (
         torch.inference_mode() if torch is not None and hasattr(torch, "inference_mode") else contextlib.nullcontext()

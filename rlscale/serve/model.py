@@ -64,7 +64,12 @@ class StageModel:
             return tensor
         if not np.can_cast(tensor.dtype, self.dtype, casting="same_kind"):
             raise InputMismatch(f"input datatype {tensor.dtype} cannot be read as the model's {self.dtype}")
-        return tensor.astype(self.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # what overflows is found and refused below
+            out = tensor.astype(self.dtype)
+        bad = _lost(tensor, out)
+        if bad is not None:
+            raise InputMismatch(f"input value {bad} is out of the range of the model's {self.dtype}")
+        return out
 
     def run(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Run one batch; the outputs by name, each with one row per input row.
@@ -98,6 +103,106 @@ class StageModel:
         if torch is not None and isinstance(value, torch.Tensor):
             return value.detach().cpu().numpy()
         return np.asarray(value)
+
+
+_NUMBER = object()
+"""What a search for a value that is not a number finds when all are."""
+
+
+def checked_values(data: Any, dtype: np.dtype, datatype: str) -> np.ndarray:
+    """A request's values (a list, nested or flat, as JSON gives them) as an array of ``dtype``, refusing any value
+    that ``dtype`` cannot hold instead of wrapping, truncating or overflowing it.
+
+    Args:
+        data: the tensor's ``data``.
+        dtype: the numpy dtype of the declared datatype.
+        datatype: the declared datatype (``INT64``...), for messages.
+
+    Raises:
+        InputMismatch: a value is no number (text, null, a ragged list), is out of the datatype's range, is a
+            fraction for an integer datatype, or is not true/false for ``BOOL``.
+    """
+    try:
+        raw = np.asarray(data)
+    except (ValueError, TypeError, OverflowError):  # ragged nesting
+        raise InputMismatch(f"{datatype} data is not a regular list of numbers") from None
+    kind = dtype.kind
+    if raw.dtype.kind == "O":  # null or another object among numbers, or an integer beyond 64 bits
+        flat = raw.ravel()
+        other = next((v for v in flat if not isinstance(v, int | float)), _NUMBER)
+        if other is not _NUMBER:
+            raise InputMismatch(_not_numbers(datatype, other))
+        if kind in "iu":
+            big = next((v for v in flat if isinstance(v, int) and not _fits(v, dtype)), None)
+            if big is not None:
+                raise InputMismatch(f"input value {big} is out of the range of {datatype} ({_range(dtype)})")
+        try:
+            raw = raw.astype(np.float64)
+        except OverflowError:
+            raise InputMismatch(f"an input value is out of the range of {datatype} ({_range(dtype)})") from None
+    if raw.dtype.kind not in "biuf":
+        raise InputMismatch(_not_numbers(datatype, raw.ravel()[0]))
+    if kind == "b":
+        if raw.dtype.kind != "b" and raw.size:
+            raise InputMismatch(_not_numbers(datatype, raw.ravel()[0]))
+        return raw.astype(dtype)
+    if raw.dtype.kind == "b":
+        raise InputMismatch(f"{datatype} data holds true or false, not a number")
+    if kind in "iu" and raw.dtype.kind == "f":
+        fraction = raw[raw != np.floor(raw)] if raw.size else raw
+        if fraction.size:
+            raise InputMismatch(f"input value {fraction[0]:g} is not a whole number, as {datatype} needs")
+    with np.errstate(over="ignore", invalid="ignore"):  # what overflows is found and refused below
+        out = raw.astype(dtype)
+    bad = _lost(raw, out)
+    if bad is not None:
+        raise InputMismatch(f"input value {bad} is out of the range of {datatype} ({_range(dtype)})")
+    return out
+
+
+def _not_numbers(datatype: str, value: Any) -> str:
+    if datatype == "BOOL":
+        return f"BOOL data must be true or false, not {json_value(value)}"
+    return f"{datatype} data holds {json_value(value)}, not a number"
+
+
+def json_value(value: Any) -> str:
+    """A value as a message shows it: JSON's spelling of null, true and false, at most 40 characters."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    return repr(value)[:40]
+
+
+def _fits(value: int, dtype: np.dtype) -> bool:
+    info = np.iinfo(dtype)
+    return int(info.min) <= value <= int(info.max)
+
+
+def _range(dtype: np.dtype) -> str:
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return f"{info.min} to {info.max}"
+    return f"magnitude at most {np.finfo(dtype).max:g}"
+
+
+def _lost(source: np.ndarray, out: np.ndarray) -> Any:
+    """The first value of ``source`` that its cast ``out`` does not hold (out of range); None when all fit."""
+    if not source.size:
+        return None
+    if out.dtype.kind == "f":
+        lost = ~np.isfinite(out) & np.isfinite(source)
+    elif out.dtype.kind in "iu" and source.dtype.kind in "iuf":
+        info = np.iinfo(out.dtype)
+        # compared with exact bounds: max + 1 is a power of two, exact as a float too
+        lost = (source < int(info.min)) | (source >= int(info.max) + 1)
+    else:
+        return None
+    if not lost.any():
+        return None
+    value = source[lost][0]
+    return f"{value:g}" if source.dtype.kind == "f" else str(value)
 
 
 def build_stage_model(settings: StageSettings) -> StageModel:

@@ -6,7 +6,8 @@
 before any port listens. MLServer answers the Open Inference Protocol over REST (``--http-port``: ``POST
 /v2/models/{name}/infer``, ``GET /v2/health/ready``, ``GET /v2/models/{name}`` with the input's name, datatype
 and shape) and gRPC (``--grpc-port``), and serves prometheus-client's registry, where `rlscale.serve.batcher`
-counts, on ``--metrics-port`` at ``/metrics``. SIGTERM and SIGINT stop it (MLServer's handlers).
+counts, on ``--metrics-port`` at ``/metrics``. SIGTERM and SIGINT stop it (MLServer's handlers). A REST request
+body over the stage's ``max_request_bytes`` is answered 413 before it is read (`rlscale.serve.limits`).
 
 The runtime loads without the launcher too (``mlserver start`` on a folder whose ``model-settings.json`` names
 ``rlscale.serve.runtime.StageRuntime``): it then reads every setting from the env vars
@@ -21,17 +22,19 @@ import gc
 import logging
 import os
 
+import numpy as np
 from mlserver import MLModel, MLServer, ModelSettings, Settings
 from mlserver.codecs import NumpyCodec
-from mlserver.codecs.numpy import to_datatype
+from mlserver.codecs.numpy import to_datatype, to_dtype
 from mlserver.errors import InferenceError, MLServerError
-from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
+from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor, RequestInput
 from mlserver.utils import install_uvloop_event_loop
 
 from rlscale.errors import ServeError
 from rlscale.profiling.worker import describe
 from rlscale.serve.batcher import Batcher, BatchFailed, StageMetrics
-from rlscale.serve.model import INPUT_NAME, InputMismatch, StageModel, build_stage_model
+from rlscale.serve.limits import BodyLimit
+from rlscale.serve.model import INPUT_NAME, InputMismatch, StageModel, build_stage_model, checked_values
 from rlscale.serve.settings import StageSettings, resolve
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,23 @@ _LOADED: set[str] = set()
 def input_metadata(model: StageModel) -> MetadataTensor:
     """The model's one input as the protocol's metadata: ``input-0``, its datatype, shape ``[-1, *item_shape]``."""
     return MetadataTensor(name=INPUT_NAME, datatype=to_datatype(model.dtype), shape=[-1, *model.item_shape])
+
+
+def decode(tensor: RequestInput) -> np.ndarray:
+    """A request's input tensor as an array of its declared datatype and shape.
+
+    Numbers given as a list (JSON, or gRPC's typed contents) are checked: a value the datatype cannot hold (an
+    INT64 overflow, a negative UINT8, a fraction for an integer, null) is the client's error, where numpy would
+    raise OverflowError (a 500) or wrap, truncate or overflow it silently. Raw bytes are MLServer's to decode.
+
+    Raises:
+        InputMismatch: a value the datatype cannot hold (`rlscale.serve.model.checked_values`).
+        ValueError: the values do not fill the declared shape, or the datatype is unknown.
+    """
+    data = getattr(tensor.data, "root", tensor.data)
+    if tensor.datatype != "BYTES" and isinstance(data, list) and not any(isinstance(v, bytes) for v in data[:1]):
+        return checked_values(data, to_dtype(tensor), tensor.datatype).reshape(tensor.shape)
+    return NumpyCodec.decode_input(tensor)
 
 
 class StageRuntime(MLModel):
@@ -77,10 +97,10 @@ class StageRuntime(MLModel):
         if len(payload.inputs) != 1:
             raise InferenceError(f"model {self.name} takes one input tensor, got {len(payload.inputs)}")
         try:
-            rows = self._model.rows(NumpyCodec.decode_input(payload.inputs[0]))
+            rows = self._model.rows(decode(payload.inputs[0]))
         except InputMismatch as exc:
             raise InferenceError(f"model {self.name}: {exc}") from None
-        except (ValueError, TypeError) as exc:  # data that does not fill the declared shape or type
+        except (ValueError, TypeError, OverflowError) as exc:  # data that does not fill the declared shape or type
             raise InferenceError(f"model {self.name}: input {payload.inputs[0].name!r}: {describe(exc)}") from None
         try:
             outputs = await self._batcher.infer(rows)
@@ -132,6 +152,10 @@ def serve(
 
     async def run() -> None:
         server = MLServer(server_settings)  # inside the loop: it adds its signal handlers to it
+        # outermost of the REST app's middleware: a body over the limit never reaches MLServer, which reads it whole
+        server._rest_server._app.add_middleware(
+            BodyLimit, max_bytes=settings.max_request_bytes, setting="--max-request-bytes or RLSCALE_MAX_REQUEST_BYTES"
+        )
         await server.start([model_settings])
 
     # MLServer's loggers have their own handler: not the root's too (every line twice)

@@ -8,11 +8,14 @@
 | longest wait for a full batch (s) | ``--batch-timeout`` | ``BATCH_TIMEOUT_S`` (``kubernetes.batch_timeout_env``) | 0 |
 | ``pipeline`` label of the metrics | ``--pipeline`` | ``RLSCALE_PIPELINE`` | required |
 | ``stage`` label of the metrics | ``--stage`` | ``RLSCALE_STAGE`` | required |
+| largest REST request body (bytes) | ``--max-request-bytes`` | ``RLSCALE_MAX_REQUEST_BYTES`` | 16 MiB |
 
 The variant, batch and timeout env vars are the spec's ``kubernetes`` defaults, which the sidecar writes into the
 stage's pod template. A spec that renames them is served with the flags, which Kubernetes fills from any env var
 (``args: ["--variant", "$(MY_VARIANT)"]``). A batch timeout of 0 never holds a request back: a batch is what
-queued while the model was busy.
+queued while the model was busy. A REST request whose body (decompressed) is larger than the request limit is
+answered 413 before the server reads it into memory (`rlscale.serve.limits`); gRPC keeps gRPC's own limit on a
+received message (4 MiB).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 
 from rlscale.errors import ServeError
 from rlscale.paths import is_safe_name, name_rule
+from rlscale.serve.limits import DEFAULT_MAX_REQUEST_BYTES, MAX_REQUEST_BYTES_ENV
 
 FACTORY_ENV = "RLSCALE_MODEL_FACTORY"
 VARIANT_ENV = "MODEL_VARIANT"
@@ -35,6 +39,8 @@ STAGE_ENV = "RLSCALE_STAGE"
 
 MAX_BATCH = 100_000
 MAX_BATCH_TIMEOUT_S = 3600.0
+MIN_REQUEST_BYTES = 1024
+MAX_REQUEST_BYTES = 2**31
 MAX_LABEL = 253
 """The longest variant, pipeline or stage name taken (a Kubernetes object name's limit)."""
 
@@ -45,7 +51,10 @@ FIELDS = (  # setting, flag, env var
     ("batch_timeout_s", "--batch-timeout", BATCH_TIMEOUT_ENV),
     ("pipeline", "--pipeline", PIPELINE_ENV),
     ("stage", "--stage", STAGE_ENV),
+    ("max_request_bytes", "--max-request-bytes", MAX_REQUEST_BYTES_ENV),
 )
+OPTIONAL = ("max_batch_size", "batch_timeout_s", "max_request_bytes")
+"""The settings with a default."""
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _PRINTABLE = re.compile(r"^[^\s\x00-\x1f\x7f]+$")
 
@@ -62,6 +71,7 @@ class StageSettings:
         pipeline: the ``pipeline`` label of every metric.
         stage: the ``stage`` label of every metric.
         name: the model's name in the protocol's paths (``/v2/models/{name}/infer``); the stage's by default.
+        max_request_bytes: the largest REST request body taken (decompressed); a larger one is answered 413.
     """
 
     factory: str
@@ -71,6 +81,7 @@ class StageSettings:
     max_batch_size: int = 1
     batch_timeout_s: float = 0.0
     name: str = ""
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 
     @property
     def model_name(self) -> str:
@@ -96,7 +107,7 @@ def resolve(given: Mapping[str, str | None], environ: Mapping[str, str], name: s
         elif environ.get(env, "") != "":
             raw[setting] = (environ[env], env)
     for setting, flag, env in FIELDS:
-        if setting not in raw and setting not in ("max_batch_size", "batch_timeout_s"):
+        if setting not in raw and setting not in OPTIONAL:
             raise ServeError(f"no {_WHAT[setting]}: give {flag} or set {env}")
 
     def where(setting: str) -> str:
@@ -128,6 +139,17 @@ def resolve(given: Mapping[str, str | None], environ: Mapping[str, str], name: s
             timeout = math.nan
         if not 0.0 <= timeout <= MAX_BATCH_TIMEOUT_S:  # NaN fails too
             raise ServeError(f"{where('batch_timeout_s')}: expected seconds from 0 to {MAX_BATCH_TIMEOUT_S:g}")
+    max_request_bytes = DEFAULT_MAX_REQUEST_BYTES
+    if "max_request_bytes" in raw:
+        try:
+            max_request_bytes = int(raw["max_request_bytes"][0].strip())
+        except ValueError:
+            max_request_bytes = 0
+        if not MIN_REQUEST_BYTES <= max_request_bytes <= MAX_REQUEST_BYTES:
+            raise ServeError(
+                f"{where('max_request_bytes')}: expected a whole number of bytes from {MIN_REQUEST_BYTES} to "
+                f"{MAX_REQUEST_BYTES}"
+            )
     model_name = name if name is not None else texts["stage"]
     if not is_safe_name(model_name):
         source = f"--name {name!r}" if name is not None else f"the stage {model_name!r}"
@@ -140,6 +162,7 @@ def resolve(given: Mapping[str, str | None], environ: Mapping[str, str], name: s
         max_batch_size=batch,
         batch_timeout_s=timeout,
         name=name or "",
+        max_request_bytes=max_request_bytes,
     )
 
 
