@@ -311,7 +311,15 @@ class DeploymentActuator:
        target replicas, 0 for a pool not in the target (its Deployment stays, with 0 replicas).
 
     The route's propagation to the Gateway's data plane is not awaited before step 3: pods being scaled away get
-    their termination grace period to finish what was sent to them.
+    their termination grace period to finish what was sent to them. The route itself is read back after step 2,
+    and nothing is broken unless it says what was written (kind ``not_kept`` otherwise: a webhook or a GitOps
+    controller reverting it).
+
+    While step 2 waits, the route records the target (`rlscale.kube.objects.ANNOTATION_TARGET`) and `read` gives
+    the target as the stage's configuration (off-spec until the weights move), as the simulator's state does: a
+    policy that holds then completes its switch. A stage with no pool in force reads as the pools that can serve
+    (off-spec), so the next apply repairs its route. After a failed step that leaves the pipeline's allocated cores
+    over the core budget, the pools without traffic go back to 0 replicas (`_undo_make`), and the outcome says so.
 
     Attributes:
         spec: the pipeline (its ``kubernetes`` section names the Deployments, container and env vars).

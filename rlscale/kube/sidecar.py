@@ -10,6 +10,7 @@ Every step ends in a `StepReport` instead of an exception, so a fault never cras
 | Kubernetes 429 (``throttled``) | ``held`` / ``failed``; no further call this step | the backoff, >= Retry-After |
 | Kubernetes 409 | retried at once by the actuator after a re-read | normal interval |
 | Kubernetes 401, 403, 404; a Deployment the spec forbids | ``failed``, one ERROR line per new fault | next interval |
+| a route that does not keep its weights (``not_kept``) | ``failed``; no pool is scaled down | next interval |
 
 The backoff doubles from one interval up to the cap, and each wait is drawn at random from its upper part
 (``jitter``; "equal jitter" by default): sidecars that fail together (one Prometheus, one API server) do not all
@@ -101,7 +102,7 @@ class SidecarMetrics:
 
     The errors' API kinds (`rlscale.kube.actuator.ERROR_KINDS`): conflict (409), throttled (429), server (5xx),
     timeout, unauthorized (401), forbidden (403), not_found (404), invalid (other 4xx), deployment (a Deployment
-    the spec does not allow).
+    the spec does not allow), not_kept (an HTTPRoute that did not keep the weights written).
     """
 
     def __init__(self) -> None:
