@@ -49,6 +49,8 @@ class SidecarLaunch:
         basic_auth: Prometheus basic-auth (user, password) from the environment (`PROMETHEUS_USERNAME_ENV`,
             `PROMETHEUS_PASSWORD_ENV`, set by the manifests' Secret); None: none, or the URL's own.
         timeline_path: a CSV file to append one row per decision to (`rlscale.timeline`); None: none.
+        max_staleness_s: the oldest Prometheus sample acted on (wall seconds before the query; 300: Prometheus'
+            own staleness).
     """
 
     prometheus_url: str
@@ -68,6 +70,7 @@ class SidecarLaunch:
     speedup: float = 1.0
     basic_auth: tuple[str, str] | None = field(default=None, repr=False)
     timeline_path: str | None = None
+    max_staleness_s: float = 300.0
 
 
 def prometheus_auth_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None:
@@ -278,6 +281,7 @@ def run_sidecar(spec: PipelineSpec, controller: Controller, launch: SidecarLaunc
         bearer_token=token,
         verify_tls=launch.verify_tls,
         basic_auth=launch.basic_auth,
+        max_staleness_s=launch.max_staleness_s,
     )
     if launch.once:  # nothing to hold on to in a one-shot run: an unreachable Prometheus ends it at once
         try:
