@@ -73,6 +73,7 @@ from rlscale.promql import DEFAULT_TEMPLATES as DEFAULT_TEMPLATES
 from rlscale.promql import MAX_TEMPLATE_CHARS as MAX_TEMPLATE_CHARS
 from rlscale.promql import TEMPLATE_FIELDS as TEMPLATE_FIELDS
 from rlscale.promql import check_template as check_template
+from rlscale.urls import redact_url as redact_url  # re-exported for existing importers
 
 log = logging.getLogger(__name__)
 
@@ -122,19 +123,6 @@ def le_pattern(value: float) -> str:
     wrote it: Python writes ``10.0``, Go ``10``; ``6.89`` is the same in both."""
     forms = {le_label(value), f"{float(value):g}", format(float(value), "f").rstrip("0").rstrip(".")}
     return "|".join(sorted(f.replace(".", "\\\\.").replace("+", "\\\\+") for f in forms))
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its credentials, for logs and messages: ``http://user:pw@prom:9090`` -> ``http://***@prom:9090``.
-
-    Everything up to the last ``@`` after the scheme is hidden: an unencoded ``@`` or ``/`` in a password cannot
-    leak (an ``@`` in a path hides more than needed, which is the safe side).
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    at = rest.rfind("@")
-    return url if at < 0 else f"{scheme}{sep}***@{rest[at + 1 :]}"
 
 
 def sample_value(raw: Any) -> float | None:

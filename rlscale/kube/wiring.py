@@ -93,15 +93,11 @@ def prometheus_auth_from_env(environ: Mapping[str, str]) -> tuple[str, str] | No
 
 
 def check_url(url: str, flag: str) -> str:
-    """``url`` without a trailing slash, if it is an http(s) URL; else `RlscaleError` naming ``flag``."""
-    from urllib.parse import urlparse
+    """``url`` without a trailing slash, if it is an http(s) base URL (`rlscale.urls.check_http_url`); else
+    `RlscaleError` naming ``flag``."""
+    from rlscale.urls import check_http_url
 
-    from rlscale.kube.prometheus import redact_url
-
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise RlscaleError(f"{flag} {redact_url(url)!r}: need an http(s) URL such as http://prometheus:9090")
-    return url.rstrip("/")
+    return check_http_url(url, flag, "; give a bearer token with --prometheus-token-file instead")
 
 
 def read_token(path: str) -> str:
