@@ -34,6 +34,7 @@ import numpy as np
 from rlscale.errors import RlscaleError
 from rlscale.model import (  # noqa: F401 - batch_fill_wait_s and objective_value re-exported
     batch_fill_wait_s,
+    carries,
     objective_value,
     option_table,
     plan_fixed_variants,
@@ -194,7 +195,7 @@ def _stage_options(
         keep &= n <= stage.max_replicas
     else:
         n = np.full(capacity.size, fixed[0])
-        keep &= (t.cores == fixed[1]) & (n * capacity + 1e-9 >= load_rps)
+        keep &= (t.cores == fixed[1]) & carries(n * capacity, load_rps)
     idx = np.flatnonzero(keep)
     # python scalars for the solvers' inner loops (numpy scalars are slower to combine one at a time)
     rows, ns, lats, hs = (

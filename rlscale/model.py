@@ -48,8 +48,21 @@ from rlscale.pareto import StageArrays, frontier_dp
 from rlscale.spec import PipelineSpec, StageSpec
 from rlscale.types import IntervalMetrics, PipelineConfig, StageConfig
 
-_EPS = 1e-9
+_EPS = 1e-9  # seconds: latency against the SLA
 log = logging.getLogger(__name__)
+
+CAPACITY_RTOL = 1e-9
+"""THE tolerance of capacity against load, relative (the same at 0.1 rps as at 10,000 rps): a capacity carries a
+load when it is at least ``load * (1 - CAPACITY_RTOL)`` (`carries`, what `violations` checks). Planners size
+replicas (`replicas_for`: every planner, the safety layer, the env) to carry ``load * (1 - CAPACITY_RTOL / 2)``,
+half the tolerance to spare, so that no rounding of ``n * h * rho_max`` or of a share puts a planned configuration
+on the wrong side of `violations`."""
+
+
+def carries(capacity_rps, load_rps):
+    """Whether ``capacity_rps`` carries ``load_rps`` within `CAPACITY_RTOL` (elementwise on numpy arrays)."""
+    return capacity_rps >= load_rps * (1.0 - CAPACITY_RTOL)
+
 
 # what `replicas_needed` answers when no finite replica count carries the load (an infinite load, or one whose
 # ratio to a replica's throughput overflows): more than any stage's max_replicas (`rlscale.spec.MAX_REPLICAS`)
@@ -241,7 +254,8 @@ def replicas_for(load_rps, replica_rps, min_replicas: int):
     The caller checks the load (`require_valid_load`) and ``max_replicas``; an infinite ratio stays infinite.
     """
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        needed = np.ceil(np.asarray(load_rps, dtype=float) / replica_rps - _EPS)
+        # with half the tolerance `carries` allows to spare: n * replica_rps then carries the load however it rounds
+        needed = np.ceil(np.asarray(load_rps, dtype=float) * (1.0 - CAPACITY_RTOL / 2) / replica_rps)
     return np.maximum(min_replicas, np.where(np.asarray(load_rps) > 0, needed, min_replicas))
 
 
@@ -480,7 +494,7 @@ def violations(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> l
         if not _setting_violations(st, st.name, sc, problems):
             continue
         capacity = stage_capacity_rps(st, sc, spec.objective.rho_max)
-        if capacity + _EPS < load_rps:
+        if not carries(capacity, load_rps):
             problems.append(f"{st.name}: capacity {capacity:.2f} rps < load {load_rps:.2f} rps")
         total_latency += stage_latency_s(st, sc.variant, sc.batch, sc.cores, load_rps)
     if total_latency > spec.sla_s + _EPS:
@@ -519,7 +533,7 @@ def _pool_violations(spec: PipelineSpec, st: StageSpec, sc: StageConfig, load_rp
             continue
         load = p.share * load_rps
         capacity = pool_capacity_rps(st, p, spec.objective.rho_max)
-        if capacity + _EPS < load:
+        if not carries(capacity, load):
             problems.append(f"{where}: capacity {capacity:.2f} rps < its share's load {load:.2f} rps")
         latency = max(latency, stage_latency_s(st, p.variant, p.batch, p.cores, load))
     return latency

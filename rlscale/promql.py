@@ -62,11 +62,14 @@ def check_template(name: str, template: str) -> str | None:
                 return (
                     f"{{{field}}} must be plain, without a conversion or format spec; write PromQL braces as {{{{ }}}}"
                 )
+            # a field is one of the names, nothing more: {pipeline.__class__} or {stage[0]} would reach into
+            # Python objects when the template is filled in
+            if field is not None and field not in TEMPLATE_FIELDS:
+                return (
+                    f"unknown field {{{field}}} (fields, plain: {', '.join(TEMPLATE_FIELDS)}; no attributes or "
+                    "indexes; write PromQL braces as {{ }})"
+                )
         template.format(**TEMPLATE_FIELDS)
-    except KeyError as exc:
-        return (
-            f"unknown field {{{exc.args[0]}}} (fields: {', '.join(TEMPLATE_FIELDS)}; write PromQL braces as {{{{ }}}})"
-        )
     except (ValueError, IndexError) as exc:
         return f"not a format string ({exc}); write PromQL braces as {{{{ }}}}"
     return None

@@ -297,6 +297,14 @@ class StageSpec:
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> StageSpec:
+        if not is_k8s_name(self.name):
+            # it names the stage's Kubernetes objects (<pipeline>-<stage>, a pooled stage's Deployments, Services
+            # and HTTPRoute), is the rlscale.io/stage label and the stage label in PromQL: one rule for all
+            raise _fail(
+                f"{self.name!r} is not a usable stage name (it names Kubernetes objects and labels): lowercase "
+                "letters, digits and '-', starting and ending with a letter or digit, at most 63 characters",
+                "name",
+            )
         if self.max_replicas < self.min_replicas:
             raise _fail(f"must be >= min_replicas ({self.min_replicas}), got {self.max_replicas}", "max_replicas")
         j = _first_repeat([v.name for v in self.variants])

@@ -71,6 +71,15 @@ def register(sub) -> None:
         help="Prometheus query timeout, 0.1 to 300 s of wall time (default 3)",
     )
     p.add_argument(
+        "--max-staleness",
+        type=float_in(1.0, 300.0),
+        default=300.0,
+        metavar="S",
+        help="act only on Prometheus samples at most S s of wall time old, 1 to 300 (default 300: Prometheus' own "
+        "staleness); older samples, samples more than 30 s in the future, several series for one query and partial "
+        "answers are no data: the sidecar holds",
+    )
+    p.add_argument(
         "--prometheus-token-file", metavar="PATH", help="file with a bearer token for Prometheus (managed Prometheus)"
     )
     p.add_argument("--prometheus-insecure", action="store_true", help="do not verify an https Prometheus' certificate")
@@ -154,6 +163,7 @@ def cmd_sidecar(args: argparse.Namespace) -> int:
         speedup=args.speedup,
         basic_auth=prometheus_auth_from_env(os.environ),
         timeline_path=args.timeline,
+        max_staleness_s=args.max_staleness,
     )
     if args.once:  # a one-shot run prints its outcome; the log says only what went wrong
         logging.getLogger("rlscale").setLevel(logging.WARNING)

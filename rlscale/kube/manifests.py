@@ -42,6 +42,7 @@ from rlscale.kube.objects import (
 )
 from rlscale.kube.prometheus import redact_url
 from rlscale.spec import PipelineSpec, data_dir, is_k8s_name
+from rlscale.urls import check_http_url
 
 MOUNT_DIR = "/etc/rlscale"
 SPEC_KEY = "spec.yaml"
@@ -254,13 +255,45 @@ def _check_cidr(value: str) -> str:
         raise RlscaleError(f"API server CIDR {value!r} is not an IP network such as 10.0.0.1/32") from None
 
 
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
 def _check_monitor_labels(labels: dict[str, str]) -> None:
+    """Each key a Kubernetes label key (``[prefix/]name``: a DNS subdomain of at most 253 characters, one '/', a
+    name of at most 63), each value a label value (empty, or at most 63 characters like a name)."""
     for key, value in labels.items():
-        name = key.rpartition("/")[2]
-        if not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", name) or len(key) > 253:
-            raise RlscaleError(f"monitor label {key!r} is not a Kubernetes label key")
-        if value and not re.fullmatch(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?", value):
+        prefix, slash, name = key.rpartition("/")
+        if not _LABEL_NAME.fullmatch(name) or (slash and not (_DNS_SUBDOMAIN.fullmatch(prefix) and len(prefix) <= 253)):
+            raise RlscaleError(
+                f"monitor label {key!r} is not a Kubernetes label key ([prefix/]name: an optional DNS subdomain and "
+                "'/', then 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
+            )
+        if value and not _LABEL_NAME.fullmatch(value):
             raise RlscaleError(f"monitor label {key}={value!r}: the value is not a Kubernetes label value")
+
+
+# a container image reference as the distribution/reference grammar writes it: [host[:port]/]path[:tag][@digest]
+_IMAGE = re.compile(
+    r"(?:(?:[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[-A-Za-z0-9]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
+    r"(?::[0-9]+)?/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+MAX_IMAGE_CHARS = 512
+
+
+def _check_image(image: str, what: str) -> None:
+    """A container image reference (``registry.example:5000/team/rlscale:1.0``, ``rlscale@sha256:...``): no spaces,
+    line breaks or control characters, lowercase repository path."""
+    if not image.strip():
+        raise RlscaleError(f"{what} must not be empty")
+    if len(image) > MAX_IMAGE_CHARS or not _IMAGE.fullmatch(image):
+        raise RlscaleError(
+            f"{what} {image[:200]!r} is not a container image reference ([registry[:port]/]path[:tag][@digest], "
+            "e.g. registry.example/team/rlscale:1.0; lowercase path, no spaces or control characters)"
+        )
 
 
 def render_manifests(
@@ -339,12 +372,14 @@ def render_manifests(
             raise RlscaleError(
                 f"{what} must be a positive number of seconds from {low:g} to {high:g} (1 day), got {value!r}"
             )
-    if not image.strip():
-        raise RlscaleError("image must not be empty")
+    _check_image(image, "image")
     if not policy.strip():
         raise RlscaleError("policy must not be empty")
-    if not prometheus_url.startswith(("http://", "https://")):
-        raise RlscaleError(f"Prometheus URL must start with http:// or https://, got {redact_url(prometheus_url)!r}")
+    prometheus_url = check_http_url(
+        prometheus_url,
+        "Prometheus URL",
+        "; a token belongs in a Secret: mount it into the sidecar and pass --prometheus-token-file",
+    )
     for what, blob in (("agent", agent), ("tuning", tuning)):
         if blob is not None and len(blob) > SHIPPED_MAX_BYTES:
             raise RlscaleError(
@@ -369,8 +404,8 @@ def render_manifests(
     port = MODEL_PORT if model_port is None else model_port
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise RlscaleError(f"model port must be an integer in 1..65535, got {port!r}")
-    if model_image is not None and not model_image.strip():
-        raise RlscaleError("model image must not be empty")
+    if model_image is not None:
+        _check_image(model_image, "model image")
     prometheus_url, credentials = split_credentials(prometheus_url)
 
     name = f"rlscale-{spec.name}"

@@ -31,7 +31,24 @@ NaN, ±Inf, negative, not a number: JSON ``true`` is not 1 rps) is *no data*, ne
 | ``latency_quantile``, ``e2e_latency_quantile`` | observations | NaN (no data), one warning; +Inf is kept |
 
 ``histogram_quantile`` answers +Inf when the quantile lies beyond the largest bucket: a reading (very slow), not
-a fault. Credentials in the URL (``http://user:password@host``) are used, and shown nowhere (`redact_url`).
+a fault.
+
+An answer is also *no data* (the same row of the table above: hold, or NaN for an observation) when
+
+- a sample is stale: its timestamp is more than ``max_staleness_s`` (default 300 s, Prometheus' own lookback
+  delta; ``rlscale sidecar --max-staleness`` tightens it) before the query was sent, or more than `CLOCK_SKEW_S`
+  after the answer came (a clock or a cache that is off); for the arrival history, its newest point must be that
+  recent and none may lie in the future;
+- it holds several series: a template must answer one, and says in PromQL how series combine (the defaults
+  ``sum(...)`` them); whether several series are parts to add (pods), copies (two scrape jobs, HA pairs) or
+  quantiles that do not add at all is not for the reader to guess, so it never picks one;
+- it carries ``warnings`` (a partial answer: a remote store or shard did not answer, so values may be low);
+- a rate of requests (the load, its history, the completed, late and dropped rates) is above `MAX_LOAD_RPS`, the
+  most requests per second any trace rlscale accepts may carry (`rlscale.inputs.MAX_TRACE_RPS`); a queue is
+  above `MAX_QUEUE`, that load for the longest drop limit a spec may have. Such a figure is a broken exporter or
+  template, and acting on it would scale to the whole core budget.
+
+Credentials in the URL (``http://user:password@host``) are used, and shown nowhere (`redact_url`).
 """
 
 from __future__ import annotations
@@ -49,17 +66,45 @@ from typing import Any
 import numpy as np
 
 from rlscale.errors import RlscaleError
+from rlscale.inputs import MAX_TRACE_RPS
 
 # the templates and their check live in the core (the spec validates with them); re-exported for existing importers
 from rlscale.promql import DEFAULT_TEMPLATES as DEFAULT_TEMPLATES
 from rlscale.promql import MAX_TEMPLATE_CHARS as MAX_TEMPLATE_CHARS
 from rlscale.promql import TEMPLATE_FIELDS as TEMPLATE_FIELDS
 from rlscale.promql import check_template as check_template
+from rlscale.urls import redact_url as redact_url  # re-exported for existing importers
 
 log = logging.getLogger(__name__)
 
 QUANTILES = ("latency_quantile", "e2e_latency_quantile")
 """Templates whose +Inf is a reading (the quantile lies beyond the largest bucket), not a fault."""
+
+
+MAX_STALENESS_S = 300.0
+"""The oldest sample the reader acts on, in seconds before the query: Prometheus' own lookback delta (5 minutes,
+``--query.lookback-delta``), beyond which Prometheus itself calls a series stale."""
+
+CLOCK_SKEW_S = 30.0
+"""How far in the future (of the sidecar's clock) a sample may lie: clocks of the sidecar's node and Prometheus'
+disagree a little; a sample further ahead is from a broken clock or a cache, and no data."""
+
+MAX_LOAD_RPS = MAX_TRACE_RPS
+"""The highest plausible request rate (per second): the limit on every trace rlscale simulates, trains or plans
+on. A higher reading is a broken exporter or template (1e300 rps), not a load to scale for."""
+
+MAX_QUEUE = MAX_LOAD_RPS * 3600.0
+"""The most requests a pipeline can hold queued: `MAX_LOAD_RPS` for the longest drop limit a spec may set (1 h)."""
+
+PLAUSIBLE_MAX = {
+    "arrival_rate": MAX_LOAD_RPS,
+    "arrival_history": MAX_LOAD_RPS,
+    "completed_rate": MAX_LOAD_RPS,
+    "late_rate": MAX_LOAD_RPS,
+    "dropped_rate": MAX_LOAD_RPS,
+    "queue_length": MAX_QUEUE,
+}
+"""The largest value of each template that is a reading rather than a fault (templates not listed: no bound)."""
 
 
 def duration(seconds: float) -> str:
@@ -78,19 +123,6 @@ def le_pattern(value: float) -> str:
     wrote it: Python writes ``10.0``, Go ``10``; ``6.89`` is the same in both."""
     forms = {le_label(value), f"{float(value):g}", format(float(value), "f").rstrip("0").rstrip(".")}
     return "|".join(sorted(f.replace(".", "\\\\.").replace("+", "\\\\+") for f in forms))
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its credentials, for logs and messages: ``http://user:pw@prom:9090`` -> ``http://***@prom:9090``.
-
-    Everything up to the last ``@`` after the scheme is hidden: an unencoded ``@`` or ``/`` in a password cannot
-    leak (an ``@`` in a path hides more than needed, which is the safe side).
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    at = rest.rfind("@")
-    return url if at < 0 else f"{scheme}{sep}***@{rest[at + 1 :]}"
 
 
 def sample_value(raw: Any) -> float | None:
@@ -119,6 +151,30 @@ def unusable(name: str, value: float | None) -> str | None:
         return "-Inf" if math.isinf(value) else f"{value:g}"
     if math.isinf(value) and name not in QUANTILES:
         return "+Inf"
+    bound = PLAUSIBLE_MAX.get(name)
+    if bound is not None and value > bound:
+        return f"{value:g}, above the plausible maximum of {bound:g}"
+    return None
+
+
+def sample_time(raw: Any) -> float | None:
+    """A sample's timestamp (Unix seconds, a JSON number) or None if it is not a finite number."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        return None
+    try:
+        t = float(raw)
+    except ValueError:
+        return None
+    return t if math.isfinite(t) else None
+
+
+def stale(t: float, sent: float, received: float, max_staleness_s: float) -> str | None:
+    """Why a sample stamped ``t`` is stale for a query sent at ``sent`` and answered at ``received`` (Unix
+    seconds), or None if it is recent: older than ``max_staleness_s`` or more than `CLOCK_SKEW_S` in the future."""
+    if t < sent - max_staleness_s:
+        return f"a sample {sent - t:.0f} s old (stale: more than {max_staleness_s:g} s)"
+    if t > received + CLOCK_SKEW_S:
+        return f"a sample {t - received:.0f} s in the future (more than the {CLOCK_SKEW_S:g} s clock skew allowed)"
     return None
 
 
@@ -180,6 +236,8 @@ class PrometheusReader:
         verify_tls: check an https Prometheus' certificate (turn off only for a test setup).
         basic_auth: (user, password) sent as basic auth (what the manifests' Secret gives the sidecar); shown
             nowhere.
+        max_staleness_s: the oldest sample acted on, in seconds before the query (`MAX_STALENESS_S`: Prometheus'
+            own 5 minutes); an older (or a future) one is no data.
     """
 
     url: str
@@ -189,6 +247,7 @@ class PrometheusReader:
     bearer_token: str | None = None
     verify_tls: bool = True
     basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    max_staleness_s: float = MAX_STALENESS_S
     _last_response: Any = field(default=None, init=False)
     _warned: set[str] = field(default_factory=set, init=False)
 
@@ -281,47 +340,88 @@ class PrometheusReader:
             )
         return MetricsUnavailable(f"Prometheus at {url} did not answer {name}: {type(exc).__name__}")
 
-    def query(self, name: str, *, optional: bool = False, **fields) -> float:
-        """The value of template ``name`` (the first series); NaN when ``optional`` and there is no data.
+    def _warnings(self) -> str | None:
+        """The ``warnings`` of the last answer (a partial answer), joined into one short line; None if it has none."""
+        response = self._last_response
+        try:
+            body = response.json() if response is not None else None
+        except ValueError:
+            return None
+        warnings = body.get("warnings") if isinstance(body, dict) else None
+        if not warnings:
+            return None
+        items = warnings if isinstance(warnings, list) else [warnings]
+        return " ".join("; ".join(str(w) for w in items).split())[:300]
 
-        A value that is not a finite number >= 0 (NaN, ±Inf, negative, not a number; see `unusable`) is no data.
+    def _answer_problem(self, result: Any) -> str | None:
+        """Why an answer as a whole is no data (a partial answer, several series), or None."""
+        warnings = self._warnings()
+        if warnings is not None:
+            return f"a partial answer (warnings: {warnings})"
+        if isinstance(result, list) and len(result) > 1:
+            return (
+                f"{len(result)} series where one is needed (aggregate them in the template, e.g. sum(...): several "
+                "series may be parts, copies or quantiles, and are never guessed at)"
+            )
+        return None
+
+    def query(self, name: str, *, optional: bool = False, **fields) -> float:
+        """The value of template ``name`` (its one series); NaN when ``optional`` and there is no data.
+
+        No data is: no series; a value that is not a finite number >= 0 (NaN, ±Inf, negative, not a number; see
+        `unusable`) or above its plausible maximum (`PLAUSIBLE_MAX`); a stale or future sample (`stale`); several
+        series; a partial answer (``warnings``).
 
         Raises:
             MetricsUnavailable: Prometheus did not answer in time, or a non-optional query has no data.
         """
         promql = self.templates[name].format(pipeline=self.pipeline, **fields)
         self._last_response = None
+        sent = time.time()
         try:
             result = self._prom.custom_query(promql, timeout=self.timeout_s)
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, HTTP errors: one line each
             raise self._failure(name, exc) from None
-        try:
-            raw = result[0]["value"][1] if result else math.nan
-        except (KeyError, IndexError, TypeError):
-            raise MetricsUnavailable(f"{name} ({promql}) did not return an instant vector", permanent=True) from None
-        value = sample_value(raw)
-        problem = unusable(name, value)
+        received = time.time()
+        problem = self._answer_problem(result)
+        value: float | None = math.nan
+        if problem is None and result:
+            try:
+                raw_t, raw = result[0]["value"][0], result[0]["value"][1]
+            except (KeyError, IndexError, TypeError):
+                raise MetricsUnavailable(
+                    f"{name} ({promql}) did not return an instant vector", permanent=True
+                ) from None
+            t = sample_time(raw_t)
+            value = sample_value(raw)
+            if t is None:
+                problem = "a sample without a timestamp"
+            else:
+                problem = stale(t, sent, received, self.max_staleness_s)
         if problem is None:
-            return value
+            problem = unusable(name, value)
+            if problem is None:
+                return value
+            problem = f"an unusable value ({problem})"
         if optional:
-            if problem != "NaN" and name not in self._warned:  # NaN is how a metric without data reads: no news
+            if problem != "an unusable value (NaN)" and name not in self._warned:  # NaN: a metric without data
                 self._warned.add(name)
                 log.warning(
-                    "Prometheus answered %s (%s) with an unusable value (%s): need a finite number >= 0; read as no "
-                    "data (said once)",
+                    "Prometheus answered %s (%s) with %s: need one recent, finite number >= 0; read as no data "
+                    "(said once)",
                     name,
                     promql,
                     problem,
                 )
             return math.nan
-        if problem == "NaN":
+        if problem == "an unusable value (NaN)":
             raise MetricsUnavailable(
                 f"Prometheus has no data for {name} ({promql}); is the metric exported, and does the window span two "
                 "scrapes?"
             )
         raise MetricsUnavailable(
-            f"Prometheus answered {name} ({promql}) with an unusable value ({problem}): need a finite number >= 0; "
-            "not acting on it"
+            f"Prometheus answered {name} ({promql}) with {problem}: need one recent, finite number >= 0; not acting "
+            "on it"
         )
 
     def arrival_rate_rps(self, stage: str, window: str = "10s") -> float:
@@ -348,6 +448,7 @@ class PrometheusReader:
             pipeline=self.pipeline, stage=stage, window=window, q=0.99, sla="1"
         )
         end = datetime.now()
+        sent = end.timestamp()
         self._last_response = None
         try:
             result = self._prom.custom_query_range(
@@ -359,23 +460,42 @@ class PrometheusReader:
             )
         except Exception as exc:  # noqa: BLE001
             raise self._failure("the arrival history", exc) from None
+        received = time.time()
+        problem = self._answer_problem(result)
+        if problem is not None:
+            raise MetricsUnavailable(
+                f"Prometheus answered the arrival history of stage {stage!r} ({promql}) with {problem}; not acting "
+                "on it"
+            )
         if not result:
             raise MetricsUnavailable(f"Prometheus has no arrival history for stage {stage!r}")
         try:
-            raws = [v for _t, v in result[0]["values"]]
+            points = [(t, v) for t, v in result[0]["values"]]
         except (KeyError, IndexError, TypeError, ValueError):
             raise MetricsUnavailable(
                 f"the arrival history of stage {stage!r} is not a range vector", permanent=True
             ) from None
-        if not raws:
+        if not points:
             raise MetricsUnavailable(f"Prometheus has no arrival history for stage {stage!r}")
+        times = [sample_time(t) for t, _v in points]
+        if any(t is None for t in times):
+            problem = "a point without a timestamp"
+        else:  # the newest point must be recent (a series that stopped is stale) and not ahead of the clocks
+            problem = stale(max(times), sent, received, self.max_staleness_s)
+        if problem is not None:
+            raise MetricsUnavailable(
+                f"Prometheus answered the arrival history of stage {stage!r} ({promql}) with {problem}; not acting "
+                "on it"
+            )
+        raws = [v for _t, v in points]
         values = [sample_value(v) for v in raws]
         bad = [p for p in (unusable("arrival_history", v) for v in values) if p is not None]
         if bad:  # the safety floor is the history's peak: a NaN read as 0 would protect 0 rps under load
             shown = ", ".join(list(dict.fromkeys(bad))[:5])
             raise MetricsUnavailable(
                 f"Prometheus answered the arrival history of stage {stage!r} ({promql}) with {len(bad)} unusable "
-                f"points of {len(values)} ({shown}): need finite numbers >= 0; not acting on them"
+                f"points of {len(values)} ({shown}): need finite numbers >= 0, at most {MAX_LOAD_RPS:g}; not acting on "
+                "them"
             )
         return np.array(values, dtype=float)
 

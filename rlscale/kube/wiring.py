@@ -49,6 +49,8 @@ class SidecarLaunch:
         basic_auth: Prometheus basic-auth (user, password) from the environment (`PROMETHEUS_USERNAME_ENV`,
             `PROMETHEUS_PASSWORD_ENV`, set by the manifests' Secret); None: none, or the URL's own.
         timeline_path: a CSV file to append one row per decision to (`rlscale.timeline`); None: none.
+        max_staleness_s: the oldest Prometheus sample acted on (wall seconds before the query; 300: Prometheus'
+            own staleness).
     """
 
     prometheus_url: str
@@ -68,6 +70,7 @@ class SidecarLaunch:
     speedup: float = 1.0
     basic_auth: tuple[str, str] | None = field(default=None, repr=False)
     timeline_path: str | None = None
+    max_staleness_s: float = 300.0
 
 
 def prometheus_auth_from_env(environ: Mapping[str, str]) -> tuple[str, str] | None:
@@ -90,15 +93,11 @@ def prometheus_auth_from_env(environ: Mapping[str, str]) -> tuple[str, str] | No
 
 
 def check_url(url: str, flag: str) -> str:
-    """``url`` without a trailing slash, if it is an http(s) URL; else `RlscaleError` naming ``flag``."""
-    from urllib.parse import urlparse
+    """``url`` without a trailing slash, if it is an http(s) base URL (`rlscale.urls.check_http_url`); else
+    `RlscaleError` naming ``flag``."""
+    from rlscale.urls import check_http_url
 
-    from rlscale.kube.prometheus import redact_url
-
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise RlscaleError(f"{flag} {redact_url(url)!r}: need an http(s) URL such as http://prometheus:9090")
-    return url.rstrip("/")
+    return check_http_url(url, flag, "; give a bearer token with --prometheus-token-file instead")
 
 
 def read_token(path: str) -> str:
@@ -278,6 +277,7 @@ def run_sidecar(spec: PipelineSpec, controller: Controller, launch: SidecarLaunc
         bearer_token=token,
         verify_tls=launch.verify_tls,
         basic_auth=launch.basic_auth,
+        max_staleness_s=launch.max_staleness_s,
     )
     if launch.once:  # nothing to hold on to in a one-shot run: an unreachable Prometheus ends it at once
         try:
