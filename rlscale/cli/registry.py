@@ -222,7 +222,7 @@ def _sponge(rule: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], 
 
 def _ppo(name: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Policy]:
     def build(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
-        from agents.ppo import PPOPolicy  # numpy only; torch just to read a model.zip
+        from agents.ppo import PPOPolicy  # numpy only: an actor .npz, never a (pickled) model.zip
 
         agent = PPOPolicy(spec, Path(opts.agent) if opts.agent else None)
         agent.name = name
