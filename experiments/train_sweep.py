@@ -38,6 +38,14 @@ from typing import Any
 from agents.ppo import ACTOR_FILE, TrainConfig
 from experiments.sweep import make_executor, progress_bar
 from rlscale.errors import RlscaleError
+from rlscale.inputs import (
+    MAX_JSON_DEPTH,
+    MAX_RECORDS_BYTES,
+    MAX_SETTINGS_BYTES,
+    nesting_depth,
+    read_json_limited,
+    read_text_limited,
+)
 from rlscale.interrupts import Interrupted, signum_of
 from rlscale.paths import OutputError, atomic_write_text, check_name, new_folder
 
@@ -187,10 +195,13 @@ def read_plan(folder: Path) -> list[TrainingJob]:
         RlscaleError: no sweep there, or a plan this version cannot read.
     """
     path = folder / PLAN
-    if not path.is_file():
+    if not path.exists():
         raise RlscaleError(f"--continue {folder}: not a sweep folder (no {PLAN})")
     try:
-        document = json.loads(path.read_text())
+        document = read_json_limited(path, MAX_SETTINGS_BYTES, RlscaleError, "sweep plan")
+    except RlscaleError as exc:
+        raise RlscaleError(f"--continue {exc}") from None
+    try:
         known = {f.name for f in fields(TrainConfig)}
         jobs = []
         for j in document["jobs"]:
@@ -207,18 +218,54 @@ def read_plan(folder: Path) -> list[TrainingJob]:
     return jobs
 
 
+RECORD_NUMBERS = ("validation_score", "validation_violation_rate", "train_wall_s")
+"""The numbers every training record holds, which the summary prints and selects by (``eval_<trace>_score``, where
+a record has them, must be numbers too)."""
+
+
+def _record_problem(record: dict[str, Any]) -> str | None:
+    """What makes a training record unusable by the summary (a field of the wrong type), or None."""
+    if nesting_depth(record, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        return f"nested deeper than {MAX_JSON_DEPTH} levels"
+    if not isinstance(record.get("run"), str):
+        return "run is missing or not text"
+    for key in RECORD_NUMBERS:
+        if key not in record:
+            return f"{key} is missing"
+    for key, value in record.items():
+        if key in RECORD_NUMBERS or (key.startswith("eval_") and key.endswith("_score")):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return f"{key} is not a number ({json.dumps(value)[:40]})"
+    return None
+
+
 def read_records(folder: Path) -> dict[int, dict[str, Any]]:
-    """The finished trainings recorded in ``folder`` by index (a last line cut by a kill is ignored)."""
+    """The finished trainings recorded in ``folder`` by index (a line cut by a kill is ignored: that training runs
+    again).
+
+    Raises:
+        RlscaleError: the records file is not a regular file, too large or not UTF-8, or a record's field has the
+            wrong type (one line naming the line and the field).
+    """
     path = folder / RECORDS
     records: dict[int, dict[str, Any]] = {}
-    if not path.is_file():
+    if not path.exists():
         return records
-    for line in path.read_text().splitlines():
+    try:
+        text = read_text_limited(path, MAX_RECORDS_BYTES, RlscaleError, "training records")
+    except RlscaleError as exc:
+        raise RlscaleError(f"--continue {exc}") from None
+    for number, line in enumerate(text.splitlines(), start=1):
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except RecursionError:
+            raise RlscaleError(f"--continue {path}: line {number} nested deeper than {MAX_JSON_DEPTH} levels") from None
+        except ValueError:
             continue  # a line the kill cut short: that training runs again
         if isinstance(record, dict) and isinstance(record.get("index"), int):
+            problem = _record_problem(record)
+            if problem is not None:
+                raise RlscaleError(f"--continue {path}: line {number}: {problem}")
             records[record["index"]] = record
     return records
 
