@@ -22,6 +22,11 @@ The action is the argmax of each sub-action's slice of the logits (``np.split`` 
 deterministic action for its default MLP policy. Reading one needs numpy only (no pickle); `load_actor` checks
 every field and shape, so a garbage or foreign file is one `RlscaleError` line and an agent of another pipeline
 an `AgentMismatch`.
+
+An agent file is data: nothing here unpickles. A stable-baselines3 model (any zip holding ``policy.pth``, whatever
+its name: a run's ``model.zip``, a checkpoint) is refused, since loading one unpickles its ``data`` member, which
+can run any code; only ``rlscale train --resume`` and ``python -m agents.ppo MODEL.zip OUT.npz`` read one, and
+only a model the user trained (`agents.ppo`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from envs.pipeline_env import (
     ConditionedCodec,
 )
 from rlscale.errors import RlscaleError
+from rlscale.inputs import MAX_JSON_DEPTH, loads_json, special_file_kind
 from rlscale.paths import atomic_path
 from rlscale.spec import PipelineSpec
 
@@ -196,19 +202,36 @@ class Actor:
         return path
 
 
+def model_zip_refused(path: Path | str) -> RlscaleError:
+    """The one line refusing a stable-baselines3 model where an agent file is expected."""
+    return RlscaleError(
+        f"{path}: a training checkpoint (a stable-baselines3 model.zip: loading it unpickles torch data, which can "
+        "run code), not an agent file; pass the run's actor.npz, or convert a model you trained yourself with: "
+        f"python -m agents.ppo {path} OUT.npz (needs the train extra)"
+    )
+
+
 def load_actor(path: Path) -> Actor:
-    """Read and validate an actor file.
+    """Read and validate an actor file (numpy arrays and a JSON record: never unpickled).
 
     Raises:
-        RlscaleError: no such file, not an actor file, another format version, or a field or shape is wrong.
+        RlscaleError: no such file, not a regular file, a stable-baselines3 model (`model_zip_refused`), not an
+            actor file, another format version, or a field or shape is wrong.
     """
     path = Path(path)
-    if not path.is_file():
-        raise RlscaleError(f"no agent at {path}")
+    try:
+        kind = special_file_kind(path)  # before any open: a FIFO blocks, a device never ends
+    except OSError:
+        raise RlscaleError(f"no agent at {path}") from None
+    if kind is not None:
+        raise RlscaleError(f"{path}: is {kind}, not an agent file; pass a run's actor.npz")
     bad = f"{path}: cannot load the agent:"
     try:
         with zipfile.ZipFile(path) as zf:  # sizes first: a small compressed file may unpack to gigabytes
-            unpacked = sum(info.file_size for info in zf.infolist())
+            infos = zf.infolist()
+        if any(info.filename == "policy.pth" for info in infos):
+            raise model_zip_refused(path)
+        unpacked = sum(info.file_size for info in infos)
         if max(unpacked, path.stat().st_size) > MAX_BYTES:
             raise RlscaleError(f"{bad} larger than {MAX_BYTES // 2**20} MiB; is it an actor .npz?")
         with np.load(path, allow_pickle=False) as npz:
@@ -219,10 +242,7 @@ def load_actor(path: Path) -> Actor:
         raise RlscaleError(f"{bad} not an rlscale actor .npz ({_one_line(exc)})") from None
     if "meta" not in arrays or arrays["meta"].dtype.kind != "U" or arrays["meta"].shape != ():
         raise RlscaleError(f"{bad} not an rlscale actor .npz (no meta record)")
-    try:
-        meta = json.loads(str(arrays["meta"]))
-    except json.JSONDecodeError:
-        raise RlscaleError(f"{bad} its meta record is not JSON") from None
+    meta = loads_json(str(arrays["meta"]), bad.rstrip(":"), RlscaleError, "its meta record", MAX_JSON_DEPTH)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise RlscaleError(f"{bad} not an rlscale actor .npz (format {_field(meta, 'format')!r})")
     if meta.get("version") != VERSION:

@@ -54,7 +54,7 @@ from envs.pipeline_env import (
 from ilp_baseline.safety import SafetyLayer
 from rlscale.control import Controller
 from rlscale.errors import RlscaleError
-from rlscale.inputs import MAX_SEED
+from rlscale.inputs import MAX_SEED, MAX_SETTINGS_BYTES, read_json_limited, special_file_kind
 from rlscale.interrupts import Interrupted, StopRequest, signal_name, signum_of
 from rlscale.lstm import LSTMPredictor
 from rlscale.paths import OutputError, atomic_path, atomic_write_text, check_name, inside, new_folder
@@ -223,15 +223,16 @@ class PPOPolicy:
     """A trained agent as a `Policy`: it proposes; the guard in front of it (``ppo``: the safety layer; ``ppo-raw``:
     none) is the registry's (`rlscale.cli.registry.make_policy`) and the control step's (`rlscale.control`).
 
-    Inference is numpy only (`agents.actor.Actor`); torch is imported only to read a ``model.zip``.
+    Inference is numpy only (`agents.actor.Actor`): an agent file is never unpickled.
 
     Args:
         spec: the pipeline the agent was trained for.
-        model_path: the agent: an actor file (``.npz``: a bundled agent, a run's ``actor.npz``), a training run's
-            ``model.zip`` (needs the ``train`` extra), or an `Actor`; default: the bundled agent of the pipeline.
+        model_path: the agent: an actor file (``.npz``: a bundled agent, a run's ``actor.npz``) or an `Actor`;
+            default: the bundled agent of the pipeline. A training run's ``model.zip`` is refused (loading it
+            unpickles): convert it with ``python -m agents.ppo MODEL.zip OUT.npz``.
 
     Raises:
-        RlscaleError: no such file, not an agent, or a ``model.zip`` without torch or its training settings.
+        RlscaleError: no such file, not an agent, or a stable-baselines3 model.
         AgentMismatch: an agent of another pipeline (name, observations or action choices).
     """
 
@@ -266,8 +267,11 @@ class PPOPolicy:
 
 
 def is_model_zip(path: Path) -> bool:
-    """Whether ``path`` is (the start of) a stable-baselines3 model: a zip holding ``policy.pth``."""
+    """Whether ``path`` is (the start of) a stable-baselines3 model: a regular file, a zip holding ``policy.pth``
+    (read without unpickling anything)."""
     try:
+        if special_file_kind(path) is not None:  # a FIFO would block, a device never end
+            return False
         with zipfile.ZipFile(path) as zf:
             return "policy.pth" in zf.namelist()
     except (OSError, zipfile.BadZipFile, ValueError):
@@ -275,22 +279,27 @@ def is_model_zip(path: Path) -> bool:
 
 
 def load_agent(path: Path) -> Actor:
-    """The actor of an agent file: an actor ``.npz`` (numpy only) or a training run's ``model.zip`` (torch).
+    """The actor of an agent file (``--agent``): an actor ``.npz`` only, numpy arrays never unpickled.
+
+    A stable-baselines3 model (any zip holding ``policy.pth``, whatever its name) is refused: loading it unpickles
+    its ``data`` member, which can run code. `actor_from_model_zip` (``python -m agents.ppo``) converts a model the
+    user trained.
 
     Raises:
-        RlscaleError: not an agent; a ``model.zip`` without torch/stable-baselines3 or without its training
-            settings beside it.
+        RlscaleError: a folder, not a regular file, a stable-baselines3 model, or not an actor file.
     """
     path = Path(path)
     if path.is_dir():
-        raise RlscaleError(f"{path}: is a folder; pass an agent file (a run's {ACTOR_FILE} or model.zip)")
-    if is_model_zip(path):
-        return actor_from_model_zip(path)
+        raise RlscaleError(f"{path}: is a folder; pass an agent file (a run's {ACTOR_FILE})")
     return load_actor(path)
 
 
 def actor_from_model_zip(path: Path) -> Actor:
     """Load a stable-baselines3 ``model.zip`` (needs torch) and export its actor.
+
+    TRUSTED INPUT ONLY: stable-baselines3 unpickles the model's ``data`` member, so a model from anyone else can run
+    any code here. Only ``python -m agents.ppo`` (converting a model the user trained) calls this; ``--agent``
+    never does.
 
     The codec settings come from the training settings saved beside it (``{stem}.json`` or the run's
     ``config.json``); without them the agent cannot be used.
@@ -410,12 +419,7 @@ def _read_settings(model_path: Path) -> dict[str, Any]:
     """
     for candidate in (model_path.with_suffix(".json"), model_path.parent / "config.json"):
         if candidate.is_file():
-            try:
-                settings = json.loads(candidate.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise RlscaleError(
-                    f"{candidate}: cannot read the agent's training settings: {_one_line(exc)}"
-                ) from None
+            settings = read_json_limited(candidate, MAX_SETTINGS_BYTES, RlscaleError, "the agent's training settings")
             if not isinstance(settings, dict) or "load_scale_rps" not in settings:
                 raise RlscaleError(f"{candidate}: the agent's training settings lack load_scale_rps")
             scale = settings["load_scale_rps"]
@@ -752,17 +756,52 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def check_run_model(path: Path) -> None:
+    """``--resume`` is the one place rlscale unpickles a model (stable-baselines3 unpickles its ``data`` member:
+    trusted input only), so it takes a model only where ``rlscale train`` saves one: a run folder's ``model.zip``
+    or a ``.zip`` in its ``checkpoints/``, the run's ``config.json`` (training settings with ``spec_name`` and
+    ``load_scale_rps``) beside them. That keeps a model.zip from elsewhere (a download, an attachment) out; a run
+    folder copied from someone else is still theirs to vouch for, which ``--help`` and the README say.
+
+    Raises:
+        RlscaleError: not a model file of a run folder (one line saying what ``--resume`` takes and why).
+    """
+    resolved = path.resolve()
+    in_checkpoints = resolved.parent.name == "checkpoints" and resolved.suffix == ".zip"
+    run = resolved.parent.parent if in_checkpoints else resolved.parent
+    refused = RlscaleError(
+        f"--resume {path}: not a model saved by rlscale train in a run folder (RUN/model.zip or "
+        "RUN/checkpoints/*.zip beside RUN/config.json); --resume unpickles the model, which can run code, so it "
+        "takes only your own runs"
+    )
+    try:
+        config_kind = special_file_kind(run / "config.json")
+    except OSError:
+        raise refused from None
+    if not (in_checkpoints or resolved.name == "model.zip") or config_kind is not None:
+        raise refused
+    settings = read_json_limited(run / "config.json", MAX_SETTINGS_BYTES, RlscaleError, "the run's settings")
+    if not isinstance(settings, dict) or not {"spec_name", "load_scale_rps"} <= settings.keys():
+        raise refused
+
+
 def _load_for_resume(path: Path, spec: PipelineSpec, venv):
     """The model ``--resume`` names, checked against the pipeline's spaces and given the environments.
 
+    TRUSTED INPUT ONLY: a model is unpickled; `check_run_model` first makes sure it lies in a run folder.
+
     Raises:
-        RlscaleError: no such file, or not a loadable agent.
+        RlscaleError: no such file, not a model of a run folder, or not a loadable agent.
         AgentMismatch: an agent of another pipeline shape.
     """
     from stable_baselines3 import PPO
 
-    if not path.is_file():
-        raise RlscaleError(f"--resume {path}: no such model file")
+    try:
+        kind = special_file_kind(path)
+    except OSError:
+        raise RlscaleError(f"--resume {path}: no such model file") from None
+    if kind is not None:
+        raise RlscaleError(f"--resume {path}: is {kind}, not a model file")
     if not is_model_zip(path):  # an actor file (or garbage): say what is wrong with it for this pipeline first
         try:
             load_actor(path).codec(spec, path)
@@ -772,6 +811,7 @@ def _load_for_resume(path: Path, spec: PipelineSpec, venv):
             f"--resume {path}: an actor .npz holds no value network or optimiser state and cannot be trained on; "
             "pass the run's model.zip or a checkpoint"
         )
+    check_run_model(path)
     try:
         probe = PPO.load(path, device="cpu")
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign zip: one clear line
@@ -1051,17 +1091,30 @@ def agreement(model, actor: Actor, spec: PipelineSpec, n: int = 400, seed: int =
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m agents.ppo MODEL.zip OUT.npz``: write a model's actor file, checked against SB3's actions."""
+    """``python -m agents.ppo MODEL.zip OUT.npz``: write a model's actor file, checked against SB3's actions.
+
+    Loading MODEL.zip unpickles it (stable-baselines3), which can run any code: convert only models you trained
+    yourself. The actor file it writes is data (numpy arrays, never unpickled): what ``--agent`` takes."""
     import argparse
 
     from stable_baselines3 import PPO
 
     parser = argparse.ArgumentParser(prog="python -m agents.ppo", description=main.__doc__)
-    parser.add_argument("model", type=Path, help="a training run's model.zip (settings beside it)")
+    parser.add_argument(
+        "model",
+        type=Path,
+        help="a training run's model.zip or checkpoint (settings beside it); it is unpickled: only your own runs",
+    )
     parser.add_argument("out", type=Path, help="the actor file to write (.npz)")
     parser.add_argument("--check", type=int, default=400, metavar="N", help="observations to compare (default 400)")
     args = parser.parse_args(argv)
     try:
+        try:
+            kind = special_file_kind(args.model)
+        except OSError:
+            raise RlscaleError(f"{args.model}: no such model file") from None
+        if kind is not None:
+            raise RlscaleError(f"{args.model}: is {kind}, not a model file")
         actor = actor_from_model_zip(args.model)
         spec = load_spec(actor.pipeline)
         same = agreement(PPO.load(args.model, device="cpu"), actor, spec, n=args.check)

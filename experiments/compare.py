@@ -50,6 +50,15 @@ from experiments.plots import plot_timeline
 from experiments.sweep import make_executor, progress_bar
 from rlscale.control import Controller
 from rlscale.errors import RlscaleError
+from rlscale.inputs import (
+    MAX_JSON_DEPTH,
+    MAX_RECORDS_BYTES,
+    MAX_SETTINGS_BYTES,
+    nesting_depth,
+    read_json_limited,
+    read_text_limited,
+    special_file_kind,
+)
 from rlscale.interrupts import Interrupted, signum_of
 from rlscale.paths import (
     OutputError,
@@ -291,6 +300,8 @@ def _digest(*chunks: bytes) -> str:
 
 def _file_bytes(path: Path) -> bytes:
     try:
+        if special_file_kind(path) is not None:  # a FIFO would block, a device never end (loading refused them)
+            return b""
         return Path(path).read_bytes()
     except OSError:
         return b""
@@ -343,29 +354,79 @@ def _shorten(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+NUMBERS = (
+    "requests",
+    "late",
+    "dropped",
+    "sla_violation_rate",
+    "accuracy",
+    "cost_cores",
+    "objective",
+    "score",
+    "p99_latency_s",
+    "decision_ms_p99",
+)
+"""The numbers of a run record that the summary averages: a resumed record must have each as a number."""
+OPTIONAL_NUMBERS = ("completed", "in_flight", "in_flight_share", "rollouts", "scalings", "reconfigurations")
+"""Numbers the summary uses where a record has them (records of older versions may lack them)."""
+
+
+def _record_problem(record: Any) -> str | None:
+    """What makes a parsed line of ``records.jsonl`` unusable by the summary (a field of the wrong type), or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if nesting_depth(record, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        return f"nested deeper than {MAX_JSON_DEPTH} levels"
+    for key in ("trace", "policy"):
+        if not isinstance(record.get(key), str):
+            return f"{key} is missing or not text"
+    if isinstance(record.get("seed"), bool) or not isinstance(record.get("seed"), int):
+        return "seed is missing or not an integer"
+    for key in (*NUMBERS, *OPTIONAL_NUMBERS):
+        if key not in record and key in OPTIONAL_NUMBERS:
+            continue
+        value = record.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{key} is {'missing' if key not in record else f'not a number ({_shorten(value, 40)})'}"
+    return None
+
+
 def _read_records(path: Path, runs: Sequence[RunKey]) -> dict[RunKey, dict[str, Any]]:
     """The finished runs of ``records.jsonl`` that ``runs`` holds; a torn last line (killed mid-write) is dropped
-    from the file. A valid line of another run is the user's data: it is not used, and kept in the file verbatim."""
+    from the file. A valid line of another run is the user's data: it is not used, and kept in the file verbatim.
+
+    Raises:
+        RlscaleError: the file is not a regular file, too large, not UTF-8, or a line (but the last) is not a run
+            record with the numbers the summary needs.
+    """
     if not path.exists():
         return {}
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RlscaleError(f"--resume: cannot read {path}: {exc}; pass --overwrite to start over") from None
+        text = read_text_limited(path, MAX_RECORDS_BYTES, RlscaleError, "records")
+    except RlscaleError as exc:
+        raise RlscaleError(f"--resume: {exc}; pass --overwrite to start over") from None
+    lines = text.splitlines()
     wanted = set(runs)
     done: dict[RunKey, dict[str, Any]] = {}
     kept: list[str] = []
     for i, line in enumerate(lines):
         try:
             record = json.loads(line)
-            key = (record["trace"], record["policy"], int(record["seed"]))
-        except (ValueError, KeyError, TypeError):
-            if i == len(lines) - 1:  # the write in flight when the process died
+        except RecursionError:
+            problem: str | None = f"nested deeper than {MAX_JSON_DEPTH} levels"
+        except ValueError:
+            problem = "not JSON"
+        else:
+            problem = _record_problem(record)
+        if problem is None:
+            key = (record["trace"], record["policy"], record["seed"])
+        else:
+            if i == len(lines) - 1 and problem == "not JSON":  # the write in flight when the process died
                 log.warning("%s: dropping an incomplete last line", path)
                 break
             raise RlscaleError(
-                f"--resume: {path} line {i + 1} is not a run record; pass --overwrite to start over"
-            ) from None
+                f"--resume: {path} line {i + 1} is not a run record ({problem}); pass --overwrite to start over"
+            )
         if key in wanted:
             done[key] = record
         kept.append(line)
@@ -391,10 +452,10 @@ def _prepare_out(
         log.info("removed %d files of the previous comparison in %s", len(previous), out)
     elif previous and resume:
         try:
-            saved = json.loads((out / SETTINGS).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            saved = read_json_limited(out / SETTINGS, MAX_SETTINGS_BYTES, RlscaleError, "settings")
+        except RlscaleError as exc:
             raise RlscaleError(
-                f"--resume: {out} holds results without a readable {SETTINGS} (another rlscale version or an "
+                f"--resume: {out} holds results without a readable {SETTINGS} ({exc}; another rlscale version or an "
                 "edited folder): they cannot be continued; pass --overwrite to start over"
             ) from None
         if saved != settings:

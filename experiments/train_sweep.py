@@ -41,6 +41,14 @@ from typing import Any
 from agents.ppo import ACTOR_FILE, TrainConfig
 from experiments.sweep import make_executor, progress_bar
 from rlscale.errors import RlscaleError
+from rlscale.inputs import (
+    MAX_JSON_DEPTH,
+    MAX_RECORDS_BYTES,
+    MAX_SETTINGS_BYTES,
+    nesting_depth,
+    read_json_limited,
+    read_text_limited,
+)
 from rlscale.interrupts import Interrupted, signum_of
 from rlscale.paths import OutputError, atomic_write_text, check_name, inside, new_folder
 
@@ -190,10 +198,13 @@ def read_plan(folder: Path) -> list[TrainingJob]:
         RlscaleError: no sweep there, or a plan this version cannot read.
     """
     path = folder / PLAN
-    if not path.is_file():
+    if not path.exists():
         raise RlscaleError(f"--continue {folder}: not a sweep folder (no {PLAN})")
     try:
-        document = json.loads(path.read_text())
+        document = read_json_limited(path, MAX_SETTINGS_BYTES, RlscaleError, "sweep plan")
+    except RlscaleError as exc:
+        raise RlscaleError(f"--continue {exc}") from None
+    try:
         known = {f.name for f in fields(TrainConfig)}
         jobs = []
         for j in document["jobs"]:
@@ -222,6 +233,8 @@ def check_record(folder: Path, record: Any, total: int) -> str | None:
     """
     if not isinstance(record, dict):
         return f"a JSON {type(record).__name__}, not a record"
+    if nesting_depth(record, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        return f"nested deeper than {MAX_JSON_DEPTH} levels"
     index = record.get("index")
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < total:
         return f"index {index!r} is not a training of the plan (0 to {total - 1})"
@@ -252,23 +265,26 @@ def read_records(folder: Path, total: int | None = None) -> dict[int, dict[str, 
         total: the trainings of its plan (default: from the plan).
 
     Raises:
-        RlscaleError: the file cannot be read, or a line is not a training record (the message names the line).
+        RlscaleError: the file is not a regular file, too large or not UTF-8, or a line is not a training record
+            (the message names the line).
     """
     path = folder / RECORDS
     records: dict[int, dict[str, Any]] = {}
-    if not path.is_file():
+    if not path.exists():
         return records
     total = len(read_plan(folder)) if total is None else total
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RlscaleError(f"--continue {folder}: cannot read {path}: {exc}") from None
+        text = read_text_limited(path, MAX_RECORDS_BYTES, RlscaleError, "training records")
+    except RlscaleError as exc:
+        raise RlscaleError(f"--continue {exc}") from None
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
+        except RecursionError:
+            record, problem = None, f"nested deeper than {MAX_JSON_DEPTH} levels"
         except ValueError:
             if i == len(lines) - 1 and not text.endswith("\n"):  # the write a kill cut short: it runs again
                 log.warning("%s: dropping an incomplete last line", path)

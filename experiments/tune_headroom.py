@@ -41,6 +41,7 @@ from agents.hpa import HPAPolicy
 from experiments.sweep import OneLineParser, add_executor_flags, make_executor, run_sweep
 from ilp_baseline.policy import ILPPolicy
 from rlscale.errors import RlscaleError
+from rlscale.inputs import MAX_SETTINGS_BYTES, read_json_limited
 from rlscale.lstm import LSTMPredictor
 from rlscale.model import rank_key
 from rlscale.paths import atomic_write_text
@@ -300,11 +301,11 @@ def tuned_value(spec: PipelineSpec, policy: str, path: str | Path | None = None,
     make = (
         f"rlscale tune --pipeline {pipeline_argument(spec)}{flag} --out {file if path is not None else 'tuning.json'}"
     )
-    if path is not None and not file.is_file():
+    if path is not None and not file.exists():
         raise RlscaleError(f"--tuning {file}: no such file; make one with: {make}")
     try:
-        table = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        table = read_json_limited(file, MAX_SETTINGS_BYTES, RlscaleError, "tuning") if file.exists() else {}
+    except RlscaleError as exc:
         raise RlscaleError(f"{where}: cannot read it: {exc}") from None
     entry = table.get(spec.name) if isinstance(table, dict) else None
     if isinstance(entry, dict) and policy in SUB_ENTRIES:
@@ -361,8 +362,8 @@ def read_table(path: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        table = read_json_limited(path, MAX_SETTINGS_BYTES, RlscaleError, "tuning")
+    except RlscaleError as exc:
         raise RlscaleError(f"--out {path}: cannot read it to merge into: {exc}") from None
     if not isinstance(table, dict):
         raise RlscaleError(f"--out {path}: not a JSON object (a tuning file holds one entry per pipeline)")

@@ -36,7 +36,7 @@ from pydantic_core import ArgsKwargs, PydanticCustomError
 
 from rlscale.bandwidth import BandwidthTrace, load_bandwidth
 from rlscale.errors import ProfileError, SpecError, TraceError
-from rlscale.inputs import MAX_SPEC_BYTES, MAX_YAML_DEPTH, nesting_depth, read_text_limited
+from rlscale.inputs import MAX_SPEC_BYTES, load_yaml, read_text_limited
 from rlscale.paths import NAME_MAX, SAFE_NAME, is_safe_name, name_rule
 from rlscale.profiles import LatencyModel, load_profile
 from rlscale.promql import DEFAULT_TEMPLATES, check_template
@@ -1041,19 +1041,9 @@ def read_document(name_or_path: str | Path) -> tuple[Path, Any]:
     """
     path = _resolve_spec_path(name_or_path)
     text = read_text_limited(path, MAX_SPEC_BYTES, SpecError, "spec")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "YAML"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{path}: {where}: not valid YAML: {problem}") from None
-    except RecursionError:
-        raise SpecError(f"{path}: YAML nested too deeply to be a spec") from None
+    raw = load_yaml(text, str(path), SpecError)
     if raw is None:
         raise SpecError(f"{path}: spec is empty")
-    if nesting_depth(raw, MAX_YAML_DEPTH) > MAX_YAML_DEPTH:
-        raise SpecError(f"{path}: YAML nested deeper than {MAX_YAML_DEPTH} levels; a spec needs 4")
     return path, raw
 
 
@@ -1069,15 +1059,7 @@ def _split_override(item: str) -> tuple[list[str], Any]:
     parts = key.split(".")
     if any(not p.strip() for p in parts):
         raise SpecError(f"--set {item}: {key!r} is not a dotted field path (e.g. stages.0.max_replicas)")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"--set {item}: the value is not YAML: {problem}") from None
-    except RecursionError:
-        raise SpecError(f"--set {item}: the value is nested too deeply") from None
-    if nesting_depth(value, MAX_YAML_DEPTH) > MAX_YAML_DEPTH:
-        raise SpecError(f"--set {item}: the value is nested deeper than {MAX_YAML_DEPTH} levels")
+    value = load_yaml(text, f"--set {item}", SpecError, line_numbers=False) if text.strip() else None
     return [p.strip() for p in parts], value
 
 

@@ -155,7 +155,7 @@ def test_sidecar_decides_with_the_bundled_agent_without_the_train_extra(tmp_path
 
 
 def test_a_model_zip_without_the_train_extra_is_one_line(tmp_path):
-    """A run's model.zip needs torch: one line pointing at the train extra or the run's actor.npz."""
+    """A run's model.zip is refused (never unpickled): one line pointing at the run's actor.npz or the converter."""
     model = tmp_path / "model.zip"
     with zipfile.ZipFile(model, "w") as zf:  # what SB3 writes: data, policy.pth, ...
         zf.writestr("data", "{}")

@@ -251,8 +251,13 @@ def test_kubernetes_section_defaults_and_overrides(write_spec):
 
 
 def test_spec_reads_are_bounded(tmp_path):
-    with pytest.raises(SpecError, match="larger than"):
+    with pytest.raises(SpecError, match="is a device, not a regular file"):
         load_spec("/dev/zero")
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as fh:  # sparse: takes no disk
+        fh.truncate((1 << 20) + 1)
+    with pytest.raises(SpecError, match="larger than 1 MiB"):
+        load_spec(big)
     deep = tmp_path / "deep.yaml"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(SpecError, match="nested too deeply"):

@@ -62,7 +62,7 @@ def test_overrides_do_not_touch_the_document():
         ("sla_s", "--set sla_s: expected FIELD=VALUE"),
         ("=3", "expected FIELD=VALUE"),
         ("objective..alpha=1", "is not a dotted field path"),
-        ("sla_s=[1", "--set sla_s=[1: the value is not YAML"),
+        ("sla_s=[1", "--set sla_s=[1: not valid YAML"),
     ],
 )
 def test_a_bad_path_is_one_line_naming_it(write_spec, item, message):

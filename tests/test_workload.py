@@ -104,8 +104,13 @@ def test_csv_trace_with_a_bom_and_trailing_blank_lines(tmp_path):
 
 
 def test_csv_trace_reads_are_bounded(tmp_path):
-    with pytest.raises(TraceError, match="larger than"):
+    with pytest.raises(TraceError, match="is a device, not a regular file"):
         load_trace("/dev/zero")
+    big = tmp_path / "big.csv"
+    with open(big, "wb") as fh:  # sparse: takes no disk
+        fh.truncate((64 << 20) + 1)
+    with pytest.raises(TraceError, match="larger than 64 MiB"):
+        load_trace(big)
     with pytest.raises(TraceError, match="is a folder"):
         load_csv_trace(tmp_path)
     binary = tmp_path / "binary.csv"

@@ -188,7 +188,8 @@ def add_planner_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--agent",
         metavar="PATH",
-        help="agent for ppo/ppo-raw: a run's actor.npz, or its model.zip (needs the train extra) (default: bundled)",
+        help="agent for ppo/ppo-raw: a run's actor.npz (numpy data, never unpickled; a model.zip is refused: convert "
+        "one you trained with python -m agents.ppo MODEL.zip OUT.npz) (default: bundled)",
     )
     p.add_argument(
         "--safety-load",

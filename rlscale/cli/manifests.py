@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 import tempfile
@@ -12,6 +11,7 @@ from pathlib import Path
 
 from rlscale.cli.args import add_guard, add_live_flags, add_set, add_spec, guard_flag, spec_file
 from rlscale.errors import RlscaleError
+from rlscale.inputs import loads_json
 
 log = logging.getLogger("rlscale")
 
@@ -146,23 +146,14 @@ def _choose_policy(args: argparse.Namespace, spec) -> tuple[str, bool]:
 
 
 def _check_agent(path: str, spec) -> None:
-    """An actor file that fits ``spec`` (the sidecar image has no torch: a model.zip is refused)."""
+    """An actor file that fits ``spec`` (`agents.actor.load_actor`: a model.zip, pickled, is refused)."""
     from agents.actor import load_actor
-    from agents.ppo import ACTOR_FILE, is_model_zip
 
-    if is_model_zip(Path(path)):
-        raise RlscaleError(
-            f"--agent {path}: a training run's model.zip needs torch, which the sidecar image has not; pass the "
-            f"run's {ACTOR_FILE}"
-        )
     load_actor(Path(path)).codec(spec, path)  # AgentMismatch: trained for another pipeline
 
 
 def _check_tuning(path: str, data: bytes) -> None:
-    try:
-        table = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RlscaleError(f"--tuning {path}: not a JSON file ({exc})") from None
+    table = loads_json(data, f"--tuning {path}", RlscaleError, "a tuning")
     if not isinstance(table, dict):
         raise RlscaleError(f"--tuning {path}: a tuning is a JSON object, got {type(table).__name__}")
 

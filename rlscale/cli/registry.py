@@ -48,8 +48,8 @@ class PolicyOptions:
         solver: ``cbc``, ``highs`` or ``dp`` (default ``dp``: the same optimum, fastest).
         predictor: ``reactive``, ``ewma``, ``lstm`` or ``oracle`` (default ``lstm``, IPA's).
         headroom: plan for this multiple of the predicted load (default IPA's margin for the pipeline).
-        agent: a trained agent for ``ppo`` / ``ppo-raw``: an actor ``.npz`` (a run's ``actor.npz``) or a run's
-            ``model.zip`` (needs the ``train`` extra); default: the bundled agent.
+        agent: a trained agent for ``ppo`` / ``ppo-raw``: an actor ``.npz`` (a run's ``actor.npz``; a ``model.zip``
+            is refused, never unpickled); default: the bundled agent.
         safety_load: the safety layer's load estimate: observed, backlog (default) or predicted.
         guard: put the safety layer in front of the policy (True) or not (False); None: the policy's default
             (`rlscale.control.guard_default`: ``ppo`` yes, every other policy no).
@@ -222,7 +222,7 @@ def _sponge(rule: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], 
 
 def _ppo(name: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Policy]:
     def build(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
-        from agents.ppo import PPOPolicy  # numpy only; torch just to read a model.zip
+        from agents.ppo import PPOPolicy  # numpy only: an actor .npz, never a (pickled) model.zip
 
         agent = PPOPolicy(spec, Path(opts.agent) if opts.agent else None)
         agent.name = name

@@ -61,7 +61,8 @@ HELP = {
     "seed": "seed of PPO and of the training windows (default 0)",
     "n_envs": "parallel environments (default 4)",
     "out": "parent folder of the run folder (default runs/)",
-    "resume": "continue training this model (a run's model.zip or a checkpoint)",
+    "resume": "continue training this model: a run's model.zip or a checkpoint in its checkpoints/, beside the run's "
+    "config.json. The model is unpickled, which can run code: only resume your own runs",
     "checkpoint_minutes": "also save a checkpoint every M minutes, besides every --checkpoint-every steps "
     "(default 10; 0: off)",
 }

@@ -32,7 +32,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
-from rlscale.errors import RlscaleError
+from rlscale.errors import ProfileError, RlscaleError, SpecError
+from rlscale.inputs import MAX_PROFILE_BYTES, MAX_SPEC_BYTES, load_yaml, read_text_limited, special_file_kind
 from rlscale.kube.objects import (
     MODEL_PORT,
     pooled_stage_objects,
@@ -109,11 +110,8 @@ def spec_files(spec: PipelineSpec) -> dict[str, str]:
         RlscaleError: the spec file cannot be read, two different profiles share a basename, or a basename
             cannot be a ConfigMap key.
     """
-    try:
-        text = spec.source.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RlscaleError(f"{spec.source}: cannot read spec: {exc}") from None
-    raw = yaml.safe_load(text)
+    text = read_text_limited(spec.source, MAX_SPEC_BYTES, SpecError, "spec")
+    raw = load_yaml(text, str(spec.source), SpecError)
     raw_stages = raw.get("stages") if isinstance(raw, dict) else None
     if not isinstance(raw_stages, list) or len(raw_stages) != len(spec.stages):
         raise RlscaleError(f"{spec.source}: the file no longer matches the loaded spec; load it again")
@@ -143,10 +141,7 @@ def spec_files(spec: PipelineSpec) -> dict[str, str]:
 
     files = {SPEC_KEY: yaml.safe_dump(raw, sort_keys=False) if rewritten else text}
     for key, path in profiles.items():
-        try:
-            files[key] = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RlscaleError(f"{path}: cannot read profile: {exc}") from None
+        files[key] = read_text_limited(path, MAX_PROFILE_BYTES, ProfileError, "profile")
     size_bytes = sum(len(v.encode("utf-8")) for v in files.values())
     if size_bytes > CONFIGMAP_MAX_BYTES:
         raise RlscaleError(f"spec and profiles take {size_bytes} bytes; a ConfigMap holds at most 1 MiB")
@@ -168,6 +163,9 @@ def read_shipped_file(path: str | Path, flag: str, mount: str) -> bytes:
     if path.is_dir():
         raise RlscaleError(f"{flag} {path}: is a folder; pass a file")
     try:
+        kind = special_file_kind(path)  # a FIFO would block the read below, a device never end it
+        if kind is not None:
+            raise RlscaleError(f"{flag} {path}: is {kind}, not a regular file; pass a file")
         size = path.stat().st_size
         if size > SHIPPED_MAX_BYTES:
             raise RlscaleError(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rlscale.control import Controller
 from rlscale.errors import RlscaleError
+from rlscale.inputs import MAX_KUBECONFIG_BYTES, load_yaml, read_bytes_limited, read_text_limited
 from rlscale.spec import PipelineSpec, is_k8s_name
 
 log = logging.getLogger(__name__)
@@ -108,16 +109,31 @@ def read_token(path: str) -> str:
     """
     flag = f"--prometheus-token-file {path}"
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_TOKEN_BYTES + 1)
-    except OSError as exc:
-        raise RlscaleError(f"{flag}: cannot read the token: {exc.strerror or exc}") from None
-    if len(data) > MAX_TOKEN_BYTES:
-        raise RlscaleError(f"{flag}: larger than {MAX_TOKEN_BYTES // 1024} KiB; is it a token file?")
+        data = read_bytes_limited(path, MAX_TOKEN_BYTES, RlscaleError, "token")
+    except RlscaleError as exc:
+        raise RlscaleError(f"--prometheus-token-file {exc}") from None
     token = data.strip()
     if not token or not all(33 <= byte <= 126 for byte in token):
         raise RlscaleError(f"{flag}: the token must be one line of printable ASCII text (no spaces)")
     return token.decode("ascii")
+
+
+def check_kubeconfig(path: str) -> None:
+    """Read ``--kubeconfig`` once with rlscale's limits (a regular file, at most `MAX_KUBECONFIG_BYTES`, UTF-8, YAML
+    without an alias bomb, a mapping) before the Kubernetes client reads it, which has none.
+
+    Raises:
+        RlscaleError: one line naming the file and what is wrong with it.
+    """
+    if not Path(path).exists():
+        raise RlscaleError(f"--kubeconfig {path}: no such file")
+    try:
+        text = read_text_limited(path, MAX_KUBECONFIG_BYTES, RlscaleError, "kubeconfig")
+        document = load_yaml(text, str(path), RlscaleError)
+    except RlscaleError as exc:
+        raise RlscaleError(f"--kubeconfig {exc}") from None
+    if not isinstance(document, dict):
+        raise RlscaleError(f"--kubeconfig {path}: not a kubeconfig (a YAML mapping with clusters, users, contexts)")
 
 
 def connect(kubeconfig: str | None):
@@ -134,8 +150,7 @@ def connect(kubeconfig: str | None):
     path = kubeconfig
     try:
         if kubeconfig:
-            if not Path(kubeconfig).is_file():
-                raise RlscaleError(f"--kubeconfig {kubeconfig}: no such file")
+            check_kubeconfig(kubeconfig)
             config.load_kube_config(config_file=kubeconfig)
             source = None
         else:
@@ -179,6 +194,8 @@ def discover_namespace(arg: str | None, spec_ns: str | None, kubeconfig: str | N
     from kubernetes import config
     from kubernetes.config.config_exception import ConfigException
 
+    if kubeconfig:
+        check_kubeconfig(kubeconfig)
     if kubeconfig or not IN_POD_NAMESPACE.exists():
         try:
             _contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)

@@ -179,13 +179,14 @@ def test_missing_agent_names_the_fix(tmp_path):
         load_agent(tmp_path)
 
 
-def test_a_model_zip_without_stable_baselines3_names_the_train_extra(tmp_path, monkeypatch):
+def test_a_model_zip_is_refused_with_or_without_stable_baselines3(tmp_path, monkeypatch):
+    """--agent never unpickles: a model.zip gets the one line naming the run's actor.npz and the converter."""
     model = tmp_path / "model.zip"
     with zipfile.ZipFile(model, "w") as zf:
         zf.writestr("data", "{}")
         zf.writestr("policy.pth", b"")
     monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # import raises ImportError
-    with pytest.raises(RlscaleError, match=r"train extra .*actor\.npz"):
+    with pytest.raises(RlscaleError, match=r"not an agent file; pass the run's actor\.npz.*train extra"):
         PPOPolicy(load_spec("video"), model)
 
 

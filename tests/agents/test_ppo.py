@@ -72,11 +72,10 @@ def test_learning_reads_the_training_split_only(tmp_path, monkeypatch):
     assert (run / "model.zip").exists() and (run / ACTOR_FILE).exists()
 
 
-@pytest.mark.parametrize("agent", ["model.zip", ACTOR_FILE])
-def test_policies_from_a_trained_model(tiny_run, agent):
+def test_policies_from_a_trained_model(tiny_run):
     spec = load_spec("video")
     trace = Trace("ramp", load_trace("bursty").rps[300:600].copy())
-    raw = PPOPolicy(spec, tiny_run / agent)
+    raw = PPOPolicy(spec, tiny_run / ACTOR_FILE)
     safe = Controller(raw, SafetyLayer(spec))  # what the policy name `ppo` means (rlscale.cli.registry)
     assert (safe.name, safe.guard_name, Controller(raw).guard_name) == ("ppo", "safety", "none")
     result = run_episode(spec, trace, safe)
@@ -99,34 +98,41 @@ def test_missing_or_wrong_agent_is_one_clear_error(tmp_path, tiny_run):
     bad.write_bytes(b"not a zip")
     with pytest.raises(RlscaleError, match="cannot load the agent"):
         PPOPolicy(spec, bad)
-    for agent in ("model.zip", ACTOR_FILE):  # a video agent cannot drive another pipeline
-        with pytest.raises(AgentMismatch, match="not pipeline nlp"):
-            PPOPolicy(load_spec("nlp"), tiny_run / agent)
+    with pytest.raises(AgentMismatch, match="not pipeline nlp"):  # a video agent cannot drive another pipeline
+        PPOPolicy(load_spec("nlp"), tiny_run / ACTOR_FILE)
+    # a run's model.zip is a pickle: never an agent file (python -m agents.ppo converts one you trained)
+    with pytest.raises(RlscaleError, match=r"not an agent file; pass the run's actor\.npz.*python -m agents\.ppo"):
+        PPOPolicy(spec, tiny_run / "model.zip")
 
 
 def test_a_model_zip_needs_its_training_settings(tmp_path, tiny_run):
-    """No silent load_scale_rps default: a model.zip alone (no config.json, no .json beside it) is refused."""
+    """No silent load_scale_rps default: converting a model.zip alone (no config.json, no .json beside it) is
+    refused (`actor_from_model_zip`, the trusted converter's path; ``--agent`` refuses every model.zip)."""
     alone = tmp_path / "model.zip"
     shutil.copy(tiny_run / "model.zip", alone)
+
+    def convert(spec, path):  # the converted actor's codec for the spec, as a policy built on it would check
+        return ppo.actor_from_model_zip(path).codec(spec, path)
+
     with pytest.raises(RlscaleError, match="no training settings beside it.*actor.npz"):
-        PPOPolicy(load_spec("video"), alone)
+        convert(load_spec("video"), alone)
     (tmp_path / "config.json").write_text(json.dumps({"pipeline": "video"}))
     with pytest.raises(RlscaleError, match="lack load_scale_rps"):
-        PPOPolicy(load_spec("video"), alone)
+        convert(load_spec("video"), alone)
     settings = {"pipeline": "video", "load_scale_rps": 40.0, "action_design": "planner"}
     # a planner run that records no action levels is one of the first (6 headrooms, hold or replan): not this model
     (tmp_path / "config.json").write_text(json.dumps(settings))
     with pytest.raises(RlscaleError, match=r"options per action.*\[6, 6, 2, 3\]"):
-        PPOPolicy(load_spec("video"), alone)
+        convert(load_spec("video"), alone)
     settings["codec"] = json.loads((tiny_run / "config.json").read_text())["codec"]
     assert settings["codec"]["hold_delta"] == ppo.HOLD_DELTA and 0.9 in settings["codec"]["headrooms"]
     (tmp_path / "config.json").write_text(json.dumps(settings))
-    codec = PPOPolicy(load_spec("video"), alone).codec
+    codec = convert(load_spec("video"), alone)
     assert codec.load_scale_rps == 40.0 and codec.hold_delta == ppo.HOLD_DELTA
     # settings without action_design are a run from before issue 15: absolute observations, which this model lacks
     (tmp_path / "config.json").write_text(json.dumps({"pipeline": "video", "load_scale_rps": 40.0}))
     with pytest.raises(RlscaleError, match="observes"):
-        PPOPolicy(load_spec("video"), alone)
+        convert(load_spec("video"), alone)
 
 
 def test_bundled_agents_exist():
@@ -144,7 +150,8 @@ def test_numpy_actor_equals_sb3_predict(tiny_run):
     actor = load_actor(tiny_run / ACTOR_FILE)
     assert ppo.agreement(model, actor, spec, n=400) == 400
     checkpoint = sorted((tiny_run / "checkpoints").glob("ppo_*_steps.zip"))[-1]  # a checkpoint reads as well
-    assert ppo.agreement(PPO.load(checkpoint, device="cpu"), ppo.load_agent(checkpoint), spec, n=100) == 100
+    exported = ppo.actor_from_model_zip(checkpoint)
+    assert ppo.agreement(PPO.load(checkpoint, device="cpu"), exported, spec, n=100) == 100
 
 
 def selected_model(run):

@@ -132,7 +132,7 @@ def test_without_an_agent_the_spec_volume_is_the_plain_configmap():
             ["--tuning", "{tmp}/tuning.json", "--policy", "ipa"],
             ["--tuning is for the ipa-tuned, ipa-hold and hpa-tuned"],
         ),
-        (["--tuning", "{tmp}/not-json.json"], ["--tuning", "not a JSON file"]),
+        (["--tuning", "{tmp}/not-json.json"], ["--tuning", "is not JSON"]),
         (["--agent", str(VIDEO_AGENT), "--tuning", "{tmp}/tuning.json"], ["different policies", "--policy"]),
     ],
 )
