@@ -269,8 +269,9 @@ def test_continuing_a_hostile_sweep_folder_is_one_line(tmp_path, case):
     check_one_line_exit_2(work, args, fragment, tmp_path)
 
 
-def test_an_alias_bomb_is_refused_in_well_under_a_second(tmp_path, hostile):
-    """The refusal measures the document's alias graph; expanding it (turn 3's regression) took minutes."""
+def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path, hostile):
+    """The refusal measures the document's alias graph; expanding it (turn 3's regression) took minutes. The bound
+    only catches that hang (not a speed target: the machines are noisy)."""
     work = tmp_path / "work"
     work.mkdir()
     started = time.monotonic()
@@ -278,4 +279,4 @@ def test_an_alias_bomb_is_refused_in_well_under_a_second(tmp_path, hostile):
     baseline_started = time.monotonic()
     run_cli(work, ["pipelines", "--spec", str(hostile / "missing.yaml")], tmp_path)  # startup alone
     bomb_s, startup_s = baseline_started - started, time.monotonic() - baseline_started
-    assert bomb_s - startup_s < 1.0, (bomb_s, startup_s)
+    assert bomb_s - startup_s < 30.0, (bomb_s, startup_s)

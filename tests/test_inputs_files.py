@@ -22,13 +22,17 @@ from rlscale.inputs import (
 from rlscale.spec import load_spec
 from tests.test_hostile_inputs_files import BOMB, BOMB_FLOW, DEEP_JSON
 
+HANG_S = 30.0
+"""A bound that only a hang passes (expanding the bomb takes minutes and gigabytes); not a speed target: the
+machines are noisy, and speed lives in benchmarks."""
+
 
 def test_an_alias_bomb_is_refused_before_it_is_expanded():
     started = time.perf_counter()
     for text in (BOMB, BOMB_FLOW):
         with pytest.raises(SpecError, match=f"more than {MAX_YAML_NODES:,} values with its aliases expanded"):
             load_yaml(text, "bomb.yaml", SpecError)
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < HANG_S
 
 
 def test_aliases_that_stay_small_are_a_spec_authors_tool():
@@ -54,7 +58,7 @@ def test_the_set_flag_measures_aliases_too():
     started = time.perf_counter()
     with pytest.raises(SpecError, match="--set objective.alpha=.*aliases expanded"):
         load_spec("video", [f"objective.alpha={BOMB_FLOW}"])
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < HANG_S
 
 
 @pytest.mark.parametrize("kind", ["fifo", "socket", "device"])
@@ -77,7 +81,7 @@ def test_only_regular_files_are_opened(tmp_path, kind):
         for read in (read_bytes_limited, read_text_limited):
             with pytest.raises(SpecError, match=re.escape(f"is {expected}, not a regular file; pass a spec file")):
                 read(path, 1 << 20, SpecError, "spec")
-        assert time.perf_counter() - started < 1.0
+        assert time.perf_counter() - started < HANG_S
     finally:
         if kind == "socket":
             server.close()
