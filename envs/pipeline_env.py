@@ -778,6 +778,7 @@ class PipelineEnv(gym.Env):
         initial = warm.config
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
         self.cluster = self.cluster_factory(spec, self.trace, initial, episode_seed)
+        self.limits = control.Limits(spec)  # the episode's hard limits and their state (damping)
         self._episode = None
         if drawn is not None:
             self._episode = {"bin": drawn, "initial": initial, "seed": episode_seed, "scores": []}
@@ -793,7 +794,7 @@ class PipelineEnv(gym.Env):
         state = self._state
         try:  # the one control step (rlscale.control): decide (here: decode the action), guard, apply
             policy = _ActionPolicy(self.codec, action, self._predicted)
-            outcome = control.step(self.cluster, policy, self.safety, state=state)
+            outcome = control.step(self.cluster, policy, self.safety, state=state, limits=self.limits)
         except control.DecisionError as exc:
             raise exc.cause from None
         config, changed, projection = outcome.config, outcome.changed, outcome.decision.projection
@@ -863,8 +864,9 @@ def baseline_scores(
     if state.arrival_rps.size == 0:
         state = PipelineState(state.time_s, state.interval_s, warm.arrival_rps, state.config, None, 0)
     scores = []
+    limits = control.Limits(spec)
     while not getattr(cluster, "done", True):
-        control.step(cluster, policy, None, state=state)
+        control.step(cluster, policy, None, state=state, limits=limits)
         scores.append(cluster.step().score)
         state = cluster.observe()
     return scores

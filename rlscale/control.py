@@ -12,22 +12,24 @@ After the guard, every decision of every policy (guarded or not) passes the spec
 core budget is a hard cap (a configuration over it is replaced by the maximum-capacity configuration within it,
 `rlscale.model.fit_budget`), then the reconfiguration budget of the spec's ``damping`` section (`Damper`: a
 minimum dwell after a rollout, at most N rollouts per stage per window, scale-down stabilisation as in the HPA's
-``behavior``; scaling up is never delayed). The damping is off unless the spec sets it. ``step`` finds the limits
-of a cluster by its ``spec`` (one `Limits` per cluster object, so per episode and per sidecar), or takes them.
+``behavior``; scaling up is never delayed). The damping is off unless the spec sets it. The limits and their state
+are held by the caller, never by this module: a `Controller` owns its policy, guard and `Limits` (one per episode
+and per sidecar), as Ray Serve's autoscaling state is held by its controller.
 
 A *guard* (the safety layer, `ilp_baseline.safety.SafetyLayer`) is optional and explicit: every policy name has a
 default (`guard_default`), a flag changes it, and every result records it. Faults split as in kopf: `step` lets the
-cluster's own errors out of ``observe`` (the caller decides to hold), wraps a policy's or a guard's exception in
-`DecisionError` (the caller holds and counts it), and returns what ``apply`` reported in the `Outcome`.
+cluster's own errors out of ``observe`` (`rlscale.errors.TemporaryError` / `PermanentError`: the caller holds, and
+backs off or not), wraps a policy's or a guard's exception in `DecisionError` (the caller holds and counts it), and
+returns what ``apply`` reported in the `Outcome`, whose `OutcomeKind` says what the step did.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import weakref
 from collections import deque
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from rlscale.interfaces import Cluster, Policy
@@ -126,6 +128,7 @@ class Decision:
         projection: the guard's report (None: no guard).
         decision_s: time the decision took.
         limits: the limits' report (None: no limits were applied).
+        planned_rps: the load the policy planned for, where it says (its ``last_load_rps``), else None.
     """
 
     proposed: PipelineConfig
@@ -133,6 +136,19 @@ class Decision:
     projection: Projection | None
     decision_s: float
     limits: LimitReport | None = None
+    planned_rps: float | None = None
+
+
+class OutcomeKind(StrEnum):
+    """What one control step did."""
+
+    UNCHANGED = "unchanged"
+    """The decision keeps the configuration in force, and nothing was off-spec: nothing was applied."""
+    APPLIED = "applied"
+    """The decision changed the configuration: it was applied."""
+    REPAIRED = "repaired"
+    """The decision keeps the configuration in force, and it was applied to the stages the cluster reported
+    off-spec."""
 
 
 @dataclass(frozen=True)
@@ -160,22 +176,31 @@ class Outcome:
     def config(self) -> PipelineConfig:
         return self.decision.config
 
+    @property
+    def kind(self) -> OutcomeKind:
+        if self.changed:
+            return OutcomeKind.APPLIED
+        return OutcomeKind.REPAIRED if self.applied is not None else OutcomeKind.UNCHANGED
+
 
 class Controller:
-    """What a policy name means in every command: the policy and the guard in front of it (None: unguarded).
+    """What a policy name means in every command: the policy, the guard in front of it (None: unguarded) and the
+    hard limits after it (None: none), with their state: the one owner of the loop's state (no module keeps any).
 
     It is a `Policy` itself (``decide`` returns the guarded configuration and keeps the `Decision` in ``last``), so
-    code that only needs a configuration takes it as it is; the runner, the env and the sidecar use ``policy`` and
-    ``guard`` through `step`.
+    code that only needs a configuration takes it as it is; the runner, the env and the sidecar call `step`.
 
     Args:
         policy: the policy that proposes.
         guard: the safety layer in front of it, or None.
+        limits: the spec's hard limits (`Limits`: the core budget and the damping, stateful), or None. One
+            controller runs one episode or one sidecar: `fresh_limits` gives it its own for a new one.
     """
 
-    def __init__(self, policy: Policy, guard: Guard | None = None) -> None:
+    def __init__(self, policy: Policy, guard: Guard | None = None, limits: Limits | None = None) -> None:
         self.policy = policy
         self.guard = guard
+        self.limits = limits
         self.name = policy.name
         self.last: Decision | None = None
 
@@ -184,9 +209,30 @@ class Controller:
         """``safety`` or ``none``, as records say."""
         return "safety" if self.guard is not None else "none"
 
+    def fresh_limits(self, spec: PipelineSpec) -> Limits:
+        """New `Limits` of ``spec`` for a new episode or sidecar, kept as this controller's."""
+        self.limits = Limits(spec)
+        return self.limits
+
     def decide(self, state: PipelineState) -> PipelineConfig:
         self.last = decide(self.policy, self.guard, state)
         return self.last.config
+
+    def step(self, cluster: Cluster, state: PipelineState | None = None) -> Outcome:
+        """One control step on ``cluster`` with this controller's policy, guard and limits (`step`)."""
+        outcome = step(cluster, self.policy, self.guard, state=state, limits=self.limits)
+        self.last = outcome.decision
+        return outcome
+
+    def warm_start(self, state: PipelineState) -> Decision:
+        """The first decision of a run, on its warm state: decided and limited as every step is (the budget cap;
+        the damping does not count it: a warm install is no rollout), for the caller to install warm."""
+        decision = decide(self.policy, self.guard, state)
+        if self.limits is not None:
+            config, report = self.limits.apply(state, decision.config, warm=True)
+            decision = _limited(decision, config, report, 0.0)
+        self.last = decision
+        return decision
 
 
 def as_controller(policy: Policy) -> Controller:
@@ -211,7 +257,23 @@ def decide(policy: Policy, guard: Guard | None, state: PipelineState) -> Decisio
             config, projection = guard.project(proposed, state)
         except Exception as exc:  # noqa: BLE001
             raise DecisionError(f"{policy.name} + safety", exc) from exc
-    return Decision(proposed, config, projection, time.perf_counter() - t0)
+    return Decision(proposed, config, projection, time.perf_counter() - t0, planned_rps=planned_load_rps(policy))
+
+
+def planned_load_rps(policy: object) -> float | None:
+    """The load ``policy`` planned its last decision for, where it says (``last_load_rps``), else None."""
+    value = getattr(policy, "last_load_rps", None)
+    try:
+        value = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _limited(decision: Decision, config: PipelineConfig, report: LimitReport, spent_s: float) -> Decision:
+    return Decision(
+        decision.proposed, config, decision.projection, decision.decision_s + spent_s, report, decision.planned_rps
+    )
 
 
 def rollout_key(sc: StageConfig) -> tuple:
@@ -379,8 +441,15 @@ class Limits:
         self.budget_capped = 0
         self.damped = 0
 
-    def apply(self, state: PipelineState, config: PipelineConfig) -> tuple[PipelineConfig, LimitReport]:
-        """The decision ``config`` within the limits, and what they did."""
+    def apply(
+        self, state: PipelineState, config: PipelineConfig, *, warm: bool = False
+    ) -> tuple[PipelineConfig, LimitReport]:
+        """The decision ``config`` within the limits, and what they did.
+
+        Args:
+            warm: the run's first decision, installed warm: the budget cap applies, the damping does not (a warm
+                install is no rollout, and no recommendation of a running stage).
+        """
         reasons: list[str] = []
         capped = fit_budget(self.spec, config, last_interval_peak_rps(state))
         budget_capped = capped != config
@@ -390,31 +459,13 @@ class Limits:
                 f"{config.total_cores} cores > budget {self.spec.core_budget}: max capacity within the budget"
             )
         result, damped = capped, ()
-        if self.damper is not None and len(state.config.stages) == len(capped.stages):
+        if self.damper is not None and not warm and len(state.config.stages) == len(capped.stages):
             damped_config, stages, why = self.damper.apply(state, capped)
             if stages and damped_config.total_cores <= self.spec.core_budget:
                 result, damped = damped_config, tuple(stages)
                 reasons.extend(why)
                 self.damped += 1
         return result, LimitReport(budget_capped, damped, tuple(reasons))
-
-
-_LIMITS: weakref.WeakKeyDictionary[Any, Limits] = weakref.WeakKeyDictionary()
-
-
-def limits_for(cluster: Any) -> Limits | None:
-    """The `Limits` of a cluster's spec (its ``spec`` attribute), one per cluster object and kept with it: so one
-    per simulated episode, per environment episode and per sidecar. None for a cluster without a spec."""
-    spec = getattr(cluster, "spec", None)
-    if not isinstance(spec, PipelineSpec):
-        return None
-    try:
-        limits = _LIMITS.get(cluster)
-        if limits is None or limits.spec is not spec:
-            limits = _LIMITS[cluster] = Limits(spec)
-    except TypeError:  # not weakly referenceable or not hashable: limits without memory of earlier steps
-        return Limits(spec)
-    return limits
 
 
 def step(
@@ -425,10 +476,10 @@ def step(
     limits: Limits | None = None,
 ) -> Outcome:
     """Observe (unless ``state`` is given), decide, guard, pass the hard limits, and apply the result when it
-    differs from the configuration in force.
+    differs from the configuration in force, or to the stages the cluster reports off-spec.
 
     Args:
-        limits: the hard limits; None: the cluster's own (`limits_for`).
+        limits: the hard limits, held by the caller (a `Controller`'s); None: none.
 
     Raises:
         DecisionError: see `decide` (the limits' errors too). Whatever ``cluster.observe`` raises passes through.
@@ -436,16 +487,13 @@ def step(
     if state is None:
         state = cluster.observe()
     decision = decide(policy, guard, state)
-    if limits is None:
-        limits = limits_for(cluster)
     if limits is not None:
         t0 = time.perf_counter()
         try:
             config, report = limits.apply(state, decision.config)
         except Exception as exc:  # noqa: BLE001
             raise DecisionError(f"{policy.name} + limits", exc) from exc
-        spent = time.perf_counter() - t0
-        decision = Decision(decision.proposed, config, decision.projection, decision.decision_s + spent, report)
+        decision = _limited(decision, config, report, time.perf_counter() - t0)
     changed = decision.config != state.config
     # a cluster whose objects are off-spec (Kubernetes: a switch of pools under way, a pool left warm, pods that
     # drifted) is moved to the decision even when the decision keeps the configuration in force: one path for the

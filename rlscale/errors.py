@@ -1,7 +1,10 @@
-"""User-facing error types.
+"""Error types, in two families that never mix (kopf's split):
 
-Every error a user can cause with bad input (a spec, a trace, a flag) is a subclass of `RlscaleError`; the CLI
-prints its message as one line on stderr and exits non-zero.
+- **user input**: every error a user can cause with bad input (a spec, a trace, a flag, a file) is a subclass of
+  `RlscaleError`; the CLI prints its message as one line on stderr and exits 2.
+- **runtime faults** of what rlscale talks to (the Kubernetes API, Prometheus) are `RuntimeFault`s, either
+  `TemporaryError` (waiting may fix it: retry after ``delay_s`` or a backoff) or `PermanentError` (waiting will not:
+  say so once and keep holding). A loop holds on them; the CLI prints one line and exits 1.
 """
 
 from __future__ import annotations
@@ -29,3 +32,26 @@ class ProfilingError(RlscaleError):
 
 class ServeError(RlscaleError):
     """``rlscale serve`` cannot start a stage server as asked: the factory, a variant, a setting or a port."""
+
+
+class RuntimeFault(Exception):
+    """A fault of a system rlscale talks to at run time (not the user's input): `TemporaryError` or
+    `PermanentError`. ``temporary`` says which; ``delay_s`` is the wait the other side asked for, if any."""
+
+    temporary: bool = False
+    delay_s: float | None = None
+
+
+class TemporaryError(RuntimeFault):
+    """A fault that waiting may fix (a timeout, a 5xx, a 429, no data yet): retry after ``delay_s`` (the wait the
+    other side asked for, e.g. a 429's ``Retry-After``) or a backoff."""
+
+    temporary = True
+
+    def __init__(self, message: str, delay_s: float | None = None) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class PermanentError(RuntimeFault):
+    """A fault that waiting will not fix (401, 403, 404, a query Prometheus rejects): say so once, keep holding."""

@@ -84,16 +84,6 @@ def cell(value: Any) -> str:
     return str(value)
 
 
-def planned_load_rps(policy: object) -> float | None:
-    """The load ``policy`` planned its last decision for, where it says (``last_load_rps``), else None."""
-    value = getattr(policy, "last_load_rps", None)
-    try:
-        value = float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-    return value if value is not None and math.isfinite(value) else None
-
-
 @dataclass(frozen=True)
 class StepNote:
     """What a timeline keeps of one control step (not the state: a run keeps one per interval).
@@ -102,7 +92,7 @@ class StepNote:
         guard_changed: the guard moved the proposal (None: no guard).
         guard_change: what it changed, in a few words (`rlscale.control.Projection.explain`).
         reconfigured: the decision changed the configuration (it was applied).
-        predicted_rps: the load the policy planned for (`planned_load_rps`), or None.
+        predicted_rps: the load the policy planned for (`rlscale.control.Decision.planned_rps`), or None.
     """
 
     guard_changed: bool | None
@@ -111,12 +101,12 @@ class StepNote:
     predicted_rps: float | None = None
 
     @classmethod
-    def of(cls, outcome: Outcome, policy: object = None) -> StepNote:
-        """The note of ``outcome``; ``policy`` (the one that decided) says what load it planned for."""
+    def of(cls, outcome: Outcome) -> StepNote:
+        """The note of ``outcome`` (its decision says what load the policy planned for)."""
         projection = outcome.decision.projection
         changed = None if projection is None else not projection.feasible_input
         change = "" if projection is None else projection.explain()
-        return cls(changed, change, bool(outcome.changed), planned_load_rps(policy))
+        return cls(changed, change, bool(outcome.changed), outcome.decision.planned_rps)
 
 
 def row(
@@ -226,7 +216,7 @@ class TimelineWriter:
         self._writer.writerow(values)
         self._flush()
 
-    def record_step(self, outcome: Outcome, policy: object = None) -> None:
+    def record_step(self, outcome: Outcome) -> None:
         """Append the row of one control step (the interval ``outcome.state.last`` and the decision on it); a
         failed write is a warning, never an error: a full disk must not stop the autoscaler."""
         state = outcome.state
@@ -236,7 +226,7 @@ class TimelineWriter:
             state.config,
             time_s=state.time_s,
             in_flight=state.in_flight,
-            note=StepNote.of(outcome, policy),
+            note=StepNote.of(outcome),
         )
         try:
             self.write(values)

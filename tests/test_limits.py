@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ilp_baseline.safety import SafetyLayer
+from rlscale import control
 from rlscale.cli.registry import make_policy
-from rlscale.control import Damper, Limits, is_rollout, limits_for, rolled_out, rollout_key, step
+from rlscale.control import Controller, Damper, Limits, is_rollout, rolled_out, rollout_key, step
 from rlscale.errors import SpecError
 from rlscale.model import (
     fit_budget,
@@ -227,8 +228,9 @@ def test_damping_off_changes_nothing():
         assert got == target and not report.damped
 
 
-def test_the_control_step_applies_the_cluster_limits_for_every_caller():
-    """The env and the sidecar call `step` without limits: they get the cluster's own (by its spec)."""
+def test_the_controller_owns_its_limits_and_no_module_keeps_any():
+    """The runner, the env and the sidecar each hold their `Limits` (a `Controller`'s): the damping remembers the
+    controller's own rollouts, and `step` without limits applies none (no module-global state to fall back on)."""
     spec = load_spec("video", ["damping.min_dwell_s=600"])
 
     class Cluster:
@@ -248,15 +250,22 @@ def test_the_control_step_applies_the_cluster_limits_for_every_caller():
         def decide(self, state):
             return B if state.config == A else A
 
-    cluster = Cluster()
-    assert limits_for(cluster) is limits_for(cluster)
+    assert not any(type(v).__name__ == "WeakKeyDictionary" for v in vars(control).values())
+    assert not hasattr(control, "limits_for")
+    cluster, controller = Cluster(), Controller(Flip(), limits=Limits(spec))
     for t in range(5):
         cluster.t = 10.0 * t
-        step(cluster, Flip())
+        controller.step(cluster)
     # the first rollout goes through; then the dwell holds every flip back (the stage in force scales to the
     # capacity the flip would have had, a scaling, once)
     rollouts = [b for a, b in zip([A, *cluster.applied], cluster.applied, strict=False) if is_rollout(a, b)]
     assert len(rollouts) == 1 and len(cluster.applied) <= 2
+    # without limits, nothing holds the flips back: every decision is applied
+    bare = Cluster()
+    for t in range(5):
+        bare.t = 10.0 * t
+        step(bare, Flip())
+    assert len(bare.applied) == 5
 
 
 def test_damping_cuts_rollouts_in_a_run():

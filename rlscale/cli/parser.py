@@ -26,7 +26,7 @@ from rlscale.cli import (
     tune,
 )
 from rlscale.cli.output import json_guard
-from rlscale.errors import RlscaleError
+from rlscale.errors import RlscaleError, RuntimeFault
 
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
@@ -77,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeFault as exc:  # a system rlscale talks to failed (not the input): one line, exit 1
+        if debug:
+            raise
+        print(f"{command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{command}: interrupted", file=sys.stderr)
         return 130

@@ -45,7 +45,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlscale.errors import RlscaleError
+from rlscale.errors import PermanentError, RlscaleError, RuntimeFault, TemporaryError
 from rlscale.kube.objects import (
     ANNOTATION_CORES,
     GATEWAY_GROUP,
@@ -86,21 +86,35 @@ UNSUPPORTED_RESIZE = (404, 405, 422)
 """HTTP statuses of a ``pods/resize`` patch that mean the server has no (enabled) resize subresource."""
 
 
-class KubeApiError(RlscaleError):
-    """A Kubernetes API call failed; ``kind`` is one of `ERROR_KINDS`.
+class KubeApiError(RuntimeFault):
+    """A Kubernetes API call failed; ``kind`` is one of `ERROR_KINDS`. A runtime fault, never the user's input:
+    made as a `TemporaryError` (``conflict`` and `TEMPORARY_KINDS`; ``delay_s`` is a 429's ``Retry-After``) or a
+    `PermanentError` (`PERMANENT_KINDS`), by its kind.
 
     ``retry_after_s``: the seconds (wall clock) the API server asked to wait with a 429's ``Retry-After``, or None.
     """
 
+    def __new__(cls, kind: str, *args: Any, **kwargs: Any) -> KubeApiError:
+        if cls is KubeApiError:
+            cls = _TemporaryKubeApiError if kind in TEMPORARY_KINDS or kind == "conflict" else _PermanentKubeApiError
+        return super().__new__(cls)
+
     def __init__(self, kind: str, message: str, retry_after_s: float | None = None, status: int | None = None) -> None:
-        super().__init__(message)
+        Exception.__init__(self, message)
         self.kind = kind
-        self.retry_after_s = retry_after_s
+        self.retry_after_s = self.delay_s = retry_after_s
         self.status = status  # the HTTP status, when the server answered
 
-    @property
-    def temporary(self) -> bool:
-        return self.kind in TEMPORARY_KINDS or self.kind == "conflict"
+    def __reduce__(self):  # pickled by kind, as it was made
+        return (KubeApiError, (self.kind, str(self), self.retry_after_s, self.status))
+
+
+class _TemporaryKubeApiError(KubeApiError, TemporaryError):
+    """A `KubeApiError` that waiting may fix."""
+
+
+class _PermanentKubeApiError(KubeApiError, PermanentError):
+    """A `KubeApiError` that waiting will not fix."""
 
 
 def parse_version(info: Mapping[str, Any]) -> tuple[int, int] | None:

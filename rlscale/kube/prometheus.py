@@ -65,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from rlscale.errors import RlscaleError
+from rlscale.errors import PermanentError, RlscaleError, RuntimeFault, TemporaryError
 from rlscale.inputs import MAX_TRACE_RPS
 
 # the templates and their check live in the core (the spec validates with them); re-exported for existing importers
@@ -178,16 +178,31 @@ def stale(t: float, sent: float, received: float, max_staleness_s: float) -> str
     return None
 
 
-class MetricsUnavailable(RlscaleError):
-    """Prometheus did not answer, answered too slowly, or has no data for a query.
-
-    ``permanent`` marks what waiting will not fix (Prometheus rejected the query: a template error, or the
-    credentials); the sidecar then says so once and keeps holding instead of backing off.
+class MetricsUnavailable(RuntimeFault):
+    """Prometheus did not answer, answered too slowly, or has no data for a query: a runtime fault, made as a
+    `TemporaryError` (hold, back off, retry) or, with ``permanent``, a `PermanentError`: what waiting will not fix
+    (Prometheus rejected the query: a template error, or the credentials); the sidecar then says so once and keeps
+    holding instead of backing off.
     """
 
+    def __new__(cls, message: str, permanent: bool = False) -> MetricsUnavailable:
+        if cls is MetricsUnavailable:
+            cls = _PermanentMetricsError if permanent else _TemporaryMetricsError
+        return super().__new__(cls)
+
     def __init__(self, message: str, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
+        Exception.__init__(self, message)
+
+    def __reduce__(self):
+        return (MetricsUnavailable, (str(self), not self.temporary))
+
+
+class _TemporaryMetricsError(MetricsUnavailable, TemporaryError):
+    """No data now: waiting may fix it."""
+
+
+class _PermanentMetricsError(MetricsUnavailable, PermanentError):
+    """Prometheus refused the query: waiting will not fix it."""
 
 
 def _is_timeout(exc: BaseException) -> bool:

@@ -202,6 +202,7 @@ class Sidecar:
         metrics: where to count (a fresh `SidecarMetrics` if None).
         stop: set it to stop after the current step (the CLI sets it on SIGTERM).
         rng: draws the backoff jitter (default: seeded by the OS, so sidecars started together differ).
+        limits: the spec's hard limits and their state (default: fresh ones for this sidecar).
     """
 
     def __init__(
@@ -213,10 +214,12 @@ class Sidecar:
         metrics: SidecarMetrics | None = None,
         stop: threading.Event | None = None,
         rng: random.Random | None = None,
+        limits: control.Limits | None = None,
     ) -> None:
         self.cluster = cluster
         self.policy = policy
         self.safety = safety
+        self.controller = control.Controller(policy, safety, limits or control.Limits(cluster.spec))
         self.settings = settings
         self.metrics = metrics or SidecarMetrics()
         self.stop = stop or threading.Event()
@@ -251,7 +254,7 @@ class Sidecar:
             state = self.cluster.observe()
         except MetricsUnavailable as exc:
             return StepReport(
-                "held", f"holding the current config: {exc}", temporary=not exc.permanent, error_kinds=["metrics"]
+                "held", f"holding the current config: {exc}", temporary=exc.temporary, error_kinds=["metrics"]
             )
         except KubeApiError as exc:
             return StepReport(
@@ -270,12 +273,12 @@ class Sidecar:
                 error_kinds=["internal"],
             )
         try:  # the one control step (rlscale.control): decide, guard, and apply when the configuration changes
-            step = control.step(self.cluster, self.policy, self.safety, state=state)
+            step = self.controller.step(self.cluster, state=state)
         except control.DecisionError as exc:  # a policy bug must not take the pipeline's autoscaler down
             log.debug("%s", exc, exc_info=exc.cause)  # the traceback, with -v
             return StepReport("failed", f"holding the current config: {exc}", error_kinds=["policy"])
         if self.timeline is not None:
-            self.timeline.record_step(step, self.policy)
+            self.timeline.record_step(step)
         decision, projection = step.decision, step.decision.projection
         config, decision_s = decision.config, decision.decision_s
         distance = projection.distance if projection is not None else 0.0

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from rlscale.control import DecisionError, Limits, as_controller, decide, is_rollout, resized, step
+from rlscale.control import DecisionError, Limits, as_controller, is_rollout, resized
 from rlscale.interfaces import Policy
-from rlscale.model import fit_budget, max_capacity, plan_fixed_variants
+from rlscale.model import max_capacity, plan_fixed_variants
 from rlscale.sim.cluster import Simulator
 from rlscale.sim.metrics import run_summary
 from rlscale.spec import PipelineSpec
@@ -209,21 +209,19 @@ def run_episode(
 
 def _run(spec, trace, controller, seed, arrivals, initial) -> RunResult:
     decision_ms: list[float] = []
-    limits = Limits(spec)
-    if initial is None:
-        warm = warm_state(spec, trace)
-        first = decide(controller.policy, controller.guard, warm)
-        initial = fit_budget(spec, first.config, float(warm.arrival_rps.max()) if warm.arrival_rps.size else 0.0)
-        limits.budget_capped += initial != first.config
+    limits = controller.fresh_limits(spec)  # the episode's own: damping state starts empty
+    if initial is None:  # decided and limited as every step is, installed warm
+        first = controller.warm_start(warm_state(spec, trace))
+        initial = first.config
         decision_ms.append(first.decision_s * 1e3)
     sim = Simulator(spec, trace, initial, seed=seed, arrivals=arrivals)
     configs: list[PipelineConfig] = [initial]
     steps: list[StepNote] = []
     sim.step()
     while not sim.done:
-        outcome = step(sim, controller.policy, controller.guard, limits=limits)  # the one control step
+        outcome = controller.step(sim)  # the one control step
         decision_ms.append(outcome.decision.decision_s * 1e3)
-        steps.append(StepNote.of(outcome, controller.policy))
+        steps.append(StepNote.of(outcome))
         if outcome.changed:
             log.debug("t=%6.0fs %s -> %s", sim.time_s, outcome.state.config, outcome.config)
         configs.append(sim.config)

@@ -8,6 +8,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from rlscale.errors import PermanentError
 from rlscale.kube.prometheus import MetricsUnavailable, PrometheusReader
 from tests.integration.conftest import free_port
 
@@ -93,6 +94,6 @@ def test_a_query_prometheus_rejects_is_a_permanent_error_with_its_reason(prometh
     reader = PrometheusReader(url, "toy", templates={"queue_length": "max(rlscale_queue_length{{stage=}})"})
     with pytest.raises(MetricsUnavailable) as info:
         reader.queue_length("crop")
-    assert info.value.permanent
+    assert isinstance(info.value, PermanentError)
     assert "HTTP 400" in str(info.value) and "parse error" in str(info.value)
     assert "\n" not in str(info.value)

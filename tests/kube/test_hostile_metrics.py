@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from rlscale.cli.registry import PolicyOptions, make_live_policy
+from rlscale.errors import PermanentError, TemporaryError
 from rlscale.kube.actuator import ApplyOutcome, StageOutcome
 from rlscale.kube.cluster import KubernetesCluster
 from rlscale.kube.prometheus import MetricsUnavailable, PrometheusReader
@@ -50,7 +51,7 @@ def test_an_unusable_arrival_rate_is_no_data(fake_prometheus, value):
     reader = PrometheusReader(fake_prometheus(arrival_rate=value).url, "video", timeout_s=2)
     with pytest.raises(MetricsUnavailable) as info:
         reader.arrival_rate_rps("crop")
-    assert not info.value.permanent  # no data now: hold and retry after a backoff
+    assert isinstance(info.value, TemporaryError)  # no data now: hold and retry after a backoff
     assert "\n" not in str(info.value)
 
 
@@ -67,7 +68,7 @@ def test_an_unusable_history_point_is_no_data(fake_prometheus, point):
     reader = PrometheusReader(fake_prometheus(history=history).url, "video", timeout_s=2)
     with pytest.raises(MetricsUnavailable, match="arrival history") as info:
         reader.arrival_history_rps("crop")
-    assert not info.value.permanent
+    assert isinstance(info.value, TemporaryError)
 
 
 def test_an_empty_history_is_no_data(fake_prometheus):
@@ -101,7 +102,7 @@ def test_a_200_answer_with_status_error_reports_prometheus_own_reason(fake_prome
         message = str(info.value)
         assert "parse error at char 5" in message and "bad_data" in message, message
         assert "KeyError" not in message
-        assert info.value.permanent  # bad_data: waiting will not fix the query
+        assert isinstance(info.value, PermanentError)  # bad_data: waiting will not fix the query
 
 
 def test_a_200_answer_that_is_not_the_prometheus_api_says_so(fake_prometheus):
@@ -118,7 +119,7 @@ def test_a_slow_prometheus_is_reported_as_a_timeout(fake_prometheus):
     message = str(info.value)
     assert "timed out" in message and "0.3s" in message, message
     assert "ConnectionError" not in message
-    assert not info.value.permanent
+    assert isinstance(info.value, TemporaryError)
 
 
 @pytest.mark.parametrize(

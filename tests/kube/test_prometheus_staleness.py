@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from rlscale.errors import TemporaryError
 from rlscale.inputs import MAX_TRACE_RPS
 from rlscale.kube.prometheus import MetricsUnavailable, PrometheusReader
 from rlscale.model import plan_fixed_variants
@@ -109,7 +110,7 @@ def test_stale_future_several_and_partial_answers_are_no_data(skewed, target, ca
         reads[target]()
     message = str(info.value)
     assert why in message and "\n" not in message, message
-    assert not info.value.permanent  # no data now: hold and retry after a backoff
+    assert isinstance(info.value, TemporaryError)  # no data now: hold and retry after a backoff
     for other, read in reads.items():  # the same fake's untouched answers are read as they are
         if other != target:
             read()
@@ -136,7 +137,7 @@ def test_an_implausible_load_is_no_data(skewed, answers, target):
     reader = PrometheusReader(skewed(**answers).url, "video", timeout_s=2)
     with pytest.raises(MetricsUnavailable, match="plausible maximum") as info:
         _reads(reader)[target]()
-    assert not info.value.permanent
+    assert isinstance(info.value, TemporaryError)
 
 
 def test_a_high_but_plausible_load_is_read(skewed):

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from rlscale.errors import RlscaleError
+from rlscale.errors import PermanentError, RlscaleError
 from rlscale.kube.actuator import AssumedActuator, _describe, unreachable_cause
 from rlscale.kube.objects import (
     DeploymentError,
@@ -223,7 +223,7 @@ def test_a_wrong_prometheus_path_names_the_url_queried_and_the_setting():
         with pytest.raises(MetricsUnavailable) as info:
             reader.arrival_rate_rps("crop")
         message = str(info.value)
-        assert "HTTP 404" in message and info.value.permanent
+        assert "HTTP 404" in message and isinstance(info.value, PermanentError)
         assert f"{fake.url}/wrong/api/v1/query does not exist" in message
         assert "--prometheus" in message and "path prefix" in message
         assert "query=" not in message  # the URL without its query string
