@@ -16,8 +16,11 @@ from agents.actor import Actor
 from agents.ppo import BUNDLED_DIR, PPOPolicy, TrainConfig, _run_settings, codec_settings, make_env
 from envs.pipeline_env import (
     Codec,
+    ConditionedCodec,
     PipelineEnv,
     TrainingTraces,
+    objective_features,
+    reward_terms,
 )
 from rlscale.model import is_feasible
 from rlscale.spec import load_spec
@@ -108,6 +111,7 @@ def test_the_registered_default_is_trainings_default_codec():
     assert recorded["observation"] == "conditioned" and recorded["action"] == "planner"
     assert env.pipeline_spec.name == cfg.pipeline
     assert env.codec == agent.make_codec(spec)
+    assert isinstance(PipelineEnv(spec).codec, ConditionedCodec) and PipelineEnv(spec).codec == env.codec
 
 
 @pytest.mark.parametrize("pipeline", BUNDLED)
@@ -120,27 +124,31 @@ def test_every_bundled_agent_acts_in_the_registered_env(pipeline):
     assert env.action_space.nvec.tolist() == list(agent.actor.nvec)
 
 
-@pytest.mark.parametrize("pipeline", ["video", "sum-qa", "nlp"])
-def test_sb3_checker_and_a_full_episode(pipeline):
-    env = PipelineEnv(pipeline)
-    sb3_check_env(env)
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("pipeline", "design"),
+    [("video", "planner"), ("sum-qa", "planner"), ("nlp", "planner"), ("video", "direct"), ("video", None)],
+)
+def test_a_full_episode(pipeline, design):
+    env = PipelineEnv(pipeline, action_design=design)
     obs, info = env.reset(seed=3)
     assert env.observation_space.contains(obs)
-    steps, total = 0, 0.0
+    env.action_space.seed(3)
+    steps = 0
     while True:
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
         assert env.observation_space.contains(obs)
         assert not terminated
         for key in ("score", "violation_rate", "projection_distance", "reconfigured", "infeasible"):
             assert key in info
-        # the reward is the score minus the shaping terms, and each term is in info
+        # the reward is the (scaled) score minus the shaping terms, and each term is in info
+        offset, scale = reward_terms(env.episode_spec) if design is not None else (0.0, 1.0)
         expected = (
-            info["score"]
+            (info["score"] - offset) / scale
             - env.projection_penalty * info["projection_distance"]
             - env.reconfig_penalty * float(info["reconfigured"])
         )
         assert reward == pytest.approx(expected)
-        total += reward
         steps += 1
         if truncated:
             break
@@ -219,12 +227,28 @@ def test_codec_round_trip():
         assert [s.batch for s in again.stages] == [s.batch for s in config.stages]
 
 
-def test_observation_layout_matches_the_docstring():
-    env = PipelineEnv("video")
-    n_stages = len(env.pipeline_spec.stages)
-    assert env.observation_space.shape == (13 + 8 * n_stages + 5,)
-    assert env.action_space.nvec.tolist() == [5, 4, 4, 6, 5, 4, 4, 6]
-    assert envs.ENV_ID in gym.registry
+def test_observation_and_action_layouts_match_the_docstrings():
+    for pipeline in ("video", "sponge"):  # sponge has per-request SLOs: three budget features more
+        env = PipelineEnv(pipeline)
+        n = len(env.pipeline_spec.stages)
+        budget = 3 if env.pipeline_spec.per_request_slo else 0
+        assert env.observation_space.shape == (12 + 2 + 8 * n + 5 + 4 + 4 + budget,)
+        assert env.observation_space.low.min() == -10 and env.observation_space.high.max() == 10
+        assert env.action_space.nvec.tolist() == [7] * n + [3, 3]
+        obs, _ = env.reset(seed=0, options={"trace": "bursty"})
+        np.testing.assert_allclose(obs[19 + 8 * n : 23 + 8 * n], objective_features(env.episode_spec), rtol=1e-6)
+        plan = env.codec.plan_features(env._state, env._predicted)
+        np.testing.assert_allclose(obs[23 + 8 * n : 27 + 8 * n], np.clip(plan, -10, 10), rtol=1e-5, atol=1e-6)
+        assert min(obs[17 + 8 * s] for s in range(n)) == pytest.approx(1.0)  # the bottleneck stage
+        if budget:
+            assert obs[-3:].tolist() == [1.0, 1.0, 1.0]  # before the first interval
+    assert PipelineEnv("sponge").pipeline_spec.per_request_slo
+    direct = PipelineEnv("video", action_design="direct")
+    assert direct.action_space.nvec.tolist() == [5, 4, 4, 6, 5, 4, 4, 6]
+    assert direct.observation_space == PipelineEnv("video").observation_space
+    absolute = PipelineEnv("video", action_design=None)
+    assert type(absolute.codec) is Codec and absolute.observation_space.shape == (13 + 8 * 2 + 5,)
+    assert absolute.action_space == direct.action_space
 
 
 def test_components_are_injected():
