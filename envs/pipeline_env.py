@@ -54,6 +54,41 @@ def simulator_factory(spec: PipelineSpec, trace: Trace, initial: PipelineConfig,
 class Codec:
     """Observation and action encoding of one pipeline, shared by the env and by the deployed agent.
 
+    This is the absolute codec of the agents trained before issue 15 (``PipelineEnv(action_design=None)``); today's
+    agents use `ConditionedCodec`, whose direct action design is this class's action.
+
+    Direct action: ``MultiDiscrete`` with four entries per stage s (S stages, 4S entries):
+
+    | index | meaning | values |
+    |---|---|---|
+    | 4s | variant, least accurate first | 0 .. V_s-1 |
+    | 4s+1 | batch size, index into the stage's batch sizes | 0 .. B_s-1 |
+    | 4s+2 | cores per replica, index into the stage's cores | 0 .. C_s-1 |
+    | 4s+3 | replica level k: replicas = ceil(level_k x L / throughput), L = last interval's peak load | 0 .. 5 |
+
+    Replica levels: `CAPACITY_LEVELS` (0.75, 1, 1.25, 1.5, 2, 3). Proposals over the core budget are scaled down
+    in proportion before the safety layer sees them.
+
+    Absolute observation: ``Box(0, 10, (13 + 8S + 5,), float32)``:
+
+    | index | meaning | unit | bounds |
+    |---|---|---|---|
+    | 0-11 | peak load of each 10 s step of the last 120 s, oldest first | rps / load_scale | [0, 10] |
+    | 12 | predicted peak of the next 20 s (LSTM; else the last step's peak) | rps / load_scale | [0, 10] |
+    | 13+8s | variant index / (V_s - 1) | - | [0, 1] |
+    | 14+8s | batch index / (B_s - 1) | - | [0, 1] |
+    | 15+8s | cores index / (C_s - 1) | - | [0, 1] |
+    | 16+8s | replicas / max_replicas | - | [0, 1] |
+    | 17+8s | utilisation in the last interval | busy / serving time | [0, 1] |
+    | 18+8s | stage p99 latency / SLA | - | [0, 10] |
+    | 19+8s | queue length / (10 x load_scale) | requests | [0, 10] |
+    | 20+8s | replicas serving / max_replicas | - | [0, 1] |
+    | 13+8S | SLA violation rate in the last interval | (late + dropped) / arrivals | [0, 1] |
+    | 14+8S | end-to-end p99 / SLA | - | [0, 10] |
+    | 15+8S | allocated cores / core budget (time-averaged) | - | [0, 10] |
+    | 16+8S | requests in flight / (10 x load_scale) | requests | [0, 10] |
+    | 17+8S | configured cores / core budget | - | [0, 10] |
+
     Attributes:
         spec: the pipeline.
         load_scale_rps: loads are divided by this (about the largest load the pipeline meets).
@@ -539,63 +574,95 @@ class PipelineEnv(gym.Env):
     """Autoscaling a multi-stage inference pipeline, one adaptation interval per step.
 
     ## Description
-    ``pipeline_spec`` holds the pipeline (``spec`` is Gymnasium's registration record). Every step the agent
-    reconfigures every stage of the pipeline (variant, batch size, cores per replica and a
-    replica level); the configuration goes through the safety layer (unless disabled) and is applied to the
-    cluster, which then runs for one interval (10 s by default). The cluster is the discrete-event simulator
-    unless ``cluster_factory`` provides another `Cluster`.
+    ``pipeline_spec`` holds the pipeline (``spec`` is Gymnasium's registration record). Every step the agent picks,
+    per stage, how much headroom over the predicted load to plan for, and for the whole pipeline whether to keep the
+    configuration in force or re-plan and how much to value accuracy; the exact planner (`ilp_baseline.dp`, IPA's
+    problem) turns that into a configuration (variant, batch size, cores and replicas per stage), the safety layer
+    projects it onto the configurations that meet the SLA (unless disabled), and the control step applies it to the
+    cluster, which then runs for one interval (the spec's: 10 s for video). The cluster is the discrete-event
+    simulator unless ``cluster_factory`` provides another `Cluster`. The observation holds loads relative to the
+    capacity in force and the objective's weights, so one agent serves any load level and any weights
+    (`ConditionedCodec`).
 
-    The tables below are the default codec's (`Codec`: absolute loads, the direct action), which agents trained
-    before issue 15 use. ``rlscale train`` builds the conditioned codec (``action_design``: `ConditionedCodec`,
-    whose docstring has its observation and its planner action), with ``sample_objective``, ``load_scales`` and
-    a ``curriculum``.
+    The registered ids are this environment as ``rlscale train`` trains it by default (`envs.TRAINED_KWARGS`:
+    sampled weights, load scales 0.25-3, days 0-12): ``rlscale/Pipeline-v0`` (this planner action) and
+    ``rlscale/PipelineDirect-v0`` (the direct action, the ablation). The class's own defaults play the spec's
+    weights at the traces' own load.
 
     ## Action Space
-    ``MultiDiscrete`` with four entries per stage s (S stages, 4S entries):
+    ``MultiDiscrete([7] * S + [3, 3])`` for S stages (the planner action, ``action_design="planner"``):
 
     | index | meaning | values |
     |---|---|---|
-    | 4s | variant, least accurate first | 0 .. V_s-1 |
-    | 4s+1 | batch size, index into the stage's batch sizes | 0 .. B_s-1 |
-    | 4s+2 | cores per replica, index into the stage's cores | 0 .. C_s-1 |
-    | 4s+3 | replica level k: replicas = ceil(level_k x L / throughput), L = last interval's peak load | 0 .. 5 |
+    | s (0 .. S-1) | headroom k: stage s is planned for ``HEADROOMS[k] x`` the predicted load | 0 .. 6 |
+    | S | hold or re-plan (`HOLDS`) | 0 hold, 1 re-plan, 2 hold unless |
+    | S+1 | accuracy tilt t: the planner maximises ``TILTS[t] x alpha x A - beta x C - gamma x B`` | 0 .. 2 |
 
-    Replica levels: 0.75, 1, 1.25, 1.5, 2, 3.
+    Headrooms: 0.85, 0.9, 1, 1.15, 1.3, 1.5, 2; tilts: 0.5, 1, 2.
 
-    Proposals over the core budget are scaled down in proportion before the safety layer sees them.
+    The predicted load is the LSTM's prediction (``predictor``), else the last interval's peak. *Hold* keeps every
+    stage's variant, batch and cores and resizes its replicas to the loads (re-planning where that is infeasible);
+    *hold unless* holds unless the re-plan beats the hold by more than ``HOLD_DELTA x beta`` (0.25 cores) in
+    objective. With ``action_design="direct"`` the action is instead, per stage, a variant, batch size, cores and a
+    replica level (the table in `Codec`'s docstring).
 
     ## Observation Space
-    ``Box(0, 10, (13 + 8S + 5,), float32)``:
+    ``Box(-10, 10, (12 + 2 + 8S + 5 + 4 + 4 (+3),), float32)``; ``C`` is the capacity of the configuration in force
+    (its bottleneck stage's, rps), ``M`` the most the pipeline carries within its core budget (rps). Values are
+    clipped to the bounds; NaN (a metric the cluster lacks) reads 0.
 
     | index | meaning | unit | bounds |
     |---|---|---|---|
-    | 0-11 | peak load of each 10 s step of the last 120 s, oldest first | rps / load_scale | [0, 10] |
-    | 12 | predicted peak of the next 20 s (LSTM; else the last step's peak) | rps / load_scale | [0, 10] |
-    | 13+8s | variant index / (V_s - 1) | - | [0, 1] |
-    | 14+8s | batch index / (B_s - 1) | - | [0, 1] |
-    | 15+8s | cores index / (C_s - 1) | - | [0, 1] |
-    | 16+8s | replicas / max_replicas | - | [0, 1] |
-    | 17+8s | utilisation in the last interval | busy / serving time | [0, 1] |
-    | 18+8s | stage p99 latency / SLA | - | [0, 10] |
-    | 19+8s | queue length / (10 x load_scale) | requests | [0, 10] |
-    | 20+8s | replicas serving / max_replicas | - | [0, 1] |
-    | 13+8S | SLA violation rate in the last interval | (late + dropped) / arrivals | [0, 1] |
-    | 14+8S | end-to-end p99 / SLA | - | [0, 10] |
-    | 15+8S | allocated cores / core budget (time-averaged) | - | [0, 10] |
-    | 16+8S | requests in flight / (10 x load_scale) | requests | [0, 10] |
-    | 17+8S | configured cores / core budget | - | [0, 10] |
+    | 0-11 | peak load of each 10 s step of the last 120 s, oldest first | rps / C | [0, 10] |
+    | 12 | predicted load (LSTM; else the last step's peak) | rps / C | [0, 10] |
+    | 13 | predicted load | rps / M | [0, 10] |
+    | 14+8s | variant index / (V_s - 1), least accurate first | - | [0, 1] |
+    | 15+8s | batch index / (B_s - 1) | - | [0, 1] |
+    | 16+8s | cores index / (C_s - 1) | - | [0, 1] |
+    | 17+8s | stage capacity / C (1 for the bottleneck stage) | - | [0, 10] |
+    | 18+8s | utilisation in the last interval (0 before the first) | busy / serving time | [0, 1] |
+    | 19+8s | stage p99 latency / SLA | - | [0, 10] |
+    | 20+8s | queue length / (10 s x C) | requests | [0, 10] |
+    | 21+8s | replicas serving / replicas configured (1 before the first interval) | - | [0, 10] |
+    | 14+8S | SLA violation rate in the last interval | (late + dropped) / arrivals | [0, 1] |
+    | 15+8S | end-to-end p99 / SLA | - | [0, 10] |
+    | 16+8S | allocated cores / core budget (time-averaged) | - | [0, 10] |
+    | 17+8S | requests in flight / (10 s x C) | requests | [0, 10] |
+    | 18+8S | configured cores / core budget | - | [0, 10] |
+    | 19+8S | ln(alpha / beta) / ln(250) (1 at the top of the training range) | - | [-10, 10] |
+    | 20+8S | ln(sla_penalty / beta) / ln(300) | - | [-10, 10] |
+    | 21+8S | ln(1 + gamma / beta) | - | [0, 10] |
+    | 22+8S | 1 for ``sla_mode: hard``, 0 for priced violations | - | {0, 1} |
+    | 23+8S | objective gain of re-planning over holding at the predicted load (10: no hold) | cores | [-10, 10] |
+    | 24+8S | 1 if holding is feasible, else 0 | - | {0, 1} |
+    | 25+8S | accuracy of the re-plan minus the configuration in force's | - | [-1, 1] |
+    | 26+8S | cores of the re-plan minus the hold's / core budget | - | [-10, 10] |
+    | 27+8S | remaining budget (SLA minus network time), 5th percentile, last interval / SLA | - | [-10, 1] |
+    | 28+8S | remaining budget, median / SLA | - | [-10, 1] |
+    | 29+8S | remaining budget, minimum / SLA | - | [-10, 1] |
+
+    Indices 27-29+8S only where the spec has per-request SLOs (``request_slo``; 1 before the first interval).
+    Indices 23-26+8S are `ConditionedCodec.plan_features` (zeros where the predicted load is no data);
+    ``action_design=None`` observes the absolute loads of `Codec` instead (agents trained before issue 15).
 
     ## Rewards
     The interval's score (DESIGN.md section 3: ``alpha*A - beta*cores - gamma*batch - sla_penalty*violation
-    rate``) minus ``projection_penalty x`` the safety layer's projection distance minus ``reconfig_penalty`` when
-    the applied configuration changed. Each term is in ``info``.
+    rate``; in ``sla_mode: hard`` episodes violations cost at least ``HARD_PENALTY x beta`` per unit rate), as
+    ``(score - offset) / scale`` (`reward_terms`: -1 is about a core's cost, whatever the weights), divided by the
+    episode's load scale with ``reward_per_load``, minus ``projection_penalty x`` the safety layer's projection
+    distance, minus ``reconfig_penalty`` when the applied configuration changed. ``info`` holds the raw ``score``
+    and its parts (``objective``, ``accuracy``, ``cost_cores``, ``violation_rate``), ``projection_distance``,
+    ``reconfigured``, ``infeasible`` and the applied ``config``. (``action_design=None``: the raw score, unscaled.)
 
     ## Starting State
-    A training window (random days-0-13 window, possibly varied; see `TrainingTraces`) or the trace named in
-    ``reset(options={"trace": ...})``; the cheapest configuration sized for the first interval's load runs warm.
+    A training window (a random window of the training days, possibly varied, then scaled by a factor drawn from
+    ``load_scales``; see `TrainingTraces`) or the trace named in ``reset(options={"trace": ...})``; the episode's
+    weights are drawn (``sample_objective``), set by ``options={"objective": {...}}`` or the spec's. The
+    cheapest configuration sized for the first interval's load runs warm.
 
     ## Episode End
-    ``truncated`` when the trace has been played (120 steps for 1,200 s windows); never ``terminated``.
+    ``truncated`` when the trace has been played (``window_s / interval_s`` steps: 120 for video); never
+    ``terminated``.
 
     ## Arguments
     - ``pipeline``: bundled name or spec path (default ``video``).
@@ -604,20 +671,20 @@ class PipelineEnv(gym.Env):
     - ``interval_s``: adaptation interval (default: the spec's).
     - ``window_s``, ``damping``: training windows' length and damping (1,200 s, 8 like IPA's windows).
     - ``training_days``: ``(first, end)``: training windows lie within days ``first .. end - 1`` of the training split
-      (default all, 0-13; ``rlscale train`` keeps the last day out for validation).
+      (default all, 0-13; ``rlscale train`` and the registered ids keep the last day out for validation).
     - ``training_sources``: draw training windows from these instead (`rlscale.workload.training_sources`: the
       Twitter split and/or the user's CSV traces, each with its validation part left out); ``training_days`` and
       ``damping`` are then the sources' own.
-    - ``load_scale_rps``: load normalisation (default 50 rps).
-    - ``predictor``: ``lstm`` (default), ``none``, or a `Predictor` object, for observation index 12.
-    - ``projection_penalty``, ``reconfig_penalty``: reward shaping weights.
+    - ``load_scale_rps``: load normalisation of the absolute codec (default 50 rps).
+    - ``predictor``: ``lstm`` (default), ``none``, or a `Predictor` object: the predicted load (index 12).
+    - ``projection_penalty``, ``reconfig_penalty``: reward shaping weights (0.05 each).
     - ``cluster_factory``: builds the Cluster for a trace (default: the simulator).
-    - ``codec``: the observation/action codec (default: one with ``load_scale_rps``); pass a trained agent's
+    - ``codec``: the observation/action codec (default: the one ``action_design`` names); pass a trained agent's
       (`agents.actor.Actor.codec`) to observe and decode exactly as the deployed agent does.
-    - ``action_design``: ``planner`` or ``direct``: the conditioned codec (`ConditionedCodec`) with that action
-      (default None: `Codec`).
-    - ``sample_objective``: draw each episode's weights (`RATIO_RANGE`, `PENALTY_RANGE`, `HARD_SHARE`); rewards
-      become ``(score - offset) / scale`` (`reward_terms`). ``reset(options={"objective": {...}})`` sets them.
+    - ``action_design``: ``planner`` (default) or ``direct``: the conditioned codec (`ConditionedCodec`) with that
+      action; None: the absolute codec with the direct action (`Codec`, agents trained before issue 15).
+    - ``sample_objective``: draw each episode's weights (`RATIO_RANGE`, `PENALTY_RANGE`, `HARD_SHARE`; the spec's
+      own one episode in five). ``reset(options={"objective": {...}})`` sets them.
     - ``load_scales``: ``(lo, hi)``: multiply every training window by a factor log-uniform in it.
     - ``reward_per_load``: divide the scaled score by the episode's load factor, so an episode at 3x the load
       weighs in the updates about as much as one at 1x (its costs are about 3x larger); one positive factor per
@@ -643,7 +710,7 @@ class PipelineEnv(gym.Env):
         reconfig_penalty: float = 0.05,
         cluster_factory: ClusterFactory | None = None,
         codec: Codec | None = None,
-        action_design: str | None = None,
+        action_design: str | None = "planner",
         sample_objective: bool = False,
         load_scales: tuple[float, float] | None = None,
         curriculum: Curriculum | None = None,

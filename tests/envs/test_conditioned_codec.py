@@ -126,7 +126,7 @@ def test_rewards_per_load_divide_by_the_episodes_load_scale(spec):
     shaping = 0.05 * info["projection_distance"] + 0.05 * float(info["reconfigured"])
     assert reward == pytest.approx((info["score"] - offset) / scale - shaping)
     with pytest.raises(RlscaleError, match="reward_per_load needs a conditioned codec"):
-        PipelineEnv(spec, reward_per_load=True)
+        PipelineEnv(spec, action_design=None, reward_per_load=True)
 
 
 def test_env_samples_weights_and_load_scales_and_scales_rewards(spec):
@@ -154,7 +154,7 @@ def test_load_scales_multiply_training_windows():
 
 def test_conditioning_needs_the_conditioned_codec(spec):
     with pytest.raises(RlscaleError, match="conditioned codec"):
-        PipelineEnv(spec, sample_objective=True)
+        PipelineEnv(spec, action_design=None, sample_objective=True)
     with pytest.raises(RlscaleError, match="unknown action design"):
         ConditionedCodec(spec, action="both")
 
