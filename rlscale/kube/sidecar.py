@@ -96,8 +96,11 @@ class SidecarMetrics:
     | ``rlscale_sidecar_decision_seconds`` | histogram | (observe excluded: decide + project) |
     | ``rlscale_sidecar_errors_total`` | counter | kind (metrics, policy, internal, and the API's, below) |
     | ``rlscale_sidecar_projection_distance`` | gauge | (the safety layer's move, 0 when the proposal was safe) |
-    | ``rlscale_sidecar_stage_replicas`` / ``_stage_batch`` / ``_stage_cores`` | gauge | stage |
-    | ``rlscale_sidecar_stage_variant`` | gauge (1 for the chosen variant) | stage, variant |
+    | ``rlscale_sidecar_stage_replicas`` (over every pool) / ``_stage_batch`` / ``_stage_cores`` (of the pool that
+      serves the most requests) | gauge | stage |
+    | ``rlscale_sidecar_stage_variant`` | gauge (each variant's share: 1 for a stage's one variant) | stage, variant |
+    | ``rlscale_sidecar_pool_replicas`` / ``_pool_batch`` / ``_pool_cores`` | gauge (0 for a variant not in use) |
+      stage, variant |
     | ``rlscale_sidecar_last_success_timestamp_seconds`` | gauge | |
 
     The errors' API kinds (`rlscale.kube.actuator.ERROR_KINDS`): conflict (409), throttled (429), server (5xx),
@@ -123,8 +126,17 @@ class SidecarMetrics:
         self.batch = Gauge("rlscale_sidecar_stage_batch", "chosen batch size", ["stage"], registry=r)
         self.cores = Gauge("rlscale_sidecar_stage_cores", "chosen cores per replica", ["stage"], registry=r)
         self.variant = Gauge(
-            "rlscale_sidecar_stage_variant", "1 for the chosen variant", ["stage", "variant"], registry=r
+            "rlscale_sidecar_stage_variant",
+            "the share of the stage's requests each variant serves (1 for a stage's one variant)",
+            ["stage", "variant"],
+            registry=r,
         )
+        labels = ["stage", "variant"]
+        self.pool_replicas = Gauge("rlscale_sidecar_pool_replicas", "chosen replicas per pool", labels, registry=r)
+        self.pool_batch = Gauge(
+            "rlscale_sidecar_pool_batch", "chosen batch size per pool (0: unused)", labels, registry=r
+        )
+        self.pool_cores = Gauge("rlscale_sidecar_pool_cores", "chosen cores per replica per pool", labels, registry=r)
         self.last_success = Gauge(
             "rlscale_sidecar_last_success_timestamp_seconds",
             "end of the last step that decided and applied (or kept) a configuration",
@@ -179,11 +191,17 @@ class SidecarMetrics:
             return
         self.last_success.set(time.time())
         for st, sc in zip(spec.stages, report.config.stages, strict=True):
-            self.replicas.labels(st.name).set(sc.replicas)
-            self.batch.labels(st.name).set(sc.batch)
-            self.cores.labels(st.name).set(sc.cores)
+            pools = {p.variant: p for p in sc.pools}
+            main = max(sc.pools, key=lambda p: p.share)  # the stage's only pool, or the one with the most requests
+            self.replicas.labels(st.name).set(sum(p.replicas for p in sc.pools))
+            self.batch.labels(st.name).set(main.batch)
+            self.cores.labels(st.name).set(main.cores)
             for v in st.variant_names:
-                self.variant.labels(st.name, v).set(1.0 if v == sc.variant else 0.0)
+                pool = pools.get(v)
+                self.variant.labels(st.name, v).set(pool.share if pool is not None else 0.0)
+                self.pool_replicas.labels(st.name, v).set(pool.replicas if pool is not None else 0)
+                self.pool_batch.labels(st.name, v).set(pool.batch if pool is not None else 0)
+                self.pool_cores.labels(st.name, v).set(pool.cores if pool is not None else 0)
 
 
 def _changes(old: PipelineConfig, new: PipelineConfig, names: list[str]) -> str:
