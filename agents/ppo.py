@@ -67,6 +67,7 @@ from rlscale.workload import (
     IPA_PATTERNS,
     TRAINING_DAYS,
     TWITTER,
+    WINDOW_S,
     Trace,
     TrafficSource,
     load_trace,
@@ -185,7 +186,7 @@ class TrainConfig:
     seed: int = 0
     traces: str = TWITTER
     eval_traces: str = ",".join(IPA_PATTERNS)
-    window_s: int = 1200
+    window_s: int = WINDOW_S
     damping: int = IPA_DAMPING
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     n_envs: int = 4

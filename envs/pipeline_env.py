@@ -34,7 +34,7 @@ from rlscale.sim.cluster import Simulator
 from rlscale.sim.runner import warm_state
 from rlscale.spec import PipelineSpec, load_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
-from rlscale.workload import TRAINING_DAYS, Trace, TrafficSource, TrainingSampler, load_trace
+from rlscale.workload import TRAINING_DAYS, WINDOW_S, Trace, TrafficSource, TrainingSampler, load_trace
 
 HISTORY_STEPS = 12
 STEP_S = 10
@@ -280,8 +280,8 @@ def reward_terms(spec: PipelineSpec) -> tuple[float, float]:
     """
     o = spec.objective
     beta = beta_unit(spec)
-    low = spec.accuracy([min(st.variants, key=lambda v: v.accuracy).name for st in spec.stages])
-    high = spec.accuracy([max(st.variants, key=lambda v: v.accuracy).name for st in spec.stages])
+    low = spec.accuracy([st.cheapest_variant for st in spec.stages])
+    high = spec.accuracy([st.most_accurate_variant for st in spec.stages])
     return o.alpha * low, beta * max(1.0, (o.alpha / beta) * (high - low) / 10.0)
 
 
@@ -530,7 +530,7 @@ class TrainingTraces:
     def __init__(
         self,
         rng: np.random.Generator,
-        window_s: int = 1200,
+        window_s: int = WINDOW_S,
         damping: int = 8,
         days: tuple[int, int] = (0, TRAINING_DAYS),
         sources: Sequence[TrafficSource] | None = None,
@@ -700,7 +700,7 @@ class PipelineEnv(gym.Env):
         *,
         safety: bool | control.Guard = True,
         interval_s: float | None = None,
-        window_s: int = 1200,
+        window_s: int = WINDOW_S,
         damping: int = 8,
         training_days: tuple[int, int] = (0, TRAINING_DAYS),
         training_sources: Sequence[TrafficSource] | None = None,

@@ -394,7 +394,7 @@ class InfAdapterPolicy:
         return config
 
     def _fallback(self) -> PipelineConfig:
-        cheapest = min(self.stage.variants, key=lambda v: v.accuracy).name
+        cheapest = self.stage.cheapest_variant
         return PipelineConfig((StageConfig(cheapest, self.batch, 1, self.problem.core_choices[-1]),))
 
 

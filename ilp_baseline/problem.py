@@ -165,7 +165,7 @@ def fa2_high_variants(spec: PipelineSpec) -> list[str]:
 
 
 def cheapest_variants(spec: PipelineSpec) -> list[str]:
-    return [min(st.variants, key=lambda v: v.accuracy).name for st in spec.stages]
+    return [st.cheapest_variant for st in spec.stages]
 
 
 def rim_sizing(spec: PipelineSpec, peak_rps: float) -> list[tuple[int, int]]:

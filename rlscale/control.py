@@ -33,7 +33,7 @@ from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from rlscale.interfaces import Cluster, Policy
-from rlscale.model import fit_budget, stage_capacity_rps
+from rlscale.model import fit_budget, replicas_for, stage_capacity_rps
 from rlscale.predictors import last_interval_peak_rps
 from rlscale.spec import PipelineSpec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
@@ -415,7 +415,7 @@ class Damper:
         pools = []
         for p in cur.pools:
             per_replica = st.latency.throughput_rps(p.variant, p.batch, p.cores) * rho
-            need = math.ceil(p.share * target / per_replica - 1e-9) if per_replica > 0 else math.inf
+            need = float(replicas_for(p.share * target, per_replica, 0)) if per_replica > 0 else math.inf
             replicas = max(p.replicas, need)
             if replicas > st.max_replicas:
                 return None

@@ -48,6 +48,11 @@ VPA_UPDATERS = ("kubernetes", "infadapter")  # who applies the VPA's recommendat
 # seconds a cores-only change takes to reach a running pod with in-place resizing (``resize_s``): an assumption,
 # not a measurement (neither Sponge's paper nor its code measures it); see PROVENANCE.md, "In-place resize"
 DEFAULT_RESIZE_S = 0.5
+# the env vars a stage's container reads its settings from (the sidecar writes them; `rlscale serve` reads them):
+# the defaults of the spec's kubernetes section, and of the reference runtime (rlscale.serve.settings)
+VARIANT_ENV = "MODEL_VARIANT"
+BATCH_ENV = "MAX_BATCH_SIZE"
+BATCH_TIMEOUT_ENV = "BATCH_TIMEOUT_S"
 MAX_PAYLOAD_KB = 1e7  # 10 GB: anything above is a unit mistake
 
 # ranges of the spec's numbers: wide enough for any real pipeline, narrow enough that nothing overflows or runs away
@@ -341,6 +346,16 @@ class StageSpec:
                 return v
         raise SpecError(f"stage {self.name!r} has no variant {name!r} (has: {', '.join(self.variant_names)})")
 
+    @property
+    def cheapest_variant(self) -> str:
+        """The least accurate variant (the fastest, by the model's premise): where a stage starts and falls back to."""
+        return min(self.variants, key=lambda v: v.accuracy).name
+
+    @property
+    def most_accurate_variant(self) -> str:
+        """The most accurate variant."""
+        return max(self.variants, key=lambda v: v.accuracy).name
+
     def rank_accuracy(self, name: str) -> float:
         """Rank-normalised accuracy: the k-th least accurate of n variants scores k/n (the best scores 1)."""
         ordered = sorted(self.variants, key=lambda v: v.accuracy)
@@ -481,9 +496,9 @@ class KubeSpec:
 
     namespace: Annotated[str, Field(strict=True, min_length=1, max_length=63)] | None = None
     container: Annotated[str, Field(strict=True, min_length=1, max_length=63)] | None = None
-    variant_env: EnvName = "MODEL_VARIANT"
-    batch_env: EnvName = "MAX_BATCH_SIZE"
-    batch_timeout_env: EnvName = "BATCH_TIMEOUT_S"
+    variant_env: EnvName = VARIANT_ENV
+    batch_env: EnvName = BATCH_ENV
+    batch_timeout_env: EnvName = BATCH_TIMEOUT_ENV
     deployments: dict[Text, Annotated[Text, Field(max_length=253)]] = dataclasses.field(default_factory=dict)
     promql: Annotated[
         dict[Text, Text],

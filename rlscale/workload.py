@@ -47,6 +47,8 @@ IPA_DAMPING = 8
 TWITTER = "twitter"
 """The name of the bundled training split in a list of training traces (``--traces twitter,ours.csv``)."""
 DEFAULT_VALIDATION_FRACTION = 0.15
+WINDOW_S = 1200
+"""The length of a training or validation window, in seconds: IPA's evaluation windows are 1200 s."""
 
 _DESCRIPTIONS = {
     "bursty": "IPA bursty window, Twitter [1301160, 1302360), damped by 8",
@@ -255,7 +257,7 @@ class TrafficSource:
 
 
 def twitter_source(
-    window_s: int = 1200, damping: int = IPA_DAMPING, days: tuple[int, int] = (0, TRAINING_DAYS)
+    window_s: int = WINDOW_S, damping: int = IPA_DAMPING, days: tuple[int, int] = (0, TRAINING_DAYS)
 ) -> TrafficSource:
     """The Twitter training split as a source: training windows within ``days``, the days after them held out.
 
@@ -292,7 +294,7 @@ def parse_trace_list(text: str, what: str = "--traces") -> list[str]:
 def training_sources(
     traces: str | Sequence[str] = TWITTER,
     *,
-    window_s: int = 1200,
+    window_s: int = WINDOW_S,
     damping: int = IPA_DAMPING,
     validation_days: int = 0,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
@@ -356,7 +358,7 @@ class TrainingSampler:
 
     Args:
         rng: the generator every draw comes from.
-        window_s: window length in seconds (IPA's evaluation windows are 1200 s).
+        window_s: window length in seconds (`WINDOW_S`, IPA's).
         damping: divide by this and floor, as IPA does for its evaluation windows (8); 1 keeps raw counts (the
             split only; ``sources`` carry their own).
         days: ``(first, end)``: windows lie wholly within days ``first .. end - 1`` (default: all 14 days). Training
@@ -367,7 +369,7 @@ class TrainingSampler:
     def __init__(
         self,
         rng: np.random.Generator,
-        window_s: int = 1200,
+        window_s: int = WINDOW_S,
         damping: int = IPA_DAMPING,
         days: tuple[int, int] = (0, TRAINING_DAYS),
         sources: Sequence[TrafficSource] | None = None,
@@ -401,7 +403,7 @@ class TrainingSampler:
 
 
 def validation_windows(
-    count: int, validation_days: int = 1, window_s: int = 1200, damping: int = IPA_DAMPING
+    count: int, validation_days: int = 1, window_s: int = WINDOW_S, damping: int = IPA_DAMPING
 ) -> list[Trace]:
     """``count`` windows spread evenly over the last ``validation_days`` days of the training split (fixed: no
     seed), named ``val@{start}``: what training keeps out and selects models on (never the evaluation windows).
@@ -421,7 +423,7 @@ def validation_windows(
     return [_split_window(int(s), window_s, damping, tag="val") for s in starts]
 
 
-def source_validation_windows(sources: Sequence[TrafficSource], count: int, window_s: int = 1200) -> list[Trace]:
+def source_validation_windows(sources: Sequence[TrafficSource], count: int, window_s: int = WINDOW_S) -> list[Trace]:
     """Up to ``count`` fixed windows (no seed) of every source's validation part, spread evenly over it, named
     ``val@START`` (the split, as `validation_windows`) or ``val:FILE@START``; a part holding fewer distinct
     windows gives each once; sources with no validation part give none.

@@ -17,6 +17,7 @@ from rlscale.cli.args import add_json, add_set, add_spec, float_in, int_in, load
 from rlscale.cli.output import emit_json
 from rlscale.errors import RlscaleError
 from rlscale.inputs import MAX_SEED, MAX_TRACE_SECONDS
+from rlscale.workload import DEFAULT_VALIDATION_FRACTION, WINDOW_S
 
 log = logging.getLogger("rlscale")
 
@@ -54,10 +55,10 @@ def register(sub) -> None:
     p.add_argument(
         "--validation-fraction",
         type=float_in(0.0, 0.9),
-        default=0.15,
+        default=DEFAULT_VALIDATION_FRACTION,
         metavar="F",
         help="the last part of each CSV trace left out (as rlscale train holds it out for validation), at least one "
-        "window; 0: none (default 0.15)",
+        f"window; 0: none (default {DEFAULT_VALIDATION_FRACTION:g})",
     )
     p.add_argument(
         "--windows", type=int_in(1, 1000), default=8, metavar="N", help="training windows per candidate (default 8)"
@@ -65,9 +66,9 @@ def register(sub) -> None:
     p.add_argument(
         "--window-s",
         type=int_in(10, MAX_TRACE_SECONDS),
-        default=1200,
+        default=WINDOW_S,
         metavar="S",
-        help="window length in seconds (default 1200)",
+        help=f"window length in seconds (default {WINDOW_S})",
     )
     p.add_argument(
         "--damping",

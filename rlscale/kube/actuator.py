@@ -770,9 +770,7 @@ class DeploymentActuator:
             total = sum(state.configs[v].replicas for v in warm)
             pools = [state.configs[v].with_(share=state.configs[v].replicas / total) for v in warm]
         else:
-            weighted = [v for v, w in state.weights.items() if w > 0] or [
-                min(st.variants, key=lambda v: v.accuracy).name
-            ]
+            weighted = [v for v, w in state.weights.items() if w > 0] or [st.cheapest_variant]
             total = sum(state.weights[v] for v in weighted) or len(weighted)
             pools = [
                 state.configs[v].with_(replicas=st.min_replicas, share=(state.weights[v] or 1) / total)

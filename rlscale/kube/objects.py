@@ -253,7 +253,7 @@ def starting_config(spec: PipelineSpec) -> PipelineConfig:
     return PipelineConfig(
         tuple(
             StageConfig(
-                min(st.variants, key=lambda v: v.accuracy).name,
+                st.cheapest_variant,
                 min(st.batch_sizes),
                 st.min_replicas,
                 min(st.cores),

@@ -29,11 +29,9 @@ from dataclasses import dataclass
 from rlscale.errors import ServeError
 from rlscale.paths import is_safe_name, name_rule
 from rlscale.serve.limits import DEFAULT_MAX_REQUEST_BYTES, MAX_REQUEST_BYTES_ENV
+from rlscale.spec import BATCH_ENV, BATCH_TIMEOUT_ENV, VARIANT_ENV
 
 FACTORY_ENV = "RLSCALE_MODEL_FACTORY"
-VARIANT_ENV = "MODEL_VARIANT"
-BATCH_ENV = "MAX_BATCH_SIZE"
-BATCH_TIMEOUT_ENV = "BATCH_TIMEOUT_S"
 PIPELINE_ENV = "RLSCALE_PIPELINE"
 STAGE_ENV = "RLSCALE_STAGE"
 

@@ -178,7 +178,7 @@ def warm_state(spec: PipelineSpec, trace: Trace, interval_s: float | None = None
     """
     interval = float(interval_s or spec.interval_s)
     first = trace.rps[: max(1, int(math.ceil(interval)))].astype(float)
-    cheapest = [min(st.variants, key=lambda v: v.accuracy).name for st in spec.stages]
+    cheapest = [st.cheapest_variant for st in spec.stages]
     bootstrap = plan_fixed_variants(spec, cheapest, float(first.max()) if first.size else 0.0)
     return PipelineState(time_s=0.0, interval_s=interval, arrival_rps=first, config=bootstrap, last=None)
 
