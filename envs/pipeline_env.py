@@ -29,6 +29,9 @@ from rlscale.model import (
     resize_replicas,
     stage_capacity_rps,
 )
+from rlscale.model import (
+    score as score_of,
+)
 from rlscale.predictors import last_interval_peak_rps
 from rlscale.sim.cluster import Simulator
 from rlscale.sim.runner import warm_state
@@ -874,7 +877,9 @@ class PipelineEnv(gym.Env):
             offset, scale = self._reward_terms
             o = self.episode_spec.objective
             if o.sla_mode == "hard":
-                score = metrics.objective - max(o.sla_penalty, HARD_PENALTY * o.beta) * metrics.sla_violation_rate
+                score = score_of(
+                    self.episode_spec, metrics.objective, metrics.sla_violation_rate, min_penalty=HARD_PENALTY * o.beta
+                )
             score = (score - offset) / (scale * self._load_divisor)
         reward = score - self.projection_penalty * distance - self.reconfig_penalty * float(changed)
         truncated = bool(getattr(self.cluster, "done", False))

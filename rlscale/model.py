@@ -159,15 +159,19 @@ def objective_value(spec: PipelineSpec, config: PipelineConfig) -> float:
     return objective_of(spec, expected_accuracy(spec, config), config.total_cores, config.total_batch)
 
 
-def score(spec: PipelineSpec, objective: float, violation_rate: float) -> float:
+def score(spec: PipelineSpec, objective: float, violation_rate: float, *, min_penalty: float = 0.0) -> float:
     """THE score, per interval and per run: ``objective - sla_penalty * violation_rate`` (violation_rate =
     (late + dropped) / arrivals), in both SLA modes.
 
     With ``objective.sla_mode: priced`` (the default) policies are ranked by this score alone. With ``hard``
     violations dominate lexicographically: policies are ranked by violation rate first and by this score only
     among equal rates (`rank_key`), so no cost or accuracy gain ever pays for a violation.
+
+    Args:
+        min_penalty: a floor on the penalty per unit violation rate (the agent's reward in ``hard`` episodes
+            charges at least ``HARD_PENALTY x beta``, `envs.pipeline_env`); 0: the spec's ``sla_penalty``.
     """
-    return objective - spec.objective.sla_penalty * violation_rate
+    return objective - max(spec.objective.sla_penalty, min_penalty) * violation_rate
 
 
 def rank_key(sla_mode: str, violation_rate: float, score_value: float) -> tuple[float, ...]:
