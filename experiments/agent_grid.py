@@ -45,8 +45,8 @@ from rlscale.workload import IPA_PATTERNS, load_trace, scale_trace
 
 log = logging.getLogger(__name__)
 
-FACTORY = "rlscale.cli.registry:make_policy"
-OPTIONS = "rlscale.cli.registry:PolicyOptions"
+FACTORY = "rlscale.policies.registry:make_policy"
+OPTIONS = "rlscale.policies.registry:PolicyOptions"
 POLICIES = ("ppo", "ipa", "ipa-tuned", "ipa-hold", "oracle")
 ALPHAS = (2.0, 10.0, 30.0, 100.0)
 LOAD_SCALES = (1.0, 2.0)

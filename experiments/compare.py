@@ -1,7 +1,7 @@
 """``rlscale compare``: every pipeline x trace x policy x seed on the simulator, one table and the plots.
 
 Each run goes through the same code path as ``rlscale simulate``: the policy factory the caller names (the
-CLI's registry, ``rlscale.cli.registry:make_policy``) and `rlscale.sim.runner.run_episode`. A run is a picklable
+CLI's registry, ``rlscale.policies.registry:make_policy``) and `rlscale.sim.runner.run_episode`. A run is a picklable
 `RunSpec` handed to the module-level `run`, on an executor of `experiments.sweep` (``serial`` in this process,
 ``process`` on a pool of worker processes that each import the factory by name); the files are the same
 whichever (but the wall-clock ``decision_ms_*``). Writes to ``--out``:
@@ -92,7 +92,7 @@ RunKey = tuple[str, str, int]
 
 PolicyFactory = Callable[[str, PipelineSpec, Trace | None, Any], Controller]
 """``make_policy(name, spec, trace, options)``: the policy called ``name`` behind its guard (the CLI's registry,
-`rlscale.cli.registry.make_policy`); ``options`` is the caller's, handed on unchanged."""
+`rlscale.policies.registry.make_policy`); ``options`` is the caller's, handed on unchanged."""
 
 
 def factory_name(factory: PolicyFactory | str) -> str:
@@ -153,7 +153,7 @@ class RunSpec:
     seed: int
     arrivals: str
     options: Any = None
-    factory: str = "rlscale.cli.registry:make_policy"
+    factory: str = "rlscale.policies.registry:make_policy"
     timeline: str | None = None
     timeline_csv: str | None = None
     load_scale: float = 1.0

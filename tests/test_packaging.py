@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("rlscale", "agents", "experiments")
+PACKAGES = ("rlscale", "agents")
 
 
 def _bundled_files(package: str) -> list[Path]:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlscale.cli.registry import make_policy
 from rlscale.errors import RlscaleError, SpecError
 from rlscale.paths import check_name, inside, is_safe_name
+from rlscale.policies.registry import make_policy
 from rlscale.spec import load_spec
 
 BAD_NAMES = ["../../escaped/evil", "a/b", "..", "a..b", ".hidden", "-dash", "a b", "x" * 64, "", "a\\b", "é"]
@@ -144,7 +144,7 @@ def test_bundle_path_is_checked_inside_the_bundled_folder(monkeypatch, tmp_path)
 
 
 def test_safe_name_rule_matches_every_bundled_name():
-    from rlscale.cli.registry import POLICIES
+    from rlscale.policies.registry import POLICIES
     from rlscale.spec import bundled_pipelines
     from rlscale.workload import EVAL_TRACES
 

@@ -11,7 +11,7 @@ from experiments.sweep import add_executor_flags
 from rlscale.cli.args import add_load_scale, add_planner_flags, add_set, add_spec, csv_list, policy_options, spec_file
 from rlscale.errors import RlscaleError
 
-POLICY_FACTORY = "rlscale.cli.registry:make_policy"
+POLICY_FACTORY = "rlscale.policies.registry:make_policy"
 """The policy registry, by name: every run (in this process or a worker process) imports it itself."""
 
 

@@ -22,7 +22,7 @@ log = logging.getLogger("rlscale")
 
 
 def register(sub) -> None:
-    from experiments.tune_headroom import POLICIES
+    from rlscale.policies.tunings import POLICIES
 
     p = sub.add_parser(
         "tune",
@@ -105,8 +105,9 @@ def check_writable(path: Path) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from experiments.tune_headroom import POLICIES, merge, read_table, tune, write_table
+    from experiments.tune_headroom import merge, read_table, tune, write_table
     from rlscale.cli.train import absolute_traces
+    from rlscale.policies.tunings import POLICIES
 
     spec = load_spec(args.pipeline, args)
     out = Path(args.out)

@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from experiments.tune_headroom import TUNED_PATH, tune
+from experiments.tune_headroom import tune
 from rlscale.cli import main
-from rlscale.cli.registry import PolicyOptions, make_policy, tuned_headroom
 from rlscale.errors import RlscaleError
+from rlscale.policies.registry import PolicyOptions, make_policy, tuned_headroom
+from rlscale.policies.tunings import TUNED_PATH
 from rlscale.spec import load_spec
 from rlscale.workload import load_trace
 

@@ -12,8 +12,8 @@ import pytest
 from experiments.compare import run_comparison
 from experiments.tune_headroom import tune
 from experiments.verify_solvers import verify
-from rlscale.cli.registry import make_policy
 from rlscale.errors import RlscaleError
+from rlscale.policies.registry import make_policy
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from experiments.compare import run_comparison
-from rlscale.cli.registry import make_policy
 from rlscale.errors import RlscaleError
+from rlscale.policies.registry import make_policy
 
 WRAPPER = """
 import os, sys, time

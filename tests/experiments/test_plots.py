@@ -19,7 +19,7 @@ from experiments.compare import (
     violates_sla,
 )
 from experiments.plots import draw_timeline, plot_timeline, timeline_series
-from rlscale.cli.registry import make_policy
+from rlscale.policies.registry import make_policy
 from rlscale.sim.runner import run_episode
 from rlscale.spec import load_spec
 from rlscale.workload import Trace

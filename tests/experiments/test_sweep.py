@@ -19,17 +19,17 @@ import pytest
 from experiments.compare import RunSpec, run, run_comparison
 from experiments.sweep import EXECUTORS, make_executor
 from rlscale.cli import main
-from rlscale.cli.registry import PolicyOptions
 from rlscale.errors import RlscaleError
+from rlscale.policies.registry import PolicyOptions
 
 TIMING = {"decision_ms_p50", "decision_ms_p99"}  # wall-clock figures: the only fields that differ between runs
-FACTORY = "rlscale.cli.registry:make_policy"
+FACTORY = "rlscale.policies.registry:make_policy"
 
 # A policy factory that makes each run take a moment and logs it, imported by name in the worker processes (the
 # folder holding it is on their PYTHONPATH); the CLI's own check of the policy names (in its process) is not logged.
 SLOW_FACTORY = """
 import multiprocessing, os, time
-from rlscale.cli.registry import make_policy as _make_policy
+from rlscale.policies.registry import make_policy as _make_policy
 
 def make_policy(name, spec, trace, options=None):
     if multiprocessing.parent_process() is not None:
