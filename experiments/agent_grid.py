@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from experiments.compare import resolve_factory
-from experiments.sweep import OneLineParser, add_executor_flags, make_executor, run_sweep
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.compare import resolve_factory
+from rlscale.evaluate.sweep import OneLineParser, add_executor_flags, make_executor, run_sweep
 from rlscale.paths import atomic_path, atomic_write_text, output_folder
 from rlscale.sim.runner import run_episode
 from rlscale.spec import PipelineSpec, load_spec

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.compare import markdown_table, run_comparison
+from rlscale.evaluate.compare import markdown_table, run_comparison
 from rlscale.workload import load_trace
 
 

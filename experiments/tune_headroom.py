@@ -17,7 +17,7 @@ holds one entry per pipeline, merged with what is there: IPA's report at the ent
 under its key ``ipa-hold`` (``headroom``, ``delta``, ``windows``, ``sweep``...).
 
 The runs (candidates x windows) are independent: each is a picklable `WindowRun` handed to the module-level
-`run`, on an executor of `experiments.sweep` (``--executor serial|process|ray``, ``--workers N``); the windows are
+`run`, on an executor of `rlscale.evaluate.sweep` (``--executor serial|process|ray``, ``--workers N``); the windows are
 drawn here, before any run, so the report is the same whatever the executor.
 
     python -m experiments.tune_headroom --pipeline video [--policy hpa|ipa-hold] [--windows 8] [--seed 0]
@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 
 from agents.hpa import HPAPolicy
-from experiments.sweep import OneLineParser, add_executor_flags, make_executor, run_sweep
 from ilp_baseline.policy import ILPPolicy
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.sweep import OneLineParser, add_executor_flags, make_executor, run_sweep
 from rlscale.inputs import MAX_SETTINGS_BYTES, read_json_limited
 from rlscale.lstm import LSTMPredictor
 from rlscale.model import rank_key
@@ -93,7 +93,7 @@ change between two sweeps); a worker process fills it as it goes (and ends with 
 
 def run(item: WindowRun) -> dict[str, float]:
     """One run: ``{"score", "sla_violation_rate"}`` of the episode. Pure; module-level, so a worker process can
-    import and call it (`experiments.sweep`)."""
+    import and call it (`rlscale.evaluate.sweep`)."""
     if item.pipeline not in _specs:
         _specs[item.pipeline] = load_spec(item.pipeline)
     spec = _specs[item.pipeline]
@@ -147,7 +147,7 @@ def tune(
         seed: seeds the window draws.
         candidates: the values tried (default `CANDIDATES` or `HPA_TARGETS`); for ``ipa-hold``, (headroom, δ) pairs
             (default every pair of `HOLD_HEADROOMS` x `HOLD_DELTAS`).
-        executor: where the candidates x windows runs go (`experiments.sweep`, with ``workers``, ``ray_address``);
+        executor: where the candidates x windows runs go (`rlscale.evaluate.sweep`, with ``workers``, ``ray_address``);
             the report is the same whichever.
         workers: see ``executor``.
         ray_address: see ``executor``.

@@ -88,7 +88,7 @@ def test_no_command_writes_outside_out_with_an_escaping_spec_name(tmp_path, writ
 
 
 def test_compare_refuses_a_trace_file_whose_name_cannot_be_a_file_name(tmp_path):
-    from experiments.compare import run_comparison
+    from rlscale.evaluate.compare import run_comparison
 
     bad = tmp_path / "my trace.csv"
     bad.write_text("rps\n" + "\n".join(["5"] * 50) + "\n")
@@ -100,7 +100,7 @@ def test_compare_refuses_a_trace_file_whose_name_cannot_be_a_file_name(tmp_path)
 
 
 def test_two_traces_with_one_file_name_keep_their_own_timelines_and_rows(tmp_path):
-    from experiments.compare import run_comparison
+    from rlscale.evaluate.compare import run_comparison
 
     for folder, level in (("a", 5), ("b", 20)):
         (tmp_path / folder).mkdir()
@@ -117,7 +117,7 @@ def test_two_traces_with_one_file_name_keep_their_own_timelines_and_rows(tmp_pat
 
 
 def test_compare_refuses_the_same_trace_or_policy_twice(tmp_path):
-    from experiments.compare import run_comparison
+    from rlscale.evaluate.compare import run_comparison
 
     with pytest.raises(RlscaleError, match="twice"):
         run_comparison(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from experiments.sweep import add_executor_flags
 from rlscale.cli.compare import POLICY_FACTORY
+from rlscale.evaluate.sweep import add_executor_flags
 
 
 def register(sub) -> None:

@@ -92,7 +92,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         atomic_write_text(Path(args.timeline), to_csv(spec, result.timeline_rows(spec)))
         log.info("wrote %s", args.timeline)
     if args.plot:
-        from experiments.plots import plot_timeline
+        from rlscale.evaluate.plots import plot_timeline
 
         save_plot(lambda: plot_timeline(spec, result, Path(args.plot)), Path(args.plot))
         log.info("wrote %s", args.plot)

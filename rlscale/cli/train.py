@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments.sweep import DEFAULT_EXECUTOR, add_executor_flags
 from rlscale.cli.args import add_set, add_spec, float_in, int_in, int_list_in, load_spec, spec_file
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.sweep import DEFAULT_EXECUTOR, add_executor_flags
 from rlscale.inputs import MAX_SEED, MAX_TRACE_SECONDS
 
 MAX_STEPS = 10**10

@@ -12,10 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from experiments.sweep import add_executor_flags
 from rlscale.cli.args import add_json, add_set, add_spec, float_in, int_in, load_spec, spec_file
 from rlscale.cli.output import emit_json
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.sweep import add_executor_flags
 from rlscale.inputs import MAX_SEED, MAX_TRACE_SECONDS
 
 log = logging.getLogger("rlscale")

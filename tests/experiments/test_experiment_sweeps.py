@@ -1,5 +1,5 @@
 """``experiments.tune_headroom`` and ``experiments.verify_solvers`` run their independent runs on an executor of
-`experiments.sweep`: the report is the same whatever the executor, and bad input is one line and exit 2."""
+`rlscale.evaluate.sweep`: the report is the same whatever the executor, and bad input is one line and exit 2."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from experiments import tune_headroom, verify_solvers
-from experiments.sweep import EXECUTORS
 from experiments.tune_headroom import WindowRun, tune
 from experiments.verify_solvers import Episode, Problem, verify
+from rlscale.evaluate.sweep import EXECUTORS
 from rlscale.workload import TrainingSampler
 
 SMALL_TUNE = {"windows": 2, "window_s": 200, "candidates": (1.0, 1.5), "seed": 3}

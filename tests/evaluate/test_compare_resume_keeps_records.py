@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from experiments.compare import run_comparison
+from rlscale.evaluate.compare import run_comparison
 from rlscale.policies.registry import make_policy
 
 

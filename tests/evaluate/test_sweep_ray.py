@@ -1,4 +1,4 @@
-"""`experiments.sweep`'s ``ray`` executor: the same results as ``serial`` on a local Ray (2 CPUs, started once for
+"""`rlscale.evaluate.sweep`'s ``ray`` executor: the same results as ``serial`` on a local Ray (2 CPUs, started once for
 the module), a bad ``--ray-address`` is one line and exit 2 in bounded time, and a missing ray extra is one line.
 
 A Ray that cannot start skips these tests, but fails them under ``CI=true`` (where the ray extra is installed)."""
@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from experiments import sweep
-from experiments.compare import RunSpec, run, run_comparison
-from experiments.sweep import make_executor
 from rlscale.cli import main
-from tests.experiments.test_sweep import FACTORY, _grid, _rows, _trace
+from rlscale.evaluate import sweep
+from rlscale.evaluate.compare import RunSpec, run, run_comparison
+from rlscale.evaluate.sweep import make_executor
+from tests.evaluate.test_sweep import FACTORY, _grid, _rows, _trace
 
 CI = os.environ.get("CI", "").lower() == "true"
 

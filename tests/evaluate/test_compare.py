@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.compare import run_comparison
 from experiments.tune_headroom import tune
 from experiments.verify_solvers import verify
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.compare import run_comparison
 from rlscale.policies.registry import make_policy
 
 
