@@ -54,7 +54,7 @@ def test_the_contracts_catch_an_upward_import_and_torch(tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "__init__.py").write_text("")
     (tmp_path / "rlscale" / "cli" / "train.py").write_text("import stable_baselines3\n")  # the ignored import
-    (tmp_path / "experiments" / "train_throughput.py").write_text("import stable_baselines3\nimport torch\n")  # too
+    (tmp_path / "rlscale" / "evaluate" / "train_throughput.py").write_text("import stable_baselines3\nimport torch\n")
     (tmp_path / "rlscale" / "examples" / "resnet.py").write_text("def build(v):\n    import torch\n")  # too
     (tmp_path / "rlscale" / "serve" / "runtime.py").write_text("import mlserver\n")  # the ignored import
     (tmp_path / "rlscale" / "serve" / "model.py").write_text("import mlserver\n")  # mlserver outside the runtime

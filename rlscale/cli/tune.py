@@ -1,6 +1,6 @@
 """``rlscale tune``: tune ``ipa-tuned``'s headroom (``hpa-tuned``'s target utilisation, ``ipa-hold``'s headroom and
 δ) on training windows
-(`experiments.tune_headroom.tune`) and merge the result into the tuning file ``--out``, which ``simulate``,
+(`rlscale.evaluate.tune_headroom.tune`) and merge the result into the tuning file ``--out``, which ``simulate``,
 ``compare`` and ``sidecar`` read with ``--tuning FILE``."""
 
 from __future__ import annotations
@@ -105,8 +105,8 @@ def check_writable(path: Path) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from experiments.tune_headroom import merge, read_table, tune, write_table
     from rlscale.cli.train import absolute_traces
+    from rlscale.evaluate.tune_headroom import merge, read_table, tune, write_table
     from rlscale.policies.tunings import POLICIES
 
     spec = load_spec(args.pipeline, args)

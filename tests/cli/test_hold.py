@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from experiments.tune_headroom import merge, tune
 from rlscale.cli import main
 from rlscale.errors import RlscaleError, TraceError
 from rlscale.evaluate.compare import run_comparison
+from rlscale.evaluate.tune_headroom import merge, tune
 from rlscale.policies.registry import LIVE_POLICIES, PolicyOptions, make_live_policy, make_policy
 from rlscale.policies.tunings import HOLD_DEFAULTS, TUNED_PATH, tuned_hold
 from rlscale.spec import load_spec

@@ -122,8 +122,8 @@ def test_closing_a_ray_sweep_early_cancels_the_rest_and_keeps_what_finished(ray_
 def test_trainings_on_ray_equal_serial(tmp_path, ray_session):
     """``rlscale train --seeds 2 --executor ray``: the same records as serial (tiny trainings)."""
     pytest.importorskip("stable_baselines3", reason="training needs the train extra")
-    from experiments.train_sweep import train_sweep
-    from tests.experiments.test_train_sweep import _without_timing, tiny
+    from rlscale.evaluate.train_sweep import train_sweep
+    from tests.evaluate.test_train_sweep import _without_timing, tiny
 
     serial = train_sweep(tiny(tmp_path / "serial"), seeds=2, executor="serial")
     ray = train_sweep(tiny(tmp_path / "ray"), seeds=2, executor="ray", workers=2)

@@ -20,7 +20,7 @@ The runs (candidates x windows) are independent: each is a picklable `WindowRun`
 `run`, on an executor of `rlscale.evaluate.sweep` (``--executor serial|process|ray``, ``--workers N``); the windows are
 drawn here, before any run, so the report is the same whatever the executor.
 
-    python -m experiments.tune_headroom --pipeline video [--policy hpa|ipa-hold] [--windows 8] [--seed 0]
+    python -m rlscale.evaluate.tune_headroom --pipeline video [--policy hpa|ipa-hold] [--windows 8] [--seed 0]
         [--executor process]
     rlscale tune --pipeline video --out tuning.json    (the same, as a command)
 """
@@ -216,7 +216,7 @@ def tune(
     flag = "" if policy == "ipa" else f" --policy {policy}"
     flag += f" --damping {damping}" if damping != 8 else ""
     report["command"] = command or (
-        f"python -m experiments.tune_headroom --pipeline {pipeline}{flag} --windows {windows} --seed {seed}"
+        f"python -m rlscale.evaluate.tune_headroom --pipeline {pipeline}{flag} --windows {windows} --seed {seed}"
     )
     return report
 
@@ -293,7 +293,7 @@ def write_table(path: Path, table: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m experiments.tune_headroom", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m rlscale.evaluate.tune_headroom", description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", default="video", help="bundled pipeline name or spec path (default video)")
     parser.add_argument(
         "--policy",
