@@ -42,7 +42,7 @@ def register(sub) -> None:
     again.add_argument(
         "--overwrite", action="store_true", help="remove the results already in --out (timelines included) first"
     )
-    add_executor_flags(p)  # --executor, --workers, --ray-address (shared with demo and the experiments' scripts)
+    add_executor_flags(p)  # --executor, --workers, --ray-address (shared with demo, tune and the scripts)
     add_set(p)
     add_planner_flags(p)
     p.set_defaults(func=cmd_compare)
