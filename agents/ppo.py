@@ -222,7 +222,7 @@ class TrainConfig:
 
 class PPOPolicy:
     """A trained agent as a `Policy`: it proposes; the guard in front of it (``ppo``: the safety layer; ``ppo-raw``:
-    none) is the registry's (`rlscale.cli.registry.make_policy`) and the control step's (`rlscale.control`).
+    none) is the registry's (`rlscale.policies.registry.make_policy`) and the control step's (`rlscale.control`).
 
     Inference is numpy only (`agents.actor.Actor`): an agent file is never unpickled.
 

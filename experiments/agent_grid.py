@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from experiments.compare import resolve_factory
-from experiments.sweep import OneLineParser, add_executor_flags, make_executor, run_sweep
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.compare import resolve_factory
+from rlscale.evaluate.sweep import OneLineParser, add_executor_flags, make_executor, run_sweep
 from rlscale.paths import atomic_path, atomic_write_text, output_folder
 from rlscale.sim.runner import run_episode
 from rlscale.spec import PipelineSpec, load_spec
@@ -45,8 +45,8 @@ from rlscale.workload import IPA_PATTERNS, load_trace, scale_trace
 
 log = logging.getLogger(__name__)
 
-FACTORY = "rlscale.cli.registry:make_policy"
-OPTIONS = "rlscale.cli.registry:PolicyOptions"
+FACTORY = "rlscale.policies.registry:make_policy"
+OPTIONS = "rlscale.policies.registry:PolicyOptions"
 POLICIES = ("ppo", "ipa", "ipa-tuned", "ipa-hold", "oracle")
 ALPHAS = (2.0, 10.0, 30.0, 100.0)
 LOAD_SCALES = (1.0, 2.0)

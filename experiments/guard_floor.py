@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from experiments.agent_grid import ALPHAS, LOAD_SCALES, VIOLATION_MARGIN, spec_with_alpha
-from experiments.sweep import OneLineParser
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.sweep import OneLineParser
 from rlscale.workload import IPA_PATTERNS
 
 
@@ -30,7 +30,7 @@ def run_floor(cell: tuple[str, float, float, str, str, str, str | None]) -> dict
     """One run: (pipeline, alpha, load scale, trace, floor, policy, agent); policies from the registry, as
     `experiments.agent_grid` reaches it (by name: experiments sit below the CLI)."""
     from experiments.agent_grid import FACTORY, OPTIONS
-    from experiments.compare import resolve_factory
+    from rlscale.evaluate.compare import resolve_factory
     from rlscale.sim.runner import run_episode
     from rlscale.spec import load_spec
     from rlscale.workload import load_trace, scale_trace

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 
 from experiments.agent_grid import FACTORY, OPTIONS
-from experiments.compare import resolve_factory
-from experiments.sweep import OneLineParser
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.compare import resolve_factory
+from rlscale.evaluate.sweep import OneLineParser
 from rlscale.paths import atomic_write_text, output_folder
 
 PIPELINE = "infadapter"

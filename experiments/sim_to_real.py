@@ -64,8 +64,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.sweep import OneLineParser
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.sweep import OneLineParser
 from rlscale.paths import atomic_write_text, output_folder
 from rlscale.profiles import PROFILE_COLUMNS
 from rlscale.serve.local import free_port, stop_process, wait_ready

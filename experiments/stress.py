@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.compare import markdown_table, run_comparison
+from rlscale.evaluate.compare import markdown_table, run_comparison
 from rlscale.workload import load_trace
 
 
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "video",
         traces,
         policies,
-        make_policy="rlscale.cli.registry:make_policy",  # the CLI's registry, by name (imported by each run)
+        make_policy="rlscale.policies.registry:make_policy",  # the CLI's registry, by name (imported by each run)
         seeds=args.seeds,
         out=args.out,
         timelines=False,

@@ -4,7 +4,7 @@ Runs the planner policies (``ipa``, ``oracle``, ``fa2-low``, ``fa2-high``, ``rim
 traces, records every planning problem they solved (mode, planned load), re-solves each with CBC and HiGHS and
 compares the objective values (and infeasibility verdicts).
 
-Both stages are sweeps of independent runs on an executor of `experiments.sweep` (``--executor
+Both stages are sweeps of independent runs on an executor of `rlscale.evaluate.sweep` (``--executor
 serial|process|ray``, ``--workers N``): the episodes (one `Episode` per trace x policy, `run_episode_plans`),
 then the re-solves (one `Problem` per distinct planning problem, `resolve`). The problems are numbered in the order
 they first appear, trace-major and policy-minor, so the report is the same whatever the executor.
@@ -20,11 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from experiments.sweep import OneLineParser, add_executor_flags, make_executor, run_sweep
 from ilp_baseline.ilp import solve
 from ilp_baseline.policy import ILPPolicy, ipa_headroom
 from ilp_baseline.problem import InfeasibleLoad, planning_data
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.sweep import OneLineParser, add_executor_flags, make_executor, run_sweep
 from rlscale.lstm import LSTMPredictor
 from rlscale.predictors import OraclePredictor
 from rlscale.sim.runner import run_episode
@@ -133,7 +133,7 @@ def verify(
 ) -> dict:
     """Re-solve every distinct planning problem of the runs; returns counts and any disagreements.
 
-    ``executor``, ``workers``, ``ray_address``: where the episodes and the re-solves go (`experiments.sweep`); the
+    ``executor``, ``workers``, ``ray_address``: where the episodes and the re-solves go (`rlscale.evaluate.sweep`); the
     report is the same whichever. ``progress``: a bar on stderr.
 
     Raises:

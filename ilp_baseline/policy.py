@@ -49,7 +49,8 @@ CACHE_ENTRIES = 4096
 """Plans an `ILPPolicy` keeps, least recently used dropped first: a day of 10 s intervals is 8640 decisions, so
 repeated loads still hit while a live sidecar's memory stays bounded (a few hundred bytes per entry)."""
 PLANS_KEPT = 4096
-"""Solved plans an `ILPPolicy` remembers in ``plans`` (the most recent), for `experiments.verify_solvers`."""
+"""Solved plans an `ILPPolicy` remembers in ``plans`` (the most recent), for the solver check
+(``experiments/verify_solvers.py``)."""
 
 # IPA's published predictor margins (%), from its bursty IPA-run configs (configs/final/sample-*.yaml and the
 # revised-paper rows of ipa/derived/ipa_experiment_configs_from_notebooks.csv): headroom = 1 + margin / 100.

@@ -336,7 +336,7 @@ def test_hpa_on_a_running_pipeline_scales_replicas_only_in_simulate_and_in_the_s
     changes replicas only: it used to re-plan variant, batch and cores at its first decision on a running pipeline
     (it planned them whenever it had not planned yet), so the sidecar rolled every stage over to IPA's FA2-high
     variants."""
-    from rlscale.cli.registry import make_live_policy, make_policy
+    from rlscale.policies.registry import make_live_policy, make_policy
 
     running = warm_state(SPEC, TRACE).config
     assert running.variants != tuple(fa2_high_variants(SPEC))  # precondition: the hpa's warm start would differ

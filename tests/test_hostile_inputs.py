@@ -282,7 +282,7 @@ CASES = [
         ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "static-min", "--out", "keep"],
         "--resume",
     ),
-    # compare and demo: where the runs go (`experiments.sweep.add_executor_flags`)
+    # compare and demo: where the runs go (`rlscale.evaluate.sweep.add_executor_flags`)
     (
         "compare-executor",
         ["compare", "--pipeline", "video", "--traces", "bursty", "--policies", "static-min", "--executor", "dask"],

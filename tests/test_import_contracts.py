@@ -36,12 +36,13 @@ def test_every_core_module_is_under_the_core_contract():
         f"rlscale.{p.stem if p.is_file() else p.name}"
         for p in (ROOT / "rlscale").iterdir()
         if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())
-    } - {"rlscale.cli"}
+    } - {"rlscale.cli", "rlscale.evaluate", "rlscale.policies"}
     assert core == listed, f"add to or remove from .importlinter's core contract: {core ^ listed}"
 
 
 def test_the_contracts_catch_an_upward_import_and_torch(tmp_path):
-    """The same contract types over a throwaway tree: a core module importing a layer above it, torch, mlserver."""
+    """The same contract types over a throwaway tree: a core module importing a layer above it, the registry importing
+    evaluate, torch, mlserver, a product module importing experiments, a cycle."""
     contracts = _contracts()
     modules = {
         m
@@ -54,7 +55,9 @@ def test_the_contracts_catch_an_upward_import_and_torch(tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "__init__.py").write_text("")
     (tmp_path / "rlscale" / "cli" / "train.py").write_text("import stable_baselines3\n")  # the ignored import
-    (tmp_path / "experiments" / "train_throughput.py").write_text("import stable_baselines3\nimport torch\n")  # too
+    (tmp_path / "rlscale" / "evaluate" / "train_throughput.py").write_text("import stable_baselines3\nimport torch\n")
+    (tmp_path / "agents" / "ppo.py").write_text("")  # the ignored cycle in agents
+    (tmp_path / "agents" / "validation.py").write_text("def f():\n    import agents.ppo\n")
     (tmp_path / "rlscale" / "examples" / "resnet.py").write_text("def build(v):\n    import torch\n")  # too
     (tmp_path / "rlscale" / "serve" / "runtime.py").write_text("import mlserver\n")  # the ignored import
     (tmp_path / "rlscale" / "serve" / "model.py").write_text("import mlserver\n")  # mlserver outside the runtime
@@ -63,6 +66,10 @@ def test_the_contracts_catch_an_upward_import_and_torch(tmp_path):
         (tmp_path / package / "__init__.py").write_text("")
     (tmp_path / "rlscale" / "model" / "__init__.py").write_text("import envs\n")  # upward
     (tmp_path / "envs" / "env.py").write_text("import torch\n")  # torch outside training
+    (tmp_path / "rlscale" / "policies" / "registry.py").write_text("import rlscale.evaluate\n")  # upward
+    (tmp_path / "ilp_baseline" / "plan.py").write_text("def f():\n    import experiments\n")  # the scripts
+    (tmp_path / "rlscale" / "sim" / "a.py").write_text("import rlscale.sim.b\n")  # a cycle
+    (tmp_path / "rlscale" / "sim" / "b.py").write_text("def f():\n    import rlscale.sim.a\n")
     (tmp_path / "torch").mkdir()
     (tmp_path / "torch" / "__init__.py").write_text("")
     shutil.copy(ROOT / ".importlinter", tmp_path / ".importlinter")
@@ -73,3 +80,7 @@ def test_the_contracts_catch_an_upward_import_and_torch(tmp_path):
     assert "envs.env -> torch" in result.stdout
     assert "rlscale.serve.model -> mlserver" in result.stdout
     assert "rlscale.serve.runtime -> mlserver" not in result.stdout
+    assert "rlscale.policies.registry -> rlscale.evaluate" in result.stdout
+    assert "ilp_baseline.plan -> experiments" in result.stdout
+    assert "No cycles are allowed in rlscale.sim" in result.stdout
+    assert "agents.validation" not in result.stdout

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from ilp_baseline.safety import SafetyLayer
 from rlscale import control
-from rlscale.cli.registry import make_policy
 from rlscale.control import Controller, Damper, Limits, is_rollout, rolled_out, rollout_key, step
 from rlscale.errors import SpecError
 from rlscale.model import (
@@ -25,6 +24,7 @@ from rlscale.model import (
     rank_records,
     stage_capacity_rps,
 )
+from rlscale.policies.registry import make_policy
 from rlscale.sim.runner import run_episode
 from rlscale.spec import DampingSpec, load_spec
 from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState, StageConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("rlscale", "agents", "experiments")
+PACKAGES = ("rlscale", "agents")
 
 
 def _bundled_files(package: str) -> list[Path]:
@@ -30,7 +30,7 @@ def test_every_bundled_data_file_is_package_data(package):
     assert not missing, f"not in [tool.setuptools.package-data] {package}: {missing}"
 
 
-PRODUCT = ("rlscale", "envs", "agents", "ilp_baseline", "experiments")  # [tool.setuptools.packages.find] include
+PRODUCT = ("rlscale", "envs", "agents", "ilp_baseline")  # [tool.setuptools.packages.find] include
 
 
 def test_the_wheel_packages_only_product_code_and_none_of_it_imports_the_tests():
@@ -50,3 +50,16 @@ def test_the_wheel_packages_only_product_code_and_none_of_it_imports_the_tests()
                     names = [node.module]
                 offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "tests"]
     assert not offenders
+
+
+def test_research_stays_out_of_the_wheel_and_the_image():
+    """experiments/ (scripts, 262 result files) is neither a package of the wheel nor in the Docker build context
+    (`COPY . .`), and no bundled data file of the product lies under it."""
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert not any(fnmatch.fnmatch("experiments", g) or fnmatch.fnmatch("experiments.results", g) for g in include)
+    assert "experiments" not in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"].get(
+        "package-data", {}
+    )
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert "experiments" in ignored
+    assert not (ROOT / "experiments" / "data").exists()  # the bundled tunings live in rlscale/data

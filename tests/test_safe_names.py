@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlscale.cli.registry import make_policy
 from rlscale.errors import RlscaleError, SpecError
 from rlscale.paths import check_name, inside, is_safe_name
+from rlscale.policies.registry import make_policy
 from rlscale.spec import load_spec
 
 BAD_NAMES = ["../../escaped/evil", "a/b", "..", "a..b", ".hidden", "-dash", "a b", "x" * 64, "", "a\\b", "é"]
@@ -88,7 +88,7 @@ def test_no_command_writes_outside_out_with_an_escaping_spec_name(tmp_path, writ
 
 
 def test_compare_refuses_a_trace_file_whose_name_cannot_be_a_file_name(tmp_path):
-    from experiments.compare import run_comparison
+    from rlscale.evaluate.compare import run_comparison
 
     bad = tmp_path / "my trace.csv"
     bad.write_text("rps\n" + "\n".join(["5"] * 50) + "\n")
@@ -100,7 +100,7 @@ def test_compare_refuses_a_trace_file_whose_name_cannot_be_a_file_name(tmp_path)
 
 
 def test_two_traces_with_one_file_name_keep_their_own_timelines_and_rows(tmp_path):
-    from experiments.compare import run_comparison
+    from rlscale.evaluate.compare import run_comparison
 
     for folder, level in (("a", 5), ("b", 20)):
         (tmp_path / folder).mkdir()
@@ -117,7 +117,7 @@ def test_two_traces_with_one_file_name_keep_their_own_timelines_and_rows(tmp_pat
 
 
 def test_compare_refuses_the_same_trace_or_policy_twice(tmp_path):
-    from experiments.compare import run_comparison
+    from rlscale.evaluate.compare import run_comparison
 
     with pytest.raises(RlscaleError, match="twice"):
         run_comparison(
@@ -144,7 +144,7 @@ def test_bundle_path_is_checked_inside_the_bundled_folder(monkeypatch, tmp_path)
 
 
 def test_safe_name_rule_matches_every_bundled_name():
-    from rlscale.cli.registry import POLICIES
+    from rlscale.policies.registry import POLICIES
     from rlscale.spec import bundled_pipelines
     from rlscale.workload import EVAL_TRACES
 

@@ -168,7 +168,7 @@ def _stop(seen: dict, key: str):
 
 
 def test_compare_hands_on_a_spec_file_with_the_overrides(capfd, monkeypatch, tmp_path):
-    import experiments.compare as compare
+    import rlscale.evaluate.compare as compare
 
     seen: dict = {}
     monkeypatch.setattr(compare, "run_comparison", _stop(seen, "pipeline"))

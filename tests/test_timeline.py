@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from rlscale.cli.registry import make_policy
 from rlscale.errors import RlscaleError
 from rlscale.model import plan_fixed_variants
+from rlscale.policies.registry import make_policy
 from rlscale.sim.cluster import Simulator
 from rlscale.sim.runner import run_episode
 from rlscale.spec import load_spec

@@ -155,10 +155,10 @@ def add_planner_flags(p: argparse.ArgumentParser) -> None:
     ``--vpa-target``, ``--vpa-margin``, ``--vpa-min-replicas``, ``--vpa-updater``, ``--vpa-variant``,
     ``--vpa-cores``."""
     from agents.vpa import UPDATERS
-    from experiments.tune_headroom import HEADROOM_RANGE, HOLD_DELTA_RANGE, HPA_TARGET_RANGE
     from ilp_baseline.policy import ALL_SOLVERS
     from ilp_baseline.safety import DEFAULT_LOAD, LOAD_MODES
-    from rlscale.cli.registry import PREDICTORS
+    from rlscale.policies.registry import PREDICTORS
+    from rlscale.policies.tunings import HEADROOM_RANGE, HOLD_DELTA_RANGE, HPA_TARGET_RANGE
 
     p.add_argument(
         "--solver",
@@ -293,12 +293,12 @@ def guard_flag(args: argparse.Namespace) -> bool | None:
 
 
 def policy_options(args: argparse.Namespace, policies: list[str] | None = None):
-    """The planner and agent flags of `add_planner_flags` as `rlscale.cli.registry.PolicyOptions`.
+    """The planner and agent flags of `add_planner_flags` as `rlscale.policies.registry.PolicyOptions`.
 
     Raises:
         RlscaleError: ``--agent`` given while none of ``policies`` (when known) is an agent that would use it.
     """
-    from rlscale.cli.registry import PolicyOptions
+    from rlscale.policies.registry import PolicyOptions
 
     if args.agent is not None and policies is not None and not {"ppo", "ppo-raw"} & set(policies):
         raise RlscaleError(f"--agent is for the ppo and ppo-raw policies; {', '.join(policies)} would ignore it")
@@ -369,8 +369,8 @@ def policy_options(args: argparse.Namespace, policies: list[str] | None = None):
 
 def add_live_flags(p: argparse.ArgumentParser) -> None:
     """The sidecar's decision flags, shared by ``sidecar`` and ``manifests`` (which passes them on)."""
-    from rlscale.cli.registry import LIVE_POLICIES
     from rlscale.kube.manifests import INTERVAL_RANGE_S
+    from rlscale.policies.registry import LIVE_POLICIES
 
     low_s, high_s = INTERVAL_RANGE_S
     p.add_argument(

@@ -1,5 +1,5 @@
 """``rlscale bench``: simulator speed against a naive reference, decision latency by stages and PPO training
-throughput against CartPole (`experiments.bench`)."""
+throughput against CartPole (`rlscale.evaluate.bench`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from rlscale.cli.args import add_json, csv_list, int_in
 from rlscale.cli.output import console, emit_json
 from rlscale.errors import RlscaleError
 
-SECTIONS = ("sim", "decisions", "train")  # experiments.bench.SECTIONS (not imported here: the parser stays light)
-TRAIN_STEPS = 4096  # experiments.bench.TRAIN_STEPS
+SECTIONS = ("sim", "decisions", "train")  # rlscale.evaluate.bench.SECTIONS (not imported here: the parser stays light)
+TRAIN_STEPS = 4096  # rlscale.evaluate.bench.TRAIN_STEPS
 
 
 def register(sub) -> None:
@@ -51,7 +51,7 @@ def _sections(args: argparse.Namespace) -> tuple[str, ...]:
     Raises:
         RlscaleError: an unknown section, or ``train`` asked for without torch.
     """
-    from experiments.train_throughput import require_train_extra
+    from rlscale.evaluate.train_throughput import require_train_extra
 
     explicit = args.sections is not None
     names = tuple(dict.fromkeys(args.sections)) if explicit else SECTIONS
@@ -73,7 +73,7 @@ def _sections(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from experiments.bench import run_bench
+    from rlscale.evaluate.bench import run_bench
 
     sections = _sections(args)
     options = {

@@ -1,4 +1,4 @@
-"""``rlscale compare``: policies x traces x seeds on the simulator (`experiments.compare`), with this CLI's
+"""``rlscale compare``: policies x traces x seeds on the simulator (`rlscale.evaluate.compare`), with this CLI's
 policy registry handed in."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.sweep import add_executor_flags
 from rlscale.cli.args import add_load_scale, add_planner_flags, add_set, add_spec, csv_list, policy_options, spec_file
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.sweep import add_executor_flags
 
-POLICY_FACTORY = "rlscale.cli.registry:make_policy"
+POLICY_FACTORY = "rlscale.policies.registry:make_policy"
 """The policy registry, by name: every run (in this process or a worker process) imports it itself."""
 
 
@@ -42,14 +42,14 @@ def register(sub) -> None:
     again.add_argument(
         "--overwrite", action="store_true", help="remove the results already in --out (timelines included) first"
     )
-    add_executor_flags(p)  # --executor, --workers, --ray-address (shared with demo and the experiments' scripts)
+    add_executor_flags(p)  # --executor, --workers, --ray-address (shared with demo, tune and the scripts)
     add_set(p)
     add_planner_flags(p)
     p.set_defaults(func=cmd_compare)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from experiments.compare import ComparisonInterrupted, markdown_table, run_comparison
+    from rlscale.evaluate.compare import ComparisonInterrupted, markdown_table, run_comparison
     from rlscale.interrupts import Interrupted, raise_on_signals, signal_name
 
     out = Path(args.out)

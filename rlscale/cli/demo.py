@@ -1,12 +1,12 @@
-"""``rlscale demo``: the main job on the bundled default (`experiments.demo`), with this CLI's policy registry."""
+"""``rlscale demo``: the main job on the bundled default (`rlscale.evaluate.demo`), with this CLI's policy registry."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from experiments.sweep import add_executor_flags
 from rlscale.cli.compare import POLICY_FACTORY
+from rlscale.evaluate.sweep import add_executor_flags
 
 
 def register(sub) -> None:
@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from experiments.demo import run_demo
+    from rlscale.evaluate.demo import run_demo
     from rlscale.paths import output_folder
 
     return run_demo(

@@ -127,7 +127,7 @@ def no_bundled_agent_message(policy: str, pipeline: str) -> str:
 
 def _choose_policy(args: argparse.Namespace, spec) -> tuple[str, bool]:
     """The sidecar's policy, and whether it is the default (not asked for by --policy, --agent or --tuning)."""
-    from rlscale.cli.registry import default_live_policy
+    from rlscale.policies.registry import default_live_policy
 
     policy = args.policy
     if policy is None:
@@ -172,7 +172,7 @@ def _check_runs(policy: str, is_default: bool, args: argparse.Namespace, spec) -
     """
     from agents.actor import AgentMismatch
     from agents.ppo import bundled_agent
-    from rlscale.cli.registry import PolicyOptions, make_live_policy
+    from rlscale.policies.registry import PolicyOptions, make_live_policy
 
     if policy in AGENT_POLICIES and args.agent is None and not bundled_agent(spec.name).exists():
         raise RlscaleError(no_bundled_agent_message(policy, spec.name))

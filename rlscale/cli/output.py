@@ -36,10 +36,10 @@ def fmt(value: object) -> str:
 
 
 def run_notes(record: dict) -> list[str]:
-    """Lines a run's summary must say out loud: a violation rate over `experiments.compare.SLA_THRESHOLD`, requests
+    """Lines a run's summary must say out loud: a violation rate over `rlscale.evaluate.compare.SLA_THRESHOLD`, requests
     still in the pipeline when the run ended, and budget breaches (``budget_breaches``, where the record has it).
     Empty when there is nothing to say."""
-    from experiments.compare import SLA_THRESHOLD
+    from rlscale.evaluate.compare import SLA_THRESHOLD
 
     notes = []
     rate = record.get("sla_violation_rate")

@@ -136,7 +136,7 @@ examples:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from experiments.sweep import counting_bar
+    from rlscale.evaluate.sweep import counting_bar
     from rlscale.interrupts import Interrupted, raise_on_signals, signal_name
     from rlscale.profiling.results import fit_variants, source_text, write_profile
 

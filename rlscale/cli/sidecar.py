@@ -113,7 +113,7 @@ def live_controller(args: argparse.Namespace, spec):
     line, exit 2); only the bundled agent, used by default, falls back to ``ipa`` with a warning when it does not."""
     from agents.ppo import AgentMismatch, bundled_agent
     from rlscale.cli.manifests import AGENT_POLICIES, no_bundled_agent_message
-    from rlscale.cli.registry import default_live_policy, make_live_policy
+    from rlscale.policies.registry import default_live_policy, make_live_policy
 
     options = policy_options(args, [args.policy] if args.policy is not None else None)
     if args.policy is None and args.agent is None and default_live_policy(spec) == "ppo":

@@ -28,7 +28,7 @@ log = logging.getLogger("rlscale")
 
 
 def register(sub) -> None:
-    from rlscale.cli.registry import POLICIES
+    from rlscale.policies.registry import POLICIES
 
     p = sub.add_parser("simulate", help="run one episode of a policy on the simulator and summarise it")
     add_spec(p)
@@ -69,7 +69,7 @@ def register(sub) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from rlscale.cli.registry import make_policy
+    from rlscale.policies.registry import make_policy
     from rlscale.sim.runner import run_episode
     from rlscale.workload import load_trace, scale_trace
 
@@ -92,7 +92,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         atomic_write_text(Path(args.timeline), to_csv(spec, result.timeline_rows(spec)))
         log.info("wrote %s", args.timeline)
     if args.plot:
-        from experiments.plots import plot_timeline
+        from rlscale.evaluate.plots import plot_timeline
 
         save_plot(lambda: plot_timeline(spec, result, Path(args.plot)), Path(args.plot))
         log.info("wrote %s", args.plot)

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments.sweep import DEFAULT_EXECUTOR, add_executor_flags
 from rlscale.cli.args import add_set, add_spec, float_in, int_in, int_list_in, load_spec, spec_file
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.sweep import DEFAULT_EXECUTOR, add_executor_flags
 from rlscale.inputs import MAX_SEED, MAX_TRACE_SECONDS
 
 MAX_STEPS = 10**10
@@ -206,9 +206,9 @@ def _grid_parsers(cls: type) -> dict[str, Callable[[str], Any]]:
 
 
 def cmd_train_sweep(args: argparse.Namespace, cfg, spec_name: str, target: Path | None) -> int:
-    """``train --seeds N`` / ``--grid`` / ``--continue``: a sweep of trainings (`experiments.train_sweep`)."""
+    """``train --seeds N`` / ``--grid`` / ``--continue``: a sweep of trainings (`rlscale.evaluate.train_sweep`)."""
     from agents.ppo import TrainConfig
-    from experiments.train_sweep import SweepInterrupted, parse_grid, train_sweep
+    from rlscale.evaluate.train_sweep import SweepInterrupted, parse_grid, train_sweep
     from rlscale.interrupts import raise_on_signals, signal_name
     from rlscale.paths import atomic_path
 
@@ -218,7 +218,7 @@ def cmd_train_sweep(args: argparse.Namespace, cfg, spec_name: str, target: Path 
         raise RlscaleError("--name names one run; a sweep names its runs g{K}-s{SEED}")
     grid = parse_grid(args.grid, _grid_parsers(TrainConfig))
     if args.continue_sweep is not None:
-        from experiments.train_sweep import read_plan
+        from rlscale.evaluate.train_sweep import read_plan
         from rlscale.spec import load_spec as load_plain
 
         if grid or args.seeds > 1:

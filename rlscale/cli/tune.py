@@ -1,6 +1,6 @@
 """``rlscale tune``: tune ``ipa-tuned``'s headroom (``hpa-tuned``'s target utilisation, ``ipa-hold``'s headroom and
 δ) on training windows
-(`experiments.tune_headroom.tune`) and merge the result into the tuning file ``--out``, which ``simulate``,
+(`rlscale.evaluate.tune_headroom.tune`) and merge the result into the tuning file ``--out``, which ``simulate``,
 ``compare`` and ``sidecar`` read with ``--tuning FILE``."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from experiments.sweep import add_executor_flags
 from rlscale.cli.args import add_json, add_set, add_spec, float_in, int_in, load_spec, spec_file
 from rlscale.cli.output import emit_json
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.sweep import add_executor_flags
 from rlscale.inputs import MAX_SEED, MAX_TRACE_SECONDS
 from rlscale.workload import DEFAULT_VALIDATION_FRACTION, WINDOW_S
 
@@ -23,7 +23,7 @@ log = logging.getLogger("rlscale")
 
 
 def register(sub) -> None:
-    from experiments.tune_headroom import POLICIES
+    from rlscale.policies.tunings import POLICIES
 
     p = sub.add_parser(
         "tune",
@@ -106,8 +106,9 @@ def check_writable(path: Path) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from experiments.tune_headroom import POLICIES, merge, read_table, tune, write_table
     from rlscale.cli.train import absolute_traces
+    from rlscale.evaluate.tune_headroom import merge, read_table, tune, write_table
+    from rlscale.policies.tunings import POLICIES
 
     spec = load_spec(args.pipeline, args)
     out = Path(args.out)

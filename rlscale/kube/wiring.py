@@ -2,7 +2,7 @@
 
 `run_sidecar` is what ``rlscale sidecar`` calls once its flags are parsed and its `rlscale.control.Controller`
 (the policy behind its guard) is built: the CLI composes the policy, this module wires it to a cluster. Nothing
-here knows how policies are made (no agents, no experiments, no CLI).
+here knows how policies are made (no agents, no policy registry, no CLI).
 """
 
 from __future__ import annotations

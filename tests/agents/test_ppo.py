@@ -76,7 +76,7 @@ def test_policies_from_a_trained_model(tiny_run):
     spec = load_spec("video")
     trace = Trace("ramp", load_trace("bursty").rps[300:600].copy())
     raw = PPOPolicy(spec, tiny_run / ACTOR_FILE)
-    safe = Controller(raw, SafetyLayer(spec))  # what the policy name `ppo` means (rlscale.cli.registry)
+    safe = Controller(raw, SafetyLayer(spec))  # what the policy name `ppo` means (rlscale.policies.registry)
     assert (safe.name, safe.guard_name, Controller(raw).guard_name) == ("ppo", "safety", "none")
     result = run_episode(spec, trace, safe)
     assert result.record["guard"] == "safety"

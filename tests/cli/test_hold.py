@@ -7,15 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from experiments.compare import run_comparison
-from experiments.tune_headroom import HOLD_DEFAULTS, TUNED_PATH, merge, tune, tuned_hold
 from rlscale.cli import main
-from rlscale.cli.registry import LIVE_POLICIES, PolicyOptions, make_live_policy, make_policy
 from rlscale.errors import RlscaleError, TraceError
+from rlscale.evaluate.compare import run_comparison
+from rlscale.evaluate.tune_headroom import merge, tune
+from rlscale.policies.registry import LIVE_POLICIES, PolicyOptions, make_live_policy, make_policy
+from rlscale.policies.tunings import HOLD_DEFAULTS, TUNED_PATH, tuned_hold
 from rlscale.spec import load_spec
 from rlscale.workload import Trace, load_trace, scale_trace
 
-POLICY_FACTORY = "rlscale.cli.registry:make_policy"
+POLICY_FACTORY = "rlscale.policies.registry:make_policy"
 
 
 def test_registry_builds_ipa_hold_from_the_bundled_tuning_and_the_flags():

@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from experiments.tune_headroom import TUNED_PATH, tune
 from rlscale.cli import main
-from rlscale.cli.registry import PolicyOptions, make_policy, tuned_headroom
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.tune_headroom import tune
+from rlscale.policies.registry import PolicyOptions, make_policy, tuned_headroom
+from rlscale.policies.tunings import TUNED_PATH
 from rlscale.spec import load_spec
 from rlscale.workload import load_trace
 
@@ -94,8 +95,8 @@ def test_a_pipeline_of_ones_own_is_told_which_command_makes_its_tuning(tmp_path)
     assert "then pass --tuning tuning.json" in text
 
 
-def test_python_m_experiments_tune_headroom_still_writes_its_file(tmp_path, capsys):
-    from experiments import tune_headroom
+def test_python_m_tune_headroom_still_writes_its_file(tmp_path, capsys):
+    from rlscale.evaluate import tune_headroom
 
     out = tmp_path / "t.json"
     assert tune_headroom.main(["--pipeline", "video", "--windows", "1", "--out", str(out)]) == 0

@@ -1,5 +1,6 @@
-"""``experiments.tune_headroom`` and ``experiments.verify_solvers`` run their independent runs on an executor of
-`experiments.sweep`: the report is the same whatever the executor, and bad input is one line and exit 2."""
+"""The tuning search (`rlscale.evaluate.tune_headroom`) and the solver check (``experiments.verify_solvers``) run their
+independent runs on an executor of `rlscale.evaluate.sweep`: the report is the same whatever the executor, and bad
+input is one line and exit 2."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import tune_headroom, verify_solvers
-from experiments.sweep import EXECUTORS
-from experiments.tune_headroom import WindowRun, tune
+from experiments import verify_solvers
 from experiments.verify_solvers import Episode, Problem, verify
+from rlscale.evaluate import tune_headroom
+from rlscale.evaluate.sweep import EXECUTORS
+from rlscale.evaluate.tune_headroom import WindowRun, tune
 from rlscale.workload import TrainingSampler
 
 SMALL_TUNE = {"windows": 2, "window_s": 200, "candidates": (1.0, 1.5), "seed": 3}
@@ -134,7 +136,7 @@ def test_the_ray_executor_is_selectable(capsys, tmp_path):
         assert "nosuch" in line
 
 
-@pytest.mark.parametrize("module", ["experiments.tune_headroom", "experiments.verify_solvers"])
+@pytest.mark.parametrize("module", ["rlscale.evaluate.tune_headroom", "experiments.verify_solvers"])
 def test_the_scripts_refuse_a_bad_executor_with_one_line_and_exit_2(module, tmp_path):
     out = ["--out", str(tmp_path / "x.json")] if module.endswith("tune_headroom") else []
     result = subprocess.run(
@@ -151,7 +153,7 @@ def test_the_scripts_refuse_a_bad_executor_with_one_line_and_exit_2(module, tmp_
 
 def test_tuning_ranks_by_the_spec_s_sla_mode(tmp_path):
     """Priced: the best mean score wins; hard: the lowest mean violation rate wins, the score breaks ties."""
-    from experiments.tune_headroom import tune
+    from rlscale.evaluate.tune_headroom import tune
     from rlscale.model import rank_key
     from rlscale.spec import dump_spec, load_spec
 
@@ -167,3 +169,10 @@ def test_tuning_ranks_by_the_spec_s_sla_mode(tmp_path):
         r["mean_violation_rate"] for r in hard_report["sweep"] if r["target"] == hard_report["target"]
     )
     assert priced["sweep"] == hard_report["sweep"]  # the same runs; only the choice differs
+
+
+def test_dp_and_ilp_agree_on_every_decision_of_a_run():
+    """IPA's exact DP and the ILP (CBC) make the same decision on every interval of a run (the solver check)."""
+    report = verify("video", ["bursty"], policies=("ipa", "rim"), solvers=("cbc",), max_decisions=40)
+    assert report["distinct_problems"] == 40
+    assert report["mismatches"] == []

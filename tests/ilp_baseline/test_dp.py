@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from experiments.synthetic import synthetic_chain
 from ilp_baseline.dp import solve_dp
 from ilp_baseline.ilp import SOLVERS, solve
 from ilp_baseline.problem import InfeasibleLoad, Option, PlanningData, PooledOption, objective_value, planning_data
+from rlscale.evaluate.synthetic import synthetic_chain
 from rlscale.model import is_feasible, replicas_needed, stage_accuracy, stage_latency_s, violations
 from rlscale.profiles import LatencyModel, ProfilePoint
 from rlscale.spec import ACCURACY_METHODS, ObjectiveSpec, PipelineSpec, StageSpec, VariantSpec, load_spec

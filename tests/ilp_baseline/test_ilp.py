@@ -12,7 +12,6 @@ import pulp
 import pytest
 import yaml
 
-from experiments.synthetic import synthetic_chain
 from ilp_baseline import ilp
 from ilp_baseline.dp import solve_dp
 from ilp_baseline.ilp import SOLVERS, build_problem, solve
@@ -28,6 +27,7 @@ from ilp_baseline.problem import (
     planning_data,
     rim_sizing,
 )
+from rlscale.evaluate.synthetic import synthetic_chain
 from rlscale.model import is_feasible, stage_latency_s, violations
 from rlscale.profiles import LatencyModel, ProfilePoint
 from rlscale.spec import ObjectiveSpec, PipelineSpec, StageSpec, VariantSpec, load_spec, parse_spec

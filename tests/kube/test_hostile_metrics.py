@@ -11,13 +11,13 @@ import threading
 import pytest
 from prometheus_client import generate_latest
 
-from rlscale.cli.registry import PolicyOptions, make_live_policy
 from rlscale.errors import PermanentError, TemporaryError
 from rlscale.kube.actuator import ApplyOutcome, StageOutcome
 from rlscale.kube.cluster import KubernetesCluster
 from rlscale.kube.prometheus import MetricsUnavailable, PrometheusReader
 from rlscale.kube.sidecar import Sidecar, SidecarSettings
 from rlscale.model import is_feasible, plan_fixed_variants
+from rlscale.policies.registry import PolicyOptions, make_live_policy
 from rlscale.predictors import last_interval_peak_rps
 from rlscale.spec import load_spec
 from tests.kube.fake_prometheus import HEALTHY, FakePrometheus, Raw

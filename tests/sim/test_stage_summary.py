@@ -33,7 +33,7 @@ def test_a_tie_goes_to_the_configuration_in_force_last_and_no_configs_are_zero()
 
 
 def test_the_run_record_has_every_stages_configuration(tmp_path):
-    from rlscale.cli.registry import make_policy
+    from rlscale.policies.registry import make_policy
     from rlscale.sim.runner import run_episode
     from rlscale.spec import load_spec
     from rlscale.workload import Trace

@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 
-from experiments.compare import run_comparison
-from rlscale.cli.registry import make_policy
+from rlscale.evaluate.compare import run_comparison
+from rlscale.policies.registry import make_policy
 
 
 def test_resume_keeps_record_lines_of_other_runs(tmp_path):

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.compare import run_comparison
-from rlscale.cli.registry import make_policy
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.compare import run_comparison
+from rlscale.policies.registry import make_policy
 
 WRAPPER = """
 import os, sys, time
-import experiments.compare as compare
+import rlscale.evaluate.compare as compare
 
 _run = compare.run_episode
 

@@ -23,9 +23,10 @@ Extension point: a new executor is a class with the `Executor` interface registe
 exactly the names registered there.
 
 Commands that run a sweep take the same three flags (`add_executor_flags`: ``--executor``, ``--workers``,
-``--ray-address``): ``rlscale compare`` and ``demo``, and the ``python -m experiments.*`` scripts, which parse with
-`OneLineParser` (a usage error is one line). `run_sweep` runs a whole sweep and returns the results in the items'
-order, with a progress bar on stderr (`progress_bar`) counting the runs as they finish, on whichever worker.
+``--ray-address``): ``rlscale compare``, ``demo``, ``tune`` and ``train --seeds``, and the scripts
+(``python -m rlscale.evaluate.tune_headroom``, those under ``experiments/``), which parse with `OneLineParser` (a
+usage error is one line). `run_sweep` runs a whole sweep and returns the results in the items' order, with a
+progress bar on stderr (`progress_bar`) counting the runs as they finish, on whichever worker.
 """
 
 from __future__ import annotations
@@ -376,7 +377,7 @@ def workers_arg(text: str) -> int:
 
 def add_executor_flags(parser: argparse.ArgumentParser) -> None:
     """``--executor`` (`EXECUTORS`, default `DEFAULT_EXECUTOR`), ``--workers`` and ``--ray-address``: where a
-    sweep's runs go (``rlscale compare`` and ``demo``, and the ``python -m experiments.*`` sweeps)."""
+    sweep's runs go (``rlscale compare`` and ``demo``, and the sweeps of the scripts under ``experiments/``)."""
     parser.add_argument(
         "--executor",
         choices=tuple(EXECUTORS),
@@ -401,8 +402,8 @@ def add_executor_flags(parser: argparse.ArgumentParser) -> None:
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse for the ``python -m experiments.*`` scripts: a usage error is one line on stderr, ``error: ...``
-    (no usage block), and exit status 2, like the scripts' other errors."""
+    """argparse for the scripts (``python -m rlscale.evaluate.tune_headroom``, those under ``experiments/``): a usage
+    error is one line on stderr, ``error: ...`` (no usage block), and exit status 2, like the scripts' other errors."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")

@@ -11,7 +11,7 @@ between collecting rollouts (the environments plus the policy's forward passes) 
 interval, the observation, the LSTM prediction, the safety projection and the action's decoding (what is left of a
 step is the control step's bookkeeping and applying the configuration).
 
-``python -m experiments.train_throughput [--timesteps N] [--env-steps N] [--json]`` prints both. Needs the
+``python -m rlscale.evaluate.train_throughput [--timesteps N] [--env-steps N] [--json]`` prints both. Needs the
 ``train`` extra (torch, stable-baselines3). The script only reads `PipelineEnv`'s public attributes (``codec``,
 ``predictor``, ``safety``, ``cluster``), so it also measures older commits of rlscale (run it with ``PYTHONPATH``
 at their checkout).
@@ -250,8 +250,10 @@ def env_throughput(steps: int = 600, seed: int = 0) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m experiments.train_throughput``: PPO training and environment throughput (see the module)."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.train_throughput", description=__doc__.split("\n")[0])
+    """``python -m rlscale.evaluate.train_throughput``: PPO training and environment throughput (see the module)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m rlscale.evaluate.train_throughput", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--timesteps", type=int, default=8192, help="steps of each PPO training (default 8192)")
     parser.add_argument("--env-steps", type=int, default=600, help="steps of the environment alone (default 600)")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch threads (0: torch's default)")

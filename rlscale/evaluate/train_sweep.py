@@ -1,7 +1,7 @@
 """Sweeps of trainings: several seeds (and a grid of settings) trained side by side, the best kept by validation.
 
 ``rlscale train --seeds N [--grid FIELD=V1,V2 ...]`` trains one PPO agent per (setting, seed) through the sweep
-executors (`experiments.sweep`: ``serial``, ``process``, ``ray``), then selects the training with the best mean
+executors (`rlscale.evaluate.sweep`: ``serial``, ``process``, ``ray``), then selects the training with the best mean
 score on the **validation windows** (kept out of every training: the Twitter training split's last day, the last
 ``--validation-fraction`` of each own trace; `rlscale.workload`). The evaluation traces are scored for the report
 only and never decide.
@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.ppo import ACTOR_FILE, TrainConfig
-from experiments.sweep import make_executor, progress_bar
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.sweep import make_executor, progress_bar
 from rlscale.inputs import (
     MAX_JSON_DEPTH,
     MAX_RECORDS_BYTES,

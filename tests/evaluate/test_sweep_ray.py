@@ -1,4 +1,4 @@
-"""`experiments.sweep`'s ``ray`` executor: the same results as ``serial`` on a local Ray (2 CPUs, started once for
+"""`rlscale.evaluate.sweep`'s ``ray`` executor: the same results as ``serial`` on a local Ray (2 CPUs, started once for
 the module), a bad ``--ray-address`` is one line and exit 2 in bounded time, and a missing ray extra is one line.
 
 A Ray that cannot start skips these tests, but fails them under ``CI=true`` (where the ray extra is installed)."""
@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from experiments import sweep
-from experiments.compare import RunSpec, run, run_comparison
-from experiments.sweep import make_executor
 from rlscale.cli import main
-from tests.experiments.test_sweep import FACTORY, _grid, _rows, _trace
+from rlscale.evaluate import sweep
+from rlscale.evaluate.compare import RunSpec, run, run_comparison
+from rlscale.evaluate.sweep import make_executor
+from tests.evaluate.test_sweep import FACTORY, _grid, _rows, _trace
 
 CI = os.environ.get("CI", "").lower() == "true"
 
@@ -122,8 +122,8 @@ def test_closing_a_ray_sweep_early_cancels_the_rest_and_keeps_what_finished(ray_
 def test_trainings_on_ray_equal_serial(tmp_path, ray_session):
     """``rlscale train --seeds 2 --executor ray``: the same records as serial (tiny trainings)."""
     pytest.importorskip("stable_baselines3", reason="training needs the train extra")
-    from experiments.train_sweep import train_sweep
-    from tests.experiments.test_train_sweep import _without_timing, tiny
+    from rlscale.evaluate.train_sweep import train_sweep
+    from tests.evaluate.test_train_sweep import _without_timing, tiny
 
     serial = train_sweep(tiny(tmp_path / "serial"), seeds=2, executor="serial")
     ray = train_sweep(tiny(tmp_path / "ray"), seeds=2, executor="ray", workers=2)

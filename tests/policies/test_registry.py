@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rlscale.cli.registry import PolicyOptions, make_policy, policy_names, tuned_headroom
 from rlscale.errors import RlscaleError
 from rlscale.interfaces import Policy
 from rlscale.model import is_feasible, objective_value
+from rlscale.policies.registry import PolicyOptions, make_policy, policy_names, tuned_headroom
 from rlscale.sim.runner import run_episode, warm_state
 from rlscale.spec import load_spec
 from rlscale.types import PipelineConfig
@@ -115,7 +115,7 @@ def test_default_live_policy_skips_an_agent_that_trails_ipa(tmp_path, monkeypatc
 
     from agents import ppo
     from agents.actor import random_actor
-    from rlscale.cli.registry import default_live_policy
+    from rlscale.policies.registry import default_live_policy
     from rlscale.spec import load_spec
 
     spec = load_spec("video")

@@ -1,8 +1,8 @@
 """``rlscale compare``: every pipeline x trace x policy x seed on the simulator, one table and the plots.
 
 Each run goes through the same code path as ``rlscale simulate``: the policy factory the caller names (the
-CLI's registry, ``rlscale.cli.registry:make_policy``) and `rlscale.sim.runner.run_episode`. A run is a picklable
-`RunSpec` handed to the module-level `run`, on an executor of `experiments.sweep` (``serial`` in this process,
+CLI's registry, ``rlscale.policies.registry:make_policy``) and `rlscale.sim.runner.run_episode`. A run is a picklable
+`RunSpec` handed to the module-level `run`, on an executor of `rlscale.evaluate.sweep` (``serial`` in this process,
 ``process`` on a pool of worker processes that each import the factory by name); the files are the same
 whichever (but the wall-clock ``decision_ms_*``). Writes to ``--out``:
 
@@ -46,10 +46,10 @@ from typing import Any
 
 import numpy as np
 
-from experiments.plots import plot_timeline
-from experiments.sweep import make_executor, progress_bar
 from rlscale.control import Controller
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.plots import plot_timeline
+from rlscale.evaluate.sweep import make_executor, progress_bar
 from rlscale.inputs import (
     MAX_JSON_DEPTH,
     MAX_RECORDS_BYTES,
@@ -92,7 +92,7 @@ RunKey = tuple[str, str, int]
 
 PolicyFactory = Callable[[str, PipelineSpec, Trace | None, Any], Controller]
 """``make_policy(name, spec, trace, options)``: the policy called ``name`` behind its guard (the CLI's registry,
-`rlscale.cli.registry.make_policy`); ``options`` is the caller's, handed on unchanged."""
+`rlscale.policies.registry.make_policy`); ``options`` is the caller's, handed on unchanged."""
 
 
 def factory_name(factory: PolicyFactory | str) -> str:
@@ -153,7 +153,7 @@ class RunSpec:
     seed: int
     arrivals: str
     options: Any = None
-    factory: str = "rlscale.cli.registry:make_policy"
+    factory: str = "rlscale.policies.registry:make_policy"
     timeline: str | None = None
     timeline_csv: str | None = None
     load_scale: float = 1.0
@@ -200,7 +200,7 @@ def run(run_spec: RunSpec) -> dict[str, Any]:
     """One run: its summary record (JSON values; the per-stage list left out), its timeline drawn if asked.
 
     Pure but for the timeline file: the same spec gives the same record but the wall-clock fields
-    (``decision_ms_*``). Module-level, so a worker process can import and call it (`experiments.sweep`).
+    (``decision_ms_*``). Module-level, so a worker process can import and call it (`rlscale.evaluate.sweep`).
     """
     return _execute(run_spec)[0]
 
@@ -539,7 +539,7 @@ def run_comparison(
         resume: ``out`` holds an unfinished comparison with the same settings: run only what it lacks.
         overwrite: remove the results of an earlier comparison in ``out`` first.
         executor: ``serial`` (this process), ``process`` (a pool of worker processes) or ``ray`` (Ray tasks, on a
-            local Ray or the cluster at ``ray_address``), `experiments.sweep`; the
+            local Ray or the cluster at ``ray_address``), `rlscale.evaluate.sweep`; the
             records and files are the same whichever (but the wall-clock ``decision_ms_*``), results in the
             comparison's order, ``records.jsonl`` in the order the runs finish.
         workers: worker processes for ``process``, CPUs of the local Ray for ``ray`` (None: every core).

@@ -6,7 +6,7 @@
   never reaches ``selection.json``;
 - a training started over keeps its cut-short folder beside the earlier attempts, never over them.
 
-The sweep folders are written here from `experiments.train_sweep.plan` (one or two tiny trainings), so only the
+The sweep folders are written here from `rlscale.evaluate.train_sweep.plan` (one or two tiny trainings), so only the
 last test trains (128 steps, in this process).
 """
 
@@ -20,8 +20,8 @@ import pytest
 pytest.importorskip("stable_baselines3", reason="training needs the train extra (torch, stable-baselines3)")
 
 from agents.ppo import TrainConfig  # noqa: E402
-from experiments.train_sweep import RECORDS, SELECTION, plan  # noqa: E402
 from rlscale.cli import main  # noqa: E402
+from rlscale.evaluate.train_sweep import RECORDS, SELECTION, plan  # noqa: E402
 
 TINY = ["--timesteps", "128", "--n-steps", "64", "--batch-size", "32", "--n-envs", "1", "--validation-windows", "1"]
 TINY = [*TINY, "--eval-every", "100000", "--checkpoint-every", "100000"]

@@ -1,4 +1,4 @@
-"""`experiments.train_sweep` (``rlscale train --seeds N --grid ...``): the same trainings whatever the executor,
+"""`rlscale.evaluate.train_sweep` (``rlscale train --seeds N --grid ...``): the same trainings whatever the executor,
 selection on the validation windows only, an interrupted sweep finished by ``--continue`` without training again
 what finished, and one clear line for bad input.
 
@@ -19,7 +19,10 @@ import pytest
 pytest.importorskip("stable_baselines3", reason="training needs the train extra (torch, stable-baselines3)")
 
 from agents.ppo import TrainConfig  # noqa: E402
-from experiments.train_sweep import (  # noqa: E402
+from rlscale.cli import main  # noqa: E402
+from rlscale.cli.train import RANGES  # noqa: E402
+from rlscale.errors import RlscaleError  # noqa: E402
+from rlscale.evaluate.train_sweep import (  # noqa: E402
     RECORDS,
     SweepInterrupted,
     TrainingJob,
@@ -29,9 +32,6 @@ from experiments.train_sweep import (  # noqa: E402
     select,
     train_sweep,
 )
-from rlscale.cli import main  # noqa: E402
-from rlscale.cli.train import RANGES  # noqa: E402
-from rlscale.errors import RlscaleError  # noqa: E402
 
 TINY = ["--timesteps", "128", "--n-steps", "64", "--batch-size", "32", "--n-envs", "1", "--validation-windows", "1"]
 TINY = [*TINY, "--eval-every", "100000", "--checkpoint-every", "100000"]

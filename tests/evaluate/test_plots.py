@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-from experiments.compare import (
+from rlscale.evaluate.compare import (
     SLA_THRESHOLD,
     Comparison,
     draw_accuracy_vs_cost,
@@ -18,8 +18,8 @@ from experiments.compare import (
     plot_accuracy_vs_cost,
     violates_sla,
 )
-from experiments.plots import draw_timeline, plot_timeline, timeline_series
-from rlscale.cli.registry import make_policy
+from rlscale.evaluate.plots import draw_timeline, plot_timeline, timeline_series
+from rlscale.policies.registry import make_policy
 from rlscale.sim.runner import run_episode
 from rlscale.spec import load_spec
 from rlscale.workload import Trace

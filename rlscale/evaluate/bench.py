@@ -8,14 +8,14 @@
 
 ``decision_ms`` (solvers): time of one full planning decision (build the options, build and solve the model) for IPA's
 ILP with CBC (``ipa-cbc``) and HiGHS (``ipa-highs``) and for the exact DP (``dp``), on synthetic chains of 2, 5,
-10 and 20 stages (`experiments.synthetic`: 5 variants, batch sizes up to 64, up to 30 replicas per stage) at a
+10 and 20 stages (`rlscale.evaluate.synthetic`: 5 variants, batch sizes up to 64, up to 30 replicas per stage) at a
 low (5 rps) and a high (30 rps) load. p50/p99 pool both loads; ``by_load`` keeps them apart. An ILP solve that
 hits the time limit counts as the limit (a lower bound of its real time) and is counted in ``timeouts``.
 
 ``train``: environment steps per second of PPO training (stable-baselines3, rlscale's default settings) on
 ``rlscale/Pipeline-v0`` (the video pipeline) and on Gymnasium's ``CartPole-v1`` in the same run, and their ratio;
 CartPole's environment costs next to nothing, so its figure is the ceiling the learner allows
-(`experiments.train_throughput`). Needs the ``train`` extra (torch).
+(`rlscale.evaluate.train_throughput`). Needs the ``train`` extra (torch).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from agents.static import StaticPolicy
-from experiments.synthetic import synthetic_chain
 from ilp_baseline.policy import plan
 from ilp_baseline.problem import PlanningError
+from rlscale.evaluate.synthetic import synthetic_chain
 from rlscale.sim.cluster import Simulator
 from rlscale.sim.naive import simulate_naive
 from rlscale.spec import load_spec
@@ -158,7 +158,7 @@ def bench_agents(stages: tuple[int, ...] = STAGES, repeats: int = 50, progress=N
 def _first_config(spec):
     from rlscale.model import plan_fixed_variants
 
-    return plan_fixed_variants(spec, [min(st.variants, key=lambda v: v.accuracy).name for st in spec.stages], 5.0)
+    return plan_fixed_variants(spec, [st.cheapest_variant for st in spec.stages], 5.0)
 
 
 SECTIONS = ("sim", "decisions", "train")
@@ -168,12 +168,12 @@ TRAIN_STEPS = 4096
 
 
 def bench_train(timesteps: int = TRAIN_STEPS, progress=None) -> dict[str, Any]:
-    """PPO training throughput on the pipeline and on CartPole (`experiments.train_throughput.train_throughput`).
+    """PPO training throughput on the pipeline and on CartPole (`rlscale.evaluate.train_throughput.train_throughput`).
 
     Raises:
         ImportError: the ``train`` extra (torch, stable-baselines3) is not installed.
     """
-    from experiments.train_throughput import train_throughput
+    from rlscale.evaluate.train_throughput import train_throughput
 
     if progress is not None:
         progress(f"training throughput: PPO, {timesteps} steps on the pipeline and on CartPole")
@@ -200,7 +200,7 @@ def run_bench(
         ImportError: ``train`` asked for without the ``train`` extra (checked before anything runs).
     """
     if "train" in sections:
-        from experiments.train_throughput import require_train_extra
+        from rlscale.evaluate.train_throughput import require_train_extra
 
         require_train_extra()
     report: dict[str, Any] = {}

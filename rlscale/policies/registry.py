@@ -1,11 +1,11 @@
 """Policy names -> constructors: the one place ``simulate``, ``compare``, ``demo`` and the sidecar build policies
-from (the composition root hands `make_policy` to `experiments.compare` and `experiments.demo`).
+from (the composition root hands `make_policy` to `rlscale.evaluate.compare` and `rlscale.evaluate.demo`).
 
 ``ipa``, ``fa2-low``, ``fa2-high`` and ``rim`` default to IPA's own choices: the LSTM predictor and IPA's
 published margin for the pipeline. ``ipa-tuned`` is ``ipa`` with the headroom that scored best on training
 windows, and ``hpa-tuned`` the HPA with the target utilisation that did: from ``--tuning FILE`` (written by
-``rlscale tune``), else from the bundled tunings (``experiments/data/ipa_tuned.json``,
-`experiments.tune_headroom.TUNED_PATH`). ``ipa-hold`` is IPA's planner with hysteresis (`ILPPolicy` with
+``rlscale tune``), else from the bundled tunings (``rlscale/data/ipa_tuned.json``,
+`rlscale.policies.tunings.TUNED_PATH`). ``ipa-hold`` is IPA's planner with hysteresis (`ILPPolicy` with
 ``hold_delta``): it keeps each stage's variant, batch and cores and resizes replicas, unless a full re-plan beats
 that by more than δ core-equivalents of objective; its headroom and δ come from the tuning file likewise (a
 pipeline the bundled tunings lack gets `HOLD_DEFAULTS`), ``--headroom`` / ``--hold-delta`` override them.
@@ -25,12 +25,12 @@ from pathlib import Path
 from agents.hpa import TARGET_UTILISATION, HPAPolicy
 from agents.static import StaticPolicy
 from agents.vpa import MIN_REPLICAS, SAFETY_MARGIN, TARGET_PERCENTILE, UPDATERS, VPAPolicy
-from experiments.tune_headroom import HOLD_DEFAULTS, tuned_hold, tuned_value
 from ilp_baseline.policy import ALL_SOLVERS, ILPPolicy, ipa_headroom
 from rlscale.control import Controller, guard_default
 from rlscale.errors import RlscaleError
 from rlscale.interfaces import Policy, Predictor
 from rlscale.lstm import LSTMPredictor
+from rlscale.policies.tunings import HOLD_DEFAULTS, tuned_hold, tuned_value
 from rlscale.predictors import EWMAPredictor, MinutePeakPredictor, OraclePredictor, ReactivePredictor
 from rlscale.spec import PipelineSpec
 from rlscale.workload import Trace

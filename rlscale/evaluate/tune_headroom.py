@@ -10,16 +10,17 @@ the grid `HOLD_HEADROOMS` x `HOLD_DELTAS` (δ in core-equivalents of objective, 
 ``hold_delta``). The evaluation windows (``bursty``, ``steady_low``,
 ``steady_high``, ``fluctuating``, ``infadapter``) are never read.
 
-The tuning file (``rlscale tune --out FILE``; this script's default: the bundled ``experiments/data/ipa_tuned.json``)
+The tuning file (``rlscale tune --out FILE``; this script's default: the bundled ``rlscale/data/ipa_tuned.json``,
+`rlscale.policies.tunings.TUNED_PATH`, read there)
 holds one entry per pipeline, merged with what is there: IPA's report at the entry's top level (``headroom``,
 ``windows``, ``sweep``...), the HPA's under its key ``hpa`` (``target``, ``windows``, ``sweep``...) and ``ipa-hold``'s
 under its key ``ipa-hold`` (``headroom``, ``delta``, ``windows``, ``sweep``...).
 
 The runs (candidates x windows) are independent: each is a picklable `WindowRun` handed to the module-level
-`run`, on an executor of `experiments.sweep` (``--executor serial|process|ray``, ``--workers N``); the windows are
+`run`, on an executor of `rlscale.evaluate.sweep` (``--executor serial|process|ray``, ``--workers N``); the windows are
 drawn here, before any run, so the report is the same whatever the executor.
 
-    python -m experiments.tune_headroom --pipeline video [--policy hpa|ipa-hold] [--windows 8] [--seed 0]
+    python -m rlscale.evaluate.tune_headroom --pipeline video [--policy hpa|ipa-hold] [--windows 8] [--seed 0]
         [--executor process]
     rlscale tune --pipeline video --out tuning.json    (the same, as a command)
 """
@@ -38,15 +39,16 @@ from typing import Any
 import numpy as np
 
 from agents.hpa import HPAPolicy
-from experiments.sweep import OneLineParser, add_executor_flags, make_executor, run_sweep
 from ilp_baseline.policy import ILPPolicy
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.sweep import OneLineParser, add_executor_flags, make_executor, run_sweep
 from rlscale.inputs import MAX_SETTINGS_BYTES, read_json_limited
 from rlscale.lstm import LSTMPredictor
 from rlscale.model import rank_key
 from rlscale.paths import atomic_write_text
+from rlscale.policies.tunings import POLICIES, SUB_ENTRIES, TUNED_PATH
 from rlscale.sim.runner import run_episode
-from rlscale.spec import PipelineSpec, data_dir, load_spec
+from rlscale.spec import PipelineSpec, load_spec
 from rlscale.workload import DEFAULT_VALIDATION_FRACTION, TWITTER, Trace, TrainingSampler, training_sources
 
 log = logging.getLogger(__name__)
@@ -54,29 +56,10 @@ log = logging.getLogger(__name__)
 CANDIDATES = (1.0, 1.1, 1.2, 1.3, 1.5, 1.75, 2.0)
 HPA_TARGETS = (0.5, 0.6, 0.7, 0.8, 0.9)
 """The HPA's candidate target utilisations (Kubernetes' default is 0.8)."""
-TUNED_PATH = Path(__file__).resolve().parent / "data" / "ipa_tuned.json"
-"""The bundled tunings of the bundled pipelines (read by ``ipa-tuned`` and ``hpa-tuned`` without ``--tuning``)."""
-POLICIES = {"ipa": "headroom", "hpa": "target", "ipa-hold": "headroom"}
-"""The policies that can be tuned, and the name of the (first) value tuned; ``ipa-hold`` also tunes ``delta``."""
-SUB_ENTRIES = ("hpa", "ipa-hold")
-"""The policies whose tuning sits under their own key of a pipeline's entry (IPA's is the entry's top level)."""
 HOLD_HEADROOMS = (0.9, 1.0, 1.1, 1.2, 1.3)
 """``ipa-hold``'s candidate headrooms."""
 HOLD_DELTAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 """``ipa-hold``'s candidate δ (core-equivalents of objective)."""
-HOLD_DEFAULTS = (1.0, 0.5)
-"""``ipa-hold``'s (headroom, δ) for a pipeline the bundled tunings lack: the issue's prototype, which beat ``ipa`` on
-all four IPA windows of ``video``."""
-HEADROOM_RANGE = (0.1, 10.0)
-"""The headrooms a policy plans with, inclusive: the ``--headroom`` flag's range, and a tuning file's."""
-HOLD_DELTA_RANGE = (0.0, 1e6)
-"""``ipa-hold``'s δ, inclusive: the ``--hold-delta`` flag's range, and a tuning file's."""
-HPA_TARGET_RANGE = (0.0, 1.0)
-"""The HPA's target utilisation, (low, high]: the ``--hpa-target`` flag's range, and a tuning file's."""
-TUNED_RANGES = {"headroom": (*HEADROOM_RANGE, "--headroom"), "delta": (*HOLD_DELTA_RANGE, "--hold-delta")}
-TUNED_RANGES["target"] = (*HPA_TARGET_RANGE, "--hpa-target")
-"""A tuned value's (low, high, the flag it stands for): a tuning file may hold only what the flag accepts (the low end
-of ``target`` is exclusive)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +93,7 @@ change between two sweeps); a worker process fills it as it goes (and ends with 
 
 def run(item: WindowRun) -> dict[str, float]:
     """One run: ``{"score", "sla_violation_rate"}`` of the episode. Pure; module-level, so a worker process can
-    import and call it (`experiments.sweep`)."""
+    import and call it (`rlscale.evaluate.sweep`)."""
     if item.pipeline not in _specs:
         _specs[item.pipeline] = load_spec(item.pipeline)
     spec = _specs[item.pipeline]
@@ -164,7 +147,7 @@ def tune(
         seed: seeds the window draws.
         candidates: the values tried (default `CANDIDATES` or `HPA_TARGETS`); for ``ipa-hold``, (headroom, δ) pairs
             (default every pair of `HOLD_HEADROOMS` x `HOLD_DELTAS`).
-        executor: where the candidates x windows runs go (`experiments.sweep`, with ``workers``, ``ray_address``);
+        executor: where the candidates x windows runs go (`rlscale.evaluate.sweep`, with ``workers``, ``ray_address``);
             the report is the same whichever.
         workers: see ``executor``.
         ray_address: see ``executor``.
@@ -233,7 +216,7 @@ def tune(
     flag = "" if policy == "ipa" else f" --policy {policy}"
     flag += f" --damping {damping}" if damping != 8 else ""
     report["command"] = command or (
-        f"python -m experiments.tune_headroom --pipeline {pipeline}{flag} --windows {windows} --seed {seed}"
+        f"python -m rlscale.evaluate.tune_headroom --pipeline {pipeline}{flag} --windows {windows} --seed {seed}"
     )
     return report
 
@@ -277,80 +260,6 @@ def merge(table: dict, name: str, policy: str, report: dict) -> dict:
     return {**table, name: entry}
 
 
-def pipeline_argument(spec: PipelineSpec) -> str:
-    """How a command names ``spec``: its name when bundled, else its file."""
-    source = Path(spec.source) if spec.source is not None else None
-    if source is None or source.parent.resolve() == (data_dir() / "pipelines").resolve():
-        return spec.name
-    return str(source)
-
-
-def tuned_value(spec: PipelineSpec, policy: str, path: str | Path | None = None, key: str | None = None) -> float:
-    """The tuned ``headroom`` (``policy="ipa"`` or ``"ipa-hold"``), ``target`` (``"hpa"``) or, with ``key``, another
-    tuned value (``ipa-hold``'s ``delta``) of ``spec`` in the tuning file ``path`` (default: the bundled one,
-    `TUNED_PATH`).
-
-    Raises:
-        RlscaleError: the file cannot be read, or holds no tuning of this policy for the pipeline (the message names
-            the command that makes one).
-    """
-    key = key or POLICIES[policy]
-    file = Path(path) if path is not None else TUNED_PATH
-    where = f"--tuning {file}" if path is not None else "the bundled tunings"
-    flag = "" if policy == "ipa" else f" --policy {policy}"
-    make = (
-        f"rlscale tune --pipeline {pipeline_argument(spec)}{flag} --out {file if path is not None else 'tuning.json'}"
-    )
-    if path is not None and not file.exists():
-        raise RlscaleError(f"--tuning {file}: no such file; make one with: {make}")
-    try:
-        table = read_json_limited(file, MAX_SETTINGS_BYTES, RlscaleError, "tuning") if file.exists() else {}
-    except RlscaleError as exc:
-        raise RlscaleError(f"{where}: cannot read it: {exc}") from None
-    entry = table.get(spec.name) if isinstance(table, dict) else None
-    if isinstance(entry, dict) and policy in SUB_ENTRIES:
-        entry = entry.get(policy)
-    value = entry.get(key) if isinstance(entry, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        then = ", then pass --tuning tuning.json" if path is None else ""
-        raise RlscaleError(f"{where}: no tuned {policy} {key} for pipeline {spec.name!r}; run: {make}{then}")
-    check_tuned(float(value), key, f"{where}: {policy} {key} of pipeline {spec.name!r}", make)
-    return float(value)
-
-
-def check_tuned(value: float, key: str, what: str, make: str | None = None) -> None:
-    """Refuse a tuned ``headroom``, ``delta`` or ``target`` outside the range of the flag it stands for
-    (`TUNED_RANGES`): a tuning file is input, and may not do what ``--headroom`` may not.
-
-    Raises:
-        RlscaleError: out of range; the message says ``what`` it is, the range, the flag and (``make``) the command
-            that makes a new tuning.
-    """
-    low, high, flag = TUNED_RANGES[key]
-    exclusive = key == "target"
-    if (low < value if exclusive else low <= value) and value <= high:
-        return
-    span = f"({low:g}, {high:g}]" if exclusive else f"{low:g} to {high:g}"
-    again = f"; make a new one with: {make}" if make else ""
-    raise RlscaleError(f"{what} is {value:g}, outside {span} (the range of {flag}){again}")
-
-
-def tuned_hold(spec: PipelineSpec, path: str | Path | None = None) -> tuple[float, float] | None:
-    """``ipa-hold``'s tuned (headroom, δ) of ``spec`` in the tuning file ``path``; without ``path``, from the bundled
-    tunings, or None when they have no ``ipa-hold`` entry for the pipeline (the caller falls back to
-    `HOLD_DEFAULTS`).
-
-    Raises:
-        RlscaleError: as `tuned_value`: ``path`` cannot be read or has no ``ipa-hold`` tuning of the pipeline, or the
-            bundled entry is malformed.
-    """
-    if path is None:
-        entry = json.loads(TUNED_PATH.read_text(encoding="utf-8")).get(spec.name) if TUNED_PATH.is_file() else None
-        if not isinstance(entry, dict) or "ipa-hold" not in entry:
-            return None
-    return tuned_value(spec, "ipa-hold", path), tuned_value(spec, "ipa-hold", path, "delta")
-
-
 def read_table(path: Path) -> dict:
     """The tunings already in ``path``, to merge a new one into (none when it does not exist).
 
@@ -384,7 +293,7 @@ def write_table(path: Path, table: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m experiments.tune_headroom", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m rlscale.evaluate.tune_headroom", description=__doc__.splitlines()[0])
     parser.add_argument("--pipeline", default="video", help="bundled pipeline name or spec path (default video)")
     parser.add_argument(
         "--policy",

@@ -1,4 +1,4 @@
-"""`experiments.sweep`: ``compare`` gives the same results whatever the executor, and the process executor keeps
+"""`rlscale.evaluate.sweep`: ``compare`` gives the same results whatever the executor, and the process executor keeps
 the finished runs on an interrupt and resumes without running them again."""
 
 from __future__ import annotations
@@ -16,20 +16,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.compare import RunSpec, run, run_comparison
-from experiments.sweep import EXECUTORS, make_executor
 from rlscale.cli import main
-from rlscale.cli.registry import PolicyOptions
 from rlscale.errors import RlscaleError
+from rlscale.evaluate.compare import RunSpec, run, run_comparison
+from rlscale.evaluate.sweep import EXECUTORS, make_executor
+from rlscale.policies.registry import PolicyOptions
 
 TIMING = {"decision_ms_p50", "decision_ms_p99"}  # wall-clock figures: the only fields that differ between runs
-FACTORY = "rlscale.cli.registry:make_policy"
+FACTORY = "rlscale.policies.registry:make_policy"
 
 # A policy factory that makes each run take a moment and logs it, imported by name in the worker processes (the
 # folder holding it is on their PYTHONPATH); the CLI's own check of the policy names (in its process) is not logged.
 SLOW_FACTORY = """
 import multiprocessing, os, time
-from rlscale.cli.registry import make_policy as _make_policy
+from rlscale.policies.registry import make_policy as _make_policy
 
 def make_policy(name, spec, trace, options=None):
     if multiprocessing.parent_process() is not None:
@@ -106,7 +106,7 @@ def test_the_run_function_is_pure_and_draws_its_timeline(tmp_path):
 
 def test_executors_yield_every_index_once_and_refuse_bad_settings():
     items = list(range(7))
-    for name in ("serial", "process"):  # ray: tests/experiments/test_sweep_ray.py
+    for name in ("serial", "process"):  # ray: tests/evaluate/test_sweep_ray.py
         out = dict(make_executor(name, 2).imap_unordered(operator.neg, items))
         assert out == {i: -i for i in items}
     assert set(EXECUTORS) == {"serial", "process", "ray"}
@@ -176,7 +176,7 @@ def test_an_interrupted_process_sweep_resumes_without_running_finished_runs_agai
 
 
 def test_counting_bar_counts_on_stderr_and_does_nothing_when_disabled(capsys):
-    from experiments.sweep import counting_bar
+    from rlscale.evaluate.sweep import counting_bar
 
     with counting_bar("profile", 2, enabled=False) as advance:
         advance("first")

@@ -2,7 +2,7 @@
 
 Runs the bundled PPO agent (behind the safety layer), IPA, its tuned variant, the oracle, FA2-low and the
 Kubernetes HPA on the simulator over the four IPA windows
-(through `experiments.compare`, the code path of ``rlscale compare``) and prints the comparison (violations,
+(through `rlscale.evaluate.compare`, the code path of ``rlscale compare``) and prints the comparison (violations,
 accuracy, cost, score); writes the comparison's files and plots, a timeline per run, and the inputs every
 experiment runs on (the traces; the latency model: measured and derived points against the fit).
 """
@@ -20,7 +20,7 @@ from rlscale.spec import PipelineSpec, bundled_pipelines, load_spec
 from rlscale.workload import IPA_PATTERNS, load_trace
 
 if TYPE_CHECKING:
-    from experiments.compare import PolicyFactory
+    from rlscale.evaluate.compare import PolicyFactory
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +100,18 @@ def run_demo(
 
     Args:
         out_dir: folder for the comparison's files and the plots.
-        make_policy: builds each policy by name (`experiments.compare.PolicyFactory`, or its ``module:function``
+        make_policy: builds each policy by name (`rlscale.evaluate.compare.PolicyFactory`, or its ``module:function``
             name; the CLI hands in its registry's).
         pipeline: bundled name or spec path.
         seed: kept for callers; the demo runs seed 0 with even arrivals.
-        executor: ``serial``, ``process`` or ``ray`` (`experiments.sweep`), as in ``rlscale compare``.
+        executor: ``serial``, ``process`` or ``ray`` (`rlscale.evaluate.sweep`), as in ``rlscale compare``.
         workers: worker processes for ``process``, CPUs of the local Ray for ``ray`` (None: every core).
         ray_address: the Ray cluster for ``ray`` (None: a local Ray started for the demo).
     """
     from rich.console import Console
     from rich.table import Table
 
-    from experiments.compare import run_comparison
+    from rlscale.evaluate.compare import run_comparison
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
     out_dir.mkdir(parents=True, exist_ok=True)
