@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+pytest_plugins = ["tests.cli_inprocess"]  # the cli_main fixture: rlscale run in this process
+
 PROFILE_ROWS = [
     # variant, batch, cores, latency_s (l = 0.02*b/c + 0.005*b + 0.01/c + 0.002 for "fast", x3 for "slow")
     (v, b, c, round(k * (0.02 * b / c + 0.005 * b + 0.01 / c + 0.002), 6))
