@@ -24,6 +24,7 @@ def short_trace(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_comparison_files_and_rows(tmp_path, short_trace):
     out = tmp_path / "cmp"
     comp = run_comparison(
@@ -75,6 +76,7 @@ def test_comparison_rejects_bad_names_before_running(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.subprocess
 def test_compare_cli(tmp_path, short_trace):
     out = tmp_path / "c"
     result = subprocess.run(
@@ -102,6 +104,7 @@ def test_compare_cli(tmp_path, short_trace):
     assert (out / "results.csv").exists() and not list(out.glob("timeline-*"))
 
 
+@pytest.mark.slow
 def test_dp_and_ilp_agree_on_every_decision_of_a_run():
     report = verify("video", ["bursty"], policies=("ipa", "rim"), solvers=("cbc",), max_decisions=40)
     assert report["distinct_problems"] == 40

@@ -31,6 +31,7 @@ def short_traces(tmp_path) -> list[str]:
     return [_trace(tmp_path / "ramp.csv", [5, 25, 8]), _trace(tmp_path / "spike.csv", [3, 40, 3])]
 
 
+@pytest.mark.slow
 def test_tuning_gives_the_same_report_on_serial_and_process():
     serial = tune("video", executor="serial", **SMALL_TUNE)
     process = tune("video", executor="process", workers=2, **SMALL_TUNE)
@@ -48,6 +49,7 @@ def test_a_tuning_run_is_a_picklable_item_and_pure():
     assert first == again and set(first) == {"score", "sla_violation_rate"}
 
 
+@pytest.mark.slow
 def test_verifying_gives_the_same_report_and_problem_order_on_serial_and_process(short_traces):
     kwargs = {"policies": ("ipa", "rim"), "solvers": ("highs",)}
     serial = verify("video", short_traces, executor="serial", **kwargs)
@@ -135,6 +137,7 @@ def test_the_ray_executor_is_selectable(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("module", ["experiments.tune_headroom", "experiments.verify_solvers"])
+@pytest.mark.subprocess
 def test_the_scripts_refuse_a_bad_executor_with_one_line_and_exit_2(module, tmp_path):
     out = ["--out", str(tmp_path / "x.json")] if module.endswith("tune_headroom") else []
     result = subprocess.run(
@@ -149,6 +152,7 @@ def test_the_scripts_refuse_a_bad_executor_with_one_line_and_exit_2(module, tmp_
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_tuning_ranks_by_the_spec_s_sla_mode(tmp_path):
     """Priced: the best mean score wins; hard: the lowest mean violation rate wins, the score breaks ties."""
     from experiments.tune_headroom import tune
