@@ -84,3 +84,22 @@ def write_spec(toy_dir: Path):
         return path
 
     return _write
+
+
+# lines tests hand to the end-of-run summary, as ``item.user_properties`` entries ("summary: SECTION", line): they
+# come back from pytest-xdist's workers with the reports (tests/integration/conftest.py fills one section)
+_SUMMARY: dict[str, list[str]] = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        for name, value in report.user_properties:
+            if name.startswith("summary: "):
+                _SUMMARY.setdefault(name.removeprefix("summary: "), []).append(value)
+
+
+def pytest_terminal_summary(terminalreporter):
+    for section, lines in _SUMMARY.items():
+        terminalreporter.section(section)
+        for line in lines:
+            terminalreporter.write_line(line)
