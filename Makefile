@@ -45,11 +45,13 @@ prometheus:
 
 # The test tiers are markers (pyproject.toml): slow (full episodes, sweeps, long comparisons), e2e (live Prometheus,
 # MLServer, Ray; trainings), subprocess (runs the rlscale entry point as a process). `make test` is what CI runs: the
-# lint and every tier, in parallel over the cores (pytest-xdist; --dist loadgroup keeps each xdist_group, the Ray
-# tests, in one worker). `make test-fast` leaves out slow, e2e and subprocess: no server, no training, no process.
+# lint and every tier, in parallel over the cores (pytest-xdist). --dist loadfile sends each test file to one worker,
+# so a module's servers (MLServer, Ray) and the session's tiny trained model (tests/conftest.py) start once; not
+# loadgroup, whose xdist_group marks pytest 9.2 silently ignores (pytest-xdist issue 1386).
+# `make test-fast` leaves out slow, e2e and subprocess: no server, no training, no process.
 PYTEST_WORKERS ?= auto
 test: $(STAMP) lint prometheus
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 FAST := not slow and not e2e and not subprocess
 test-fast: $(STAMP)

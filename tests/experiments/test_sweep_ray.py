@@ -39,7 +39,6 @@ def ray_session():
 
 
 @pytest.mark.e2e
-@pytest.mark.xdist_group("ray")
 def test_ray_gives_the_same_results_as_serial_in_the_same_order(tmp_path, ray_session):
     traces, policies, kwargs = _grid(tmp_path)
     run_comparison("video", traces, policies, out=tmp_path / "serial", executor="serial", **kwargs)
@@ -54,7 +53,6 @@ def test_ray_gives_the_same_results_as_serial_in_the_same_order(tmp_path, ray_se
 
 
 @pytest.mark.e2e
-@pytest.mark.xdist_group("ray")
 def test_the_ray_cli_keeps_stdout_to_the_table(tmp_path, capfd, ray_session):
     trace = _trace(tmp_path / "short.csv", [5, 25, 8])
     out = tmp_path / "out"
@@ -114,7 +112,6 @@ def test_without_the_ray_extra_the_ray_executor_is_one_line(monkeypatch, capsys)
 
 
 @pytest.mark.e2e
-@pytest.mark.xdist_group("ray")
 def test_closing_a_ray_sweep_early_cancels_the_rest_and_keeps_what_finished(ray_session):
     specs = [RunSpec("video", "steady_low", "static-min", s, "poisson", None, FACTORY, None) for s in range(8)]
     results = make_executor("ray", 2).imap_unordered(run, specs)
@@ -127,7 +124,6 @@ def test_closing_a_ray_sweep_early_cancels_the_rest_and_keeps_what_finished(ray_
 
 
 @pytest.mark.e2e
-@pytest.mark.xdist_group("ray")
 def test_trainings_on_ray_equal_serial(tmp_path, ray_session):
     """``rlscale train --seeds 2 --executor ray``: the same records as serial (tiny trainings)."""
     pytest.importorskip("stable_baselines3", reason="training needs the train extra")
