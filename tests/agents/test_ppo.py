@@ -27,15 +27,6 @@ from rlscale.types import PipelineState  # noqa: E402
 from rlscale.workload import Trace, load_trace  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    cfg = TrainConfig(
-        timesteps=256, n_envs=1, n_steps=128, batch_size=64, out=str(out), checkpoint_every=128, validation_windows=1
-    )
-    return train(cfg, progress_bar=False)
-
-
 @pytest.mark.e2e
 def test_training_run_folder(tiny_run):
     assert tiny_run.name.startswith("video__ppo__0__")
@@ -236,8 +227,9 @@ def test_environments_in_subprocesses_train_the_same_agent(tmp_path):
 
 
 @pytest.mark.e2e
-def test_training_keeps_the_validation_day_out(tmp_path):
-    """The windows trained on lie in days 0-12; the validation windows (day 13) are scored after training."""
+def test_training_keeps_the_validation_day_out(tiny_run):
+    """The windows trained on lie in days 0-12; the validation windows (day 13) are scored after training (the
+    shared tiny run's report)."""
     from envs.pipeline_env import PipelineEnv
     from rlscale.workload import SECONDS_PER_DAY
 
@@ -248,15 +240,7 @@ def test_training_keeps_the_validation_day_out(tmp_path):
         env.reset(seed=i)
         start = int(env.trace.name.split("@")[1].split(":")[0])
         assert start + env.trace.duration_s <= 13 * SECONDS_PER_DAY
-    report = json.loads(
-        (
-            train(
-                TrainConfig(timesteps=64, n_envs=1, n_steps=64, batch_size=32, out=str(tmp_path), validation_windows=2),
-                progress_bar=False,
-            )
-            / "eval.json"
-        ).read_text()
-    )
+    report = json.loads((tiny_run / "eval.json").read_text())
     assert sorted(report["validation"]) and all(name.startswith("val@") for name in report["validation"])
     # the score a run is selected by: the mean gap to IPA on the same cells, in units of beta (one core)
     beta = load_spec("video").objective.beta
