@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -219,8 +217,10 @@ def test_simulate_on_a_csv_trace(tmp_path):
     assert record["duration_s"] == 300
 
 
-TUNE_OUT = str(Path(tempfile.mkdtemp(prefix="rlscale-test-tune-")) / "tuning.json")
-PROFILE_OUT = str(Path(tempfile.mkdtemp(prefix="rlscale-test-profile-")) / "profile.csv")
+# written under the test's tmp_path ({tmp}), never into the source tree; the test ids stay the same in every process
+# (pytest-xdist's workers must collect the same ids)
+TUNE_OUT = "{tmp}/tuning.json"
+PROFILE_OUT = "{tmp}/profile.csv"
 
 # every command that takes --json, with arguments that make it do real work (HiGHS and CBC included)
 JSON_RUNS = {
@@ -269,8 +269,8 @@ def test_every_json_command_is_covered():
 
 @pytest.mark.parametrize("args", [a for runs in JSON_RUNS.values() for a in runs], ids=" ".join)
 @pytest.mark.subprocess
-def test_json_stdout_is_exactly_one_document(args):
-    result = run(*args, "--json")
+def test_json_stdout_is_exactly_one_document(tmp_path, args):
+    result = run(*(a.replace("{tmp}", str(tmp_path)) for a in args), "--json")
     assert result.returncode == 0, result.stderr
     json.loads(result.stdout)  # one document, nothing before or after it (json.loads rejects extra data)
     assert result.stdout.lstrip()[0] in "[{"
