@@ -1,4 +1,5 @@
-# The two README commands: `make demo` and `make test`. Both create .venv if it is missing.
+# The two README commands: `make demo` and `make test`. Both create .venv if it is missing. `make test-fast` is the
+# edit loop (the fast tier of DESIGN section 12).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ PIP_TOOLS := pip-tools==7.6.2
 COMPILE := $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --all-build-deps --strip-extras \
 	--no-emit-index-url --no-emit-find-links -c requirements/torch.txt
 
-.PHONY: demo test test-latest lock lint venv clean lstm agent prometheus
+.PHONY: demo test test-fast test-latest lock lint venv clean lstm agent prometheus
 
 # Exact versions with hashes from the lock file (requirements/lock.txt, made by `make lock`); --no-deps so that
 # nothing outside the lock is ever resolved, and `pip check` proves the locked set is complete.
@@ -42,8 +43,19 @@ prometheus:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		prometheus >/dev/null; } || echo "note: prometheus not installed; integration tests will skip"
 
+# The test tiers are markers (pyproject.toml): slow (full episodes, sweeps, long comparisons), e2e (live Prometheus,
+# MLServer, Ray; trainings), subprocess (runs the rlscale entry point as a process). `make test` is what CI runs: the
+# lint and every tier, in parallel over the cores (pytest-xdist). --dist loadfile sends each test file to one worker,
+# so a module's servers (MLServer, Ray) and the session's tiny trained model (tests/conftest.py) start once; not
+# loadgroup, whose xdist_group marks pytest 9.2 silently ignores (pytest-xdist issue 1386).
+# `make test-fast` leaves out slow, e2e and subprocess: no server, no training, no process.
+PYTEST_WORKERS ?= auto
 test: $(STAMP) lint prometheus
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+
+FAST := not slow and not e2e and not subprocess
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "$(FAST)"
 
 # IPA's LSTM load predictor: retrain the bundled weights (agents/data/README.md)
 lstm: $(STAMP)

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+pytest_plugins = ["tests.cli_inprocess"]  # the cli_main fixture: rlscale run in this process
+
 PROFILE_ROWS = [
     # variant, batch, cores, latency_s (l = 0.02*b/c + 0.005*b + 0.01/c + 0.002 for "fast", x3 for "slow")
     (v, b, c, round(k * (0.02 * b / c + 0.005 * b + 0.01 / c + 0.002), 6))
@@ -82,3 +84,39 @@ def write_spec(toy_dir: Path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The run folder of one tiny PPO training (video, 256 steps: model.zip, actor.npz, config.json, eval.json,
+    checkpoints, TensorBoard logs), trained once for the whole test run, for the tests that need *a* trained agent
+    and not a particular one. Read it, never change it. Under pytest-xdist a session is a worker: ``make test``
+    sends each test file to one worker (``--dist loadfile``), so the tests of one file share one training. Needs the
+    train extra."""
+    pytest.importorskip("stable_baselines3", reason="training needs the train extra (torch, stable-baselines3)")
+    from agents.ppo import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = TrainConfig(
+        timesteps=256, n_envs=1, n_steps=128, batch_size=64, out=str(out), checkpoint_every=128, validation_windows=1
+    )
+    return train(cfg, progress_bar=False)
+
+
+# lines tests hand to the end-of-run summary, as ``item.user_properties`` entries ("summary: SECTION", line): they
+# come back from pytest-xdist's workers with the reports (tests/integration/conftest.py fills one section)
+_SUMMARY: dict[str, list[str]] = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        for name, value in report.user_properties:
+            if name.startswith("summary: "):
+                _SUMMARY.setdefault(name.removeprefix("summary: "), []).append(value)
+
+
+def pytest_terminal_summary(terminalreporter):
+    for section, lines in _SUMMARY.items():
+        terminalreporter.section(section)
+        for line in lines:
+            terminalreporter.write_line(line)

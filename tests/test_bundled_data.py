@@ -103,6 +103,7 @@ def test_pipelines_json_is_serialisable():
         json.dumps(load_spec(name).to_dict())
 
 
+@pytest.mark.slow
 def test_sponge_pipeline_and_trace_run(capfd):
     """Sponge's benchmark: one YOLOv5n stage on Sponge's grid, SLO 1 s over the 4G trace, in place, 10 rps."""
     from rlscale.cli import main

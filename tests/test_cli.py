@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
@@ -26,12 +24,14 @@ def _subcommands() -> list[str]:
 
 
 @pytest.mark.parametrize("command", [None, *_subcommands()])
+@pytest.mark.subprocess
 def test_help_everywhere(command):
     result = run(*([command] if command else []), "--help")
     assert result.returncode == 0
     assert "usage: rlscale" in result.stdout
 
 
+@pytest.mark.subprocess
 def test_pipelines_json_lists_the_bundled_pipelines():
     result = run("pipelines", "--json")
     assert result.returncode == 0, result.stderr
@@ -45,6 +45,7 @@ def test_pipelines_json_lists_the_bundled_pipelines():
             assert all(0 <= v["accuracy"] <= 1 for v in stage["variants"])
 
 
+@pytest.mark.subprocess
 def test_traces_json_has_lengths_and_totals():
     result = run("traces", "--json")
     assert result.returncode == 0, result.stderr
@@ -60,6 +61,7 @@ def _table_rows(text: str) -> list[list[str]]:
     return [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│")]
 
 
+@pytest.mark.subprocess
 def test_pipelines_table_lists_every_bundled_pipeline_with_its_stages():
     from rlscale.spec import bundled_pipelines, load_spec
 
@@ -78,6 +80,7 @@ def test_pipelines_table_lists_every_bundled_pipeline_with_its_stages():
     assert "bursty" not in result.stdout  # the traces' table is the other command's
 
 
+@pytest.mark.subprocess
 def test_traces_table_lists_every_bundled_trace_with_its_duration():
     from rlscale.workload import bundled_traces, load_trace
 
@@ -97,21 +100,25 @@ def _assert_one_clear_line(result: subprocess.CompletedProcess, *needles: str) -
         assert needle in lines[0], lines[0]
 
 
+@pytest.mark.subprocess
 def test_bad_spec_file_gives_one_line(write_spec):
     path = write_spec(lambda d: d.update(sla_s=-3))
     _assert_one_clear_line(run("pipelines", "--spec", str(path)), str(path), "sla_s", "must be > 0")
 
 
+@pytest.mark.subprocess
 def test_unknown_pipeline_name_gives_one_line():
     _assert_one_clear_line(run("pipelines", "--spec", "vidoe"), "unknown pipeline 'vidoe'")
 
 
+@pytest.mark.subprocess
 def test_malformed_trace_csv_gives_one_line(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("rps\n1\nlots\n")
     _assert_one_clear_line(run("traces", "--trace", str(bad)), "bad.csv", "line 3")
 
 
+@pytest.mark.subprocess
 def test_unknown_flag_and_command_give_one_line():
     _assert_one_clear_line(run("pipelines", "--jsn"), "unrecognized arguments")
     _assert_one_clear_line(run("fly"), "invalid choice")
@@ -145,6 +152,7 @@ def _simulate(policy: str, *extra: str) -> dict:
     return json.loads(result.stdout)
 
 
+@pytest.mark.subprocess
 def test_simulate_static_max_and_min_on_video_bursty(tmp_path):
     """Acceptance: the full record, 14,437 requests, < 1% violations; static-min is cheaper and less accurate."""
     plot = tmp_path / "timeline.png"
@@ -162,6 +170,7 @@ def test_simulate_static_max_and_min_on_video_bursty(tmp_path):
     assert plot.stat().st_size > 10_000 and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.subprocess
 def test_simulate_is_reproducible_and_seeded():
     a = _simulate("static-min", "--arrivals", "poisson", "--seed", "4")
     b = _simulate("static-min", "--arrivals", "poisson", "--seed", "4")
@@ -170,12 +179,14 @@ def test_simulate_is_reproducible_and_seeded():
     assert a["requests"] != c["requests"] or a["p50_latency_s"] != c["p50_latency_s"]
 
 
+@pytest.mark.subprocess
 def test_simulate_readable_summary():
     result = run("simulate", "--pipeline", "video", "--trace", "steady_low", "--policy", "static-min")
     assert result.returncode == 0, result.stderr
     assert "sla_violation_rate" in result.stdout and "per stage" in result.stdout
 
 
+@pytest.mark.subprocess
 def test_simulate_bad_inputs_give_one_line(tmp_path, write_spec):
     _assert_one_clear_line(
         run("simulate", "--pipeline", "video", "--trace", "bursty", "--policy", "magic"), "invalid choice"
@@ -195,6 +206,7 @@ def test_simulate_bad_inputs_give_one_line(tmp_path, write_spec):
     )
 
 
+@pytest.mark.subprocess
 def test_simulate_on_a_csv_trace(tmp_path):
     trace = tmp_path / "ramp.csv"
     trace.write_text("rps\n" + "\n".join(str(i // 10) for i in range(300)) + "\n")
@@ -205,8 +217,10 @@ def test_simulate_on_a_csv_trace(tmp_path):
     assert record["duration_s"] == 300
 
 
-TUNE_OUT = str(Path(tempfile.mkdtemp(prefix="rlscale-test-tune-")) / "tuning.json")
-PROFILE_OUT = str(Path(tempfile.mkdtemp(prefix="rlscale-test-profile-")) / "profile.csv")
+# written under the test's tmp_path ({tmp}), never into the source tree; the test ids stay the same in every process
+# (pytest-xdist's workers must collect the same ids)
+TUNE_OUT = "{tmp}/tuning.json"
+PROFILE_OUT = "{tmp}/profile.csv"
 
 # every command that takes --json, with arguments that make it do real work (HiGHS and CBC included)
 JSON_RUNS = {
@@ -254,14 +268,16 @@ def test_every_json_command_is_covered():
 
 
 @pytest.mark.parametrize("args", [a for runs in JSON_RUNS.values() for a in runs], ids=" ".join)
-def test_json_stdout_is_exactly_one_document(args):
-    result = run(*args, "--json")
+@pytest.mark.subprocess
+def test_json_stdout_is_exactly_one_document(tmp_path, args):
+    result = run(*(a.replace("{tmp}", str(tmp_path)) for a in args), "--json")
     assert result.returncode == 0, result.stderr
     json.loads(result.stdout)  # one document, nothing before or after it (json.loads rejects extra data)
     assert result.stdout.lstrip()[0] in "[{"
     assert "HiGHS" not in result.stdout + result.stderr  # the banner is discarded at the source
 
 
+@pytest.mark.subprocess
 def test_json_guard_sends_library_prints_to_stderr():
     """Whatever a library prints while a --json command runs (Python or C, on fd 1) goes to stderr."""
     code = (
@@ -279,6 +295,7 @@ def test_json_guard_sends_library_prints_to_stderr():
     assert "python noise" in result.stderr and "fd noise" in result.stderr
 
 
+@pytest.mark.subprocess
 def test_bench_json_shape():
     result = run("bench", "--json", "--repeats", "1", "--quick", "--sections", "sim,decisions")
     assert result.returncode == 0, result.stderr
@@ -290,6 +307,8 @@ def test_bench_json_shape():
     assert report["decision_ms"]["dp"]["2"]["p50"] > 0
 
 
+@pytest.mark.subprocess
+@pytest.mark.e2e
 def test_bench_train_section_json():
     """PPO steps/s on the pipeline and on CartPole from one run (one rollout each), their ratio, nothing else."""
     pytest.importorskip("stable_baselines3")

@@ -297,6 +297,7 @@ def same_state(a: PipelineState, b: PipelineState) -> bool:
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.slow
 def test_the_sidecar_against_the_twin_deploys_the_runners_configs(kube_api, name):
     """The closed loop, not a replay: the twin (the simulator behind Deployments on the API emulator, ticking one
     interval at a time, even arrivals, the runner's seed) produces the states; the sidecar decides on them and

@@ -1,8 +1,12 @@
 """Hostile and careless input to every command: one line on stderr, exit 2, no traceback, nothing on disk lost.
 
-Each case runs the real `rlscale` process in a folder that already holds earlier work (``keep/results.csv``,
-``keep.png``); after the run that work must be byte-for-byte intact. Inputs that depend on files (a 100,000-deep
-YAML, /dev/zero as a spec, a binary token, another pipeline's agent...) are written by the ``hostile`` fixture.
+Each case runs ``rlscale`` in a folder that already holds earlier work (``keep/results.csv``, ``keep.png``); after
+the run that work must be byte-for-byte intact. Inputs that depend on files (a 100,000-deep YAML, /dev/zero as a
+spec, a binary token, another pipeline's agent...) are written by the ``hostile`` fixture. Most cases run in this
+process through ``rlscale.cli.main(argv)`` (the ``cli_main`` fixture, tests/cli_inprocess.py); the cases in
+`SUBPROCESS` run the real process (marked ``subprocess``): those whose failure would be a hang, a read without end
+or a memory blow-up (/dev/zero, 100,000-deep documents, a format width of 10**8), and a few smoke cases that prove
+the entry point itself.
 """
 
 from __future__ import annotations
@@ -799,16 +803,41 @@ def test_enough_hostile_inputs_over_every_command():
     assert len(CASES) >= 50
 
 
-@pytest.mark.parametrize(("argv", "fragment"), [(a, f) for _, a, f in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_gets_one_line_and_exit_2(tmp_path, hostile, argv, fragment):
+# cases that run the real process: a regression would hang, read without end or blow up memory in the test process
+BOUNDED = {
+    *("spec-dev-zero", "trace-dev-zero", "sidecar-token-dev-zero", "manifests-agent-dev-zero"),
+    *("manifests-tuning-dev-zero", "spec-deep", "manifests-spec-deep", "check-spec-deep", "tune-spec-deep"),
+    "spec-bad-template",
+}
+# and a few smoke cases, one per kind of failure (usage error, spec, output folder, agent, url, import)
+SMOKE = {"sim-policy", "spec-missing", "compare-out-has-results", "train-resume-other-pipeline", "sidecar-url"}
+SMOKE |= {"profile-no-module"}
+SUBPROCESS = BOUNDED | SMOKE
+
+
+def _params():
+    for case_id, argv, fragment in CASES:
+        marks = [pytest.mark.subprocess] if case_id in SUBPROCESS else []
+        yield pytest.param(argv, fragment, case_id in SUBPROCESS, id=case_id, marks=marks)
+
+
+def test_the_subprocess_cases_exist():
+    assert SUBPROCESS <= {c[0] for c in CASES}
+
+
+@pytest.mark.parametrize(("argv", "fragment", "in_subprocess"), list(_params()))
+def test_bad_input_gets_one_line_and_exit_2(tmp_path, hostile, cli_main, argv, fragment, in_subprocess):
     (tmp_path / "keep").mkdir()
     kept = {tmp_path / "keep" / "results.csv": b"trace,policy\nbursty,ipa\n", tmp_path / "keep.png": b"\x89PNG..."}
     for path, data in kept.items():
         path.write_bytes(data)
     args = [a.replace("{h}", str(hostile)) for a in argv]
-    result = subprocess.run(
-        [sys.executable, "-m", "rlscale.cli", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
+    if in_subprocess:
+        result = subprocess.run(
+            [sys.executable, "-m", "rlscale.cli", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+    else:
+        result = cli_main(args, cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
     assert len(lines) == 1, result.stderr

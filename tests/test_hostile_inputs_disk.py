@@ -1,7 +1,8 @@
 """Hostile values that used to pass unchecked, and outputs that used to overwrite a user's files: one line on stderr,
 exit 2, no traceback, nothing on disk lost.
 
-As `tests.test_hostile_inputs`: each case runs the real ``rlscale`` process in a folder that already holds earlier
+As `tests.test_hostile_inputs`: each case runs ``rlscale`` (in this process through ``rlscale.cli.main(argv)``, but
+for the smoke cases in `SUBPROCESS`, which run the real process) in a folder that already holds earlier
 work (``keep/results.csv``, ``keep.png``, and here also ``notes.png``, a text file, and ``data.csv``, a CSV that is
 no timeline); after the run that work must be byte-for-byte intact. The tuning files with out-of-range values are
 written by the ``hostile`` fixture.
@@ -115,8 +116,17 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "fragment"), [(a, f) for _, a, f in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_gets_one_line_and_exit_2(tmp_path, hostile, argv, fragment):
+SUBPROCESS = {"sim-tuning-huge-headroom", "sim-plot-over-text"}  # smoke cases: the real process
+
+
+def _params():
+    for case_id, argv, fragment in CASES:
+        marks = [pytest.mark.subprocess] if case_id in SUBPROCESS else []
+        yield pytest.param(argv, fragment, case_id in SUBPROCESS, id=case_id, marks=marks)
+
+
+@pytest.mark.parametrize(("argv", "fragment", "in_subprocess"), list(_params()))
+def test_bad_input_gets_one_line_and_exit_2(tmp_path, hostile, cli_main, argv, fragment, in_subprocess):
     (tmp_path / "keep").mkdir()
     kept = {
         tmp_path / "keep" / "results.csv": b"trace,policy\nbursty,ipa\n",
@@ -127,9 +137,12 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path, hostile, argv, fragment):
     for path, data in kept.items():
         path.write_bytes(data)
     args = [a.replace("{h}", str(hostile)) for a in argv]
-    result = subprocess.run(
-        [sys.executable, "-m", "rlscale.cli", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
+    if in_subprocess:
+        result = subprocess.run(
+            [sys.executable, "-m", "rlscale.cli", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+    else:
+        result = cli_main(args, cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
     assert len(lines) == 1, result.stderr

@@ -1,9 +1,12 @@
 """Hostile files given to every command that reads one: an agent file that is a pickle, a YAML alias bomb, a FIFO,
 a device, JSON nested 100,000 deep, records of the wrong type.
 
-Each case runs the real `rlscale` process (a subprocess, so a hang is killed and fails the case) in a folder that
-already holds earlier work; it must end at once with one line on stderr and exit 2, run no code from the file,
-stay under 2 GiB of memory and leave every file there as it was. The ``hostile`` fixture writes the files.
+Each case runs ``rlscale`` in a folder that already holds earlier work; it must end at once with one line on stderr
+and exit 2, run no code from the file, stay under 2 GiB of memory and leave every file there as it was. The
+``hostile`` fixture writes the files. A case whose regression would hang or blow up memory (a FIFO, a device, an
+alias bomb, a file past the size limit) runs the real process (a subprocess, so a hang is killed and fails the case,
+and its peak memory is measured; marked ``subprocess``); the others (pickles, deep JSON, records of the wrong type)
+run in this process through ``rlscale.cli.main(argv)`` (the ``cli_main`` fixture), without the memory bound.
 """
 
 from __future__ import annotations
@@ -163,11 +166,16 @@ def run_cli(cwd: Path, args: list[str], logs: Path) -> tuple[int, str, str, int]
     return proc.returncode, out.read_text(), err.read_text(), usage.ru_maxrss * 1024
 
 
-def check_one_line_exit_2(cwd: Path, args: list[str], fragment: str, logs: Path) -> float:
-    """Run ``args`` and check the contract; returns the wall time."""
+def check_one_line_exit_2(cwd: Path, args: list[str], fragment: str, logs: Path, cli_main=None) -> float:
+    """Run ``args`` (in a subprocess, or in this process through ``cli_main``, the fixture, where given) and check
+    the contract; returns the wall time."""
     before = _snapshot(cwd)
     started = time.monotonic()
-    code, stdout, stderr, peak = run_cli(cwd, args, logs)
+    if cli_main is None:
+        code, stdout, stderr, peak = run_cli(cwd, args, logs)
+    else:
+        result = cli_main(args, cwd=cwd)
+        code, stdout, stderr, peak = result.returncode, result.stdout, result.stderr, 0
     elapsed = time.monotonic() - started
     lines = stderr.strip().splitlines()
     assert code == 2, f"exit {code}: {stderr[-2000:]}"
@@ -181,8 +189,19 @@ def check_one_line_exit_2(cwd: Path, args: list[str], fragment: str, logs: Path)
     return elapsed
 
 
-@pytest.mark.parametrize(("argv", "fragment"), [(a, f) for _, a, f in CASES], ids=[c[0] for c in CASES])
-def test_hostile_file_is_one_line_exit_2_and_runs_nothing(tmp_path, hostile, argv, fragment):
+# what a regression would turn into a hang, a read without end or a memory blow-up: the real process, bounded
+BOUNDED = ("fifo", "dev-zero", "alias-bomb", "recursive-alias", "too-large", "bandwidth-device")
+
+
+def _params():
+    for case_id, argv, fragment in CASES:
+        in_subprocess = any(word in case_id for word in BOUNDED)
+        marks = [pytest.mark.subprocess] if in_subprocess else []
+        yield pytest.param(argv, fragment, in_subprocess, id=case_id, marks=marks)
+
+
+@pytest.mark.parametrize(("argv", "fragment", "in_subprocess"), list(_params()))
+def test_hostile_file_is_one_line_exit_2_and_runs_nothing(tmp_path, hostile, cli_main, argv, fragment, in_subprocess):
     if argv[0] == "train":
         pytest.importorskip("stable_baselines3", reason="train needs the train extra")
     work = tmp_path / "work"
@@ -191,7 +210,7 @@ def test_hostile_file_is_one_line_exit_2_and_runs_nothing(tmp_path, hostile, arg
     (work / "keep.png").write_bytes(b"\x89PNG...")
     hostile_before = _snapshot(hostile)
     args = [a.replace("{h}", str(hostile)) for a in argv]
-    check_one_line_exit_2(work, args, fragment, tmp_path)
+    check_one_line_exit_2(work, args, fragment, tmp_path, None if in_subprocess else cli_main)
     assert not (hostile / MARKER).exists(), "the agent file's pickle ran"
     assert _snapshot(hostile) == hostile_before
 
@@ -226,15 +245,16 @@ COMPARE_CASES = {
 
 
 @pytest.mark.parametrize("case", list(COMPARE_CASES))
-def test_compare_resume_of_a_hostile_folder_is_one_line(tmp_path, comparison, case):
+def test_compare_resume_of_a_hostile_folder_is_one_line(tmp_path, comparison, cli_main, case):
     change, fragment = COMPARE_CASES[case]
     work = tmp_path / "work"
     (work / "cmp").mkdir(parents=True)
     for name, data in {**comparison, **change(comparison)}.items():
         (work / "cmp" / name).write_bytes(data)
-    check_one_line_exit_2(work, COMPARE, fragment, tmp_path)
+    check_one_line_exit_2(work, COMPARE, fragment, tmp_path, cli_main)
 
 
+@pytest.mark.subprocess
 def test_compare_resume_with_a_fifo_for_records_is_one_line(tmp_path, comparison):
     work = tmp_path / "work"
     (work / "cmp").mkdir(parents=True)
@@ -258,7 +278,7 @@ SWEEP_CASES = {
 
 
 @pytest.mark.parametrize("case", list(SWEEP_CASES))
-def test_continuing_a_hostile_sweep_folder_is_one_line(tmp_path, case):
+def test_continuing_a_hostile_sweep_folder_is_one_line(tmp_path, cli_main, case):
     pytest.importorskip("stable_baselines3", reason="train needs the train extra")
     files, fragment = SWEEP_CASES[case]
     work = tmp_path / "work"
@@ -266,9 +286,10 @@ def test_continuing_a_hostile_sweep_folder_is_one_line(tmp_path, case):
     for name, data in {"sweep.json": json.dumps(PLAN), "trainings.jsonl": json.dumps(RECORD), **files}.items():
         (work / "sweep" / name).write_bytes(data if isinstance(data, bytes) else data.encode())
     args = ["train", "--pipeline", "video", "--continue", "sweep", "--executor", "serial"]
-    check_one_line_exit_2(work, args, fragment, tmp_path)
+    check_one_line_exit_2(work, args, fragment, tmp_path, cli_main)
 
 
+@pytest.mark.subprocess
 def test_an_alias_bomb_is_refused_without_expanding_it(tmp_path, hostile):
     """The refusal measures the document's alias graph; expanding it (turn 3's regression) took minutes. The bound
     only catches that hang (not a speed target: the machines are noisy)."""

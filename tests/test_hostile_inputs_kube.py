@@ -1,8 +1,10 @@
 """Hostile input to the Kubernetes-facing commands (``manifests``, ``sidecar``) and to the spec fields that become
 Kubernetes objects or PromQL: one line on stderr, exit 2, no traceback, no secret shown, nothing on disk lost.
 
-The pattern of tests/test_hostile_inputs.py: each case runs the real `rlscale` process in a folder that already
-holds earlier work (``keep/results.csv``, ``keep.png``), which must be byte-for-byte intact afterwards.
+The pattern of tests/test_hostile_inputs.py: each case runs ``rlscale`` in a folder that already holds earlier work
+(``keep/results.csv``, ``keep.png``), which must be byte-for-byte intact afterwards; in this process through
+``rlscale.cli.main(argv)`` (the ``cli_main`` fixture), but for the smoke cases in `SUBPROCESS`, which run the real
+process.
 """
 
 from __future__ import annotations
@@ -110,17 +112,29 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("argv", "fragment"), [(a, f) for _, a, f in CASES], ids=[c[0] for c in CASES])
-def test_bad_kubernetes_input_gets_one_line_and_exit_2(tmp_path, hostile, argv, fragment):
+SUBPROCESS = {"manifests-image-newline", "sidecar-prometheus-query"}  # smoke cases: the real process
+
+
+def _params():
+    for case_id, argv, fragment in CASES:
+        marks = [pytest.mark.subprocess] if case_id in SUBPROCESS else []
+        yield pytest.param(argv, fragment, case_id in SUBPROCESS, id=case_id, marks=marks)
+
+
+@pytest.mark.parametrize(("argv", "fragment", "in_subprocess"), list(_params()))
+def test_bad_kubernetes_input_gets_one_line_and_exit_2(tmp_path, hostile, cli_main, argv, fragment, in_subprocess):
     kept = {tmp_path / "keep" / "results.csv": b"trace,policy\nbursty,ipa\n", tmp_path / "keep.png": b"\x89PNG..."}
     for path, data in kept.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     args = [a.replace("{h}", str(hostile)) for a in argv]
     command = next(a for a in args if not a.startswith("-"))
-    result = subprocess.run(
-        [sys.executable, "-m", "rlscale.cli", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
+    if in_subprocess:
+        result = subprocess.run(
+            [sys.executable, "-m", "rlscale.cli", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+    else:
+        result = cli_main(args, cwd=tmp_path)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
     assert len(lines) == 1, result.stderr

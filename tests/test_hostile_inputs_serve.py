@@ -1,9 +1,11 @@
 """Hostile input to ``rlscale serve`` and ``rlscale profile`` (the second round of tests/test_hostile_inputs.py): one
 line on stderr, exit 2, no traceback, nothing on disk lost, never a hang (each run has a timeout).
 
-Each case runs the real ``rlscale`` process in a folder that already holds earlier work (``keep/results.csv``,
-``keep.png``, and for ``profile`` an earlier ``p.csv``); after the run that work must be intact. A case may write
-Python modules into that folder first (hostile model factories), which the command imports from there.
+Each case runs ``rlscale`` in a folder that already holds earlier work (``keep/results.csv``, ``keep.png``, and for
+``profile`` an earlier ``p.csv``); after the run that work must be intact. A case may write Python modules into that
+folder first (hostile model factories), which the command imports from there: those cases (they exit, hang or end
+their process) run the real process (marked ``subprocess``); the others run in this process through
+``rlscale.cli.main(argv)`` (the ``cli_main`` fixture).
 """
 
 from __future__ import annotations
@@ -129,12 +131,15 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("argv", "env", "modules", "fragment", "secret"),
-    [c[1:] for c in CASES],
-    ids=[c[0] for c in CASES],
-)
-def test_bad_input_gets_one_line_and_exit_2(tmp_path, argv, env, modules, fragment, secret):
+def _params():
+    for case_id, argv, env, modules, fragment, secret in CASES:
+        in_subprocess = bool(modules)  # a factory that exits, hangs or ends its process: the real process
+        marks = [pytest.mark.subprocess] if in_subprocess else []
+        yield pytest.param(argv, env, modules, fragment, secret, in_subprocess, id=case_id, marks=marks)
+
+
+@pytest.mark.parametrize(("argv", "env", "modules", "fragment", "secret", "in_subprocess"), list(_params()))
+def test_bad_input_gets_one_line_and_exit_2(tmp_path, cli_main, argv, env, modules, fragment, secret, in_subprocess):
     (tmp_path / "keep").mkdir()
     kept = {
         tmp_path / "keep" / "results.csv": b"trace,policy\nbursty,ipa\n",
@@ -145,16 +150,20 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path, argv, env, modules, fragme
         path.write_bytes(data)
     for name, source in modules.items():
         (tmp_path / f"{name}.py").write_text(source)
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("RLSCALE_", "MODEL_VARIANT", "MAX_BATCH"))}
-    environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    result = subprocess.run(
-        [sys.executable, "-m", "rlscale.cli", *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env={**environ, **env},
-    )
+    ours = [k for k in os.environ if k.startswith(("RLSCALE_", "MODEL_VARIANT", "MAX_BATCH"))]
+    if in_subprocess:
+        environ = {k: v for k, v in os.environ.items() if k not in ours}
+        environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        result = subprocess.run(
+            [sys.executable, "-m", "rlscale.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env={**environ, **env},
+        )
+    else:
+        result = cli_main(argv, cwd=tmp_path, env={**dict.fromkeys(ours), **env})
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
     assert len(lines) == 1, result.stderr

@@ -47,6 +47,7 @@ def test_deep_nesting_through_aliases_is_measured_as_expanded():
         load_yaml("\n".join(lines), "deep.yaml", SpecError)
 
 
+@pytest.mark.slow
 def test_a_recursive_alias_and_100000_levels_are_one_line():
     with pytest.raises(SpecError, match="recursive structure"):
         load_yaml("a: &a [1, *a]\n", "r.yaml", SpecError)

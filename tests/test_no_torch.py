@@ -71,6 +71,7 @@ def _tiny_trace(tmp_path: Path) -> str:
     return str(path)
 
 
+@pytest.mark.subprocess
 def test_the_blocker_blocks(tmp_path):
     """The wrapper really makes torch unimportable (else every test below proves nothing)."""
     probe = "import torch"
@@ -132,6 +133,7 @@ COMMANDS = {
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.subprocess
 def test_command_runs_without_the_train_extra(tmp_path, command):
     result, imports = run_without_torch(tmp_path, *COMMANDS[command](tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
@@ -142,6 +144,7 @@ def test_command_runs_without_the_train_extra(tmp_path, command):
         assert "train" not in report and "train section skipped" in result.stderr
 
 
+@pytest.mark.subprocess
 def test_sidecar_decides_with_the_bundled_agent_without_the_train_extra(tmp_path):
     """``--once`` against a Prometheus that is not there: past the policy (the bundled ppo agent), it fails on the
     metrics (exit 1), and torch was never imported."""
@@ -154,6 +157,7 @@ def test_sidecar_decides_with_the_bundled_agent_without_the_train_extra(tmp_path
     assert imports["loaded"] == [], imports
 
 
+@pytest.mark.subprocess
 def test_a_model_zip_without_the_train_extra_is_one_line(tmp_path):
     """A run's model.zip is refused (never unpickled): one line pointing at the run's actor.npz or the converter."""
     model = tmp_path / "model.zip"
@@ -169,6 +173,7 @@ def test_a_model_zip_without_the_train_extra_is_one_line(tmp_path):
     assert imports["loaded"] == [], imports
 
 
+@pytest.mark.subprocess
 def test_train_without_the_train_extra_is_one_line(tmp_path):
     result, imports = run_without_torch(tmp_path, "train", "--pipeline", "video", "--out", str(tmp_path / "runs"))
     assert result.returncode == 2, result.stderr
@@ -177,6 +182,7 @@ def test_train_without_the_train_extra_is_one_line(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.subprocess
 def test_bench_train_section_without_the_train_extra(tmp_path):
     """``bench --sections train`` without torch: one line naming the train extra, exit 2; by default the section
     is left out with a note and the rest runs."""

@@ -33,6 +33,7 @@ def test_every_bundled_data_file_is_package_data(package):
 PRODUCT = ("rlscale", "envs", "agents", "ilp_baseline")  # [tool.setuptools.packages.find] include
 
 
+@pytest.mark.slow
 def test_the_wheel_packages_only_product_code_and_none_of_it_imports_the_tests():
     """Test support (the twin, fake servers) lives under tests/, which is not packaged: no product module may
     import it, or the installed sidecar would fail to start."""

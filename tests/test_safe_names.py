@@ -68,6 +68,7 @@ def _one_line_exit_2(result: subprocess.CompletedProcess, needle: str) -> None:
 
 
 @pytest.mark.parametrize("command", ["train", "compare", "simulate", "pipelines"])
+@pytest.mark.subprocess
 def test_no_command_writes_outside_out_with_an_escaping_spec_name(tmp_path, write_spec, command):
     def rename(raw):
         raw["name"] = "../../escaped/evil"
@@ -99,6 +100,7 @@ def test_compare_refuses_a_trace_file_whose_name_cannot_be_a_file_name(tmp_path)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_two_traces_with_one_file_name_keep_their_own_timelines_and_rows(tmp_path):
     from rlscale.evaluate.compare import run_comparison
 

@@ -79,6 +79,7 @@ def _check(value: Any, schema: dict[str, Any], root: dict[str, Any], where: str 
     return problems
 
 
+@pytest.mark.subprocess
 def test_schema_command_prints_exactly_one_json_document():
     result = subprocess.run(
         [sys.executable, "-m", "rlscale.cli", "pipelines", "--schema"], capture_output=True, text=True, timeout=120

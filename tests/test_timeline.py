@@ -159,6 +159,7 @@ def test_the_sidecar_appends_one_row_per_decision(tmp_path, video):
     assert "nan" not in path.read_text().lower()
 
 
+@pytest.mark.subprocess
 def test_simulate_writes_the_timeline_and_the_json_record_shows_each_stage(tmp_path):
     import json
     import subprocess

@@ -64,6 +64,8 @@ def test_every_command_of_the_walkthrough_exists():
     assert used <= commands, used - commands
 
 
+@pytest.mark.subprocess
+@pytest.mark.e2e
 def test_own_pipeline_from_spec_to_a_trained_agent_in_the_rendered_sidecar(team):
     check = rlscale("check", "--spec", "speech.yaml", "--trace", "traffic.csv", cwd=team)
     assert check.returncode == 0 and "can meet the SLA" in check.stdout, check.stdout + check.stderr

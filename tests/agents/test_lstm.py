@@ -82,6 +82,7 @@ def test_predictor_follows_the_protocol_and_is_clipped_at_zero():
     assert predict_from_history(np.ones(200), negative) == 0.0
 
 
+@pytest.mark.slow
 def test_bundled_predictor_is_a_calibrated_upper_quantile_on_the_held_out_day():
     """The bundled model predicts the 0.9 quantile of the next-20-s max: it under-predicts about 10% of the time
     on the held-out day (the reactive baseline: over 40%) and has a lower pinball loss than the reactive one."""
@@ -133,6 +134,7 @@ def _forbid_eval_windows(monkeypatch):
     monkeypatch.setattr(workload, "_eval_windows", refuse)
 
 
+@pytest.mark.e2e
 def test_training_reads_only_the_training_split(tmp_path, monkeypatch):
     _forbid_eval_windows(monkeypatch)
     out = tmp_path / "tiny.npz"
@@ -143,6 +145,7 @@ def test_training_reads_only_the_training_split(tmp_path, monkeypatch):
     assert load_weights(out).hidden_units == 25
 
 
+@pytest.mark.e2e
 def test_evaluation_windows_are_read_only_after_the_weights_are_written(tmp_path, monkeypatch):
     out = tmp_path / "tiny.npz"
     real_load_trace = workload.load_trace
@@ -158,6 +161,7 @@ def test_evaluation_windows_are_read_only_after_the_weights_are_written(tmp_path
     assert set(report["eval"]) == set(workload.IPA_PATTERNS)
 
 
+@pytest.mark.e2e
 def test_training_is_deterministic_for_a_seed(tmp_path):
     a = lstm.train(tmp_path / "a.npz", epochs=1, seed=5, max_samples=256, hidden_units=4, eval_traces=())
     b = lstm.train(tmp_path / "b.npz", epochs=1, seed=5, max_samples=256, hidden_units=4, eval_traces=())

@@ -27,15 +27,7 @@ from rlscale.types import PipelineState  # noqa: E402
 from rlscale.workload import Trace, load_trace  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs")
-    cfg = TrainConfig(
-        timesteps=256, n_envs=1, n_steps=128, batch_size=64, out=str(out), checkpoint_every=128, validation_windows=1
-    )
-    return train(cfg, progress_bar=False)
-
-
+@pytest.mark.e2e
 def test_training_run_folder(tiny_run):
     assert tiny_run.name.startswith("video__ppo__0__")
     config = json.loads((tiny_run / "config.json").read_text())
@@ -57,6 +49,7 @@ def test_training_run_folder(tiny_run):
     assert len(report["validation"]) == len(report["validation_ipa"]) == 6
 
 
+@pytest.mark.e2e
 def test_learning_reads_the_training_split_only(tmp_path, monkeypatch):
     """With the evaluation windows unreadable, training still runs: they feed nothing but the final report."""
     import rlscale.workload as workload
@@ -72,6 +65,7 @@ def test_learning_reads_the_training_split_only(tmp_path, monkeypatch):
     assert (run / "model.zip").exists() and (run / ACTOR_FILE).exists()
 
 
+@pytest.mark.e2e
 def test_policies_from_a_trained_model(tiny_run):
     spec = load_spec("video")
     trace = Trace("ramp", load_trace("bursty").rps[300:600].copy())
@@ -90,6 +84,7 @@ def test_policies_from_a_trained_model(tiny_run):
     assert safe.decide(state) == SafetyLayer(spec).project(raw.decide(state), state)[0]
 
 
+@pytest.mark.e2e
 def test_missing_or_wrong_agent_is_one_clear_error(tmp_path, tiny_run):
     spec = load_spec("video")
     with pytest.raises(RlscaleError, match="no agent at"):
@@ -105,6 +100,7 @@ def test_missing_or_wrong_agent_is_one_clear_error(tmp_path, tiny_run):
         PPOPolicy(spec, tiny_run / "model.zip")
 
 
+@pytest.mark.e2e
 def test_a_model_zip_needs_its_training_settings(tmp_path, tiny_run):
     """No silent load_scale_rps default: converting a model.zip alone (no config.json, no .json beside it) is
     refused (`actor_from_model_zip`, the trusted converter's path; ``--agent`` refuses every model.zip)."""
@@ -140,6 +136,7 @@ def test_bundled_agents_exist():
         assert bundled_agent(pipeline).exists(), "run `make agent` to train and bundle the agents"
 
 
+@pytest.mark.e2e
 def test_numpy_actor_equals_sb3_predict(tiny_run):
     """The run's actor.npz (numpy) picks exactly SB3's deterministic action on 400 observations."""
     from stable_baselines3 import PPO
@@ -160,6 +157,7 @@ def selected_model(run):
     return run / "model.zip" if selected == "model.zip" else run / "checkpoints" / selected
 
 
+@pytest.mark.e2e
 def test_converting_a_model_zip_checks_and_writes_the_actor(tmp_path, tiny_run, capsys):
     out = tmp_path / "converted.npz"
     assert ppo.main([str(selected_model(tiny_run)), str(out), "--check", "50"]) == 0
@@ -170,6 +168,7 @@ def test_converting_a_model_zip_checks_and_writes_the_actor(tmp_path, tiny_run, 
         np.testing.assert_array_equal(converted.act(obs), trained.act(obs))
 
 
+@pytest.mark.e2e
 def test_bundle_copies_the_actor_file(tmp_path, tiny_run, monkeypatch, capsys):
     """``rlscale train --bundle`` copies the run's actor.npz (and nothing else) into agents/data."""
     from rlscale import cli
@@ -202,6 +201,7 @@ def test_an_agent_for_another_shape_is_refused(tmp_path):
         PPOPolicy(load_spec(path))
 
 
+@pytest.mark.e2e
 def test_environments_in_subprocesses_train_the_same_agent(tmp_path):
     """``--vec-env subproc`` steps each environment in its own process: the agent is the one ``dummy`` trains."""
     actors = {}
@@ -226,8 +226,10 @@ def test_environments_in_subprocesses_train_the_same_agent(tmp_path):
     assert actors["dummy-eval"]["validation"] == actors["subproc-eval"]["validation"]
 
 
-def test_training_keeps_the_validation_day_out(tmp_path):
-    """The windows trained on lie in days 0-12; the validation windows (day 13) are scored after training."""
+@pytest.mark.e2e
+def test_training_keeps_the_validation_day_out(tiny_run):
+    """The windows trained on lie in days 0-12; the validation windows (day 13) are scored after training (the
+    shared tiny run's report)."""
     from envs.pipeline_env import PipelineEnv
     from rlscale.workload import SECONDS_PER_DAY
 
@@ -238,15 +240,7 @@ def test_training_keeps_the_validation_day_out(tmp_path):
         env.reset(seed=i)
         start = int(env.trace.name.split("@")[1].split(":")[0])
         assert start + env.trace.duration_s <= 13 * SECONDS_PER_DAY
-    report = json.loads(
-        (
-            train(
-                TrainConfig(timesteps=64, n_envs=1, n_steps=64, batch_size=32, out=str(tmp_path), validation_windows=2),
-                progress_bar=False,
-            )
-            / "eval.json"
-        ).read_text()
-    )
+    report = json.loads((tiny_run / "eval.json").read_text())
     assert sorted(report["validation"]) and all(name.startswith("val@") for name in report["validation"])
     # the score a run is selected by: the mean gap to IPA on the same cells, in units of beta (one core)
     beta = load_spec("video").objective.beta
@@ -254,6 +248,7 @@ def test_training_keeps_the_validation_day_out(tmp_path):
     assert report["validation_score"] == pytest.approx(np.mean(gaps))
 
 
+@pytest.mark.e2e
 def test_training_on_own_traffic_end_to_end(tmp_path):
     """A user's CSV: training windows from its first part, validation windows from its held-out last part (the
     score a sweep selects by), eval.json reporting the traces asked for (issue 14)."""
@@ -289,6 +284,7 @@ def test_training_on_own_traffic_end_to_end(tmp_path):
     assert json.loads((run / "config.json").read_text())["traces"] == str(path)
 
 
+@pytest.mark.slow
 def test_the_ipa_prior_starts_the_policy_at_ipas_action():
     from stable_baselines3 import PPO
 
@@ -325,6 +321,7 @@ def test_a_bad_prior_is_refused():
         train(TrainConfig(prior="imitate"), progress_bar=False)
 
 
+@pytest.mark.slow
 def test_prior_auto_starts_from_the_better_baseline_on_validation():
     from agents.ppo import choose_prior, fixed_actor, prior_action, source_validation_windows, sources
     from agents.validation import agent_records, gap_vs_ipa, ipa_reference, validation_cells

@@ -43,6 +43,8 @@ def _one_line(result: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.subprocess
+@pytest.mark.e2e
 def test_a_signal_saves_a_model_that_resume_accepts(tmp_path, sig, code):
     out = tmp_path / "runs"
     proc = subprocess.Popen(
@@ -79,6 +81,7 @@ def test_a_signal_saves_a_model_that_resume_accepts(tmp_path, sig, code):
     assert json.loads((run2 / "config.json").read_text())["resume"] == str(model)
 
 
+@pytest.mark.e2e
 def test_training_checkpoints_on_a_time_period(tmp_path, monkeypatch):
     monkeypatch.setattr(ppo, "evaluate", lambda *a, **k: {})
     cfg = TrainConfig(
@@ -97,6 +100,7 @@ def test_training_checkpoints_on_a_time_period(tmp_path, monkeypatch):
     assert not list(run.rglob(".*tmp*"))
 
 
+@pytest.mark.e2e
 def test_a_stop_request_ends_training_with_a_saved_model(tmp_path, monkeypatch):
     """The library path: a set stop event ends learning at the next step; the model is saved, nothing evaluated."""
     from rlscale.interrupts import StopRequest
@@ -110,6 +114,7 @@ def test_a_stop_request_ends_training_with_a_saved_model(tmp_path, monkeypatch):
     assert info.value.model.exists() and info.value.timesteps_done < 10_000
 
 
+@pytest.mark.e2e
 def test_a_stop_during_the_final_evaluation_ends_it_with_the_model_kept(tmp_path, monkeypatch):
     from rlscale.interrupts import StopRequest
 
@@ -130,6 +135,7 @@ def test_a_stop_during_the_final_evaluation_ends_it_with_the_model_kept(tmp_path
 
 
 @pytest.mark.parametrize("minutes", ["-1", "nan", "inf"])
+@pytest.mark.subprocess
 def test_checkpoint_minutes_must_be_a_sensible_number(tmp_path, minutes):
     result = _train("--pipeline", "video", "--checkpoint-minutes", minutes, "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and "--checkpoint-minutes" in _one_line(result)
@@ -158,6 +164,7 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
+@pytest.mark.subprocess
 def test_bad_train_input_is_one_line_and_leaves_no_run_folder(tmp_path, case):
     make_args, needle = BAD_INPUTS[case]
     (tmp_path / "a-file").write_text("x")

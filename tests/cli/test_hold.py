@@ -57,6 +57,7 @@ def test_ipa_hold_reads_a_tuning_file_and_falls_back_only_without_one(tmp_path):
     assert (policy.headroom, policy.hold_delta) == HOLD_DEFAULTS
 
 
+@pytest.mark.slow
 def test_tune_ipa_hold_writes_both_values_and_keeps_the_other_tunings(tmp_path, capfd):
     out = tmp_path / "t.json"
     out.write_text(json.dumps({"video": {"headroom": 1.3, "hpa": {"target": 0.7}}}))
@@ -114,6 +115,7 @@ def test_simulate_load_scale_doubles_the_requests_and_is_recorded(capfd):
     assert two["requests"] == 2 * one["requests"]
 
 
+@pytest.mark.slow
 def test_compare_names_the_scaled_traces_and_resumes_only_at_the_same_scale(tmp_path):
     out = tmp_path / "cmp"
     comp = run_comparison(

@@ -41,6 +41,7 @@ def test_a_rerun_replaces_its_timeline_and_a_users_csv_is_kept(tmp_path, short_t
     assert mine.read_bytes() == b"rps\n3\n4\n"
 
 
+@pytest.mark.slow
 def test_a_rerun_replaces_its_plot_and_a_users_png_is_kept(tmp_path, short_trace, capsys):
     plot = tmp_path / "p.png"
     assert _simulate(short_trace, "--plot", str(plot)) == 0

@@ -62,6 +62,7 @@ def rlscale(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Comple
     )
 
 
+@pytest.mark.slow
 def test_the_bundled_numpy_model_json_is_one_document_matching_the_csv(tmp_path, capfd):
     out = tmp_path / "mlp.csv"
     argv = ["profile", "--model", "rlscale.examples.mlp:build", "--variants", "mlp-256,mlp-512", "--batch", "4,1,2"]
@@ -84,6 +85,7 @@ def test_the_bundled_numpy_model_json_is_one_document_matching_the_csv(tmp_path,
         assert model.latency_s(p["variant"], p["batch"], p["cores"]) == pytest.approx(p["p99_s"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_the_table_shows_each_point_and_each_variants_fit(tmp_path, capfd):
     out = tmp_path / "p.csv"
     cores = ",".join(map(str, sorted({1, len(usable_cpus())})))
@@ -98,6 +100,7 @@ def test_the_table_shows_each_point_and_each_variants_fit(tmp_path, capfd):
     assert ("fitted exactly" in text) == (n_cores == 1)  # 3 points: the fit says nothing about its error
 
 
+@pytest.mark.slow
 def test_the_written_profile_is_accepted_by_a_spec(tmp_path, capfd):
     """Profile the tiny model, point a spec's stage at the CSV, and `rlscale pipelines --spec` validates it."""
     out = tmp_path / "tiny.csv"
@@ -140,6 +143,7 @@ def test_the_written_profile_is_accepted_by_a_spec(tmp_path, capfd):
     assert latency.latency_s("mlp-1024", 2, 1) == load_profile(out).latency_s("mlp-1024", 2, 1)
 
 
+@pytest.mark.slow
 def test_a_users_own_factory_from_the_current_folder(user_dir, monkeypatch, capfd):
     """``--model mymodels:build`` from the folder that holds mymodels.py: found there, by the workers too, and what
     it prints does not break ``--json``."""
@@ -225,6 +229,7 @@ BAD_INPUT = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
+@pytest.mark.subprocess
 def test_bad_input_is_one_line_and_exit_2(user_dir, case):
     extra, expected = BAD_INPUT[case]
     args = ["--batch", "1", "--cores", "1", "--out", "p.csv", *FAST]
@@ -236,6 +241,7 @@ def test_bad_input_is_one_line_and_exit_2(user_dir, case):
     assert result.stdout in ("", "factory noise on stdout\nC-level noise on fd 1\n"), result.stdout
 
 
+@pytest.mark.subprocess
 def test_an_unreachable_server_and_a_model_not_ready(user_dir):
     args = ["profile", "--model-name", "mlp", "--batch", "1", "--cores", "1", "--out", "p.csv"]
     result = rlscale(*args, "--url", "http://127.0.0.1:1", cwd=user_dir)
@@ -246,6 +252,7 @@ def test_an_unreachable_server_and_a_model_not_ready(user_dir):
     assert not (user_dir / "p.csv").exists()
 
 
+@pytest.mark.subprocess
 def test_a_batch_the_model_rejects_keeps_the_points_finished_before(user_dir):
     result = rlscale("profile", "--model", "mymodels:build", "--variants", "a", "--batch", "2,8", "--cores", "1",
                      "--out", "p.csv", *FAST, cwd=user_dir)  # fmt: skip
@@ -255,6 +262,7 @@ def test_a_batch_the_model_rejects_keeps_the_points_finished_before(user_dir):
 
 
 @pytest.mark.parametrize("signal_name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+@pytest.mark.subprocess
 def test_an_interrupt_writes_the_finished_points(user_dir, signal_name, code):
     """The worker of variant b signals the profiler while it waits: a's two points are written, b's are not."""
     result = rlscale("profile", "--model", "mymodels:build", "--batch", "1,2", "--cores", "1", "--out", "p.csv",

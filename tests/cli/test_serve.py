@@ -91,6 +91,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.subprocess
 def test_without_the_serve_extra_serve_is_one_line_and_nothing_else_imports_mlserver(tmp_path):
     (tmp_path / "tinymodels.py").write_text(FACTORY)
     args = ["serve", "--model", "tinymodels:build", "--variant", "double", "--pipeline", "p", "--stage", "s"]

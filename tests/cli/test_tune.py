@@ -28,6 +28,7 @@ def ours(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_tune_writes_the_report_of_the_sweep_into_out_and_merges(tmp_path, capfd, ours):
     out = tmp_path / "tunings" / "t.json"
     out.parent.mkdir()
@@ -95,6 +96,7 @@ def test_a_pipeline_of_ones_own_is_told_which_command_makes_its_tuning(tmp_path)
     assert "then pass --tuning tuning.json" in text
 
 
+@pytest.mark.slow
 def test_python_m_tune_headroom_still_writes_its_file(tmp_path, capsys):
     from rlscale.evaluate import tune_headroom
 

@@ -220,6 +220,7 @@ def test_plan_features_are_ipa_holds_signal(spec):
 
 
 @pytest.mark.parametrize("pipeline", ["video", "sum-qa"])
+@pytest.mark.slow
 def test_the_planners_ipa_action_plans_exactly_as_ipa(pipeline):
     """An agent that always proposes IPA's action (headroom 1, replan, no tilt) and runs unguarded scores what ``ipa``
     scores, interval for interval: the planner design can represent IPA, so the IPA prior starts at IPA."""

@@ -41,6 +41,7 @@ def test_unvisited_bins_are_tried_and_no_data_is_ignored():
     assert c.visits[0, 1] == 0 and math.isnan(c.gaps[0, 1])
 
 
+@pytest.mark.slow
 def test_env_reports_the_gap_to_ipa_on_the_same_episode():
     spec = load_spec("video")
     c = Curriculum(RATIO_RANGE, (0.25, 3.0))

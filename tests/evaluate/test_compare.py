@@ -23,6 +23,7 @@ def short_trace(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_comparison_files_and_rows(tmp_path, short_trace):
     out = tmp_path / "cmp"
     comp = run_comparison(
@@ -74,6 +75,7 @@ def test_comparison_rejects_bad_names_before_running(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.subprocess
 def test_compare_cli(tmp_path, short_trace):
     out = tmp_path / "c"
     result = subprocess.run(

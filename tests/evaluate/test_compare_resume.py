@@ -116,6 +116,7 @@ def _last_line(stderr: str) -> str:
     return lines[-1]
 
 
+@pytest.mark.subprocess
 def test_sigint_keeps_finished_runs_and_resume_runs_only_the_rest(tmp_path, short_trace):
     reference = tmp_path / "reference"
     done = _run(_args(short_trace, reference), tmp_path / "reference.log")
@@ -160,6 +161,7 @@ def test_sigint_keeps_finished_runs_and_resume_runs_only_the_rest(tmp_path, shor
     ]
 
 
+@pytest.mark.subprocess
 def test_sigterm_exits_143_with_the_summary_written(tmp_path, short_trace):
     out = tmp_path / "out"
     log = tmp_path / "run.log"
@@ -169,6 +171,7 @@ def test_sigterm_exits_143_with_the_summary_written(tmp_path, short_trace):
     assert len(_rows(out)) == len(_ran(log)) >= 1
 
 
+@pytest.mark.subprocess
 def test_overwrite_removes_the_previous_results_timelines_included(tmp_path, short_trace):
     out = tmp_path / "out"
     out.mkdir()
@@ -188,6 +191,7 @@ def test_overwrite_removes_the_previous_results_timelines_included(tmp_path, sho
     assert len(_rows(out)) == TOTAL and all(r["pipeline"] == "video" for r in _rows(out))
 
 
+@pytest.mark.slow
 def test_library_resume_appends_to_the_records(tmp_path, short_trace):
     out = tmp_path / "out"
     run_comparison(
@@ -239,6 +243,7 @@ def test_a_torn_last_record_is_ignored_on_resume(tmp_path, short_trace):
 
 
 @pytest.mark.parametrize("target", ["file", "/proc/x/out", "/dev/full"])
+@pytest.mark.subprocess
 def test_an_unwritable_out_is_one_line(tmp_path, short_trace, target):
     if target == "file":
         target = str(tmp_path / "a-file")

@@ -36,6 +36,7 @@ def result(video):
     return run_episode(video, trace, make_policy("ipa", video, trace, None))
 
 
+@pytest.mark.slow
 def test_the_timeline_has_batch_and_cores_panels_and_marks_intervals_with_no_completion(tmp_path, video, result):
     # intervals 3 and 4 as if everything had been dropped: no completion, no p99
     ivs = list(result.intervals)

@@ -76,6 +76,7 @@ def _grid(folder: Path) -> tuple[list[str], list[str], dict]:
     return traces, policies, kwargs
 
 
+@pytest.mark.slow
 def test_serial_and_process_give_the_same_results_in_the_same_order(tmp_path):
     traces, policies, kwargs = _grid(tmp_path)
     serial = run_comparison("video", traces, policies, out=tmp_path / "serial", executor="serial", **kwargs)
@@ -95,6 +96,7 @@ def test_serial_and_process_give_the_same_results_in_the_same_order(tmp_path):
     assert table(tmp_path / "process") == table(tmp_path / "serial")  # (but the last column, decision p99)
 
 
+@pytest.mark.slow
 def test_the_run_function_is_pure_and_draws_its_timeline(tmp_path):
     spec = RunSpec("video", "steady_low", "fa2-low", 1, "poisson", None, FACTORY, str(tmp_path / "t.png"))
     assert RunSpec(**{**spec.__dict__}) == spec and hash(spec)
@@ -127,6 +129,7 @@ def test_the_cli_refuses_an_unknown_executor_and_a_bad_worker_count(flags, capsy
     assert exc.value.code == 2
 
 
+@pytest.mark.subprocess
 def test_an_interrupted_process_sweep_resumes_without_running_finished_runs_again(tmp_path):
     trace = _trace(tmp_path / "short.csv", [5, 25, 8])
     policies, seeds = ["static-min", "static-max"], 3

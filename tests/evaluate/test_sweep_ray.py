@@ -38,6 +38,7 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.mark.e2e
 def test_ray_gives_the_same_results_as_serial_in_the_same_order(tmp_path, ray_session):
     traces, policies, kwargs = _grid(tmp_path)
     run_comparison("video", traces, policies, out=tmp_path / "serial", executor="serial", **kwargs)
@@ -51,6 +52,7 @@ def test_ray_gives_the_same_results_as_serial_in_the_same_order(tmp_path, ray_se
     assert dict(make_executor("ray", 2).imap_unordered(posixpath.basename, paths)) == {i: f"{i}.csv" for i in range(5)}
 
 
+@pytest.mark.e2e
 def test_the_ray_cli_keeps_stdout_to_the_table(tmp_path, capfd, ray_session):
     trace = _trace(tmp_path / "short.csv", [5, 25, 8])
     out = tmp_path / "out"
@@ -65,6 +67,7 @@ def test_the_ray_cli_keeps_stdout_to_the_table(tmp_path, capfd, ray_session):
     assert len(_rows(out)) == 2
 
 
+@pytest.mark.subprocess
 def test_a_bad_ray_address_is_one_line_and_exit_2_in_bounded_time(tmp_path):
     # a process of its own: this one may hold the module's Ray; sweep.RAY_CONNECT_ENV bounds Ray's connect
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
@@ -108,6 +111,7 @@ def test_without_the_ray_extra_the_ray_executor_is_one_line(monkeypatch, capsys)
     assert capsys.readouterr().err == "rlscale compare: error: " + sweep.RAY_MISSING + "\n"
 
 
+@pytest.mark.e2e
 def test_closing_a_ray_sweep_early_cancels_the_rest_and_keeps_what_finished(ray_session):
     specs = [RunSpec("video", "steady_low", "static-min", s, "poisson", None, FACTORY, None) for s in range(8)]
     results = make_executor("ray", 2).imap_unordered(run, specs)
@@ -119,6 +123,7 @@ def test_closing_a_ray_sweep_early_cancels_the_rest_and_keeps_what_finished(ray_
     assert ray_session.is_initialized()  # the caller's Ray (not started by the sweep) is left running
 
 
+@pytest.mark.e2e
 def test_trainings_on_ray_equal_serial(tmp_path, ray_session):
     """``rlscale train --seeds 2 --executor ray``: the same records as serial (tiny trainings)."""
     pytest.importorskip("stable_baselines3", reason="training needs the train extra")

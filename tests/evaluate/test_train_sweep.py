@@ -48,6 +48,7 @@ def _without_timing(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "train_wall_s"} for r in records]
 
 
+@pytest.mark.e2e
 def test_the_same_trainings_whatever_the_executor(tmp_path):
     grid = {"learning_rate": [1e-4, 3e-4]}
     serial = train_sweep(tiny(tmp_path / "serial"), seeds=2, grid=grid, executor="serial")
@@ -132,6 +133,8 @@ def test_bad_sweep_arguments_are_one_line(tmp_path, capsys, extra, message):
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*__sweep__*"))
 
 
+@pytest.mark.subprocess
+@pytest.mark.e2e
 def test_an_interrupted_sweep_continues_without_training_again(tmp_path):
     """SIGINT once the first training is recorded; ``--continue`` trains only what is missing."""
     out = tmp_path / "runs"

@@ -98,6 +98,7 @@ def test_a_tampered_record_never_reaches_the_selection(tmp_path, capsys, fields,
     assert _files(folder) == before  # selection.json as it was: no NaN, no actor outside the sweep
 
 
+@pytest.mark.e2e
 def test_a_training_started_over_keeps_every_earlier_attempt(tmp_path, capsys):
     folder = _sweep(tmp_path, 1)
     (folder / "s0").mkdir()

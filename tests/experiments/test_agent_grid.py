@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from experiments import agent_grid
 from experiments.agent_grid import criteria, main
 
@@ -46,6 +48,7 @@ def test_two_wins_or_violations_or_losing_to_hold_fail():
     assert not criteria(grid([1, 1, 1, 1], hold=2.0))["passes"]
 
 
+@pytest.mark.slow
 def test_a_small_grid_end_to_end(tmp_path, capsys):
     out = tmp_path / "g"
     code = main(

@@ -33,6 +33,7 @@ def short_traces(tmp_path) -> list[str]:
     return [_trace(tmp_path / "ramp.csv", [5, 25, 8]), _trace(tmp_path / "spike.csv", [3, 40, 3])]
 
 
+@pytest.mark.slow
 def test_tuning_gives_the_same_report_on_serial_and_process():
     serial = tune("video", executor="serial", **SMALL_TUNE)
     process = tune("video", executor="process", workers=2, **SMALL_TUNE)
@@ -50,6 +51,7 @@ def test_a_tuning_run_is_a_picklable_item_and_pure():
     assert first == again and set(first) == {"score", "sla_violation_rate"}
 
 
+@pytest.mark.slow
 def test_verifying_gives_the_same_report_and_problem_order_on_serial_and_process(short_traces):
     kwargs = {"policies": ("ipa", "rim"), "solvers": ("highs",)}
     serial = verify("video", short_traces, executor="serial", **kwargs)
@@ -137,6 +139,7 @@ def test_the_ray_executor_is_selectable(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("module", ["rlscale.evaluate.tune_headroom", "experiments.verify_solvers"])
+@pytest.mark.subprocess
 def test_the_scripts_refuse_a_bad_executor_with_one_line_and_exit_2(module, tmp_path):
     out = ["--out", str(tmp_path / "x.json")] if module.endswith("tune_headroom") else []
     result = subprocess.run(
@@ -151,6 +154,7 @@ def test_the_scripts_refuse_a_bad_executor_with_one_line_and_exit_2(module, tmp_
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_tuning_ranks_by_the_spec_s_sla_mode(tmp_path):
     """Priced: the best mean score wins; hard: the lowest mean violation rate wins, the score breaks ties."""
     from rlscale.evaluate.tune_headroom import tune
@@ -171,6 +175,7 @@ def test_tuning_ranks_by_the_spec_s_sla_mode(tmp_path):
     assert priced["sweep"] == hard_report["sweep"]  # the same runs; only the choice differs
 
 
+@pytest.mark.slow
 def test_dp_and_ilp_agree_on_every_decision_of_a_run():
     """IPA's exact DP and the ILP (CBC) make the same decision on every interval of a run (the solver check)."""
     report = verify("video", ["bursty"], policies=("ipa", "rim"), solvers=("cbc",), max_decisions=40)

@@ -41,6 +41,7 @@ def test_window_and_schedule():
     assert np.array_equal(s2r.schedule_s(trace, "poisson", 3), s2r.schedule_s(trace, "poisson", 3))
 
 
+@pytest.mark.e2e
 def test_a_tiny_run_real_and_simulated(tmp_path):
     require_mlserver()
     _aiohttp()

@@ -154,6 +154,7 @@ def _check_against_brute_force(spec: PipelineSpec, load: float, solver, tol: flo
 
 @settings(max_examples=500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instances())
+@pytest.mark.slow
 def test_dp_equals_brute_force(instance):
     spec, load = instance
     _check_against_brute_force(spec, load, solve_dp)
@@ -164,6 +165,7 @@ def test_dp_equals_brute_force(instance):
 # a random draw could hit once in thousands of runs; the DP test above stays random
 @settings(max_examples=30, deadline=None, database=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(instance=instances())
+@pytest.mark.slow
 def test_ilp_equals_brute_force(solver, instance):
     spec, load = instance
     # the MIP solvers stop within their own tolerances (~1e-6): on objectives scaled down to ~1e-6 (tiny alpha and
@@ -173,6 +175,7 @@ def test_ilp_equals_brute_force(solver, instance):
 
 @pytest.mark.parametrize("method", ACCURACY_METHODS)
 @pytest.mark.parametrize("load", [5.0, 30.0])
+@pytest.mark.slow
 def test_dp_equals_highs_on_a_10_stage_chain(method, load):
     spec = synthetic_chain(10, method)
     data = planning_data(spec, load)
@@ -277,6 +280,7 @@ def check_pooled_options(data: PlanningData) -> None:
 
 @settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(instances(pooled=True))
+@pytest.mark.slow
 def test_dp_with_two_pool_stages_equals_brute_force_over_every_mix(instance):
     spec, load = instance
     data = planning_data(spec, load)

@@ -183,6 +183,7 @@ def _check_mode(spec: PipelineSpec, mode: str, config: PipelineConfig, rim_fixed
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.slow
 def test_cbc_and_highs_agree_and_plan_feasibly(name, mode):
     spec = load_spec(name)
     rim_fixed = rim_sizing(spec, RIM_PEAK_RPS) if mode == "rim" else None
@@ -256,6 +257,7 @@ def test_infeasible_load_raises_from_every_solver(case, load):
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.slow
 def test_time_limit_without_proof_of_optimality_is_an_error(solver):
     # 20 stages of 140 options at 5 rps: CBC runs for minutes and HiGHS for about a minute before proving the
     # optimum (measured on the 2-core dev machine), so half a second never suffices; the DP solves it at once
@@ -273,6 +275,7 @@ def test_unknown_solver_is_an_error():
 
 
 @pytest.mark.parametrize("n_stages", [2, 3])
+@pytest.mark.slow
 def test_product_objective_equals_brute_force(write_spec, n_stages):
     optima = set()
     for alpha, sla_s in itertools.product((1.0, 5.0, 20.0), (0.1, 0.15, 0.2, 0.3)):

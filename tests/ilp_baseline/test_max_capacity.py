@@ -210,6 +210,7 @@ loads = st.one_of(st.just(0.0), st.just(math.inf), st.floats(0.01, 400.0))
 
 @PROPERTY
 @given(spec=small_specs(), load_rps=loads)
+@pytest.mark.slow
 def test_max_capacity_config_is_the_brute_force_maximum_on_random_specs(spec, load_rps):
     brute = BruteForce(spec)
     assert_is_max_capacity(spec, brute, max_capacity_config(spec, load_rps), load_rps)
@@ -319,6 +320,7 @@ bad_loads = st.sampled_from([math.nan, math.inf, -math.inf, -1.0, -1e-9])
     spec=small_specs(),
     load=st.one_of(st.just(0.0), st.floats(0.0, 1.2).map(lambda x: ("of max capacity", x)), bad_loads),
 )
+@pytest.mark.slow
 def test_every_safety_invariant_on_random_states(data, spec, load):
     """Loads from 0 to 1.2 x the largest capacity within the budget (so F is empty for about a third of them),
     and loads that are no data."""

@@ -103,6 +103,7 @@ stage_config = st.builds(
     s1=stage_config,
     s2=stage_config,
 )
+@pytest.mark.slow
 def test_projection_is_feasible_nearest_and_agrees_with_pulp(specs, sla, budget, load, s1, s2):
     spec, configs = specs((sla, budget))
     proposed = PipelineConfig((s1, s2))
@@ -132,6 +133,7 @@ def test_projection_is_feasible_nearest_and_agrees_with_pulp(specs, sla, budget,
 
 @settings(max_examples=200, deadline=None)
 @given(load=st.floats(0.0, 60.0), data=st.data())
+@pytest.mark.slow
 def test_projection_on_the_video_pipeline(load, data):
     spec = load_spec("video")
     stages = []
@@ -247,6 +249,7 @@ def test_nearest_rejects_a_load_that_is_not_a_finite_number_at_least_zero(load):
     s1=stage_config,
     s2=stage_config,
 )
+@pytest.mark.slow
 def test_budget_binding_projection_is_the_exact_tie_broken_optimum(specs, sla, budget, load, s1, s2):
     """Where the core budget binds, the DP tracking cores answers (not the integer program): the nearest feasible
     configuration, and among the nearest the fewest cores (the integer program's 1e-6 x cores tie-break), by brute
@@ -410,6 +413,7 @@ def pooled_stage_config(draw):
     s1=stage_config,
     s2=pooled_stage_config(),
 )
+@pytest.mark.slow
 def test_pooled_projection_is_feasible_nearest_and_agrees_with_pulp(pooled_specs, sla, budget, load, s1, s2):
     """The second stage may run two pools, and the proposal may mix (even where the stage may not: the first stage
     gets single pools, so a mix there is tested below). The result is in F, a feasible proposal comes back

@@ -56,11 +56,13 @@ def kube_api():
     server.stop()
 
 
-def pytest_terminal_summary(terminalreporter):
-    """What the closed-loop tests showed (scale-up, outage, faults), so CI logs carry the figures."""
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """What the closed-loop tests showed (scale-up, outage, faults), so CI logs carry the figures: the lines a test
+    adds to `closed_loop.SUMMARY` go to its report (tests/conftest.py prints them; they travel back from
+    pytest-xdist's workers with the report)."""
     from tests.integration.closed_loop import SUMMARY
 
-    if SUMMARY:
-        terminalreporter.section("sidecar closed loop")
-        for line in SUMMARY:
-            terminalreporter.write_line(line)
+    start = len(SUMMARY)
+    yield
+    item.user_properties += [("summary: sidecar closed loop", line) for line in SUMMARY[start:]]

@@ -27,6 +27,7 @@ def loop(prometheus_server, kube_api, tmp_path):
     made.close()
 
 
+@pytest.mark.e2e
 def test_observe_and_step_read_what_the_twin_did(loop):
     spec = loop.spec
     cluster = KubernetesCluster(

@@ -46,6 +46,7 @@ def exporter():
     server.shutdown()
 
 
+@pytest.mark.e2e
 def test_reader_reads_rate_quantile_queue_and_history(prometheus, exporter):
     url, set_targets = prometheus
     set_targets([exporter])
@@ -89,6 +90,7 @@ def test_a_prometheus_that_never_answers_is_unavailable_within_the_timeout():
         assert time.monotonic() - started < 5
 
 
+@pytest.mark.e2e
 def test_a_query_prometheus_rejects_is_a_permanent_error_with_its_reason(prometheus):
     url, _ = prometheus
     reader = PrometheusReader(url, "toy", templates={"queue_length": "max(rlscale_queue_length{{stage=}})"})

@@ -59,6 +59,7 @@ def violation_rate(rows, since_s: float) -> float:
     return min(1.0, sum(r[2] + r[3] for r in sel) / arrivals) if arrivals else 0.0
 
 
+@pytest.mark.e2e
 def test_a_load_step_makes_the_sidecar_scale_up_and_violations_recover(video, small, loop_factory):
     duration = 480
     trace = step_trace(LOW_RPS, HIGH_RPS, STEP_S, duration)
@@ -104,6 +105,7 @@ def _sidecar_patches(loop, since: float = 0.0, until: float = float("inf")):
     return [r for r in loop.kube_api.emulator.seen if is_sidecar_change_entry(r) and since <= r["t"] <= until]
 
 
+@pytest.mark.e2e
 def test_prometheus_outage_holds_the_config_and_the_loop_resumes(video, prometheus_server, loop_factory):
     initial = plan_fixed_variants(video, [st.variants[0].name for st in video.stages], 20.0)
     loop = loop_factory(video, step_trace(20.0, 20.0, 0, 600), initial)
@@ -140,6 +142,7 @@ def test_prometheus_outage_holds_the_config_and_the_loop_resumes(video, promethe
     )
 
 
+@pytest.mark.e2e
 def test_api_faults_are_survived_and_the_change_lands(video, small, loop_factory):
     loop = loop_factory(video, step_trace(HIGH_RPS, HIGH_RPS, 0, 600), small)
     emu = loop.kube_api.emulator
@@ -168,6 +171,7 @@ def test_api_faults_are_survived_and_the_change_lands(video, small, loop_factory
     )
 
 
+@pytest.mark.e2e
 def test_dry_run_changes_nothing_in_the_emulator(video, small, loop_factory):
     loop = loop_factory(video, step_trace(HIGH_RPS, HIGH_RPS, 0, 600), small)
     loop.start_sidecar("--dry-run")
@@ -182,6 +186,7 @@ def test_dry_run_changes_nothing_in_the_emulator(video, small, loop_factory):
     SUMMARY.append(f"--dry-run: {len(patches)} patches, all dryRun=All; the Deployments are unchanged")
 
 
+@pytest.mark.e2e
 def test_the_bundled_agent_runs_live_behind_the_safety_layer(video, small, loop_factory):
     """``ppo`` (the default policy) in the same loop: the agent proposes, the safety layer projects, the
     projection distance is exported.
@@ -222,6 +227,8 @@ def test_the_bundled_agent_runs_live_behind_the_safety_layer(video, small, loop_
     )
 
 
+@pytest.mark.subprocess
+@pytest.mark.e2e
 def test_once_dry_run_decides_one_step_and_exits_zero(video, small, loop_factory):
     import subprocess
     import sys

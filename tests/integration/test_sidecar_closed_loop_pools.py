@@ -63,6 +63,7 @@ def pool_replicas(api) -> dict[str, int]:
     return {d.metadata.labels["rlscale.io/variant"]: d.spec.replicas for d in api.list_namespaced_deployment(NS).items}
 
 
+@pytest.mark.e2e
 def test_the_mix_goes_from_one_pool_to_two_and_back_make_before_break(loop, kube_api):
     spec = loop.spec
     api = kube_api.apps_api()

@@ -92,6 +92,7 @@ def live_cores(twin) -> set[int]:
     return {r.cores for r in twin.sim.engine.stages[0].replicas if r.retire_s == math.inf}
 
 
+@pytest.mark.e2e
 def test_cores_only_changes_resize_the_pods_in_place_without_a_rollout(loop, kube_api, caplog):
     twin, policy = loop.twin, CoresScript()
     with caplog.at_level(logging.INFO):
@@ -123,6 +124,7 @@ def test_cores_only_changes_resize_the_pods_in_place_without_a_rollout(loop, kub
     )
 
 
+@pytest.mark.e2e
 def test_an_old_server_rolls_each_change_out_and_says_so_once(loop, kube_api, caplog):
     kube_api.emulator.server_version = (1, 32)
     twin, policy = loop.twin, CoresScript()

@@ -43,6 +43,7 @@ def loaded_stage(tmp_path):
     assert server.stop() == 0, server.output()
 
 
+@pytest.mark.e2e
 def test_prometheus_scrapes_what_the_sidecar_reads(prometheus, loaded_stage):
     url, set_targets = prometheus
     server, sent = loaded_stage

@@ -99,7 +99,9 @@ class FakePrometheus:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, name="fake-prometheus", daemon=True).start()
+        # a short poll: stop() (shutdown) waits for the loop to look, and tests start and stop many of these
+        serve = lambda: self.server.serve_forever(poll_interval=0.02)  # noqa: E731
+        threading.Thread(target=serve, name="fake-prometheus", daemon=True).start()
 
     @staticmethod
     def instant_answer(value: Any) -> Raw:

@@ -120,6 +120,7 @@ def test_network_policy_reaches_prometheus_on_its_url_port(url, port, to):
     assert "to" not in policy["spec"]["egress"][1]  # no --api-server-cidr: any address on 443/6443
 
 
+@pytest.mark.subprocess
 def test_the_cli_renders_them_all():
     result = run("manifests", "--spec", "video", "--namespace", "ml", "--service-monitor", "--monitor-label",
                  "release=kps", "--network-policy", "--api-server-cidr", "10.0.0.1")  # fmt: skip
@@ -141,6 +142,7 @@ def test_the_cli_renders_them_all():
         (["--network-policy", "--api-server-cidr", "10.0.0.300/32"], "not an IP network"),
     ],
 )
+@pytest.mark.subprocess
 def test_bad_monitoring_flags_are_one_line_exit_2(args, needle):
     result = run("manifests", "--spec", "video", *args)
     assert result.returncode == 2 and result.stdout == ""

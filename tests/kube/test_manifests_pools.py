@@ -228,6 +228,7 @@ def test_pool_flags_are_refused_for_a_pipeline_without_pools():
         render_manifests(load_spec("infadapter"), gateway="Web_1")
 
 
+@pytest.mark.subprocess
 def test_the_cli_renders_the_pool_objects_with_the_model_image():
     result = subprocess.run(
         [sys.executable, "-m", "rlscale.cli", "manifests", "--spec", "infadapter", "--policy", "infadapter"]

@@ -76,6 +76,7 @@ def renamed_spec(tmp_path: Path, name: str = "speech") -> Path:
     return path
 
 
+@pytest.mark.subprocess
 def test_an_agent_ships_in_a_configmap_mounted_where_the_sidecar_reads_it(tmp_path):
     docs = docs_of(run("manifests", "--spec", "video", "--agent", str(VIDEO_AGENT), "--namespace", "ml"))
     assert [d["kind"] for d in docs] == [
@@ -103,6 +104,7 @@ def test_an_agent_ships_in_a_configmap_mounted_where_the_sidecar_reads_it(tmp_pa
     assert annotations["rlscale.io/agent-sha256"] == hashlib.sha256(VIDEO_AGENT.read_bytes()).hexdigest()
 
 
+@pytest.mark.subprocess
 def test_a_new_agent_restarts_the_sidecar(tmp_path):
     other = random_actor(load_spec("video"), hidden=(8,), seed=1).save(tmp_path / "actor.npz")
     first = by_kind(docs_of(run("manifests", "--spec", "video", "--agent", str(VIDEO_AGENT))), "Deployment")
@@ -110,6 +112,7 @@ def test_a_new_agent_restarts_the_sidecar(tmp_path):
     assert first["spec"]["template"] != second["spec"]["template"]
 
 
+@pytest.mark.subprocess
 def test_without_an_agent_the_spec_volume_is_the_plain_configmap():
     docs = docs_of(run("manifests", "--spec", "video"))
     pod = by_kind(docs, "Deployment")["spec"]["template"]["spec"]
@@ -136,6 +139,7 @@ def test_without_an_agent_the_spec_volume_is_the_plain_configmap():
         (["--agent", str(VIDEO_AGENT), "--tuning", "{tmp}/tuning.json"], ["different policies", "--policy"]),
     ],
 )
+@pytest.mark.subprocess
 def test_what_cannot_ship_is_one_line_exit_2_and_nothing_printed(tmp_path, extra, needles):
     (tmp_path / "big.npz").write_bytes(b"\0" * (SHIPPED_MAX_BYTES + 1))
     with zipfile.ZipFile(tmp_path / "model.zip", "w") as zf:
@@ -149,6 +153,7 @@ def test_what_cannot_ship_is_one_line_exit_2_and_nothing_printed(tmp_path, extra
 
 
 @pytest.mark.parametrize("policy", ["ppo", "ppo-raw"])
+@pytest.mark.subprocess
 def test_an_agent_policy_without_an_agent_is_refused_naming_the_flag(tmp_path, policy):
     spec = renamed_spec(tmp_path)
     result = run("manifests", "--spec", str(spec), "--policy", policy)
@@ -162,6 +167,7 @@ def test_an_agent_policy_without_an_agent_is_refused_naming_the_flag(tmp_path, p
     assert args[args.index("--policy") + 1] == policy and AGENT_PATH in args
 
 
+@pytest.mark.subprocess
 def test_the_sidecar_names_the_flags_that_give_it_an_agent(tmp_path):
     spec = renamed_spec(tmp_path)
     result = run("sidecar", "--spec", str(spec), "--prometheus", f"http://127.0.0.1:{free_port()}", "--policy", "ppo",
@@ -174,6 +180,7 @@ def test_the_sidecar_names_the_flags_that_give_it_an_agent(tmp_path):
     _assert_one_clear_line(result, "sum-qa", "--agent RUN/actor.npz", "rlscale manifests --agent")
 
 
+@pytest.mark.subprocess
 def test_ipa_tuned_without_a_tuning_for_the_pipeline_is_refused_naming_the_flag(tmp_path):
     spec = renamed_spec(tmp_path)
     result = run("manifests", "--spec", str(spec), "--policy", "ipa-tuned")
@@ -182,6 +189,7 @@ def test_ipa_tuned_without_a_tuning_for_the_pipeline_is_refused_naming_the_flag(
     assert run("manifests", "--spec", "video", "--policy", "ipa-tuned").returncode == 0  # bundled tuning
 
 
+@pytest.mark.subprocess
 def test_a_tuning_ships_in_a_configmap_and_selects_ipa_tuned(tmp_path):
     tuning = tmp_path / "tuning.json"
     tuning.write_text(json.dumps({"speech": {"headroom": 1.3}}))
@@ -196,6 +204,7 @@ def test_a_tuning_ships_in_a_configmap_and_selects_ipa_tuned(tmp_path):
     assert (folder / "spec.yaml").exists()
 
 
+@pytest.mark.subprocess
 def test_a_default_ppo_whose_bundled_agent_does_not_fit_renders_ipa(tmp_path):
     """A spec edited from a bundled one (a stage removed: the agent observes another shape): the sidecar's default
     would fall back to ipa, so the manifests say ipa (an explicit --policy ppo is refused: it would crash-loop)."""
@@ -215,6 +224,7 @@ def test_a_default_ppo_whose_bundled_agent_does_not_fit_renders_ipa(tmp_path):
 # ------------------------------------------------------------------------------ Prometheus credentials
 
 
+@pytest.mark.subprocess
 def test_prometheus_credentials_go_into_a_secret_never_into_the_args():
     docs = docs_of(run("manifests", "--spec", "video", "--prometheus", "https://alice:pw%40x9q@prom.example:9443/p"))
     c = sidecar_container(docs)
@@ -259,6 +269,7 @@ def test_the_sidecar_sends_the_secret_s_credentials_as_basic_auth():
         fake.stop()
 
 
+@pytest.mark.subprocess
 def test_a_tuning_ships_for_hpa_tuned_too(tmp_path):
     tuning = tmp_path / "tuning.json"
     tuning.write_text(json.dumps({"speech": {"hpa": {"target": 0.7}}}))

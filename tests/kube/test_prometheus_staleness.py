@@ -216,6 +216,7 @@ SIDECAR_CASES = {
 
 
 @pytest.mark.parametrize("case", list(SIDECAR_CASES), ids=list(SIDECAR_CASES))
+@pytest.mark.subprocess
 def test_the_sidecar_holds_with_no_patch(skewed, cluster, case):
     server, kubeconfig = cluster
     kwargs, extra, why = SIDECAR_CASES[case]
@@ -229,6 +230,7 @@ def test_the_sidecar_holds_with_no_patch(skewed, cluster, case):
 
 
 @pytest.mark.parametrize("shift_s", [-60.0, 5.0], ids=["a-minute-old", "5s-ahead"])
+@pytest.mark.subprocess
 def test_the_same_values_with_current_timestamps_act(skewed, cluster, shift_s):
     """The control: a healthy answer a minute old (within Prometheus' 5 minutes) or a few seconds ahead (clock
     skew) makes the sidecar scale the small configuration up."""

@@ -15,6 +15,7 @@ from tests.integration.conftest import free_port
 from tests.test_cli import _assert_one_clear_line, run
 
 
+@pytest.mark.subprocess
 def test_once_against_an_unreachable_prometheus_exits_non_zero_with_one_line():
     url = f"http://127.0.0.1:{free_port()}"
     result = run("sidecar", "--spec", "video", "--prometheus", url, "--once", "--dry-run", "--metrics-port", "0")
@@ -33,6 +34,7 @@ def test_once_against_an_unreachable_prometheus_exits_non_zero_with_one_line():
         (["--prometheus", "http://127.0.0.1:1", "--kubeconfig", "/nonexistent/kubeconfig"], "no such file"),
     ],
 )
+@pytest.mark.subprocess
 def test_bad_sidecar_input_gives_one_line(args, needle):
     result = (
         run("sidecar", "--spec", "video", *args, "--metrics-port", "0")
@@ -42,6 +44,7 @@ def test_bad_sidecar_input_gives_one_line(args, needle):
     _assert_one_clear_line(result, needle)
 
 
+@pytest.mark.subprocess
 def test_missing_kubernetes_credentials_give_one_line(tmp_path):
     """No kubeconfig and no service account: one line that says what to do (Prometheus is not needed for that)."""
     url = f"http://127.0.0.1:{free_port()}"
@@ -57,6 +60,7 @@ def test_missing_kubernetes_credentials_give_one_line(tmp_path):
     _assert_one_clear_line(result, "no usable Kubernetes credentials", "--kubeconfig")
 
 
+@pytest.mark.subprocess
 def test_manifests_print_parseable_yaml_with_a_least_privilege_role():
     result = run("manifests", "--spec", "video", "--namespace", "ml", "--image", "reg.example/rlscale:1")
     assert result.returncode == 0, result.stderr
@@ -76,6 +80,7 @@ def test_manifests_print_parseable_yaml_with_a_least_privilege_role():
     assert "ppo" in container["args"]  # video has a bundled agent
 
 
+@pytest.mark.subprocess
 def test_manifests_reject_a_bad_namespace_with_one_line():
     _assert_one_clear_line(run("manifests", "--spec", "video", "--namespace", "Bad_NS"), "namespace")
 
@@ -83,6 +88,7 @@ def test_manifests_reject_a_bad_namespace_with_one_line():
 # ----------------------------------------------------------------------------------- issue 11: review findings
 
 
+@pytest.mark.subprocess
 def test_once_never_shows_the_credentials_of_the_prometheus_url():
     host = f"127.0.0.1:{free_port()}"
     for verbose in ([], ["-v"]):
@@ -95,6 +101,7 @@ def test_once_never_shows_the_credentials_of_the_prometheus_url():
         assert f"http://***@{host}" in result.stderr
 
 
+@pytest.mark.subprocess
 def test_the_loop_never_logs_the_credentials_of_the_prometheus_url(tmp_path):
     """The start-up line and every warning of a running sidecar name the URL without its credentials."""
     import signal
@@ -147,12 +154,14 @@ def test_the_loop_never_logs_the_credentials_of_the_prometheus_url(tmp_path):
         ["manifests", "--spec", "video", "--namespace", "kube-public"],
     ],
 )
+@pytest.mark.subprocess
 def test_system_namespaces_are_refused_with_one_line(args):
     result = run(*args, "--once") if args[0] == "sidecar" else run(*args)
     assert result.returncode == 2
     _assert_one_clear_line(result, args[-1], "system namespace", "--allow-system-namespace")
 
 
+@pytest.mark.subprocess
 def test_system_namespaces_are_accepted_with_the_flag():
     result = run("manifests", "--spec", "video", "--namespace", "kube-system", "--allow-system-namespace")
     assert result.returncode == 0, result.stderr
@@ -186,12 +195,14 @@ def test_system_namespaces_are_accepted_with_the_flag():
         (["sidecar", "--spec", "video", "--prometheus", "http://127.0.0.1:1", "--headroom", "-1"], "--headroom"),
     ],
 )
+@pytest.mark.subprocess
 def test_numeric_flags_out_of_range_give_one_line_and_exit_2(args, needle):
     result = run(*args, "--once", "--metrics-port", "0") if args[0] == "sidecar" else run(*args)
     assert result.returncode == 2, result.stderr
     _assert_one_clear_line(result, needle)
 
 
+@pytest.mark.subprocess
 def test_an_explicit_agent_that_does_not_fit_the_spec_is_an_error():
     agent = str(Path(__file__).resolve().parents[2] / "agents" / "data" / "ppo_sum-qa.npz")
     result = run("sidecar", "--spec", "video", "--prometheus", f"http://127.0.0.1:{free_port()}", "--agent", agent,
@@ -200,6 +211,7 @@ def test_an_explicit_agent_that_does_not_fit_the_spec_is_an_error():
     _assert_one_clear_line(result, "agent", "ppo_sum-qa.npz")
 
 
+@pytest.mark.subprocess
 def test_the_bundled_agent_that_does_not_fit_an_edited_spec_falls_back_to_ipa(tmp_path):
     """A spec edited from a bundled one (a stage removed): the default policy warns once and runs ipa."""
     from rlscale.spec import data_dir

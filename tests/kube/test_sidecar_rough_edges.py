@@ -200,6 +200,7 @@ def test_a_401_names_the_credentials_to_change():
     assert "HTTP 401" in message and "refused the credentials" in message and "service account" in message
 
 
+@pytest.mark.subprocess
 def test_the_cli_names_host_cause_and_setting_when_the_api_server_refuses(tmp_path):
     fake = FakePrometheus()
     try:
@@ -301,6 +302,7 @@ def sidecar(url: str, *args: str, env: dict | None = None) -> subprocess.Complet
     )  # fmt: skip
 
 
+@pytest.mark.subprocess
 def test_once_dry_run_without_any_kubernetes_api_still_prints_the_decision(tmp_path):
     home = tmp_path / "home"
     home.mkdir()

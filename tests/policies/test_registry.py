@@ -44,6 +44,7 @@ trace's first 600 s (the ``sponge`` pipeline as bundled: one replica at most, so
 
 
 @pytest.mark.parametrize("name", policy_names())
+@pytest.mark.slow
 def test_every_policy_keeps_the_contract(spec, ramp, name):
     if name in SINGLE_STAGE:
         spec = load_spec(SINGLE_STAGE[name])

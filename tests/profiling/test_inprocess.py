@@ -62,6 +62,7 @@ def user_module(tmp_path, monkeypatch):
     return name
 
 
+@pytest.mark.slow
 def test_each_point_runs_in_a_fresh_worker_pinned_to_its_cores(user_module, tmp_path):
     cores = sorted({1, len(usable_cpus())})
     factory = load_factory(f"{user_module}:build")
@@ -161,6 +162,7 @@ def build(variant):
 """
 
 
+@pytest.mark.slow
 def test_a_torch_model_runs_in_inference_mode_with_torch_threads_capped(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     name = f"torchfactory_{uuid.uuid4().hex[:8]}"

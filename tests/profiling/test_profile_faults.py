@@ -8,12 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 LATE_HANG = """
 import os
 import time
 from pathlib import Path
+
+import pytest
 
 VARIANTS = ("v",)
 
@@ -29,6 +33,7 @@ def build(variant):
 """
 
 
+@pytest.mark.subprocess
 def test_a_point_that_hangs_is_stopped_and_the_finished_points_are_written(tmp_path):
     (tmp_path / "latehang.py").write_text(LATE_HANG)
     args = ["profile", "--model", "latehang:build", "--batch", "1,2", "--cores", "1", "--out", "p.csv"]

@@ -94,6 +94,7 @@ def status_of(answer: bytes) -> int:
         ("FP32", None, "FP32 data holds null, not a number"),
     ],
 )
+@pytest.mark.e2e
 def test_a_value_the_datatype_cannot_hold_is_a_400_without_a_traceback(stage, datatype, value, message):
     status, body = stage.infer("classify", [[value, 1, 1, 1]], datatype=datatype)
     assert status == 400, body
@@ -107,6 +108,7 @@ def test_a_value_the_datatype_cannot_hold_is_a_400_without_a_traceback(stage, da
     ("datatype", "edges", "beyond"),
     [("UINT8", [0, 255, 1, 2], 256), ("INT8", [0, 127, 1, 2], 128), ("UINT16", [0, 65535, 1, 2], 65536)],
 )
+@pytest.mark.e2e
 def test_a_datatypes_edges_are_served_and_one_beyond_is_a_400(stage, datatype, edges, beyond):
     status, body = stage.infer("classify", [edges], datatype=datatype)
     assert status == 200 and body["outputs"][0]["data"] == [2 * v for v in edges], body
@@ -114,6 +116,7 @@ def test_a_datatypes_edges_are_served_and_one_beyond_is_a_400(stage, datatype, e
     assert status == 400 and f"input value {beyond} is out of the range of {datatype}" in body["error"], body
 
 
+@pytest.mark.e2e
 def test_a_content_length_over_the_limit_is_413_before_the_body_is_read(stage):
     head = (
         f"POST /v2/models/classify/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -126,6 +129,7 @@ def test_a_content_length_over_the_limit_is_413_before_the_body_is_read(stage):
     assert b"--max-request-bytes" in answer
 
 
+@pytest.mark.e2e
 def test_a_chunked_body_over_the_limit_is_413_and_the_server_stays_small(stage):
     before = peak_rss_bytes(stage)
     head = (
@@ -142,6 +146,7 @@ def test_a_chunked_body_over_the_limit_is_413_and_the_server_stays_small(stage):
     assert status == 200  # and it still serves
 
 
+@pytest.mark.e2e
 def test_a_gzip_bomb_is_413_and_a_small_gzip_body_is_served(stage):
     before = peak_rss_bytes(stage)
     inner = (
@@ -162,6 +167,7 @@ def test_a_gzip_bomb_is_413_and_a_small_gzip_body_is_served(stage):
     assert status == 200 and body["outputs"][0]["data"] == [2, 4, 6, 8], body
 
 
+@pytest.mark.e2e
 def test_the_server_log_has_no_traceback(stage):
     """Last in the module: every hostile request above left at most one line, never a traceback."""
     assert "Traceback" not in stage.output(), stage.output()

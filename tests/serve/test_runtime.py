@@ -34,6 +34,7 @@ def stage(tmp_path_factory):
     assert code == 0, server.output()
 
 
+@pytest.mark.e2e
 def test_concurrent_requests_are_answered_in_batches(stage):
     before = stage.metrics()
     seen_before = len(stage.batches())
@@ -61,6 +62,7 @@ def test_concurrent_requests_are_answered_in_batches(stage):
     assert after[f"rlscale_queue_length{LABELS}"] == 0
 
 
+@pytest.mark.e2e
 def test_a_request_of_several_items_counts_each(stage):
     before = stage.metrics()[f"rlscale_requests_total{LABELS}"]
     status, body = stage.infer("classify", [[1, 2, 3, 4], [5, 6, 7, 8], [0, 0, 0, 1]])
@@ -70,11 +72,13 @@ def test_a_request_of_several_items_counts_each(stage):
     assert stage.metrics()[f"rlscale_requests_total{LABELS}"] == before + 3
 
 
+@pytest.mark.e2e
 def test_metadata_names_the_input(stage):
     meta = stage.get("/v2/models/classify")
     assert meta["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]
 
 
+@pytest.mark.e2e
 def test_grpc_answers_the_same(stage):
     grpc = pytest.importorskip("grpc")
     from mlserver.grpc import dataplane_pb2 as pb
@@ -97,6 +101,7 @@ def test_grpc_answers_the_same(stage):
         ([["a", "b", "c", "d"]], "BYTES", "cannot be read as the model's float32"),
     ],
 )
+@pytest.mark.e2e
 def test_bad_input_is_a_400_and_counts_nothing(stage, rows, datatype, message):
     before = stage.metrics()[f"rlscale_requests_total{LABELS}"]
     status, body = stage.infer("classify", rows, datatype=datatype)
@@ -104,6 +109,7 @@ def test_bad_input_is_a_400_and_counts_nothing(stage, rows, datatype, message):
     assert stage.metrics()[f"rlscale_requests_total{LABELS}"] == before
 
 
+@pytest.mark.e2e
 def test_a_failing_batch_is_a_500_and_counted_as_dropped(stage):
     before = stage.metrics().get('rlscale_dropped_requests_total{pipeline="toy"}', 0.0)
     status, body = stage.infer("classify", [[-1, 0, 0, 0]])
@@ -136,6 +142,7 @@ def env_stage(tmp_path, monkeypatch):
     sys.modules.pop("tinymodels", None)
 
 
+@pytest.mark.e2e
 def test_the_runtime_loads_from_the_env_vars_alone(env_stage):
     from mlserver import ModelSettings
     from mlserver.codecs import NumpyCodec
@@ -166,6 +173,7 @@ def test_the_runtime_loads_from_the_env_vars_alone(env_stage):
     assert batches == [1, 3, 3]  # the warm-up, then all six in batches of MAX_BATCH_SIZE (they arrived at once)
 
 
+@pytest.mark.e2e
 def test_the_runtime_refuses_mlservers_own_batching(env_stage):
     from mlserver import ModelSettings
 
@@ -194,6 +202,8 @@ def build(variant):
 """
 
 
+@pytest.mark.subprocess
+@pytest.mark.e2e
 def test_rlscale_profile_measures_the_reference_runtime_over_http(tmp_path):
     """`rlscale profile --url` against the stage runtime started here: a row per batch, each at least the model's
     30 ms, and a lone request also waits out the 50 ms batch timeout (the runtime's batcher, as the simulator's

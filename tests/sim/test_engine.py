@@ -96,6 +96,7 @@ def test_conservation_per_stage_and_end_to_end(policy_config):
 
 
 @pytest.mark.parametrize("rho", [0.5, 0.8])
+@pytest.mark.slow
 def test_md1_waiting_time_and_littles_law(tmp_path, rho):
     """One replica, batch 1, deterministic service, Poisson arrivals: mean wait = Pollaczek-Khinchine (M/D/1)."""
     service = 0.1
