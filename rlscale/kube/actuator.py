@@ -43,6 +43,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from rlscale.errors import PermanentError, RlscaleError, RuntimeFault, TemporaryError
@@ -264,6 +265,17 @@ def _describe(kind: str, exc: BaseException, host: str = "", credentials: str = 
     return f"cannot reach the Kubernetes API server at {host}: {cause}; check the server and credentials{where}"
 
 
+class StageAction(StrEnum):
+    """What an apply did to one stage (a string enum: it compares equal to its value)."""
+
+    UNCHANGED = "unchanged"
+    SCALED = "scaled"
+    RESIZED = "resized"
+    ROLLED = "rolled"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
 @dataclass(frozen=True)
 class StageOutcome:
     """What happened to one stage: ``unchanged``, ``scaled`` (replicas only), ``resized`` (cores changed in place,
@@ -271,11 +283,14 @@ class StageOutcome:
     tried: the API server throttled an earlier stage's call). ``retry_after_s``: a 429's ``Retry-After``, seconds."""
 
     stage: str
-    action: str
+    action: StageAction
     kind: str | None = None
     message: str = ""
     attempts: int = 1
     retry_after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action", StageAction(self.action))  # the enum, or its string
 
 
 @dataclass(frozen=True)

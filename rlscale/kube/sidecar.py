@@ -26,6 +26,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from rlscale import control
 from rlscale.interfaces import Policy
@@ -37,7 +38,18 @@ from rlscale.types import PipelineConfig
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("applied", "unchanged", "dry_run", "held", "failed")
+
+class StepOutcome(StrEnum):
+    """What one sidecar step did (a string enum: it compares equal to its value, the metrics label)."""
+
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    DRY_RUN = "dry_run"
+    HELD = "held"
+    FAILED = "failed"
+
+
+OUTCOMES = tuple(StepOutcome)
 
 MAX_RETRY_AFTER_S = 600.0
 """The longest ``Retry-After`` (wall seconds) honoured: the API server's own flow control asks for about 1 s, and a
@@ -76,7 +88,7 @@ class StepReport:
     """What one step did: ``outcome`` is one of `OUTCOMES`; ``temporary`` asks for a backoff, and
     ``retry_after_s`` (wall seconds, from a 429's ``Retry-After``) for a wait at least that long."""
 
-    outcome: str
+    outcome: StepOutcome
     message: str
     temporary: bool = False
     error_kinds: list[str] = field(default_factory=list)
@@ -85,6 +97,12 @@ class StepReport:
     decision_s: float = 0.0
     apply: ApplyOutcome | None = None
     retry_after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        self.outcome = StepOutcome(self.outcome)  # a value of the enum, or its string (ValueError otherwise)
+
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, StepOutcome(value) if name == "outcome" else value)
 
 
 class SidecarMetrics:

@@ -34,3 +34,21 @@ def test_a_pooled_stage_is_exported_pool_by_pool():
     assert gauge(metrics, "rlscale_sidecar_pool_replicas", stage="resnet", variant="resnet50") == 0
     assert gauge(metrics, "rlscale_sidecar_stage_replicas", stage="resnet") == 1
     assert gauge(metrics, "rlscale_sidecar_stage_variant", stage="resnet", variant="resnet18") == 1.0
+
+
+def test_outcomes_are_enums_that_read_as_their_strings():
+    from rlscale.kube.actuator import StageAction, StageOutcome
+    from rlscale.kube.sidecar import OUTCOMES, StepOutcome
+
+    report = StepReport("held", "")
+    assert report.outcome is StepOutcome.HELD and report.outcome == "held"
+    report.outcome = "failed"
+    assert report.outcome is StepOutcome.FAILED
+    assert [str(o) for o in OUTCOMES] == ["applied", "unchanged", "dry_run", "held", "failed"]
+    assert StageOutcome("s", "rolled").action is StageAction.ROLLED
+    import pytest
+
+    with pytest.raises(ValueError):
+        StepReport("exploded", "")
+    with pytest.raises(ValueError):
+        StageOutcome("s", "teleported")
