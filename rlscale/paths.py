@@ -16,7 +16,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rlscale.errors import RlscaleError
@@ -192,18 +192,30 @@ def append_line(path: Path, line: str) -> None:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
 
 
-def check_output_file(path: Path, flag: str, suffix: str, what: str) -> None:
+def check_output_file(
+    path: Path,
+    flag: str,
+    suffix: str,
+    what: str,
+    ours: Callable[[bytes], bool] | None = None,
+    foreign: str = "",
+) -> None:
     """Fail before a long run, not after it, when ``path`` is no ``suffix`` file that can be written (its folder may
-    not exist yet; the nearest existing one must be a folder, and writable when it is the parent).
+    not exist yet; the nearest existing one must be a folder, and writable when it is the parent), or, with
+    ``ours``, when it is an existing file rlscale did not write: a rerun replaces its own output, never a user's file.
 
     Args:
         path: the file to write.
         flag: the option that named it (``--plot``), for the message.
         suffix: the extension it must have (``.png``).
         what: what it is (``the plot is a PNG file``), for the message.
+        ours: whether the first 4 KiB of an existing, non-empty file show that rlscale wrote it (None: any file
+            may be replaced).
+        foreign: what an existing file that is not ours is, for the message (``is not a plot rlscale wrote``).
 
     Raises:
-        RlscaleError: another extension, a folder, a file in the way of its folder, or a parent not writable.
+        RlscaleError: another extension, a folder, a file in the way of its folder, a parent not writable, or an
+            existing file that is not ours (or cannot be read to tell).
     """
     path = Path(path)
     if path.suffix.lower() != suffix:
@@ -221,3 +233,12 @@ def check_output_file(path: Path, flag: str, suffix: str, what: str) -> None:
                 pass
         except OSError as exc:
             raise RlscaleError(f"{flag} {path}: cannot write in {parent}: {exc.strerror or exc}") from None
+    if ours is None or not path.is_file():
+        return
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise RlscaleError(f"{flag} {path}: exists and cannot be read: {exc.strerror or exc}") from None
+    if head and not ours(head):
+        raise RlscaleError(f"{flag} {path}: {foreign}; give another file name, or move that file away")

@@ -274,19 +274,15 @@ def check_writable(path: Path) -> None:
             holds another file.
     """
     path = Path(path)
-    check_output_file(path, "--timeline", ".csv", "the timeline is a CSV file")
-    if not path.is_file():
-        return
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError as exc:
-        raise RlscaleError(f"--timeline {path}: exists and cannot be read: {exc.strerror or exc}") from None
-    if head and not head.startswith((",".join(HEAD) + ",").encode()):
-        raise RlscaleError(
-            f"--timeline {path}: holds another file, not a timeline rlscale wrote (its first line is not the "
-            f"header {','.join(HEAD[:2])},...); give another file name, or move that file away"
-        )
+    check_output_file(
+        path,
+        "--timeline",
+        ".csv",
+        "the timeline is a CSV file",
+        ours=lambda head: head.startswith((",".join(HEAD) + ",").encode()),
+        foreign=f"holds another file, not a timeline rlscale wrote (its first line is not the header "
+        f"{','.join(HEAD[:2])},...)",
+    )
 
 
 def read_rows(text: str) -> Sequence[dict[str, str]]:

@@ -183,19 +183,14 @@ def check_writable(path: Path) -> None:
     Raises:
         RlscaleError: see `rlscale.paths.check_output_file`; ``path`` holds another file.
     """
-    check_output_file(path, "--plot", ".png", "the plot is a PNG file")
-    if not path.is_file():
-        return
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError as exc:
-        raise RlscaleError(f"--plot {path}: exists and cannot be read: {exc.strerror or exc}") from None
-    if head and not (head.startswith(PNG_SIGNATURE) and PLOT_MARK in head):
-        raise RlscaleError(
-            f"--plot {path}: exists and is not a plot rlscale wrote (rlscale overwrites only its own plots); give "
-            "another file name, or move that file away"
-        )
+    check_output_file(
+        path,
+        "--plot",
+        ".png",
+        "the plot is a PNG file",
+        ours=lambda head: head.startswith(PNG_SIGNATURE) and PLOT_MARK in head,
+        foreign="exists and is not a plot rlscale wrote (rlscale overwrites only its own plots)",
+    )
 
 
 def save_plot(draw: Callable[[], object], path: Path) -> None:
