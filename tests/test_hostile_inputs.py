@@ -11,14 +11,13 @@ the entry point itself.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import base_spec_dict, write_profile
+from tests.hostile import assert_one_error_line, params, run
 
 ROOT = Path(__file__).resolve().parents[1]
 SUM_QA_AGENT = str(ROOT / "agents" / "data" / "ppo_sum-qa.npz")
@@ -815,36 +814,19 @@ SMOKE |= {"profile-no-module"}
 SUBPROCESS = BOUNDED | SMOKE
 
 
-def _params():
-    for case_id, argv, fragment in CASES:
-        marks = [pytest.mark.subprocess] if case_id in SUBPROCESS else []
-        yield pytest.param(argv, fragment, case_id in SUBPROCESS, id=case_id, marks=marks)
-
-
 def test_the_subprocess_cases_exist():
     assert SUBPROCESS <= {c[0] for c in CASES}
 
 
-@pytest.mark.parametrize(("argv", "fragment", "in_subprocess"), list(_params()))
+@pytest.mark.parametrize(("argv", "fragment", "in_subprocess"), list(params(CASES, SUBPROCESS)))
 def test_bad_input_gets_one_line_and_exit_2(tmp_path, hostile, cli_main, argv, fragment, in_subprocess):
     (tmp_path / "keep").mkdir()
     kept = {tmp_path / "keep" / "results.csv": b"trace,policy\nbursty,ipa\n", tmp_path / "keep.png": b"\x89PNG..."}
     for path, data in kept.items():
         path.write_bytes(data)
     args = [a.replace("{h}", str(hostile)) for a in argv]
-    if in_subprocess:
-        result = subprocess.run(
-            [sys.executable, "-m", "rlscale.cli", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
-        )
-    else:
-        result = cli_main(args, cwd=tmp_path)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    assert lines[0].startswith(f"rlscale {args[0]}: error: "), lines[0]
-    assert fragment in lines[0], lines[0]
-    assert result.stdout == ""
+    result = run(cli_main, args, tmp_path, in_subprocess)
+    assert_one_error_line(result, args[0], fragment)
     for path, data in kept.items():
         assert path.read_bytes() == data, f"{path} was changed"
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir()), "a run folder was left"

@@ -11,11 +11,11 @@ written by the ``hostile`` fixture.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.hostile import assert_one_error_line, params, run
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWN = "http://127.0.0.1:9"  # discard port: nothing listens; refused at once
@@ -119,13 +119,7 @@ CASES = [
 SUBPROCESS = {"sim-tuning-huge-headroom", "sim-plot-over-text"}  # smoke cases: the real process
 
 
-def _params():
-    for case_id, argv, fragment in CASES:
-        marks = [pytest.mark.subprocess] if case_id in SUBPROCESS else []
-        yield pytest.param(argv, fragment, case_id in SUBPROCESS, id=case_id, marks=marks)
-
-
-@pytest.mark.parametrize(("argv", "fragment", "in_subprocess"), list(_params()))
+@pytest.mark.parametrize(("argv", "fragment", "in_subprocess"), list(params(CASES, SUBPROCESS)))
 def test_bad_input_gets_one_line_and_exit_2(tmp_path, hostile, cli_main, argv, fragment, in_subprocess):
     (tmp_path / "keep").mkdir()
     kept = {
@@ -137,19 +131,8 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path, hostile, cli_main, argv, f
     for path, data in kept.items():
         path.write_bytes(data)
     args = [a.replace("{h}", str(hostile)) for a in argv]
-    if in_subprocess:
-        result = subprocess.run(
-            [sys.executable, "-m", "rlscale.cli", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
-        )
-    else:
-        result = cli_main(args, cwd=tmp_path)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    assert lines[0].startswith(f"rlscale {args[0]}: error: "), lines[0]
-    assert fragment in lines[0], lines[0]
-    assert result.stdout == ""
+    result = run(cli_main, args, tmp_path, in_subprocess)
+    assert_one_error_line(result, args[0], fragment)
     for path, data in kept.items():
         assert path.read_bytes() == data, f"{path} was changed"
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir()), "results were written"

@@ -21,10 +21,13 @@ import threading
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import yaml
+
+from tests.hostile import assert_one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWN = "http://127.0.0.1:9"  # discard port: nothing listens; refused at once
@@ -177,13 +180,7 @@ def check_one_line_exit_2(cwd: Path, args: list[str], fragment: str, logs: Path,
         result = cli_main(args, cwd=cwd)
         code, stdout, stderr, peak = result.returncode, result.stdout, result.stderr, 0
     elapsed = time.monotonic() - started
-    lines = stderr.strip().splitlines()
-    assert code == 2, f"exit {code}: {stderr[-2000:]}"
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
-    assert lines[0].startswith(f"rlscale {args[0]}: error: "), lines[0]
-    assert fragment in lines[0], lines[0]
-    assert stdout == ""
+    assert_one_error_line(SimpleNamespace(returncode=code, stdout=stdout, stderr=stderr), args[0], fragment)
     assert peak < MAX_RSS_BYTES, f"peak memory {peak / 2**30:.1f} GiB"
     assert _snapshot(cwd) == before, "a file was written, changed or removed"
     return elapsed

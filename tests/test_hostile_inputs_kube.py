@@ -9,14 +9,13 @@ process.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import base_spec_dict, write_profile
+from tests.hostile import assert_one_error_line, params, run
 
 DOWN = "http://127.0.0.1:9"  # discard port: nothing listens
 SECRET = "s3cret"
@@ -115,13 +114,7 @@ CASES = [
 SUBPROCESS = {"manifests-image-newline", "sidecar-prometheus-query"}  # smoke cases: the real process
 
 
-def _params():
-    for case_id, argv, fragment in CASES:
-        marks = [pytest.mark.subprocess] if case_id in SUBPROCESS else []
-        yield pytest.param(argv, fragment, case_id in SUBPROCESS, id=case_id, marks=marks)
-
-
-@pytest.mark.parametrize(("argv", "fragment", "in_subprocess"), list(_params()))
+@pytest.mark.parametrize(("argv", "fragment", "in_subprocess"), list(params(CASES, SUBPROCESS)))
 def test_bad_kubernetes_input_gets_one_line_and_exit_2(tmp_path, hostile, cli_main, argv, fragment, in_subprocess):
     kept = {tmp_path / "keep" / "results.csv": b"trace,policy\nbursty,ipa\n", tmp_path / "keep.png": b"\x89PNG..."}
     for path, data in kept.items():
@@ -129,19 +122,8 @@ def test_bad_kubernetes_input_gets_one_line_and_exit_2(tmp_path, hostile, cli_ma
         path.write_bytes(data)
     args = [a.replace("{h}", str(hostile)) for a in argv]
     command = next(a for a in args if not a.startswith("-"))
-    if in_subprocess:
-        result = subprocess.run(
-            [sys.executable, "-m", "rlscale.cli", *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
-        )
-    else:
-        result = cli_main(args, cwd=tmp_path)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    assert lines[0].startswith(f"rlscale {command}: error: "), lines[0]
-    assert fragment in lines[0], lines[0]
+    result = run(cli_main, args, tmp_path, in_subprocess)
+    assert_one_error_line(result, command, fragment)
     assert SECRET not in result.stderr + result.stdout
-    assert result.stdout == ""
     for path, data in kept.items():
         assert path.read_bytes() == data, f"{path} was changed"

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.hostile import assert_one_error_line
+
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = ["serve", "--model", "m:build", "--variant", "v", "--pipeline", "p", "--stage", "s"]
 PROFILE = ["profile", "--cores", "1", "--out", "p.csv", "--warmup", "1", "--repeats", "2"]
@@ -164,14 +166,8 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path, cli_main, argv, env, modul
         )
     else:
         result = cli_main(argv, cwd=tmp_path, env={**dict.fromkeys(ours), **env})
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, f"exit {result.returncode}: {result.stderr[-2000:]}"
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    assert lines[0].startswith(f"rlscale {argv[0]}: error: "), lines[0]
-    assert fragment in lines[0], lines[0]
+    assert_one_error_line(result, argv[0], fragment)
     if secret is not None:
         assert secret not in result.stderr + result.stdout
-    assert result.stdout == ""
     for path, data in kept.items():
         assert path.read_bytes() == data, f"{path} was changed"
