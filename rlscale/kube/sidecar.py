@@ -253,8 +253,6 @@ class Sidecar:
         limits: control.Limits | None = None,
     ) -> None:
         self.cluster = cluster
-        self.policy = policy
-        self.safety = safety
         self.controller = control.Controller(policy, safety, limits or control.Limits(cluster.spec))
         self.settings = settings
         self.metrics = metrics or SidecarMetrics()
@@ -268,6 +266,16 @@ class Sidecar:
         self.last_step_end: float | None = None  # monotonic time the last step ended
         self.next_delay_s = 0.0  # pipeline seconds the loop waits after the last step
         self.timeline = None  # a rlscale.timeline.TimelineWriter (``--timeline``): one row per decision
+
+    @property
+    def policy(self) -> Policy:
+        """The policy that proposes (the controller's)."""
+        return self.controller.policy
+
+    @property
+    def safety(self) -> control.Guard | None:
+        """The guard in front of it (the controller's)."""
+        return self.controller.guard
 
     def health(self) -> tuple[bool, str]:
         """Alive unless the loop has not finished a step for longer than its longest planned wait allows (a
