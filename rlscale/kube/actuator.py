@@ -348,7 +348,8 @@ class DeploymentActuator:
     the target as the stage's configuration (off-spec until the weights move), as the simulator's state does: a
     policy that holds then completes its switch. A stage with no pool in force reads as the pools that can serve
     (off-spec), so the next apply repairs its route. After a failed step that leaves the pipeline's allocated cores
-    over the core budget, the pools without traffic go back to 0 replicas (`_undo_make`), and the outcome says so.
+    over the core budget, the pools without traffic go back to 0 replicas (`_failed_within_budget`), and the
+    outcome says so.
 
     Attributes:
         spec: the pipeline (its ``kubernetes`` section names the Deployments, container and env vars).
@@ -863,7 +864,7 @@ class DeploymentActuator:
                     # the API server's 200 is not the route: read it back before anything is broken
                     kept = target_weights if self.dry_run else self._route_weights(st, state)
                     if kept != target_weights:
-                        return self._undo_make(
+                        return self._failed_within_budget(
                             st,
                             state,
                             KubeApiError(
@@ -902,7 +903,7 @@ class DeploymentActuator:
                 if exc.kind == "conflict" and attempt <= self.conflict_retries:
                     log.info("stage %s: conflict (%s); re-reading and retrying", st.name, exc)
                     continue
-                return self._undo_make(st, state, exc, steps, attempt)
+                return self._failed_within_budget(st, state, exc, steps, attempt)
 
     def _patch_route(self, name: str, body: list[dict[str, Any]], dry: dict[str, str]) -> None:
         self._call(
@@ -924,7 +925,7 @@ class DeploymentActuator:
         except DeploymentError as exc:
             raise KubeApiError("deployment", str(exc)) from None
 
-    def _undo_make(
+    def _failed_within_budget(
         self, st: StageSpec, state: _PoolState | None, exc: KubeApiError, steps: list[str], attempt: int
     ) -> StageOutcome:
         """The failed outcome of a pooled apply. When the pipeline's allocated cores are over the core budget after
