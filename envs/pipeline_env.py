@@ -183,7 +183,7 @@ class Codec:
             n = float(
                 replicas_for(target, st.latency.throughput_rps(v, b, c) * spec.objective.rho_max, st.min_replicas)
             )
-            stages.append(StageConfig(v, b, int(min(st.max_replicas, n)), c))
+            stages.append(StageConfig.one(v, b, int(min(st.max_replicas, n)), c))
         config = PipelineConfig(tuple(stages))
         total = config.total_cores
         if total > spec.core_budget:  # scale every stage down in proportion so the proposal fits the budget
