@@ -147,7 +147,7 @@ def row(
             budget_p50_s=metrics.budget_p50_s,
         )
     for s, (st, sc) in enumerate(zip(spec.stages, config.stages, strict=True)):
-        main = max(sc.pools, key=lambda p: p.share)  # the stage's only pool, or the one serving the most requests
+        main = sc.main
         values.update(
             {f"{st.name}.variant": main.variant, f"{st.name}.batch": main.batch, f"{st.name}.cores": main.cores}
         )

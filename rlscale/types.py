@@ -99,6 +99,12 @@ class StageConfig:
         return self.pools[0]
 
     @property
+    def main(self) -> VariantPool:
+        """The pool serving the largest share (the first on a tie; the only one of a single-pool stage): what a
+        single figure of the stage shows (a timeline's variant, batch and cores, a gauge, a plot)."""
+        return max(self.pools, key=lambda p: p.share)
+
+    @property
     def variant(self) -> str:
         return self.only.variant
 

@@ -435,7 +435,8 @@ def test_pooled_projection_is_feasible_nearest_and_agrees_with_pulp(pooled_specs
     assert not report.infeasible
     assert is_feasible(spec, result, load)
     assert report.distance == pytest.approx(best[0], abs=1e-9)
-    event(f"projected {'from a mix' if s2.pooled else 'from one pool'} to {'a mix' if result.pooled else 'one pool'}")
+    source = "from a mix" if len(s2.pools) > 1 else "from one pool"
+    event(f"projected {source} to {'a mix' if result.most_pools > 1 else 'one pool'}")
     budget_dp = SafetyLayer(spec)._nearest_budget_dp(proposed, load)
     assert config_distance(w, proposed, budget_dp) + 1e-6 * budget_dp.total_cores == pytest.approx(best[1], abs=1e-9)
     by_pulp = SafetyLayer(spec, solver="pulp").nearest(proposed, load)
@@ -449,7 +450,7 @@ def test_a_mix_where_the_stage_runs_one_pool_is_projected_to_one(pooled_specs, l
     spec = pooled_specs((1.5, 16))
     proposed = PipelineConfig((s1, s2))
     result, report = SafetyLayer(spec).project(proposed, state_at(load, proposed))
-    assert not result.stages[0].pooled  # the first stage's max_pools is 1
+    assert len(result.stages[0].pools) == 1  # the first stage's max_pools is 1
     if not report.infeasible:
         assert is_feasible(spec, result, load)
         best = _nearest_by_brute_force(spec, proposed, load, DistanceWeights())
