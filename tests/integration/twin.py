@@ -370,7 +370,7 @@ class Twin:
                 if same and not view.rolled and cores != before.cores:
                     self._resize_sim(s, key, cores)
                 pools.append(p.with_(cores=cores))
-            stages.append(StageConfig.of_pools(pools) if len(pools) > 1 else pools[0])
+            stages.append(StageConfig.of_pools(pools))
         return PipelineConfig(tuple(stages))
 
     def _resize_sim(self, s: int, key: str, cores: int) -> None:
