@@ -135,7 +135,7 @@ class HPAPolicy:
                 b, c = max(
                     ((b, c) for b in b_ok for c in c_ok), key=lambda bc, st=st, v=v: st.latency.throughput_rps(v, *bc)
                 )
-                per_stage_options.append([(StageConfig(v, b, st.max_replicas, c), st.latency.latency_s(v, b, c))])
+                per_stage_options.append([(StageConfig.one(v, b, st.max_replicas, c), st.latency.latency_s(v, b, c))])
             else:
                 per_stage_options.append([(o.config, o.latency_s) for o in opts])
         arrays = [

@@ -476,7 +476,7 @@ class VPAPolicy:
                     ((b, c) for b in st.batch_sizes for c in c_ok),
                     key=lambda bc, st=st, v=v: st.latency.throughput_rps(v, *bc),
                 )
-                opts = [(StageConfig(v, b, st.max_replicas, c), st.latency.latency_s(v, b, c))]
+                opts = [(StageConfig.one(v, b, st.max_replicas, c), st.latency.latency_s(v, b, c))]
             per_stage.append(opts)
         arrays = [
             StageArrays(

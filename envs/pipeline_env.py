@@ -156,8 +156,9 @@ class Codec:
         return np.clip(np.nan_to_num(obs, nan=0.0), 0.0, OBS_HIGH).astype(np.float32)
 
     def _position(self, s: int, sc: StageConfig) -> tuple[float, float, float]:
-        """Stage ``s``'s variant, batch and cores as indices scaled to [0, 1] (0 for a value not in the spec)."""
-        st = self.spec.stages[s]
+        """Stage ``s``'s variant, batch and cores as indices scaled to [0, 1] (0 for a value not in the spec); a stage
+        of several pools shows its first (the observation the bundled agents were trained on)."""
+        st, sc = self.spec.stages[s], sc.pools[0]
         return (
             self.variants[s].index(sc.variant) / max(1, len(st.variants) - 1),
             st.batch_sizes.index(sc.batch) / max(1, len(st.batch_sizes) - 1) if sc.batch in st.batch_sizes else 0,
@@ -183,7 +184,7 @@ class Codec:
             n = float(
                 replicas_for(target, st.latency.throughput_rps(v, b, c) * spec.objective.rho_max, st.min_replicas)
             )
-            stages.append(StageConfig(v, b, int(min(st.max_replicas, n)), c))
+            stages.append(StageConfig.one(v, b, int(min(st.max_replicas, n)), c))
         config = PipelineConfig(tuple(stages))
         total = config.total_cores
         if total > spec.core_budget:  # scale every stage down in proportion so the proposal fits the budget
@@ -373,7 +374,7 @@ class ConditionedCodec(Codec):
                     _finite(m.utilisation) if m else 0.0,
                     _finite(m.latency_p99_s / spec.sla_s) if m else 0.0,
                     (m.queue_len / backlog) if m else 0.0,
-                    (m.replicas_serving / max(1, sc.replicas)) if m else 1.0,
+                    (m.replicas_serving / max(1, sc.pools[0].replicas)) if m else 1.0,  # as trained: the first pool
                 ]
             )
         parts.append(
@@ -409,7 +410,7 @@ class ConditionedCodec(Codec):
         else:
             gain = (objective_value(spec, plan) - objective_value(spec, held)) / beta
             feasible, extra = 1.0, (plan.total_cores - held.total_cores) / spec.core_budget
-        accuracy = spec.accuracy(plan.variants) - spec.accuracy(state.config.variants)
+        accuracy = spec.accuracy(_first_variants(plan)) - spec.accuracy(_first_variants(state.config))
         return [float(np.clip(gain, -OBS_HIGH, OBS_HIGH)), feasible, accuracy, extra]
 
     def decode(self, action: np.ndarray, state: PipelineState, predicted_rps: float | None = None) -> PipelineConfig:
@@ -511,6 +512,12 @@ def history_peaks(state: PipelineState) -> np.ndarray:
     pad = HISTORY_STEPS * STEP_S - hist.size
     full = np.concatenate([np.full(pad, hist[0]), hist]) if pad > 0 else hist
     return full.reshape(HISTORY_STEPS, STEP_S).max(axis=1)
+
+
+def _first_variants(config: PipelineConfig) -> tuple[str, ...]:
+    """Each stage's first pool's variant: what the planner features compare (as the bundled agents were trained;
+    a stage of several pools shows its first)."""
+    return tuple(sc.pools[0].variant for sc in config.stages)
 
 
 def _finite(x: float) -> float:

@@ -572,7 +572,7 @@ class FixedPolicy:
 
 def pipeline_config(stages: Sequence[Stage], config: RunConfig) -> PipelineConfig:
     return PipelineConfig(
-        stages=tuple(StageConfig(s.variant, b, 1, 1) for s, b in zip(stages, config.batch, strict=True))
+        stages=tuple(StageConfig.one(s.variant, b, 1, 1) for s, b in zip(stages, config.batch, strict=True))
     )
 
 

@@ -42,7 +42,7 @@ import numpy as np
 from rlscale.errors import RlscaleError
 from rlscale.interfaces import Predictor
 from rlscale.spec import PipelineSpec, StageSpec, data_dir
-from rlscale.types import PipelineConfig, PipelineState, StageConfig
+from rlscale.types import PipelineConfig, PipelineState, StageConfig, VariantPool
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +384,7 @@ class InfAdapterPolicy:
             log.warning("t=%.0fs %s: no plan covers %d rps; falling back to %s", state.time_s, self.name, lam, config)
             return config
         pools = [
-            StageConfig(v.name, self.batch, 1, n, share=load / lam)
+            VariantPool(v.name, self.batch, 1, n, share=load / lam)
             for v, n, load in zip(self.problem.variants, decision.cores, decision.load_rps, strict=True)
             if n > 0 and load > 0
         ]
@@ -395,10 +395,10 @@ class InfAdapterPolicy:
 
     def _fallback(self) -> PipelineConfig:
         cheapest = self.stage.cheapest_variant
-        return PipelineConfig((StageConfig(cheapest, self.batch, 1, self.problem.core_choices[-1]),))
+        return PipelineConfig((StageConfig.one(cheapest, self.batch, 1, self.problem.core_choices[-1]),))
 
 
-def _normalised(pools: list[StageConfig]) -> list[StageConfig]:
+def _normalised(pools: list[VariantPool]) -> list[VariantPool]:
     """Shares rescaled to sum to exactly 1 in floating point (the last pool takes the rounding)."""
     if len(pools) == 1:
         return [replace(pools[0], share=1.0)]

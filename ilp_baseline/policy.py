@@ -160,7 +160,7 @@ class ILPPolicy:
             stages = []
             for st, v, (n, c) in zip(self.spec.stages, variants, self.rim_fixed, strict=True):
                 b = max(st.batch_sizes, key=lambda b, v=v, c=c, st=st: st.latency.throughput_rps(v, b, c))
-                stages.append(StageConfig(v, b, n, c))
+                stages.append(StageConfig.one(v, b, n, c))
             return PipelineConfig(tuple(stages))
         return plan_fixed_variants(spec, variants, load_rps)
 

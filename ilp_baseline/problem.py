@@ -88,7 +88,7 @@ class Option:
         return self.replicas * self.cores
 
     def config(self) -> StageConfig:
-        return StageConfig(self.variant, self.batch, self.replicas, self.cores)
+        return StageConfig.one(self.variant, self.batch, self.replicas, self.cores)
 
 
 @dataclass(frozen=True)

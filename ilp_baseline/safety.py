@@ -123,7 +123,7 @@ def stage_distance(w: DistanceWeights, proposed: StageConfig, candidate: StageCo
     stages; the triangle inequality holds within each of the two formulas (not across them: a variant switch costs
     ``w_variant`` single to single, more through a mix).
     """
-    if not proposed.mix and not candidate.mix:
+    if len(proposed.pools) == len(candidate.pools) == 1:
         return (
             w.variant * (proposed.variant != candidate.variant)
             + w.batch * abs(math.log2(proposed.batch) - math.log2(candidate.batch))
@@ -179,7 +179,7 @@ def _proposed(w: DistanceWeights, names: tuple[str, ...] | list[str], proposed: 
         has[i], lb[i], lc[i], n[i], sh[i] = True, math.log2(p.batch), math.log2(p.cores), p.replicas, p.share
     cost = np.where(has, w.variant + w.replicas * n, 0.0)
     alone = math.fsum(w.variant + w.replicas * p.replicas for p in proposed.pools)
-    return _Proposed(has, lb, lc, n, sh, alone, cost, proposed.pooled)
+    return _Proposed(has, lb, lc, n, sh, alone, cost, len(proposed.pools) > 1)
 
 
 def _pool_terms(w: DistanceWeights, pr: _Proposed, vi, log_b, log_c, n, share) -> np.ndarray:
@@ -219,7 +219,7 @@ class _Candidates:
         k = int(k)
         if k < self.singles:
             v, b, c = self.rows[int(self.row[k])]
-            return StageConfig(v, b, int(self.n[k]), c)
+            return StageConfig.one(v, b, int(self.n[k]), c)
         k -= self.singles
         if self.mixes is not None:
             if k < self.mixes.size:
@@ -371,7 +371,7 @@ class SafetyLayer:
         n_min = replicas_for(load, t.throughput_rps * rho, st.min_replicas)
         ok = (n_min <= st.max_replicas) & (lat <= spec.sla_s)
         pr = _proposed(w, st.variant_names, proposed)
-        target = pr.replicas[t.variant_index] if proposed.mix else proposed.replicas
+        target = pr.replicas[t.variant_index] if len(proposed.pools) > 1 else proposed.replicas
         nearest = np.minimum(st.max_replicas, np.maximum(n_min, target))
         idx = np.flatnonzero(ok)
         if every_count:
@@ -381,7 +381,7 @@ class SafetyLayer:
             n = np.repeat(lo, counts) + np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
         else:
             row, n = idx, nearest[idx]
-        if not proposed.mix:
+        if len(proposed.pools) == 1:
             distance = (
                 w.variant * (t.variant_index[row] != st.variant_names.index(proposed.variant))
                 + w.batch * np.abs(np.log2(t.batch[row]) - np.log2(proposed.batch))
@@ -419,7 +419,7 @@ class SafetyLayer:
                 )
                 out.mixes = mixes
                 out.extend(mixes.latency_s, mixes.cores, d)
-        if proposed.mix and len(proposed.pools) <= st.max_pools:
+        if 1 < len(proposed.pools) <= st.max_pools:
             for own in self._own_pools(st, proposed, load):
                 latency = max(stage_latency_s(st, p.variant, p.batch, p.cores, p.share * load) for p in own.pools)
                 out.own.append(own)
@@ -498,7 +498,7 @@ class SafetyLayer:
         distance_terms, latency_terms, core_terms = [], [], []
         enumerated: dict[int, _Candidates] = {}
         for s, (st, p) in enumerate(zip(spec.stages, proposed.stages, strict=True)):
-            if st.max_pools >= 2 or p.mix:
+            if st.max_pools >= 2 or len(p.pools) > 1:
                 # pooled candidates have fixed replicas: one binary per enumerated candidate, as the DP sees them
                 c = self._stage_candidates(s, p, load, every_count=True)
                 if c.lat.size == 0:
@@ -530,7 +530,7 @@ class SafetyLayer:
                 n[s, i] = prob.add_variable(f"n_{s}_{i}", lowBound=0, upBound=st.max_replicas, cat=pulp.LpInteger)
                 prob += n[s, i] >= n_min * x[s, i], f"replicas_cut_{s}_{i}"
                 prob += n[s, i] <= st.max_replicas * x[s, i], f"replicas_max_{s}_{i}"
-                fixed = stage_distance(w, p, StageConfig(v, b, p.replicas, c))  # all but the replica term
+                fixed = stage_distance(w, p, StageConfig.one(v, b, p.replicas, c))  # all but the replica term
                 distance_terms.append(fixed * x[s, i])
                 latency_terms.append(lat * x[s, i])
                 core_terms.append(c * n[s, i])
@@ -561,5 +561,5 @@ class SafetyLayer:
             stage_opts = opts[s]
             i = next(i for i in range(len(stage_opts)) if (x[s, i].value() or 0) > 0.5)
             v, b, c, _n_min, _lat = stage_opts[i]
-            stages.append(StageConfig(v, b, int(round(n[s, i].value())), c))
+            stages.append(StageConfig.one(v, b, int(round(n[s, i].value())), c))
         return PipelineConfig(tuple(stages))

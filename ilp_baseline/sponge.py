@@ -183,7 +183,7 @@ class SpongePolicy:
             choice = sponge_choice(stage, variant, load, self.spec.sla_s, budget)
             if choice is not None:
                 cores, batch = choice
-                return PipelineConfig((StageConfig(variant, batch, max(1, stage.min_replicas), cores),))
+                return PipelineConfig((StageConfig.one(variant, batch, max(1, stage.min_replicas), cores),))
         else:
             replicas_cap = min(FA2_MAX_REPLICAS, stage.max_replicas)
             choice = fa2_choice(
@@ -192,7 +192,7 @@ class SpongePolicy:
             if choice is not None:
                 replicas, batch = choice
                 replicas = max(replicas, stage.min_replicas)
-                return PipelineConfig((StageConfig(variant, batch, replicas, self.fa2_cores),))
+                return PipelineConfig((StageConfig.one(variant, batch, replicas, self.fa2_cores),))
         self.infeasible_decisions += 1
         log.debug(
             "t=%.0fs %s: nothing meets %.2f x SLA at %d rps; the configuration stays",

@@ -280,8 +280,6 @@ def rollout_key(sc: StageConfig) -> tuple:
     """What a rollout changes: variant, batch size and cores per replica (new pods, a model load); for a stage with
     pools, the sorted keys of its pools. Equal keys mean no rollout; a pool leaving the mix changes the key
     without rolling anything out (`rolled_out` says which pools roll out)."""
-    if not sc.mix:
-        return (sc.variant, sc.batch, sc.cores)
     return tuple(sorted((p.variant, p.batch, p.cores) for p in sc.pools))
 
 
@@ -405,7 +403,7 @@ class Damper:
                 recent = max(r for _t, k, r in recs if k == key)
                 n = min(running[p.variant], max(n, recent))
             pools.append(p if n == p.replicas else p.with_(replicas=n))
-        return StageConfig.of_pools(pools) if new.mix else pools[0]
+        return StageConfig(tuple(pools))
 
     @staticmethod
     def _hold(st, cur: StageConfig, new: StageConfig, rho: float) -> StageConfig | None:
@@ -420,7 +418,7 @@ class Damper:
             if replicas > st.max_replicas:
                 return None
             pools.append(p.with_(replicas=int(replicas)))
-        return StageConfig.of_pools(pools) if cur.mix else pools[0]
+        return StageConfig(tuple(pools))
 
 
 class Limits:

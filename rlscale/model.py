@@ -46,7 +46,7 @@ import numpy as np
 from rlscale.errors import RlscaleError
 from rlscale.pareto import StageArrays, frontier_dp
 from rlscale.spec import PipelineSpec, StageSpec
-from rlscale.types import IntervalMetrics, PipelineConfig, StageConfig
+from rlscale.types import IntervalMetrics, PipelineConfig, StageConfig, VariantPool
 
 _EPS = 1e-9  # seconds: latency against the SLA
 log = logging.getLogger(__name__)
@@ -130,11 +130,7 @@ def stage_accuracy(stage: StageSpec, config: StageConfig, method: str) -> float:
     accuracy of its variant; with pools, the share-weighted mean over its pools (what a request meets on
     average, dispatched by share)."""
     if method == "sum":
-        if not config.mix:
-            return stage.rank_accuracy(config.variant)
         return math.fsum(p.share * stage.rank_accuracy(p.variant) for p in config.pools)
-    if not config.mix:
-        return stage.variant(config.variant).accuracy
     return math.fsum(p.share * stage.variant(p.variant).accuracy for p in config.pools)
 
 
@@ -144,8 +140,6 @@ def expected_accuracy(spec: PipelineSpec, config: PipelineConfig) -> float:
     exactly; with pools, the mean accuracy of requests dispatched to each stage's pools by share independently
     of the other stages (the product of the stages' means for ``product``).
     """
-    if not config.pooled:
-        return spec.accuracy(config.variants)
     if len(config.stages) != len(spec.stages):
         raise RlscaleError(f"expected {len(spec.stages)} stages, got {len(config.stages)}")
     method = spec.objective.accuracy_method
@@ -215,7 +209,7 @@ def stage_latency_s(stage: StageSpec, variant: str, batch: int, cores: int, load
     return stage.latency.latency_s(variant, batch, cores) + batch_fill_wait_s(batch, load_rps)
 
 
-def pool_capacity_rps(stage: StageSpec, pool: StageConfig, rho_max: float) -> float:
+def pool_capacity_rps(stage: StageSpec, pool: VariantPool, rho_max: float) -> float:
     """Highest load one pool carries on its own: ``n * h(v, b, c) * rho_max`` (rps)."""
     return pool.replicas * stage.latency.throughput_rps(pool.variant, pool.batch, pool.cores) * rho_max
 
@@ -223,8 +217,6 @@ def pool_capacity_rps(stage: StageSpec, pool: StageConfig, rho_max: float) -> fl
 def stage_capacity_rps(stage: StageSpec, config: StageConfig, rho_max: float) -> float:
     """Highest load one stage carries: ``n * h(v, b, c) * rho_max`` (rps); with pools and their shares fixed,
     the least over the pools of ``capacity / share`` (the load at which the first pool is full)."""
-    if not config.mix:
-        return pool_capacity_rps(stage, config, rho_max)
     return min(pool_capacity_rps(stage, p, rho_max) / p.share for p in config.pools)
 
 
@@ -349,7 +341,7 @@ def stage_options(
     out = []
     for i in np.flatnonzero(keep):
         v, b, c = table.rows[i]
-        out.append(StageOption(StageConfig(v, b, int(n[i]), c), float(latency[i]), int(n[i]) * c))
+        out.append(StageOption(StageConfig.one(v, b, int(n[i]), c), float(latency[i]), int(n[i]) * c))
     return out
 
 
@@ -403,12 +395,10 @@ class TwoPoolOptions:
         v2, b2, c2 = rows[int(self.second[k])]
         share = float(self.share[k])
         return StageConfig(
-            v1,
-            b1,
-            int(self.replicas[k]),
-            c1,
-            share,
-            (StageConfig(v2, b2, int(self.second_replicas[k]), c2, 1.0 - share),),
+            (
+                VariantPool(v1, b1, int(self.replicas[k]), c1, share),
+                VariantPool(v2, b2, int(self.second_replicas[k]), c2, 1.0 - share),
+            )
         )
 
 
@@ -491,16 +481,7 @@ def violations(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> l
         problems.append(f"load {load_rps!r} rps is not a finite number >= 0 (no data)")
     total_latency = 0.0
     for st, sc in zip(spec.stages, config.stages, strict=True):
-        if sc.mix:
-            latency = _pool_violations(spec, st, sc, load_rps, problems)
-            total_latency += latency
-            continue
-        if not _setting_violations(st, st.name, sc, problems):
-            continue
-        capacity = stage_capacity_rps(st, sc, spec.objective.rho_max)
-        if not carries(capacity, load_rps):
-            problems.append(f"{st.name}: capacity {capacity:.2f} rps < load {load_rps:.2f} rps")
-        total_latency += stage_latency_s(st, sc.variant, sc.batch, sc.cores, load_rps)
+        total_latency += _pool_violations(spec, st, sc, load_rps, problems)
     if total_latency > spec.sla_s + _EPS:
         problems.append(f"latency {total_latency:.3f} s > SLA {spec.sla_s:g} s")
     if config.total_cores > spec.core_budget:
@@ -508,7 +489,7 @@ def violations(spec: PipelineSpec, config: PipelineConfig, load_rps: float) -> l
     return problems
 
 
-def _setting_violations(st: StageSpec, where: str, p: StageConfig, problems: list[str]) -> bool:
+def _setting_violations(st: StageSpec, where: str, p: VariantPool, problems: list[str]) -> bool:
     """Append what of one pool's setting (``p``: a single-pool stage or one pool of a mix) is off the stage's grids
     or replica range to ``problems``, naming it ``where``; False when its variant is unknown (nothing else is
     checked then)."""
@@ -525,20 +506,22 @@ def _setting_violations(st: StageSpec, where: str, p: StageConfig, problems: lis
 
 
 def _pool_violations(spec: PipelineSpec, st: StageSpec, sc: StageConfig, load_rps: float, problems: list[str]) -> float:
-    """Append why a pooled stage is not feasible at ``load_rps`` to ``problems``; return its planned latency, the
-    slowest pool's (each pool at its share of the load)."""
+    """Append why a stage is not feasible at ``load_rps`` to ``problems``; return its planned latency, the
+    slowest pool's (each pool at its share of the load). A problem names the stage, and the pool's variant when
+    the stage runs several."""
     pools = sc.pools
     if len(pools) > st.max_pools:
         problems.append(f"{st.name}: {len(pools)} pools > max_pools {st.max_pools}")
     latency = 0.0
     for p in pools:
-        where = f"{st.name}/{p.variant}"
+        where = st.name if len(pools) == 1 else f"{st.name}/{p.variant}"
         if not _setting_violations(st, where, p, problems):
             continue
         load = p.share * load_rps
         capacity = pool_capacity_rps(st, p, spec.objective.rho_max)
         if not carries(capacity, load):
-            problems.append(f"{where}: capacity {capacity:.2f} rps < its share's load {load:.2f} rps")
+            whose = "load" if len(pools) == 1 else "its share's load"
+            problems.append(f"{where}: capacity {capacity:.2f} rps < {whose} {load:.2f} rps")
         latency = max(latency, stage_latency_s(st, p.variant, p.batch, p.cores, load))
     return latency
 
@@ -567,7 +550,7 @@ def resize_replicas(
         for p in sc.pools:  # a pool carries its share of the stage's load
             if p.variant not in st.variant_names or p.batch not in st.batch_sizes or p.cores not in st.cores:
                 return None
-            pool_load = load if not sc.mix else p.share * load
+            pool_load = p.share * load
             n = replicas_needed(st, p.variant, p.batch, p.cores, pool_load, spec.objective.rho_max)
             if n > st.max_replicas:
                 return None
@@ -594,7 +577,7 @@ def plan_fixed_variants(spec: PipelineSpec, variants: list[str], load_rps: float
                 key=lambda bc, stage=stage, v=v: stage.latency.throughput_rps(v, bc[0], bc[1]),
             )
             lat = stage.latency.latency_s(v, b, c)
-            opts = [StageOption(StageConfig(v, b, stage.max_replicas, c), lat, stage.max_replicas * c)]
+            opts = [StageOption(StageConfig.one(v, b, stage.max_replicas, c), lat, stage.max_replicas * c)]
         per_stage.append(opts)
     arrays = [
         StageArrays(
@@ -782,7 +765,7 @@ class MaxCapacity:
             chosen = [int(np.argmin(c)) for c in cores]
         return PipelineConfig(
             tuple(
-                StageConfig(v, b, int(sc.replicas[i[k]]), c)
+                StageConfig.one(v, b, int(sc.replicas[i[k]]), c)
                 for sc, i, k in zip(self.stages, idx, chosen, strict=True)
                 for v, b, c in (sc.rows[int(i[k])],)
             )

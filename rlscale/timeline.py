@@ -11,7 +11,8 @@ One row describes one adaptation interval and the decision taken at its end. ``r
 | ``arrival_rps_peak`` / ``arrival_rps_mean`` | the interval's peak per-second load and its mean (arrivals / length) |
 | ``predicted_rps`` | the load the policy planned for (ILP policies: prediction x headroom); empty when it has none |
 | ``arrivals`` / ``completed`` / ``dropped`` | requests that entered, left the last stage, were dropped |
-| ``<stage>.variant`` / ``.batch`` / ``.cores`` / ``.replicas`` | the configuration in force (pools: the first's) |
+| ``<stage>.variant`` / ``.batch`` / ``.cores`` | the configuration in force (pools: the pool serving most requests) |
+| ``<stage>.replicas`` | the replicas in force, over every pool |
 | ``<stage>.pools`` | stages with ``max_pools > 1``: the pools in force when two or more (``a b1 x1 c8 70% + …``) |
 | ``<stage>.p99_s`` | the stage's p99 latency (queue + service) of the requests it served; empty if none |
 | ``<stage>.utilisation`` | busy replica-seconds / serving replica-seconds (0 to 1) |
@@ -146,9 +147,12 @@ def row(
             budget_p50_s=metrics.budget_p50_s,
         )
     for s, (st, sc) in enumerate(zip(spec.stages, config.stages, strict=True)):
-        values.update({f"{st.name}.variant": sc.variant, f"{st.name}.batch": sc.batch, f"{st.name}.cores": sc.cores})
-        values[f"{st.name}.replicas"] = sc.replicas
-        if sc.mix:
+        main = sc.main
+        values.update(
+            {f"{st.name}.variant": main.variant, f"{st.name}.batch": main.batch, f"{st.name}.cores": main.cores}
+        )
+        values[f"{st.name}.replicas"] = sc.total_replicas
+        if len(sc.pools) > 1:
             values[f"{st.name}.pools"] = str(sc)
         if metrics is not None and s < len(metrics.stages):
             m = metrics.stages[s]

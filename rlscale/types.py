@@ -19,21 +19,12 @@ class ConfigError(RlscaleError, ValueError):
 
 
 @dataclass(frozen=True)
-class StageConfig:
-    """How one stage runs: ``replicas`` replicas of ``variant``, each with ``cores`` cores, batching up to ``batch``.
+class VariantPool:
+    """One variant pool of a stage: ``replicas`` replicas of ``variant``, each with ``cores`` cores, batching up to
+    ``batch``, serving the fraction ``share`` of the stage's requests (DESIGN.md section 3).
 
-    A stage may serve its load with several **variant pools** (InfAdapter's mix, DESIGN.md section 3): the four
-    fields are the first pool, ``share`` the fraction of the stage's requests it serves, and ``mix`` the further
-    pools, each a `StageConfig` with its own ``share`` and an empty ``mix``. A single-pool stage (every policy
-    but the pooled ones) has ``share`` 1 and no ``mix``, exactly as before pools existed. The pools of a stage
-    are keyed by variant (one Kubernetes Deployment per (stage, variant)), so no two share a variant; their
-    shares are > 0 and sum to 1 (checked by `PipelineConfig`, where a stage is complete; a lone pool of a mix
-    has a share below 1).
-
-    Attributes:
-        variant / batch / replicas / cores: the first pool.
-        share: the first pool's share of the stage's requests, in (0, 1].
-        mix: the further pools, in order (empty for a single-pool stage).
+    A pool alone may have a share below 1 (it is one of several); `StageConfig` checks that its pools' shares sum
+    to 1.
     """
 
     variant: str
@@ -41,62 +32,108 @@ class StageConfig:
     replicas: int
     cores: int
     share: float = 1.0
-    mix: tuple[StageConfig, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.mix:
-            object.__setattr__(self, "mix", tuple(self.mix))
-            self._check_pools()
-        elif not 0.0 < self.share <= 1.0 + SHARE_TOLERANCE:  # also NaN
+        if not 0.0 < self.share <= 1.0 + SHARE_TOLERANCE:  # also NaN
             raise ConfigError(f"pool {self.variant}: share {self.share!r} is not in (0, 1]")
 
-    def _check_pools(self) -> None:
-        seen = {self.variant}
-        for p in self.mix:
-            if p.mix:
-                raise ConfigError(f"pool {p.variant}: a pool of a mix has no mix of its own")
+    @property
+    def total_cores(self) -> int:
+        """The pool's cores, ``replicas * cores``."""
+        return self.replicas * self.cores
+
+    def with_(self, **changes) -> VariantPool:
+        return replace(self, **changes)
+
+    def __str__(self) -> str:
+        return f"{self.variant} b{self.batch} x{self.replicas} c{self.cores}"
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """How one stage runs: one or more **variant pools** (InfAdapter's mix, DESIGN.md section 3), in order.
+
+    A single-pool stage (every policy but the pooled ones) is a stage with one pool of share 1; `one` builds it,
+    and ``variant``, ``batch``, ``replicas`` and ``cores`` read it (they refuse a stage of several pools, whose
+    figures are per pool: read ``pools``). The pools of a stage are keyed by variant (one Kubernetes Deployment
+    per (stage, variant)), so no two share a variant; their shares are > 0 and sum to 1.
+
+    Attributes:
+        pools: the stage's pools, in order (the first is the one a single-pool view would show).
+    """
+
+    pools: tuple[VariantPool, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pools", tuple(self.pools))
+        if not self.pools:
+            raise ConfigError("a stage needs at least one pool")
+        seen: set[str] = set()
+        for p in self.pools:
+            if not isinstance(p, VariantPool):
+                raise TypeError(f"a stage's pools are VariantPool, got {type(p).__name__}")
             if p.variant in seen:
                 raise ConfigError(f"variant {p.variant} runs in two pools of one stage")
             seen.add(p.variant)
-        shares = [self.share, *(p.share for p in self.mix)]
-        if not all(0.0 < s <= 1.0 for s in shares):
-            raise ConfigError(f"pool shares {shares} are not all in (0, 1]")
+        shares = [p.share for p in self.pools]
         if abs(math.fsum(shares) - 1.0) > SHARE_TOLERANCE:
+            if len(shares) == 1:
+                raise ConfigError(f"a single pool serves the whole load (share 1), got {shares[0]!r}")
             raise ConfigError(f"pool shares {shares} sum to {math.fsum(shares)!r}, not 1")
 
     @classmethod
-    def of_pools(cls, pools: tuple[StageConfig, ...] | list[StageConfig]) -> StageConfig:
-        """The stage configuration of ``pools`` (each with its share, in order): the first one carries the rest as
-        its ``mix``. One pool of share 1 gives it back unchanged."""
-        if not pools:
-            raise ConfigError("a stage needs at least one pool")
-        first, *rest = pools
-        return replace(first, mix=tuple(replace(p, mix=()) for p in rest))
+    def one(cls, variant: str, batch: int, replicas: int, cores: int) -> StageConfig:
+        """A single-pool stage: ``replicas`` replicas of ``variant`` with ``cores`` cores, batching up to ``batch``."""
+        return cls((VariantPool(variant, batch, replicas, cores),))
+
+    @classmethod
+    def of_pools(cls, pools: tuple[VariantPool, ...] | list[VariantPool]) -> StageConfig:
+        """The stage of ``pools`` (each with its share, in order)."""
+        return cls(tuple(pools))
 
     @property
-    def pools(self) -> tuple[StageConfig, ...]:
-        """Every pool of the stage, each with its share and no mix: this one as a single pool, then ``mix``."""
-        if not self.mix:
-            return (self,)
-        return (replace(self, mix=()), *self.mix)
+    def only(self) -> VariantPool:
+        """The stage's one pool; a stage of several pools has no single figure, so this refuses it."""
+        if len(self.pools) != 1:
+            raise ValueError(f"stage {self} runs {len(self.pools)} pools: read its pools")
+        return self.pools[0]
 
     @property
-    def pooled(self) -> bool:
-        """Whether the stage runs two or more pools."""
-        return bool(self.mix)
+    def main(self) -> VariantPool:
+        """The pool serving the largest share (the first on a tie; the only one of a single-pool stage): what a
+        single figure of the stage shows (a timeline's variant, batch and cores, a gauge, a plot)."""
+        return max(self.pools, key=lambda p: p.share)
+
+    @property
+    def variant(self) -> str:
+        return self.only.variant
+
+    @property
+    def batch(self) -> int:
+        return self.only.batch
+
+    @property
+    def replicas(self) -> int:
+        return self.only.replicas
+
+    @property
+    def cores(self) -> int:
+        return self.only.cores
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Every pool's variant, in order."""
+        return tuple(p.variant for p in self.pools)
 
     @property
     def total_cores(self) -> int:
         """Cores over every pool, ``sum(replicas * cores)``: the stage's cost."""
-        total = self.replicas * self.cores
-        for p in self.mix:
-            total += p.replicas * p.cores
-        return total
+        return sum(p.total_cores for p in self.pools)
 
     @property
     def total_replicas(self) -> int:
         """Replicas over every pool."""
-        return self.replicas + sum(p.replicas for p in self.mix)
+        return sum(p.replicas for p in self.pools)
 
     @property
     def total_batch(self) -> float:
@@ -106,20 +143,18 @@ class StageConfig:
         Weighted by share, not summed over pools, so that splitting a stage into pools of the same batch size
         leaves the term unchanged: a mix is judged on its accuracy and its cores, not penalised per pool.
         """
-        if not self.mix:
-            return self.batch
+        if len(self.pools) == 1:
+            return self.pools[0].batch
         return math.fsum(p.share * p.batch for p in self.pools)
 
     def with_(self, **changes) -> StageConfig:
-        return replace(self, **changes)
+        """The single-pool stage with ``changes`` to its pool (see `only`)."""
+        return StageConfig((self.only.with_(**changes),))
 
     def __str__(self) -> str:
-        if not self.mix:
-            return self._pool_str()
-        return " + ".join(f"{p._pool_str()} {p.share:.0%}" for p in self.pools)
-
-    def _pool_str(self) -> str:
-        return f"{self.variant} b{self.batch} x{self.replicas} c{self.cores}"
+        if len(self.pools) == 1:
+            return str(self.pools[0])
+        return " + ".join(f"{p} {p.share:.0%}" for p in self.pools)
 
 
 @dataclass(frozen=True)
@@ -130,9 +165,6 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
-        for i, s in enumerate(self.stages):
-            if not s.mix and s.share != 1.0 and abs(s.share - 1.0) > SHARE_TOLERANCE:
-                raise ConfigError(f"stage {i}: a single pool serves the whole load (share 1), got {s.share!r}")
 
     @property
     def total_cores(self) -> int:
@@ -146,13 +178,13 @@ class PipelineConfig:
 
     @property
     def variants(self) -> tuple[str, ...]:
-        """The first pool's variant of every stage (every stage's variant without pools)."""
+        """Every stage's variant, for a configuration whose stages each run one pool (see `StageConfig.only`)."""
         return tuple(s.variant for s in self.stages)
 
     @property
-    def pooled(self) -> bool:
-        """Whether some stage runs two or more pools."""
-        return any(s.mix for s in self.stages)
+    def most_pools(self) -> int:
+        """The most pools any stage runs (1 when every stage runs one)."""
+        return max((len(s.pools) for s in self.stages), default=1)
 
     def __str__(self) -> str:
         return " | ".join(map(str, self.stages))

@@ -27,7 +27,7 @@ from rlscale.model import (
 from rlscale.policies.registry import make_policy
 from rlscale.sim.runner import run_episode
 from rlscale.spec import DampingSpec, load_spec
-from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState, StageConfig
+from rlscale.types import IntervalMetrics, PipelineConfig, PipelineState, StageConfig, VariantPool
 from rlscale.workload import Trace, load_trace
 
 VIDEO = load_spec("video")
@@ -96,7 +96,9 @@ def test_rank_key_priced_by_score_hard_by_violations_first():
 def _over(spec, load):
     """A configuration far over any small budget: every stage at max replicas of its largest cores."""
     return PipelineConfig(
-        tuple(StageConfig(s.variant_names[-1], s.batch_sizes[-1], s.max_replicas, max(s.cores)) for s in spec.stages)
+        tuple(
+            StageConfig.one(s.variant_names[-1], s.batch_sizes[-1], s.max_replicas, max(s.cores)) for s in spec.stages
+        )
     )
 
 
@@ -162,7 +164,7 @@ def _state(spec, t, config, violation=0.0, load=10.0):
 
 
 def _cfg(*stages):
-    return PipelineConfig(tuple(StageConfig(*s) for s in stages))
+    return PipelineConfig(tuple(StageConfig.one(*s) for s in stages))
 
 
 A = _cfg(("yolov5n", 1, 2, 1), ("resnet18", 1, 2, 1))
@@ -286,10 +288,10 @@ def test_is_rollout():
 
 def _mix(*pools):
     """A pooled stage from (variant, batch, replicas, cores, share) tuples."""
-    return StageConfig.of_pools([StageConfig(*p) for p in pools])
+    return StageConfig.of_pools([VariantPool(*p) for p in pools])
 
 
-CROP = StageConfig("yolov5n", 1, 2, 1)
+CROP = StageConfig.one("yolov5n", 1, 2, 1)
 MIX = _mix(("resnet50", 1, 2, 1, 0.4), ("resnet18", 1, 3, 1, 0.6))
 
 
@@ -303,7 +305,7 @@ def test_rollouts_with_pools_are_per_pool():
     swapped = _mix(("resnet18", 1, 3, 1, 0.6), ("resnet50", 1, 2, 1, 0.4))
     assert rolled_out(MIX, swapped) == () and rollout_key(swapped) == rollout_key(MIX)
     # a pool leaves: not a rollout, though the key changes
-    alone = StageConfig("resnet18", 1, 4, 1)
+    alone = StageConfig.one("resnet18", 1, 4, 1)
     assert rolled_out(MIX, alone) == () and rollout_key(MIX) != rollout_key(alone)
     # a pool appears: a rollout of that pool (from one pool to a mix, or a third pool)
     assert rolled_out(alone, MIX) == ("resnet50",)
@@ -311,18 +313,18 @@ def test_rollouts_with_pools_are_per_pool():
     assert rolled_out(MIX, _mix(("resnet50", 2, 2, 1, 0.4), ("resnet18", 1, 3, 1, 0.6))) == ("resnet50",)
     assert rolled_out(MIX, _mix(("resnet50", 1, 2, 1, 0.4), ("resnet18", 1, 3, 2, 0.6))) == ("resnet18",)
     # single pools: as before (the variant, batch or cores)
-    assert rolled_out(StageConfig("a", 1, 1, 1), StageConfig("b", 1, 1, 1)) == ("b",)
-    assert rollout_key(CROP) == ("yolov5n", 1, 1)
+    assert rolled_out(StageConfig.one("a", 1, 1, 1), StageConfig.one("b", 1, 1, 1)) == ("b",)
+    assert rollout_key(CROP) == (("yolov5n", 1, 1),)
 
 
 def test_a_held_pooled_rollout_keeps_the_pools_and_scales_each_by_share():
     spec = load_spec("video", ["damping.min_dwell_s=600", "stages.1.max_pools=2"])
     d = Damper(spec)
-    start = PipelineConfig((CROP, StageConfig("resnet18", 1, 2, 1)))
+    start = PipelineConfig((CROP, StageConfig.one("resnet18", 1, 2, 1)))
     now = PipelineConfig((CROP, MIX))
     got, damped, _ = d.apply(_state(spec, 0.0, start), now)  # a pool appears: the first rollout goes through
     assert got == now and not damped
-    big = PipelineConfig((CROP, StageConfig("resnet34", 1, 9, 1)))  # a rollout with more capacity
+    big = PipelineConfig((CROP, StageConfig.one("resnet34", 1, 9, 1)))  # a rollout with more capacity
     got, damped, _ = d.apply(_state(spec, 10.0, now), big)
     assert damped == ["classification"]
     held = got.stages[1]

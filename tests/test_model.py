@@ -19,7 +19,7 @@ from rlscale.model import (
     violations,
 )
 from rlscale.spec import load_spec
-from rlscale.types import PipelineConfig, StageConfig
+from rlscale.types import PipelineConfig, StageConfig, VariantPool
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_batch_fill_wait_of_an_unknown_load_is_unbounded():
 @pytest.mark.parametrize("load_rps", [math.nan, math.inf, -math.inf, -1.0, -1e-6])
 def test_no_configuration_is_feasible_at_a_load_that_is_not_a_finite_number_at_least_zero(toy, load_rps):
     # the largest configuration, batch 1 everywhere: the one a NaN or negative load used to pass
-    config = PipelineConfig((StageConfig("fast", 1, 4, 2), StageConfig("slow", 1, 2, 1)))
+    config = PipelineConfig((StageConfig.one("fast", 1, 4, 2), StageConfig.one("slow", 1, 2, 1)))
     assert is_feasible(toy, config, 0.0)
     problems = violations(toy, config, load_rps)
     assert problems and "not a finite number >= 0" in problems[0]
@@ -71,7 +71,7 @@ def test_no_configuration_is_feasible_at_a_load_that_is_not_a_finite_number_at_l
 
 
 def test_pipeline_capacity_is_the_bottleneck_stage_as_violations_counts_it(toy):
-    config = PipelineConfig((StageConfig("fast", 2, 3, 2), StageConfig("slow", 1, 2, 1)))
+    config = PipelineConfig((StageConfig.one("fast", 2, 3, 2), StageConfig.one("slow", 1, 2, 1)))
     rho = toy.objective.rho_max
     per_stage = [
         sc.replicas * st.latency.throughput_rps(sc.variant, sc.batch, sc.cores) * rho
@@ -100,14 +100,14 @@ def _pooled_toy(write_spec, method="sum", max_pools=2):
 
 def _slow_fast(slow_share=0.7, fast_batch=1):
     return StageConfig.of_pools(
-        [StageConfig("slow", 1, 4, 2, share=slow_share), StageConfig("fast", fast_batch, 1, 1, share=1 - slow_share)]
+        [VariantPool("slow", 1, 4, 2, share=slow_share), VariantPool("fast", fast_batch, 1, 1, share=1 - slow_share)]
     )
 
 
 def test_a_mix_is_feasible_where_its_slow_variant_alone_is_not(write_spec):
     spec = _pooled_toy(write_spec)
-    second = StageConfig("slow", 1, 10, 1)
-    slow_alone = PipelineConfig((StageConfig("slow", 1, 4, 2), second))
+    second = StageConfig.one("slow", 1, 10, 1)
+    slow_alone = PipelineConfig((StageConfig.one("slow", 1, 4, 2), second))
     mixed = PipelineConfig((_slow_fast(), second))
     # slow at b1 c2 serves 1/0.066 rps per replica: 4 replicas carry 60.6 rps, not 80; 70% of 80 is 56
     assert any("capacity" in v for v in violations(spec, slow_alone, 80.0))
@@ -117,13 +117,13 @@ def test_a_mix_is_feasible_where_its_slow_variant_alone_is_not(write_spec):
 
 def test_a_stage_may_not_run_more_pools_than_its_max_pools(write_spec):
     spec = _pooled_toy(write_spec, max_pools=1)
-    mixed = PipelineConfig((_slow_fast(), StageConfig("slow", 1, 10, 1)))
+    mixed = PipelineConfig((_slow_fast(), StageConfig.one("slow", 1, 10, 1)))
     assert "first: 2 pools > max_pools 1" in violations(spec, mixed, 80.0)
 
 
 def test_each_pool_waits_for_its_batch_at_its_own_share_of_the_load(write_spec):
     spec = _pooled_toy(write_spec)
-    second = StageConfig("slow", 1, 10, 1)
+    second = StageConfig.one("slow", 1, 10, 1)
     # fast at batch 4 with 5% of 40 rps waits (4 - 1) / 2 = 1.5 s for its batch: over the 1 s SLA; at 40 rps it
     # would wait 0.075 s
     thin = PipelineConfig((_slow_fast(slow_share=0.95, fast_batch=4), second))
@@ -135,7 +135,7 @@ def test_each_pool_waits_for_its_batch_at_its_own_share_of_the_load(write_spec):
 def test_the_capacity_of_a_mix_is_the_first_pool_to_fill_at_its_share(write_spec):
     spec = _pooled_toy(write_spec)
     first, second = spec.stages
-    config = PipelineConfig((_slow_fast(), StageConfig("slow", 1, 10, 1)))
+    config = PipelineConfig((_slow_fast(), StageConfig.one("slow", 1, 10, 1)))
     slow = 4 * 1 / first.latency.latency_s("slow", 1, 2)
     fast = 1 * 1 / first.latency.latency_s("fast", 1, 1)
     tail = 10 * 1 / second.latency.latency_s("slow", 1, 1)
@@ -150,15 +150,15 @@ def test_the_capacity_of_a_mix_is_the_first_pool_to_fill_at_its_share(write_spec
 )
 def test_the_expected_accuracy_of_a_mix_weights_its_pools_by_share(write_spec, method, expected):
     spec = _pooled_toy(write_spec, method)
-    config = PipelineConfig((_slow_fast(), StageConfig("slow", 1, 10, 1)))
+    config = PipelineConfig((_slow_fast(), StageConfig.one("slow", 1, 10, 1)))
     assert expected_accuracy(spec, config) == pytest.approx(expected, rel=1e-12)
-    single = PipelineConfig((StageConfig("fast", 1, 4, 2), StageConfig("slow", 1, 10, 1)))
+    single = PipelineConfig((StageConfig.one("fast", 1, 4, 2), StageConfig.one("slow", 1, 10, 1)))
     assert expected_accuracy(spec, single) == spec.accuracy(["fast", "slow"])
 
 
 def test_the_objective_of_a_mix_counts_every_pools_cores_and_its_mean_batch(write_spec):
     spec = _pooled_toy(write_spec)
-    config = PipelineConfig((_slow_fast(slow_share=0.5, fast_batch=4), StageConfig("slow", 1, 10, 1)))
+    config = PipelineConfig((_slow_fast(slow_share=0.5, fast_batch=4), StageConfig.one("slow", 1, 10, 1)))
     o = spec.objective
     cores = 4 * 2 + 1 * 1 + 10 * 1
     batch = 0.5 * 1 + 0.5 * 4 + 1
@@ -168,7 +168,7 @@ def test_the_objective_of_a_mix_counts_every_pools_cores_and_its_mean_batch(writ
 
 def test_resizing_a_mix_sizes_each_pool_for_its_share(write_spec):
     spec = _pooled_toy(write_spec)
-    config = PipelineConfig((_slow_fast(), StageConfig("slow", 1, 1, 1)))
+    config = PipelineConfig((_slow_fast(), StageConfig.one("slow", 1, 1, 1)))
     resized = resize_replicas(spec, config, 80.0)
     assert resized is not None
     pools = resized.stages[0].pools

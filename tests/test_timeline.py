@@ -15,7 +15,7 @@ from rlscale.sim.cluster import Simulator
 from rlscale.sim.runner import run_episode
 from rlscale.spec import load_spec
 from rlscale.timeline import STAGE_COLUMNS, TimelineWriter, cell, check_appendable, columns, read_rows, row, to_csv
-from rlscale.types import PipelineConfig, StageConfig
+from rlscale.types import PipelineConfig, StageConfig, VariantPool
 from rlscale.workload import Trace
 
 
@@ -187,15 +187,15 @@ def test_a_pooled_stage_shows_its_pools_when_it_runs_several():
     cols = columns(spec)
     assert "crop.pools" not in cols and columns(load_spec("video")) == [c for c in cols if c != "classification.pools"]
     assert cols.index("classification.pools") == cols.index("classification.replicas") + 1
-    crop = StageConfig("yolov5n", 1, 2, 2)
+    crop = StageConfig.one("yolov5n", 1, 2, 2)
     mixed = StageConfig.of_pools(
-        [StageConfig("resnet152", 1, 3, 8, share=0.7), StageConfig("resnet50", 2, 1, 4, share=0.3)]
+        [VariantPool("resnet152", 1, 3, 8, share=0.7), VariantPool("resnet50", 2, 1, 4, share=0.3)]
     )
-    one = row(spec, None, PipelineConfig((crop, StageConfig("resnet50", 1, 2, 4))), time_s=10.0)
+    one = row(spec, None, PipelineConfig((crop, StageConfig.one("resnet50", 1, 2, 4))), time_s=10.0)
     two = row(spec, None, PipelineConfig((crop, mixed)), time_s=20.0)
     assert one["classification.pools"] == ""
     assert two["classification.pools"] == "resnet152 b1 x3 c8 70% + resnet50 b2 x1 c4 30%"
-    assert two["classification.variant"] == "resnet152" and two["classification.replicas"] == "3"
+    assert two["classification.variant"] == "resnet152" and two["classification.replicas"] == "4"  # every pool's
 
 
 def test_per_request_slos_add_the_budget_columns(video):

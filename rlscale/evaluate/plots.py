@@ -122,8 +122,8 @@ def draw_timeline(spec: PipelineSpec, result: RunResult):
         variants = stage.variant_names
         colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(variants)))
         configs = [c.stages[s] for c in result.configs[:n_iv]]
-        reps = np.array([c.replicas for c in configs])
-        var_idx = np.array([variants.index(c.variant) for c in configs])
+        reps = np.array([c.total_replicas for c in configs])  # over every pool; variant, batch, cores: the main pool's
+        var_idx = np.array([variants.index(c.main.variant) for c in configs])
         ax.step(*_held(starts, ends, reps), where="post", color="0.5", lw=0.8)
         for i, v in enumerate(variants):
             sel = var_idx == i
@@ -135,8 +135,8 @@ def draw_timeline(spec: PipelineSpec, result: RunResult):
         ax.legend(fontsize=6, loc="upper right", ncol=min(5, len(variants)), title="variant", title_fontsize=6)
 
         ax = axes[2 + 2 * s]
-        batch = np.array([c.batch for c in configs])
-        cores = np.array([c.cores for c in configs])
+        batch = np.array([c.main.batch for c in configs])
+        cores = np.array([c.main.cores for c in configs])
         ax.step(*_held(starts, ends, batch), where="post", color="tab:blue", lw=1.0, label="batch size")
         ax.step(
             *_held(starts, ends, cores), where="post", color="tab:green", lw=1.0, ls="--", label="cores per replica"

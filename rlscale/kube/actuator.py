@@ -74,7 +74,7 @@ from rlscale.kube.objects import (
     weights_patch,
 )
 from rlscale.spec import PipelineSpec, StageSpec
-from rlscale.types import PipelineConfig, StageConfig
+from rlscale.types import PipelineConfig, StageConfig, VariantPool
 
 log = logging.getLogger(__name__)
 
@@ -700,7 +700,7 @@ class DeploymentActuator:
         names = pool_names(self.spec, st)
         route = self._read_named(stage_base_name(self.spec, st), "HTTPRoute")
         deps = {v: self._read_named(n) for v, n in names.items()}
-        configs: dict[str, StageConfig] = {}
+        configs: dict[str, VariantPool] = {}
         problems: list[str] = []
         off: set[str] = set()
         try:
@@ -712,7 +712,7 @@ class DeploymentActuator:
                         f"Deployment {names[v]} is the pool of {v} but runs {self.spec.kubernetes.variant_env}="
                         f"{config.variant!r}"
                     )
-                configs[v] = config
+                configs[v] = config.only
                 if reason is not None:
                     problems.append(reason)
                     off.add(v)
@@ -835,10 +835,10 @@ class DeploymentActuator:
                             steps.append(f"{v} x{cur.replicas} -> x{replicas}")
                             touched.add(v)
                     elif (cur.batch, cur.cores) != (p.batch, p.cores) or v in state.off:
-                        new = p.with_(replicas=replicas, share=1.0, mix=())
+                        new = p.with_(replicas=replicas, share=1.0)
                         body = template_patch(state.deps[v], self.spec.kubernetes, new, self.spec.batch_timeout_s)
                         self._call(self.api.patch_namespaced_deployment, state.names[v], self.namespace, body, **dry)
-                        steps.append(f"{cur._pool_str()} -> {new._pool_str()}")
+                        steps.append(f"{cur} -> {new}")
                         touched.add(v)
                         rolled = changed = True
                     elif cur.replicas < replicas:
@@ -1018,7 +1018,7 @@ class _PoolState:
     names: dict[str, str]
     route: dict[str, Any]
     deps: dict[str, dict[str, Any]]
-    configs: dict[str, StageConfig]
+    configs: dict[str, VariantPool]
     weights: dict[str, int]
     problems: list[str]
     off: set[str]
@@ -1049,13 +1049,23 @@ class AssumedActuator:
     def apply(self, config: PipelineConfig) -> ApplyOutcome:
         outcomes = []
         for st, old, new in zip(self.spec.stages, self.config.stages, config.stages, strict=True):
-            if old == new:
-                action = "unchanged"
-            elif (old.variant, old.batch, old.cores) == (new.variant, new.batch, new.cores):
-                action = "scaled"
-            elif self.spec.in_place_resize and old.with_(cores=new.cores) == new and not new.pooled:
-                action = "resized"
-            else:
-                action = "rolled"
+            action = _assumed_action(old, new, self.spec.in_place_resize)
             outcomes.append(StageOutcome(st.name, action, message=f"{old} -> {new} (assumed, no API server)"))
         return ApplyOutcome(tuple(outcomes), dry_run=True)
+
+
+def _assumed_action(old: StageConfig, new: StageConfig, in_place: bool) -> str:
+    """What moving a stage from ``old`` to ``new`` would do, said without an API server: ``unchanged``;
+    ``scaled`` (the same pools' variant, batch and cores: replicas or shares change); ``resized`` (with
+    ``in_place``, the spec's ``in_place_resize``: only the pools' cores change); else ``rolled``."""
+    if old == new:
+        return "unchanged"
+
+    def pools(sc: StageConfig, cores: bool = True) -> list[tuple]:
+        return sorted((p.variant, p.batch, p.cores if cores else 0) for p in sc.pools)
+
+    if pools(old) == pools(new):
+        return "scaled"
+    if in_place and [p.with_(cores=0) for p in old.pools] == [p.with_(cores=0) for p in new.pools]:
+        return "resized"
+    return "rolled"

@@ -55,7 +55,7 @@ from typing import Any
 
 from rlscale.errors import RlscaleError
 from rlscale.spec import KubeSpec, PipelineSpec, StageSpec
-from rlscale.types import ConfigError, PipelineConfig, StageConfig
+from rlscale.types import ConfigError, PipelineConfig, StageConfig, VariantPool
 
 LABEL_PIPELINE = "rlscale.io/pipeline"
 LABEL_STAGE = "rlscale.io/stage"
@@ -228,7 +228,7 @@ def read_stage(deployment: dict[str, Any], kube: KubeSpec, stage: StageSpec) -> 
                 f"{stage.name}'s cores"
             )
     replicas = deployment.get("spec", {}).get("replicas")
-    config = StageConfig(variant, batch, int(replicas if replicas is not None else 1), int(chosen))
+    config = StageConfig.one(variant, batch, int(replicas if replicas is not None else 1), int(chosen))
     reason = None
     if problems:
         reason = (
@@ -252,7 +252,7 @@ def starting_config(spec: PipelineSpec) -> PipelineConfig:
     fewest cores and fewest replicas (what ``sidecar --once --dry-run`` assumes when no API server answers)."""
     return PipelineConfig(
         tuple(
-            StageConfig(
+            StageConfig.one(
                 st.cheapest_variant,
                 min(st.batch_sizes),
                 st.min_replicas,
@@ -271,7 +271,7 @@ def ready_replicas(deployment: dict[str, Any]) -> int | None:
 
 
 def template_patch(
-    deployment: dict[str, Any], kube: KubeSpec, new: StageConfig, batch_timeout_s: float | None = None
+    deployment: dict[str, Any], kube: KubeSpec, new: StageConfig | VariantPool, batch_timeout_s: float | None = None
 ) -> list[dict[str, Any]]:
     """A JSON patch (RFC 6902) that sets variant, batch and cores of the serving container, and the replicas; and
     the batch timeout env var (``kubernetes.batch_timeout_env``) to ``batch_timeout_s`` when given.
@@ -657,7 +657,7 @@ def read_target(route: dict[str, Any], stage: StageSpec) -> StageConfig | None:
                 or not isinstance(share, int | float)
             ):
                 return None
-            pools.append(StageConfig(variant, batch, replicas, cores, share=float(share)))
+            pools.append(VariantPool(variant, batch, replicas, cores, share=float(share)))
         if not pools or len({p.variant for p in pools}) != len(pools):
             return None
         return StageConfig.of_pools(pools)
@@ -668,7 +668,7 @@ def read_target(route: dict[str, Any], stage: StageSpec) -> StageConfig | None:
 def pool_deployment(
     spec: PipelineSpec,
     stage: StageSpec,
-    config: StageConfig,
+    config: VariantPool,
     *,
     namespace: str = "default",
     image: str = "registry.example/model-server:latest",
@@ -678,7 +678,9 @@ def pool_deployment(
     Deployment (`stage_deployment`) named by `pool_object_name`, labelled and selected by its variant too (two
     pools' Deployments must never select each other's pods), serving on ``port``."""
     name = pool_names(spec, stage)[config.variant]
-    dep = stage_deployment(spec, stage, config.with_(share=1.0, mix=()), name=name, namespace=namespace, image=image)
+    dep = stage_deployment(
+        spec, stage, StageConfig((config.with_(share=1.0),)), name=name, namespace=namespace, image=image
+    )
     labels = {**dep["metadata"]["labels"], LABEL_VARIANT: variant_label(config.variant)}
     dep["metadata"]["labels"] = dict(labels)
     dep["spec"]["selector"] = {"matchLabels": dict(labels)}
@@ -758,7 +760,7 @@ def pooled_stage_objects(
     ``config`` with 0 replicas, its smallest batch and fewest cores), one Service per variant, then the
     HTTPRoute. Nothing is created later: the sidecar only scales and patches these."""
     pools = {p.variant: p for p in config.pools}
-    idle = StageConfig(stage.variant_names[0], min(stage.batch_sizes), 0, min(stage.cores))
+    idle = VariantPool(stage.variant_names[0], min(stage.batch_sizes), 0, min(stage.cores))
     deployments = [
         pool_deployment(spec, stage, pools.get(v) or idle.with_(variant=v), namespace=namespace, image=image, port=port)
         for v in stage.variant_names

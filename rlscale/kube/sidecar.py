@@ -210,8 +210,8 @@ class SidecarMetrics:
         self.last_success.set(time.time())
         for st, sc in zip(spec.stages, report.config.stages, strict=True):
             pools = {p.variant: p for p in sc.pools}
-            main = max(sc.pools, key=lambda p: p.share)  # the stage's only pool, or the one with the most requests
-            self.replicas.labels(st.name).set(sum(p.replicas for p in sc.pools))
+            main = sc.main
+            self.replicas.labels(st.name).set(sc.total_replicas)
             self.batch.labels(st.name).set(main.batch)
             self.cores.labels(st.name).set(main.cores)
             for v in st.variant_names:

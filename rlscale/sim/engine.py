@@ -53,7 +53,7 @@ from rlscale.sim.replicas import (
     serving,
 )
 from rlscale.spec import PipelineSpec, StageSpec
-from rlscale.types import PipelineConfig, StageConfig
+from rlscale.types import PipelineConfig, StageConfig, VariantPool
 
 _INF = math.inf
 _NO_IDS = np.empty(0, dtype=np.int64)
@@ -211,7 +211,7 @@ class Engine:
             slo = requests.slo_deadline_s
             self._slo = (slo if slo is not None else requests.entry_s + spec.sla_s).tolist()
         self._resize_s = spec.resize_s if spec.in_place_resize else None
-        self.stages = [StageState(st, pooled=st.max_pools > 1) for st in spec.stages]
+        self.stages = [StageState(st, dispatched=st.max_pools > 1) for st in spec.stages]
         self.fed = 0  # index of the first request not yet fed to stage 0
         self.events = 0
         self.batch_log: list[tuple[int, float, float, int, int, str]] | None = [] if log_batches else None
@@ -221,16 +221,16 @@ class Engine:
         for st, sc in zip(self.stages, initial.stages, strict=True):
             check_stage_config(st.spec, sc)
             for p in sc.pools:
-                pool = PoolState(st.spec, p.variant if st.pooled else "", p, p)
+                pool = PoolState(st.spec, p.variant if st.dispatched else "", p, p)
                 for _ in range(p.replicas):
                     pool.replicas.append(self._new_replica(st.spec, p, alloc_s=0.0, ready_s=0.0))
                 st.pools.append(pool)
-            if st.pooled:
+            if st.dispatched:
                 st.dispatch = SmoothWeightedRoundRobin.of_shares(
                     [p.variant for p in sc.pools], [p.share for p in sc.pools]
                 )
 
-    def _new_replica(self, stage: StageSpec, sc: StageConfig, alloc_s: float, ready_s: float) -> Replica:
+    def _new_replica(self, stage: StageSpec, sc: VariantPool, alloc_s: float, ready_s: float) -> Replica:
         self._seq += 1
         return Replica(stage, sc, alloc_s, ready_s, self._seq)
 
@@ -239,11 +239,11 @@ class Engine:
         for st, sc in zip(self.stages, new.stages, strict=True):
             check_stage_config(st.spec, sc)
         for st, o, n in zip(self.stages, old.stages, new.stages, strict=True):
-            if st.pooled:
+            if st.dispatched:
                 self._reconfigure_pools(st, n, now_s)
             elif o != n:
-                reconfigure_stage(st.pools[0], o, n, now_s, self._new_replica, self._resize_s)
-                st.pools[0].setting = st.pools[0].last = n
+                reconfigure_stage(st.pools[0], o.only, n.only, now_s, self._new_replica, self._resize_s)
+                st.pools[0].setting = st.pools[0].last = n.only
 
     def _reconfigure_pools(self, st: StageState, new: StageConfig, now_s: float) -> None:
         """Move a pooled stage's pools to ``new``'s, each by its variant, and schedule the dispatcher's switch."""
@@ -341,7 +341,7 @@ class Engine:
         counters = []
         core_s = 0.0
         for s, st in enumerate(self.stages):
-            if st.pooled:
+            if st.dispatched:
                 if new_t.size:
                     self._dispatch(st, new_t, new_id, t1)
                 if st.pending is not None and st.pending[0] < t1:  # no request came after the switch
@@ -364,13 +364,13 @@ class Engine:
             counters.append(StageCounters.of_pools([o[2] for o in outs]))
             if s == 0 and hopeless:
                 counters[0] = replace(counters[0], dropped=counters[0].dropped + hopeless)
-            if st.pooled:
+            if st.dispatched:
                 _retire_drained(st)
             for pool in st.pools:
                 core_s += allocated_core_seconds(t0, t1, pool.replicas)
                 # forget replicas that are gone for good
                 pool.replicas = [r for r in pool.replicas if r.dealloc_s() > t1]
-            if st.pooled:  # forget pools that are gone for good
+            if st.dispatched:  # forget pools that are gone for good
                 st.pools = [p for p in st.pools if p.setting is not None or p.replicas or p.q_t]
             if s + 1 < len(self.stages):
                 out.stage_in_s[s + 1, new_id] = new_t
@@ -521,7 +521,7 @@ class Engine:
         counters = PoolCounters(
             key=pool.key,
             variant=pool.last.variant,
-            share=st.dispatch.share(pool.key) if st.pooled else 1.0,
+            share=st.dispatch.share(pool.key) if st.dispatched else 1.0,
             served_id=out_id,
             dropped=int(d_id.size),
             busy_s=busy_s,
@@ -665,7 +665,7 @@ class Engine:
         return self._pool_outcomes(s, st, pool, t0, t1, out_id, (b_start, b_finish, b_size, b_rep), d_id, drop_times)
 
 
-def _startup(st: StageState, pool: StageConfig) -> float:
+def _startup(st: StageState, pool: VariantPool) -> float:
     return st.spec.variant(pool.variant).startup_s
 
 

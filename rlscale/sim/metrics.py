@@ -270,9 +270,9 @@ def stage_config_summary(
         return float(np.average(np.asarray(values, dtype=float), weights=w))
 
     return {
-        "variant_mode": mode([sc.variant for sc in scs]),
-        "batch_mode": mode([sc.batch for sc in scs]),
-        "cores_mean": mean([sc.cores for sc in scs]),
+        "variant_mode": mode([sc.pools[0].variant for sc in scs]),
+        "batch_mode": mode([sc.pools[0].batch for sc in scs]),
+        "cores_mean": mean([sc.pools[0].cores for sc in scs]),
         "replicas_mean": mean([sc.total_replicas for sc in scs]),
         "allocated_cores_mean": mean([sc.total_cores for sc in scs]),
     }
@@ -344,4 +344,4 @@ def run_summary(
 
 def mixed_share(configs: Sequence[PipelineConfig]) -> float:
     """The share of ``configs`` (one per interval) in which some stage ran two or more pools (0 when empty)."""
-    return sum(1 for c in configs if c.pooled) / len(configs) if configs else 0.0
+    return sum(1 for c in configs if c.most_pools > 1) / len(configs) if configs else 0.0

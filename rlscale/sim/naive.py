@@ -27,7 +27,7 @@ def simulate_naive(spec: PipelineSpec, config: PipelineConfig, entry_s: np.ndarr
         ``finish_s`` (stages x requests, NaN if not served there), ``dropped_at`` (stage index or -1) and
         ``events`` (number of request-stage events processed, an array of one element).
     """
-    if config.pooled:
+    if config.most_pools > 1:
         raise RlscaleError(f"the naive reference simulates one pool per stage, not {config}")
     n_stages = len(spec.stages)
     n = len(entry_s)

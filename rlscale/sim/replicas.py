@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from rlscale.errors import RlscaleError
 from rlscale.spec import StageSpec
-from rlscale.types import StageConfig
+from rlscale.types import StageConfig, VariantPool
 
 _INF = math.inf
 
@@ -58,7 +58,7 @@ class Replica:
         "charges",
     )
 
-    def __init__(self, stage: StageSpec, sc: StageConfig, alloc_s: float, ready_s: float, seq: int) -> None:
+    def __init__(self, stage: StageSpec, sc: VariantPool, alloc_s: float, ready_s: float, seq: int) -> None:
         self.variant = sc.variant
         self.cores = sc.cores
         self.batch = sc.batch
@@ -75,7 +75,7 @@ class Replica:
         self.resized_lat: list[float] = self.lat
         self.charges: list[tuple[float, int]] | None = None  # (from_s, cores) after each in-place resize
 
-    def resize(self, stage: StageSpec, sc: StageConfig, now_s: float, resize_s: float) -> None:
+    def resize(self, stage: StageSpec, sc: VariantPool, now_s: float, resize_s: float) -> None:
         """Resize in place to ``sc.cores``: charged from ``now_s``, serving from ``now_s + resize_s``."""
         if self.resize_at_s <= now_s:  # an earlier resize has applied
             self.lat = self.resized_lat
@@ -120,8 +120,8 @@ class PoolState:
 
     spec: StageSpec
     key: str
-    setting: StageConfig | None
-    last: StageConfig
+    setting: VariantPool | None
+    last: VariantPool
     replicas: list[Replica] = field(default_factory=list)
     q_t: list[float] = field(default_factory=list)
     q_id: list[int] = field(default_factory=list)
@@ -135,15 +135,15 @@ class StageState:
     dispatcher state (`rlscale.sim.engine`).
 
     Attributes:
-        pooled: whether the spec lets the stage run several pools (one pool per variant, a dispatcher).
+        dispatched: whether the spec lets the stage run several pools (one pool per variant, a dispatcher).
         pools: the pool states.
         dispatch: the dispatcher in force (`rlscale.sim.dispatch.SmoothWeightedRoundRobin`; None when not
-            pooled: everything goes to the one pool).
+            dispatched: everything goes to the one pool).
         pending: ``(time_s, dispatcher)`` the dispatcher switches to at ``time_s`` (the new pools are ready).
     """
 
     spec: StageSpec
-    pooled: bool = False
+    dispatched: bool = False
     pools: list[PoolState] = field(default_factory=list)
     dispatch: object = None
     pending: tuple[float, object] | None = None
@@ -173,8 +173,8 @@ class StageState:
 def check_stage_config(stage: StageSpec, sc: StageConfig) -> None:
     """Raise if ``sc`` names an unknown variant, has a non-positive batch or core count, or runs more pools than
     the stage's ``max_pools``."""
-    if len(sc.mix) + 1 > stage.max_pools:
-        raise RlscaleError(f"stage {stage.name}: {len(sc.mix) + 1} pools but max_pools is {stage.max_pools}: {sc}")
+    if len(sc.pools) > stage.max_pools:
+        raise RlscaleError(f"stage {stage.name}: {len(sc.pools)} pools but max_pools is {stage.max_pools}: {sc}")
     for p in sc.pools:
         stage.variant(p.variant)
         if p.batch < 1 or p.replicas < 0 or p.cores < 1:
@@ -183,14 +183,14 @@ def check_stage_config(stage: StageSpec, sc: StageConfig) -> None:
 
 def reconfigure_stage(
     st: PoolState,
-    old: StageConfig,
-    new: StageConfig,
+    old: VariantPool,
+    new: VariantPool,
     now_s: float,
     new_replica: Callable[..., Replica],
     resize_s: float | None = None,
 ) -> None:
     """Move one pool (a single-pool stage's only one) from ``old`` to ``new`` at ``now_s`` (see the module
-    docstring); ``new`` is one pool (its ``mix`` is not read).
+    docstring).
 
     Args:
         new_replica: ``new_replica(stage_spec, config, alloc_s=, ready_s=)`` makes a replica with a fresh sequence

@@ -47,8 +47,8 @@ def test_violations_explain_why():
     spec = load_spec("video")
     tiny = PipelineConfig(
         (
-            StageConfig("yolov5x", 8, 1, 1),
-            StageConfig("resnet152", 3, 1, 1),
+            StageConfig.one("yolov5x", 8, 1, 1),
+            StageConfig.one("resnet152", 3, 1, 1),
         )
     )
     problems = violations(spec, tiny, 34)

@@ -216,7 +216,7 @@ def video() -> PipelineSpec:
 
 
 def _config(spec: PipelineSpec, cores: int = 1, replicas: int = 2) -> PipelineConfig:
-    return PipelineConfig(tuple(StageConfig(st.variant_names[0], 1, replicas, cores) for st in spec.stages))
+    return PipelineConfig(tuple(StageConfig.one(st.variant_names[0], 1, replicas, cores) for st in spec.stages))
 
 
 def test_saturation_raises_cores_at_once_on_pods_old_enough(video):
@@ -339,7 +339,7 @@ def test_scale_up_stops_at_the_core_budget(video):
 
 def test_variant_batch_and_replicas_are_never_changed(video):
     config = PipelineConfig(
-        (StageConfig("yolov5m", 4, 3, 8), StageConfig("resnet50", 2, 2, 1)),
+        (StageConfig.one("yolov5m", 4, 3, 8), StageConfig.one("resnet50", 2, 2, 1)),
     )
     d = Driver(video, config)
     d.run(600, [0.01, 1.0])
@@ -404,7 +404,7 @@ def infadapter() -> PipelineSpec:
 
 
 def _one(spec: PipelineSpec, variant: str, cores: int) -> PipelineConfig:
-    return PipelineConfig((StageConfig(variant, 1, 1, cores),))
+    return PipelineConfig((StageConfig.one(variant, 1, 1, cores),))
 
 
 def test_infadapter_updater_grows_a_saturated_single_replica_stage_at_once(video):

@@ -189,10 +189,10 @@ def test_policy_plans_infadapters_mix_as_pools_and_stabilises_scale_down() -> No
     spec = load_spec("infadapter")
     predictor = _Fixed(250.0)
     policy = InfAdapterPolicy(spec, predictor)
-    start = PipelineConfig((StageConfig("resnet152", 1, 1, 20),))
+    start = PipelineConfig((StageConfig.one("resnet152", 1, 1, 20),))
     config = policy.decide(_state(spec, start, 250.0))
     stage = config.stages[0]
-    assert stage.pooled and len(stage.pools) <= spec.stages[0].max_pools
+    assert 1 < len(stage.pools) <= spec.stages[0].max_pools
     assert config.total_cores <= spec.core_budget
     # the shares are the split of int(1.1 x 250) = 275 rps, most accurate pool first
     want = policy.problem.solve(275, policy.problem.index({"resnet152": 20}))
@@ -229,9 +229,9 @@ def test_ms_plus_runs_one_pool_and_an_uncoverable_load_falls_back_to_the_cheapes
     from rlscale.types import PipelineConfig, StageConfig
 
     spec = load_spec("infadapter")
-    start = PipelineConfig((StageConfig("resnet152", 1, 1, 20),))
+    start = PipelineConfig((StageConfig.one("resnet152", 1, 1, 20),))
     config = InfAdapterPolicy(spec, _Fixed(120.0), single=True).decide(_state(spec, start, 120.0))
-    assert not config.stages[0].pooled and config.stages[0].share == 1.0
+    assert len(config.stages[0].pools) == 1 and config.stages[0].only.share == 1.0
     policy = InfAdapterPolicy(spec, _Fixed(10_000.0))
     fallback = policy.decide(_state(spec, start, 10_000.0))
     assert fallback.stages[0].variant == "resnet18" and fallback.stages[0].cores == 20

@@ -146,14 +146,14 @@ class BruteForce:
 
     def config(self, k: int) -> PipelineConfig:
         return PipelineConfig(
-            tuple(StageConfig(*p["rows"][int(i[k])]) for p, i in zip(self.per_stage, self.index, strict=True))
+            tuple(StageConfig.one(*p["rows"][int(i[k])]) for p, i in zip(self.per_stage, self.index, strict=True))
         )
 
     def distance(self, w: DistanceWeights, proposed: PipelineConfig) -> np.ndarray:
         """`ilp_baseline.safety.config_distance` from ``proposed`` to every configuration."""
         total = np.zeros(self.cap.size)
         for p, i, sc in zip(self.per_stage, self.index, proposed.stages, strict=True):
-            total = total + np.array([stage_distance(w, sc, StageConfig(*row)) for row in p["rows"]])[i]
+            total = total + np.array([stage_distance(w, sc, StageConfig.one(*row)) for row in p["rows"]])[i]
         return total
 
     def latency_s(self, load_rps: float) -> np.ndarray:
@@ -300,7 +300,7 @@ def proposals(draw, spec: PipelineSpec) -> PipelineConfig:
     """Any grid point per stage, replicas from 1 to one above the stage's maximum (so out of range too)."""
     return PipelineConfig(
         tuple(
-            StageConfig(
+            StageConfig.one(
                 draw(st.sampled_from(stg.variant_names)),
                 draw(st.sampled_from(stg.batch_sizes)),
                 draw(st.integers(1, stg.max_replicas + 1)),

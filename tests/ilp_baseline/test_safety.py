@@ -20,7 +20,7 @@ from rlscale.model import (
     two_pool_options,
 )
 from rlscale.spec import load_spec, parse_spec
-from rlscale.types import PipelineConfig, PipelineState, StageConfig
+from rlscale.types import PipelineConfig, PipelineState, StageConfig, VariantPool
 
 
 def small_spec(tmp_path_factory, sla_s: float, budget: int, max_pools: int = 1):
@@ -57,7 +57,7 @@ def small_spec(tmp_path_factory, sla_s: float, budget: int, max_pools: int = 1):
 def all_configs(spec):
     per_stage = [
         [
-            StageConfig(v, b, n, c)
+            StageConfig.one(v, b, n, c)
             for v in s.variant_names
             for b in s.batch_sizes
             for c in s.cores
@@ -87,7 +87,7 @@ def specs(tmp_path_factory):
 
 
 stage_config = st.builds(
-    StageConfig,
+    StageConfig.one,
     st.sampled_from(["a", "b"]),
     st.sampled_from([1, 2]),
     st.integers(1, 4),
@@ -139,7 +139,7 @@ def test_projection_on_the_video_pipeline(load, data):
     stages = []
     for s in spec.stages:
         stages.append(
-            StageConfig(
+            StageConfig.one(
                 data.draw(st.sampled_from(s.variant_names)),
                 data.draw(st.sampled_from(s.batch_sizes)),
                 data.draw(st.integers(1, 12)),
@@ -222,7 +222,7 @@ def test_a_load_that_is_not_a_finite_number_at_least_zero_never_passes_a_proposa
     """No data is not a load: the layer raises `InvalidLoad` (a ValueError) and returns nothing, so the caller
     holds its current configuration (the sidecar does) rather than applying an unchecked proposal."""
     spec = load_spec("video")
-    tiny = PipelineConfig(tuple(StageConfig(s.variant_names[0], 1, 1, 1) for s in spec.stages))
+    tiny = PipelineConfig(tuple(StageConfig.one(s.variant_names[0], 1, 1, 1) for s in spec.stages))
     assert is_feasible(spec, tiny, 0.0)  # what a NaN load used to approve: the smallest configuration
     layer = SafetyLayer(spec, load=mode, predictor=_Predicts(predicted) if mode == "predicted" else None)
     hist = np.asarray(history, dtype=float)
@@ -235,7 +235,7 @@ def test_a_load_that_is_not_a_finite_number_at_least_zero_never_passes_a_proposa
 @pytest.mark.parametrize("load", [float("nan"), float("inf"), -1.0])
 def test_nearest_rejects_a_load_that_is_not_a_finite_number_at_least_zero(load):
     spec = load_spec("video")
-    tiny = PipelineConfig(tuple(StageConfig(s.variant_names[0], 1, 1, 1) for s in spec.stages))
+    tiny = PipelineConfig(tuple(StageConfig.one(s.variant_names[0], 1, 1, 1) for s in spec.stages))
     for solver in ("dp", "pulp"):
         with pytest.raises(InvalidLoad):
             SafetyLayer(spec, solver=solver).nearest(tiny, load)
@@ -277,7 +277,7 @@ def test_budget_binding_projection_on_the_video_pipeline_needs_no_integer_progra
     cases = []
     while len(cases) < 6:
         stages = tuple(
-            StageConfig(
+            StageConfig.one(
                 s.variant_names[int(rng.integers(len(s.variant_names)))],
                 int(rng.choice(s.batch_sizes)),
                 int(rng.integers(1, 10)),
@@ -312,10 +312,10 @@ def test_budget_binding_projection_on_the_video_pipeline_needs_no_integer_progra
 
 def test_stage_distance_with_pools():
     w = DistanceWeights()
-    a = StageConfig("a", 1, 2, 1)
+    a = StageConfig.one("a", 1, 2, 1)
     # single to single: today's formula
-    assert config_distance(w, PipelineConfig((a,)), PipelineConfig((StageConfig("b", 2, 3, 2),))) == 4 + 1 + 1 + 0.5
-    mix = StageConfig.of_pools([StageConfig("a", 2, 2, 1, 0.25), StageConfig("b", 1, 3, 1, 0.75)])
+    assert config_distance(w, PipelineConfig((a,)), PipelineConfig((StageConfig.one("b", 2, 3, 2),))) == 4 + 1 + 1 + 0.5
+    mix = StageConfig((VariantPool("a", 2, 2, 1, 0.25), VariantPool("b", 1, 3, 1, 0.75)))
     # a on both sides: batch 1 -> 2 and share 1 -> 0.25; b on one side: w_variant + 3 replicas
     assert config_distance(w, PipelineConfig((a,)), PipelineConfig((mix,))) == pytest.approx(1 + 0.75 + 4 + 1.5)
     assert config_distance(w, PipelineConfig((mix,)), PipelineConfig((a,))) == config_distance(
@@ -323,7 +323,7 @@ def test_stage_distance_with_pools():
     )
     assert config_distance(w, PipelineConfig((mix,)), PipelineConfig((mix,))) == 0
     # the share weight counts per share moved
-    moved = StageConfig.of_pools([StageConfig("a", 2, 2, 1, 0.5), StageConfig("b", 1, 3, 1, 0.5)])
+    moved = StageConfig((VariantPool("a", 2, 2, 1, 0.5), VariantPool("b", 1, 3, 1, 0.5)))
     w2 = DistanceWeights(share=3.0)
     assert config_distance(w2, PipelineConfig((mix,)), PipelineConfig((moved,))) == pytest.approx(3.0 * 0.5)
 
@@ -333,7 +333,7 @@ def _stage_universe(spec, s: int, proposed: StageConfig, load: float) -> list[St
     two-pool options at the load, and a pooled proposal's own pools at the fewest and the nearest replicas."""
     stage = spec.stages[s]
     out = [
-        StageConfig(v, b, n, c)
+        StageConfig.one(v, b, n, c)
         for v in stage.variant_names
         for b in stage.batch_sizes
         for c in stage.cores
@@ -341,7 +341,7 @@ def _stage_universe(spec, s: int, proposed: StageConfig, load: float) -> list[St
     ]
     mixes = two_pool_options(stage, load, spec.objective.rho_max, spec.sla_s)
     out += [mixes.config(stage, k) for k in range(mixes.size)]
-    if proposed.mix and len(proposed.pools) <= stage.max_pools:
+    if 1 < len(proposed.pools) <= stage.max_pools:
         fewest = [
             p.with_(
                 replicas=replicas_needed(stage, p.variant, p.batch, p.cores, p.share * load, spec.objective.rho_max)
@@ -401,8 +401,10 @@ def pooled_stage_config(draw):
         return first
     other = "b" if first.variant == "a" else "a"
     share = draw(st.sampled_from([0.1, 0.25, 0.5, 0.7, 0.9]))
-    second = StageConfig(other, draw(st.sampled_from([1, 2])), draw(st.integers(1, 4)), draw(st.sampled_from([1, 2])))
-    return StageConfig.of_pools([first.with_(share=share), second.with_(share=1.0 - share)])
+    second = VariantPool(
+        other, draw(st.sampled_from([1, 2])), draw(st.integers(1, 4)), draw(st.sampled_from([1, 2])), 1.0 - share
+    )
+    return StageConfig.of_pools([first.only.with_(share=share), second])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -433,7 +435,8 @@ def test_pooled_projection_is_feasible_nearest_and_agrees_with_pulp(pooled_specs
     assert not report.infeasible
     assert is_feasible(spec, result, load)
     assert report.distance == pytest.approx(best[0], abs=1e-9)
-    event(f"projected {'from a mix' if s2.pooled else 'from one pool'} to {'a mix' if result.pooled else 'one pool'}")
+    source = "from a mix" if len(s2.pools) > 1 else "from one pool"
+    event(f"projected {source} to {'a mix' if result.most_pools > 1 else 'one pool'}")
     budget_dp = SafetyLayer(spec)._nearest_budget_dp(proposed, load)
     assert config_distance(w, proposed, budget_dp) + 1e-6 * budget_dp.total_cores == pytest.approx(best[1], abs=1e-9)
     by_pulp = SafetyLayer(spec, solver="pulp").nearest(proposed, load)
@@ -447,7 +450,7 @@ def test_a_mix_where_the_stage_runs_one_pool_is_projected_to_one(pooled_specs, l
     spec = pooled_specs((1.5, 16))
     proposed = PipelineConfig((s1, s2))
     result, report = SafetyLayer(spec).project(proposed, state_at(load, proposed))
-    assert not result.stages[0].pooled  # the first stage's max_pools is 1
+    assert len(result.stages[0].pools) == 1  # the first stage's max_pools is 1
     if not report.infeasible:
         assert is_feasible(spec, result, load)
         best = _nearest_by_brute_force(spec, proposed, load, DistanceWeights())

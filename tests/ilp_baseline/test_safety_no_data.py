@@ -50,7 +50,7 @@ class _Proposes:
 def test_the_sidecar_holds_when_the_load_is_no_data(bad):
     spec = load_spec("video")
     running = plan_fixed_variants(spec, [st.variants[0].name for st in spec.stages], 40.0)
-    smallest = PipelineConfig(tuple(StageConfig(st.variant_names[0], 1, 1, 1) for st in spec.stages))
+    smallest = PipelineConfig(tuple(StageConfig.one(st.variant_names[0], 1, 1, 1) for st in spec.stages))
     history = np.full(60, 40.0)
     history[-10:] = bad  # the whole last interval is broken
     cluster = _Cluster(spec, history, running)

@@ -66,7 +66,7 @@ def _last(p5: float, *, low: float = 0.05, p50: float = 0.99) -> IntervalMetrics
 
 
 def _state(spec, load: float, last: IntervalMetrics | None, config: PipelineConfig | None = None) -> PipelineState:
-    config = config or PipelineConfig((StageConfig("v", 1, 1, 1),))
+    config = config or PipelineConfig((StageConfig.one("v", 1, 1, 1),))
     return PipelineState(10.0, spec.interval_s, np.full(10, load), config, last)
 
 
@@ -85,9 +85,9 @@ def test_sponge_plans_with_the_budget_quantile_where_requests_have_slos(tmp_path
     spec = _spec(tmp_path / "a", per_request=True)
     policy = SpongePolicy(spec)
     first = policy.decide(_state(spec, 8.0, None))  # before the first interval: the SLA
-    assert first == PipelineConfig((StageConfig("v", 2, 1, 1),))
+    assert first == PipelineConfig((StageConfig.one("v", 2, 1, 1),))
     cut = policy.decide(_state(spec, 8.0, _last(0.8)))  # p5 0.8 (min 0.05 and median 0.99 are not used)
-    assert cut == PipelineConfig((StageConfig("v", 2, 1, 2),))
+    assert cut == PipelineConfig((StageConfig.one("v", 2, 1, 2),))
     assert policy.last_budget_s == pytest.approx(0.8) and policy.last_load == 8
     assert policy.decide(_state(spec, 8.0, _last(math.nan))) == first  # no arrivals last interval: the SLA
     plain = _spec(tmp_path / "b", per_request=False)
@@ -97,7 +97,7 @@ def test_sponge_plans_with_the_budget_quantile_where_requests_have_slos(tmp_path
 def test_sponge_keeps_the_configuration_when_nothing_passes_or_the_load_is_no_data(tmp_path):
     spec = _spec(tmp_path, per_request=False)
     policy = SpongePolicy(spec)
-    held = PipelineConfig((StageConfig("v", 4, 1, 4),))
+    held = PipelineConfig((StageConfig.one("v", 4, 1, 4),))
     assert policy.decide(_state(spec, 200.0, None, held)) == held
     assert policy.infeasible_decisions == 1
     for bad in (math.nan, math.inf, -3.0):
@@ -119,7 +119,7 @@ def test_fa2_scales_replicas_at_one_core(tmp_path):
 
 def test_fa2_within_max_replicas_one_keeps_the_configuration(tmp_path):
     spec = _spec(tmp_path, per_request=False, max_replicas=1)
-    held = PipelineConfig((StageConfig("v", 1, 1, 1),))
+    held = PipelineConfig((StageConfig.one("v", 1, 1, 1),))
     policy = SpongePolicy(spec, "fa2")
     assert policy.decide(_state(spec, 8.0, None, held)) == held
     assert policy.infeasible_decisions == 1

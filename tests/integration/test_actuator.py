@@ -21,7 +21,7 @@ def video():
 def deployed(kube_api, video):
     """The video pipeline's two stage Deployments, each with an extra container and env var to preserve."""
     api = kube_api.apps_api()
-    initial = PipelineConfig((StageConfig("yolov5n", 1, 2, 1), StageConfig("resnet18", 2, 1, 2)))
+    initial = PipelineConfig((StageConfig.one("yolov5n", 1, 2, 1), StageConfig.one("resnet18", 2, 1, 2)))
     for st, sc in zip(video.stages, initial.stages, strict=True):
         body = stage_deployment(video, st, sc, namespace=NS)
         pod = body["spec"]["template"]["spec"]
@@ -56,7 +56,7 @@ def test_replicas_only_go_through_the_scale_subresource(kube_api, video, deploye
 def test_a_template_change_is_one_json_patch_that_keeps_everything_else(kube_api, video, deployed):
     api, initial = deployed
     act = DeploymentActuator(video, api, NS)
-    target = PipelineConfig((StageConfig("yolov5s", 4, 3, 2), initial.stages[1]))
+    target = PipelineConfig((StageConfig.one("yolov5s", 4, 3, 2), initial.stages[1]))
     outcome = act.apply(target)
     assert [o.action for o in outcome.stages] == ["rolled", "unchanged"]
     assert act.read()[0] == target
@@ -75,7 +75,7 @@ def test_a_template_change_is_one_json_patch_that_keeps_everything_else(kube_api
 def test_dry_run_changes_nothing_and_says_so(kube_api, video, deployed):
     api, initial = deployed
     act = DeploymentActuator(video, api, NS, dry_run=True)
-    target = PipelineConfig((StageConfig("yolov5s", 4, 3, 2), initial.stages[1].with_(replicas=4)))
+    target = PipelineConfig((StageConfig.one("yolov5s", 4, 3, 2), initial.stages[1].with_(replicas=4)))
     outcome = act.apply(target)
     assert outcome.dry_run and [o.action for o in outcome.stages] == ["rolled", "scaled"]
     assert act.read()[0] == initial
@@ -160,7 +160,7 @@ def test_every_call_is_covered_by_the_role(kube_api, video, deployed):
     kube_api.emulator.seen.clear()
     act = DeploymentActuator(video, api, NS)
     act.read()
-    act.apply(PipelineConfig((initial.stages[0].with_(replicas=3), StageConfig("resnet34", 4, 1, 2))))
+    act.apply(PipelineConfig((initial.stages[0].with_(replicas=3), StageConfig.one("resnet34", 4, 1, 2))))
     used = set()
     for r in kube_api.emulator.seen:
         resource = "deployments/scale" if r["subresource"] == "scale" else "deployments"
@@ -210,16 +210,16 @@ def test_every_call_with_named_deployments_is_covered_by_the_role_and_its_resour
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     spec = load_spec(path)
     api = kube_api.apps_api()
-    initial = PipelineConfig((StageConfig("yolov5n", 1, 2, 1), StageConfig("resnet18", 2, 1, 2)))
+    initial = PipelineConfig((StageConfig.one("yolov5n", 1, 2, 1), StageConfig.one("resnet18", 2, 1, 2)))
     for st, sc in zip(spec.stages, initial.stages, strict=True):
         api.create_namespaced_deployment(NS, stage_deployment(spec, st, sc, namespace=NS))
     kube_api.emulator.seen.clear()
     act = DeploymentActuator(spec, api, NS)
     act.read()
-    outcome = act.apply(PipelineConfig((initial.stages[0].with_(replicas=3), StageConfig("resnet34", 4, 1, 2))))
+    outcome = act.apply(PipelineConfig((initial.stages[0].with_(replicas=3), StageConfig.one("resnet34", 4, 1, 2))))
     assert [o.action for o in outcome.stages] == ["scaled", "rolled"]
     kube_api.emulator.inject(409, count=1)  # a conflict: the re-read is a get by name too
-    act.apply(PipelineConfig((initial.stages[0].with_(replicas=4), StageConfig("resnet34", 4, 1, 2))))
+    act.apply(PipelineConfig((initial.stages[0].with_(replicas=4), StageConfig.one("resnet34", 4, 1, 2))))
     granted = {
         (res, verb, name)
         for rule in rbac_rules(spec)

@@ -8,13 +8,13 @@ import pytest
 from rlscale.kube.actuator import DeploymentActuator, KubeApiError
 from rlscale.kube.objects import ANNOTATION_TARGET, GATEWAY_GROUP, GATEWAY_VERSION, HTTPROUTES, WEIGHT_TOTAL
 from rlscale.spec import load_spec
-from rlscale.types import PipelineConfig, StageConfig
+from rlscale.types import PipelineConfig, StageConfig, VariantPool
 from tests.integration.closed_loop import create_stage_objects
 
 NS = "pipeline"
-ONE = PipelineConfig((StageConfig("resnet18", 1, 1, 4),))
+ONE = PipelineConfig((StageConfig.one("resnet18", 1, 1, 4),))
 TWO = PipelineConfig(
-    (StageConfig.of_pools([StageConfig("resnet18", 1, 1, 4, share=0.3), StageConfig("resnet50", 1, 1, 8, share=0.7)]),)
+    (StageConfig.of_pools([VariantPool("resnet18", 1, 1, 4, share=0.3), VariantPool("resnet50", 1, 1, 8, share=0.7)]),)
 )
 
 
@@ -115,7 +115,7 @@ def test_a_new_pool_is_made_then_shifted_to_then_the_old_one_broken(kube_api, de
 
 def test_a_cores_change_of_a_pool_in_force_is_a_rollout_of_its_deployment_only(kube_api, deployed, spec):
     act = DeploymentActuator(spec, deployed, NS)
-    target = PipelineConfig((StageConfig("resnet18", 1, 1, 6),))
+    target = PipelineConfig((StageConfig.one("resnet18", 1, 1, 6),))
     out = act.apply(target).stages[0]
     assert out.action == "rolled"
     assert changes(kube_api) == [("deployment", "infadapter-resnet-resnet18")]

@@ -15,7 +15,7 @@ from rlscale.types import PipelineConfig, PipelineState, StageConfig
 from tests.integration.closed_loop import create_stage_objects
 from tests.integration.test_actuator_pools import NS, ONE, TWO, replicas, set_ready, weights
 
-R50 = PipelineConfig((StageConfig("resnet50", 1, 1, 8),))
+R50 = PipelineConfig((StageConfig.one("resnet50", 1, 1, 8),))
 
 
 class ActuatorCluster:

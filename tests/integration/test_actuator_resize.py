@@ -16,7 +16,7 @@ from tests.integration.closed_loop import create_stage_objects
 from tests.integration.twin import Pods, template_hash
 
 NS = "pipeline"
-START = PipelineConfig((StageConfig("yolov5n", 1, 2, 1), StageConfig("resnet18", 2, 1, 2)))
+START = PipelineConfig((StageConfig.one("yolov5n", 1, 2, 1), StageConfig.one("resnet18", 2, 1, 2)))
 MORE_CORES = PipelineConfig((START.stages[0].with_(cores=4), START.stages[1]))
 
 
@@ -153,7 +153,7 @@ def test_only_cores_go_in_place_a_replica_or_variant_change_with_them_rolls_out(
     api, _ = cluster
     act = DeploymentActuator(spec, api, NS)
     assert [o.action for o in act.apply(MORE_CORES).stages] == ["resized", "unchanged"]
-    moved = PipelineConfig((StageConfig("yolov5s", 1, 2, 8), START.stages[1]))
+    moved = PipelineConfig((StageConfig.one("yolov5s", 1, 2, 8), START.stages[1]))
     assert [o.action for o in act.apply(moved).stages] == ["rolled", "unchanged"]
     dep = stored(api, "video-crop")
     assert dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "8"}
@@ -192,12 +192,12 @@ def test_dry_run_resizes_nothing(kube_api, spec, cluster):
 def test_a_pool_whose_cores_alone_change_is_resized_in_place(kube_api):
     spec = load_spec("infadapter", ["in_place_resize=true"])
     api = kube_api.apps_api()
-    one = PipelineConfig((StageConfig("resnet18", 1, 1, 4),))
+    one = PipelineConfig((StageConfig.one("resnet18", 1, 1, 4),))
     create_stage_objects(api, spec, one, NS)
     Pods(spec, DeploymentActuator(spec, api, NS), kube_api.core_api()).sync(0.0)
     act = DeploymentActuator(spec, api, NS)
     act.read()
-    target = PipelineConfig((StageConfig("resnet18", 1, 1, 6),))
+    target = PipelineConfig((StageConfig.one("resnet18", 1, 1, 6),))
     outcome = act.apply(target)
     assert [o.action for o in outcome.stages] == ["resized"], outcome
     assert set(pod_cpu(kube_api, "infadapter-resnet-resnet18").values()) == {("6", "6")}
@@ -235,7 +235,7 @@ def test_every_call_is_covered_by_the_role_with_in_place_resize(kube_api, spec, 
     del kube_api.emulator.seen[since:]  # the twin's own requests
     act.read()
     assert [o.action for o in act.apply(bigger).stages] == ["resized", "unchanged"]
-    moved = PipelineConfig((bigger.stages[0], StageConfig("resnet34", 2, 1, 2)))
+    moved = PipelineConfig((bigger.stages[0], StageConfig.one("resnet34", 2, 1, 2)))
     assert [o.action for o in act.apply(moved).stages] == ["unchanged", "rolled"]
     used = set()
     for r in kube_api.emulator.seen:

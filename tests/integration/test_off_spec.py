@@ -31,7 +31,7 @@ class Keep:
 def test_an_off_spec_stage_is_read_as_a_choice_and_corrected_by_the_next_step(kube_api, caplog):
     spec = load_spec("video")
     api = kube_api.apps_api()
-    initial = PipelineConfig((StageConfig("yolov5n", 1, 2, 2), StageConfig("resnet18", 2, 1, 1)))
+    initial = PipelineConfig((StageConfig.one("yolov5n", 1, 2, 2), StageConfig.one("resnet18", 2, 1, 1)))
     for st, sc in zip(spec.stages, initial.stages, strict=True):
         body = stage_deployment(spec, st, sc, namespace=NS)
         container = body["spec"]["template"]["spec"]["containers"][0]

@@ -18,12 +18,12 @@ from rlscale.kube.objects import GATEWAY_GROUP, GATEWAY_VERSION, HTTPROUTES, WEI
 from rlscale.kube.prometheus import PrometheusReader
 from rlscale.kube.sidecar import Sidecar, SidecarSettings
 from rlscale.spec import load_spec
-from rlscale.types import PipelineConfig, PipelineState, StageConfig
+from rlscale.types import PipelineConfig, PipelineState, StageConfig, VariantPool
 from tests.integration.closed_loop import NS, SPEEDUP, SUMMARY, ClosedLoop, step_trace
 
-ONE = PipelineConfig((StageConfig("resnet18", 1, 1, 4),))
+ONE = PipelineConfig((StageConfig.one("resnet18", 1, 1, 4),))
 TWO = PipelineConfig(
-    (StageConfig.of_pools([StageConfig("resnet18", 1, 1, 4, share=0.3), StageConfig("resnet50", 1, 1, 8, share=0.7)]),)
+    (StageConfig.of_pools([VariantPool("resnet18", 1, 1, 4, share=0.3), VariantPool("resnet50", 1, 1, 8, share=0.7)]),)
 )
 
 
@@ -95,7 +95,7 @@ def test_the_mix_goes_from_one_pool_to_two_and_back_make_before_break(loop, kube
     assert route_weights(api) == {"resnet18": WEIGHT_TOTAL, **others}
     # and ran the mix in between: the sidecar saw it in force, the twin simulated it with the route's shares
     assert ("two", TWO) in policy.seen
-    mixed = [t.config.stages[0] for t in loop.twin.ticks if t.config.stages[0].pooled]
+    mixed = [t.config.stages[0] for t in loop.twin.ticks if len(t.config.stages[0].pools) > 1]
     assert mixed and {(p.variant, p.share) for p in mixed[0].pools} == {("resnet18", 0.3), ("resnet50", 0.7)}
 
     # make-before-break: resnet50 up, then the weights, then (after the way back's shift) resnet50 down

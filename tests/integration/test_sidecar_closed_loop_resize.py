@@ -22,7 +22,7 @@ from rlscale.spec import load_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 from tests.integration.closed_loop import NS, SPEEDUP, SUMMARY, ClosedLoop, step_trace
 
-START = PipelineConfig((StageConfig("yolov5n", 1, 2, 1), StageConfig("resnet18", 1, 1, 2)))
+START = PipelineConfig((StageConfig.one("yolov5n", 1, 2, 1), StageConfig.one("resnet18", 1, 1, 2)))
 MORE = PipelineConfig((START.stages[0].with_(cores=4), START.stages[1]))
 LESS = PipelineConfig((START.stages[0].with_(cores=2), START.stages[1]))
 SAID = "in_place_resize is on in the spec, but"

@@ -370,7 +370,7 @@ class Twin:
                 if same and not view.rolled and cores != before.cores:
                     self._resize_sim(s, key, cores)
                 pools.append(p.with_(cores=cores))
-            stages.append(StageConfig.of_pools(pools) if len(pools) > 1 else pools[0])
+            stages.append(StageConfig.of_pools(pools))
         return PipelineConfig(tuple(stages))
 
     def _resize_sim(self, s: int, key: str, cores: int) -> None:
@@ -389,8 +389,8 @@ class Twin:
         if pool.setting is not None:
             pool.setting = pool.setting.with_(cores=cores)
         old = self.sim.config.stages[s]
-        pools = [p.with_(cores=cores) if (p.variant if stage_state.pooled else "") == key else p for p in old.pools]
-        stage = StageConfig.of_pools(pools) if len(pools) > 1 else pools[0]
+        pools = [p.with_(cores=cores) if (p.variant if stage_state.dispatched else "") == key else p for p in old.pools]
+        stage = StageConfig.of_pools(pools)
         self.sim.config = PipelineConfig(tuple(stage if i == s else c for i, c in enumerate(self.sim.config.stages)))
         self.resized_in_place += 1
         log.debug("twin: stage %s pool %r now serves with %d cores (in place)", st.name, key, cores)

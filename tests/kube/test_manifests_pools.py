@@ -23,7 +23,7 @@ from rlscale.errors import RlscaleError
 from rlscale.kube.manifests import DEFAULT_GATEWAY, render_manifests
 from rlscale.kube.objects import WEIGHT_TOTAL, pool_object_name, pool_weights, rbac_rules, variant_label
 from rlscale.spec import load_spec
-from rlscale.types import StageConfig
+from rlscale.types import StageConfig, VariantPool
 
 SIDECAR_KINDS = ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment"]
 VARIANTS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -252,7 +252,7 @@ def test_the_cli_renders_the_pool_objects_with_the_model_image():
     [(1.0,), (0.3, 0.7), (1 / 3, 1 / 3, 1 / 3), (0.0004, 0.9996), (0.1,) * 10, (0.2, 0.2, 0.2, 0.2, 0.2)],
 )
 def test_pool_weights_keep_the_sum_and_every_pool_in_force(shares):
-    pools = [StageConfig(f"v{i}", 1, 1, 2, share=s) for i, s in enumerate(shares)]
+    pools = [VariantPool(f"v{i}", 1, 1, 2, share=s) for i, s in enumerate(shares)]
     weights = pool_weights(StageConfig.of_pools(pools))
     assert sum(weights.values()) == WEIGHT_TOTAL
     assert all(w >= 1 for w in weights.values())
@@ -260,8 +260,8 @@ def test_pool_weights_keep_the_sum_and_every_pool_in_force(shares):
 
 
 def test_pool_weights_give_the_units_left_to_the_largest_remainders():
-    pools = [StageConfig("a", 1, 1, 2, share=0.3335), StageConfig("b", 1, 1, 2, share=0.3335)]
-    pools.append(StageConfig("c", 1, 1, 2, share=0.333))
+    pools = [VariantPool("a", 1, 1, 2, share=0.3335), VariantPool("b", 1, 1, 2, share=0.3335)]
+    pools.append(VariantPool("c", 1, 1, 2, share=0.333))
     assert pool_weights(StageConfig.of_pools(pools)) == {"a": 334, "b": 333, "c": 333}
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from rlscale.kube.sidecar import SidecarMetrics, StepReport
 from rlscale.spec import load_spec
-from rlscale.types import PipelineConfig, StageConfig
+from rlscale.types import PipelineConfig, StageConfig, VariantPool
 
 SPEC = load_spec("infadapter")
 MIX = PipelineConfig(
-    (StageConfig.of_pools([StageConfig("resnet18", 1, 2, 4, share=0.3), StageConfig("resnet50", 1, 3, 8, share=0.7)]),)
+    (StageConfig.of_pools([VariantPool("resnet18", 1, 2, 4, share=0.3), VariantPool("resnet50", 1, 3, 8, share=0.7)]),)
 )
 
 
@@ -29,7 +29,7 @@ def test_a_pooled_stage_is_exported_pool_by_pool():
     assert gauge(metrics, "rlscale_sidecar_pool_cores", stage="resnet", variant="resnet18") == 4
     assert gauge(metrics, "rlscale_sidecar_pool_batch", stage="resnet", variant="resnet152") == 0
     # back to one pool: the pool that left reads 0, the stage figures are that pool's
-    one = PipelineConfig((StageConfig("resnet18", 1, 1, 4),))
+    one = PipelineConfig((StageConfig.one("resnet18", 1, 1, 4),))
     metrics.record(StepReport("applied", "", config=one), SPEC)
     assert gauge(metrics, "rlscale_sidecar_pool_replicas", stage="resnet", variant="resnet50") == 0
     assert gauge(metrics, "rlscale_sidecar_stage_replicas", stage="resnet") == 1

@@ -38,7 +38,7 @@ CROP = VIDEO.stages[0]  # cores 1, 2, 4, 8
 
 
 def deployment(cpu_request=None, cpu_limit=None, containers=None, **kube) -> dict:
-    body = stage_deployment(VIDEO, CROP, StageConfig("yolov5n", 2, 3, 1), namespace="ml")
+    body = stage_deployment(VIDEO, CROP, StageConfig.one("yolov5n", 2, 3, 1), namespace="ml")
     resources = {}
     if cpu_request is not None:
         resources["requests"] = {"cpu": cpu_request}
@@ -142,17 +142,17 @@ def test_a_container_named_in_the_spec_that_does_not_exist_lists_the_containers(
 
 def test_the_batch_timeout_goes_with_every_template_patch():
     body = deployment("1", "1")
-    ops = template_patch(body, VIDEO.kubernetes, StageConfig("yolov5s", 4, 3, 2), VIDEO.batch_timeout_s)
+    ops = template_patch(body, VIDEO.kubernetes, StageConfig.one("yolov5s", 4, 3, 2), VIDEO.batch_timeout_s)
     env = body["spec"]["template"]["spec"]["containers"][0]["env"]
     j = [e["name"] for e in env].index("BATCH_TIMEOUT_S")
     assert {"op": "add", "path": f"/spec/template/spec/containers/0/env/{j}/value",
             "value": f"{VIDEO.batch_timeout_s:g}"} in ops  # fmt: skip
     # a Deployment without the variable gets it appended; a custom name is honoured
     kube = KubeSpec(batch_timeout_env="MAX_WAIT_S")
-    ops = template_patch(body, kube, StageConfig("yolov5s", 4, 3, 2), 0.25)
+    ops = template_patch(body, kube, StageConfig.one("yolov5s", 4, 3, 2), 0.25)
     assert {"op": "add", "path": "/spec/template/spec/containers/0/env/-",
             "value": {"name": "MAX_WAIT_S", "value": "0.25"}} in ops  # fmt: skip
-    assert not any("MAX_WAIT_S" in str(op) for op in template_patch(body, kube, StageConfig("yolov5s", 4, 3, 2)))
+    assert not any("MAX_WAIT_S" in str(op) for op in template_patch(body, kube, StageConfig.one("yolov5s", 4, 3, 2)))
 
 
 def test_the_batch_timeout_env_must_be_its_own(tmp_path):
@@ -331,7 +331,7 @@ def test_once_dry_run_without_any_kubernetes_api_still_prints_the_decision(tmp_p
 
 def test_the_assumed_actuator_reports_what_a_dry_run_would_patch():
     start = starting_config(VIDEO)
-    assert start.stages[0] == StageConfig("yolov5n", 1, 1, 1)
+    assert start.stages[0] == StageConfig.one("yolov5n", 1, 1, 1)
     act = AssumedActuator(VIDEO, start)
     assert act.read() == (start, [None, None])
     target = PipelineConfig((start.stages[0].with_(replicas=3), start.stages[1].with_(batch=4)))

@@ -60,7 +60,7 @@ def test_template_patch_creates_a_missing_env_list_once():
 
     spec = load_spec("video")
     dep = {"metadata": {"name": "d"}, "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "s"}]}}}}
-    patched = jsonpatch.apply_patch(dep, template_patch(dep, spec.kubernetes, StageConfig("yolov5s", 4, 3, 2)))
+    patched = jsonpatch.apply_patch(dep, template_patch(dep, spec.kubernetes, StageConfig.one("yolov5s", 4, 3, 2)))
     container = patched["spec"]["template"]["spec"]["containers"][0]
     assert container["env"] == [{"name": "MODEL_VARIANT", "value": "yolov5s"}, {"name": "MAX_BATCH_SIZE", "value": "4"}]
     assert container["resources"] == {"requests": {"cpu": "2"}, "limits": {"cpu": "2"}}

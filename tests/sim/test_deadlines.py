@@ -14,7 +14,7 @@ from rlscale.sim.metrics import run_summary
 from rlscale.types import PipelineConfig, StageConfig
 from rlscale.workload import Trace
 
-ONE = PipelineConfig((StageConfig("fast", 1, 1, 1),))
+ONE = PipelineConfig((StageConfig.one("fast", 1, 1, 1),))
 
 
 def run(spec, trace, config=ONE):

@@ -9,7 +9,7 @@ from rlscale.sim.arrivals import RequestTable
 from rlscale.sim.cluster import Simulator
 from rlscale.sim.engine import Engine
 from rlscale.sim.metrics import summarise_requests
-from rlscale.types import PipelineConfig, StageConfig
+from rlscale.types import PipelineConfig, StageConfig, VariantPool
 from rlscale.workload import Trace
 
 BURSTY = Trace("b", np.array([60.0, 2, 2, 45, 0, 1, 70, 3, 3, 3, 12, 0, 0, 9, 30, 1, 1, 1, 1, 1]))
@@ -33,8 +33,8 @@ def same_outcomes(a: Simulator, b: Simulator) -> None:
 @pytest.mark.parametrize(
     "config",
     [
-        PipelineConfig((StageConfig("fast", 2, 2, 1),)),  # overloaded in the bursts: queues, timeouts, drops
-        PipelineConfig((StageConfig("fast", 1, 1, 1, 0.6, mix=(StageConfig("slow", 2, 1, 4, 0.4),)),)),  # pools
+        PipelineConfig((StageConfig.one("fast", 2, 2, 1),)),  # overloaded in the bursts: queues, timeouts, drops
+        PipelineConfig((StageConfig((VariantPool("fast", 1, 1, 1, 0.6), VariantPool("slow", 2, 1, 4, 0.4))),)),  # pools
     ],
 )
 def test_edf_equals_fifo_under_one_sla(sponge_like, config):
@@ -48,7 +48,7 @@ def test_edf_equals_fifo_under_one_sla(sponge_like, config):
 
 def test_edf_equals_fifo_on_a_chain_that_keeps_the_order(sponge_like):
     """Two stages of one replica each: the second stage's queue is in entry order, so EDF is FIFO there too."""
-    config = PipelineConfig((StageConfig("fast", 2, 1, 1), StageConfig("fast", 1, 1, 4)))
+    config = PipelineConfig((StageConfig.one("fast", 2, 1, 1), StageConfig.one("fast", 1, 1, 4)))
     kw = {"drop_s": 2.0, "timeout_s": 0.05, "stages": 2}
     same_outcomes(run(sponge_like(**kw), BURSTY, config), run(sponge_like(discipline="edf", **kw), BURSTY, config))
 
@@ -58,7 +58,7 @@ def _burst(spec, budgets: list[float]) -> tuple[Engine, RequestTable]:
     entry = np.zeros(len(budgets))
     budget = np.asarray(budgets, dtype=float)
     table = RequestTable(entry, entry + spec.drop_limit_s, np.array([len(budgets)]), entry + budget, budget)
-    engine = Engine(spec, table, PipelineConfig((StageConfig("fast", 1, 1, 1),)))
+    engine = Engine(spec, table, PipelineConfig((StageConfig.one("fast", 1, 1, 1),)))
     engine.run_interval(0.0, 10.0)
     return engine, table
 

@@ -67,8 +67,8 @@ def constant(rps: float, seconds: int) -> Trace:
 def test_conservation_per_stage_and_end_to_end(policy_config):
     """At every interval boundary: arrivals = completed + dropped + in flight, per stage and end to end."""
     spec = load_spec("video")
-    small = PipelineConfig((StageConfig("yolov5m", 4, 2, 1), StageConfig("resnet50", 2, 2, 1)))  # overloaded
-    big = PipelineConfig((StageConfig("yolov5s", 2, 6, 2), StageConfig("resnet34", 2, 4, 1)))
+    small = PipelineConfig((StageConfig.one("yolov5m", 4, 2, 1), StageConfig.one("resnet50", 2, 2, 1)))  # overloaded
+    big = PipelineConfig((StageConfig.one("yolov5s", 2, 6, 2), StageConfig.one("resnet34", 2, 4, 1)))
     sim = Simulator(spec, load_trace("bursty"), small if policy_config == "small" else big, seed=3)
     while not sim.done:
         sim.step()
@@ -104,7 +104,11 @@ def test_md1_waiting_time_and_littles_law(tmp_path, rho):
     lam = rho / service
     sim = run_all(
         Simulator(
-            spec, constant(lam, 40_000), PipelineConfig((StageConfig("fast", 1, 1, 1),)), seed=11, arrivals="poisson"
+            spec,
+            constant(lam, 40_000),
+            PipelineConfig((StageConfig.one("fast", 1, 1, 1),)),
+            seed=11,
+            arrivals="poisson",
         )
     )
     done = ~np.isnan(sim.finish_s[0])
@@ -129,7 +133,7 @@ def test_batching_timeout_and_size(tmp_path, batch, timeout):
         Simulator(
             spec,
             Trace("low", np.random.default_rng(0).integers(0, 12, 600).astype(float)),
-            PipelineConfig((StageConfig("fast", batch, 8, 1),)),
+            PipelineConfig((StageConfig.one("fast", batch, 8, 1),)),
             seed=0,
             log_batches=True,
         )
@@ -150,7 +154,7 @@ def test_batching_timeout_and_size(tmp_path, batch, timeout):
 def test_full_batches_start_without_waiting(tmp_path):
     """At high load an idle replica takes b queued requests at once."""
     spec = one_stage_spec(tmp_path, 0.1, timeout_s=5.0)
-    sim = run_all(Simulator(spec, constant(30, 60), PipelineConfig((StageConfig("fast", 4, 3, 1),)), seed=0))
+    sim = run_all(Simulator(spec, constant(30, 60), PipelineConfig((StageConfig.one("fast", 4, 3, 1),)), seed=0))
     sizes = sim.batch_size[0, ~np.isnan(sim.finish_s[0])]
     assert np.mean(sizes == 4) > 0.95
 
@@ -160,9 +164,11 @@ def test_full_batches_start_without_waiting(tmp_path):
 
 def test_added_replicas_serve_only_after_startup(tmp_path):
     spec = one_stage_spec(tmp_path, 0.5, startup=(5.0, 7.0))
-    sim = Simulator(spec, constant(8, 60), PipelineConfig((StageConfig("fast", 1, 1, 1),)), seed=0, log_batches=True)
+    sim = Simulator(
+        spec, constant(8, 60), PipelineConfig((StageConfig.one("fast", 1, 1, 1),)), seed=0, log_batches=True
+    )
     sim.step()  # [0, 10): one replica, overloaded (8 rps vs 2 rps capacity)
-    sim.apply(PipelineConfig((StageConfig("fast", 1, 4, 1),)))
+    sim.apply(PipelineConfig((StageConfig.one("fast", 1, 4, 1),)))
     run_all(sim)
     original = {seq for (_s, start, _f, _k, seq, _v) in sim.batch_log if start < 10}
     assert len(original) == 1
@@ -177,9 +183,11 @@ def test_added_replicas_serve_only_after_startup(tmp_path):
 def test_variant_switch_is_make_before_break(tmp_path):
     """Old replicas serve until the new variant is ready; cost counts both while they overlap."""
     spec = one_stage_spec(tmp_path, 0.05, startup=(5.0, 7.0))
-    sim = Simulator(spec, constant(5, 60), PipelineConfig((StageConfig("fast", 1, 2, 1),)), seed=0, log_batches=True)
+    sim = Simulator(
+        spec, constant(5, 60), PipelineConfig((StageConfig.one("fast", 1, 2, 1),)), seed=0, log_batches=True
+    )
     sim.step()
-    sim.apply(PipelineConfig((StageConfig("slow", 1, 3, 2),)))
+    sim.apply(PipelineConfig((StageConfig.one("slow", 1, 3, 2),)))
     m = sim.step()  # [10, 20): switch completes at 17
     run_all(sim)
     for _s, start, _f, _k, _seq, variant in sim.batch_log:
@@ -195,11 +203,11 @@ def test_variant_switch_is_make_before_break(tmp_path):
 
 def test_scale_down_cancels_pending_replicas_first(tmp_path):
     spec = one_stage_spec(tmp_path, 0.05)
-    sim = Simulator(spec, constant(5, 60), PipelineConfig((StageConfig("fast", 1, 2, 1),)), seed=0)
+    sim = Simulator(spec, constant(5, 60), PipelineConfig((StageConfig.one("fast", 1, 2, 1),)), seed=0)
     sim.step()
-    sim.apply(PipelineConfig((StageConfig("fast", 1, 5, 1),)))
+    sim.apply(PipelineConfig((StageConfig.one("fast", 1, 5, 1),)))
     sim.step()  # at 20 s the three added replicas are ready (startup 5 s)
-    sim.apply(PipelineConfig((StageConfig("fast", 1, 3, 1),)))
+    sim.apply(PipelineConfig((StageConfig.one("fast", 1, 3, 1),)))
     m = sim.step()
     assert m.stages[0].replicas_serving == 3
     assert m.cost_cores == pytest.approx(3.0, abs=0.05)
@@ -210,7 +218,7 @@ def test_scale_down_cancels_pending_replicas_first(tmp_path):
 
 def test_same_seed_same_result_different_seed_different_run():
     spec = load_spec("video")
-    cfg = PipelineConfig((StageConfig("yolov5s", 2, 6, 2), StageConfig("resnet34", 2, 4, 1)))
+    cfg = PipelineConfig((StageConfig.one("yolov5s", 2, 6, 2), StageConfig.one("resnet34", 2, 4, 1)))
 
     def finish(seed):
         sim = run_all(Simulator(spec, load_trace("fluctuating"), cfg, seed=seed, arrivals="poisson"))
@@ -236,7 +244,7 @@ def test_same_seed_same_result_different_seed_different_run():
 def test_engine_matches_naive_reference(crop, cls, trace, arrivals):
     """Two independent implementations of the same semantics agree request by request."""
     spec = load_spec("video")
-    cfg = PipelineConfig((StageConfig(*crop), StageConfig(*cls)))
+    cfg = PipelineConfig((StageConfig.one(*crop), StageConfig.one(*cls)))
     sim = run_all(Simulator(spec, load_trace(trace), cfg, seed=2, arrivals=arrivals))
     ref = simulate_naive(spec, cfg, sim.entry_s)
     np.testing.assert_array_equal(sim.dropped_at.astype(int), ref["dropped_at"])
@@ -247,8 +255,8 @@ def test_engine_matches_naive_reference(crop, cls, trace, arrivals):
 def test_rollouts_faster_than_startup_never_leave_a_stage_without_replicas(tmp_path):
     """A new rollout every interval, with a startup longer than the interval: the serving set keeps serving."""
     spec = one_stage_spec(tmp_path, 0.05, startup=(15.0, 15.0))
-    sim = Simulator(spec, constant(5, 120), PipelineConfig((StageConfig("fast", 1, 2, 1),)), seed=0)
-    configs = [StageConfig("slow", 1, 2, 1), StageConfig("fast", 2, 2, 1), StageConfig("slow", 2, 2, 2)]
+    sim = Simulator(spec, constant(5, 120), PipelineConfig((StageConfig.one("fast", 1, 2, 1),)), seed=0)
+    configs = [StageConfig.one("slow", 1, 2, 1), StageConfig.one("fast", 2, 2, 1), StageConfig.one("slow", 2, 2, 2)]
     for i in range(10):
         sim.step()
         assert sim.last.stages[0].replicas_serving >= 1, i

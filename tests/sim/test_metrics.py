@@ -44,7 +44,7 @@ def test_run_summary_adds_up_the_intervals(trace):
     config = (
         policy.config
         if policy
-        else PipelineConfig((StageConfig("yolov5m", 8, 3, 4), StageConfig("resnet101", 4, 2, 2)))
+        else PipelineConfig((StageConfig.one("yolov5m", 8, 3, 4), StageConfig.one("resnet101", 4, 2, 2)))
     )
     result = run_episode(spec, tr, _Fixed(config), initial=config)
     rec, iv = result.record, result.intervals
@@ -63,7 +63,9 @@ def test_run_summary_adds_up_the_intervals(trace):
 def test_nothing_completed_scores_the_expected_accuracy_in_intervals_and_run():
     """One rule for both summaries: with no completed request the accuracy term is the configuration's."""
     spec = load_spec("video")
-    config = PipelineConfig((StageConfig("yolov5s", 1, 1, 1), StageConfig("resnet18", 1, 0, 1)))  # no classifier
+    config = PipelineConfig(
+        (StageConfig.one("yolov5s", 1, 1, 1), StageConfig.one("resnet18", 1, 0, 1))
+    )  # no classifier
     result = run_episode(spec, Trace("t", np.full(30, 2.0)), _Fixed(config), initial=config)
     rec = result.record
     assert rec["completed"] == 0 and rec["requests"] > 0  # stuck at the classifier: nobody takes them

@@ -11,8 +11,8 @@ from rlscale.sim.runner import run_episode
 from rlscale.types import PipelineConfig, StageConfig
 from rlscale.workload import Trace
 
-SMALL = PipelineConfig((StageConfig("fast", 1, 1, 1),))
-BIG = PipelineConfig((StageConfig("fast", 1, 1, 4),))  # same variant and batch: cores only
+SMALL = PipelineConfig((StageConfig.one("fast", 1, 1, 1),))
+BIG = PipelineConfig((StageConfig.one("fast", 1, 1, 4),))  # same variant and batch: cores only
 
 
 def resize_run(spec, seconds=30, rps=5.0):
@@ -58,7 +58,7 @@ def test_replica_count_changes_keep_their_semantics_with_in_place(sponge_like):
     spec = sponge_like(in_place=True, resize_s=0.5)
     sim = Simulator(spec, Trace("c", np.full(30, 5.0)), SMALL, log_batches=True)
     sim.step()
-    sim.apply(PipelineConfig((StageConfig("fast", 1, 3, 4),)))  # resize the one, add two (4 cores, after 5 s)
+    sim.apply(PipelineConfig((StageConfig.one("fast", 1, 3, 4),)))  # resize the one, add two (4 cores, after 5 s)
     sim.step()
     replicas = sim.stages[0].replicas
     assert [r.cores for r in replicas] == [4, 4, 4]
@@ -71,9 +71,9 @@ def test_rollout_counting_knows_in_place():
     assert rolled_out(a, b) == ("fast",) and rolled_out(a, b, in_place=True) == ()
     assert is_rollout(SMALL, BIG) and not is_rollout(SMALL, BIG, in_place=True)
     assert resized(a, b) == ("fast",) and resized(a, a.with_(replicas=3)) == ()
-    batch = StageConfig("fast", 2, 1, 4)
+    batch = StageConfig.one("fast", 2, 1, 4)
     assert rolled_out(a, batch, in_place=True) == ("fast",) and resized(a, batch) == ()
-    variant = StageConfig("slow", 1, 1, 4)
+    variant = StageConfig.one("slow", 1, 1, 4)
     assert rolled_out(a, variant, in_place=True) == ("slow",)
 
 

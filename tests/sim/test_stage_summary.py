@@ -11,7 +11,7 @@ from rlscale.types import PipelineConfig, StageConfig
 
 
 def _configs(*stages: tuple[str, int, int, int]) -> list[PipelineConfig]:
-    return [PipelineConfig((StageConfig(v, b, n, c),)) for v, b, n, c in stages]
+    return [PipelineConfig((StageConfig.one(v, b, n, c),)) for v, b, n, c in stages]
 
 
 def test_modes_and_means_are_weighted_by_time():
