@@ -1,4 +1,10 @@
-"""The spec's ranges and field types, and the helpers its models share to read a document."""
+"""The spec's ranges and field types, and the helpers its models share to read a document.
+
+The models are strict (a number is a number, not the string ``"1.5"``); what a YAML document may write beyond
+that is said here once, as annotations the fields carry: `Unset` (a key written with no value, ``key:``, means
+the field's default) and `OneOrMany` (one value for a list, written without brackets), both only while a
+document is read (`reading`), never for a model built in code.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import re
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo
-from pydantic_core import ArgsKwargs, PydanticCustomError
+from pydantic_core import ArgsKwargs, PydanticCustomError, PydanticUseDefault
 
 ACCURACY_METHODS = ("sum", "product")
 SLA_MODES = ("priced", "hard")
@@ -63,6 +69,7 @@ Text = Annotated[str, Field(strict=True, min_length=1)]
 
 
 def number(**bounds: float) -> Any:
+    """A float (an int is taken as the float it is; a bool or a string is not a number) within ``bounds``."""
     return Annotated[float, Field(strict=True, **bounds)]
 
 
@@ -77,6 +84,27 @@ def reading(info: ValidationInfo) -> dict[str, Any] | None:
     """The read context (`rlscale.spec.reading.parse_spec`'s) or None when the model is built in code."""
     context = info.context
     return context if isinstance(context, dict) and "path" in context else None
+
+
+def _unset_is_default(value: Any, info: ValidationInfo) -> Any:
+    if value is None and reading(info) is not None:
+        raise PydanticUseDefault()
+    return value
+
+
+Unset = BeforeValidator(_unset_is_default)
+"""In a document, a field written with no value (``key:``, YAML's null) takes its default (pydantic's
+`PydanticUseDefault`); built in code, None is checked like any other value."""
+
+
+def _one_or_many(value: Any, info: ValidationInfo) -> Any:
+    if reading(info) is not None and value is not None and not isinstance(value, list | tuple):
+        return [value]
+    return value
+
+
+OneOrMany = BeforeValidator(_one_or_many)
+"""In a document, one value where a list is expected is the list of that value (``cores: 2`` is ``[2]``)."""
 
 
 def document_fields(cls: type) -> list[str]:
@@ -97,10 +125,12 @@ def document(cls: type, data: Any, hidden: tuple[str, ...] = ()) -> dict[str, An
     return dict(data)
 
 
-def drop_unset(doc: dict[str, Any]) -> None:
-    """Remove the keys a document leaves empty (``key:`` with no value), so their defaults apply."""
-    for key in [k for k, v in doc.items() if v is None]:
-        del doc[key]
+def drop_unset(data: Any) -> Any:
+    """``data`` without the keys it writes with no value (``key:``), known fields or not, when it is a document
+    mapping (a copy); anything else as it is."""
+    if isinstance(data, ArgsKwargs) or not isinstance(data, dict):
+        return data
+    return {key: value for key, value in data.items() if value is not None}
 
 
 def optional_in_document(*names: str, defaults: dict[str, Any] | None = None):
@@ -122,7 +152,12 @@ def optional_in_document(*names: str, defaults: dict[str, Any] | None = None):
 
 
 def int_list(maximum: int) -> Any:
-    """A non-empty list of at most `MAX_LIST_ITEMS` unique integers in [1, maximum], stored sorted as a tuple."""
+    """A non-empty list of at most `MAX_LIST_ITEMS` unique integers in [1, maximum], stored sorted as a tuple.
+
+    Hand-written (a `BeforeValidator`) for its words: each problem is reported at the list, in terms of the list
+    (``has duplicates: [1, 1]``, ``must contain positive integers only``), where pydantic's item constraints would
+    name one entry and has no check of uniqueness; the item type states the range for the JSON Schema.
+    """
 
     def check(value: Any) -> Any:
         if not isinstance(value, list | tuple) or not value:
@@ -147,6 +182,8 @@ def int_list(maximum: int) -> Any:
 
 
 def non_empty(what: str) -> BeforeValidator:
+    """A non-empty list of sections (stages, variants), reported in the spec's words (``pipeline has no stages``)
+    for an empty list and for anything that is not a list (hand-written for those words)."""
 
     def check(value: Any) -> Any:
         if not isinstance(value, list | tuple) or not value:

@@ -19,6 +19,7 @@ from rlscale.spec.fields import (
     MAX_CORE_BUDGET,
     MAX_SECONDS,
     Seconds,
+    Unset,
     document,
     fail,
     first_repeat,
@@ -87,29 +88,24 @@ class PipelineSpec:
     objective: ObjectiveSpec
     stages: Annotated[tuple[StageSpec, ...], Field(min_length=1), non_empty("pipeline has no stages")]
     source: SkipJsonSchema[Path]
-    kubernetes: KubeSpec = dataclasses.field(default_factory=KubeSpec, compare=False)
-    damping: DampingSpec = dataclasses.field(default_factory=DampingSpec)
-    request_slo: RequestSloSpec | None = None
-    in_place_resize: Annotated[bool, Field(strict=True)] = False
-    resize_s: Seconds = DEFAULT_RESIZE_S
-    vpa: VpaSpec | None = None
+    kubernetes: Annotated[KubeSpec, Unset] = dataclasses.field(default_factory=KubeSpec, compare=False)
+    damping: Annotated[DampingSpec, Unset] = dataclasses.field(default_factory=DampingSpec)
+    request_slo: Annotated[RequestSloSpec | None, Unset] = None
+    in_place_resize: Annotated[bool, Field(strict=True), Unset] = False
+    resize_s: Annotated[Seconds, Unset] = DEFAULT_RESIZE_S
+    vpa: Annotated[VpaSpec | None, Unset] = None
 
     @model_validator(mode="before")
     @classmethod
     def _read(cls, data: Any, info: ValidationInfo) -> Any:
+        """A pipeline document: ``description`` defaults to the name, and the computed ``source`` is refused in it
+        and set to the file read. Hand-written: a default computed from another field, a field from the read."""
         doc = document(cls, data, ("source",))
         context = reading(info)
         if doc is None or context is None:
             return data
         if doc.get("description") is None:
             doc["description"] = doc.get("name")
-        if doc.get("kubernetes") is None:
-            doc.pop("kubernetes", None)
-        for key in ("damping", "request_slo", "in_place_resize", "resize_s", "vpa"):
-            if doc.get(key) is None:
-                doc.pop(key, None)
-        if isinstance(doc.get("resize_s"), int) and not isinstance(doc.get("resize_s"), bool):
-            doc["resize_s"] = float(doc["resize_s"])
         doc["source"] = context["path"]
         return doc
 

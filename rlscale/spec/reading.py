@@ -1,4 +1,4 @@
-"""Reading a spec: a bundled name or a YAML file, its document (``--set`` applied), validated."""
+"""Reading a spec: a bundled name or a YAML file, its document (``--set`` applied), the files it names, validated."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from rlscale.errors import SpecError
 from rlscale.inputs import MAX_SPEC_BYTES, load_yaml, read_text_limited
-from rlscale.spec.files import bundled_pipelines, data_dir
+from rlscale.spec.files import bundled_pipelines, data_dir, read_files
 from rlscale.spec.messages import invalid
 from rlscale.spec.overrides import apply_overrides, override_paths
 from rlscale.spec.pipeline import PipelineSpec
@@ -22,11 +22,16 @@ _ADAPTER = TypeAdapter(PipelineSpec)
 def parse_spec(raw: Any, path: Path) -> PipelineSpec:
     """Validate already-parsed YAML data; ``path`` is used in messages and to resolve relative profiles.
 
+    Two steps: the files the document names (profiles, a bandwidth trace) are read first (`read_files`), then the
+    models validate the document, taking what was read from the context (a file's error is reported at the field
+    that names it, in the document's order).
+
     Raises:
         SpecError: one line, ``<path>: <field path>: <problem>`` (the first problem found).
     """
+    files = read_files(raw, path)
     try:
-        return _ADAPTER.validate_python(raw, context={"path": path, "profiles": {}})
+        return _ADAPTER.validate_python(raw, context={"path": path, "files": files})
     except ValidationError as exc:
         raise invalid(path, exc) from None
 

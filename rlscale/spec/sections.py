@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic.json_schema import SkipJsonSchema
 
@@ -24,8 +23,10 @@ from rlscale.spec.fields import (
     MAX_PENALTY,
     MAX_ROLLOUTS,
     VARIANT_ENV,
+    OneOrMany,
     Seconds,
     Text,
+    Unset,
     Weight,
     document,
     drop_unset,
@@ -35,6 +36,7 @@ from rlscale.spec.fields import (
     optional_in_document,
     reading,
 )
+from rlscale.spec.files import SpecFiles
 
 
 @dataclass(
@@ -69,11 +71,13 @@ class ObjectiveSpec:
     accuracy_method: Literal["sum", "product"]
     sla_penalty: number(ge=0.0, le=MAX_PENALTY)
     rho_max: number(gt=0.0, le=1.0)
-    sla_mode: Literal["priced", "hard"] = "priced"
+    sla_mode: Annotated[Literal["priced", "hard"], Unset] = "priced"
 
     @model_validator(mode="before")
     @classmethod
-    def _read(cls, data: Any, info: ValidationInfo) -> Any:
+    def _read(cls, data: Any) -> Any:
+        """A document may leave ``sla_penalty`` (default ``100*beta``) and ``rho_max`` (default 1) out or unset.
+        Hand-written: the first default is computed from another field, and code passes both positionally."""
         doc = document(cls, data)
         if doc is None:
             return data
@@ -82,8 +86,6 @@ class ObjectiveSpec:
             doc["sla_penalty"] = 100.0 * beta
         if doc.get("rho_max") is None:
             doc["rho_max"] = 1.0
-        if doc.get("sla_mode") is None:
-            doc.pop("sla_mode", None)
         return doc
 
 
@@ -113,16 +115,11 @@ class DampingSpec:
 
     @model_validator(mode="before")
     @classmethod
-    def _read(cls, data: Any, info: ValidationInfo) -> Any:
-        doc = document(cls, data)
-        if doc is None:
-            return data
-        drop_unset(doc)
-        for key in ("min_dwell_s", "rollout_window_s", "scale_down_stabilization_s"):
-            value = doc.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                doc[key] = float(value)
-        return doc
+    def _read(cls, data: Any) -> Any:
+        """In a document, a key written with no value is left out, whatever its name (``colour:`` included: every
+        field of the section is optional). Hand-written: `Unset` acts on known fields only, and
+        ``extra="forbid"`` refuses an unknown key whatever its value."""
+        return drop_unset(data)
 
     @model_validator(mode="after")
     def _check(self) -> DampingSpec:
@@ -136,7 +133,38 @@ class DampingSpec:
         return bool(self.min_dwell_s or self.max_rollouts or self.scale_down_stabilization_s)
 
 
-EnvName = Annotated[Text, Field(pattern=ENV_NAME.pattern)]
+def _k8s_label(value: Any) -> Any:
+    # before the string's own checks, so that an empty or long name gets these words too
+    if isinstance(value, str) and not is_k8s_name(value.strip()):
+        raise fail(f"must be a Kubernetes name (lowercase, digits, '-'), got {value!r}")
+    return value
+
+
+def _env_name(value: Any) -> Any:
+    if isinstance(value, str) and not ENV_NAME.match(value.strip()):
+        raise fail(f"must be an environment variable name, got {value!r}")
+    return value
+
+
+def _templates(value: Any) -> Any:
+    # names and templates checked before the types, so that each problem gets its own words
+    if isinstance(value, dict):
+        for name, template in value.items():
+            if name not in DEFAULT_TEMPLATES:
+                raise fail(f"unknown field (allowed: {', '.join(sorted(DEFAULT_TEMPLATES))})", name)
+            if isinstance(template, str):
+                problem = check_template(name, template.strip())
+                if problem:
+                    raise fail(problem, name)
+    return value
+
+
+K8sLabel = Annotated[
+    Annotated[str, Field(strict=True, min_length=1, max_length=63)] | None, BeforeValidator(_k8s_label)
+]
+"""A Kubernetes name of at most 63 characters (a namespace, a container), or None."""
+EnvName = Annotated[Text, Field(pattern=ENV_NAME.pattern), BeforeValidator(_env_name), Unset]
+"""An environment variable's name."""
 
 
 @dataclass(frozen=True, config=CONFIG)
@@ -156,59 +184,28 @@ class KubeSpec:
         promql: PromQL templates that override `rlscale.promql.DEFAULT_TEMPLATES`, by name.
     """
 
-    namespace: Annotated[str, Field(strict=True, min_length=1, max_length=63)] | None = None
-    container: Annotated[str, Field(strict=True, min_length=1, max_length=63)] | None = None
+    namespace: K8sLabel = None
+    container: K8sLabel = None
     variant_env: EnvName = VARIANT_ENV
     batch_env: EnvName = BATCH_ENV
     batch_timeout_env: EnvName = BATCH_TIMEOUT_ENV
-    deployments: dict[Text, Annotated[Text, Field(max_length=253)]] = dataclasses.field(default_factory=dict)
+    deployments: Annotated[dict[Text, Annotated[Text, Field(max_length=253)]], Unset] = dataclasses.field(
+        default_factory=dict
+    )
     promql: Annotated[
         dict[Text, Text],
         Field(json_schema_extra={"propertyNames": {"enum": list(DEFAULT_TEMPLATES)}}),
+        BeforeValidator(_templates),
+        Unset,
     ] = dataclasses.field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _read(cls, data: Any, info: ValidationInfo) -> Any:
-        doc = document(cls, data)
-        if doc is None:
-            return data
-        # checked here, before the types, so that each problem gets its own words
-        for key in ("namespace", "container"):
-            value = doc.get(key)
-            if isinstance(value, str) and not is_k8s_name(value.strip()):
-                raise fail(f"must be a Kubernetes name (lowercase, digits, '-'), got {value!r}", key)
-        for key in ("variant_env", "batch_env", "batch_timeout_env"):
-            value = doc.get(key)
-            if value is None:
-                doc.pop(key, None)
-            elif isinstance(value, str) and not ENV_NAME.match(value.strip()):
-                raise fail(f"must be an environment variable name, got {value!r}", key)
-        for key in ("deployments", "promql"):
-            if doc.get(key) is None:
-                doc.pop(key, None)
-        promql = doc.get("promql")
-        if isinstance(promql, dict):
-            for name, template in promql.items():
-                if name not in DEFAULT_TEMPLATES:
-                    raise fail(f"unknown field (allowed: {', '.join(sorted(DEFAULT_TEMPLATES))})", f"promql.{name}")
-                if isinstance(template, str):
-                    problem = check_template(name, template.strip())
-                    if problem:
-                        raise fail(problem, f"promql.{name}")
-        return doc
 
     @model_validator(mode="after")
     def _check(self) -> KubeSpec:
-        for key in ("namespace", "container"):
-            value = getattr(self, key)
-            if value is not None and not is_k8s_name(value):
-                raise fail(f"must be a Kubernetes name (lowercase, digits, '-'), got {value!r}", key)
         if self.variant_env == self.batch_env:
             raise fail("variant and batch size need two different env vars", "batch_env")
         if self.batch_timeout_env in (self.variant_env, self.batch_env):
             raise fail("the batch timeout needs an env var of its own (not the variant's or batch size's)",
-                        "batch_timeout_env")  # fmt: skip
+                       "batch_timeout_env")  # fmt: skip
         owner: dict[str, str] = {}
         for stage, name in self.deployments.items():
             if not is_k8s_name(name, max_len=253):
@@ -216,10 +213,6 @@ class KubeSpec:
             if name in owner:
                 raise fail(f"Deployment {name!r} is already another stage's", f"deployments.{stage}")
             owner[name] = stage
-        for name, template in self.promql.items():
-            problem = check_template(name, template)
-            if problem:
-                raise fail(problem, f"promql.{name}")
         return self
 
 
@@ -245,16 +238,16 @@ class RequestSloSpec:
     @model_validator(mode="before")
     @classmethod
     def _read(cls, data: Any, info: ValidationInfo) -> Any:
+        """A document may not write the computed ``trace``; it is the bandwidth trace the reading step read for
+        ``bandwidth`` (`rlscale.spec.files`). Hand-written: a field computed from another while reading."""
         doc = document(cls, data, ("trace",))
         context = reading(info)
         if doc is None or context is None:
             return data
         raw = doc.get("bandwidth")
         if isinstance(raw, str) and raw.strip():
-            try:
-                doc["trace"] = load_bandwidth(raw.strip(), Path(context["path"]).parent)
-            except TraceError as exc:
-                raise fail(str(exc), "bandwidth") from None
+            files: SpecFiles = context["files"]
+            doc["trace"] = files.bandwidth_trace(raw.strip())
         return doc
 
     @model_validator(mode="after")
@@ -284,23 +277,20 @@ class VpaSpec:
     updater: Annotated[Literal["kubernetes", "infadapter"], Field(description="who applies the recommendation")] = (
         "kubernetes"
     )
-    variant: Annotated[tuple[Text, ...], Field(min_length=1, max_length=MAX_LIST_ITEMS)] | None = None
-    cores: (
+    variant: Annotated[
+        Annotated[tuple[Text, ...], Field(min_length=1, max_length=MAX_LIST_ITEMS)] | None, OneOrMany
+    ] = None
+    cores: Annotated[
         Annotated[
             tuple[Annotated[int, Field(strict=True, ge=1, le=MAX_CORES_PER_REPLICA)], ...],
             Field(min_length=1, max_length=MAX_LIST_ITEMS),
         ]
-        | None
-    ) = None
+        | None,
+        OneOrMany,
+    ] = None
 
     @model_validator(mode="before")
     @classmethod
-    def _read(cls, data: Any, info: ValidationInfo) -> Any:
-        doc = document(cls, data)
-        if doc is None:
-            return data
-        drop_unset(doc)
-        for key in ("variant", "cores"):  # one value for every stage may be written without brackets
-            if key in doc and not isinstance(doc[key], list | tuple):
-                doc[key] = [doc[key]]
-        return doc
+    def _read(cls, data: Any) -> Any:
+        """In a document, a key written with no value is left out, whatever its name (as in `DampingSpec`)."""
+        return drop_unset(data)

@@ -10,8 +10,8 @@ from pydantic import ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic.json_schema import SkipJsonSchema
 
-from rlscale.errors import ProfileError, SpecError
-from rlscale.profiles import LatencyModel, load_profile
+from rlscale.errors import SpecError
+from rlscale.profiles import LatencyModel
 from rlscale.spec.fields import (
     CONFIG,
     MAX_BATCH,
@@ -20,6 +20,7 @@ from rlscale.spec.fields import (
     MAX_REPLICAS,
     Seconds,
     Text,
+    Unset,
     document,
     fail,
     first_repeat,
@@ -30,7 +31,7 @@ from rlscale.spec.fields import (
     optional_in_document,
     reading,
 )
-from rlscale.spec.files import resolve_profile
+from rlscale.spec.files import SpecFiles, resolve_profile
 
 
 @dataclass(
@@ -57,6 +58,8 @@ class VariantSpec:
     @model_validator(mode="before")
     @classmethod
     def _read(cls, data: Any) -> Any:
+        """A document may leave ``metric_value`` out. Hand-written: code passes it positionally (``startup_s``
+        follows it), so it can have no field default."""
         doc = document(cls, data)
         if doc is None:
             return data
@@ -118,31 +121,27 @@ class StageSpec:
         int, Field(strict=True, ge=1, le=MAX_POOLS, description="most variant pools the stage runs at once")
     ] = 1
     queue_discipline: Annotated[
-        Literal["fifo", "edf"], Field(description="queue order: fifo (arrival) or edf (earliest deadline first)")
+        Literal["fifo", "edf"],
+        Field(description="queue order: fifo (arrival) or edf (earliest deadline first)"),
+        Unset,
     ] = "fifo"
 
     @model_validator(mode="before")
     @classmethod
     def _read(cls, data: Any, info: ValidationInfo) -> Any:
+        """A stage document: ``metric`` and ``min_replicas`` default (hand-written: code passes them positionally,
+        so they can have no field default); the computed ``profile_path`` and ``latency`` are refused in it and
+        filled from the profile the document resolves, as the reading step read it (`rlscale.spec.files`)."""
         doc = document(cls, data, _STAGE_HIDDEN)
         context = reading(info)
         if doc is None or context is None:
             return data
         doc.setdefault("metric", "accuracy")
         doc.setdefault("min_replicas", 1)
-        if doc.get("queue_discipline") is None:
-            doc.pop("queue_discipline", None)
-        if doc.get("profile") is None:
-            doc.pop("profile", None)
         path = resolve_profile(doc, context["path"])
         if path is not None:
-            cache: dict[Path, LatencyModel] = context["profiles"]
-            if path not in cache:
-                try:
-                    cache[path] = load_profile(path)
-                except ProfileError as exc:
-                    raise fail(str(exc), "profile") from None
-            doc["profile_path"], doc["latency"] = path, cache[path]
+            files: SpecFiles = context["files"]
+            doc["profile_path"], doc["latency"] = path, files.profile(path)
         return doc
 
     @model_validator(mode="after")
