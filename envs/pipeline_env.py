@@ -34,7 +34,7 @@ from rlscale.model import (
 )
 from rlscale.predictors import last_interval_peak_rps
 from rlscale.sim.cluster import Simulator
-from rlscale.sim.runner import warm_state
+from rlscale.sim.runner import play, warm_state
 from rlscale.spec import PipelineSpec, load_spec
 from rlscale.types import PipelineConfig, PipelineState, StageConfig
 from rlscale.workload import TRAINING_DAYS, WINDOW_S, Trace, TrafficSource, TrainingSampler, load_trace
@@ -932,7 +932,10 @@ def baseline_scores(
     interval_s: float | None = None,
 ) -> list[float]:
     """IPA's interval scores on an episode as the environment plays it (same start, seed and steps): the LSTM's
-    prediction, IPA's headroom, the exact planner, no guard."""
+    prediction, IPA's headroom, the exact planner, no guard, the spec's limits.
+
+    Played by the runner's episode loop (`rlscale.sim.runner.play`) from the env's start (`PipelineEnv.reset`): the
+    first decision on the warm history, applied like every later one."""
     from ilp_baseline.policy import ILPPolicy, ipa_headroom
     from rlscale.lstm import LSTMPredictor
 
@@ -942,13 +945,8 @@ def baseline_scores(
     state = cluster.observe()
     if state.arrival_rps.size == 0:
         state = PipelineState(state.time_s, state.interval_s, warm.arrival_rps, state.config, None, 0)
-    scores = []
-    limits = control.Limits(spec)
-    while not getattr(cluster, "done", True):
-        control.step(cluster, policy, None, state=state, limits=limits)
-        scores.append(cluster.step().score)
-        state = cluster.observe()
-    return scores
+    controller = control.Controller(policy, None, control.Limits(spec))
+    return [metrics.score for _, metrics in play(cluster, controller, state)]
 
 
 class _ActionPolicy:

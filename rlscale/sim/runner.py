@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from rlscale.control import DecisionError, Limits, as_controller, is_rollout, resized
-from rlscale.interfaces import Policy
+from rlscale.control import Controller, DecisionError, Limits, Outcome, as_controller, is_rollout, resized
+from rlscale.interfaces import Cluster, Policy
 from rlscale.model import max_capacity, plan_fixed_variants
 from rlscale.sim.cluster import Simulator
 from rlscale.sim.metrics import run_summary
@@ -183,6 +184,23 @@ def warm_state(spec: PipelineSpec, trace: Trace, interval_s: float | None = None
     return PipelineState(time_s=0.0, interval_s=interval, arrival_rps=first, config=bootstrap, last=None)
 
 
+def play(
+    cluster: Cluster, controller: Controller, state: PipelineState | None = None
+) -> Iterator[tuple[Outcome, IntervalMetrics]]:
+    """The episode loop: until the workload is over, one control step (``controller.step``), then one interval of
+    the cluster; yields the step's outcome and the interval's metrics.
+
+    The first step decides on ``state`` when given (the Gymnasium env's start: the warm history of `warm_state`
+    before any interval has run), every later one on what the cluster shows. A cluster without ``done`` (one that
+    never ends) plays nothing. `run_episode` and the env's IPA baseline (`envs.pipeline_env.baseline_scores`)
+    both run through it.
+    """
+    while not getattr(cluster, "done", True):
+        outcome = controller.step(cluster, state)
+        state = None
+        yield outcome, cluster.step()
+
+
 def run_episode(
     spec: PipelineSpec,
     trace: Trace,
@@ -218,14 +236,12 @@ def _run(spec, trace, controller, seed, arrivals, initial) -> RunResult:
     configs: list[PipelineConfig] = [initial]
     steps: list[StepNote] = []
     sim.step()
-    while not sim.done:
-        outcome = controller.step(sim)  # the one control step
+    for outcome, _ in play(sim, controller):  # the one control step, then the interval it decided
         decision_ms.append(outcome.decision.decision_s * 1e3)
         steps.append(StepNote.of(outcome))
         if outcome.changed:
-            log.debug("t=%6.0fs %s -> %s", sim.time_s, outcome.state.config, outcome.config)
-        configs.append(sim.config)
-        sim.step()
+            log.debug("t=%6.0fs %s -> %s", outcome.state.time_s, outcome.state.config, outcome.config)
+        configs.append(sim.config)  # in force during the interval just played (an interval changes no config)
     sim.drain()
     record = summarise(sim, controller.name, seed, decision_ms, configs, controller.guard_name, limits)
     return RunResult(
