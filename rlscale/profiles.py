@@ -1,8 +1,15 @@
-"""Latency profiles and the latency model ``l(variant, batch, cores)``.
+"""Latency profiles and the latency model ``l(variant, batch, cores)``, a distribution (DESIGN.md section 3).
 
 A profile is a CSV table of points ``variant,batch,cores,latency_s,source,kind``: the p99 time (seconds) one
 replica with ``cores`` cores takes to process one batch of ``batch`` requests. ``kind`` is ``measured`` or
 ``derived`` (how it was derived is written in ``rlscale/data/PROVENANCE.md``).
+
+A profile may say more, in optional columns (`DISTRIBUTION_COLUMNS`; an empty cell is "not measured"):
+``p50_s``, ``mean_s`` and ``p90_s`` of the same runs, and ``overhead_s``, the serving cost of one request on the
+replica's own core (CPU seconds a request: HTTP, decoding, the server's event loop; measured by ``rlscale profile
+--url``). The run times themselves may sit beside it in ``NAME.runs.csv`` (`runs_path`: ``variant,batch,cores,run_s``,
+one row per timed run of a point of the profile). A profile of the six columns alone (every bundled IPA-derived
+one) means exactly what it always did: a p99 used as a fixed service time.
 
 The model answers with the table's point where one exists and otherwise with a per-variant fit of Sponge's form
 ``l = gamma*b/c + delta*b + eps/c + eta`` whose four coefficients are non-negative. The fit minimises the
@@ -14,8 +21,9 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +32,27 @@ from rlscale.errors import ProfileError
 from rlscale.inputs import MAX_PROFILE_BYTES, read_text_limited
 
 PROFILE_COLUMNS = ("variant", "batch", "cores", "latency_s", "source", "kind")
+DISTRIBUTION_COLUMNS = ("p50_s", "mean_s", "p90_s", "overhead_s")
+"""Optional columns after `PROFILE_COLUMNS`: statistics of the runs, and the per-request serving overhead."""
+RUNS_COLUMNS = ("variant", "batch", "cores", "run_s")
+STATISTICS = ("p50", "mean", "p90", "p99")
+"""The statistics of a point's run times a profile may hold (``p99`` is ``latency_s``)."""
 POINT_KINDS = ("measured", "derived")
+MAX_RUNS_PER_POINT = 100_000
+# p50 <= p90 <= p99 may miss by this relative rounding (values are written with 6 significant digits)
+_ORDER_RTOL = 1e-5
 
 
 @dataclass(frozen=True)
 class ProfilePoint:
-    """One row of a profile table."""
+    """One row of a profile table.
+
+    Attributes:
+        latency_s: the p99 of the batch's run times (seconds).
+        p50_s / mean_s / p90_s: the other statistics of the same runs, where measured (None: not in the profile).
+        overhead_s: the serving cost of one request on the replica's core (CPU seconds), where measured.
+        runs_s: the timed runs themselves (seconds), where kept (`runs_path`).
+    """
 
     variant: str
     batch: int
@@ -37,6 +60,19 @@ class ProfilePoint:
     latency_s: float
     source: str = ""
     kind: str = "measured"
+    p50_s: float | None = None
+    mean_s: float | None = None
+    p90_s: float | None = None
+    overhead_s: float | None = None
+    runs_s: tuple[float, ...] | None = field(default=None, repr=False)
+
+    def statistic_s(self, name: str) -> float | None:
+        """The point's ``p50``, ``mean``, ``p90`` or ``p99`` (seconds); None where the profile does not hold it."""
+        if name == "p99":
+            return self.latency_s
+        if name not in STATISTICS:
+            raise ProfileError(f"unknown statistic {name!r}; expected one of {', '.join(STATISTICS)}")
+        return getattr(self, f"{name}_s")
 
 
 def _features(batch: np.ndarray, cores: np.ndarray) -> np.ndarray:
@@ -113,7 +149,13 @@ def leave_one_out_errors(points: list[ProfilePoint]) -> np.ndarray:
 
 
 class LatencyModel:
-    """``l(variant, batch, cores)`` for the variants of one task: table point if present, else the fit."""
+    """``l(variant, batch, cores)`` for the variants of one task: table point if present, else the fit.
+
+    `latency_s` is the p99 (a profile's ``latency_s``), as it always was; `statistic_s` answers the other
+    statistics where the profile holds them (the point, else the same form fitted to that statistic over the
+    variant's points that hold it), `noise` the measured run-to-run spread for sampling, and `overhead_s` the
+    per-request serving cost.
+    """
 
     def __init__(self, points: Iterable[ProfilePoint], name: str = "profile") -> None:
         self.name = name
@@ -128,6 +170,79 @@ class LatencyModel:
                 [p.batch for p in pts], [p.cores for p in pts], [p.latency_s for p in pts]
             )
         self._cache: dict[tuple[str, int, float], float] = {}
+        self._by_variant = by_variant
+        self._stat_coef: dict[tuple[str, str], np.ndarray | None] = {}
+        self._noise: dict[tuple[str, int, float], np.ndarray | None] = {}
+
+    @property
+    def has_runs(self) -> bool:
+        """Whether any point keeps its run times (what the ``empirical`` service model samples)."""
+        return any(p.runs_s for p in self.points.values())
+
+    @property
+    def has_overhead(self) -> bool:
+        """Whether any point has a measured serving overhead."""
+        return any(p.overhead_s is not None for p in self.points.values())
+
+    def statistic_s(self, variant: str, batch: int, cores: float, name: str) -> float:
+        """The ``name`` statistic (``p50``, ``mean``, ``p90``, ``p99``) of one batch's service time, seconds: the
+        point's where it holds it, else the form fitted to that statistic over the variant's points that hold it;
+        a variant whose profile has none of it answers its p99 (the deterministic meaning of a p99-only profile)."""
+        if name == "p99":
+            return self.latency_s(variant, batch, cores)
+        point = self.points.get((variant, int(batch), float(cores)))
+        if point is not None:
+            value = point.statistic_s(name)
+            if value is not None:
+                return value
+        key = (variant, name)
+        if key not in self._stat_coef:
+            pts = [(p.batch, p.cores, p.statistic_s(name)) for p in self._by_variant.get(variant, [])]
+            pts = [t for t in pts if t[2] is not None]
+            self._stat_coef[key] = fit_latency(*zip(*pts, strict=True)) if pts else None
+        coef = self._stat_coef[key]
+        if coef is None:
+            return self.latency_s(variant, batch, cores)
+        return predict_latency(coef, batch, cores)
+
+    def mean_s(self, variant: str, batch: int, cores: float) -> float:
+        """The mean service time of one batch (`statistic_s` ``mean``; the p99 for a p99-only profile)."""
+        return self.statistic_s(variant, batch, cores, "mean")
+
+    def runs_s(self, variant: str, batch: int, cores: float) -> tuple[float, ...] | None:
+        """The measured run times of a point of the profile, or None."""
+        point = self.points.get((variant, int(batch), float(cores)))
+        return point.runs_s if point is not None else None
+
+    def noise(self, variant: str, batch: int, cores: float) -> np.ndarray | None:
+        """Run-to-run factors to sample a service time of (variant, batch, cores) from: the runs of the nearest
+        point with runs (same variant; distance ``|log2 b - log2 b'| + |log2 c - log2 c'|``, the earlier point on
+        a tie), each divided by their mean (so the factors average 1); None when the variant has no runs."""
+        key = (variant, int(batch), float(cores))
+        if key in self._noise:
+            return self._noise[key]
+        best, best_d = None, math.inf
+        for p in self._by_variant.get(variant, []):
+            if not p.runs_s:
+                continue
+            d = abs(math.log2(p.batch) - math.log2(batch)) + abs(math.log2(p.cores) - math.log2(cores))
+            if d < best_d:
+                best, best_d = p, d
+        factors = None
+        if best is not None:
+            runs = np.asarray(best.runs_s, dtype=float)
+            factors = runs / runs.mean()
+        self._noise[key] = factors
+        return factors
+
+    def overhead_s(self, variant: str, cores: float) -> float:
+        """The serving cost of one request on a replica of ``variant`` with ``cores`` cores (CPU seconds): the
+        median of the measured points at those cores, else of the variant's points, else 0 (not measured)."""
+        pts = self._by_variant.get(variant, [])
+        at = [p.overhead_s for p in pts if p.overhead_s is not None and p.cores == float(cores)]
+        anywhere = [p.overhead_s for p in pts if p.overhead_s is not None]
+        values = at or anywhere
+        return float(np.median(values)) if values else 0.0
 
     @property
     def variants(self) -> list[str]:
@@ -171,12 +286,65 @@ def _parse_number(raw: str, path: Path, line: int, column: str, kind: type) -> f
     return value
 
 
+def runs_path(path: str | Path) -> Path:
+    """Where a profile's run times sit: ``NAME.runs.csv`` beside ``NAME.csv``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.runs.csv")
+
+
+def _optional(row: dict, column: str, path: Path, line: int) -> float | None:
+    raw = (row.get(column) or "").strip()
+    if not raw:
+        return None
+    value = _parse_number(raw, path, line, column, float)
+    if not (value > 0 and np.isfinite(value)) and not (column == "overhead_s" and value == 0):
+        raise ProfileError(f"{path}:{line}: column {column!r} must be a positive number, got {raw}")
+    return value
+
+
+def _read_runs(path: Path, keys: set[tuple[str, int, float]]) -> dict[tuple[str, int, float], list[float]]:
+    """The run times of ``path``'s companion file (`runs_path`), by point; empty when there is none.
+
+    Raises:
+        ProfileError: unreadable, a wrong header, a value that is not a positive number, or a run of a point the
+            profile does not have.
+    """
+    runs_file = runs_path(path)
+    if not runs_file.exists():
+        return {}
+    text = read_text_limited(runs_file, MAX_PROFILE_BYTES, ProfileError, "profile run times")
+    reader = csv.DictReader(text.splitlines())
+    missing = [c for c in RUNS_COLUMNS if c not in tuple(reader.fieldnames or ())]
+    if missing:
+        raise ProfileError(f"{runs_file}: missing column(s) {', '.join(missing)}; expected {','.join(RUNS_COLUMNS)}")
+    runs: dict[tuple[str, int, float], list[float]] = {}
+    for line, row in enumerate(reader, start=2):
+        key = (
+            (row.get("variant") or "").strip(),
+            _parse_number(row["batch"], runs_file, line, "batch", int),
+            _parse_number(row["cores"], runs_file, line, "cores", float),
+        )
+        value = _parse_number(row["run_s"], runs_file, line, "run_s", float)
+        if not (value > 0 and np.isfinite(value)):
+            raise ProfileError(f"{runs_file}:{line}: column 'run_s' must be a positive number, got {row['run_s']}")
+        if key not in keys:
+            raise ProfileError(
+                f"{runs_file}:{line}: variant={key[0]} batch={key[1]} cores={key[2]:g} is not a point of {path.name}"
+            )
+        point_runs = runs.setdefault(key, [])
+        if len(point_runs) >= MAX_RUNS_PER_POINT:
+            raise ProfileError(f"{runs_file}:{line}: more than {MAX_RUNS_PER_POINT} runs of one point")
+        point_runs.append(value)
+    return runs
+
+
 def load_profile(path: str | Path) -> LatencyModel:
-    """Read a profile CSV and build its latency model.
+    """Read a profile CSV (and its run times, `runs_path`, where they exist) and build its latency model.
 
     Raises:
         ProfileError: file missing or unreadable, wrong header, non-numeric or non-positive values,
-            an unknown ``kind``, or the same (variant, batch, cores) twice.
+            an unknown ``kind``, the same (variant, batch, cores) twice, statistics out of order
+            (p50 <= p90 <= p99), or run times of a point the profile does not have.
     """
     path = Path(path)
     text = read_text_limited(path, MAX_PROFILE_BYTES, ProfileError, "profile")
@@ -207,7 +375,15 @@ def load_profile(path: str | Path) -> LatencyModel:
         if key in seen:
             raise ProfileError(f"{path}:{line}: duplicate point variant={variant} batch={batch} cores={cores:g}")
         seen.add(key)
-        points.append(ProfilePoint(variant, batch, cores, latency, (row.get("source") or "").strip(), kind))
+        p50, mean, p90, overhead = (_optional(row, c, path, line) for c in DISTRIBUTION_COLUMNS)
+        ordered = [x for x in (p50, p90, latency) if x is not None]
+        if any(a > b * (1 + _ORDER_RTOL) for a, b in itertools.pairwise(ordered)):
+            raise ProfileError(f"{path}:{line}: p50_s <= p90_s <= latency_s (the p99) must hold, got {ordered}")
+        source = (row.get("source") or "").strip()
+        points.append(ProfilePoint(variant, batch, cores, latency, source, kind, p50, mean, p90, overhead))
     if not points:
         raise ProfileError(f"{path}: profile has no rows")
+    runs = _read_runs(path, seen)
+    if runs:
+        points = [replace(p, runs_s=tuple(runs.get((p.variant, p.batch, p.cores), ())) or None) for p in points]
     return LatencyModel(points, name=str(path))

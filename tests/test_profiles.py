@@ -102,3 +102,52 @@ def test_leave_one_out_error_on_sponge_grid():
     errors = leave_one_out_errors(pts)
     assert np.median(errors) < 0.10
     assert errors.max() < 0.30
+
+
+# ----------------------------------------------------------------- distributions (issue 28, item 1)
+
+
+def _write(tmp_path, rows: list[str], runs: list[str] | None = None):
+    path = tmp_path / "p.csv"
+    path.write_text("\n".join(rows) + "\n")
+    if runs is not None:
+        (tmp_path / "p.runs.csv").write_text("\n".join(runs) + "\n")
+    return path
+
+
+def test_a_six_column_profile_answers_its_p99_for_every_statistic(tmp_path):
+    model = load_profile(_write(tmp_path, ["variant,batch,cores,latency_s,source,kind", "v,1,1,0.01,x,measured"]))
+    assert not model.has_runs and not model.has_overhead
+    for name in ("p50", "mean", "p90", "p99"):
+        assert model.statistic_s("v", 1, 1, name) == 0.01
+    assert model.noise("v", 1, 1) is None and model.overhead_s("v", 1) == 0.0
+
+
+def test_statistics_overhead_and_runs_are_read_and_fitted_where_a_point_lacks_them(tmp_path):
+    header = "variant,batch,cores,latency_s,source,kind,p50_s,mean_s,p90_s,overhead_s"
+    rows = [header, "v,1,1,0.012,x,measured,0.008,0.009,0.010,0.004", "v,2,1,0.02,x,measured,0.016,0.017,0.018,"]
+    runs = ["variant,batch,cores,run_s", "v,1,1,0.008", "v,1,1,0.010", "v,1,1,0.009"]
+    model = load_profile(_write(tmp_path, rows, runs))
+    assert model.statistic_s("v", 1, 1, "p50") == 0.008 and model.mean_s("v", 2, 1) == 0.017
+    assert model.statistic_s("v", 4, 1, "p50") == pytest.approx(0.032, rel=1e-6)  # the form fitted to the p50s
+    assert model.runs_s("v", 1, 1) == (0.008, 0.010, 0.009) and model.runs_s("v", 2, 1) is None
+    factors = model.noise("v", 2, 1)  # the nearest point with runs: (1, 1)
+    assert factors.mean() == pytest.approx(1.0) and factors.tolist() == pytest.approx([8 / 9, 10 / 9, 1.0])
+    assert model.overhead_s("v", 1) == 0.004 and model.overhead_s("v", 2) == 0.004
+
+
+@pytest.mark.parametrize(
+    "row,runs,problem",
+    [
+        ("v,1,1,0.01,x,measured,0.02,,,", None, "p50_s <= p90_s"),
+        ("v,1,1,0.01,x,measured,,,-1,", None, "p90_s"),
+        ("v,1,1,0.01,x,measured,,,,", ["variant,batch,cores,run_s", "v,2,1,0.01"], "not a point"),
+        ("v,1,1,0.01,x,measured,,,,", ["variant,batch,cores,run_s", "v,1,1,nan"], "run_s"),
+        ("v,1,1,0.01,x,measured,,,,", ["variant,batch,run_s", "v,1,0.01"], "missing column"),
+    ],
+    ids=["out of order", "negative", "unknown point", "nan run", "runs header"],
+)
+def test_bad_distributions_are_refused_with_the_line(tmp_path, row, runs, problem):
+    header = "variant,batch,cores,latency_s,source,kind,p50_s,mean_s,p90_s,overhead_s"
+    with pytest.raises(ProfileError, match=problem):
+        load_profile(_write(tmp_path, [header, row], runs))
