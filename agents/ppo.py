@@ -39,8 +39,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.actor import Actor, AgentMismatch, load_actor
-from envs.curriculum import Curriculum
-from envs.pipeline_env import (
+from envs.codecs import (
     ACTION_DESIGNS,
     CAPACITY_LEVELS,
     HEADROOMS,
@@ -49,8 +48,9 @@ from envs.pipeline_env import (
     HOLDS,
     RATIO_RANGE,
     TILTS,
-    PipelineEnv,
 )
+from envs.curriculum import Curriculum
+from envs.pipeline_env import PipelineEnv
 from ilp_baseline.safety import SafetyLayer
 from rlscale.control import Controller
 from rlscale.errors import RlscaleError
@@ -159,7 +159,7 @@ class TrainConfig:
         action_design: ``planner`` (the agent sets per-stage headroom, hold-or-replan and an accuracy tilt; the
             exact DP builds the configuration) or ``direct`` (variant, batch, cores and a capacity level per stage);
             both observe the objective's weights and loads relative to capacity
-            (`envs.pipeline_env.ConditionedCodec`).
+            (`envs.codecs.ConditionedCodec`).
         weights: ``sampled``: draw each training episode's alpha/beta and sla_penalty/beta log-uniform
             (alpha/beta in 1-250, sla_penalty/beta in 30-300; the spec's own weights one episode in five), so one
             agent serves any weights; ``spec``: train at the spec's weights only.
@@ -173,7 +173,7 @@ class TrainConfig:
             with most of its probability (its action head's biases, `PRIOR_LOGIT`), so PPO starts from IPA's
             planner and moves away only where its returns say so, and where it learnt nothing (a load or weights
             it rarely met) it stays close to IPA; ``ipa-hold``: the same towards ``ipa-hold``'s action (headroom
-            0.9, hold unless re-planning gains more than `envs.pipeline_env.HOLD_DELTA`); ``auto``: whichever of
+            0.9, hold unless re-planning gains more than `envs.codecs.HOLD_DELTA`); ``auto``: whichever of
             those two actions, held fixed, beats IPA by more on the validation cells (`choose_prior`; recorded as
             ``prior_start`` in config.json); ``none``: SB3's uniform start. The direct action always starts
             uniform.
@@ -461,12 +461,12 @@ PRIOR_LOGIT = 2.5
 probability among 7 headrooms, 0.86 among 3 hold choices, 0.86 among 3 tilts."""
 PRIOR_ACTIONS = {"ipa": (1.0, "replan"), "ipa-hold": (0.9, "hold-unless-gain")}
 """Each prior's (headroom on every stage, hold choice); the tilt is 1. ``ipa-hold``: its tuned headroom on most
-pipelines and its rule with `envs.pipeline_env.HOLD_DELTA`."""
+pipelines and its rule with `envs.codecs.HOLD_DELTA`."""
 
 
 def ipa_action(nvec: Sequence[int]) -> list[int]:
     """IPA's own action in the planner design whose sub-actions have ``nvec`` choices: headroom 1.0 on every stage,
-    replan, tilt 1.0 (`envs.pipeline_env.ConditionedCodec.decode` then plans exactly as IPA does)."""
+    replan, tilt 1.0 (`envs.codecs.ConditionedCodec.decode` then plans exactly as IPA does)."""
     return prior_action(nvec, "ipa")
 
 
@@ -732,7 +732,7 @@ def _check_config(cfg: TrainConfig) -> None:
 
 
 LOAD_SCALE_MARGIN = 10.0
-"""Observations of load are divided by ``load_scale_rps`` and clipped at this (`envs.pipeline_env.OBS_HIGH`)."""
+"""Observations of load are divided by ``load_scale_rps`` and clipped at this (`envs.codecs.OBS_HIGH`)."""
 
 
 def warn_load_scale(traffic: Sequence[TrafficSource], load_scale_rps: float) -> None:

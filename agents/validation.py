@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.actor import Actor
-from envs.pipeline_env import RATIO_RANGE, beta_unit
+from envs.codecs import RATIO_RANGE, beta_unit
 from ilp_baseline.policy import ILPPolicy, ipa_headroom
 from ilp_baseline.safety import SafetyLayer
 from rlscale.control import Controller

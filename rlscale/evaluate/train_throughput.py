@@ -160,7 +160,7 @@ def train_throughput(timesteps: int = 4096, torch_threads: int = 0) -> dict[str,
     """
     import torch
 
-    import envs  # noqa: F401 - registers rlscale/Pipeline-v0
+    import envs.pipeline_env  # noqa: F401 - registers rlscale/Pipeline-v0
 
     previous = torch.get_num_threads()
     if torch_threads:

@@ -12,7 +12,7 @@ import pytest
 
 from agents.actor import FORMAT, VERSION, Actor, AgentMismatch, load_actor, random_actor
 from agents.ppo import PPOPolicy, bundled_agent, load_agent
-from envs.pipeline_env import CAPACITY_LEVELS, Codec
+from envs.codecs import CAPACITY_LEVELS, Codec
 from rlscale.errors import RlscaleError
 from rlscale.spec import load_spec
 from rlscale.types import PipelineState
@@ -31,7 +31,7 @@ def test_bundled_agent_is_an_actor_with_its_codec_settings(pipeline):
     assert actor.load_scale_rps == 50.0 and actor.capacity_levels == CAPACITY_LEVELS
     assert [w.shape[1] for w, _ in actor.layers] == [128, 128]
     codec = actor.codec(spec, path)
-    assert actor.nvec == tuple(int(n) for n in codec.action_space().nvec)
+    assert actor.nvec == codec.action_nvec()
     with np.load(path, allow_pickle=False) as npz:
         meta = json.loads(str(npz["meta"]))
     assert (meta["format"], meta["version"]) == (FORMAT, VERSION)

@@ -194,7 +194,7 @@ def test_an_agent_for_another_shape_is_refused(tmp_path):
     path = tmp_path / "video.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     bundled = load_actor(bundled_agent("video"))
-    assert PPOPolicy(load_spec(path)).codec.action_space().nvec.tolist() == list(bundled.nvec)
+    assert PPOPolicy(load_spec(path)).codec.action_nvec() == bundled.nvec
     raw["stages"] = raw["stages"][:1]
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     with pytest.raises(RlscaleError, match=r"agent observes \(43,\), pipeline video needs \(35,\)"):
@@ -289,7 +289,7 @@ def test_the_ipa_prior_starts_the_policy_at_ipas_action():
     from stable_baselines3 import PPO
 
     from agents.ppo import PRIOR_LOGIT, ipa_action, make_vec_env, prior_action, set_prior
-    from envs.pipeline_env import HEADROOMS, TILTS
+    from envs.codecs import HEADROOMS, TILTS
 
     venv = make_vec_env(TrainConfig(pipeline="video", n_envs=1))
     nvec = venv.action_space.nvec

@@ -14,14 +14,8 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import envs
 from agents.actor import Actor
 from agents.ppo import BUNDLED_DIR, PPOPolicy, TrainConfig, _run_settings, codec_settings, make_env
-from envs.pipeline_env import (
-    Codec,
-    ConditionedCodec,
-    PipelineEnv,
-    TrainingTraces,
-    objective_features,
-    reward_terms,
-)
+from envs.codecs import Codec, ConditionedCodec, objective_features
+from envs.pipeline_env import PipelineEnv, TrainingTraces, action_space, reward_terms
 from rlscale.model import is_feasible
 from rlscale.spec import load_spec
 from rlscale.types import PipelineState
@@ -219,7 +213,7 @@ def test_codec_round_trip():
     codec = Codec(spec)
     state = PipelineState(100.0, 10.0, load_trace("bursty").rps[:100].astype(float), None, None)
     for _ in range(50):
-        action = codec.action_space().sample()
+        action = action_space(codec).sample()
         config = codec.decode(action, state)
         assert config.total_cores <= spec.core_budget
         again = codec.decode(codec.encode(config, state), state)
@@ -253,7 +247,6 @@ def test_observation_and_action_layouts_match_the_docstrings():
 
 def test_components_are_injected():
     """The env takes its guard, predictor and codec from the caller (DESIGN section 5: components injected)."""
-    from agents.ppo import PPOPolicy
     from ilp_baseline.safety import SafetyLayer
     from rlscale.predictors import ReactivePredictor
 
