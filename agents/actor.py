@@ -26,7 +26,7 @@ an `AgentMismatch`.
 An agent file is data: nothing here unpickles. A stable-baselines3 model (any zip holding ``policy.pth``, whatever
 its name: a run's ``model.zip``, a checkpoint) is refused, since loading one unpickles its ``data`` member, which
 can run any code; only ``rlscale train --resume`` and ``python -m agents.ppo MODEL.zip OUT.npz`` read one, and
-only a model the user trained (`agents.ppo`).
+only a model the user trained (`agents.training`, `agents.conversion`).
 """
 
 from __future__ import annotations

@@ -28,9 +28,9 @@ TRAINED_KWARGS = MappingProxyType(
         "training_days": (0, TRAINING_DAYS - 1),
     }
 )
-"""`PipelineEnv`'s arguments as ``rlscale train`` sets them by default (`agents.ppo.make_env` for a default
-`agents.ppo.TrainConfig`: sampled weights, load scales 0.25-3, the last training day kept for validation); the other
-arguments' defaults are already training's. tests/envs checks that the two agree."""
+"""`PipelineEnv`'s arguments as ``rlscale train`` sets them by default (`agents.training.make_env` for a default
+`agents.train_config.TrainConfig`: sampled weights, load scales 0.25-3, the last training day kept for validation);
+the other arguments' defaults are already training's. tests/envs checks that the two agree."""
 
 REGISTERED = MappingProxyType(
     {

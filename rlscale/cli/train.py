@@ -1,4 +1,5 @@
-"""``rlscale train``: PPO training (`agents.ppo.train`), its flags generated from `agents.ppo.TrainConfig`.
+"""``rlscale train``: PPO training (`agents.training.train`), its flags generated from
+`agents.train_config.TrainConfig`.
 
 Every field of the config is a ``--field-name`` option with the field's default and its docstring line as help,
 so whatever a run depends on can be set from the command line (``--learning-rate 1e-4 --gamma 0.99
@@ -160,7 +161,7 @@ def add_config_flags(p: argparse.ArgumentParser, cls: type, *, skip: tuple[str, 
 
 
 def register(sub) -> None:
-    from agents.ppo import TrainConfig  # numpy only at import: torch comes with `train`
+    from agents.train_config import TrainConfig  # neither torch nor gymnasium: those come with `train`
 
     p = sub.add_parser("train", help="train the PPO agent on training windows (progress bar, TensorBoard logs)")
     add_spec(p)
@@ -207,7 +208,7 @@ def _grid_parsers(cls: type) -> dict[str, Callable[[str], Any]]:
 
 def cmd_train_sweep(args: argparse.Namespace, cfg, spec_name: str, target: Path | None) -> int:
     """``train --seeds N`` / ``--grid`` / ``--continue``: a sweep of trainings (`rlscale.evaluate.train_sweep`)."""
-    from agents.ppo import TrainConfig
+    from agents.train_config import TrainConfig
     from rlscale.evaluate.train_sweep import SweepInterrupted, parse_grid, train_sweep
     from rlscale.interrupts import raise_on_signals, signal_name
     from rlscale.paths import atomic_path
@@ -293,7 +294,8 @@ def absolute_traces(text: str, flag: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from agents.ppo import ACTOR_FILE, TRAIN_EXTRA_HINT, TrainConfig, TrainingInterrupted, bundled_agent, train
+    from agents.inference import ACTOR_FILE, TRAIN_EXTRA_HINT, bundled_agent
+    from agents.train_config import TrainConfig
     from rlscale.interrupts import Interrupted, StopRequest, signal_name, stop_on_signals
     from rlscale.paths import atomic_path
 
@@ -302,6 +304,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         import stable_baselines3  # noqa: F401 - training is the one command that needs torch
     except ImportError:
         raise RlscaleError(f"training needs torch and stable-baselines3: {TRAIN_EXTRA_HINT}") from None
+    from agents.training import TrainingInterrupted, train
+
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     sweep = args.seeds > 1 or bool(args.grid) or args.continue_sweep is not None
     if not sweep and (args.executor != DEFAULT_EXECUTOR or args.workers is not None or args.ray_address):

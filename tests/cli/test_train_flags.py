@@ -1,4 +1,5 @@
-"""``rlscale train``'s flags are generated from `agents.ppo.TrainConfig`: every field settable, with a range."""
+"""``rlscale train``'s flags are generated from `agents.train_config.TrainConfig`: every field settable, with a
+range."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from agents.ppo import TrainConfig
+from agents.train_config import TrainConfig
 from rlscale.cli import build_parser
 from rlscale.cli.train import field_docs
 

@@ -217,7 +217,8 @@ def test_plan_features_are_ipa_holds_signal(spec):
 def test_the_planners_ipa_action_plans_exactly_as_ipa(pipeline):
     """An agent that always proposes IPA's action (headroom 1, replan, no tilt) and runs unguarded scores what ``ipa``
     scores, interval for interval: the planner design can represent IPA, so the IPA prior starts at IPA."""
-    from agents.ppo import PPOPolicy, fixed_actor, ipa_action
+    from agents.inference import PPOPolicy
+    from agents.priors import fixed_actor, ipa_action
     from rlscale.policies.registry import make_policy
     from rlscale.sim.runner import run_episode
     from rlscale.workload import load_trace, scale_trace

@@ -13,7 +13,10 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from agents.actor import Actor
-from agents.ppo import BUNDLED_DIR, PPOPolicy, TrainConfig, _run_settings, codec_settings, make_env
+from agents.conversion import codec_settings
+from agents.inference import BUNDLED_DIR, PPOPolicy
+from agents.train_config import TrainConfig
+from agents.training import _run_settings, make_env
 from envs.codecs import Codec, ConditionedCodec, objective_features
 from envs.pipeline_env import PipelineEnv, TrainingTraces, action_space, reward_terms
 from rlscale.model import is_feasible
@@ -75,7 +78,7 @@ def test_sb3_checker_on_every_registered_id(env_id):
 
 @pytest.mark.parametrize("env_id", REGISTERED_IDS)
 def test_every_registered_id_is_the_env_rlscale_train_builds(env_id):
-    """``gymnasium.make(id)`` is the environment `agents.ppo.make_env` trains on (settings, then play)."""
+    """``gymnasium.make(id)`` is the environment `agents.training.make_env` trains on (settings, then play)."""
     trained = make_env(TrainConfig(**AS_TRAINED[env_id]), rank=0)()
     registered = gym.make(env_id)
     sb3_check_env(trained)
