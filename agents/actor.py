@@ -26,7 +26,7 @@ an `AgentMismatch`.
 An agent file is data: nothing here unpickles. A stable-baselines3 model (any zip holding ``policy.pth``, whatever
 its name: a run's ``model.zip``, a checkpoint) is refused, since loading one unpickles its ``data`` member, which
 can run any code; only ``rlscale train --resume`` and ``python -m agents.ppo MODEL.zip OUT.npz`` read one, and
-only a model the user trained (`agents.ppo`).
+only a model the user trained (`agents.training`, `agents.conversion`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.pipeline_env import (
+from envs.codecs import (
     ACTION_DESIGNS,
     CAPACITY_LEVELS,
     HEADROOMS,
@@ -81,8 +81,8 @@ class Actor:
         load_scale_rps: the codec's load normalisation used in training.
         capacity_levels: the codec's replica levels used in training.
         training: the training run's settings (provenance only).
-        observation: ``absolute`` (`envs.pipeline_env.Codec`: loads / load_scale_rps, no objective; agents
-            trained before issue 15) or ``conditioned`` (`envs.pipeline_env.ConditionedCodec`: relative loads and
+        observation: ``absolute`` (`envs.codecs.Codec`: loads / load_scale_rps, no objective; agents
+            trained before issue 15) or ``conditioned`` (`envs.codecs.ConditionedCodec`: relative loads and
             the objective's weights).
         action: ``direct`` or ``planner`` (conditioned observations only).
         headrooms: the planner action's headroom levels.
@@ -134,10 +134,10 @@ class Actor:
                 f"train one for it with: rlscale train --pipeline {spec.name}"
             )
         codec = self.make_codec(spec)
-        expected = codec.observation_space().shape
+        expected = codec.observation_shape()
         if (self.obs_size,) != expected:
             raise AgentMismatch(f"{source}: agent observes ({self.obs_size},), pipeline {spec.name} needs {expected}")
-        wanted = [int(n) for n in codec.action_space().nvec]
+        wanted = list(codec.action_nvec())
         if list(self.nvec) != wanted:
             raise AgentMismatch(
                 f"{source}: agent chooses among {list(self.nvec)} options per action, pipeline {spec.name} needs "
@@ -377,8 +377,8 @@ def random_actor(
     )
     codec = codec.make_codec(spec)
     rng = np.random.default_rng(seed)
-    sizes = [codec.observation_space().shape[0], *hidden]
-    nvec = tuple(int(n) for n in codec.action_space().nvec)
+    sizes = [codec.observation_shape()[0], *hidden]
+    nvec = codec.action_nvec()
 
     def dense(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
         w = rng.normal(0.0, 1.0 / math.sqrt(n_in), size=(n_in, n_out)).astype(np.float32)

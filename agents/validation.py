@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.actor import Actor
-from envs.pipeline_env import RATIO_RANGE, beta_unit
+from agents.inference import PPOPolicy
+from envs.codecs import RATIO_RANGE, beta_unit
 from ilp_baseline.policy import ILPPolicy, ipa_headroom
 from ilp_baseline.safety import SafetyLayer
 from rlscale.control import Controller
@@ -105,8 +106,6 @@ def ipa_reference(cells: Sequence[Cell], stop: Callable[[], bool] | None = None)
 
 def agent_records(actor: Actor, cells: Sequence[Cell], stop: Callable[[], bool] | None = None) -> list[dict]:
     """The agent's records on the cells, behind the safety layer (what the ``ppo`` policy runs)."""
-    from agents.ppo import PPOPolicy
-
     return run_cells(cells, lambda spec: Controller(PPOPolicy(spec, actor), SafetyLayer(spec)), stop)
 
 

@@ -1,48 +1,36 @@
-"""Gymnasium environments wrapping any `Cluster`, registered on import as they are trained.
+"""Gymnasium environments wrapping any `Cluster`, and the agent's codecs.
 
-Registered ids (each the environment ``rlscale train`` builds with its default settings, `TRAINED_KWARGS`, and the
-action design named; keyword arguments to ``gymnasium.make`` override any of them, e.g. ``pipeline="sum-qa"``):
+- `envs.codecs`: the observation and action codecs (gym-free: the deployed agent's numpy inference imports them).
+- `envs.pipeline_env`: the environment, `PipelineEnv`; importing it registers the ids of `envs.registration`
+  (``rlscale/Pipeline-v0``: the planner action, ``rlscale/PipelineDirect-v0``: the direct action), each the
+  environment ``rlscale train`` builds by default. ``import envs.pipeline_env`` (or ``from envs import PipelineEnv``)
+  before ``gymnasium.make``, or name the module in the id: ``gymnasium.make("envs.pipeline_env:rlscale/Pipeline-v0")``.
+- `envs.curriculum`: the curriculum against IPA's planner.
 
-- ``rlscale/Pipeline-v0``: the planner action (every bundled agent's; ``rlscale train``'s default).
-- ``rlscale/PipelineDirect-v0``: the direct action (``rlscale train --action-design direct``: the ablation).
+Importing this package imports no gymnasium (nor any of its modules): `PipelineEnv`, `TrainingTraces` and `Codec` are
+loaded when first named here.
 
 Agents trained before issue 15 (absolute loads, no objective in the observation) have no registered id: build their
 environment with ``PipelineEnv(pipeline, action_design=None)`` or with the agent's codec (``codec=``).
 """
 
-from types import MappingProxyType
+from __future__ import annotations
 
-from gymnasium.envs.registration import register, registry
+from typing import Any
 
-from envs.pipeline_env import Codec, PipelineEnv, TrainingTraces
-from rlscale.workload import TRAINING_DAYS
-
-ENV_ID = "rlscale/Pipeline-v0"
-DIRECT_ENV_ID = "rlscale/PipelineDirect-v0"
-
-TRAINED_KWARGS = MappingProxyType(
-    {
-        "pipeline": "video",
-        "action_design": "planner",
-        "sample_objective": True,
-        "load_scales": (0.25, 3.0),
-        "training_days": (0, TRAINING_DAYS - 1),
-    }
-)
-"""`PipelineEnv`'s arguments as ``rlscale train`` sets them by default (`agents.ppo.make_env` for a default
-`agents.ppo.TrainConfig`: sampled weights, load scales 0.25-3, the last training day kept for validation); the other
-arguments' defaults are already training's. tests/envs checks that the two agree."""
-
-REGISTERED = MappingProxyType(
-    {
-        ENV_ID: TRAINED_KWARGS,
-        DIRECT_ENV_ID: MappingProxyType({**TRAINED_KWARGS, "action_design": "direct"}),
-    }
-)
-"""Every registered id and its keyword arguments."""
-
-for _id, _kwargs in REGISTERED.items():
-    if _id not in registry:
-        register(id=_id, entry_point="envs.pipeline_env:PipelineEnv", kwargs=dict(_kwargs))
+from envs.registration import DIRECT_ENV_ID, ENV_ID, REGISTERED, TRAINED_KWARGS
 
 __all__ = ["DIRECT_ENV_ID", "ENV_ID", "REGISTERED", "TRAINED_KWARGS", "Codec", "PipelineEnv", "TrainingTraces"]
+
+
+def __getattr__(name: str) -> Any:
+    """`PipelineEnv` and `TrainingTraces` (gymnasium's) and `Codec`, imported when first asked for."""
+    if name in ("PipelineEnv", "TrainingTraces"):
+        from envs import pipeline_env
+
+        return getattr(pipeline_env, name)
+    if name == "Codec":
+        from envs.codecs import Codec
+
+        return Codec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -55,22 +55,26 @@ def run_floor(cell: tuple[str, float, float, str, str, str, str | None]) -> dict
 
 def bundled_validation(pipeline: str, floor: str | None) -> dict:
     """A bundled agent's validation margin over IPA and its violation excesses, behind ``floor``."""
-    from agents import ppo
     from agents.actor import load_actor
+    from agents.inference import PPOPolicy, bundled_agent
+    from agents.priors import validation_reference
+    from agents.train_config import TrainConfig
+    from agents.training import sources
     from agents.validation import gap_vs_ipa, run_cells
     from ilp_baseline.safety import DEFAULT_LOAD, SafetyLayer
     from rlscale.control import Controller
     from rlscale.spec import load_spec
+    from rlscale.workload import source_validation_windows
 
-    actor = load_actor(ppo.bundled_agent(pipeline))
-    names = {f.name for f in dataclasses.fields(ppo.TrainConfig)}
+    actor = load_actor(bundled_agent(pipeline))
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in actor.training.items() if k in names}
-    cfg = ppo.TrainConfig(**settings)
+    cfg = TrainConfig(**settings)
     spec = load_spec(cfg.pipeline)
-    windows = ppo.source_validation_windows(ppo.sources(cfg), cfg.validation_windows, cfg.window_s)
-    cells, ipa = ppo.validation_reference(cfg, spec, windows, {})
+    windows = source_validation_windows(sources(cfg), cfg.validation_windows, cfg.window_s)
+    cells, ipa = validation_reference(cfg, spec, windows, {})
     load = floor or DEFAULT_LOAD
-    records = run_cells(cells, lambda s: Controller(ppo.PPOPolicy(s, actor), SafetyLayer(s, load=load)))
+    records = run_cells(cells, lambda s: Controller(PPOPolicy(s, actor), SafetyLayer(s, load=load)))
     excess = [a["sla_violation_rate"] - b["sla_violation_rate"] for a, b in zip(records, ipa, strict=True)]
     return {
         "pipeline": pipeline,

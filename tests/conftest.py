@@ -94,7 +94,8 @@ def tiny_run(tmp_path_factory) -> Path:
     sends each test file to one worker (``--dist loadfile``), so the tests of one file share one training. Needs the
     train extra."""
     pytest.importorskip("stable_baselines3", reason="training needs the train extra (torch, stable-baselines3)")
-    from agents.ppo import TrainConfig, train
+    from agents.train_config import TrainConfig
+    from agents.training import train
 
     out = tmp_path_factory.mktemp("runs")
     cfg = TrainConfig(

@@ -18,7 +18,7 @@ import pytest
 
 from agents.actor import random_actor
 from agents.hpa import HPAPolicy
-from agents.ppo import PPOPolicy
+from agents.inference import PPOPolicy
 from agents.vpa import VPAPolicy
 from envs.pipeline_env import PipelineEnv
 from ilp_baseline.policy import ILPPolicy, ipa_headroom

@@ -42,7 +42,8 @@ def test_every_core_module_is_under_the_core_contract():
 
 def test_the_contracts_catch_an_upward_import_and_torch(tmp_path):
     """The same contract types over a throwaway tree: a core module importing a layer above it, the registry importing
-    evaluate, torch, mlserver, a product module importing experiments, a cycle."""
+    evaluate, torch, mlserver, a product module importing experiments, a cycle (in agents too: none is ignored), the
+    agent's inference reaching gymnasium through another module."""
     contracts = _contracts()
     modules = {
         m
@@ -56,12 +57,14 @@ def test_the_contracts_catch_an_upward_import_and_torch(tmp_path):
         (folder / "__init__.py").write_text("")
     (tmp_path / "rlscale" / "cli" / "train.py").write_text("import stable_baselines3\n")  # the ignored import
     (tmp_path / "rlscale" / "evaluate" / "train_throughput.py").write_text("import stable_baselines3\nimport torch\n")
-    (tmp_path / "agents" / "ppo.py").write_text("")  # the ignored cycle in agents
-    (tmp_path / "agents" / "validation.py").write_text("def f():\n    import agents.ppo\n")
+    (tmp_path / "agents" / "training.py").write_text("import agents.validation\n")  # a cycle in agents
+    (tmp_path / "agents" / "validation.py").write_text("def f():\n    import agents.training\n")
+    (tmp_path / "agents" / "inference" / "__init__.py").write_text("import envs.pipeline_env\n")  # gym, indirectly
+    (tmp_path / "envs" / "pipeline_env.py").write_text("import gymnasium\n")
     (tmp_path / "rlscale" / "examples" / "resnet.py").write_text("def build(v):\n    import torch\n")  # too
     (tmp_path / "rlscale" / "serve" / "runtime.py").write_text("import mlserver\n")  # the ignored import
     (tmp_path / "rlscale" / "serve" / "model.py").write_text("import mlserver\n")  # mlserver outside the runtime
-    for package in ("stable_baselines3", "mlserver"):
+    for package in ("stable_baselines3", "mlserver", "gymnasium"):
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("")
     (tmp_path / "rlscale" / "model" / "__init__.py").write_text("import envs\n")  # upward
@@ -83,4 +86,5 @@ def test_the_contracts_catch_an_upward_import_and_torch(tmp_path):
     assert "rlscale.policies.registry -> rlscale.evaluate" in result.stdout
     assert "ilp_baseline.plan -> experiments" in result.stdout
     assert "No cycles are allowed in rlscale.sim" in result.stdout
-    assert "agents.validation" not in result.stdout
+    assert "No cycles are allowed in agents" in result.stdout
+    assert "agents.inference is not allowed to import gymnasium" in result.stdout

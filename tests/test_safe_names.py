@@ -138,11 +138,11 @@ def test_compare_refuses_the_same_trace_or_policy_twice(tmp_path):
 
 def test_bundle_path_is_checked_inside_the_bundled_folder(monkeypatch, tmp_path):
     """cmd_train --bundle joins the pipeline name into agents/data through `inside` (a hostile name cannot escape)."""
-    import agents.ppo as ppo
+    from agents.inference import BUNDLED_DIR, bundled_agent
 
-    assert ppo.bundled_agent("video") == ppo.BUNDLED_DIR / "ppo_video.npz"
+    assert bundled_agent("video") == BUNDLED_DIR / "ppo_video.npz"
     with pytest.raises(RlscaleError):
-        ppo.bundled_agent("../../evil")
+        bundled_agent("../../evil")
 
 
 def test_safe_name_rule_matches_every_bundled_name():

@@ -116,7 +116,7 @@ def register(sub) -> None:
 
 def no_bundled_agent_message(policy: str, pipeline: str) -> str:
     """Why ``policy`` cannot run without ``--agent``, and how to give it one (training, then the flag)."""
-    from agents.ppo import ACTOR_FILE, bundled_agent
+    from agents.inference import ACTOR_FILE, bundled_agent
 
     return (
         f"policy {policy} needs an agent and pipeline {pipeline} has none bundled ({bundled_agent(pipeline)}); "
@@ -171,7 +171,7 @@ def _check_runs(policy: str, is_default: bool, args: argparse.Namespace, spec) -
         RlscaleError: the policy cannot run with what is rendered (one line, naming the flag that fixes it).
     """
     from agents.actor import AgentMismatch
-    from agents.ppo import bundled_agent
+    from agents.inference import bundled_agent
     from rlscale.policies.registry import PolicyOptions, make_live_policy
 
     if policy in AGENT_POLICIES and args.agent is None and not bundled_agent(spec.name).exists():

@@ -111,7 +111,8 @@ def register(sub) -> None:
 def live_controller(args: argparse.Namespace, spec):
     """The sidecar's policy behind its guard (a `Controller`). An explicit ``--agent`` must fit the spec (else one
     line, exit 2); only the bundled agent, used by default, falls back to ``ipa`` with a warning when it does not."""
-    from agents.ppo import AgentMismatch, bundled_agent
+    from agents.actor import AgentMismatch
+    from agents.inference import bundled_agent
     from rlscale.cli.manifests import AGENT_POLICIES, no_bundled_agent_message
     from rlscale.policies.registry import default_live_policy, make_live_policy
 

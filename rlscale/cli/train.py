@@ -1,9 +1,11 @@
-"""``rlscale train``: PPO training (`agents.ppo.train`), its flags generated from `agents.ppo.TrainConfig`.
+"""``rlscale train``: PPO training (`agents.training.train`), its flags generated from
+`agents.train_config.TrainConfig`.
 
 Every field of the config is a ``--field-name`` option with the field's default and its docstring line as help,
 so whatever a run depends on can be set from the command line (``--learning-rate 1e-4 --gamma 0.99
---net-arch 256,256``); numeric fields take only values in the ranges of `RANGES` (else one usage line, exit 2).
-Besides them: ``--set`` (spec overrides) and ``--bundle``.
+--net-arch 256,256``); numeric fields take only values in their ranges, text fields with choices only those (the
+fields' `agents.train_config.Flag`; else one usage line, exit 2). Besides them: ``--set`` (spec overrides) and
+``--bundle``.
 """
 
 from __future__ import annotations
@@ -22,75 +24,6 @@ from typing import Any
 from rlscale.cli.args import add_set, add_spec, float_in, int_in, int_list_in, load_spec, spec_file
 from rlscale.errors import RlscaleError
 from rlscale.evaluate.sweep import DEFAULT_EXECUTOR, add_executor_flags
-from rlscale.inputs import MAX_SEED, MAX_TRACE_SECONDS
-
-MAX_STEPS = 10**10
-
-RANGES: dict[str, Callable[[str], Any]] = {
-    "timesteps": int_in(1, MAX_STEPS),
-    "seed": int_in(0, MAX_SEED),
-    "n_envs": int_in(1, 256),
-    "learning_rate": float_in(0.0, 1.0, exclusive_low=True),
-    "n_steps": int_in(1, 1_000_000),
-    "batch_size": int_in(2, 1_000_000),  # SB3 normalises advantages per minibatch: one sample is refused
-    "n_epochs": int_in(1, 1000),
-    "gamma": float_in(0.0, 1.0),
-    "gae_lambda": float_in(0.0, 1.0),
-    "ent_coef": float_in(0.0, 1.0),
-    "net_arch": int_list_in(1, 4096, max_items=8),
-    "checkpoint_every": int_in(1, MAX_STEPS),
-    "checkpoint_minutes": float_in(0.0, 7 * 24 * 60.0),
-    "eval_every": int_in(1, MAX_STEPS),
-    "load_scale_rps": float_in(0.0, 1e6, exclusive_low=True),
-    "projection_penalty": float_in(0.0, 100.0),
-    "reconfig_penalty": float_in(0.0, 100.0),
-    "validation_days": int_in(0, 13),
-    "validation_windows": int_in(1, 1000),
-    "torch_threads": int_in(0, 1024),
-    "window_s": int_in(10, MAX_TRACE_SECONDS),
-    "damping": int_in(1, 1000),
-    "validation_fraction": float_in(0.0, 0.9),
-    "min_load_scale": float_in(0.0, 100.0, exclusive_low=True),
-    "max_load_scale": float_in(0.0, 100.0, exclusive_low=True),
-}
-"""The argparse type of each numeric `TrainConfig` field: its range (every numeric field must have one)."""
-
-# the flags that existed before they were generated keep their words
-HELP = {
-    "timesteps": "adaptation intervals to train for (default 200000)",
-    "seed": "seed of PPO and of the training windows (default 0)",
-    "n_envs": "parallel environments (default 4)",
-    "out": "parent folder of the run folder (default runs/)",
-    "resume": "continue training this model: a run's model.zip or a checkpoint in its checkpoints/, beside the run's "
-    "config.json. The model is unpickled, which can run code: only resume your own runs",
-    "checkpoint_minutes": "also save a checkpoint every M minutes, besides every --checkpoint-every steps "
-    "(default 10; 0: off)",
-}
-CHOICES = {
-    "vec_env": ("dummy", "subproc"),
-    "action_design": ("planner", "direct"),
-    "weights": ("sampled", "spec"),
-    "curriculum": ("ipa-gap", "none"),
-    "prior": ("auto", "ipa", "ipa-hold", "none"),
-    "reward_scale": ("none", "load"),
-}
-"""The values a text field of `TrainConfig` may take, where it has a fixed set (argparse refuses others)."""
-METAVAR = {
-    "vec_env": "dummy|subproc",
-    "action_design": "planner|direct",
-    "weights": "sampled|spec",
-    "curriculum": "ipa-gap|none",
-    "prior": "auto|ipa|ipa-hold|none",
-    "reward_scale": "none|load",
-    "name": "NAME",
-    "resume": "MODEL.zip",
-    "checkpoint_minutes": "M",
-    "net_arch": "N,N,...",
-    "traces": "twitter|A.csv,...",
-    "eval_traces": "NAME|A.csv,...|none",
-    "window_s": "S",
-    "validation_fraction": "F",
-}
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -122,45 +55,74 @@ def _type_of(hint: Any) -> type:
     return args[0] if args else hint
 
 
+def value_parsers(cls: type) -> dict[str, Callable[[str], Any]]:
+    """The argparse type of each numeric field of the dataclass ``cls`` (`agents.train_config` fields): a number
+    (or a list of integers) in the field's range. What the flags and a sweep's ``--grid`` values are parsed with.
+
+    Raises:
+        TypeError: a numeric field without a range.
+    """
+    from agents.train_config import flags
+
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Callable[[str], Any]] = {}
+    for name, flag in flags(cls).items():
+        kind = _type_of(hints[name])
+        if kind not in (int, float, list):
+            continue
+        if flag.low is None or flag.high is None:
+            raise TypeError(f"{cls.__name__}.{name}: a numeric field needs a range (low, high) in its Flag")
+        if kind is int:
+            out[name] = int_in(int(flag.low), int(flag.high))
+        elif kind is float:
+            out[name] = float_in(flag.low, flag.high, exclusive_low=flag.exclusive_low)
+        else:
+            if flag.max_items is None:
+                raise TypeError(f"{cls.__name__}.{name}: a list field needs max_items in its Flag")
+            out[name] = int_list_in(int(flag.low), int(flag.high), max_items=flag.max_items)
+    return out
+
+
 def add_config_flags(p: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
-    """A ``--field-name`` option per field of the dataclass ``cls``: its type (numbers in `RANGES`), default and
-    docstring line (`field_docs`) as help."""
+    """A ``--field-name`` option per field of the dataclass ``cls``: its type (numbers in their ranges,
+    `value_parsers`), choices, default, metavar and help (its `agents.train_config.Flag`'s, else its docstring line,
+    `field_docs`)."""
+    from agents.train_config import flag_name, flags
+
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
+    parsers = value_parsers(cls)
     defaults = cls()
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
+    for name, flag in flags(cls).items():
+        if name in skip:
             continue
-        kind = _type_of(hints[f.name])
-        default = getattr(defaults, f.name)
-        if kind in (int, float, list):
-            if f.name not in RANGES:
-                raise TypeError(f"{cls.__name__}.{f.name}: a numeric field needs a range in rlscale.cli.train.RANGES")
-            parse = RANGES[f.name]
-        elif kind is str:
-            parse = str
-        else:
-            raise TypeError(f"{cls.__name__}.{f.name}: no command-line form for {hints[f.name]}")
+        kind = _type_of(hints[name])
+        default = getattr(defaults, name)
+        if kind not in (int, float, list, str):
+            raise TypeError(f"{cls.__name__}.{name}: no command-line form for {hints[name]}")
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
         shown = f"{shown:g}" if isinstance(shown, float) else shown
-        if f.name in HELP:
-            text = HELP[f.name]
+        if flag.help is not None:
+            text = flag.help
         else:
-            if f.name not in docs:
-                raise TypeError(f"{cls.__name__}.{f.name}: not described under Attributes: in the docstring")
-            text = docs[f.name].rstrip(".") + ("" if default is None else f" (default {shown})")
+            if name not in docs:
+                raise TypeError(f"{cls.__name__}.{name}: not described under Attributes: in the docstring")
+            text = docs[name].rstrip(".") + ("" if default is None else f" (default {shown})")
+        metavar = flag.metavar
+        if metavar is None:
+            metavar = "|".join(flag.choices) if flag.choices else {int: "N", float: "X"}.get(kind, "S")
         p.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=parse,
+            flag_name(name),
+            type=parsers.get(name, str),
             default=default,
-            choices=CHOICES.get(f.name),
-            metavar=METAVAR.get(f.name, f.name.upper() if f.name in HELP else {int: "N", float: "X"}.get(kind, "S")),
+            choices=flag.choices,
+            metavar=metavar,
             help=text.replace("%", "%%"),
         )
 
 
 def register(sub) -> None:
-    from agents.ppo import TrainConfig  # numpy only at import: torch comes with `train`
+    from agents.train_config import TrainConfig  # neither torch nor gymnasium: those come with `train`
 
     p = sub.add_parser("train", help="train the PPO agent on training windows (progress bar, TensorBoard logs)")
     add_spec(p)
@@ -200,14 +162,9 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def _grid_parsers(cls: type) -> dict[str, Callable[[str], Any]]:
-    """The parser of one grid value of every numeric field that a grid may vary."""
-    return {f.name: RANGES[f.name] for f in dataclasses.fields(cls) if f.name in RANGES}
-
-
 def cmd_train_sweep(args: argparse.Namespace, cfg, spec_name: str, target: Path | None) -> int:
     """``train --seeds N`` / ``--grid`` / ``--continue``: a sweep of trainings (`rlscale.evaluate.train_sweep`)."""
-    from agents.ppo import TrainConfig
+    from agents.train_config import TrainConfig
     from rlscale.evaluate.train_sweep import SweepInterrupted, parse_grid, train_sweep
     from rlscale.interrupts import raise_on_signals, signal_name
     from rlscale.paths import atomic_path
@@ -216,7 +173,7 @@ def cmd_train_sweep(args: argparse.Namespace, cfg, spec_name: str, target: Path 
         raise RlscaleError("--resume continues one model; a sweep starts every training fresh (or use --continue)")
     if cfg.name is not None:
         raise RlscaleError("--name names one run; a sweep names its runs g{K}-s{SEED}")
-    grid = parse_grid(args.grid, _grid_parsers(TrainConfig))
+    grid = parse_grid(args.grid, value_parsers(TrainConfig))
     if args.continue_sweep is not None:
         from rlscale.evaluate.train_sweep import read_plan
         from rlscale.spec import load_spec as load_plain
@@ -293,7 +250,8 @@ def absolute_traces(text: str, flag: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from agents.ppo import ACTOR_FILE, TRAIN_EXTRA_HINT, TrainConfig, TrainingInterrupted, bundled_agent, train
+    from agents.inference import ACTOR_FILE, TRAIN_EXTRA_HINT, bundled_agent
+    from agents.train_config import TrainConfig
     from rlscale.interrupts import Interrupted, StopRequest, signal_name, stop_on_signals
     from rlscale.paths import atomic_path
 
@@ -302,6 +260,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         import stable_baselines3  # noqa: F401 - training is the one command that needs torch
     except ImportError:
         raise RlscaleError(f"training needs torch and stable-baselines3: {TRAIN_EXTRA_HINT}") from None
+    from agents.training import TrainingInterrupted, train
+
     settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     sweep = args.seeds > 1 or bool(args.grid) or args.continue_sweep is not None
     if not sweep and (args.executor != DEFAULT_EXECUTOR or args.workers is not None or args.ray_address):

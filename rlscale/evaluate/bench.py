@@ -124,7 +124,7 @@ def bench_agents(stages: tuple[int, ...] = STAGES, repeats: int = 50, progress=N
     ``ppo+safety`` the projection onto the feasible set. States alternate between the low and the high load.
     """
     from agents.actor import random_actor
-    from agents.ppo import PPOPolicy
+    from agents.inference import PPOPolicy
     from ilp_baseline.safety import SafetyLayer
     from rlscale.control import Controller
     from rlscale.types import PipelineState

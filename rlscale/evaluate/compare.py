@@ -334,7 +334,7 @@ def _settings(
         "timelines": timelines,
     }
     if any(p.startswith("ppo") for p in policies):
-        from agents.ppo import bundled_agent
+        from agents.inference import bundled_agent
 
         agent = Path(getattr(options, "agent", None) or bundled_agent(spec.name))
         settings["agent_sha256"] = _digest(_file_bytes(agent))

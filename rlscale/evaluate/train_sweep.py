@@ -38,7 +38,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from agents.ppo import ACTOR_FILE, TrainConfig
+from agents.inference import ACTOR_FILE
+from agents.train_config import TrainConfig
 from rlscale.errors import RlscaleError
 from rlscale.evaluate.sweep import make_executor, progress_bar
 from rlscale.inputs import (
@@ -98,13 +99,13 @@ class SweepInterrupted(Interrupted):
 
 
 def run_training(job: TrainingJob) -> dict[str, Any]:
-    """Train one job (`agents.ppo.train`) and return its record: validation and evaluation scores, run folder.
+    """Train one job (`agents.training.train`) and return its record: validation and evaluation scores, run folder.
 
     Torch runs on one thread (`plan` sets ``torch_threads``: several trainings share the machine, and the same
     thread count everywhere makes the result independent of the executor). A SIGTERM (the sweep ending this
     worker) saves the model so far.
     """
-    from agents.ppo import train
+    from agents.training import train
     from rlscale.interrupts import StopRequest, stop_on_signals
 
     cfg = job.config
@@ -379,7 +380,7 @@ def train_sweep(
         RlscaleError: bad settings, grid, executor or folder (nothing is created then).
         SweepInterrupted: a signal stopped it; the finished trainings are recorded.
     """
-    from agents.ppo import _check_config  # every setting checked before anything is created
+    from agents.train_config import check_config  # every setting checked before anything is created
     from rlscale.spec import load_spec
 
     sweeper = make_executor(executor, workers, ray_address)
@@ -391,11 +392,11 @@ def train_sweep(
     else:
         if base is None:
             raise RlscaleError("a new sweep needs its base settings")
-        _check_config(base)
+        check_config(base)
         spec = load_spec(base.pipeline)
         jobs = plan(base, seeds, grid or {})
         for job in jobs:
-            _check_config(job.config)
+            check_config(job.config)
         out = Path(base.out)
         if out.exists() and not out.is_dir():
             raise OutputError(f"--out {out}: exists and is not a folder")

@@ -1,6 +1,6 @@
 """Training throughput: environment steps per second of PPO training, and where the time goes.
 
-`train_throughput` trains stable-baselines3's PPO with rlscale's default settings (`agents.ppo.TrainConfig`: 4
+`train_throughput` trains stable-baselines3's PPO with rlscale's default settings (`agents.train_config.TrainConfig`: 4
 environments in one process, 512 steps each per rollout, minibatches of 256, 10 epochs, a 128x128 network, cpu) for
 ``timesteps`` steps on ``rlscale/Pipeline-v0`` (the video pipeline, safety layer on, rewards normalised, as
 ``rlscale train`` builds it) and with the same PPO settings on Gymnasium's ``CartPole-v1``, whose environment costs
@@ -12,9 +12,10 @@ interval, the observation, the LSTM prediction, the safety projection and the ac
 step is the control step's bookkeeping and applying the configuration).
 
 ``python -m rlscale.evaluate.train_throughput [--timesteps N] [--env-steps N] [--json]`` prints both. Needs the
-``train`` extra (torch, stable-baselines3). The script only reads `PipelineEnv`'s public attributes (``codec``,
-``predictor``, ``safety``, ``cluster``), so it also measures older commits of rlscale (run it with ``PYTHONPATH``
-at their checkout).
+``train`` extra (torch, stable-baselines3). PPO is built by `agents.training.build_ppo`, as ``rlscale train``
+builds it, but started uniform (``prior="none"``: SB3's own start, whatever ``--prior`` a training would resolve to),
+so the figure measures the learner and the environments, not a prior. The environment is timed through
+`PipelineEnv`'s public attributes only (``codec``, ``predictor``, ``safety``, ``cluster``).
 """
 
 from __future__ import annotations
@@ -64,23 +65,17 @@ def require_train_extra() -> None:
 
 
 def _train_config():
-    """rlscale's default training settings (`agents.ppo.TrainConfig`)."""
-    from agents.ppo import TrainConfig
+    """rlscale's default training settings (`agents.train_config.TrainConfig`)."""
+    from agents.train_config import TrainConfig
 
     return TrainConfig(pipeline=PIPELINE)
 
 
 def _pipeline_venv(cfg):
-    """The training environments of ``rlscale train`` for ``cfg``; older checkouts without `make_vec_env`: the same
-    construction by hand."""
-    import agents.ppo as ppo
+    """The training environments of ``rlscale train`` for ``cfg`` (`agents.training.make_vec_env`)."""
+    from agents.training import make_vec_env
 
-    if hasattr(ppo, "make_vec_env"):
-        return ppo.make_vec_env(cfg)
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-
-    envs = DummyVecEnv([ppo.make_env(cfg, i) for i in range(cfg.n_envs)])
-    return VecNormalize(envs, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
+    return make_vec_env(cfg)
 
 
 def _cartpole_venv(cfg):
@@ -101,7 +96,8 @@ def _cartpole_venv(cfg):
 
 
 def ppo_steps_per_s(venv, cfg, timesteps: int) -> dict[str, float]:
-    """Train a fresh PPO (``cfg``'s settings) on ``venv`` for ``timesteps`` steps.
+    """Train a fresh PPO (``cfg``'s settings, `agents.training.build_ppo`, uniform start) on ``venv`` for
+    ``timesteps`` steps.
 
     Returns:
         ``steps_per_s`` (steps learnt / wall time of ``learn``), ``wall_s``, ``cpu_s`` (this process's CPU time, all
@@ -110,23 +106,9 @@ def ppo_steps_per_s(venv, cfg, timesteps: int) -> dict[str, float]:
         (collecting: the environments and the policy's forward passes) and ``update_s`` (the learner's gradient
         steps).
     """
-    from stable_baselines3 import PPO
+    from agents.training import build_ppo
 
-    model = PPO(
-        "MlpPolicy",
-        venv,
-        learning_rate=cfg.learning_rate,
-        n_steps=cfg.n_steps,
-        batch_size=cfg.batch_size,
-        n_epochs=cfg.n_epochs,
-        gamma=cfg.gamma,
-        gae_lambda=cfg.gae_lambda,
-        ent_coef=cfg.ent_coef,
-        policy_kwargs={"net_arch": list(cfg.net_arch)},
-        seed=cfg.seed,
-        device="cpu",
-        verbose=0,
-    )
+    model = build_ppo(venv, cfg, prior="none")  # the uniform start it has always measured (CartPole has no planner)
     spent = {"rollout_s": 0.0, "update_s": 0.0}
     timed = functools.partial(_timed, spent)
 
@@ -160,7 +142,7 @@ def train_throughput(timesteps: int = 4096, torch_threads: int = 0) -> dict[str,
     """
     import torch
 
-    import envs  # noqa: F401 - registers rlscale/Pipeline-v0
+    import envs.pipeline_env  # noqa: F401 - registers rlscale/Pipeline-v0
 
     previous = torch.get_num_threads()
     if torch_threads:

@@ -222,7 +222,7 @@ def _sponge(rule: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], 
 
 def _ppo(name: str) -> Callable[[PipelineSpec, Trace | None, PolicyOptions], Policy]:
     def build(spec: PipelineSpec, trace: Trace | None, opts: PolicyOptions) -> Policy:
-        from agents.ppo import PPOPolicy  # numpy only: an actor .npz, never a (pickled) model.zip
+        from agents.inference import PPOPolicy  # numpy only: an actor .npz, never a (pickled) model.zip
 
         agent = PPOPolicy(spec, Path(opts.agent) if opts.agent else None)
         agent.name = name
@@ -330,7 +330,7 @@ def default_live_policy(spec: PipelineSpec) -> str:
     file records ``validation_score``, the mean margin over IPA in cores; agents bundled before it was recorded
     count as not trailing), else ``ipa``."""
     from agents.actor import load_actor
-    from agents.ppo import bundled_agent
+    from agents.inference import bundled_agent
 
     path = bundled_agent(spec.name)
     if not path.exists():

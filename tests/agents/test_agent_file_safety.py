@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agents.actor import load_actor
-from agents.ppo import PPOPolicy, is_model_zip, load_agent
+from agents.inference import PPOPolicy, is_model_zip, load_agent
 from rlscale.errors import RlscaleError
 from rlscale.spec import load_spec
 from tests.test_hostile_inputs_files import MARKER, evil_model_zip
@@ -88,7 +88,7 @@ def _run_folder(root: Path, settings: dict | None = RUN_SETTINGS) -> Path:
 
 
 def test_resume_takes_a_model_only_from_a_run_folder(tmp_path):
-    from agents.ppo import check_run_model
+    from agents.training import check_run_model
 
     run = _run_folder(tmp_path)
     check_run_model(run / "model.zip")  # what `rlscale train` saves, and its checkpoints
@@ -102,7 +102,7 @@ def test_resume_takes_a_model_only_from_a_run_folder(tmp_path):
     "settings", [None, {"pipeline": "video"}, ["spec_name", "load_scale_rps"]], ids=["none", "partial", "list"]
 )
 def test_resume_refuses_a_folder_without_the_runs_settings(tmp_path, settings):
-    from agents.ppo import check_run_model
+    from agents.training import check_run_model
 
     run = _run_folder(tmp_path, settings)
     with pytest.raises(RlscaleError, match="not a model saved by rlscale train"):
@@ -112,7 +112,7 @@ def test_resume_refuses_a_folder_without_the_runs_settings(tmp_path, settings):
 def test_resume_refuses_a_pickled_model_outside_a_run_folder_before_unpickling(evil):
     """``train``'s own check, on the real loader path: nothing is unpickled (needs the train extra)."""
     pytest.importorskip("stable_baselines3", reason="resume needs the train extra")
-    from agents.ppo import _load_for_resume
+    from agents.training import _load_for_resume
 
     with pytest.raises(RlscaleError, match="your own runs"):
         _load_for_resume(evil, load_spec("video"), venv=None)

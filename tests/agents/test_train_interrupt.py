@@ -16,14 +16,16 @@ from pathlib import Path
 
 import pytest
 
-import agents.ppo as ppo
-from agents.ppo import TrainConfig, train
+import agents.training as training
+from agents.inference import BUNDLED_DIR, bundled_agent
+from agents.train_config import TrainConfig
+from agents.training import TrainingInterrupted, train
 from rlscale.errors import RlscaleError
 
 WRAPPER = """
 import sys
-import agents.ppo as ppo
-ppo.evaluate = lambda *a, **k: {}
+import agents.training as training
+training.evaluate = lambda *a, **k: {}
 from rlscale.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -83,7 +85,7 @@ def test_a_signal_saves_a_model_that_resume_accepts(tmp_path, sig, code):
 
 @pytest.mark.e2e
 def test_training_checkpoints_on_a_time_period(tmp_path, monkeypatch):
-    monkeypatch.setattr(ppo, "evaluate", lambda *a, **k: {})
+    monkeypatch.setattr(training, "evaluate", lambda *a, **k: {})
     cfg = TrainConfig(
         timesteps=256,
         n_envs=1,
@@ -105,10 +107,10 @@ def test_a_stop_request_ends_training_with_a_saved_model(tmp_path, monkeypatch):
     """The library path: a set stop event ends learning at the next step; the model is saved, nothing evaluated."""
     from rlscale.interrupts import StopRequest
 
-    monkeypatch.setattr(ppo, "evaluate", lambda *a, **k: pytest.fail("an interrupted run must not evaluate"))
+    monkeypatch.setattr(training, "evaluate", lambda *a, **k: pytest.fail("an interrupted run must not evaluate"))
     stop = StopRequest()
     stop.set(signal.SIGINT)
-    with pytest.raises(ppo.TrainingInterrupted) as info:
+    with pytest.raises(TrainingInterrupted) as info:
         train(TrainConfig(timesteps=10_000, n_envs=1, n_steps=64, batch_size=32, out=str(tmp_path)), False, stop=stop)
     assert info.value.exit_code == 130
     assert info.value.model.exists() and info.value.timesteps_done < 10_000
@@ -126,9 +128,9 @@ def test_a_stop_during_the_final_evaluation_ends_it_with_the_model_kept(tmp_path
         stop.set(signal.SIGTERM)  # the signal arrives while the first window is evaluated
         return {}
 
-    monkeypatch.setattr(ppo, "evaluate", evaluate)
+    monkeypatch.setattr(training, "evaluate", evaluate)
     cfg = TrainConfig(timesteps=128, n_envs=1, n_steps=64, batch_size=32, out=str(tmp_path), validation_windows=1)
-    with pytest.raises(ppo.TrainingInterrupted) as info:
+    with pytest.raises(TrainingInterrupted) as info:
         train(cfg, progress_bar=False, stop=stop)
     assert len(calls) == 1 and info.value.exit_code == 143
     assert info.value.timesteps_done >= 128 and info.value.model.exists()
@@ -156,7 +158,7 @@ BAD_INPUTS = {
     "out is /dev/full": (lambda tmp: ["--out", "/dev/full"], "--out"),
     "garbage resume": (lambda tmp: ["--resume", _garbage(tmp)], "cannot load"),
     "another pipeline's agent": (
-        lambda tmp: ["--pipeline", "nlp", "--resume", str(ppo.bundled_agent("video"))],
+        lambda tmp: ["--pipeline", "nlp", "--resume", str(bundled_agent("video"))],
         "pipeline nlp",
     ),
     "resume a folder": (lambda tmp: ["--resume", str(tmp)], "--resume"),
@@ -187,5 +189,5 @@ def test_train_rejects_a_bad_seed_in_the_library_too(tmp_path):
 
 
 def test_the_bundle_flag_resolves_inside_the_bundled_folder():
-    assert ppo.bundled_agent("sum-qa").resolve().parent == ppo.BUNDLED_DIR.resolve()
-    assert os.sep not in ppo.bundled_agent("video").name
+    assert bundled_agent("sum-qa").resolve().parent == BUNDLED_DIR.resolve()
+    assert os.sep not in bundled_agent("video").name

@@ -1,12 +1,14 @@
-"""``rlscale train``'s flags are generated from `agents.ppo.TrainConfig`: every field settable, with a range."""
+"""``rlscale train``'s flags are generated from `agents.train_config.TrainConfig`: every field settable, with its
+range and choices."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import pytest
 
-from agents.ppo import TrainConfig
+from agents.train_config import TrainConfig, flag_name, flags
 from rlscale.cli import build_parser
 from rlscale.cli.train import field_docs
 
@@ -21,6 +23,48 @@ def test_every_field_is_a_flag_with_the_config_default():
     for f in dataclasses.fields(TrainConfig):
         if f.name != "pipeline":
             assert getattr(args, f.name) == getattr(defaults, f.name), f.name
+
+
+SWEEP_AND_SPEC = {
+    "pipeline",
+    "overrides",
+    "bundle",
+    "seeds",
+    "grid",
+    "continue_sweep",
+    "executor",
+    "workers",
+    "ray_address",
+}
+"""The train command's options that are not `TrainConfig` fields (``--pipeline`` is the spec's flag, with ``--set``)."""
+
+
+def _train_parser():
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return commands.choices["train"]
+
+
+def test_the_flags_are_the_config_fields_with_their_defaults_and_choices():
+    """One flag per field (but ``pipeline``), named after it, with the field's default and choices: nothing else
+    decides them (`agents.train_config.Flag`)."""
+    actions = {a.dest: a for a in _train_parser()._actions if a.dest != "help"}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert set(actions) - SWEEP_AND_SPEC == fields - {"pipeline"}
+    defaults = TrainConfig()
+    for name, flag in flags(TrainConfig).items():
+        if name == "pipeline":
+            continue
+        action = actions[name]
+        assert action.option_strings == [flag_name(name)], name
+        assert action.default == getattr(defaults, name), name
+        assert action.choices == flag.choices, name
+        if flag.high is None:
+            assert action.type is str, name
+            continue
+        high = int(flag.high) if isinstance(action.default, int | list) else flag.high
+        assert action.type(str(high)) == ([high] if isinstance(action.default, list) else high), name
+        with pytest.raises(argparse.ArgumentTypeError):
+            action.type(str(high * 2 + 1))
 
 
 def test_every_field_has_its_own_docstring_line():

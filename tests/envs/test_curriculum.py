@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from envs.codecs import RATIO_RANGE
 from envs.curriculum import Curriculum
-from envs.pipeline_env import RATIO_RANGE, PipelineEnv, baseline_scores
+from envs.pipeline_env import PipelineEnv, baseline_scores
 from rlscale.errors import RlscaleError
 from rlscale.spec import load_spec
 

@@ -13,15 +13,12 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from agents.actor import Actor
-from agents.ppo import BUNDLED_DIR, PPOPolicy, TrainConfig, _run_settings, codec_settings, make_env
-from envs.pipeline_env import (
-    Codec,
-    ConditionedCodec,
-    PipelineEnv,
-    TrainingTraces,
-    objective_features,
-    reward_terms,
-)
+from agents.conversion import codec_settings
+from agents.inference import BUNDLED_DIR, PPOPolicy
+from agents.train_config import TrainConfig
+from agents.training import _run_settings, make_env
+from envs.codecs import Codec, ConditionedCodec, objective_features
+from envs.pipeline_env import PipelineEnv, TrainingTraces, action_space, reward_terms
 from rlscale.model import is_feasible
 from rlscale.spec import load_spec
 from rlscale.types import PipelineState
@@ -81,7 +78,7 @@ def test_sb3_checker_on_every_registered_id(env_id):
 
 @pytest.mark.parametrize("env_id", REGISTERED_IDS)
 def test_every_registered_id_is_the_env_rlscale_train_builds(env_id):
-    """``gymnasium.make(id)`` is the environment `agents.ppo.make_env` trains on (settings, then play)."""
+    """``gymnasium.make(id)`` is the environment `agents.training.make_env` trains on (settings, then play)."""
     trained = make_env(TrainConfig(**AS_TRAINED[env_id]), rank=0)()
     registered = gym.make(env_id)
     sb3_check_env(trained)
@@ -219,7 +216,7 @@ def test_codec_round_trip():
     codec = Codec(spec)
     state = PipelineState(100.0, 10.0, load_trace("bursty").rps[:100].astype(float), None, None)
     for _ in range(50):
-        action = codec.action_space().sample()
+        action = action_space(codec).sample()
         config = codec.decode(action, state)
         assert config.total_cores <= spec.core_budget
         again = codec.decode(codec.encode(config, state), state)
@@ -253,7 +250,6 @@ def test_observation_and_action_layouts_match_the_docstrings():
 
 def test_components_are_injected():
     """The env takes its guard, predictor and codec from the caller (DESIGN section 5: components injected)."""
-    from agents.ppo import PPOPolicy
     from ilp_baseline.safety import SafetyLayer
     from rlscale.predictors import ReactivePredictor
 

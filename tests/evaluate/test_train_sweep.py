@@ -18,9 +18,9 @@ import pytest
 
 pytest.importorskip("stable_baselines3", reason="training needs the train extra (torch, stable-baselines3)")
 
-from agents.ppo import TrainConfig  # noqa: E402
+from agents.train_config import TrainConfig  # noqa: E402
 from rlscale.cli import main  # noqa: E402
-from rlscale.cli.train import RANGES  # noqa: E402
+from rlscale.cli.train import value_parsers  # noqa: E402
 from rlscale.errors import RlscaleError  # noqa: E402
 from rlscale.evaluate.train_sweep import (  # noqa: E402
     RECORDS,
@@ -99,13 +99,14 @@ def test_plan_orders_grid_points_then_seeds(tmp_path):
     ],
 )
 def test_bad_grids_are_refused(entries, message):
-    parsers = {name: RANGES[name] for name in ("learning_rate", "gamma", "net_arch")}
+    parsers = {name: value_parsers(TrainConfig)[name] for name in ("learning_rate", "gamma", "net_arch")}
     with pytest.raises(RlscaleError, match=message):
         parse_grid(entries, parsers)
 
 
 def test_net_arch_values_are_separated_by_semicolons():
-    assert parse_grid(["net_arch=64,64;32"], {"net_arch": RANGES["net_arch"]}) == {"net_arch": [[64, 64], [32]]}
+    parsers = {"net_arch": value_parsers(TrainConfig)["net_arch"]}
+    assert parse_grid(["net_arch=64,64;32"], parsers) == {"net_arch": [[64, 64], [32]]}
 
 
 @pytest.mark.parametrize(

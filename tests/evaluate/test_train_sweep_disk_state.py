@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("stable_baselines3", reason="training needs the train extra (torch, stable-baselines3)")
 
-from agents.ppo import TrainConfig  # noqa: E402
+from agents.train_config import TrainConfig  # noqa: E402
 from rlscale.cli import main  # noqa: E402
 from rlscale.evaluate.train_sweep import RECORDS, SELECTION, plan  # noqa: E402
 

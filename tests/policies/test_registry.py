@@ -114,13 +114,13 @@ def test_default_live_policy_skips_an_agent_that_trails_ipa(tmp_path, monkeypatc
     record (bundled before it was kept) still is; no bundled agent: ipa."""
     import dataclasses
 
-    from agents import ppo
+    from agents import inference
     from agents.actor import random_actor
     from rlscale.policies.registry import default_live_policy
     from rlscale.spec import load_spec
 
     spec = load_spec("video")
-    monkeypatch.setattr(ppo, "BUNDLED_DIR", tmp_path)
+    monkeypatch.setattr(inference, "BUNDLED_DIR", tmp_path)
     assert default_live_policy(spec) == "ipa"
     actor = random_actor(spec, hidden=(4,), observation="conditioned", action="planner")
     training = {} if score is None else {"validation_score": score}

@@ -189,10 +189,10 @@ def test_compare_hands_on_a_spec_file_with_the_overrides(capfd, monkeypatch, tmp
 
 
 def test_train_hands_on_a_spec_file_with_the_overrides(capfd, monkeypatch, tmp_path):
-    import agents.ppo as ppo
+    import agents.training as training
 
     seen: dict = {}
-    monkeypatch.setattr(ppo, "train", lambda cfg, **kw: _stop(seen, "cfg")(cfg))
+    monkeypatch.setattr(training, "train", lambda cfg, **kw: _stop(seen, "cfg")(cfg))
     runs = tmp_path / "runs"
     code, out, err = _main(capfd, *COMMANDS["train"], "--out", str(runs), "--set", "stages.1.max_replicas=9")
     assert code == 2 and "stopped by the test" in err

@@ -1,24 +1,27 @@
-"""The PPO agent: a training run's folder, training on training windows only, and the ppo / ppo-raw policies.
+"""PPO training (`agents.training`): a training run's folder, training on training windows only, the policies of a
+trained agent, the environments and the PPO it builds.
 
 Training needs torch and stable-baselines3 (the ``train`` extra): without them this module is skipped; the numpy
-actor is tested in test_actor.py and the torch-free commands in tests/test_no_torch.py.
+inference is tested in test_inference.py and test_actor.py, the torch-free commands in tests/test_no_torch.py.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
 pytest.importorskip("stable_baselines3", reason="training needs the train extra (torch, stable-baselines3)")
 
-import agents.ppo as ppo  # noqa: E402
+import agents.inference as inference  # noqa: E402
+import agents.training as training  # noqa: E402
 from agents.actor import AgentMismatch, load_actor  # noqa: E402
-from agents.ppo import ACTOR_FILE, PPOPolicy, TrainConfig, bundled_agent, train  # noqa: E402
-from ilp_baseline.safety import SafetyLayer
-from rlscale.control import Controller
+from agents.inference import ACTOR_FILE, PPOPolicy  # noqa: E402
+from agents.train_config import TrainConfig  # noqa: E402
+from agents.training import build_ppo, make_env, make_vec_env, train  # noqa: E402
+from ilp_baseline.safety import SafetyLayer  # noqa: E402
+from rlscale.control import Controller  # noqa: E402
 from rlscale.errors import RlscaleError  # noqa: E402
 from rlscale.model import is_feasible  # noqa: E402
 from rlscale.sim.runner import run_episode  # noqa: E402
@@ -59,7 +62,7 @@ def test_learning_reads_the_training_split_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(workload, "_eval_windows", forbidden)
     monkeypatch.setattr(workload, "load_trace", forbidden)
-    monkeypatch.setattr(ppo, "evaluate", lambda *a, **k: {})  # the report-only evaluation, after learning
+    monkeypatch.setattr(training, "evaluate", lambda *a, **k: {})  # the report-only evaluation, after learning
     cfg = TrainConfig(timesteps=128, n_envs=1, n_steps=64, batch_size=32, out=str(tmp_path), validation_windows=1)
     run = train(cfg, progress_bar=False)
     assert (run / "model.zip").exists() and (run / ACTOR_FILE).exists()
@@ -101,104 +104,16 @@ def test_missing_or_wrong_agent_is_one_clear_error(tmp_path, tiny_run):
 
 
 @pytest.mark.e2e
-def test_a_model_zip_needs_its_training_settings(tmp_path, tiny_run):
-    """No silent load_scale_rps default: converting a model.zip alone (no config.json, no .json beside it) is
-    refused (`actor_from_model_zip`, the trusted converter's path; ``--agent`` refuses every model.zip)."""
-    alone = tmp_path / "model.zip"
-    shutil.copy(tiny_run / "model.zip", alone)
-
-    def convert(spec, path):  # the converted actor's codec for the spec, as a policy built on it would check
-        return ppo.actor_from_model_zip(path).codec(spec, path)
-
-    with pytest.raises(RlscaleError, match="no training settings beside it.*actor.npz"):
-        convert(load_spec("video"), alone)
-    (tmp_path / "config.json").write_text(json.dumps({"pipeline": "video"}))
-    with pytest.raises(RlscaleError, match="lack load_scale_rps"):
-        convert(load_spec("video"), alone)
-    settings = {"pipeline": "video", "load_scale_rps": 40.0, "action_design": "planner"}
-    # a planner run that records no action levels is one of the first (6 headrooms, hold or replan): not this model
-    (tmp_path / "config.json").write_text(json.dumps(settings))
-    with pytest.raises(RlscaleError, match=r"options per action.*\[6, 6, 2, 3\]"):
-        convert(load_spec("video"), alone)
-    settings["codec"] = json.loads((tiny_run / "config.json").read_text())["codec"]
-    assert settings["codec"]["hold_delta"] == ppo.HOLD_DELTA and 0.9 in settings["codec"]["headrooms"]
-    (tmp_path / "config.json").write_text(json.dumps(settings))
-    codec = convert(load_spec("video"), alone)
-    assert codec.load_scale_rps == 40.0 and codec.hold_delta == ppo.HOLD_DELTA
-    # settings without action_design are a run from before issue 15: absolute observations, which this model lacks
-    (tmp_path / "config.json").write_text(json.dumps({"pipeline": "video", "load_scale_rps": 40.0}))
-    with pytest.raises(RlscaleError, match="observes"):
-        convert(load_spec("video"), alone)
-
-
-def test_bundled_agents_exist():
-    for pipeline in ("video", "sum-qa"):
-        assert bundled_agent(pipeline).exists(), "run `make agent` to train and bundle the agents"
-
-
-@pytest.mark.e2e
-def test_numpy_actor_equals_sb3_predict(tiny_run):
-    """The run's actor.npz (numpy) picks exactly SB3's deterministic action on 400 observations."""
-    from stable_baselines3 import PPO
-
-    spec = load_spec("video")
-    # actor.npz is the checkpoint validation selected (the final model's when it is the best)
-    model = PPO.load(selected_model(tiny_run), device="cpu")
-    actor = load_actor(tiny_run / ACTOR_FILE)
-    assert ppo.agreement(model, actor, spec, n=400) == 400
-    checkpoint = sorted((tiny_run / "checkpoints").glob("ppo_*_steps.zip"))[-1]  # a checkpoint reads as well
-    exported = ppo.actor_from_model_zip(checkpoint)
-    assert ppo.agreement(PPO.load(checkpoint, device="cpu"), exported, spec, n=100) == 100
-
-
-def selected_model(run):
-    """The model file of the checkpoint validation selected for ``actor.npz`` (the final model's when best)."""
-    selected = json.loads((run / "eval.json").read_text())["selected"]
-    return run / "model.zip" if selected == "model.zip" else run / "checkpoints" / selected
-
-
-@pytest.mark.e2e
-def test_converting_a_model_zip_checks_and_writes_the_actor(tmp_path, tiny_run, capsys):
-    out = tmp_path / "converted.npz"
-    assert ppo.main([str(selected_model(tiny_run)), str(out), "--check", "50"]) == 0
-    assert "identical actions to SB3 on 50 observations" in capsys.readouterr().out
-    rng = np.random.default_rng(0)
-    converted, trained = load_actor(out), load_actor(tiny_run / ACTOR_FILE)
-    for obs in rng.uniform(0, 2, size=(50, converted.obs_size)).astype(np.float32):
-        np.testing.assert_array_equal(converted.act(obs), trained.act(obs))
-
-
-@pytest.mark.e2e
 def test_bundle_copies_the_actor_file(tmp_path, tiny_run, monkeypatch, capsys):
     """``rlscale train --bundle`` copies the run's actor.npz (and nothing else) into agents/data."""
     from rlscale import cli
 
-    monkeypatch.setattr(ppo, "BUNDLED_DIR", tmp_path / "data")
-    monkeypatch.setattr(ppo, "train", lambda cfg, **_: tiny_run)
+    monkeypatch.setattr(inference, "BUNDLED_DIR", tmp_path / "data")
+    monkeypatch.setattr(training, "train", lambda cfg, **_: tiny_run)
     assert cli.main(["train", "--pipeline", "video", "--out", str(tmp_path / "runs"), "--bundle"]) == 0
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["ppo_video.npz"]
     assert (tmp_path / "data" / "ppo_video.npz").read_bytes() == (tiny_run / ACTOR_FILE).read_bytes()
     assert "bundled as" in capsys.readouterr().out
-
-
-def test_an_agent_for_another_shape_is_refused(tmp_path):
-    """A spec edited from a bundled one (same name, another number of stages) must not silently reuse the bundled
-    agent. Fewer variants are fine for the planner action (it sets headrooms, the planner picks among the spec's
-    variants); the direct action's refusal of them is tested in test_actor."""
-    import yaml
-
-    from rlscale.spec import data_dir
-
-    raw = yaml.safe_load((data_dir() / "pipelines" / "video.yaml").read_text())
-    raw["stages"][0]["variants"] = raw["stages"][0]["variants"][:3]
-    path = tmp_path / "video.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    bundled = load_actor(bundled_agent("video"))
-    assert PPOPolicy(load_spec(path)).codec.action_space().nvec.tolist() == list(bundled.nvec)
-    raw["stages"] = raw["stages"][:1]
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    with pytest.raises(RlscaleError, match=r"agent observes \(43,\), pipeline video needs \(35,\)"):
-        PPOPolicy(load_spec(path))
 
 
 @pytest.mark.e2e
@@ -234,7 +149,7 @@ def test_training_keeps_the_validation_day_out(tiny_run):
     from rlscale.workload import SECONDS_PER_DAY
 
     cfg = TrainConfig()
-    env = ppo.make_env(cfg, 0)().unwrapped
+    env = make_env(cfg, 0)().unwrapped
     assert isinstance(env, PipelineEnv) and env.training_days == (0, 13)
     for i in range(50):
         env.reset(seed=i)
@@ -269,7 +184,7 @@ def test_training_on_own_traffic_end_to_end(tmp_path):
         validation_fraction=0.25,
         validation_windows=3,
     )
-    env = ppo.make_env(cfg, 0)().unwrapped
+    env = make_env(cfg, 0)().unwrapped
     assert isinstance(env, PipelineEnv)
     for i in range(30):
         env.reset(seed=i)
@@ -285,61 +200,24 @@ def test_training_on_own_traffic_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_ipa_prior_starts_the_policy_at_ipas_action():
-    from stable_baselines3 import PPO
+def test_one_ppo_builder_for_training_and_the_benchmark():
+    """`build_ppo` is the PPO `train` trains and the training throughput benchmark measures: seeded, so two builds
+    are one policy; the benchmark's start is SB3's uniform one, a training's the prior it resolved."""
+    import torch
 
-    from agents.ppo import PRIOR_LOGIT, ipa_action, make_vec_env, prior_action, set_prior
-    from envs.pipeline_env import HEADROOMS, TILTS
+    from agents.priors import ipa_action
 
-    venv = make_vec_env(TrainConfig(pipeline="video", n_envs=1))
-    nvec = venv.action_space.nvec
-    expected = ipa_action(nvec)
-    assert expected == [HEADROOMS.index(1.0), HEADROOMS.index(1.0), 1, TILTS.index(1.0)]  # headroom 1, replan, tilt 1
-    obs = venv.reset()
-    rng = np.random.default_rng(0)
-    samples = np.vstack([obs, rng.uniform(-3, 3, size=(31, obs.shape[1])).astype(np.float32)])
-    fresh = PPO("MlpPolicy", venv, seed=0, device="cpu")
-    assert not all(list(a) == expected for a in fresh.predict(samples, deterministic=True)[0])
-    set_prior(fresh.policy, nvec)
-    assert all(list(a) == expected for a in fresh.predict(samples, deterministic=True)[0])
-    drawn = fresh.predict(np.repeat(obs, 400, axis=0), deterministic=False)[0]
-    share = np.mean([list(a) == expected for a in drawn])  # still explores: about 0.67^2 x 0.86 x 0.86
-    assert 0.2 < share < 0.5
-    assert PRIOR_LOGIT > 0
-    with pytest.raises(RlscaleError, match="not a planner action space"):
-        ipa_action([4, 3, 2])
-    hold = prior_action(nvec, "ipa-hold")
-    assert hold == [HEADROOMS.index(0.9), HEADROOMS.index(0.9), 2, TILTS.index(1.0)]  # 0.9, hold unless gain
-    other = PPO("MlpPolicy", venv, seed=0, device="cpu")
-    set_prior(other.policy, nvec, "ipa-hold")
-    assert all(list(a) == hold for a in other.predict(samples, deterministic=True)[0])
-    venv.close()
-
-
-def test_a_bad_prior_is_refused():
-    with pytest.raises(RlscaleError, match="--prior must be one of"):
-        train(TrainConfig(prior="imitate"), progress_bar=False)
-
-
-@pytest.mark.slow
-def test_prior_auto_starts_from_the_better_baseline_on_validation():
-    from agents.ppo import choose_prior, fixed_actor, prior_action, source_validation_windows, sources
-    from agents.validation import agent_records, gap_vs_ipa, ipa_reference, validation_cells
-
-    cfg = TrainConfig(pipeline="video", validation_windows=1, prior="auto")
-    spec = load_spec("video")
-    windows = source_validation_windows(sources(cfg), cfg.validation_windows, cfg.window_s)
-    nvec = [7, 7, 3, 3]
-    memo: dict = {}
-    chosen = choose_prior(cfg, spec, windows, nvec, memo)
-    assert set(chosen["gaps"]) == {"ipa", "ipa-hold"}
-    assert chosen["gaps"][chosen["prior"]] == max(chosen["gaps"].values())
-    # the margin is the fixed action's, behind the safety layer, on the validation cells
-    cells = validation_cells(spec, windows, True, (cfg.min_load_scale, cfg.max_load_scale))
-    hold = fixed_actor(spec, prior_action(nvec, "ipa-hold"), cfg.load_scale_rps)
-    assert hold.act(np.zeros(hold.obs_size, np.float32)).tolist() == prior_action(nvec, "ipa-hold")
-    ipa = ipa_reference(cells)
-    assert memo["ipa"] == ipa and len(memo["cells"]) == len(cells)  # kept for the checkpoints' selection
-    gap = gap_vs_ipa(cells, agent_records(hold, cells), ipa)
-    assert chosen["gaps"]["ipa-hold"] == pytest.approx(gap, abs=1e-4)
-    assert choose_prior(cfg, spec, [], nvec) == {"prior": "ipa", "gaps": {}}
+    cfg = TrainConfig(pipeline="video", n_envs=1)
+    venv = make_vec_env(cfg)
+    try:
+        uniform, again, prior = build_ppo(venv, cfg), build_ppo(venv, cfg), build_ppo(venv, cfg, "ipa")
+        for a, b in zip(uniform.policy.parameters(), again.policy.parameters(), strict=True):
+            assert torch.equal(a, b)
+        assert (uniform.n_steps, uniform.batch_size, uniform.n_epochs, uniform.gamma) == (512, 256, 10, 0.95)
+        obs = venv.reset()
+        expected = ipa_action(venv.action_space.nvec)
+        assert list(prior.predict(obs, deterministic=True)[0][0]) == expected
+        shift = (prior.policy.action_net.bias - uniform.policy.action_net.bias).detach().numpy()
+        assert np.count_nonzero(shift) == len(expected)  # one logit per sub-action: the prior's choice
+    finally:
+        venv.close()

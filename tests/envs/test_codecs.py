@@ -1,4 +1,5 @@
-"""The conditioned codec (issue 15): weights in the observation, no absolute load, the planner action."""
+"""The codecs (`envs.codecs`), chiefly the conditioned codec (issue 15): weights in the observation, no absolute
+load, the planner action."""
 
 from __future__ import annotations
 
@@ -8,16 +9,8 @@ import numpy as np
 import pytest
 
 from agents.actor import load_actor, random_actor
-from envs.pipeline_env import (
-    HEADROOMS,
-    HISTORY_STEPS,
-    HOLDS,
-    ConditionedCodec,
-    PipelineEnv,
-    TrainingTraces,
-    objective_features,
-    reward_terms,
-)
+from envs.codecs import HEADROOMS, HISTORY_STEPS, HOLDS, ConditionedCodec, objective_features
+from envs.pipeline_env import PipelineEnv, TrainingTraces, reward_terms
 from ilp_baseline.dp import solve_dp
 from ilp_baseline.problem import planning_data
 from rlscale.errors import RlscaleError
@@ -103,8 +96,8 @@ def test_planner_hold_unless_gain_is_ipa_holds_rule(spec):
     assert ConditionedCodec(rich, hold_delta=gain * 1.01).decode(action, s, 20.0) == held
     assert ConditionedCodec(rich, hold_delta=gain * 0.99).decode(action, s, 20.0) == plan
     assert ConditionedCodec(rich).decode(np.array([k, k, HOLDS.index("hold"), 1]), s, 20.0) == held
-    assert list(ConditionedCodec(rich).action_space().nvec) == [len(HEADROOMS)] * 2 + [3, 3]
-    assert list(ConditionedCodec(rich, hold_delta=None).action_space().nvec) == [len(HEADROOMS)] * 2 + [2, 3]
+    assert list(ConditionedCodec(rich).action_nvec()) == [len(HEADROOMS)] * 2 + [3, 3]
+    assert list(ConditionedCodec(rich, hold_delta=None).action_nvec()) == [len(HEADROOMS)] * 2 + [2, 3]
 
 
 def test_rewards_per_load_divide_by_the_episodes_load_scale(spec):
@@ -167,7 +160,7 @@ def test_actor_file_keeps_the_codec(tmp_path, spec, action):
     codec = back.codec(spec)
     assert isinstance(codec, ConditionedCodec) and codec.action == action
     obs = codec.observe(state(spec, 10.0, solve_dp(planning_data(spec, 10.0)).config), 11.0)
-    assert back.act(obs).shape == codec.action_space().shape
+    assert back.act(obs).shape == (len(codec.action_nvec()),)
 
 
 def test_actor_without_codec_keys_is_a_pre_issue_15_agent(tmp_path, spec):
@@ -224,13 +217,14 @@ def test_plan_features_are_ipa_holds_signal(spec):
 def test_the_planners_ipa_action_plans_exactly_as_ipa(pipeline):
     """An agent that always proposes IPA's action (headroom 1, replan, no tilt) and runs unguarded scores what ``ipa``
     scores, interval for interval: the planner design can represent IPA, so the IPA prior starts at IPA."""
-    from agents.ppo import PPOPolicy, fixed_actor, ipa_action
+    from agents.inference import PPOPolicy
+    from agents.priors import fixed_actor, ipa_action
     from rlscale.policies.registry import make_policy
     from rlscale.sim.runner import run_episode
     from rlscale.workload import load_trace, scale_trace
 
     spec = load_spec(pipeline)
-    actor = fixed_actor(spec, ipa_action(ConditionedCodec(spec).action_space().nvec), 50.0)
+    actor = fixed_actor(spec, ipa_action(ConditionedCodec(spec).action_nvec()), 50.0)
     trace = scale_trace(load_trace("steady_high"), 2.0)
     records = {
         "ipa": run_episode(spec, trace, make_policy("ipa", spec, trace), seed=0).record,
@@ -241,15 +235,15 @@ def test_the_planners_ipa_action_plans_exactly_as_ipa(pipeline):
 
 
 def test_budget_distribution_is_observed_only_with_per_request_slos(spec):
-    from envs.pipeline_env import BUDGET_FEATURES
+    from envs.codecs import BUDGET_FEATURES
     from rlscale.types import IntervalMetrics, StageMetrics
 
     sponge = load_spec("sponge")
     config = solve_dp(planning_data(sponge, 10.0)).config
     codec = ConditionedCodec(sponge)
-    n = codec.observation_space().shape[0]
+    n = codec.observation_shape()[0]
     plain = ConditionedCodec(dataclasses.replace(sponge, request_slo=None))
-    assert n == plain.observation_space().shape[0] + BUDGET_FEATURES
+    assert n == plain.observation_shape()[0] + BUDGET_FEATURES
     first = codec.observe(state(sponge, 10.0, config), 10.0)
     assert first.shape == (n,) and list(first[-3:]) == [1.0, 1.0, 1.0]  # before any interval: the whole SLA
     stage = StageMetrics(10, 0, 0.05, 0.08, 0, 0.5, 1, 1.0)
@@ -262,4 +256,4 @@ def test_budget_distribution_is_observed_only_with_per_request_slos(spec):
     assert list(codec.observe(dataclasses.replace(s, last=no_arrivals), 10.0)[-3:]) == [1.0, 1.0, 1.0]
     # pipelines without per-request SLOs keep their observation (the bundled agents' shape)
     video = ConditionedCodec(spec).observe(state(spec, 20.0, solve_dp(planning_data(spec, 20.0)).config), 21.0)
-    assert video.shape == ConditionedCodec(spec).observation_space().shape
+    assert video.shape == ConditionedCodec(spec).observation_shape()
