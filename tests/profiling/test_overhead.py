@@ -276,3 +276,12 @@ def test_rlscale_profile_measures_the_serving_overhead_of_the_reference_runtime(
     for p in doc["points"]:
         assert p["p50_s"] <= p["p90_s"] <= p["p99_s"] and p["repeats"] == 7
     assert run.stderr.strip() == ""  # nothing to say: the overhead was measured
+
+
+def test_the_command_line_names_the_measurements_defaults():
+    """The parser is built without the profiler, so it keeps its own copies of the defaults --help names."""
+    from rlscale.cli import profile
+    from rlscale.profiling import overhead
+
+    assert profile.DEFAULT_OVERHEAD_REQUESTS == overhead.DEFAULT_REQUESTS
+    assert profile.LOAD_CONCURRENCY == overhead.LOAD_CONCURRENCY
