@@ -1,16 +1,23 @@
-"""What a profile run yields: measured points (p50, p99), each variant's latency fit with its error, the profile CSV.
+"""What a profile run yields: measured points (p50, mean, p90, p99 and the runs), each variant's latency fit with its
+error, and the profile the spec reads.
 
-The CSV has the columns of `rlscale.profiles.PROFILE_COLUMNS`; ``latency_s`` is the p99 of the timed runs (a
-profile holds p99 batch latencies), ``kind`` is ``measured`` and ``source`` names the tool, how the point was
-measured, the hardware and the date. The fit is `rlscale.profiles.fit_latency`, the form the latency model uses
-between measured points.
+The CSV has the columns of `rlscale.profiles.PROFILE_COLUMNS` then `rlscale.profiles.DISTRIBUTION_COLUMNS`:
+``latency_s`` is the p99 of the timed runs (a profile holds p99 batch latencies), ``p50_s``, ``mean_s`` and
+``p90_s`` the other statistics of the same runs, ``overhead_s`` the serving cost of one request where ``rlscale
+profile --url`` measured it (empty otherwise, `rlscale.profiling.overhead`), ``kind`` is ``measured`` and
+``source`` names the tool, how the point was measured, the hardware and the date. The timed runs themselves go to
+``NAME.runs.csv`` beside it (`rlscale.profiles.runs_path`, columns `rlscale.profiles.RUNS_COLUMNS`, one row per
+run, in the order they ran). The fit is `rlscale.profiles.fit_latency`, the form the latency model uses between
+measured points.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import io
+import os
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,13 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from rlscale.paths import atomic_write_text
+from rlscale.inputs import MAX_PROFILE_BYTES
+from rlscale.paths import OutputError, atomic_path, atomic_write_text
 from rlscale.profiles import (
+    DISTRIBUTION_COLUMNS,
     PROFILE_COLUMNS,
+    RUNS_COLUMNS,
     ProfilePoint,
     fit_latency,
     leave_one_out_errors,
     predict_latency,
+    runs_path,
 )
 
 LOO_MIN_POINTS = 5
@@ -42,6 +53,8 @@ class Measurement:
             as given).
         samples_s: the timed runs, seconds, in order.
         worker: what the in-process worker ran with (``cpus``, thread ``env``, ``torch_threads``); None when served.
+        overhead_s: the serving cost of one request on the server's core (CPU seconds), where ``rlscale profile
+            --url`` measured it (`rlscale.profiling.overhead`); None otherwise.
     """
 
     variant: str
@@ -49,10 +62,15 @@ class Measurement:
     cores: int
     samples_s: tuple[float, ...]
     worker: dict | None = None
+    overhead_s: float | None = None
 
     @property
     def p50_s(self) -> float:
         return float(np.percentile(self.samples_s, 50))
+
+    @property
+    def p90_s(self) -> float:
+        return float(np.percentile(self.samples_s, 90))
 
     @property
     def p99_s(self) -> float:
@@ -69,11 +87,13 @@ class Measurement:
             "batch": self.batch,
             "cores": self.cores,
             "p50_s": self.p50_s,
-            "p99_s": self.p99_s,
             "mean_s": self.mean_s,
+            "p90_s": self.p90_s,
+            "p99_s": self.p99_s,
             "min_s": float(min(self.samples_s)),
             "max_s": float(max(self.samples_s)),
             "repeats": len(self.samples_s),
+            "overhead_s": self.overhead_s,
         }
         if self.worker is not None:
             doc["worker"] = self.worker
@@ -186,20 +206,77 @@ def source_text(how: str, warmup: int, repeats: int, where: str, date: str | Non
     return text.replace(",", " ").replace("\n", " ")
 
 
+def _number(value: float) -> str:
+    return f"{value:.6g}"
+
+
 def profile_csv(measurements: Sequence[Measurement], source: str) -> str:
-    """The profile CSV text: `rlscale.profiles.PROFILE_COLUMNS`, one row per point, ``latency_s`` = p99."""
+    """The profile CSV text: `rlscale.profiles.PROFILE_COLUMNS` and `rlscale.profiles.DISTRIBUTION_COLUMNS`, one row
+    per point, ``latency_s`` = p99 (6 significant digits; ``overhead_s`` empty where not measured)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(PROFILE_COLUMNS)
+    writer.writerow((*PROFILE_COLUMNS, *DISTRIBUTION_COLUMNS))
     for m in measurements:
-        writer.writerow([m.variant, m.batch, m.cores, f"{m.p99_s:.6g}", source, "measured"])
+        overhead = "" if m.overhead_s is None else _number(m.overhead_s)
+        stats = (_number(m.p50_s), _number(m.mean_s), _number(m.p90_s), overhead)
+        writer.writerow([m.variant, m.batch, m.cores, _number(m.p99_s), source, "measured", *stats])
     return out.getvalue()
 
 
+def runs_csv(measurements: Sequence[Measurement]) -> str:
+    """The run times' CSV text (`rlscale.profiles.RUNS_COLUMNS`): one row per timed run, points in order, each
+    point's runs in the order they ran."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RUNS_COLUMNS)
+    for m in measurements:
+        writer.writerows([m.variant, m.batch, m.cores, _number(s)] for s in m.samples_s)
+    return out.getvalue()
+
+
+def is_runs_file(head: bytes) -> bool:
+    """Whether a file's first bytes are a run-times file's header (one rlscale wrote, or may replace)."""
+    return head.startswith(",".join(RUNS_COLUMNS).encode() + b"\n") or head == ",".join(RUNS_COLUMNS).encode()
+
+
 def write_profile(path: Path, measurements: Sequence[Measurement], source: str) -> Path:
-    """Write the profile CSV atomically (temporary file, then ``os.replace``): never half a file under ``path``.
+    """Write the profile CSV and its run times (`rlscale.profiles.runs_path`) atomically: each to a temporary file
+    first, then both renamed, the CSV first; never half a file under either name, and a failed write leaves both as
+    they were.
+
+    Run times whose file would exceed what a profile may read (`rlscale.inputs.MAX_PROFILE_BYTES`) are not written,
+    and a run-times file of an earlier run there is removed (it would describe other runs): the CSV keeps their
+    statistics. ``runs_path(path).exists()`` afterwards says which happened.
+
+    Returns:
+        ``path``.
 
     Raises:
-        rlscale.paths.OutputError: the write failed.
+        rlscale.paths.OutputError: a write failed.
     """
-    return atomic_write_text(Path(path), profile_csv(measurements, source))
+    path = Path(path)
+    runs_file = runs_path(path)
+    runs_text = runs_csv(measurements)
+    if len(runs_text.encode()) > MAX_PROFILE_BYTES:
+        atomic_write_text(path, profile_csv(measurements, source))
+        _remove_runs_file(runs_file)
+        return path
+    with atomic_path(runs_file) as tmp:
+        try:
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                fh.write(runs_text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise OutputError(f"cannot write {runs_file}: {exc.strerror or exc}") from None
+        atomic_write_text(path, profile_csv(measurements, source))  # renamed before the run times on leaving
+    return path
+
+
+def _remove_runs_file(runs_file: Path) -> None:
+    """Remove a run-times file an earlier run left (only one: a file of another kind under that name stays)."""
+    with contextlib.suppress(OSError):
+        with open(runs_file, "rb") as fh:
+            if not is_runs_file(fh.read(4096)):
+                return
+        runs_file.unlink()

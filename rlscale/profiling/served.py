@@ -69,10 +69,11 @@ class InputTensor:
     item_shape: tuple[int, ...]
 
 
-def base_url(url: str) -> str:
+def base_url(url: str, flag: str = "--url") -> str:
     """``url`` checked (http or https, a host) and without a trailing ``/``; a path prefix (a gateway's) is kept.
 
-    A message shows the URL without its ``user:password@`` part (`rlscale.kube.prometheus.redact_url`).
+    A message names ``flag`` and shows the URL without its ``user:password@`` part
+    (`rlscale.kube.prometheus.redact_url`).
 
     Raises:
         ProfilingError: not a URL (an unclosed IPv6 bracket...), another scheme, no host, user:password in it,
@@ -83,15 +84,15 @@ def base_url(url: str) -> str:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - read for its check: a port that is no number or out of range raises
     except ValueError as exc:
-        raise ProfilingError(f"--url {shown}: not a valid URL ({exc})") from None
+        raise ProfilingError(f"{flag} {shown}: not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProfilingError(f"--url {shown}: expected http://HOST:PORT or https://HOST:PORT")
+        raise ProfilingError(f"{flag} {shown}: expected http://HOST:PORT or https://HOST:PORT")
     if parts.username or parts.password:
         raise ProfilingError(
-            f"--url {shown}: leave credentials out of the URL (it is written into the profile's source)"
+            f"{flag} {shown}: leave credentials out of the URL (it is written into the profile's source)"
         )
     if parts.query or parts.fragment:
-        raise ProfilingError(f"--url {shown}: no query or fragment; give the server's base URL")
+        raise ProfilingError(f"{flag} {shown}: no query or fragment; give the server's base URL")
     return url.rstrip("/")
 
 

@@ -1,5 +1,6 @@
-"""``rlscale profile``: the bundled and a user's own factory in-process, a served model, the CSV a spec accepts,
-``--json`` as one document, each bad input as one line (exit 2), and an interrupt keeping the finished points."""
+"""``rlscale profile``: the bundled and a user's own factory in-process, a served model, the CSV a spec accepts with
+its run times beside it, ``--json`` as one document, each bad input as one line (exit 2), and an interrupt keeping
+the finished points."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from rlscale.cli.parser import main
-from rlscale.profiles import PROFILE_COLUMNS, load_profile
+from rlscale.profiles import DISTRIBUTION_COLUMNS, PROFILE_COLUMNS, RUNS_COLUMNS, load_profile, runs_path
 from rlscale.profiling.inprocess import usable_cpus
 from tests.profiling.v2_server import ServedModel, serve
 
@@ -69,12 +70,14 @@ def test_the_bundled_numpy_model_json_is_one_document_matching_the_csv(tmp_path,
     assert main([*argv, "--cores", "1", *FAST, "--out", str(out), "--json"]) == 0
     captured = capfd.readouterr()
     doc = json.loads(captured.out)  # the whole of stdout is one document
-    assert set(doc) == {"mode", "model", "out", "source", "points", "fits"}
+    assert set(doc) == {"mode", "model", "out", "runs", "source", "points", "fits", "overhead"}
     assert doc["mode"] == "in-process" and doc["out"] == str(out) and doc["model"] == "rlscale.examples.mlp:build"
+    assert doc["runs"] == str(tmp_path / "mlp.runs.csv") and doc["overhead"] is None
     assert [(p["variant"], p["batch"], p["cores"]) for p in doc["points"]] == [
         (v, b, 1) for v in ("mlp-256", "mlp-512") for b in (1, 2, 4)
     ]
-    assert all(p["repeats"] == 3 and 0 < p["p50_s"] <= p["p99_s"] for p in doc["points"])
+    assert all(p["repeats"] == 3 and 0 < p["p50_s"] <= p["p90_s"] <= p["p99_s"] for p in doc["points"])
+    assert all(p["min_s"] <= p["mean_s"] <= p["max_s"] and p["overhead_s"] is None for p in doc["points"])
     assert [f["variant"] for f in doc["fits"]] == ["mlp-256", "mlp-512"]
     for fit in doc["fits"]:
         assert fit["points"] == 3 and fit["max_rel_error"] >= fit["mean_rel_error"] >= 0
@@ -82,7 +85,12 @@ def test_the_bundled_numpy_model_json_is_one_document_matching_the_csv(tmp_path,
     assert doc["source"].startswith("rlscale profile in-process p99 of 3 after 1 warm-up; CPU ")
     model = load_profile(out)
     for p in doc["points"]:
-        assert model.latency_s(p["variant"], p["batch"], p["cores"]) == pytest.approx(p["p99_s"], rel=1e-5)
+        key = (p["variant"], p["batch"], p["cores"])
+        assert model.latency_s(*key) == pytest.approx(p["p99_s"], rel=1e-5)
+        for name in ("p50", "mean", "p90", "p99"):
+            assert model.statistic_s(*key, name) == pytest.approx(p[f"{name}_s"], rel=1e-5)
+        runs = model.runs_s(*key)
+        assert len(runs) == 3 and min(runs) == pytest.approx(p["min_s"], rel=1e-5)
 
 
 @pytest.mark.slow
@@ -172,7 +180,9 @@ def test_a_users_own_factory_from_the_current_folder(user_dir, monkeypatch, capf
     assert [(p["variant"], p["batch"]) for p in doc["points"]] == [("a", 1), ("a", 3), ("b", 1), ("b", 3)]
     assert "factory noise on stdout" in captured.err and "C-level noise on fd 1" in captured.err
     rows = (user_dir / "u.csv").read_text().splitlines()
-    assert rows[0] == ",".join(PROFILE_COLUMNS) and len(rows) == 5
+    assert rows[0] == ",".join(PROFILE_COLUMNS + DISTRIBUTION_COLUMNS) and len(rows) == 5
+    runs = (user_dir / "u.runs.csv").read_text().splitlines()
+    assert runs[0] == ",".join(RUNS_COLUMNS) and len(runs) == 1 + 4 * 3  # every timed run, the repeats of each
 
 
 def test_a_served_model(tmp_path, capfd):
@@ -180,7 +190,8 @@ def test_a_served_model(tmp_path, capfd):
     with serve(ServedModel(name="classifier")) as (url, served):
         argv = ["profile", "--url", url, "--model-name", "classifier", "--variant", "mlp-256", "--batch", "1,2"]
         assert main([*argv, "--cores", "2", *FAST, "--out", str(out), "--json"]) == 0
-    doc = json.loads(capfd.readouterr().out)
+    captured = capfd.readouterr()
+    doc = json.loads(captured.out)
     assert doc["mode"] == "served" and doc["model"] == f"{url} classifier"
     assert [(p["variant"], p["batch"], p["cores"]) for p in doc["points"]] == [("mlp-256", 1, 2), ("mlp-256", 2, 2)]
     assert f"server {url} model classifier input images FP32 b x 3x32x32 on this machine's CPU " in doc["source"]
@@ -189,6 +200,41 @@ def test_a_served_model(tmp_path, capfd):
     assert model.variants == ["mlp-256"] and model.latency_s("mlp-256", 2, 2) == pytest.approx(
         doc["points"][1]["p99_s"], rel=1e-5
     )
+    assert len(model.runs_s("mlp-256", 2, 2)) == 3 and not model.has_overhead
+    # a server without metrics: the overhead is left empty, said in one line on stderr, and nothing is sent for it
+    overhead = doc["overhead"]
+    assert overhead["overhead_s"] is None and overhead["note"] == f"no metrics at {url}/metrics (HTTP 404)"
+    assert captured.err.strip() == (
+        f"rlscale profile: overhead_s left empty: no metrics at {url}/metrics (HTTP 404) (where the server exports its "
+        "metrics elsewhere: --metrics-url)"
+    )
+    assert len(served.requests) == 2 * (1 + 3)
+
+
+def test_overhead_requests_zero_measures_no_overhead(tmp_path, capfd):
+    out = tmp_path / "served.csv"
+    with serve() as (url, served):
+        argv = ["profile", "--url", url, "--model-name", "mlp", "--batch", "1", "--cores", "1", *FAST]
+        assert main([*argv, "--out", str(out), "--overhead-requests", "0", "--json"]) == 0
+    captured = capfd.readouterr()
+    assert json.loads(captured.out)["overhead"] is None and captured.err == ""
+    assert len(served.requests) == 1 + 3
+
+
+def test_a_rerun_replaces_its_run_times_but_never_a_file_of_another_kind(tmp_path, capfd):
+    argv = ["profile", "--model", "rlscale.examples.mlp:build", "--variants", "mlp-256", "--cores", "1", *FAST]
+    out = tmp_path / "p.csv"
+    assert main([*argv, "--batch", "1,2", "--out", str(out)]) == 0
+    assert main([*argv, "--batch", "4", "--out", str(out)]) == 0
+    assert "wrote 1 point to" in capfd.readouterr().out
+    assert sorted(load_profile(out).points) == [("mlp-256", 4, 1.0)]
+    assert len(runs_path(out).read_text().splitlines()) == 1 + 3
+    theirs = tmp_path / "q.runs.csv"
+    theirs.write_text("name,score\nalice,3\n")
+    assert main([*argv, "--batch", "1", "--out", str(tmp_path / "q.csv")]) == 2
+    err = capfd.readouterr().err
+    assert f"--out's run times {theirs}: is not a run-times file (variant,batch,cores,run_s)" in err
+    assert theirs.read_text() == "name,score\nalice,3\n" and not (tmp_path / "q.csv").exists()
 
 
 def _one_line_exit_2(result: subprocess.CompletedProcess, expected: str) -> None:
@@ -225,6 +271,15 @@ BAD_INPUT = {
     "url without model name": (["--url", "http://127.0.0.1:1"], "--url needs --model-name"),
     "variants with url": (["--url", "http://127.0.0.1:1", "--model-name", "m", "--variants", "a"], "--variants is for"),
     "served flag with model": (["--model", "mymodels:build", "--datatype", "FP32"], "--datatype is for a served model"),
+    "metrics url with model": (
+        ["--model", "mymodels:build", "--metrics-url", "http://127.0.0.1:1/metrics"],
+        "--metrics-url is for a served model",
+    ),
+    "overhead requests negative": (["--url", "http://127.0.0.1:1", "--overhead-requests=-1"], "must be between 0"),
+    "metrics url not http": (
+        ["--url", "http://127.0.0.1:1", "--model-name", "m", "--metrics-url", "ftp://u:secret@h/metrics"],
+        "--metrics-url 'ftp://***@h/metrics': expected http://HOST:PORT",
+    ),
 }
 
 
@@ -273,4 +328,5 @@ def test_an_interrupt_writes_the_finished_points(user_dir, signal_name, code):
     assert "Traceback" not in result.stderr and result.stdout == ""
     model = load_profile(user_dir / "p.csv")
     assert sorted(model.points) == [("a", 1, 1.0), ("a", 2, 1.0)]
-    assert not list(user_dir.glob(".p.tmp-*"))
+    assert [len(model.runs_s("a", b, 1)) for b in (1, 2)] == [3, 3]  # their run times too
+    assert not list(user_dir.glob(".p.tmp-*")) and not list(user_dir.glob(".p.runs.tmp-*"))
