@@ -44,6 +44,9 @@ from rlscale.promql import DEFAULT_TEMPLATES, check_template
 ACCURACY_METHODS = ("sum", "product")
 SLA_MODES = ("priced", "hard")
 QUEUE_DISCIPLINES = ("fifo", "edf")
+# how the simulator draws a batch's service time (DESIGN.md section 4; `rlscale.sim.engine`): ``auto`` is
+# ``empirical`` for a stage whose profile keeps run times and ``deterministic`` (the p99 as a fixed time) otherwise
+SERVICE_MODELS = ("auto", "deterministic", "empirical")
 VPA_UPDATERS = ("kubernetes", "infadapter")  # who applies the VPA's recommendation (agents/vpa.py)
 # seconds a cores-only change takes to reach a running pod with in-place resizing (``resize_s``): an assumption,
 # not a measurement (neither Sponge's paper nor its code measures it); see PROVENANCE.md, "In-place resize"
@@ -684,6 +687,10 @@ class PipelineSpec:
             ``in_place_resize``).
         vpa: how the ``vpa`` policy runs here when its flags are not given (`VpaSpec`; None, the default: the
             Kubernetes VPA updater on the variants and cores in force).
+        service_model: how the simulator draws a batch's service time (`SERVICE_MODELS`, `rlscale.sim.engine`):
+            ``deterministic``, the profile's p99 (``latency_s``) as a fixed time; ``empirical``, the point's mean
+            times a run-to-run factor drawn from the profiled run times (seeded); ``auto`` (default),
+            ``empirical`` for a stage whose profile keeps run times and ``deterministic`` for the others.
     """
 
     name: Annotated[
@@ -706,6 +713,10 @@ class PipelineSpec:
     in_place_resize: Annotated[bool, Field(strict=True)] = False
     resize_s: Seconds = DEFAULT_RESIZE_S
     vpa: VpaSpec | None = None
+    service_model: Annotated[
+        Literal["auto", "deterministic", "empirical"],
+        Field(description="service times: auto, deterministic (the p99) or empirical (sampled run times)"),
+    ] = "auto"
 
     @model_validator(mode="before")
     @classmethod
@@ -718,7 +729,7 @@ class PipelineSpec:
             doc["description"] = doc.get("name")
         if doc.get("kubernetes") is None:
             doc.pop("kubernetes", None)
-        for key in ("damping", "request_slo", "in_place_resize", "resize_s", "vpa"):
+        for key in ("damping", "request_slo", "in_place_resize", "resize_s", "vpa", "service_model"):
             if doc.get(key) is None:
                 doc.pop(key, None)
         if isinstance(doc.get("resize_s"), int) and not isinstance(doc.get("resize_s"), bool):
@@ -839,6 +850,7 @@ class PipelineSpec:
             ),
             "in_place_resize": self.in_place_resize,
             "resize_s": self.resize_s,
+            "service_model": self.service_model,
             "vpa": (
                 {
                     "updater": self.vpa.updater,
@@ -883,6 +895,8 @@ class PipelineSpec:
             del doc["in_place_resize"]
         if self.resize_s == DEFAULT_RESIZE_S:
             del doc["resize_s"]
+        if self.service_model == "auto":
+            del doc["service_model"]
         if self.vpa is None:
             del doc["vpa"]
         else:
@@ -989,9 +1003,12 @@ def _describe(error: Any) -> tuple[str, str]:
         return where, f"does not match {ctx.get('pattern')}, got {value!r}"
     if kind == "literal_error":
         last = loc[-1] if loc else None
-        allowed = {"sla_mode": SLA_MODES, "queue_discipline": QUEUE_DISCIPLINES, "updater": VPA_UPDATERS}.get(
-            last, ACCURACY_METHODS
-        )
+        allowed = {
+            "sla_mode": SLA_MODES,
+            "queue_discipline": QUEUE_DISCIPLINES,
+            "updater": VPA_UPDATERS,
+            "service_model": SERVICE_MODELS,
+        }.get(last, ACCURACY_METHODS)
         return where, f"must be one of {', '.join(allowed)}, got {value!r}"
     comparisons = {
         "greater_than": ("gt", ">"),
