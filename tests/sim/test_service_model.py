@@ -153,6 +153,13 @@ def test_empirical_scales_the_mean_by_the_nearest_points_factors(tmp_path):
     assert times == {0.08, 0.24}  # 0.16 x {0.5, 1.5}
 
 
+def test_empirical_without_a_mean_column_takes_the_runs_mean(tmp_path):
+    """A point that keeps its runs but has no ``mean_s`` scales by its runs' mean, not by its p99: the runs."""
+    spec = make_spec(tmp_path, [write_profile(tmp_path, {1: {"p99": 0.9}}, {1: [0.1, 0.3]})])
+    sim = run(spec, 1, 300, one(), seed=0, log=True)
+    assert {round(f - s, 12) for _st, s, f, _k, _q, _v in sim.batch_log} == {0.1, 0.3}
+
+
 def test_arrivals_are_the_same_whatever_the_service_model(tmp_path):
     """The service times draw from a stream of their own: arrivals are identical, service times seeded."""
     profile = write_profile(tmp_path, {1: {"p99": 0.3, "mean": 0.1}}, {1: [0.05, 0.1, 0.15]})
