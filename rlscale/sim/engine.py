@@ -598,6 +598,34 @@ class Engine:
             if avail >= t1:
                 break
             t = avail
+            if head < n and q_t[head] <= t:
+                # decoding comes first: the core decodes the requests that have arrived, one after the other for as
+                # long as it stays the core free first (without going through the heap)
+                nxt = (heap[1] if len(heap) == 2 or heap[1] < heap[2] else heap[2]) if len(heap) > 1 else None
+                while True:
+                    i = q_id[head]
+                    head += 1
+                    if deadline[i] < t:  # past its drop limit: dropped, never decoded
+                        dropped.append(i)
+                        drop_times.append(t)
+                    else:
+                        end = t + (r.overhead_s if t < r.resize_at_s else r.resized_overhead_s)
+                        if not d_t or end >= d_t[-1]:
+                            d_t.append(end)
+                            d_id.append(i)
+                        else:
+                            j = bisect_right(d_t, end, dh)
+                            d_t.insert(j, end)
+                            d_id.insert(j, i)
+                        t = end
+                    if head == n or q_t[head] > t or t >= t1 or t >= r.retire_s:
+                        break
+                    if nxt is not None and (t > nxt[0] or (t == nxt[0] and seq > nxt[1])):
+                        break
+                if t > avail:
+                    r.free_s = t
+                heapq.heapreplace(heap, (t, seq, r))
+                continue
             # the batch the replica would start, by the batching rules over the decoded requests
             nd = len(d_t)
             start = _INF
