@@ -465,8 +465,10 @@ class Engine:
         timeout = self.spec.batch_timeout_s
         deadline = self._deadline
         draw = self._draws[s]
+        entry_order = s == 0  # the queue is in order of entry into the pipeline, hence of drop deadline
         q_t, q_id = pool.q_t, pool.q_id
         n = len(q_t)
+        earliest = min(map(deadline.__getitem__, q_id)) if q_id and not entry_order else _INF  # of any queued
         heap = [(r.available_s(), r.seq, r) for r in pool.replicas if r.retire_s > t0 or r.free_s > t0]
         heap = [h for h in heap if h[0] < h[2].retire_s]
         heapq.heapify(heap)
@@ -523,9 +525,14 @@ class Engine:
                 continue
             if k < 0:
                 k = bisect_right(q_t, start, head, min(head + b, n)) - head
-            # requests inside the batch that expired while it was filling are dropped, not served
+            # requests inside the batch that expired while it was filling are dropped, not served (the first
+            # stage's queue is in order of drop deadline, so its first and last tell; a later stage's need not be)
             pos = range(head, head + k)
-            if deadline[q_id[head + k - 1]] < start or deadline[q_id[head]] < start:
+            if (
+                (deadline[q_id[head + k - 1]] < start or deadline[q_id[head]] < start)
+                if entry_order
+                else start > earliest and any(deadline[q_id[p]] < start for p in pos)
+            ):
                 keep = [p for p in pos if deadline[q_id[p]] >= start]
                 for p in pos:
                     if deadline[q_id[p]] < start:

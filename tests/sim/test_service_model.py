@@ -333,10 +333,10 @@ def test_without_overhead_the_overhead_loop_matches_the_naive_reference(monkeypa
 
 def test_without_overhead_the_overhead_loop_forms_todays_batches(tmp_path, monkeypatch):
     """With a zero overhead and no batch timeout, the overhead loop forms exactly the batches of today's loop, through
-    a scaling: several replicas, batches, queues."""
+    a scaling: several replicas, batches, queues, drops."""
     spec = load_spec("video", ["batch_timeout_s=0"])
-    cfg = PipelineConfig((StageConfig.one("yolov5m", 8, 2, 4), StageConfig.one("resnet101", 4, 3, 2)))
-    bigger = PipelineConfig((StageConfig.one("yolov5m", 8, 4, 4), StageConfig.one("resnet101", 4, 5, 2)))
+    cfg = PipelineConfig((StageConfig.one("yolov5m", 8, 2, 4), StageConfig.one("resnet101", 4, 2, 2)))
+    bigger = PipelineConfig((StageConfig.one("yolov5m", 8, 4, 4), StageConfig.one("resnet101", 4, 3, 2)))
 
     def play() -> Simulator:
         sim = Simulator(spec, load_trace("bursty"), cfg, seed=2, arrivals="poisson", log_batches=True)
@@ -350,9 +350,7 @@ def test_without_overhead_the_overhead_loop_forms_todays_batches(tmp_path, monke
     today = play()
     _forced_decoding(monkeypatch)
     decoding = play()
-    assert max(m.stages[0].queue_len for m in today.history) > 0 and max(m.stages[1].queue_len for m in today.history)
-    # (without drops: today's loop checks only the first and last request of a batch against the drop limit)
-    assert (today.dropped_at < 0).all()
+    assert (today.dropped_at == 1).sum() > 100
     # the same batches (which of two replicas free at the same instant takes one may differ: they are alike)
     assert [b[:4] for b in today.batch_log] == [b[:4] for b in decoding.batch_log]
     np.testing.assert_array_equal(today.finish_s, decoding.finish_s)
