@@ -67,12 +67,16 @@ class ProfilePoint:
     runs_s: tuple[float, ...] | None = field(default=None, repr=False)
 
     def statistic_s(self, name: str) -> float | None:
-        """The point's ``p50``, ``mean``, ``p90`` or ``p99`` (seconds); None where the profile does not hold it."""
+        """The point's ``p50``, ``mean``, ``p90`` or ``p99`` (seconds); None where the profile does not hold it (the
+        mean of a point without ``mean_s`` that keeps its runs is theirs)."""
         if name == "p99":
             return self.latency_s
         if name not in STATISTICS:
             raise ProfileError(f"unknown statistic {name!r}; expected one of {', '.join(STATISTICS)}")
-        return getattr(self, f"{name}_s")
+        value = getattr(self, f"{name}_s")
+        if value is None and name == "mean" and self.runs_s:
+            return float(np.mean(self.runs_s))
+        return value
 
 
 def _features(batch: np.ndarray, cores: np.ndarray) -> np.ndarray:

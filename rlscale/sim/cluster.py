@@ -1,6 +1,8 @@
 """The simulator as a `Cluster` (DESIGN.md section 1): one trace's requests (`rlscale.sim.arrivals`) through the
 event loop (`rlscale.sim.engine`), observed as `PipelineState` and scored as `IntervalMetrics`
-(`rlscale.sim.metrics`). Deterministic for a seed: every random draw comes from one `numpy.random.Generator`.
+(`rlscale.sim.metrics`). Deterministic for a seed: the arrivals draw from ``numpy.random.default_rng(seed)``, the
+``empirical`` service times from a stream of their own spawned from the same seed (`SeedSequence.spawn`), so the
+arrivals are the same whatever the service model draws.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class Simulator:
         spec: the pipeline.
         trace: the workload.
         initial: configuration in force (and warm) at time 0.
-        seed: seed of the generator every random draw comes from.
+        seed: seed of every random draw (arrivals, and the service times of the ``empirical`` model).
         arrivals: ``even`` (IPA's generator) or ``poisson``.
         interval_s: adaptation interval; defaults to the spec's.
         log_batches: keep every batch as ``(stage, start_s, finish_s, size, replica_seq, variant)`` in
@@ -60,7 +62,8 @@ class Simulator:
         self.interval_s = float(interval_s or spec.interval_s)
         self.rng = np.random.default_rng(seed)
         self.requests = request_table(spec, trace, self.rng, arrivals)
-        self.engine = Engine(spec, self.requests, initial, log_batches=log_batches)
+        service_rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0])
+        self.engine = Engine(spec, self.requests, initial, log_batches=log_batches, service_rng=service_rng)
         self.outcomes = self.engine.outcomes
         # the request table and the outcomes, under the names the rest of the code reads
         self.entry_s = self.requests.entry_s

@@ -2,10 +2,51 @@
 
 Each stage has one FIFO queue (ordered by arrival at the stage) per pool. An idle replica takes up to b queued requests
 at once when b are waiting; otherwise it waits until b are queued or the oldest has waited ``batch_timeout_s``,
-whichever is first, and takes what is there. A batch of k requests takes ``l(v, k, c)``. A request older than
-``drop_limit_s`` (since it entered the pipeline) when its batch would start is dropped; it counts as an SLA
-violation. Replicas, rollouts and cost are `rlscale.sim.replicas`; arrivals are `rlscale.sim.arrivals`; what the
-counters mean as metrics is `rlscale.sim.metrics`.
+whichever is first, and takes what is there. A batch of k requests takes the service time of ``l(v, k, c)`` (below). A
+request older than ``drop_limit_s`` (since it entered the pipeline) when its batch would start is dropped; it counts
+as an SLA violation. Replicas, rollouts and cost are `rlscale.sim.replicas`; arrivals are `rlscale.sim.arrivals`;
+what the counters mean as metrics is `rlscale.sim.metrics`.
+
+**Service model** (the spec's ``service_model``; `empirical_service` says which a stage runs). ``deterministic``: a
+batch of k on (v, c) takes the profile's p99 ``latency_s(v, k, c)``, a fixed time (the model of IPA, FA2 and Sponge,
+and of every bundled profile). ``empirical``: it takes ``mean_s(v, k, c) x f``, f drawn uniformly among the run-to-run
+factors of the nearest point with run times (`rlscale.profiles.LatencyModel.noise`: its runs over their mean), one
+draw per batch, when the batch starts. The draws of each stage come from a `numpy.random.Generator` of their own,
+spawned from the run's (`rlscale.sim.cluster.Simulator`: a stream apart from the arrivals', which are therefore the
+same under both models), in the order the batches are formed: deterministic for a seed. ``auto`` (the default) is
+``empirical`` for a stage whose profile keeps run times and ``deterministic`` for the others. A variant without runs
+draws nothing (its mean, which a p99-only profile answers with its p99).
+
+**Serving overhead.** Where the profile has a positive ``overhead_s`` (`rlscale.profiles.LatencyModel.overhead_s`:
+CPU seconds a request costs the server: HTTP, decoding, the event loop), each request costs that much on a replica's
+core before the batcher sees it, as a server's event loop decodes a request before handing it to the batcher. The
+model, per pool (`_run_pool_decode`):
+
+- Requests wait *undecoded* in the pool's queue (by arrival at the stage), then *decoded* in the batcher's queue (by
+  the time their decoding ended: the batcher's arrival time, from which ``batch_timeout_s`` counts, as `rlscale
+  serve`'s batcher stamps a request when the event loop hands it over).
+- A replica's core does one thing at a time, and never stops one for another: decode one request (``overhead_s``)
+  or run one batch. **Decoding comes first**: a core that is free decodes the oldest undecoded request that has
+  arrived; with none, it starts a batch by the batching rules above over the decoded requests, unless a request
+  arrives before that batch would start, which it decodes first. A request past its drop limit when a core would
+  decode it is dropped (never decoded); the decoded ones are dropped by the batching rules.
+- With one replica this is exact: a single server whose decoding has non-preemptive priority over its batches.
+  With batch 1 and timeout 0 the core does ``o + l`` of work a request, so the work a request finds is M/G/1's
+  with service ``o + l``; its run starts once that work, its own decoding and the decoding of every request arriving
+  meanwhile are done (a delay busy period): mean sojourn ``(E[W] + o) / (1 - lambda o) + l``, above M/D/1's
+  with service ``o + l`` (tests/sim/test_service_model.py checks both, and the loop against a naive one-replica
+  implementation). Requests that arrive while a batch runs are decoded when it ends, so a stage's departures and
+  the next stage's arrivals spread as a real server's do, and larger batches form after a long one.
+- Several replicas keep the pool's one-queue idealisation (as without overhead: the replica free first takes the
+  next batch): the replica whose core is free first decodes the oldest undecoded request, and any replica may batch
+  a decoded one. A Kubernetes Service spreads requests over replicas instead, each with its own event loop and
+  batcher; the shared queues balance better than that, so with several replicas this is optimistic.
+- Without overhead (every replica of a pool at 0) the pool runs the loop above, not this one: exactly today's
+  engine. (This model with a zero overhead forms the same batches when ``batch_timeout_s`` is 0; with a timeout, a
+  request arriving during a batch would start its timeout when the batch ends rather than on arrival.)
+- ``busy_s`` counts batches only (the model's time, as `rlscale serve`'s ``rlscale_busy_seconds_total`` does);
+  ``queue_len`` counts the undecoded requests that have arrived and the decoded ones waiting. A serving overhead
+  with ``queue_discipline: edf`` is refused (not simulated).
 
 Stages are simulated one after the other over each interval; stage s+1 consumes stage s's departures. This is
 exact for a feed-forward chain because a stage's behaviour up to time T depends only on its own inputs up to T.
@@ -37,10 +78,12 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from rlscale.errors import RlscaleError
 from rlscale.sim.arrivals import RequestTable
 from rlscale.sim.dispatch import SmoothWeightedRoundRobin
 from rlscale.sim.replicas import (
@@ -197,12 +240,36 @@ class Engine:
         initial: configuration in force (and warm) at time 0.
         log_batches: keep every batch as ``(stage, start_s, finish_s, size, replica_seq, variant)`` in
             ``batch_log`` (for tests and debugging; off by default because it costs time).
+        service_rng: where the ``empirical`` service model's draws come from (each such stage draws from a stream
+            of its own, spawned from it); None: a generator seeded with 0.
+
+    Raises:
+        RlscaleError: a stage orders its queue by deadline (``edf``) and its profile has a serving overhead (not
+            simulated).
     """
 
     def __init__(
-        self, spec: PipelineSpec, requests: RequestTable, initial: PipelineConfig, *, log_batches: bool = False
+        self,
+        spec: PipelineSpec,
+        requests: RequestTable,
+        initial: PipelineConfig,
+        *,
+        log_batches: bool = False,
+        service_rng: np.random.Generator | None = None,
     ) -> None:
         self.spec = spec
+        for st in spec.stages:
+            if st.queue_discipline == "edf" and has_overhead(st):
+                raise RlscaleError(
+                    f"stage {st.name}: a serving overhead (the profile's overhead_s) is not simulated with "
+                    "queue_discipline edf; use fifo or a profile without overhead_s"
+                )
+        self._empirical = {st.name: empirical_service(spec, st) for st in spec.stages}
+        rngs = (service_rng or np.random.default_rng(0)).spawn(len(spec.stages))
+        self._draws = [
+            _uniforms(rng).__next__ if self._empirical[st.name] else None
+            for rng, st in zip(rngs, spec.stages, strict=True)
+        ]
         self.requests = requests
         self.outcomes = RequestOutcomes.empty(len(spec.stages), requests.n_requests)
         self._deadline = requests.drop_deadline_s.tolist()  # the hot loop indexes a list: faster than numpy
@@ -232,7 +299,7 @@ class Engine:
 
     def _new_replica(self, stage: StageSpec, sc: VariantPool, alloc_s: float, ready_s: float) -> Replica:
         self._seq += 1
-        return Replica(stage, sc, alloc_s, ready_s, self._seq)
+        return Replica(stage, sc, alloc_s, ready_s, self._seq, self._empirical[stage.name])
 
     def reconfigure(self, now_s: float, old: PipelineConfig, new: PipelineConfig) -> None:
         """Start moving every stage from ``old`` to ``new`` at ``now_s`` (make-before-break)."""
@@ -354,8 +421,7 @@ class Engine:
                     order = sorted(range(len(pool.q_t)), key=pool.q_t.__getitem__)
                     pool.q_t = [pool.q_t[i] for i in order]
                     pool.q_id = [pool.q_id[i] for i in order]
-            run_pool = self._run_pool_edf if st.spec.queue_discipline == "edf" else self._run_pool
-            outs = [run_pool(s, st, pool, t0, t1) for pool in st.pools]
+            outs = [self._pool_runner(st, pool)(s, st, pool, t0, t1) for pool in st.pools]
             if len(outs) == 1:
                 new_t, new_id = outs[0][0], outs[0][1]
             else:
@@ -371,7 +437,7 @@ class Engine:
                 # forget replicas that are gone for good
                 pool.replicas = [r for r in pool.replicas if r.dealloc_s() > t1]
             if st.dispatched:  # forget pools that are gone for good
-                st.pools = [p for p in st.pools if p.setting is not None or p.replicas or p.q_t]
+                st.pools = [p for p in st.pools if p.setting is not None or p.replicas or p.q_t or p.d_t]
             if s + 1 < len(self.stages):
                 out.stage_in_s[s + 1, new_id] = new_t
         # completions: last-stage departures with finish in [t0, t1); later ones are reported with their interval
@@ -384,13 +450,25 @@ class Engine:
         self._done_t, self._done_id = [done_t[later]], [done_id[later]]
         return IntervalCounters(t0, t1, first, last, done_id[now], core_s, tuple(counters))
 
+    def _pool_runner(self, st: StageState, pool: PoolState):
+        """The loop that runs ``pool`` over an interval: EDF's, FIFO's with the serving overhead where a replica
+        of the pool has one (or decoded requests are left from one), else FIFO's."""
+        if st.spec.queue_discipline == "edf":
+            return self._run_pool_edf
+        if pool.d_t or any(r.overhead_s > 0 or r.resized_overhead_s > 0 for r in pool.replicas):
+            return self._run_pool_decode
+        return self._run_pool
+
     def _run_pool(
         self, s: int, st: StageState, pool: PoolState, t0: float, t1: float
     ) -> tuple[np.ndarray, np.ndarray, PoolCounters]:
         timeout = self.spec.batch_timeout_s
         deadline = self._deadline
+        draw = self._draws[s]
+        entry_order = s == 0  # the queue is in order of entry into the pipeline, hence of drop deadline
         q_t, q_id = pool.q_t, pool.q_id
         n = len(q_t)
+        earliest = min(map(deadline.__getitem__, q_id)) if q_id and not entry_order else _INF  # of any queued
         heap = [(r.available_s(), r.seq, r) for r in pool.replicas if r.retire_s > t0 or r.free_s > t0]
         heap = [h for h in heap if h[0] < h[2].retire_s]
         heapq.heapify(heap)
@@ -447,9 +525,14 @@ class Engine:
                 continue
             if k < 0:
                 k = bisect_right(q_t, start, head, min(head + b, n)) - head
-            # requests inside the batch that expired while it was filling are dropped, not served
+            # requests inside the batch that expired while it was filling are dropped, not served (the first
+            # stage's queue is in order of drop deadline, so its first and last tell; a later stage's need not be)
             pos = range(head, head + k)
-            if deadline[q_id[head + k - 1]] < start or deadline[q_id[head]] < start:
+            if (
+                (deadline[q_id[head + k - 1]] < start or deadline[q_id[head]] < start)
+                if entry_order
+                else start > earliest and any(deadline[q_id[p]] < start for p in pos)
+            ):
                 keep = [p for p in pos if deadline[q_id[p]] >= start]
                 for p in pos:
                     if deadline[q_id[p]] < start:
@@ -465,7 +548,14 @@ class Engine:
                 head += k
                 k_eff = k
             # a batch runs at the cores in force when it starts (an in-place resize applies to later batches)
-            finish = start + (r.lat if start < r.resize_at_s else r.resized_lat)[k_eff]
+            if start < r.resize_at_s:
+                service, noise = r.lat[k_eff], r.noise
+            else:
+                service, noise = r.resized_lat[k_eff], r.resized_noise
+            if noise is not None and noise[k_eff] is not None:  # empirical: scaled by a run-to-run factor
+                factors = noise[k_eff]
+                service *= factors[int(draw() * len(factors))]
+            finish = start + service
             r.free_s = finish
             b_start.append(start)
             b_finish.append(finish)
@@ -479,6 +569,164 @@ class Engine:
         pool.q_t = q_t[head:]
         pool.q_id = q_id[head:]
         return self._pool_outcomes(s, st, pool, t0, t1, out_id, (b_start, b_finish, b_size, b_rep), d_id, drop_times)
+
+    def _run_pool_decode(
+        self, s: int, st: StageState, pool: PoolState, t0: float, t1: float
+    ) -> tuple[np.ndarray, np.ndarray, PoolCounters]:
+        """`_run_pool` for a pool whose replicas pay a serving overhead (the module docstring, *Serving overhead*).
+
+        ``pool.q_t``/``q_id`` are the requests not yet decoded (by arrival at the stage), ``pool.d_t``/``d_id`` the
+        decoded ones (by the end of their decoding, the time the batcher sees them arrive). One iteration is one
+        action of the replica whose core is free first: decode the oldest undecoded request, or start a batch.
+        """
+        timeout = self.spec.batch_timeout_s
+        deadline = self._deadline
+        draw = self._draws[s]
+        q_t, q_id = pool.q_t, pool.q_id
+        d_t, d_id = list(pool.d_t), list(pool.d_id)
+        n = len(q_t)
+        heap = [(r.available_s(), r.seq, r) for r in pool.replicas if r.retire_s > t0 or r.free_s > t0]
+        heap = [h for h in heap if h[0] < h[2].retire_s]
+        heapq.heapify(heap)
+        head = 0  # the oldest request not yet decoded
+        dh = 0  # the oldest decoded request not yet taken
+        b_start: list[float] = []
+        b_finish: list[float] = []
+        b_size: list[int] = []
+        b_rep: list[Replica] = []
+        served: list[int] = []  # request ids, in batch order
+        dropped: list[int] = []
+        drop_times: list[float] = []
+        while heap and (head < n or dh < len(d_t)):
+            avail, seq, r = heap[0]
+            if avail >= r.retire_s:
+                heapq.heappop(heap)
+                continue
+            if avail >= t1:
+                break
+            t = avail
+            if head < n and q_t[head] <= t:
+                # decoding comes first: the core decodes the requests that have arrived, one after the other for as
+                # long as it stays the core free first (without going through the heap)
+                nxt = (heap[1] if len(heap) == 2 or heap[1] < heap[2] else heap[2]) if len(heap) > 1 else None
+                while True:
+                    i = q_id[head]
+                    head += 1
+                    if deadline[i] < t:  # past its drop limit: dropped, never decoded
+                        dropped.append(i)
+                        drop_times.append(t)
+                    else:
+                        end = t + (r.overhead_s if t < r.resize_at_s else r.resized_overhead_s)
+                        if not d_t or end >= d_t[-1]:
+                            d_t.append(end)
+                            d_id.append(i)
+                        else:
+                            j = bisect_right(d_t, end, dh)
+                            d_t.insert(j, end)
+                            d_id.insert(j, i)
+                        t = end
+                    if head == n or q_t[head] > t or t >= t1 or t >= r.retire_s:
+                        break
+                    if nxt is not None and (t > nxt[0] or (t == nxt[0] and seq > nxt[1])):
+                        break
+                if t > avail:
+                    r.free_s = t
+                heapq.heapreplace(heap, (t, seq, r))
+                continue
+            # the batch the replica would start, by the batching rules over the decoded requests
+            nd = len(d_t)
+            start = _INF
+            k = 0
+            if dh < nd:
+                a0 = d_t[dh]
+                tb = t if t > a0 else a0
+                if tb < t1:  # the oldest decoded requests that passed the drop limit are dropped
+                    while deadline[d_id[dh]] < tb:
+                        dropped.append(d_id[dh])
+                        drop_times.append(tb)
+                        dh += 1
+                        if dh == nd:
+                            break
+                        a0 = d_t[dh]
+                        tb = t if t > a0 else a0
+                if dh < nd:
+                    b = r.batch
+                    last = dh + b - 1
+                    if last < nd and d_t[last] <= tb:
+                        start, k = tb, b
+                    else:
+                        due = a0 + timeout
+                        if tb >= due:
+                            start = tb
+                        else:
+                            fill = d_t[last] if last < nd else _INF
+                            start = due if due < fill else fill
+                        k = -1
+            # decoding comes first: a request that arrives by the time the batch would start is decoded before it
+            if head < n and q_t[head] <= start:
+                ta = q_t[head]
+                at = t if t > ta else ta
+                if at >= t1:
+                    break
+                if at >= r.retire_s:
+                    heapq.heappop(heap)
+                    continue
+                i = q_id[head]
+                head += 1
+                if deadline[i] < at:  # past its drop limit: dropped, never decoded
+                    dropped.append(i)
+                    drop_times.append(at)
+                    continue
+                end = at + (r.overhead_s if at < r.resize_at_s else r.resized_overhead_s)
+                if not d_t or end >= d_t[-1]:
+                    d_t.append(end)
+                    d_id.append(i)
+                else:
+                    j = bisect_right(d_t, end, dh)
+                    d_t.insert(j, end)
+                    d_id.insert(j, i)
+                r.free_s = end
+                heapq.heapreplace(heap, (end, seq, r))
+                continue
+            if start >= t1:
+                break  # later arrivals (next interval) may still join this batch, or be decoded first
+            if start >= r.retire_s:
+                heapq.heappop(heap)
+                continue
+            if k < 0:
+                k = bisect_right(d_t, start, dh, min(dh + r.batch, nd)) - dh
+            keep = []
+            for j in range(dh, dh + k):  # requests that expired while the batch was filling are dropped
+                if deadline[d_id[j]] < start:
+                    dropped.append(d_id[j])
+                    drop_times.append(start)
+                else:
+                    keep.append(d_id[j])
+            dh += k
+            if not keep:
+                continue
+            served.extend(keep)
+            k_eff = len(keep)
+            if start < r.resize_at_s:
+                service, noise = r.lat[k_eff], r.noise
+            else:
+                service, noise = r.resized_lat[k_eff], r.resized_noise
+            if noise is not None and noise[k_eff] is not None:  # empirical: scaled by a run-to-run factor
+                factors = noise[k_eff]
+                service *= factors[int(draw() * len(factors))]
+            finish = start + service
+            r.free_s = finish
+            b_start.append(start)
+            b_finish.append(finish)
+            b_size.append(k_eff)
+            b_rep.append(r)
+            heapq.heapreplace(heap, (finish, seq, r))
+
+        pool.q_t, pool.q_id = q_t[head:], q_id[head:]
+        pool.d_t, pool.d_id = d_t[dh:], d_id[dh:]
+        out_id = np.asarray(served, dtype=np.int64) if served else _NO_IDS
+        d_ids = np.asarray(dropped, dtype=np.int64) if dropped else _NO_IDS
+        return self._pool_outcomes(s, st, pool, t0, t1, out_id, (b_start, b_finish, b_size, b_rep), d_ids, drop_times)
 
     def _pool_outcomes(
         self,
@@ -527,7 +775,7 @@ class Engine:
             busy_s=busy_s,
             serving_s=serving_s,
             replicas_serving=serving_now,
-            queue_len=int(bisect_right(pool.q_t, t1)),
+            queue_len=int(bisect_right(pool.q_t, t1)) + len(pool.d_t),
             batches=len(b_size),
             batched=int(sizes.sum()),
         )
@@ -548,6 +796,7 @@ class Engine:
         """
         timeout = self.spec.batch_timeout_s
         drop_at, slo = self._deadline, self._slo
+        draw = self._draws[s]
         q_t, q_id = pool.q_t, pool.q_id
         n = len(q_t)
         heap = [(r.available_s(), r.seq, r) for r in pool.replicas if r.retire_s > t0 or r.free_s > t0]
@@ -649,7 +898,15 @@ class Engine:
             if not keep:
                 continue
             served.extend(keep)
-            finish = start + (r.lat if start < r.resize_at_s else r.resized_lat)[len(keep)]
+            k_eff = len(keep)
+            if start < r.resize_at_s:
+                service, noise = r.lat[k_eff], r.noise
+            else:
+                service, noise = r.resized_lat[k_eff], r.resized_noise
+            if noise is not None and noise[k_eff] is not None:  # empirical: scaled by a run-to-run factor
+                factors = noise[k_eff]
+                service *= factors[int(draw() * len(factors))]
+            finish = start + service
             r.free_s = finish
             b_start.append(start)
             b_finish.append(finish)
@@ -665,6 +922,25 @@ class Engine:
         return self._pool_outcomes(s, st, pool, t0, t1, out_id, (b_start, b_finish, b_size, b_rep), d_id, drop_times)
 
 
+def empirical_service(spec: PipelineSpec, stage: StageSpec) -> bool:
+    """Whether ``stage`` draws its service times (the ``empirical`` model): the spec's ``service_model``, where
+    ``auto`` is ``empirical`` for a stage whose profile keeps run times and ``deterministic`` otherwise."""
+    if spec.service_model == "auto":
+        return stage.latency.has_runs
+    return spec.service_model == "empirical"
+
+
+def has_overhead(stage: StageSpec) -> bool:
+    """Whether some point of the stage's profile has a positive serving overhead."""
+    return any(p.overhead_s for p in stage.latency.points.values())
+
+
+def _uniforms(rng: np.random.Generator, chunk: int = 4096) -> Iterator[float]:
+    """Uniform draws in [0, 1) from ``rng``, drawn ``chunk`` at a time (one Python float per call of ``next``)."""
+    while True:
+        yield from rng.random(chunk).tolist()
+
+
 def _startup(st: StageState, pool: VariantPool) -> float:
     return st.spec.variant(pool.variant).startup_s
 
@@ -673,7 +949,7 @@ def _retire_drained(st: StageState) -> None:
     """Retire the replicas of every removed pool whose queue is empty since the dispatcher left it out: at the
     last request it took, or when it was left out if it took none since."""
     for pool in st.pools:
-        if pool.setting is None and pool.drain_from_s < _INF and not pool.q_t:
+        if pool.setting is None and pool.drain_from_s < _INF and not pool.q_t and not pool.d_t:
             at_s = max(pool.drain_from_s, pool.last_take_s)
             for r in pool.replicas:
                 if r.retire_s > at_s:

@@ -39,7 +39,12 @@ _INF = math.inf
 
 
 class Replica:
-    """One replica: its setting, latency table, accuracy and lifetime (allocated, ready, retired, free)."""
+    """One replica: its setting, service tables, accuracy and lifetime (allocated, ready, retired, free).
+
+    ``lat[k]`` is the service time of a batch of k (`service_tables`): the profile's p99 (``deterministic``), or
+    its mean, which ``noise[k]`` (run-to-run factors, mean 1) scales per batch (``empirical``; ``noise`` is None
+    when there is nothing to draw). ``overhead_s`` is the serving cost of one request on its core (0: none).
+    """
 
     __slots__ = (
         "variant",
@@ -56,14 +61,23 @@ class Replica:
         "resize_at_s",
         "resized_lat",
         "charges",
+        "empirical",
+        "noise",
+        "resized_noise",
+        "overhead_s",
+        "resized_overhead_s",
     )
 
-    def __init__(self, stage: StageSpec, sc: VariantPool, alloc_s: float, ready_s: float, seq: int) -> None:
+    def __init__(
+        self, stage: StageSpec, sc: VariantPool, alloc_s: float, ready_s: float, seq: int, empirical: bool = False
+    ) -> None:
         self.variant = sc.variant
         self.cores = sc.cores
         self.batch = sc.batch
-        # latency of a batch of k requests, k = 0..b (index 0 unused)
-        self.lat = [0.0] + [stage.latency.latency_s(sc.variant, k, sc.cores) for k in range(1, sc.batch + 1)]
+        self.empirical = empirical
+        # service time of a batch of k requests, k = 0..b (index 0 unused), and its run-to-run factors
+        self.lat, self.noise = service_tables(stage, sc, empirical)
+        self.overhead_s = stage.latency.overhead_s(sc.variant, sc.cores)
         self.acc_rank = stage.rank_accuracy(sc.variant)
         self.acc_raw = stage.variant(sc.variant).accuracy
         self.alloc_s = alloc_s
@@ -73,17 +87,20 @@ class Replica:
         self.seq = seq
         self.resize_at_s = _INF  # batches starting from then run at `resized_lat` (an in-place resize)
         self.resized_lat: list[float] = self.lat
+        self.resized_noise = self.noise
+        self.resized_overhead_s = self.overhead_s
         self.charges: list[tuple[float, int]] | None = None  # (from_s, cores) after each in-place resize
 
     def resize(self, stage: StageSpec, sc: VariantPool, now_s: float, resize_s: float) -> None:
         """Resize in place to ``sc.cores``: charged from ``now_s``, serving from ``now_s + resize_s``."""
         if self.resize_at_s <= now_s:  # an earlier resize has applied
-            self.lat = self.resized_lat
+            self.lat, self.noise, self.overhead_s = self.resized_lat, self.resized_noise, self.resized_overhead_s
         if self.charges is None:
             self.charges = [(self.alloc_s, self.cores)]
         self.charges.append((now_s, sc.cores))
         self.cores = sc.cores
-        self.resized_lat = [0.0] + [stage.latency.latency_s(sc.variant, k, sc.cores) for k in range(1, sc.batch + 1)]
+        self.resized_lat, self.resized_noise = service_tables(stage, sc, self.empirical)
+        self.resized_overhead_s = stage.latency.overhead_s(sc.variant, sc.cores)
         self.resize_at_s = now_s + resize_s
 
     def core_seconds(self, lo: float, hi: float) -> float:
@@ -106,9 +123,32 @@ class Replica:
         return self.free_s if self.free_s > self.ready_s else self.ready_s
 
 
+def service_tables(stage: StageSpec, sc: VariantPool, empirical: bool) -> tuple[list[float], list | None]:
+    """A replica's service times by batch size k = 0..b (index 0 unused) and, for the ``empirical`` model, the
+    run-to-run factors to scale each batch by (`rlscale.profiles.LatencyModel.noise`; None: nothing to draw).
+
+    ``deterministic``: the p99 of the profile (``latency_s``), a fixed time, as the simulator always had it.
+    ``empirical``: the mean (``mean_s``), times a factor drawn per batch among the factors of the nearest point
+    with runs; a variant without runs draws nothing (its mean, which a p99-only profile answers with its p99).
+    """
+    latency, v, c = stage.latency, sc.variant, sc.cores
+    if not empirical:
+        return [0.0] + [latency.latency_s(v, k, c) for k in range(1, sc.batch + 1)], None
+    lat = [0.0] + [latency.mean_s(v, k, c) for k in range(1, sc.batch + 1)]
+    noise: list[list[float] | None] = [None]
+    for k in range(1, sc.batch + 1):
+        factors = latency.noise(v, k, c)
+        noise.append(factors.tolist() if factors is not None and factors.size else None)
+    return lat, (noise if any(f is not None for f in noise) else None)
+
+
 @dataclass
 class PoolState:
     """One pool of a stage: its replicas and its queue (parallel lists, sorted by arrival time at the stage).
+
+    With a serving overhead (`rlscale.sim.engine`), ``q_t``/``q_id`` hold the requests not yet decoded and
+    ``d_t``/``d_id`` those decoded and waiting for a batch (by the time their decoding ends, sorted); without,
+    ``d_t`` stays empty.
 
     Attributes:
         key: the pool's variant in a stage with ``max_pools > 1``; ``""`` for the one pool of the other stages.
@@ -125,6 +165,8 @@ class PoolState:
     replicas: list[Replica] = field(default_factory=list)
     q_t: list[float] = field(default_factory=list)
     q_id: list[int] = field(default_factory=list)
+    d_t: list[float] = field(default_factory=list)
+    d_id: list[int] = field(default_factory=list)
     drain_from_s: float = _INF
     last_take_s: float = -_INF
 
@@ -157,10 +199,11 @@ class StageState:
 
     @property
     def q_t(self) -> list[float]:
-        """Arrival times of every queued request, pool after pool."""
-        if len(self.pools) == 1:
+        """Arrival times of every queued request, pool after pool (then, where a serving overhead applies, the
+        decoding end times of the decoded ones, which are queued too)."""
+        if len(self.pools) == 1 and not self.pools[0].d_t:
             return self.pools[0].q_t
-        return [t for p in self.pools for t in p.q_t]
+        return [t for p in self.pools for t in (*p.q_t, *p.d_t)]
 
     def pool(self, key: str) -> PoolState | None:
         """The pool state called ``key``, if any."""

@@ -18,6 +18,9 @@ from pydantic_core import ArgsKwargs, PydanticCustomError, PydanticUseDefault
 ACCURACY_METHODS = ("sum", "product")
 SLA_MODES = ("priced", "hard")
 QUEUE_DISCIPLINES = ("fifo", "edf")
+# how the simulator draws a batch's service time (DESIGN.md section 4; `rlscale.sim.engine`): ``auto`` is
+# ``empirical`` for a stage whose profile keeps run times and ``deterministic`` (the p99 as a fixed time) otherwise
+SERVICE_MODELS = ("auto", "deterministic", "empirical")
 VPA_UPDATERS = ("kubernetes", "infadapter")  # who applies the VPA's recommendation (agents/vpa.py)
 # seconds a cores-only change takes to reach a running pod with in-place resizing (``resize_s``): an assumption,
 # not a measurement (neither Sponge's paper nor its code measures it); see PROVENANCE.md, "In-place resize"

@@ -9,7 +9,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from rlscale.errors import SpecError
-from rlscale.spec.fields import ACCURACY_METHODS, QUEUE_DISCIPLINES, SLA_MODES, VPA_UPDATERS, document_fields
+from rlscale.spec.fields import (
+    ACCURACY_METHODS,
+    QUEUE_DISCIPLINES,
+    SERVICE_MODELS,
+    SLA_MODES,
+    VPA_UPDATERS,
+    document_fields,
+)
 from rlscale.spec.pipeline import NESTED, PipelineSpec
 
 
@@ -66,9 +73,12 @@ def _describe(error: Any) -> tuple[str, str]:
         return where, f"does not match {ctx.get('pattern')}, got {value!r}"
     if kind == "literal_error":
         last = loc[-1] if loc else None
-        allowed = {"sla_mode": SLA_MODES, "queue_discipline": QUEUE_DISCIPLINES, "updater": VPA_UPDATERS}.get(
-            last, ACCURACY_METHODS
-        )
+        allowed = {
+            "sla_mode": SLA_MODES,
+            "queue_discipline": QUEUE_DISCIPLINES,
+            "updater": VPA_UPDATERS,
+            "service_model": SERVICE_MODELS,
+        }.get(last, ACCURACY_METHODS)
         return where, f"must be one of {', '.join(allowed)}, got {value!r}"
     comparisons = {
         "greater_than": ("gt", ">"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 from pydantic.dataclasses import dataclass
@@ -72,6 +72,10 @@ class PipelineSpec:
             ``in_place_resize``).
         vpa: how the ``vpa`` policy runs here when its flags are not given (`VpaSpec`; None, the default: the
             Kubernetes VPA updater on the variants and cores in force).
+        service_model: how the simulator draws a batch's service time (`SERVICE_MODELS`, `rlscale.sim.engine`):
+            ``deterministic``, the profile's p99 (``latency_s``) as a fixed time; ``empirical``, the point's mean
+            times a run-to-run factor drawn from the profiled run times (seeded); ``auto`` (default),
+            ``empirical`` for a stage whose profile keeps run times and ``deterministic`` for the others.
     """
 
     name: Annotated[
@@ -94,6 +98,11 @@ class PipelineSpec:
     in_place_resize: Annotated[bool, Field(strict=True), Unset] = False
     resize_s: Annotated[Seconds, Unset] = DEFAULT_RESIZE_S
     vpa: Annotated[VpaSpec | None, Unset] = None
+    service_model: Annotated[
+        Literal["auto", "deterministic", "empirical"],
+        Field(description="service times: auto, deterministic (the p99) or empirical (sampled run times)"),
+        Unset,
+    ] = "auto"
 
     @model_validator(mode="before")
     @classmethod
@@ -222,6 +231,7 @@ class PipelineSpec:
             ),
             "in_place_resize": self.in_place_resize,
             "resize_s": self.resize_s,
+            "service_model": self.service_model,
             "vpa": (
                 {
                     "updater": self.vpa.updater,
@@ -266,6 +276,8 @@ class PipelineSpec:
             del doc["in_place_resize"]
         if self.resize_s == DEFAULT_RESIZE_S:
             del doc["resize_s"]
+        if self.service_model == "auto":
+            del doc["service_model"]
         if self.vpa is None:
             del doc["vpa"]
         else:
