@@ -389,7 +389,7 @@ def build_settings(
             try:
                 V2Client(url, model, timeout_s=10).check_ready()
             except RlscaleError as exc:
-                raise RlscaleError(f"--url {stage}={url}: {exc}") from None
+                raise RlscaleError(f"--url {stage}={url}: {str(exc).removeprefix(f'--url {url}: ')}") from None
     placed, generator = assign_cpus([s.name for s in spec.stages if s.name not in served], cpus or usable_cpus())
     stages = []
     for stage in spec.stages:
