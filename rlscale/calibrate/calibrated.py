@@ -4,10 +4,13 @@ A stage's calibrated profile holds, for the variant calibrate served, one point 
 distribution of the batch's service time (``latency_s`` = p99, ``p50_s``, ``mean_s``, ``p90_s``; the runs
 themselves in ``NAME.runs.csv``, `rlscale.profiles.runs_path`) and ``overhead_s``, the serving cost of one request
 on the replica's core (`rlscale.calibrate.measure.overhead`). The service time is the model's own, profiled
-in-process on the server's CPU, with the serving overhead apart (the simulator charges it per request on the
-replica's core ahead of the batcher, DESIGN.md section 4); for a team's server without a factory it is the served
-request, overhead included, and ``overhead_s`` is left empty. The stage's other variants keep their points from
-the spec's profile, as they were.
+in-process on the server's CPU, with the serving overhead apart: the simulator charges it per request on the
+replica's core ahead of the batcher (DESIGN.md section 4), so that a request alone costs the overhead and the model
+once each, as the served request did. For a team's server without a factory it is the served request, overhead
+included, and ``overhead_s`` is left empty. The *served* variant (``where="served"``, the simulator's
+``sim_served``) takes the served requests' run times instead, with the same overhead: the overhead at no load is then
+inside each run and charged again, which the report lets one compare. The stage's other variants keep their points
+from the spec's profile, as they were.
 
 The calibrated spec is the spec with each stage's ``profile`` pointing at its calibrated CSV, and its ``cores``
 the one core a replica was measured with (planning other core counts would extrapolate from one).
@@ -36,11 +39,11 @@ CALIBRATED_CORES = 1
 """Cores a replica runs with while calibrate measures it."""
 
 
-def _source(profile: StageProfile, date: str) -> str:
+def _source(profile: StageProfile, where: str, date: str) -> str:
     from rlscale.profiling.results import cpu_model
 
-    where = "in-process" if profile.in_process else f"served by {profile.target.url}"
-    runs = profile.service_runs()
+    runs = profile.service_runs(where)
+    where = "in-process" if runs is profile.in_process else f"served by {profile.target.url or 'rlscale serve'}"
     text = (
         f"rlscale calibrate {where} runs of {len(runs[0].samples_s) if runs else 0} on CPU {profile.cpu} "
         f"({cpu_model()}); overhead: {profile.overhead_how}; {date}"
@@ -48,13 +51,14 @@ def _source(profile: StageProfile, date: str) -> str:
     return text.replace(",", " ").replace("\n", " ")
 
 
-def calibrated_points(profile: StageProfile, date: str | None = None) -> list[ProfilePoint]:
-    """The calibrated variant's points (module docstring), one per batch size."""
+def calibrated_points(profile: StageProfile, where: str = "in-process", date: str | None = None) -> list[ProfilePoint]:
+    """The calibrated variant's points (module docstring), one per batch size; ``where="served"``: the served
+    requests' distribution instead (`rlscale.calibrate.measure.StageProfile.service_runs`), with the same overhead."""
     from rlscale.profiling.results import today
 
-    source = _source(profile, date or today())
+    source = _source(profile, where, date or today())
     points = []
-    for m in profile.service_runs():
+    for m in profile.service_runs(where):
         runs = np.asarray(m.samples_s, dtype=float)
         p50, p90, p99 = (float(x) for x in np.percentile(runs, [50, 90, 99]))
         points.append(
@@ -123,21 +127,18 @@ def stage_points(spec: PipelineSpec, stage_name: str, calibrated: Sequence[Profi
 
 def write_calibrated_spec(
     spec: PipelineSpec, points: Mapping[str, Sequence[ProfilePoint]], path: Path, note: str = ""
-) -> tuple[Path, dict[str, Path]]:
+) -> PipelineSpec:
     """Write the calibrated spec to ``path`` and each stage's calibrated profile beside it
-    (``<spec stem>-<stage>.csv`` and its runs), then read it back (`rlscale.spec.load_spec`) to prove it loads.
+    (``<spec stem>-<stage>.csv`` and its runs), then read it back (`rlscale.spec.load_spec`): what it returns, so
+    what was written is proved to load.
 
     Args:
         spec: the spec calibrated.
         points: each calibrated stage's calibrated variant's points (`calibrated_points`).
         path: the spec's file.
         note: a comment for its first lines.
-
-    Returns:
-        The spec's path and each stage's profile path.
     """
     doc: dict[str, Any] = spec.to_document()
-    profiles = {}
     for raw, stage in zip(doc["stages"], spec.stages, strict=True):
         if stage.name not in points:
             continue
@@ -152,8 +153,6 @@ def write_calibrated_spec(
                 ",".join(map(str, raw["cores"])),
             )
             raw["cores"] = [CALIBRATED_CORES]
-        profiles[stage.name] = profile
     head = "".join(f"# {line}\n" for line in note.splitlines())
     atomic_write_text(path, head + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-    load_spec(path)
-    return path, profiles
+    return load_spec(path)

@@ -63,10 +63,11 @@ class StageProfile:
         points = self.in_process if where == "in-process" else self.served
         return next(m for m in points if m.batch == batch)
 
-    def service_runs(self) -> list[Measurement]:
-        """The runs the calibrated profile's distribution is made of: the model alone where profiled in-process
-        (the serving overhead apart, `overhead_s`), else the served requests (overhead included)."""
-        return self.in_process or self.served
+    def service_runs(self, where: str = "in-process") -> list[Measurement]:
+        """The runs a calibrated profile's distribution is made of: ``in-process``, the model alone (the serving
+        overhead apart, `overhead_s`), where profiled (else the served requests); ``served``, the served requests
+        (the no-load overhead inside each)."""
+        return self.in_process if where == "in-process" and self.in_process else self.served
 
     def to_dict(self) -> dict[str, Any]:
         return {

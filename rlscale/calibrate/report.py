@@ -21,24 +21,14 @@ import numpy as np
 from rlscale.calibrate.settings import Configuration
 from rlscale.calibrate.stats import STATS, band, finite_or_none, mape, median_figures, ratio, ratios, within_band
 
-SOURCES = ("sim", "sim_uncalibrated")
-"""The simulated columns: with the calibrated profile, and with the spec's own."""
+SOURCES = {"sim": "calibrated", "sim_served": "served", "sim_uncalibrated": "uncalibrated"}
+"""The simulated columns and their labels: with the calibrated profile (the model in-process and the serving
+overhead), with the served requests' run times and the overhead, and with the spec's own profile
+(`rlscale.calibrate.calibrated`)."""
 E2E = "end-to-end"
 CSV_FIELDS = (
-    "config",
-    "load_fraction",
-    "batch",
-    "peak_rps",
-    "mean_rps",
-    "where",
-    "metric",
-    "real",
-    "real_min",
-    "real_max",
-    "sim",
-    "sim_over_real",
-    "sim_uncalibrated",
-    "sim_uncalibrated_over_real",
+    *("config", "load_fraction", "batch", "peak_rps", "mean_rps", "where", "metric", "real", "real_min", "real_max"),
+    *(column for source in SOURCES for column in (source, f"{source}_over_real")),
 )
 
 
@@ -50,7 +40,7 @@ class ConfigResult:
         config: the configuration.
         peak_rps / mean_rps: the window's load as replayed.
         real_runs: each repeat's figures (`rlscale.calibrate.stats.run_figures`).
-        sim / sim_uncalibrated: the simulator's figures with the calibrated profile and with the spec's own.
+        sims: the simulator's figures by source (`SOURCES`).
         planned_p99_s / planned_p99_s_uncalibrated: the planner's end-to-end p99 for the configuration at the
             window's peak (the sum over stages of `rlscale.model.stage_latency_s`), on either profile.
         diagnostics: per repeat, what the servers and the generator said (`rlscale.calibrate.run`).
@@ -60,8 +50,7 @@ class ConfigResult:
     peak_rps: float
     mean_rps: float
     real_runs: list[dict[str, Any]]
-    sim: dict[str, Any]
-    sim_uncalibrated: dict[str, Any]
+    sims: dict[str, dict[str, Any]]
     planned_p99_s: float
     planned_p99_s_uncalibrated: float
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
@@ -95,9 +84,8 @@ class ConfigResult:
             "real_band": self.real_band,
             "real_stage_bands": {name: band(self.real_runs, name) for name in real["stages"]},
             "real_repeats": self.real_runs,
-            "sim": self.sim,
-            "sim_uncalibrated": self.sim_uncalibrated,
-            "ratios": {source: ratios(getattr(self, source), real) for source in SOURCES},
+            **self.sims,
+            "ratios": {source: ratios(self.sims[source], real) for source in SOURCES},
             "planned_p99_s": self.planned_p99_s,
             "planned_p99_s_uncalibrated": self.planned_p99_s_uncalibrated,
             "errors": sum(d.get("errors", 0) for d in self.diagnostics),
@@ -128,7 +116,7 @@ def _rows_of(result: ConfigResult) -> list[dict[str, Any]]:
         lo, hi = result.spread(where, key)
         row = {**base, "where": shown, "metric": metric, "real": value, "real_min": lo, "real_max": hi}
         for source in SOURCES:
-            sim = _pick(getattr(result, source), where, key)
+            sim = _pick(result.sims[source], where, key)
             row[source] = sim
             row[f"{source}_over_real"] = ratio(sim, value)
         rows.append(row)
@@ -157,10 +145,10 @@ def errors_summary(results: Sequence[ConfigResult]) -> dict[str, dict[str, float
     for source in SOURCES:
         summary = {}
         for stat in STATS:
-            summary[f"e2e_{stat}"] = mape([(getattr(r, source)["e2e"][stat], r.real["e2e"][stat]) for r in results])
+            summary[f"e2e_{stat}"] = mape([(r.sims[source]["e2e"][stat], r.real["e2e"][stat]) for r in results])
         for key in ("throughput_rps", "violation_rate"):
-            summary[key] = mape([(getattr(r, source)[key], r.real[key]) for r in results])
-        inside = [within_band(getattr(r, source)["e2e"]["p99"], r.real_band["p99"]) for r in results]
+            summary[key] = mape([(r.sims[source][key], r.real[key]) for r in results])
+        inside = [within_band(r.sims[source]["e2e"]["p99"], r.real_band["p99"]) for r in results]
         summary["p99_inside_band_share"] = float(np.mean(inside)) if inside else math.nan
         out[source] = summary
     return out
@@ -183,15 +171,17 @@ def _value(metric: str, x: float) -> str:
 
 
 def markdown(results: Sequence[ConfigResult], meta: dict[str, Any]) -> str:
-    """The report: setup, the table (latencies in ms), the planned p99 and the errors."""
+    """The report: setup, the table (latencies in ms; a column per simulated source, `SOURCES`), the planned p99
+    and the errors."""
     lines = [f"# rlscale calibrate: {meta.get('spec', '')}", ""]
     lines.append(
         f"Trace {meta.get('trace')} seconds {meta.get('window')}, {meta.get('arrivals')} arrivals (seed "
         f"{meta.get('seed')}), SLA {meta.get('sla_s')} s, {meta.get('repeats')} real repeats a configuration on "
         "fresh servers; load: peak = fraction x the bottleneck's capacity at batch 1 "
-        f"({meta.get('capacity_rps', 0):.1f} rps). Real: the median over the repeats, [min, max] the band; sim: the "
-        f"simulator ({meta.get('service_model')} service model) on the same arrivals with the calibrated profile; "
-        "uncal.: with the spec's own profile."
+        f"({meta.get('capacity_rps', 0):.1f} rps). Real: the median over the repeats, [min, max] the band. "
+        f"Simulated ({meta.get('service_model')} service model) on the same arrivals: calibrated, the model's "
+        "in-process run times and the serving overhead; served, the served requests' run times and the overhead; "
+        "uncalibrated, the spec's own profile."
     )
     lines.append("")
     for stage in meta.get("stages", []):
@@ -202,15 +192,15 @@ def markdown(results: Sequence[ConfigResult], meta: dict[str, Any]) -> str:
             f"{stage.get('cpu')}; serving overhead {shown} ({stage.get('overhead_how')})"
         )
     lines.append("")
-    lines.append("| config | where | metric | real | real band | sim | sim/real | uncal. | uncal./real |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    head = "".join(f" {label} | /real |" for label in SOURCES.values())
+    lines.append(f"| config | where | metric | real | real band |{head}")
+    lines.append("|---|---|---|---|---|" + "---|---|" * len(SOURCES))
     for row in table_rows(results):
         m = row["metric"]
+        cells = "".join(f" {_value(m, row[source])} | {_r(row[f'{source}_over_real'])} |" for source in SOURCES)
         lines.append(
             f"| {row['config']} | {row['where']} | {m.removesuffix('_s')} | {_value(m, row['real'])} | "
-            f"[{_value(m, row['real_min'])}, {_value(m, row['real_max'])}] | {_value(m, row['sim'])} | "
-            f"{_r(row['sim_over_real'])} | {_value(m, row['sim_uncalibrated'])} | "
-            f"{_r(row['sim_uncalibrated_over_real'])} |"
+            f"[{_value(m, row['real_min'])}, {_value(m, row['real_max'])}] |{cells}"
         )
     lines.append("")
     lines.append("Planned end-to-end p99 (the planner's stage latencies at the window's peak) against the real p99:")
@@ -227,10 +217,10 @@ def markdown(results: Sequence[ConfigResult], meta: dict[str, Any]) -> str:
     lines.append("Mean absolute percentage error over the configurations (end to end, against the median):")
     lines.append("")
     summary = errors_summary(results)
-    keys = list(summary[SOURCES[0]])
+    keys = list(summary["sim"])
     lines.append("| simulator | " + " | ".join(keys) + " |")
     lines.append("|---|" + "---|" * len(keys))
-    for source, label in zip(SOURCES, ("calibrated", "uncalibrated"), strict=True):
+    for source, label in SOURCES.items():
         cells = [
             (f"{v:.0%}" if k == "p99_inside_band_share" else f"{v:.1%}") if math.isfinite(v) else "-"
             for k, v in summary[source].items()
@@ -256,15 +246,17 @@ def plot(results: Sequence[ConfigResult], path: Path) -> Path:
 
     names = [r.config.name for r in results]
     x = np.arange(len(results))
-    width = 0.27
-    fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 1.4 * len(results) * 3), 3.8), sharey=True)
+    width = 0.8 / (1 + len(SOURCES))
+    fig, axes = plt.subplots(1, 3, figsize=(max(9.0, 1.6 * len(results) * 3), 3.8), sharey=True)
     for ax, stat in zip(axes, ("p50", "p90", "p99"), strict=True):
         real = np.array([r.real["e2e"][stat] for r in results]) * 1e3
         lo_hi = np.array([r.real_band[stat] for r in results]).reshape(-1, 2) * 1e3
         err = np.abs(np.vstack([real - lo_hi[:, 0], lo_hi[:, 1] - real]))
-        ax.bar(x - width, real, width, yerr=np.nan_to_num(err), capsize=3, label="real (band)")
-        ax.bar(x, [r.sim["e2e"][stat] * 1e3 for r in results], width, label="sim, calibrated")
-        ax.bar(x + width, [r.sim_uncalibrated["e2e"][stat] * 1e3 for r in results], width, label="sim, uncalibrated")
+        offset = -len(SOURCES) / 2 * width
+        ax.bar(x + offset, real, width, yerr=np.nan_to_num(err), capsize=3, label="real (band)")
+        for i, (source, label) in enumerate(SOURCES.items(), start=1):
+            values = [r.sims[source]["e2e"][stat] * 1e3 for r in results]
+            ax.bar(x + offset + i * width, values, width, label=f"sim, {label}")
         ax.set_xticks(x, names, rotation=30, ha="right")
         ax.set_yscale("log")
         ax.set_title(f"end-to-end {stat}")

@@ -1,11 +1,12 @@
 """One calibration, start to end (`run_calibration`):
 
 1. **Profile** every stage in-process and served (`rlscale.calibrate.measure`); write the calibrated profiles and
-   spec into ``--out`` (``spec-calibrated.yaml``, ``spec-calibrated-STAGE.csv`` and its runs) and, with
-   ``--write-spec``, there too; ``profiles.json`` holds every measurement.
+   spec into ``--out`` (``spec-calibrated.yaml``, ``spec-calibrated-STAGE.csv`` and its runs; ``spec-served.yaml``
+   likewise with the served requests' run times, `WHERE`) and, with ``--write-spec``, the calibrated one there too;
+   ``profiles.json`` holds every measurement.
 2. Per configuration: the trace window scaled so its peak is the configuration's fraction of the bottleneck's
    capacity at batch 1; the simulator's arrivals for the seed (`rlscale.calibrate.load.schedule_s`); the
-   simulator on them with the calibrated spec and with the spec as given; then ``repeats`` real runs, each on
+   simulator on them with each calibrated spec and with the spec as given; then ``repeats`` real runs, each on
    freshly started servers (`rlscale.calibrate.servers`) after a warm-up, the open-loop generator on its own CPU.
 3. After each configuration, every output is rewritten (`rlscale.calibrate.report`), so an interrupt keeps the
    finished configurations; ``run.json`` holds the diagnostics (the servers' own metrics and CPU, the generator's
@@ -38,12 +39,15 @@ from rlscale.errors import RlscaleError
 from rlscale.interrupts import Interrupted, signum_of
 from rlscale.model import stage_latency_s
 from rlscale.paths import atomic_write_text
-from rlscale.spec import PipelineSpec, load_spec
+from rlscale.spec import PipelineSpec
 from rlscale.workload import Trace
 
 log = logging.getLogger("rlscale.calibrate")
 
-CALIBRATED_SPEC = "spec-calibrated.yaml"
+WHERE = {"in-process": "spec-calibrated.yaml", "served": "spec-served.yaml"}
+"""The calibrated specs written into ``--out``, by where their run times were measured: the calibrated one (the
+model in-process, the simulator's ``sim`` column) and the served requests' (``sim_served``), each with the overhead
+(`rlscale.calibrate.calibrated`)."""
 SERVERS_LOG = "servers.log"
 
 
@@ -177,15 +181,15 @@ def _run(calibration: Calibration, progress: Callable[[str], None]) -> None:
         calibration.capacity_measured_rps,
         calibration.capacity_rps,
     )
-    points = {p.target.name: calibrated_points(p) for p in calibration.profiles}
     note = f"calibrated by rlscale calibrate from {s.spec.source} (profiles measured on this machine)"
-    calibration.calibrated_spec, _ = write_calibrated_spec(s.spec, points, s.out / CALIBRATED_SPEC, note)
+    points = {where: {p.target.name: calibrated_points(p, where) for p in calibration.profiles} for where in WHERE}
+    specs = {where: write_calibrated_spec(s.spec, points[where], s.out / name, note) for where, name in WHERE.items()}
+    calibration.calibrated_spec = specs["in-process"].source
     if s.write_spec is not None:
-        calibration.written_spec, _ = write_calibrated_spec(s.spec, points, s.write_spec, note)
+        calibration.written_spec = write_calibrated_spec(s.spec, points["in-process"], s.write_spec, note).source
         log.info("calibrated spec written to %s", calibration.written_spec)
-    calibrated = load_spec(calibration.calibrated_spec)
     for config in s.configs:
-        calibration.results.append(run_config(calibration, config, calibrated, progress))
+        calibration.results.append(run_config(calibration, config, specs, progress))
         calibration.write()
 
 
@@ -209,9 +213,13 @@ def planned_p99_s(spec: PipelineSpec, variants: list[str], batch: int, load_rps:
 
 
 def run_config(
-    calibration: Calibration, config: Configuration, calibrated: PipelineSpec, progress: Callable[[str], None]
+    calibration: Calibration,
+    config: Configuration,
+    specs: dict[str, PipelineSpec],
+    progress: Callable[[str], None],
 ) -> ConfigResult:
-    """One configuration: simulated with either profile, then real ``repeats`` times."""
+    """One configuration: simulated with each profile (``specs``: the calibrated ones, ``in-process`` and
+    ``served``), then real ``repeats`` times."""
     s = calibration.settings
     names = [t.name for t in s.stages]
     variants = [t.variant for t in s.stages]
@@ -228,7 +236,8 @@ def run_config(
         trace.mean_rps,
     )
     sims = {}
-    for source, spec in (("sim", calibrated), ("sim_uncalibrated", s.spec)):
+    sources = {"sim": specs["in-process"], "sim_served": specs["served"], "sim_uncalibrated": s.spec}
+    for source, spec in sources.items():
         sim = simulate(spec, variants, config.batch, trace, s.arrivals, s.seed)
         if sim.entry_s.shape != times.shape or not np.allclose(sim.entry_s, times):
             raise RlscaleError("the simulator's arrivals differ from the generator's schedule")
@@ -247,9 +256,8 @@ def run_config(
         peak_rps=trace.peak_rps,
         mean_rps=trace.mean_rps,
         real_runs=runs,
-        sim=sims["sim"],
-        sim_uncalibrated=sims["sim_uncalibrated"],
-        planned_p99_s=planned_p99_s(calibrated, variants, config.batch, trace.peak_rps),
+        sims=sims,
+        planned_p99_s=planned_p99_s(specs["in-process"], variants, config.batch, trace.peak_rps),
         planned_p99_s_uncalibrated=planned_p99_s(s.spec, variants, config.batch, trace.peak_rps),
         diagnostics=diagnostics,
     )

@@ -51,7 +51,7 @@ def register(sub) -> None:
 Serve each stage of a spec with rlscale serve on its own CPU (stages share CPUs, and say so, when they outnumber
 them), profile each stage in-process and served (the serving overhead: the server's CPU a request beyond the
 model), replay a trace window open loop with the simulator's own arrivals, run the simulator on the same arrivals
-with the spec's profile and with the calibrated one, and write to --out a table in BLIS's format (mean, p50, p90,
+with the spec's profile and with the calibrated ones, and write to --out a table in BLIS's format (mean, p50, p90,
 p99 per stage and end to end, throughput, violation rate at the spec's SLA, sim/real ratios, the band over
 repeats) as results.csv and results.md, calibrate.json (the --json document), sim_vs_real.png, the calibrated
 profiles and spec (spec-calibrated.yaml). One configuration per load fraction x batch size: every stage one

@@ -53,6 +53,11 @@ def test_the_calibrated_profile_reads_back_with_its_distribution(tmp_path):
     assert model.overhead_s("fast", 1) == pytest.approx(0.0003)
     assert "," not in points[0].source and "rlscale calibrate" in points[0].source
 
+    served = calibrated_points(profile, "served", date="2026-12-07")
+    assert [p.mean_s for p in served] == pytest.approx([0.015, 0.025])  # the served requests' runs
+    assert [p.overhead_s for p in served] == [p.overhead_s for p in points]  # the same overhead
+    assert "served by rlscale serve" in served[0].source and "in-process" in points[0].source
+
     without_runs = [p.__class__(**{**p.__dict__, "runs_s": None}) for p in points]
     write_profile(path, without_runs)
     assert not runs_path(path).exists()  # a stale runs file is removed
@@ -66,12 +71,11 @@ def test_the_calibrated_spec_loads_keeps_other_variants_and_plans_one_core(tmp_p
     spec = load_spec(tmp_path / "toy.yaml")
     out = tmp_path / "cal"
     out.mkdir()
-    path, profiles = write_calibrated_spec(spec, {"first": calibrated_points(_profile())}, out / "c.yaml", "note")
-    assert path.read_text().startswith("# note\n")
-    assert set(profiles) == {"first"} and profiles["first"].name == "c-first.csv"
-    assert runs_path(profiles["first"]).exists()
-    calibrated = load_spec(path)
+    calibrated = write_calibrated_spec(spec, {"first": calibrated_points(_profile())}, out / "c.yaml", "note")
+    assert calibrated.source == out / "c.yaml" and calibrated.source.read_text().startswith("# note\n")
+    assert load_spec(calibrated.source) == calibrated
     first, second = calibrated.stages
+    assert first.profile_path == out / "c-first.csv" and runs_path(first.profile_path).exists()
     assert first.cores == (1,) and first.profile == "c-first.csv"
     assert first.latency.has_runs and first.latency.points[("fast", 1, 1.0)].overhead_s is not None
     assert first.latency.points[("slow", 1, 1.0)] == spec.stages[0].latency.points[("slow", 1, 1.0)]  # kept

@@ -94,7 +94,7 @@ def test_calibrate_json_on_two_real_numpy_stages(tmp_path):
 
     (config,) = doc["configs"]
     assert config["name"] == "load0.3-b2"
-    for side in ("real", "sim", "sim_uncalibrated"):
+    for side in ("real", "sim", "sim_served", "sim_uncalibrated"):
         _ordered(config[side])
     for stat in ("p50", "p90", "p99"):
         lo, hi = config["real_band"][stat]
@@ -115,7 +115,7 @@ def test_calibrate_json_on_two_real_numpy_stages(tmp_path):
     for stage in calibrated.stages:
         assert stage.profile_path.parent == written.parent and runs_path(stage.profile_path).exists()
         assert stage.latency.has_runs and stage.latency.has_overhead
-    assert load_spec(out / "spec-calibrated.yaml").name == "tiny-mlp"
+    assert load_spec(out / "spec-calibrated.yaml").name == load_spec(out / "spec-served.yaml").name == "tiny-mlp"
 
     for repeat in json.loads((out / "run.json").read_text())[0]["repeats"]:
         assert repeat["server_exit_codes"] == [0, 0]

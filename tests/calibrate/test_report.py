@@ -33,8 +33,7 @@ def _result(name: str = "load0.5-b1", sim_scale: float = 0.5) -> report.ConfigRe
         peak_rps=30.0,
         mean_rps=20.0,
         real_runs=[_figures(1.0, 19.0, 0.01), _figures(1.2, 20.0, 0.02), _figures(0.9, 21.0, 0.0)],
-        sim=_figures(sim_scale),
-        sim_uncalibrated=_figures(0.25),
+        sims={"sim": _figures(sim_scale), "sim_served": _figures(2.0), "sim_uncalibrated": _figures(0.25)},
         planned_p99_s=0.05,
         planned_p99_s_uncalibrated=0.01,
         diagnostics=[{"errors": 1}, {"errors": 0}, {"errors": 2}],
@@ -48,6 +47,7 @@ def test_rows_real_is_the_median_inside_its_band_and_ratios_are_sim_over_real():
     p99 = by[("end-to-end", "p99_s")]
     assert p99["real"] == pytest.approx(0.040) and [p99["real_min"], p99["real_max"]] == pytest.approx([0.036, 0.048])
     assert p99["sim_over_real"] == pytest.approx(0.5) and p99["sim_uncalibrated_over_real"] == pytest.approx(0.25)
+    assert p99["sim_served_over_real"] == pytest.approx(2.0)
     assert by[("end-to-end", "throughput_rps")]["real"] == 20.0
     assert by[("end-to-end", "violation_rate")]["real"] == pytest.approx(0.01)
     assert by[("a", "p50_s")]["real"] == pytest.approx(0.005)
@@ -60,7 +60,8 @@ def test_csv_and_markdown():
     rows = list(csv.DictReader(io.StringIO(report.csv_text(results))))
     assert tuple(rows[0]) == report.CSV_FIELDS and len(rows) == 2 * 14
     md = report.markdown(results, {"spec": "p.yaml", "stages": [], "capacity_rps": 60.0})
-    assert "| load0.5-b1 | end-to-end | p99 | 40.00 | [36.00, 48.00] | 20.00 | 0.50 | 10.00 | 0.25 |" in md
+    row = "| load0.5-b1 | end-to-end | p99 | 40.00 | [36.00, 48.00] | 20.00 | 0.50 | 80.00 | 2.00 | 10.00 | 0.25 |"
+    assert row in md
     assert "| load0.5-b1 | 40.00 | 50.00 | 1.25 | 10.00 | 0.25 |" in md  # planned against real p99
     errors = report.errors_summary(results)
     assert errors["sim"]["e2e_p99"] == pytest.approx(0.25)  # |0.5 - 1| and |1 - 1|, averaged
@@ -74,7 +75,7 @@ def test_the_json_document_has_the_contracts_fields_and_no_nan():
     text = json.dumps(doc, allow_nan=False)
     (config,) = json.loads(text)["configs"]
     assert config["name"] == "load0.5-b1" and config["errors"] == 3
-    for side in ("real", "sim", "sim_uncalibrated"):
+    for side in ("real", "sim", "sim_served", "sim_uncalibrated"):
         assert set(config[side]["e2e"]) == {"mean", "p50", "p90", "p99"}
         assert config[side]["throughput_rps"] > 0 and config[side]["violation_rate"] >= 0
     assert set(config["real_band"]) == {"p50", "p90", "p99"}
@@ -86,6 +87,6 @@ def test_the_json_document_has_the_contracts_fields_and_no_nan():
 
 def test_plot(tmp_path):
     result = _result()
-    result.sim["e2e"]["p99"] = math.nan  # a simulator that answered nothing still plots
+    result.sims["sim"]["e2e"]["p99"] = math.nan  # a simulator that answered nothing still plots
     path = report.plot([result, _result()], tmp_path / "sub" / "p.png")
     assert path.read_bytes()[:4] == b"\x89PNG"

@@ -100,6 +100,7 @@ def test_json_is_one_document_with_the_contracts_fields(cli_main, spec, fakes, t
         assert real["p50"] == pytest.approx(2 * REAL_STAGE_S * 1.1)  # the median repeat
         assert config["real_band"]["p50"] == pytest.approx([2 * REAL_STAGE_S, 2 * REAL_STAGE_S * 1.2])
         assert config["sim"]["e2e"]["p99"] > 0 and config["sim_uncalibrated"]["throughput_rps"] > 0
+        assert config["sim_served"]["e2e"]["p50"] > config["sim"]["e2e"]["p50"]  # the served runs hold the overhead
         assert config["planned_p99_s"] > 0
     assert fakes["calls"] == 2 * 3
     assert doc["stages"][0]["overhead_s"] == pytest.approx(0.0025 - 0.00145)
