@@ -8,27 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
-from rlscale.cli.args import add_json, add_set, float_in, int_in, int_list_in, load_spec
+from rlscale.cli.args import add_json, add_set, float_in, float_list_in, int_in, int_list_in, load_spec
 from rlscale.cli.output import emit_json
 
 MAX_ITEMS = 16
 """At most this many load fractions or batch sizes."""
-
-
-def float_list_in(low: float, high: float, *, max_items: int) -> Callable[[str], list[float]]:
-    """An argparse ``type``: comma-separated numbers in (low, high], 1 to ``max_items`` of them."""
-    item = float_in(low, high, exclusive_low=True)
-
-    def parse(text: str) -> list[float]:
-        parts = [p.strip() for p in text.split(",")]
-        if not 1 <= len(parts) <= max_items or not all(parts):
-            raise argparse.ArgumentTypeError(f"expected 1 to {max_items} comma-separated numbers, got {text!r}")
-        return [item(p) for p in parts]
-
-    return parse
 
 
 def register(sub) -> None:
@@ -104,7 +90,7 @@ examples:
     )
     p.add_argument(
         "--load-fraction",
-        type=float_list_in(0.0, MAX_LOAD_FRACTION, max_items=MAX_ITEMS),
+        type=float_list_in(0.0, MAX_LOAD_FRACTION, max_items=MAX_ITEMS, exclusive_low=True),
         default=list(DEFAULT_FRACTIONS),
         metavar="F1,F2",
         help=f"the window's peak as fractions of the bottleneck's capacity at batch 1, each in (0, "
