@@ -9,33 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.calibrate.specs import MLP, write_mlp_spec
 from tests.conftest import base_spec_dict, write_profile
 from tests.hostile import assert_one_error_line, params, run
-
-MLP = "rlscale.examples.mlp:build"
-
-
-def _mlp_spec() -> dict:
-    stage = {
-        "task": "mlp",
-        "profile": "mlp.csv",
-        "batch_sizes": [1, 2],
-        "cores": [1],
-        "max_replicas": 1,
-        "variants": [{"name": "mlp-256", "accuracy": 0.5, "startup_s": 0.0}],
-    }
-    doc = base_spec_dict()
-    doc["stages"] = [{**stage, "name": "first"}, {**stage, "name": "second"}]
-    return doc
 
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("hostile-calibrate")
-    (d / "mlp.csv").write_text(
-        "variant,batch,cores,latency_s,source,kind\nmlp-256,1,1,0.001,t,measured\nmlp-256,2,1,0.002,t,measured\n"
-    )
-    (d / "mlp.yaml").write_text(yaml.safe_dump(_mlp_spec()))
+    write_mlp_spec(d, name="mlp.yaml")
     write_profile(d)
     (d / "toy.yaml").write_text(yaml.safe_dump(base_spec_dict()))  # variants fast and slow: no mlp's
     (d / "quiet.csv").write_text("rps\n" + "0\n" * 10 + "5\n" * 10)

@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from rlscale.profiles import runs_path
 from rlscale.spec import load_spec
+from tests.calibrate.specs import MLP, write_mlp_spec
 from tests.serve.stage_server import require_mlserver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,37 +29,6 @@ def _require_aiohttp() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("aiohttp is missing (MLServer brings it: the serve extra)")
         pytest.skip("aiohttp is not installed (the serve extra)")
-
-
-def _spec(folder: Path) -> Path:
-    """Two stages of mlp-256 with a made-up profile (the uncalibrated simulator's)."""
-    (folder / "guess.csv").write_text(
-        "variant,batch,cores,latency_s,source,kind\n"
-        "mlp-256,1,1,0.001,a guess,derived\n"
-        "mlp-256,2,1,0.0015,a guess,derived\n"
-    )
-    stage = {
-        "task": "mlp",
-        "profile": "guess.csv",
-        "batch_sizes": [1, 2],
-        "cores": [1],
-        "max_replicas": 1,
-        "variants": [{"name": "mlp-256", "accuracy": 0.5, "startup_s": 0.0}],
-    }
-    doc = {
-        "name": "tiny-mlp",
-        "description": "two numpy stages",
-        "sla_s": 0.5,
-        "drop_limit_s": 10.0,
-        "interval_s": 10.0,
-        "batch_timeout_s": 0.0,
-        "core_budget": 2,
-        "objective": {"alpha": 1.0, "beta": 0.01, "gamma": 0.0, "accuracy_method": "product"},
-        "stages": [{**stage, "name": "first"}, {**stage, "name": "second"}],
-    }
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
 
 
 def _ordered(figures: dict) -> None:
@@ -76,12 +45,12 @@ def _ordered(figures: dict) -> None:
 def test_calibrate_json_on_two_real_numpy_stages(tmp_path):
     require_mlserver()
     _require_aiohttp()
-    spec = _spec(tmp_path)
+    spec = write_mlp_spec(tmp_path)
     out = tmp_path / "out"
     written = tmp_path / "calibrated" / "tiny-cal.yaml"
     written.parent.mkdir()
     argv = [
-        *("calibrate", "--spec", str(spec), "--model", "rlscale.examples.mlp:build", "--trace", "bursty"),
+        *("calibrate", "--spec", str(spec), "--model", MLP, "--trace", "bursty"),
         *("--window", "360:364", "--load-fraction", "0.3", "--batches", "2", "--repeats", "2"),
         *("--out", str(out), "--json", "--write-spec", str(written)),
     ]

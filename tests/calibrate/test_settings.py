@@ -7,48 +7,23 @@ import logging
 
 import numpy as np
 import pytest
-import yaml
 
 from rlscale.calibrate import settings as cs
 from rlscale.errors import RlscaleError
 from rlscale.spec import load_spec
 from rlscale.workload import Trace, load_trace
-
-MLP = "rlscale.examples.mlp:build"
+from tests.calibrate.specs import MLP, mlp_spec_dict, write_mlp_spec
 
 
 @pytest.fixture
 def spec(tmp_path):
-    """Three stages of the numpy example family."""
-    (tmp_path / "p.csv").write_text(
-        "variant,batch,cores,latency_s,source,kind\n"
-        + "".join(f"{v},{b},1,{0.001 * b},t,measured\n" for v in ("mlp-256", "mlp-512") for b in (1, 2))
-    )
-    stage = {
-        "task": "t",
-        "profile": "p.csv",
-        "batch_sizes": [1, 2],
-        "cores": [1],
-        "max_replicas": 1,
-        "variants": [{"name": "mlp-256", "accuracy": 0.5, "startup_s": 0}],
-    }
-    doc = {
-        "name": "three",
-        "description": "",
-        "sla_s": 1.0,
-        "drop_limit_s": 5.0,
-        "interval_s": 10,
-        "batch_timeout_s": 0.0,
-        "core_budget": 3,
-        "objective": {"alpha": 1, "beta": 0.01, "gamma": 0, "accuracy_method": "product"},
-        "stages": [{**stage, "name": name} for name in ("a", "b", "c")],
-    }
+    """Three stages of the numpy example family, the last one with two variants."""
+    doc = mlp_spec_dict(("a", "b", "c"), name="three")
     doc["stages"][2]["variants"] = [
         {"name": "mlp-512", "accuracy": 0.6, "startup_s": 0},
         {"name": "mlp-256", "accuracy": 0.5, "startup_s": 0},
     ]
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
-    return load_spec(tmp_path / "s.yaml")
+    return load_spec(write_mlp_spec(tmp_path, doc))
 
 
 def test_one_unnamed_factory_serves_every_stage(spec):

@@ -9,44 +9,20 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from rlscale.calibrate import run as calibrate_run
 from rlscale.calibrate import settings as calibrate_settings
 from rlscale.calibrate.load import LoadResult
 from rlscale.calibrate.measure import StageProfile, overhead
 from rlscale.profiling.results import Measurement
+from tests.calibrate.specs import MLP, write_mlp_spec
 
 REAL_STAGE_S = 0.004  # each fake real request spends this long at each stage
 
 
 @pytest.fixture
 def spec(tmp_path):
-    (tmp_path / "guess.csv").write_text(
-        "variant,batch,cores,latency_s,source,kind\nmlp-256,1,1,0.002,g,derived\nmlp-256,2,1,0.003,g,derived\n"
-    )
-    stage = {
-        "task": "mlp",
-        "profile": "guess.csv",
-        "batch_sizes": [1, 2],
-        "cores": [1],
-        "max_replicas": 1,
-        "variants": [{"name": "mlp-256", "accuracy": 0.5, "startup_s": 0.0}],
-    }
-    doc = {
-        "name": "fake",
-        "description": "",
-        "sla_s": 0.5,
-        "drop_limit_s": 10.0,
-        "interval_s": 10.0,
-        "batch_timeout_s": 0.0,
-        "core_budget": 2,
-        "objective": {"alpha": 1.0, "beta": 0.01, "gamma": 0.0, "accuracy_method": "product"},
-        "stages": [{**stage, "name": "first"}, {**stage, "name": "second"}],
-    }
-    path = tmp_path / "fake.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return write_mlp_spec(tmp_path)
 
 
 @pytest.fixture
@@ -84,7 +60,7 @@ def fakes(monkeypatch):
 
 def _argv(spec, out, *more):
     return [
-        *("calibrate", "--spec", str(spec), "--model", "rlscale.examples.mlp:build", "--trace", "bursty"),
+        *("calibrate", "--spec", str(spec), "--model", MLP, "--trace", "bursty"),
         *("--window", "360:365", "--load-fraction", "0.2,0.4", "--batches", "1", "--repeats", "3"),
         *("--out", str(out), *more),
     ]
