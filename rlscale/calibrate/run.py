@@ -84,6 +84,7 @@ class Calibration:
         s = self.settings
         return {
             "spec": s.spec_arg or s.spec.name,
+            "overrides": list(s.overrides),
             "pipeline": s.spec.name,
             "trace": s.trace.name,
             "window": list(s.window),
