@@ -78,6 +78,7 @@ def hostile(tmp_path_factory) -> Path:
 # (id, argv with {h} for the hostile folder, a fragment the one error line must contain)
 PROFILE = ["profile", "--batch", "1", "--cores", "1", "--out", "p.csv"]
 MLP_PROFILE = [*PROFILE, "--model", "rlscale.examples.mlp:build"]
+CALIBRATE = ["calibrate", "--model", "rlscale.examples.mlp:build", "--trace", "bursty", "--out", "cal"]
 
 
 CASES = [
@@ -789,6 +790,10 @@ CASES = [
     ("serve-name-escapes", [*SERVE, "--name", "../x"], "--name '../x' cannot name the model"),
     ("serve-port-zero", [*SERVE, "--http-port", "0"], "--http-port: must be between 1 and 65535"),
     ("serve-ports-shared", [*SERVE, "--http-port", "9", "--metrics-port", "9"], "already --http-port's"),
+    # calibrate: the spec and the flags, before anything is served (more: tests/test_hostile_inputs_calibrate.py)
+    ("calibrate-spec-deep", [*CALIBRATE, "--spec", "{h}/deep.yaml"], "nested"),
+    ("calibrate-unknown-stage", [*CALIBRATE, "--spec", "video", "--model", "nope=m:f"], "unknown stage 'nope'"),
+    ("calibrate-fraction-zero", [*CALIBRATE, "--spec", "video", "--load-fraction", "0"], "must be > 0 and <= 1.5"),
 ]
 
 
@@ -806,6 +811,7 @@ def test_enough_hostile_inputs_over_every_command():
 BOUNDED = {
     *("spec-dev-zero", "trace-dev-zero", "sidecar-token-dev-zero", "manifests-agent-dev-zero"),
     *("manifests-tuning-dev-zero", "spec-deep", "manifests-spec-deep", "check-spec-deep", "tune-spec-deep"),
+    "calibrate-spec-deep",
     "spec-bad-template",
 }
 # and a few smoke cases, one per kind of failure (usage error, spec, output folder, agent, url, import)

@@ -55,12 +55,19 @@ def float_in(low: float, high: float, *, exclusive_low: bool = False) -> Callabl
 
 def int_list_in(low: int, high: int, *, max_items: int) -> Callable[[str], list[int]]:
     """An argparse ``type``: comma-separated integers in [low, high] (``128,128``), 1 to ``max_items`` of them."""
-    item = int_in(low, high)
+    return _list_of(int_in(low, high), "integers", max_items)
 
-    def parse(text: str) -> list[int]:
+
+def float_list_in(low: float, high: float, *, max_items: int, exclusive_low: bool = False) -> Callable[[str], list]:
+    """An argparse ``type``: comma-separated finite numbers in [low, high] (or (low, high]), 1 to ``max_items``."""
+    return _list_of(float_in(low, high, exclusive_low=exclusive_low), "numbers", max_items)
+
+
+def _list_of(item: Callable[[str], object], what: str, max_items: int) -> Callable[[str], list]:
+    def parse(text: str) -> list:
         parts = [p.strip() for p in text.split(",")]
         if not 1 <= len(parts) <= max_items or not all(parts):
-            raise argparse.ArgumentTypeError(f"expected 1 to {max_items} comma-separated integers, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected 1 to {max_items} comma-separated {what}, got {text!r}")
         return [item(p) for p in parts]
 
     return parse

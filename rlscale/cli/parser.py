@@ -12,6 +12,7 @@ from typing import NoReturn
 
 from rlscale.cli import (
     bench,
+    calibrate,
     check,
     compare,
     demo,
@@ -31,7 +32,22 @@ from rlscale.errors import RlscaleError, RuntimeFault
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
-COMMANDS = (pipelines, check, traces, simulate, train, tune, compare, bench, profile, serve, sidecar, manifests, demo)
+COMMANDS = (
+    pipelines,
+    check,
+    traces,
+    simulate,
+    train,
+    tune,
+    compare,
+    bench,
+    profile,
+    serve,
+    calibrate,
+    sidecar,
+    manifests,
+    demo,
+)
 """The command modules, in ``--help`` order; each has ``register(subparsers)`` and its ``cmd_*`` function."""
 
 

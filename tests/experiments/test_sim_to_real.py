@@ -1,108 +1,53 @@
-"""The sim-to-real experiment's building blocks on a tiny window: two real numpy stages served by ``rlscale serve`` on
-127.0.0.1, profiled, loaded open-loop for a few seconds at a low load, and simulated; the result has its structure,
-its figures are sane, every request is answered and the servers are gone afterwards."""
+"""The sim-to-real script over `rlscale.calibrate`: its uncalibrated spec (the in-process p99 profile, six columns)
+and a tiny run of the numpy pair, real servers on 127.0.0.1 and all; its flags."""
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 
-import numpy as np
 import pytest
 
 from experiments import sim_to_real as s2r
+from rlscale.profiles import load_profile
+from rlscale.spec import load_spec
 from tests.serve.stage_server import require_mlserver
 
 
-def _aiohttp() -> None:
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("aiohttp is missing (MLServer brings it: the serve extra)")
-        pytest.skip("aiohttp is not installed (the serve extra)")
-
-
-def _stages() -> tuple[s2r.Stage, ...]:
+def test_the_uncalibrated_spec_is_the_in_process_p99_profile(tmp_path):
     cpus = sorted(os.sched_getaffinity(0))
-    return (
-        s2r.Stage("first", "rlscale.examples.mlp:build", "mlp-256", cpus[0]),
-        s2r.Stage("second", "rlscale.examples.mlp:build", "mlp-256", cpus[-1]),
-    )
-
-
-def test_window_and_schedule():
-    trace = s2r.window_trace("bursty", 360, 5, peak_rps=40)
-    assert trace.peak_rps == 40 and trace.duration_s == 5
-    times = s2r.schedule_s(trace, "even", seed=0)
-    assert times.size == trace.rps.sum() and np.all(np.diff(times) >= 0) and times[-1] < 5
-    assert np.array_equal(s2r.schedule_s(trace, "poisson", 3), s2r.schedule_s(trace, "poisson", 3))
+    path = s2r.uncalibrated_spec("mlp-mlp", [1, 2], tmp_path, cpus, repeats=3, warmup=1)
+    spec = load_spec(path)
+    assert [s.name for s in spec.stages] == ["first", "second"]
+    assert [s.variants[0].name for s in spec.stages] == ["mlp-1024", "mlp-256"]
+    for stage in spec.stages:
+        model = load_profile(stage.profile_path)
+        assert not model.has_runs and not model.has_overhead  # a p99 used as a fixed service time
+        assert "p99 of 3" in next(iter(model.points.values())).source
+        assert stage.batch_sizes == (1, 2) and stage.cores == (1,)
 
 
 @pytest.mark.e2e
-def test_a_tiny_run_real_and_simulated(tmp_path):
+@pytest.mark.slow
+def test_a_tiny_run_of_the_numpy_pair(tmp_path, capsys):
     require_mlserver()
-    _aiohttp()
-    stages = _stages()
-    settings = s2r.Settings(
-        out=tmp_path,
-        configs=(s2r.RunConfig("tiny", (2, 2), 0.0, 0.5),),
-        stages=stages,
-        window_s=3,
-        repeats=5,
-        capacity_rps=60.0,  # a low load (peak 30 rps) on any machine: the figures below hold far from saturation
-    )
-    rows, runs, meta = s2r.run(settings)
-    md = s2r.write_results(tmp_path, rows, runs, meta, stages)
-
-    for name in ("results.csv", "results.md", "run.json", "sim_vs_real.png", "profiles.json"):
-        assert (tmp_path / name).stat().st_size > 0, name
-    for kind in s2r.PROFILES:
-        assert (tmp_path / f"spec-{kind}.yaml").exists()
-        for stage in stages:
-            assert (tmp_path / f"profile-{kind}-{stage.name}.csv").exists()
-    assert "| tiny |" in md
-
-    (run,) = runs
-    assert run["errors"] == 0, run["first_errors"]
-    by = {(r["where"], r["source"]): r for r in rows}
-    assert {w for w, _ in by} == {"first", "second", "end-to-end"}
-    assert {src for _, src in by} == {"real", *s2r.PROFILES}
-    requests = rows[0]["requests"]
-    offered = requests / settings.window_s
-    for where in ("first", "second", "end-to-end"):
-        real, sim = by[(where, "real")], by[(where, s2r.HEADLINE)]
-        assert real["answered"] == requests == sim["answered"]  # every request answered, in both
-        assert 0 < real["p50_s"] <= real["p99_s"] < 5, real
-        assert 0 < sim["p50_s"] <= sim["p99_s"] < 5, sim
-        # at low load nearly everything is done within the window (the last answers may fall just after it)
-        assert real["throughput_rps"] == pytest.approx(offered, rel=0.1)
-        assert sim["throughput_rps"] == pytest.approx(offered, rel=0.1)
-    assert by[("end-to-end", "real")]["p50_s"] >= by[("first", "real")]["p50_s"]
-
-    for stage in stages:
-        server = run["server"][stage.name]
-        assert server["requests"] == requests  # the runtime counted each request once
-        assert server["server_mean_latency_s"] > 0 and 1 <= server["mean_batch"] <= 2
-    assert math.isfinite(run["lateness_s"]["p99"]) and run["generator_cores"] > 0
-    assert run["server_exit_codes"] == [0, 0]
-    for pid in run["server_pids"]:  # stopped and reaped
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-
-    with open(tmp_path / "results.csv", newline="") as fh:
-        table = list(csv.DictReader(fh))
-    assert len(table) == 3 * (1 + len(s2r.PROFILES))
-    doc = json.loads((tmp_path / "run.json").read_text())
-    assert doc["meta"]["capacity_rps_used"] == 60.0
+    pytest.importorskip("aiohttp")
+    argv = ["--out", str(tmp_path), "--pair", "mlp-mlp", "--window", "360:363", "--load-fraction", "0.3"]
+    assert s2r.main([*argv, "--batches", "2", "--repeats", "1", "--profile-repeats", "5"]) == 0
+    assert "| load0.3-b2 | end-to-end | p99 |" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "calibrate.json").read_text())
+    assert doc["complete"] and [c["name"] for c in doc["configs"]] == ["load0.3-b2"]
+    for name in ("spec.yaml", "spec-calibrated.yaml", "results.csv", "sim_vs_real.png", "run.json"):
+        assert (tmp_path / name).exists(), name
 
 
-def test_help_and_bad_flags(capsys):
+def test_help_and_bad_flags(capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         s2r.main(["--help"])
     assert exc.value.code == 0
-    assert "--window-s" in capsys.readouterr().out
-    assert s2r.main(["--configs", "nope", "--out", "/tmp/unused-s2r"]) == 2
-    assert "unknown nope" in capsys.readouterr().err
+    assert "--load-fraction" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        s2r.main(["--pair", "nope"])
+    assert exc.value.code == 2
+    assert s2r.main(["--batches", "one", "--out", str(tmp_path / "o")]) == 2
+    assert "error:" in capsys.readouterr().err

@@ -1,0 +1,338 @@
+"""One calibration, start to end (`run_calibration`):
+
+1. **Profile** every stage in-process and served (`rlscale.calibrate.measure`); write the calibrated profiles and
+   spec into ``--out`` (``spec-calibrated.yaml``, ``spec-calibrated-STAGE.csv`` and its runs; ``spec-served.yaml``
+   likewise with the served requests' run times, `WHERE`) and, with ``--write-spec``, the calibrated one there too;
+   ``profiles.json`` holds every measurement.
+2. Per configuration: the trace window scaled so its peak is the configuration's fraction of the bottleneck's
+   capacity at batch 1; the simulator's arrivals for the seed (`rlscale.calibrate.load.schedule_s`); the
+   simulator on them with each calibrated spec and with the spec as given; then ``repeats`` real runs, each on
+   freshly started servers (`rlscale.calibrate.servers`) after a warm-up, the open-loop generator on its own CPU.
+3. After each configuration, every output is rewritten (`rlscale.calibrate.report`), so an interrupt keeps the
+   finished configurations; ``run.json`` holds the diagnostics (the servers' own metrics and CPU, the generator's
+   lateness and CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlscale.calibrate import report
+from rlscale.calibrate.calibrated import calibrated_points, write_calibrated_spec
+from rlscale.calibrate.load import LoadResult, run_load, schedule_s, warmup_times, window_trace
+from rlscale.calibrate.measure import StageProfile, capacity_rps, pinned, profile_stage
+from rlscale.calibrate.report import ConfigResult
+from rlscale.calibrate.servers import StageServer, server_summary, start_all, stop_all
+from rlscale.calibrate.settings import Configuration, Settings
+from rlscale.calibrate.simulated import simulate
+from rlscale.calibrate.stats import finite_or_none, run_figures
+from rlscale.errors import RlscaleError
+from rlscale.interrupts import Interrupted, signum_of
+from rlscale.model import stage_latency_s
+from rlscale.paths import atomic_write_text
+from rlscale.spec import PipelineSpec
+from rlscale.workload import Trace
+
+log = logging.getLogger("rlscale.calibrate")
+
+WHERE = {"in-process": "spec-calibrated.yaml", "served": "spec-served.yaml"}
+"""The calibrated specs written into ``--out``, by where their run times were measured: the calibrated one (the
+model in-process, the simulator's ``sim`` column) and the served requests' (``sim_served``), each with the overhead
+(`rlscale.calibrate.calibrated`)."""
+SERVERS_LOG = "servers.log"
+
+
+class CalibrationInterrupted(Interrupted):
+    """SIGINT or SIGTERM stopped a calibration; the finished configurations are written.
+
+    Attributes:
+        finished: configurations finished (all their repeats).
+        total: configurations asked for.
+        out: the output folder.
+    """
+
+    def __init__(self, signum: int, finished: int, total: int, out: Path) -> None:
+        super().__init__(signum)
+        self.finished, self.total, self.out = finished, total, out
+
+
+@dataclass
+class Calibration:
+    """What a calibration produced so far."""
+
+    settings: Settings
+    profiles: list[StageProfile] = field(default_factory=list)
+    capacity_measured_rps: float = math.nan
+    results: list[ConfigResult] = field(default_factory=list)
+    calibrated_spec: Path | None = None
+    written_spec: Path | None = None
+
+    @property
+    def capacity_rps(self) -> float:
+        return self.settings.capacity_rps or self.capacity_measured_rps
+
+    def meta(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "spec": s.spec_arg or s.spec.name,
+            "overrides": list(s.overrides),
+            "pipeline": s.spec.name,
+            "trace": s.trace.name,
+            "window": list(s.window),
+            "arrivals": s.arrivals,
+            "seed": s.seed,
+            "repeats": s.repeats,
+            "sla_s": s.spec.sla_s,
+            "batch_timeout_s": s.spec.batch_timeout_s,
+            # the simulator's service model (a spec setting once the simulator samples service times)
+            "service_model": getattr(s.spec, "service_model", "deterministic"),
+            "capacity_rps": self.capacity_rps,
+            "capacity_measured_rps": self.capacity_measured_rps,
+            "stages": [
+                {k: v for k, v in p.to_dict().items() if k not in ("in_process", "served")} for p in self.profiles
+            ],
+            "calibrated_spec": str(self.calibrated_spec) if self.calibrated_spec else None,
+            "written_spec": str(self.written_spec) if self.written_spec else None,
+            "out": str(s.out),
+        }
+
+    def document(self) -> dict[str, Any]:
+        """The ``--json`` document (`rlscale.calibrate.report.document`)."""
+        return report.document(self.results, self.meta(), complete=len(self.results) == len(self.settings.configs))
+
+    def write(self) -> None:
+        """Every output for the configurations finished so far (atomically, each file whole)."""
+        out = self.settings.out
+        atomic_write_text(out / "results.csv", report.csv_text(self.results))
+        atomic_write_text(out / "results.md", report.markdown(self.results, self.meta()))
+        atomic_write_text(out / "calibrate.json", json.dumps(self.document(), indent=1) + "\n")
+        diagnostics = [{"config": r.config.name, "repeats": r.diagnostics} for r in self.results]
+        atomic_write_text(out / "run.json", json.dumps(finite_or_none(diagnostics), indent=1) + "\n")
+        if self.results:
+            report.plot(self.results, out / "sim_vs_real.png")
+
+
+def total_steps(settings: Settings) -> int:
+    """How many times `run_calibration` advances its progress: each stage's profiles, then each real run."""
+    profiles = sum((t.factory is not None) + 1 for t in settings.stages)
+    return profiles + len(settings.configs) * settings.repeats
+
+
+def run_calibration(settings: Settings, progress: Callable[[str], None] = lambda detail: None) -> Calibration:
+    """The whole calibration (module docstring).
+
+    Args:
+        settings: what to run.
+        progress: called once per step (`total_steps`) with what finished.
+
+    Raises:
+        CalibrationInterrupted: SIGINT/SIGTERM (or a `KeyboardInterrupt`); the finished configurations are written.
+        RlscaleError: a stage cannot be profiled or served as asked.
+    """
+    calibration = Calibration(settings)
+    try:
+        _run(calibration, progress)
+    except KeyboardInterrupt as exc:
+        calibration.write()
+        raise CalibrationInterrupted(
+            signum_of(exc), len(calibration.results), len(settings.configs), settings.out
+        ) from None
+    return calibration
+
+
+def _run(calibration: Calibration, progress: Callable[[str], None]) -> None:
+    s = calibration.settings
+    log_path = s.out / SERVERS_LOG
+    for target in s.stages:
+        if not target.served_here:
+            log.info(
+                "stage %s is served by %s: its own batch settings apply; the simulator runs each configuration's batch",
+                target.name,
+                target.url,
+            )
+    for target, stage in zip(s.stages, s.spec.stages, strict=True):
+        client = s.generator_cpu if s.generator_cpu != target.cpu else _other_cpu(s, target.cpu)
+        calibration.profiles.append(
+            profile_stage(
+                target,
+                pipeline=s.spec.name,
+                batches=profile_batches(s.max_batch, stage.batch_sizes),
+                warmup=s.warmup,
+                repeats=s.profile_repeats,
+                client_cpu=client,
+                log_path=log_path,
+                progress=progress,
+            )
+        )
+    atomic_write_text(
+        s.out / "profiles.json", json.dumps(finite_or_none([p.to_dict() for p in calibration.profiles]), indent=1)
+    )
+    calibration.capacity_measured_rps = capacity_rps(calibration.profiles)
+    log.info(
+        "bottleneck capacity at batch 1: %.1f rps measured (served p50), %.1f rps used",
+        calibration.capacity_measured_rps,
+        calibration.capacity_rps,
+    )
+    note = f"calibrated by rlscale calibrate from {s.spec.source} (profiles measured on this machine)"
+    points = {where: {p.target.name: calibrated_points(p, where) for p in calibration.profiles} for where in WHERE}
+    specs = {where: write_calibrated_spec(s.spec, points[where], s.out / name, note) for where, name in WHERE.items()}
+    calibration.calibrated_spec = specs["in-process"].source
+    if s.write_spec is not None:
+        calibration.written_spec = write_calibrated_spec(s.spec, points["in-process"], s.write_spec, note).source
+        log.info("calibrated spec written to %s", calibration.written_spec)
+    for config in s.configs:
+        calibration.results.append(run_config(calibration, config, specs, progress))
+        calibration.write()
+
+
+def profile_batches(max_batch: int, spec_batches: Sequence[int]) -> list[int]:
+    """The batch sizes a stage is profiled at: every one up to the largest a configuration runs (the simulator runs
+    a partial batch of k at ``l(k)``) and the spec's own (which the calibrated spec must have points for)."""
+    return sorted(set(range(1, max_batch + 1)) | set(spec_batches))
+
+
+def _other_cpu(s: Settings, cpu: int | None) -> int:
+    """A CPU other than ``cpu`` for a client, where there is one."""
+    used = [t.cpu for t in s.stages if t.cpu is not None and t.cpu != cpu]
+    return used[0] if used else s.generator_cpu
+
+
+def planned_p99_s(spec: PipelineSpec, variants: list[str], batch: int, load_rps: float) -> float:
+    """The planner's end-to-end latency of one replica of one core per stage at ``batch`` under ``load_rps``: the
+    sum over stages of `rlscale.model.stage_latency_s` (the profile's p99 of a full batch plus the batch-fill
+    wait)."""
+    return float(sum(stage_latency_s(st, v, batch, 1, load_rps) for st, v in zip(spec.stages, variants, strict=True)))
+
+
+def run_config(
+    calibration: Calibration,
+    config: Configuration,
+    specs: dict[str, PipelineSpec],
+    progress: Callable[[str], None],
+) -> ConfigResult:
+    """One configuration: simulated with each profile (``specs``: the calibrated ones, ``in-process`` and
+    ``served``), then real ``repeats`` times."""
+    s = calibration.settings
+    names = [t.name for t in s.stages]
+    variants = [t.variant for t in s.stages]
+    trace = window_trace(s.trace, s.window[0], s.window[1], config.load_fraction * calibration.capacity_rps)
+    times = schedule_s(trace, s.arrivals, s.seed)
+    window_s = float(s.window_s)
+    log.info(
+        "%s: batch %d, %d requests in %d s (peak %.1f rps, mean %.1f)",
+        config.name,
+        config.batch,
+        times.size,
+        s.window_s,
+        trace.peak_rps,
+        trace.mean_rps,
+    )
+    sims = {}
+    sources = {"sim": specs["in-process"], "sim_served": specs["served"], "sim_uncalibrated": s.spec}
+    for source, spec in sources.items():
+        sim = simulate(spec, variants, config.batch, trace, s.arrivals, s.seed)
+        if sim.entry_s.shape != times.shape or not np.allclose(sim.entry_s, times):
+            raise RlscaleError("the simulator's arrivals differ from the generator's schedule")
+        sims[source] = {
+            **run_figures(sim.stage_s, sim.stage_end_s[-1], sim.e2e_s, window_s, s.spec.sla_s, names),
+            "mean_batch": dict(zip(names, sim.mean_batch, strict=True)),
+        }
+    runs, diagnostics = [], []
+    for repeat in range(s.repeats):
+        load, diag = real_run(s, config, trace, times, repeat)
+        runs.append(run_figures(load.stage_s, load.stage_end_s[-1], load.e2e_s, window_s, s.spec.sla_s, names))
+        diagnostics.append(diag)
+        progress(f"{config.name} repeat {repeat + 1}/{s.repeats}")
+    return ConfigResult(
+        config=config,
+        peak_rps=trace.peak_rps,
+        mean_rps=trace.mean_rps,
+        real_runs=runs,
+        sims=sims,
+        planned_p99_s=planned_p99_s(specs["in-process"], variants, config.batch, trace.peak_rps),
+        planned_p99_s_uncalibrated=planned_p99_s(s.spec, variants, config.batch, trace.peak_rps),
+        diagnostics=diagnostics,
+    )
+
+
+def _infer_url(base: str, model: str) -> str:
+    return f"{base}/v2/models/{urllib.parse.quote(model, safe='')}/infer"
+
+
+def _body(base: str, model: str, seed: int) -> bytes:
+    """One request of one item for a stage's model (its metadata gives the input's name, shape and type)."""
+    from rlscale.profiling.served import V2Client, infer_body, input_tensor
+
+    client = V2Client(base, model)
+    client.check_ready()
+    return infer_body(input_tensor(client.metadata()), 1, seed=seed)
+
+
+def real_run(
+    s: Settings, config: Configuration, trace: Trace, times: np.ndarray, repeat: int
+) -> tuple[LoadResult, dict[str, Any]]:
+    """One real run of a configuration on freshly started servers; what the generator measured and the run's
+    diagnostics."""
+    servers = {
+        t.name: StageServer(
+            s.spec.name, t.name, t.factory, t.variant, t.cpu, config.batch, s.spec.batch_timeout_s, s.out / SERVERS_LOG
+        )
+        for t in s.stages
+        if t.served_here and t.factory is not None and t.cpu is not None
+    }
+    ours = list(servers.values())
+    start_all(ours)
+    before: list[dict[str, float]] = []
+    cpu_before: list[float] = []
+
+    def snapshot() -> None:
+        before.extend(server.metrics() for server in ours)
+        cpu_before.extend(server.cpu_s() for server in ours)
+
+    try:
+        bases = [servers[t.name].url if t.name in servers else t.url for t in s.stages]
+        urls = [_infer_url(base, t.model_name) for base, t in zip(bases, s.stages, strict=True)]
+        bodies = [_body(base, t.model_name, i) for i, (base, t) in enumerate(zip(bases, s.stages, strict=True))]
+        pids = [server.pid for server in ours]
+        with pinned(s.generator_cpu):
+            load = run_load(urls, bodies, times, warmup=warmup_times(trace.mean_rps), before=snapshot)
+        cpu = [server.cpu_s() - c for server, c in zip(ours, cpu_before, strict=True)]
+        after = [server.metrics() for server in ours]
+    finally:
+        codes = stop_all(ours)
+    if any(code not in (0, None) for code in codes):
+        log.warning("%s repeat %d: server exit codes %s (%s)", config.name, repeat + 1, codes, SERVERS_LOG)
+    late = load.lateness_s[~np.isnan(load.lateness_s)]
+    errors = [e for e in load.errors if e]
+    if errors:
+        log.warning("%s repeat %d: %d requests failed, first: %s", config.name, repeat + 1, len(errors), errors[0])
+    diagnostics = {
+        "repeat": repeat + 1,
+        "server": {
+            name: server_summary(b, a, load.wall_s, c)
+            for name, b, a, c in zip(servers, before, after, cpu, strict=True)
+        },
+        "server_exit_codes": codes,
+        "server_pids": pids,
+        "lateness_s": {
+            "p50": float(np.percentile(late, 50)) if late.size else math.nan,
+            "p99": float(np.percentile(late, 99)) if late.size else math.nan,
+            "max": float(late.max()) if late.size else math.nan,
+        },
+        "generator_cpu": s.generator_cpu,
+        "generator_cpu_s": load.cpu_s,
+        "generator_wall_s": load.wall_s,
+        "generator_cores": load.cpu_s / load.wall_s if load.wall_s else math.nan,
+        "errors": len(errors),
+        "first_errors": errors[:5],
+    }
+    return load, diagnostics
