@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from rlscale.calibrate.calibrated import calibrated_points, write_calibrated_spec, write_profile
-from rlscale.calibrate.measure import OVERHEAD_CPU, OVERHEAD_LATENCY, StageProfile, overhead
+from rlscale.calibrate.measure import OVERHEAD_CPU, OVERHEAD_LATENCY, OVERHEAD_LOAD, StageProfile, overhead
 from rlscale.calibrate.settings import StageTarget
 from rlscale.profiles import load_profile, runs_path
 from rlscale.profiling.results import Measurement
@@ -34,6 +34,9 @@ def _profile(variant: str = "fast") -> StageProfile:
 def test_overhead_is_the_servers_cpu_beyond_the_model_else_the_served_latency():
     profile = _profile()
     assert profile.overhead_s == pytest.approx(0.0155 - 0.0152) and profile.overhead_how == OVERHEAD_CPU
+    profile.under_load_overhead_s = 0.004  # the server's metrics under load: CPU beyond the model's own, taken as is
+    assert overhead(profile) == (0.004, OVERHEAD_LOAD)
+    profile.under_load_overhead_s = None
     profile.server_cpu_per_request_s = None  # a team's server: no /proc; served mean 15 ms, the model's 15.2
     assert overhead(profile) == (0.0, OVERHEAD_LATENCY)  # never below 0
     profile.in_process = []
