@@ -167,14 +167,24 @@ def atomic_write_text(path: Path, text: str) -> Path:
         OutputError: the write failed (disk full, no permission...).
     """
     with atomic_path(path) as tmp:
-        try:
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:
-            raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
+        write_synced(tmp, text, path)
     return path
+
+
+def write_synced(tmp: Path, text: str, path: Path) -> None:
+    """Write ``text`` to ``tmp`` (the temporary file of an `atomic_path` for ``path``) and fsync it: the write step
+    of an atomic write, for a caller that renames several files together.
+
+    Raises:
+        OutputError: the write failed, naming ``path``.
+    """
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
 
 
 def append_line(path: Path, line: str) -> None:

@@ -17,7 +17,6 @@ import contextlib
 import csv
 import datetime
 import io
-import os
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rlscale.inputs import MAX_PROFILE_BYTES
-from rlscale.paths import OutputError, atomic_path, atomic_write_text
+from rlscale.paths import atomic_path, atomic_write_text, write_synced
 from rlscale.profiles import (
     DISTRIBUTION_COLUMNS,
     PROFILE_COLUMNS,
@@ -262,13 +261,7 @@ def write_profile(path: Path, measurements: Sequence[Measurement], source: str) 
         _remove_runs_file(runs_file)
         return path
     with atomic_path(runs_file) as tmp:
-        try:
-            with open(tmp, "w", encoding="utf-8", newline="") as fh:
-                fh.write(runs_text)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except OSError as exc:
-            raise OutputError(f"cannot write {runs_file}: {exc.strerror or exc}") from None
+        write_synced(tmp, runs_text, runs_file)
         atomic_write_text(path, profile_csv(measurements, source))  # renamed before the run times on leaving
     return path
 
