@@ -547,15 +547,7 @@ class Engine:
                 served_pos.extend(pos)
                 head += k
                 k_eff = k
-            # a batch runs at the cores in force when it starts (an in-place resize applies to later batches)
-            if start < r.resize_at_s:
-                service, noise = r.lat[k_eff], r.noise
-            else:
-                service, noise = r.resized_lat[k_eff], r.resized_noise
-            if noise is not None and noise[k_eff] is not None:  # empirical: scaled by a run-to-run factor
-                factors = noise[k_eff]
-                service *= factors[int(draw() * len(factors))]
-            finish = start + service
+            finish = start + r.service_s(k_eff, start, draw)
             r.free_s = finish
             b_start.append(start)
             b_finish.append(finish)
@@ -707,14 +699,7 @@ class Engine:
                 continue
             served.extend(keep)
             k_eff = len(keep)
-            if start < r.resize_at_s:
-                service, noise = r.lat[k_eff], r.noise
-            else:
-                service, noise = r.resized_lat[k_eff], r.resized_noise
-            if noise is not None and noise[k_eff] is not None:  # empirical: scaled by a run-to-run factor
-                factors = noise[k_eff]
-                service *= factors[int(draw() * len(factors))]
-            finish = start + service
+            finish = start + r.service_s(k_eff, start, draw)
             r.free_s = finish
             b_start.append(start)
             b_finish.append(finish)
@@ -899,14 +884,7 @@ class Engine:
                 continue
             served.extend(keep)
             k_eff = len(keep)
-            if start < r.resize_at_s:
-                service, noise = r.lat[k_eff], r.noise
-            else:
-                service, noise = r.resized_lat[k_eff], r.resized_noise
-            if noise is not None and noise[k_eff] is not None:  # empirical: scaled by a run-to-run factor
-                factors = noise[k_eff]
-                service *= factors[int(draw() * len(factors))]
-            finish = start + service
+            finish = start + r.service_s(k_eff, start, draw)
             r.free_s = finish
             b_start.append(start)
             b_finish.append(finish)

@@ -103,6 +103,19 @@ class Replica:
         self.resized_overhead_s = stage.latency.overhead_s(sc.variant, sc.cores)
         self.resize_at_s = now_s + resize_s
 
+    def service_s(self, k: int, start_s: float, draw) -> float:
+        """How long a batch of ``k`` starting at ``start_s`` takes: at the cores in force then (an in-place resize
+        applies to batches starting from `resize_at_s`), scaled, under the empirical service model, by a run-to-run
+        factor drawn with ``draw()`` (uniform in [0, 1))."""
+        if start_s < self.resize_at_s:
+            service, noise = self.lat[k], self.noise
+        else:
+            service, noise = self.resized_lat[k], self.resized_noise
+        if noise is not None and noise[k] is not None:
+            factors = noise[k]
+            service *= factors[int(draw() * len(factors))]
+        return service
+
     def core_seconds(self, lo: float, hi: float) -> float:
         """Cores allocated over ``[lo, hi)`` (inside its lifetime), by the cores charged at each moment."""
         if self.charges is None:
