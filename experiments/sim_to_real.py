@@ -63,6 +63,7 @@ PAIRS = {
 }
 """The model pairs: (stage, factory, variant) per stage, in order."""
 FRACTIONS = (0.6, 0.9)
+FIT_FRACTIONS = (0.45, 0.75)
 BATCHES = (1, 4, 8)
 WINDOW = "360:480"
 QUICK_WINDOW = "360:380"
@@ -120,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trace", default="bursty", help="bundled trace or CSV the window is cut from (bursty)")
     parser.add_argument("--window", help=f"the trace's seconds START:END (default {WINDOW}; --quick {QUICK_WINDOW})")
     parser.add_argument("--load-fraction", default=",".join(map(str, FRACTIONS)), help="peaks as fractions (0.6,0.9)")
+    parser.add_argument(
+        "--fit-load-fraction", default=",".join(map(str, FIT_FRACTIONS)), help="fit runs' peaks (0.45,0.75; none)"
+    )
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="batch sizes (1,4,8)")
     parser.add_argument("--repeats", type=int, help="real runs per configuration (default 3; --quick 1)")
     parser.add_argument("--profile-repeats", type=int, default=100, help="timed runs per profile point (100)")
@@ -147,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             window=args.window or (QUICK_WINDOW if args.quick else WINDOW),
             fractions=fractions,
             batches=batches,
+            fit_fractions=()
+            if args.fit_load_fraction == "none"
+            else tuple(float(f) for f in args.fit_load_fraction.split(",")),
             out=out,
             cpus=cpus,
             repeats=repeats,

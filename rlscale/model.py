@@ -204,9 +204,91 @@ def batch_fill_wait_s(batch: int, load_rps: float) -> float:
     return (batch - 1) / load_rps
 
 
-def stage_latency_s(stage: StageSpec, variant: str, batch: int, cores: int, load_rps: float) -> float:
-    """IPA's planned stage latency: service time of a full batch plus the batch-fill wait."""
+def stage_latency_s(
+    stage: StageSpec,
+    variant: str,
+    batch: int,
+    cores: int,
+    load_rps: float,
+    replicas: int | None = None,
+    timeout_s: float = math.inf,
+) -> float:
+    """The planned stage latency. IPA's for a profile of p99s (every bundled one): the service time of a full batch
+    plus the batch-fill wait. For a calibrated variant (its profile holds a mean, `is_calibrated`), a p99 with
+    queueing, serving overhead and delay (`calibrated_latency_s`) on ``replicas`` replicas (None: the fewest that
+    carry the load) whose batcher waits at most ``timeout_s``."""
+    if is_calibrated(stage, variant):
+        return calibrated_latency_s(stage, variant, batch, cores, load_rps, replicas, timeout_s)
     return stage.latency.latency_s(variant, batch, cores) + batch_fill_wait_s(batch, load_rps)
+
+
+TAIL_Q = 0.99
+"""The quantile `calibrated_latency_s` plans for."""
+
+
+def is_calibrated(stage: StageSpec, variant: str) -> bool:
+    """Whether ``variant``'s profile holds more than p99s: a mean (``mean_s`` or run times) at some point."""
+    return any(p.variant == variant and (p.mean_s is not None or p.runs_s) for p in stage.latency.points.values())
+
+
+def calibrated_latency_s(
+    stage: StageSpec,
+    variant: str,
+    batch: int,
+    cores: int,
+    load_rps: float,
+    replicas: int | None = None,
+    timeout_s: float = math.inf,
+) -> float:
+    """A stage's planned p99 on a calibrated profile (DESIGN.md section 3), meant to be at least the real one:
+
+    - each of the ``n`` replicas takes ``lambda = load / n`` (n: ``replicas``, else the fewest that carry the load
+      at the profile's mean service time and overhead);
+    - the batch a replica runs, ``k``: ``batch`` where its batcher waits for a full one (``timeout_s`` infinite,
+      IPA's assumption, with its fill wait ``(b - 1) / lambda``); otherwise the smallest k <= b whose work a request,
+      ``mean(k) / k + o`` (``o`` the serving overhead), keeps the core below 1 (a batcher with a short timeout
+      takes what has queued), with a fill wait of at most ``timeout_s``;
+    - the queueing before it: M/G/1's with the work a request above, its mean wait by Pollaczek-Khinchine with the
+      squared coefficient of variation of the measured runs, and the tail of a wait that is exponential given that
+      it is not 0 (Kingman's heavy-traffic form): ``W_q = (E[W] / rho) ln(rho / (1 - q))`` (0 when ``rho <= 1 - q``);
+      infinite when ``rho >= 1``;
+    - then its own batch: the p99 of ``k``'s service time, the decoding of the batch's ``k`` requests ``k o``,
+      and the delay outside the core.
+
+    The sum of tail parts is above the tail of their sum, so this errs high.
+    """
+    lat = stage.latency
+    if not load_rps >= 0:
+        return math.inf
+    o = lat.overhead_s(variant, cores)
+    d = lat.delay_s(variant, cores)
+
+    def work(k: int) -> float:  # core seconds a request at batch k
+        return lat.mean_s(variant, k, cores) / k + o
+
+    if replicas is None:
+        replicas = max(stage.min_replicas, math.ceil(load_rps * work(batch)) if load_rps > 0 else stage.min_replicas)
+    rate = load_rps / max(replicas, 1)
+    if math.isinf(timeout_s):
+        k = batch
+        fill = batch_fill_wait_s(batch, rate)
+    else:
+        k = next((j for j in range(1, batch + 1) if rate * work(j) < 1.0), batch)
+        fill = min(timeout_s, batch_fill_wait_s(batch, rate)) if batch > 1 else 0.0
+    rho = rate * work(k)
+    if rho >= 1.0:
+        return math.inf
+    noise = lat.noise(variant, k, cores)
+    cv2 = float(np.var(noise)) if noise is not None else 0.0
+    mean_service = lat.mean_s(variant, k, cores)
+    # the per-request work's squared coefficient of variation: the model's part varies, the overhead does not
+    per_request = work(k)
+    cv2 = cv2 * (mean_service / k / per_request) ** 2 if per_request > 0 else 0.0
+    wait = 0.0
+    if rho > 1.0 - TAIL_Q:
+        mean_wait = rho * per_request * (1.0 + cv2) / (2.0 * (1.0 - rho))
+        wait = mean_wait / rho * math.log(rho / (1.0 - TAIL_Q))
+    return wait + lat.latency_s(variant, k, cores) + k * o + d + fill
 
 
 def pool_capacity_rps(stage: StageSpec, pool: VariantPool, rho_max: float) -> float:

@@ -5,11 +5,14 @@ replica with ``cores`` cores takes to process one batch of ``batch`` requests. `
 ``derived`` (how it was derived is written in ``rlscale/data/PROVENANCE.md``).
 
 A profile may say more, in optional columns (`DISTRIBUTION_COLUMNS`; an empty cell is "not measured"):
-``p50_s``, ``mean_s`` and ``p90_s`` of the same runs, and ``overhead_s``, the serving cost of one request on the
+``p50_s``, ``mean_s`` and ``p90_s`` of the same runs; ``overhead_s``, the serving cost of one request on the
 replica's own core (CPU seconds a request: HTTP, decoding, the server's event loop; measured by ``rlscale profile
---url``). The run times themselves may sit beside it in ``NAME.runs.csv`` (`runs_path`: ``variant,batch,cores,run_s``,
-one row per timed run of a point of the profile). A profile of the six columns alone (every bundled IPA-derived
-one) means exactly what it always did: a p99 used as a fixed service time.
+--url``); and ``delay_s``, time a request spends in the stage outside any core (the network, the caller's side of
+the call): a fixed delay added to its stage latency, no work on a core. ``rlscale calibrate`` fits the last two to
+real runs (`rlscale.calibrate.fit`). The run times themselves may sit beside the profile in
+``NAME.runs.csv`` (`runs_path`: ``variant,batch,cores,run_s``, one row per timed run of a point of the profile). A
+profile of the six columns alone (every bundled IPA-derived one) means exactly what it always did: a p99 used as a
+fixed service time.
 
 The model answers with the table's point where one exists and otherwise with a per-variant fit of Sponge's form
 ``l = gamma*b/c + delta*b + eps/c + eta`` whose four coefficients are non-negative. The fit minimises the
@@ -32,8 +35,9 @@ from rlscale.errors import ProfileError
 from rlscale.inputs import MAX_PROFILE_BYTES, read_text_limited
 
 PROFILE_COLUMNS = ("variant", "batch", "cores", "latency_s", "source", "kind")
-DISTRIBUTION_COLUMNS = ("p50_s", "mean_s", "p90_s", "overhead_s")
-"""Optional columns after `PROFILE_COLUMNS`: statistics of the runs, and the per-request serving overhead."""
+DISTRIBUTION_COLUMNS = ("p50_s", "mean_s", "p90_s", "overhead_s", "delay_s")
+"""Optional columns after `PROFILE_COLUMNS`: statistics of the runs, the per-request serving overhead and the
+per-request delay outside the core."""
 RUNS_COLUMNS = ("variant", "batch", "cores", "run_s")
 STATISTICS = ("p50", "mean", "p90", "p99")
 """The statistics of a point's run times a profile may hold (``p99`` is ``latency_s``)."""
@@ -51,6 +55,7 @@ class ProfilePoint:
         latency_s: the p99 of the batch's run times (seconds).
         p50_s / mean_s / p90_s: the other statistics of the same runs, where measured (None: not in the profile).
         overhead_s: the serving cost of one request on the replica's core (CPU seconds), where measured.
+        delay_s: a request's time in the stage outside any core (network, the caller), where fitted.
         runs_s: the timed runs themselves (seconds), where kept (`runs_path`).
     """
 
@@ -64,6 +69,7 @@ class ProfilePoint:
     mean_s: float | None = None
     p90_s: float | None = None
     overhead_s: float | None = None
+    delay_s: float | None = None
     runs_s: tuple[float, ...] | None = field(default=None, repr=False)
 
     def statistic_s(self, name: str) -> float | None:
@@ -248,6 +254,17 @@ class LatencyModel:
         values = at or anywhere
         return float(np.median(values)) if values else 0.0
 
+    def delay_s(self, variant: str, cores: float) -> float:
+        """A request's time in the stage outside any core on a replica of ``variant`` with ``cores`` cores
+        (seconds): chosen as `overhead_s` is, else 0 (none)."""
+        return self._per_request(variant, cores, "delay_s")
+
+    def _per_request(self, variant: str, cores: float, column: str) -> float:
+        pts = self._by_variant.get(variant, [])
+        at = [getattr(p, column) for p in pts if getattr(p, column) is not None and p.cores == float(cores)]
+        values = at or [getattr(p, column) for p in pts if getattr(p, column) is not None]
+        return float(np.median(values)) if values else 0.0
+
     @property
     def variants(self) -> list[str]:
         """Variants that have at least one point, in table order."""
@@ -301,7 +318,7 @@ def _optional(row: dict, column: str, path: Path, line: int) -> float | None:
     if not raw:
         return None
     value = _parse_number(raw, path, line, column, float)
-    if not (value > 0 and np.isfinite(value)) and not (column == "overhead_s" and value == 0):
+    if not (value > 0 and np.isfinite(value)) and not (column in ("overhead_s", "delay_s") and value == 0):
         raise ProfileError(f"{path}:{line}: column {column!r} must be a positive number, got {raw}")
     return value
 
@@ -379,12 +396,12 @@ def load_profile(path: str | Path) -> LatencyModel:
         if key in seen:
             raise ProfileError(f"{path}:{line}: duplicate point variant={variant} batch={batch} cores={cores:g}")
         seen.add(key)
-        p50, mean, p90, overhead = (_optional(row, c, path, line) for c in DISTRIBUTION_COLUMNS)
+        p50, mean, p90, overhead, delay = (_optional(row, c, path, line) for c in DISTRIBUTION_COLUMNS)
         ordered = [x for x in (p50, p90, latency) if x is not None]
         if any(a > b * (1 + _ORDER_RTOL) for a, b in itertools.pairwise(ordered)):
             raise ProfileError(f"{path}:{line}: p50_s <= p90_s <= latency_s (the p99) must hold, got {ordered}")
         source = (row.get("source") or "").strip()
-        points.append(ProfilePoint(variant, batch, cores, latency, source, kind, p50, mean, p90, overhead))
+        points.append(ProfilePoint(variant, batch, cores, latency, source, kind, p50, mean, p90, overhead, delay))
     if not points:
         raise ProfileError(f"{path}: profile has no rows")
     runs = _read_runs(path, seen)

@@ -184,12 +184,29 @@ def markdown(results: Sequence[ConfigResult], meta: dict[str, Any]) -> str:
         "uncalibrated, the spec's own profile."
     )
     lines.append("")
+    fit = meta.get("fit") or {}
+    fitted = {f["stage"]: f for f in fit.get("stages", [])}
     for stage in meta.get("stages", []):
         overhead = stage.get("overhead_s")
         shown = "-" if overhead is None else f"{overhead * 1e3:.2f} ms"
-        lines.append(
+        line = (
             f"- stage `{stage['stage']}`: {stage['variant']} ({stage.get('factory') or stage.get('url')}), CPU "
-            f"{stage.get('cpu')}; serving overhead {shown} ({stage.get('overhead_how')})"
+            f"{stage.get('cpu')}; serving overhead {shown} measured ({stage.get('overhead_how')})"
+        )
+        if stage["stage"] in fitted:
+            f = fitted[stage["stage"]]
+            line += (
+                f"; fitted: {f['overhead_s'] * 1e3:.2f} ms a request and {f['batch_cost_s'] * 1e3:.2f} ms a batch on "
+                f"the core (together at most {f['overhead_ceiling_s'] * 1e3:.2f}), delay {f['delay_s'] * 1e3:.2f} ms "
+                "off it"
+            )
+        lines.append(line)
+    if fitted:
+        lines.append("")
+        lines.append(
+            "The calibrated column uses the fitted figures: fit runs "
+            f"{', '.join(fit.get('runs', []))} with arrivals of seed {fit.get('seed')}, none of them a "
+            "configuration below (`rlscale.calibrate.fit`)."
         )
     lines.append("")
     head = "".join(f" {label} | /real |" for label in SOURCES.values())

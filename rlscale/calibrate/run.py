@@ -4,11 +4,13 @@
    spec into ``--out`` (``spec-calibrated.yaml``, ``spec-calibrated-STAGE.csv`` and its runs; ``spec-served.yaml``
    likewise with the served requests' run times, `WHERE`) and, with ``--write-spec``, the calibrated one there too;
    ``profiles.json`` holds every measurement.
-2. Per configuration: the trace window scaled so its peak is the configuration's fraction of the bottleneck's
+2. **Fit** (`rlscale.calibrate.fit`): real runs at batch 1 at the fit loads, with arrivals of seed + 1, to which
+   each stage's serving overhead and delay are fitted; the calibrated spec is written with them.
+3. Per configuration: the trace window scaled so its peak is the configuration's fraction of the bottleneck's
    capacity at batch 1; the simulator's arrivals for the seed (`rlscale.calibrate.load.schedule_s`); the
    simulator on them with each calibrated spec and with the spec as given; then ``repeats`` real runs, each on
    freshly started servers (`rlscale.calibrate.servers`) after a warm-up, the open-loop generator on its own CPU.
-3. After each configuration, every output is rewritten (`rlscale.calibrate.report`), so an interrupt keeps the
+4. After each configuration, every output is rewritten (`rlscale.calibrate.report`), so an interrupt keeps the
    finished configurations; ``run.json`` holds the diagnostics (the servers' own metrics and CPU, the generator's
    lateness and CPU).
 """
@@ -28,6 +30,7 @@ import numpy as np
 
 from rlscale.calibrate import report
 from rlscale.calibrate.calibrated import calibrated_points, write_calibrated_spec
+from rlscale.calibrate.fit import FitRun, StageFit, fit_stages
 from rlscale.calibrate.load import LoadResult, run_load, schedule_s, warmup_times, window_trace
 from rlscale.calibrate.measure import StageProfile, capacity_rps, pinned, profile_stage
 from rlscale.calibrate.report import ConfigResult
@@ -39,6 +42,7 @@ from rlscale.errors import RlscaleError
 from rlscale.interrupts import Interrupted, signum_of
 from rlscale.model import stage_latency_s
 from rlscale.paths import atomic_write_text
+from rlscale.profiles import ProfilePoint
 from rlscale.spec import PipelineSpec
 from rlscale.workload import Trace
 
@@ -75,6 +79,8 @@ class Calibration:
     results: list[ConfigResult] = field(default_factory=list)
     calibrated_spec: Path | None = None
     written_spec: Path | None = None
+    fits: list[StageFit] = field(default_factory=list)
+    fit_diagnostics: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def capacity_rps(self) -> float:
@@ -100,6 +106,12 @@ class Calibration:
             "stages": [
                 {k: v for k, v in p.to_dict().items() if k not in ("in_process", "served")} for p in self.profiles
             ],
+            "fit": {
+                "load_fractions": list(s.fit_fractions),
+                "runs": [f"load{f:g}-b{b}" for f, b in fit_configs(s)],
+                "seed": s.seed + 1,
+                "stages": [f.to_dict() for f in self.fits],
+            },
             "calibrated_spec": str(self.calibrated_spec) if self.calibrated_spec else None,
             "written_spec": str(self.written_spec) if self.written_spec else None,
             "out": str(s.out),
@@ -115,7 +127,7 @@ class Calibration:
         atomic_write_text(out / "results.csv", report.csv_text(self.results))
         atomic_write_text(out / "results.md", report.markdown(self.results, self.meta()))
         atomic_write_text(out / "calibrate.json", json.dumps(self.document(), indent=1) + "\n")
-        diagnostics = [{"config": r.config.name, "repeats": r.diagnostics} for r in self.results]
+        diagnostics = self.fit_diagnostics + [{"config": r.config.name, "repeats": r.diagnostics} for r in self.results]
         atomic_write_text(out / "run.json", json.dumps(finite_or_none(diagnostics), indent=1) + "\n")
         if self.results:
             report.plot(self.results, out / "sim_vs_real.png")
@@ -124,7 +136,7 @@ class Calibration:
 def total_steps(settings: Settings) -> int:
     """How many times `run_calibration` advances its progress: each stage's profiles, then each real run."""
     profiles = sum((t.factory is not None) + 1 for t in settings.stages)
-    return profiles + len(settings.configs) * settings.repeats
+    return profiles + len(fit_configs(settings)) + len(settings.configs) * settings.repeats
 
 
 def run_calibration(settings: Settings, progress: Callable[[str], None] = lambda detail: None) -> Calibration:
@@ -184,6 +196,8 @@ def _run(calibration: Calibration, progress: Callable[[str], None]) -> None:
     )
     note = f"calibrated by rlscale calibrate from {s.spec.source} (profiles measured on this machine)"
     points = {where: {p.target.name: calibrated_points(p, where) for p in calibration.profiles} for where in WHERE}
+    if s.fit_fractions:
+        points["in-process"] = fit(calibration, points["in-process"], progress)
     specs = {where: write_calibrated_spec(s.spec, points[where], s.out / name, note) for where, name in WHERE.items()}
     calibration.calibrated_spec = specs["in-process"].source
     if s.write_spec is not None:
@@ -192,6 +206,57 @@ def _run(calibration: Calibration, progress: Callable[[str], None]) -> None:
     for config in s.configs:
         calibration.results.append(run_config(calibration, config, specs, progress))
         calibration.write()
+
+
+def fit(
+    calibration: Calibration, points: dict[str, list[ProfilePoint]], progress: Callable[[str], None]
+) -> dict[str, list[ProfilePoint]]:
+    """The fit runs, then each stage's overhead and delay fitted to them (`rlscale.calibrate.fit`): ``points``
+    with the fitted figures."""
+    s = calibration.settings
+    variants = [t.variant for t in s.stages]
+    seed = s.seed + 1
+    runs = []
+    for fraction, batch in fit_configs(s):
+        config = Configuration(f"fit-load{fraction:g}-b{batch}", float(fraction), batch)
+        trace = window_trace(s.trace, s.window[0], s.window[1], fraction * calibration.capacity_rps)
+        times = schedule_s(trace, s.arrivals, seed)
+        log.info(
+            "%s: batch %d, %d requests in %d s (peak %.1f rps), arrivals seed %d",
+            config.name,
+            batch,
+            times.size,
+            s.window_s,
+            trace.peak_rps,
+            seed,
+        )
+        load, diag = real_run(s, config, trace, times, 0)
+        calibration.fit_diagnostics.append({"config": config.name, "repeats": [diag]})
+        cpus = [diag.get("server", {}).get(t.name, {}).get("cpu_per_request_s") for t in s.stages]
+        runs.append(
+            FitRun(
+                config.name,
+                load.stage_s,
+                cpus,
+                lambda spec, trace=trace, batch=batch: simulate(spec, variants, batch, trace, s.arrivals, seed),
+            )
+        )
+        progress(f"{config.name} (fit)")
+    fitted, calibration.fits = fit_stages(s.spec, points, runs, _write_trial)
+    return fitted
+
+
+def fit_configs(s: Settings) -> list[tuple[float, int]]:
+    """The fit runs' (load fraction, batch): batch 1 at each fit load, then the largest batch of the configurations
+    at the highest fit load (where it is above 1)."""
+    pairs = [(float(f), 1) for f in s.fit_fractions]
+    if s.fit_fractions and s.max_batch > 1:
+        pairs.append((float(max(s.fit_fractions)), s.max_batch))
+    return pairs
+
+
+def _write_trial(spec: PipelineSpec, points, path: Path) -> PipelineSpec:
+    return write_calibrated_spec(spec, points, path)
 
 
 def profile_batches(max_batch: int, spec_batches: Sequence[int]) -> list[int]:
@@ -208,9 +273,14 @@ def _other_cpu(s: Settings, cpu: int | None) -> int:
 
 def planned_p99_s(spec: PipelineSpec, variants: list[str], batch: int, load_rps: float) -> float:
     """The planner's end-to-end latency of one replica of one core per stage at ``batch`` under ``load_rps``: the
-    sum over stages of `rlscale.model.stage_latency_s` (the profile's p99 of a full batch plus the batch-fill
-    wait)."""
-    return float(sum(stage_latency_s(st, v, batch, 1, load_rps) for st, v in zip(spec.stages, variants, strict=True)))
+    sum over stages of `rlscale.model.stage_latency_s` with the spec's batch timeout (IPA's full batch and fill
+    wait for a p99 profile; queueing, overhead and delay for a calibrated one)."""
+    return float(
+        sum(
+            stage_latency_s(st, v, batch, 1, load_rps, replicas=1, timeout_s=spec.batch_timeout_s)
+            for st, v in zip(spec.stages, variants, strict=True)
+        )
+    )
 
 
 def run_config(

@@ -38,6 +38,8 @@ MAX_REPEATS = 100
 DEFAULT_WINDOW = "0:60"
 DEFAULT_FRACTIONS = (0.5, 0.8)
 DEFAULT_BATCHES = (1, 4)
+DEFAULT_FIT_FRACTIONS = (0.4, 0.7)
+"""The fit runs' loads (`rlscale.calibrate.fit`): batch 1, arrivals of another seed than the configurations'."""
 DEFAULT_REPEATS = 3
 DEFAULT_PROFILE_REPEATS = 100
 DEFAULT_WARMUP = 5
@@ -121,6 +123,8 @@ class Settings:
             p50 of one item).
         generator_cpu: the CPU the open-loop generator (and the served profiles' client) runs on.
         write_spec: where to write the calibrated spec (None: only into ``out``).
+        fit_fractions: the fit runs' load fractions (`rlscale.calibrate.fit`); empty: no fit (the measured
+            overhead, no delay).
         spec_arg: the spec as named on the command line (for the report).
     """
 
@@ -138,6 +142,7 @@ class Settings:
     capacity_rps: float | None = None
     generator_cpu: int = 0
     write_spec: Path | None = None
+    fit_fractions: tuple[float, ...] = DEFAULT_FIT_FRACTIONS
     spec_arg: str = ""
     overrides: tuple[str, ...] = field(default=())
 

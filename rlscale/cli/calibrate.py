@@ -20,6 +20,7 @@ MAX_ITEMS = 16
 def register(sub) -> None:
     from rlscale.calibrate.settings import (
         DEFAULT_BATCHES,
+        DEFAULT_FIT_FRACTIONS,
         DEFAULT_FRACTIONS,
         DEFAULT_PROFILE_REPEATS,
         DEFAULT_REPEATS,
@@ -40,10 +41,13 @@ model), replay a trace window open loop with the simulator's own arrivals, run t
 with the spec's profile and with the calibrated ones, and write to --out a table in BLIS's format (mean, p50, p90,
 p99 per stage and end to end, throughput, violation rate at the spec's SLA, sim/real ratios, the band over
 repeats) as results.csv and results.md, calibrate.json (the --json document), sim_vs_real.png, the calibrated
-profiles and spec (spec-calibrated.yaml). One configuration per load fraction x batch size: every stage one
-replica of one core at that batch (the spec's batch timeout), the window's peak that fraction of the bottleneck's
-capacity at batch 1 (1 / the largest served p50 of one item). Real figures are the median over --repeats runs on
-freshly started servers, with their [min, max] band. Needs the serve extra (MLServer, aiohttp).""",
+profiles and spec (spec-calibrated.yaml). Before the configurations, fit runs at batch 1 (--fit-load-fraction,
+arrivals of another seed) fit each stage's serving overhead on its core and its delay off it, so that the
+configurations test the calibrated simulator on runs the fit did not see. One configuration per load fraction
+x batch size: every stage one replica of one core at that batch (the spec's batch timeout), the window's peak that
+fraction of the bottleneck's capacity at batch 1 (1 / the largest served p50 of one item). Real figures are the
+median over --repeats runs on freshly started servers, with their [min, max] band. Needs the serve extra
+(MLServer, aiohttp).""",
         epilog="""\
 examples:
   rlscale calibrate --spec my-pipeline.yaml --model mymodels:build --trace bursty --window 360:420 --out out/cal
@@ -97,6 +101,15 @@ examples:
         f"{MAX_LOAD_FRACTION:g}] (default {','.join(map(str, DEFAULT_FRACTIONS))})",
     )
     p.add_argument(
+        "--fit-load-fraction",
+        type=_fit_fractions(MAX_LOAD_FRACTION),
+        default=list(DEFAULT_FIT_FRACTIONS),
+        metavar="F1,F2|none",
+        help="loads of the fit runs (batch 1, arrivals of seed + 1), to which each stage's serving overhead (on its "
+        "core) and delay (off it) are fitted; fractions as --load-fraction's, best apart from them, or none to keep "
+        f"the measured overhead and no delay (default {','.join(map(str, DEFAULT_FIT_FRACTIONS))})",
+    )
+    p.add_argument(
         "--batches",
         type=int_list_in(1, MAX_BATCH, max_items=MAX_ITEMS),
         default=list(DEFAULT_BATCHES),
@@ -142,6 +155,16 @@ examples:
     p.set_defaults(func=cmd_calibrate)
 
 
+def _fit_fractions(high: float):
+    """``--fit-load-fraction``: ``none``, or the load fractions' list."""
+    fractions = float_list_in(0.0, high, max_items=MAX_ITEMS, exclusive_low=True)
+
+    def parse(text: str) -> list[float]:
+        return [] if text.strip().lower() == "none" else fractions(text)
+
+    return parse
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from rlscale.calibrate.run import CalibrationInterrupted, run_calibration, total_steps
     from rlscale.calibrate.settings import build_settings
@@ -159,6 +182,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         window=args.window,
         fractions=args.load_fraction,
         batches=args.batches,
+        fit_fractions=tuple(args.fit_load_fraction),
         out=Path(args.out),
         repeats=args.repeats,
         seed=args.seed,

@@ -732,6 +732,8 @@ class Engine:
         out = self.outcomes
         sizes = np.asarray(b_size, dtype=np.int64)
         out_t = np.repeat(np.asarray(b_finish), sizes) if b_size else np.empty(0)
+        if b_size and any(r.delay_s for r in b_rep):  # the time outside the core: the stage's answer leaves later
+            out_t = out_t + np.repeat([r.delay_s for r in b_rep], sizes)
         if out_id.size:
             out.finish_s[s, out_id] = out_t
             out.acc_rank[s, out_id] = np.repeat([r.acc_rank for r in b_rep], sizes)

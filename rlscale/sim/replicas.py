@@ -66,6 +66,7 @@ class Replica:
         "resized_noise",
         "overhead_s",
         "resized_overhead_s",
+        "delay_s",
     )
 
     def __init__(
@@ -78,6 +79,7 @@ class Replica:
         # service time of a batch of k requests, k = 0..b (index 0 unused), and its run-to-run factors
         self.lat, self.noise = service_tables(stage, sc, empirical)
         self.overhead_s = stage.latency.overhead_s(sc.variant, sc.cores)
+        self.delay_s = stage.latency.delay_s(sc.variant, sc.cores)
         self.acc_rank = stage.rank_accuracy(sc.variant)
         self.acc_raw = stage.variant(sc.variant).accuracy
         self.alloc_s = alloc_s
@@ -101,6 +103,7 @@ class Replica:
         self.cores = sc.cores
         self.resized_lat, self.resized_noise = service_tables(stage, sc, self.empirical)
         self.resized_overhead_s = stage.latency.overhead_s(sc.variant, sc.cores)
+        self.delay_s = stage.latency.delay_s(sc.variant, sc.cores)
         self.resize_at_s = now_s + resize_s
 
     def service_s(self, k: int, start_s: float, draw) -> float:

@@ -15,6 +15,7 @@ from rlscale.calibrate import settings as calibrate_settings
 from rlscale.calibrate.load import LoadResult
 from rlscale.calibrate.measure import StageProfile, overhead
 from rlscale.profiling.results import Measurement
+from rlscale.spec import load_spec
 from tests.calibrate.specs import MLP, write_mlp_spec
 
 REAL_STAGE_S = 0.004  # each fake real request spends this long at each stage
@@ -50,7 +51,8 @@ def fakes(monkeypatch):
         stage_s = np.full((k, n), REAL_STAGE_S * (1 + 0.1 * repeat))
         ends = times + np.cumsum(stage_s, axis=0)
         load = LoadResult(times, np.zeros(n), stage_s, ends, ends[-1] - times, [""] * n, 0.1, float(s.window_s))
-        return load, {"repeat": repeat + 1, "errors": 0}
+        server = {t.name: {"cpu_per_request_s": 0.0025} for t in s.stages}
+        return load, {"repeat": repeat + 1, "errors": 0, "server": server}
 
     monkeypatch.setattr(calibrate_run, "profile_stage", profile_stage)
     monkeypatch.setattr(calibrate_run, "real_run", real_run)
@@ -78,13 +80,19 @@ def test_json_is_one_document_with_the_contracts_fields(cli_main, spec, fakes, t
         assert config["sim"]["e2e"]["p99"] > 0 and config["sim_uncalibrated"]["throughput_rps"] > 0
         assert config["sim_served"]["e2e"]["p50"] > config["sim"]["e2e"]["p50"]  # the served runs hold the overhead
         assert config["planned_p99_s"] > 0
-    assert fakes["calls"] == 2 * 3
+    assert fakes["calls"] == 2 + 2 * 3  # the fit runs (0.4 and 0.7 at batch 1), then the configurations
     assert doc["stages"][0]["overhead_s"] == pytest.approx(0.0025 - 0.00145)
+    assert doc["fit"]["runs"] == ["load0.4-b1", "load0.7-b1"] and doc["fit"]["seed"] == 1
+    for fit in doc["fit"]["stages"]:  # the fake real stages are slower than the model and its overhead: a delay
+        assert fit["overhead_s"] + fit["batch_cost_s"] <= fit["overhead_ceiling_s"] + 1e-12
+        assert fit["delay_s"] > 0.001 and list(fit["sim_over_real"]) == ["fit-load0.4-b1", "fit-load0.7-b1"]
+    for config in doc["configs"]:  # which brings the configurations' p50 near the real one (constant, the model not)
+        assert config["sim"]["e2e"]["p50"] == pytest.approx(config["real"]["e2e"]["p50"], rel=0.25)
     assert (tmp_path / "out" / "spec-calibrated.yaml").exists()
 
 
 def test_ctrl_c_keeps_the_finished_configurations(cli_main, spec, fakes, tmp_path):
-    fakes["stop_at"] = 5  # the second configuration's second repeat
+    fakes["stop_at"] = 2 + 5  # after the two fit runs, the second configuration's second repeat
     out = tmp_path / "out"
     result = cli_main(_argv(spec, out, "--json"))
     assert result.returncode == 130
@@ -94,6 +102,16 @@ def test_ctrl_c_keeps_the_finished_configurations(cli_main, spec, fakes, tmp_pat
     assert doc["complete"] is False and [c["name"] for c in doc["configs"]] == ["load0.2-b1"]
     assert "load0.2-b1" in (out / "results.md").read_text() and (out / "sim_vs_real.png").exists()
     assert len((out / "results.csv").read_text().splitlines()) == 1 + 14
+
+
+def test_no_fit_keeps_the_measured_overhead(cli_main, spec, fakes, tmp_path):
+    result = cli_main(_argv(spec, tmp_path / "out", "--json", "--fit-load-fraction", "none"))
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert fakes["calls"] == 2 * 3 and doc["fit"]["stages"] == [] and doc["fit"]["runs"] == []
+    calibrated = load_spec(tmp_path / "out" / "spec-calibrated.yaml")
+    first = calibrated.stages[0].latency
+    assert first.overhead_s("mlp-256", 1) == pytest.approx(0.0025 - 0.00145) and first.delay_s("mlp-256", 1) == 0
 
 
 def test_a_table_on_stdout_without_json(cli_main, spec, fakes, tmp_path):

@@ -1,0 +1,215 @@
+"""The fit: what serving adds to each stage's model, chosen so that the simulator reproduces real runs the
+configurations do not include.
+
+Profiling measures the model alone; what serving adds around it under Poisson load was the calibrated simulator's
+largest error (experiments/RESULTS.md section 16: a server's CPU a request under load is about twice what a burst
+or an idle server shows, part of a stage's latency is spent outside its core, and batching saves more than the
+model's own batching does). Three numbers a stage model it:
+
+- ``overhead_s`` (`rlscale.profiles`): work on the replica's core for each request, ahead of the batcher;
+- a **batch cost**: work on the core for each batch (handing it to the model and back), added to every point's
+  service time (its statistics and its runs), so batching amortises it as it does on a real server;
+- ``delay_s``: time outside any core (the caller and the network), which neither queues nor shares the core.
+
+The fit runs the window at the fit loads (``--fit-load-fraction``) on fresh servers, at batch 1 and, at the highest
+fit load, at the largest batch of the configurations (the per-request and per-batch costs cannot be told apart at
+batch 1 alone), with arrivals of another seed than the configurations' (``seed + 1``): the configurations are runs
+the fit did not see. Then, stage after stage (a stage's latency depends on the stages before it only), it tries
+every overhead and batch cost on a grid whose sum is at most the server's own CPU a request at batch 1 less the
+model's mean (what the core can be charged beyond the model), simulates the fit runs, and takes for each pair the
+delay ``d >= 0`` that matches best; the triple with the least loss wins. The loss is the sum over fit runs and
+over p50, p90 and p99 of the stage's latency of ``(log(sim_q + d) - log(real_q))^2``: relative errors, so the
+tail weighs as much as the median.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rlscale.calibrate.simulated import SimResult
+from rlscale.profiles import ProfilePoint
+from rlscale.spec import PipelineSpec
+
+log = logging.getLogger("rlscale.calibrate")
+
+QUANTILES = (50, 90, 99)
+"""The stage latency percentiles the fit matches."""
+STEPS = 12
+"""The grid: overheads and batch costs in this many equal steps from 0 to the most the core can be charged."""
+POOR = (0.5, 2.0)
+"""A fit whose simulated p50, p90 or p99 of a fit run is outside this share of the real one is warned about."""
+DELAY_STEPS = 200
+"""Delays tried for each overhead: this many equal steps from 0 to the fit runs' largest real p50."""
+
+
+@dataclass(frozen=True)
+class FitRun:
+    """One real run the fit matches.
+
+    Attributes:
+        name: the fit configuration's name.
+        stage_s: the real per-stage latencies (client side), shape (stages, requests); NaN where not answered.
+        cpu_per_request_s: per stage, its server's CPU seconds a request over the run (None: not our server).
+        simulate: runs the fit configuration through the simulator with a given spec.
+    """
+
+    name: str
+    stage_s: np.ndarray
+    cpu_per_request_s: Sequence[float | None]
+    simulate: Callable[[PipelineSpec], SimResult]
+
+    def real_q(self, stage: int) -> np.ndarray:
+        lat = self.stage_s[stage]
+        lat = lat[np.isfinite(lat)]
+        return np.percentile(lat, QUANTILES) if lat.size else np.full(len(QUANTILES), np.nan)
+
+
+@dataclass
+class StageFit:
+    """One stage's fitted overhead and delay (seconds) and how well they match."""
+
+    stage: str
+    overhead_s: float
+    batch_cost_s: float
+    delay_s: float
+    loss: float
+    measured_overhead_s: float | None
+    ceiling_s: float
+    sim_over_real: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "overhead_s": self.overhead_s,
+            "batch_cost_s": self.batch_cost_s,
+            "delay_s": self.delay_s,
+            "loss": self.loss,
+            "measured_overhead_s": self.measured_overhead_s,
+            "overhead_ceiling_s": self.ceiling_s,
+            "sim_over_real": self.sim_over_real,
+            "quantiles": list(QUANTILES),
+        }
+
+
+def with_fit(
+    points: Sequence[ProfilePoint], overhead_s: float, batch_cost_s: float, delay_s: float
+) -> list[ProfilePoint]:
+    """``points`` with their overhead and delay replaced, and ``batch_cost_s`` added to each point's service time
+    (its statistics and its runs)."""
+
+    def plus(x: float | None) -> float | None:
+        return None if x is None else x + batch_cost_s
+
+    return [
+        replace(
+            p,
+            latency_s=p.latency_s + batch_cost_s,
+            p50_s=plus(p.p50_s),
+            mean_s=plus(p.mean_s),
+            p90_s=plus(p.p90_s),
+            runs_s=None if p.runs_s is None else tuple(r + batch_cost_s for r in p.runs_s),
+            overhead_s=float(overhead_s),
+            delay_s=float(delay_s),
+        )
+        for p in points
+    ]
+
+
+def best_delay(sim_q: np.ndarray, real_q: np.ndarray, top_s: float) -> tuple[float, float]:
+    """The delay ``d`` in [0, ``top_s``] (`DELAY_STEPS` steps) with the least loss, and that loss: rows of
+    ``sim_q`` and ``real_q`` are fit runs, columns quantiles."""
+    delays = np.linspace(0.0, max(top_s, 0.0), DELAY_STEPS + 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        err = np.log(sim_q[None, :, :] + delays[:, None, None]) - np.log(real_q[None, :, :])
+    loss = np.nansum(err**2, axis=(1, 2))
+    loss[~np.isfinite(loss)] = np.inf
+    i = int(np.argmin(loss))
+    return float(delays[i]), float(loss[i])
+
+
+def fit_stages(
+    spec: PipelineSpec,
+    points: Mapping[str, Sequence[ProfilePoint]],
+    runs: Sequence[FitRun],
+    write: Callable[[PipelineSpec, Mapping[str, Sequence[ProfilePoint]], Path], PipelineSpec],
+) -> tuple[dict[str, list[ProfilePoint]], list[StageFit]]:
+    """Fit every calibrated stage's overhead and delay (module docstring), in stage order.
+
+    Args:
+        spec: the spec calibrated.
+        points: each calibrated stage's points (`rlscale.calibrate.calibrated.calibrated_points`), their measured
+            overhead in them.
+        runs: the fit runs.
+        write: writes a spec with given points and loads it back (`rlscale.calibrate.calibrated.write_calibrated_spec`).
+
+    Returns:
+        The points with the fitted overhead and delay, and each stage's fit.
+    """
+    fitted = {name: list(p) for name, p in points.items()}
+    fits: list[StageFit] = []
+    with tempfile.TemporaryDirectory(prefix="rlscale-fit-") as tmp:
+        path = Path(tmp) / "fit.yaml"
+        for s, stage in enumerate(spec.stages):
+            if stage.name not in fitted or not fitted[stage.name]:
+                continue
+            base = fitted[stage.name]
+            model_s = next(p for p in base if p.batch == 1).mean_s or base[0].latency_s
+            cpus = [r.cpu_per_request_s[s] for r in runs]
+            known = [c for c in cpus if c is not None and math.isfinite(c)]
+            measured = base[0].overhead_s
+            ceiling = max([c - model_s for c in known] + [measured or 0.0, 0.0])
+            real_q = np.array([r.real_q(s) for r in runs])
+            top = float(np.nanmax(real_q[:, 0])) if np.isfinite(real_q[:, 0]).any() else 0.0
+            best: tuple[float, float, float, float] | None = None
+            grid = np.linspace(0.0, ceiling, STEPS + 1)
+            for overhead in grid:
+                for cost in grid[grid <= ceiling - overhead + 1e-12]:
+                    trial = write(spec, {**fitted, stage.name: with_fit(base, overhead, cost, 0.0)}, path)
+                    sim_q = np.array([_sim_q(r.simulate(trial), s) for r in runs])
+                    delay, loss = best_delay(sim_q, real_q, top)
+                    if best is None or loss < best[0]:
+                        best = (loss, float(overhead), float(cost), delay)
+            assert best is not None
+            loss, overhead, cost, delay = best
+            note = " + serving fitted to real runs (overhead  batch cost  delay: rlscale.calibrate.fit)"
+            fitted[stage.name] = [replace(p, source=p.source + note) for p in with_fit(base, overhead, cost, delay)]
+            trial = write(spec, fitted, path)
+            ratios = {r.name: list(((_sim_q(r.simulate(trial), s)) / r.real_q(s)).round(4)) for r in runs}
+            fit = StageFit(stage.name, overhead, cost, delay, loss, measured, ceiling, ratios)
+            log.info(
+                "fit %s: overhead %.3g ms a request (measured %s) and %.3g ms a batch on the core (together at most "
+                "%.3g), delay %.3g ms off it; sim/real p50,p90,p99 %s",
+                stage.name,
+                overhead * 1e3,
+                "-" if measured is None else f"{measured * 1e3:.3g}",
+                cost * 1e3,
+                ceiling * 1e3,
+                delay * 1e3,
+                "; ".join(f"{k} {','.join(f'{x:.2f}' for x in v)}" for k, v in ratios.items()),
+            )
+            fits.append(fit)
+            off = {k: v for k, v in ratios.items() if not all(POOR[0] <= x <= POOR[1] for x in v if np.isfinite(x))}
+            if off:
+                log.warning(
+                    "fit %s: the simulator does not reproduce fit run(s) %s (sim/real outside [%g, %g]): something "
+                    "else ran on these CPUs then, or the server changed behaviour under that load; calibrate on a "
+                    "quiet machine, or pass other --fit-load-fraction",
+                    stage.name,
+                    ", ".join(off),
+                    *POOR,
+                )
+    return fitted, fits
+
+
+def _sim_q(sim: SimResult, stage: int) -> np.ndarray:
+    lat = sim.stage_s[stage]
+    lat = lat[np.isfinite(lat)]
+    return np.percentile(lat, QUANTILES) if lat.size else np.full(len(QUANTILES), np.nan)

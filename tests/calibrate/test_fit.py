@@ -1,0 +1,108 @@
+"""The fit (`rlscale.calibrate.fit`): each stage's overhead, batch cost and delay chosen so that the simulator
+reproduces real runs. Here the "real" runs are the simulator's own with known figures, so the fit must find them
+back, and the stage after a fitted one is fitted on what the first one now sends it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rlscale.calibrate.calibrated import write_calibrated_spec
+from rlscale.calibrate.fit import QUANTILES, FitRun, best_delay, fit_stages, with_fit
+from rlscale.calibrate.simulated import simulate
+from rlscale.profiles import ProfilePoint
+from rlscale.spec import load_spec
+from rlscale.workload import Trace
+from tests.calibrate.specs import write_mlp_spec
+
+RNG = np.random.default_rng(7)
+
+
+def _points(variant: str = "mlp-256") -> list[ProfilePoint]:
+    """A measured-looking profile at batches 1 and 2: runs around 1 ms and 1.6 ms."""
+    out = []
+    for b, mean in ((1, 0.001), (2, 0.0016)):
+        runs = tuple(float(x) for x in mean * RNG.uniform(0.8, 1.2, 200))
+        p50, p90, p99 = np.percentile(runs, [50, 90, 99])
+        out.append(
+            ProfilePoint(
+                variant,
+                b,
+                1.0,
+                float(p99),
+                "test",
+                "measured",
+                float(p50),
+                float(np.mean(runs)),
+                float(p90),
+                0.0,
+                runs_s=runs,
+            )
+        )
+    return out
+
+
+def test_with_fit_adds_the_batch_cost_to_every_statistic_and_run():
+    base = _points()
+    fitted = with_fit(base, 0.0004, 0.0002, 0.003)
+    for before, after in zip(base, fitted, strict=True):
+        assert after.overhead_s == 0.0004 and after.delay_s == 0.003
+        assert after.latency_s == pytest.approx(before.latency_s + 0.0002)
+        assert after.mean_s == pytest.approx(before.mean_s + 0.0002)
+        assert after.p50_s == pytest.approx(before.p50_s + 0.0002)
+        assert np.allclose(np.array(after.runs_s) - np.array(before.runs_s), 0.0002)
+
+
+def test_best_delay_finds_a_constant_shift():
+    real = np.array([[0.010, 0.020, 0.050], [0.012, 0.030, 0.080]])
+    sim = real - 0.004
+    delay, loss = best_delay(sim, real, top_s=0.012)
+    assert delay == pytest.approx(0.004, abs=0.012 / 200) and loss < 1e-4
+    delay, _ = best_delay(real + 0.001, real, top_s=0.012)  # the simulator is already slower: no negative delay
+    assert delay == 0.0
+
+
+def _spec_with(tmp_path: Path, name: str, points: dict[str, list[ProfilePoint]]):
+    source = load_spec(write_mlp_spec(tmp_path))
+    return write_calibrated_spec(source, points, tmp_path / name)
+
+
+@pytest.mark.slow
+def test_the_fit_finds_the_figures_that_made_the_runs(tmp_path):
+    """Runs simulated with an overhead of 0.6 ms a request, 0.3 ms a batch and a delay of 2 ms (stage first), and
+    0.2 ms, 0 and 1 ms (stage second): the fit, from the bare model profile, finds figures whose simulation
+    matches those runs' p50 and p90 within 7% and p99 within 15% (10 s runs), close to the truth (the grid's step
+    apart)."""
+    truth = {"first": (0.0006, 0.0003, 0.002), "second": (0.0002, 0.0, 0.001)}
+    base = {"first": _points(), "second": _points()}
+    real_spec = _spec_with(tmp_path, "real.yaml", {s: with_fit(base[s], *truth[s]) for s in truth})
+    variants = ["mlp-256", "mlp-256"]
+    runs = []
+    for load, batch in ((150.0, 1), (400.0, 1), (400.0, 2)):
+        trace = Trace("flat", np.full(10, load))
+        real = simulate(real_spec, variants, batch, trace, "poisson", 1)
+        cpu = [truth[s][0] + truth[s][1] + 0.001 + 0.0004 for s in truth]  # what a server's CPU a request would say
+
+        def again(spec, trace=trace, batch=batch):
+            return simulate(spec, variants, batch, trace, "poisson", 1)
+
+        runs.append(FitRun(f"load{load:g}-b{batch}", real.stage_s, cpu, again))
+
+    fitted, fits = fit_stages(
+        load_spec(write_mlp_spec(tmp_path)), base, runs, lambda sp, p, path: _spec_with(tmp_path, path.name, dict(p))
+    )
+    assert [f.stage for f in fits] == ["first", "second"]
+    for f in fits:
+        overhead, cost, delay = truth[f.stage]
+        step = f.ceiling_s / 12
+        assert abs(f.overhead_s + f.batch_cost_s - overhead - cost) <= 2 * step, f
+        assert f.delay_s == pytest.approx(delay, abs=0.0006), f
+        for ratios in f.sim_over_real.values():
+            assert len(ratios) == len(QUANTILES)
+            p50, p90, p99 = ratios
+            assert 0.93 <= p50 <= 1.07 and 0.93 <= p90 <= 1.07 and 0.85 <= p99 <= 1.15, f
+    for stage, points in fitted.items():
+        assert all(p.delay_s == pytest.approx(next(f for f in fits if f.stage == stage).delay_s) for p in points)
+        assert all("fitted" in p.source for p in points)
