@@ -185,16 +185,15 @@ def _stage_options(
     """The rows of the stage's option table (`rlscale.model.option_table`) that can carry ``load_rps``
     within the SLA on their own, at the fewest replicas that do (``fixed``: RIM's replicas and cores)."""
     t = option_table(stage)
-    latency = t.planned_latency_s(load_rps)
+    capacity = t.throughput_rps * rho_max
+    n = replicas_for(load_rps, capacity, stage.min_replicas) if fixed is None else np.full(capacity.size, fixed[0])
+    latency = t.planned_latency_s(load_rps, n)
     keep = latency <= sla_s
     if len(variants) < len(stage.variants):
         keep &= np.isin(t.variant_index, [stage.variant_names.index(v) for v in variants])
-    capacity = t.throughput_rps * rho_max
     if fixed is None:
-        n = replicas_for(load_rps, capacity, stage.min_replicas)
         keep &= n <= stage.max_replicas
     else:
-        n = np.full(capacity.size, fixed[0])
         keep &= (t.cores == fixed[1]) & carries(n * capacity, load_rps)
     idx = np.flatnonzero(keep)
     # python scalars for the solvers' inner loops (numpy scalars are slower to combine one at a time)

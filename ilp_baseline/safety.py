@@ -367,8 +367,8 @@ class SafetyLayer:
         spec, w = self.spec, self.weights
         st, t = spec.stages[s], option_table(spec.stages[s])
         rho = spec.objective.rho_max
-        lat = t.planned_latency_s(load)
         n_min = replicas_for(load, t.throughput_rps * rho, st.min_replicas)
+        lat = t.planned_latency_s(load, n_min)
         ok = (n_min <= st.max_replicas) & (lat <= spec.sla_s)
         pr = _proposed(w, st.variant_names, proposed)
         target = pr.replicas[t.variant_index] if len(proposed.pools) > 1 else proposed.replicas

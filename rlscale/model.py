@@ -39,7 +39,7 @@ import logging
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -251,9 +251,10 @@ def calibrated_latency_s(
     - the queueing before it: M/G/1's with the work a request above, its mean wait by Pollaczek-Khinchine with the
       squared coefficient of variation of the measured runs, and the tail of a wait that is exponential given that
       it is not 0 (Kingman's heavy-traffic form): ``W_q = (E[W] / rho) ln(rho / (1 - q))`` (0 when ``rho <= 1 - q``);
-      infinite when ``rho >= 1``;
+      infinite when ``rho >= 1``; with an overhead, stretched by ``1 / (1 - lambda o)``, as the requests that
+      arrive meanwhile are decoded ahead of the batch (the simulator's decode-first server);
     - then its own batch: the p99 of ``k``'s service time, the decoding of the batch's ``k`` requests ``k o``,
-      and the delay outside the core.
+      and the time outside the core: the delay and the p99 of its exponential jitter.
 
     The sum of tail parts is above the tail of their sum, so this errs high.
     """
@@ -288,7 +289,10 @@ def calibrated_latency_s(
     if rho > 1.0 - TAIL_Q:
         mean_wait = rho * per_request * (1.0 + cv2) / (2.0 * (1.0 - rho))
         wait = mean_wait / rho * math.log(rho / (1.0 - TAIL_Q))
-    return wait + lat.latency_s(variant, k, cores) + k * o + d + fill
+    if o > 0 and rate * o < 1.0:  # decoding comes first: requests arriving meanwhile are decoded ahead (busy period)
+        wait /= 1.0 - rate * o
+    jitter = lat.jitter_s(variant, cores) * math.log(1.0 / (1.0 - TAIL_Q))  # the exponential part's p99
+    return wait + lat.latency_s(variant, k, cores) + k * o + d + jitter + fill
 
 
 def pool_capacity_rps(stage: StageSpec, pool: VariantPool, rho_max: float) -> float:
@@ -360,15 +364,25 @@ class OptionTable:
     throughput_rps: np.ndarray
     acc_rank: np.ndarray
     acc_raw: np.ndarray
+    stage: StageSpec | None = field(default=None, repr=False)
+    calibrated_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
     def wait_s(self, load_rps: float) -> np.ndarray:
         """`batch_fill_wait_s` of every row at ``load_rps``."""
         with np.errstate(divide="ignore", over="ignore"):  # a tiny load: the wait is infinite, as it should be
             return np.where(self.batch > 1, (self.batch - 1) / load_rps if load_rps > 0 else np.inf, 0.0)
 
-    def planned_latency_s(self, load_rps: float) -> np.ndarray:
-        """`stage_latency_s` of every row at ``load_rps``: service plus batch-fill wait."""
-        return self.service_s + self.wait_s(load_rps)
+    def planned_latency_s(self, load_rps: float, replicas: np.ndarray | None = None) -> np.ndarray:
+        """`stage_latency_s` of every row at ``load_rps``: service plus batch-fill wait, and for the rows of a
+        calibrated variant (`calibrated_rows`) `calibrated_latency_s` on ``replicas[row]`` replicas (None: the
+        fewest that carry the load)."""
+        latency = self.service_s + self.wait_s(load_rps)
+        if self.calibrated_rows.size and self.stage is not None:
+            for i in self.calibrated_rows:
+                v, b, c = self.rows[i]
+                n = None if replicas is None else int(replicas[i])
+                latency[i] = calibrated_latency_s(self.stage, v, b, c, load_rps, n)
+        return latency
 
 
 _TABLES: dict[int, tuple[StageSpec, OptionTable]] = {}
@@ -391,6 +405,8 @@ def option_table(stage: StageSpec) -> OptionTable:
         throughput_rps=batch / service,
         acc_rank=np.array([stage.rank_accuracy(v) for v, _b, _c in rows]),
         acc_raw=np.array([stage.variant(v).accuracy for v, _b, _c in rows]),
+        stage=stage,
+        calibrated_rows=np.array([i for i, (v, _b, _c) in enumerate(rows) if is_calibrated(stage, v)], dtype=np.int64),
     )
     if len(_TABLES) > 1024:  # bounded: specs are few, but tests build many
         _TABLES.clear()
@@ -416,7 +432,7 @@ def stage_options(
     """
     table = option_table(stage)
     n = replicas_for(load_rps, table.throughput_rps * rho_max, stage.min_replicas)
-    latency = table.planned_latency_s(load_rps)
+    latency = table.planned_latency_s(load_rps, n)
     keep = n <= stage.max_replicas
     if variants is not None:
         keep &= np.isin(table.variant_index, [stage.variant_names.index(v) for v in variants])

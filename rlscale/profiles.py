@@ -7,9 +7,10 @@ replica with ``cores`` cores takes to process one batch of ``batch`` requests. `
 A profile may say more, in optional columns (`DISTRIBUTION_COLUMNS`; an empty cell is "not measured"):
 ``p50_s``, ``mean_s`` and ``p90_s`` of the same runs; ``overhead_s``, the serving cost of one request on the
 replica's own core (CPU seconds a request: HTTP, decoding, the server's event loop; measured by ``rlscale profile
---url``); and ``delay_s``, time a request spends in the stage outside any core (the network, the caller's side of
-the call): a fixed delay added to its stage latency, no work on a core. ``rlscale calibrate`` fits the last two to
-real runs (`rlscale.calibrate.fit`). The run times themselves may sit beside the profile in
+--url``); ``delay_s``, time a request spends in the stage outside any core (the network, the caller's side of the
+call): a fixed delay added to its stage latency, no work on a core; and ``jitter_s``, the mean of an exponential
+time added to that delay, drawn per request (the scheduler, a client sharing the core). ``rlscale calibrate`` fits
+the last three to real runs (`rlscale.calibrate.fit`). The run times themselves may sit beside the profile in
 ``NAME.runs.csv`` (`runs_path`: ``variant,batch,cores,run_s``, one row per timed run of a point of the profile). A
 profile of the six columns alone (every bundled IPA-derived one) means exactly what it always did: a p99 used as a
 fixed service time.
@@ -35,7 +36,7 @@ from rlscale.errors import ProfileError
 from rlscale.inputs import MAX_PROFILE_BYTES, read_text_limited
 
 PROFILE_COLUMNS = ("variant", "batch", "cores", "latency_s", "source", "kind")
-DISTRIBUTION_COLUMNS = ("p50_s", "mean_s", "p90_s", "overhead_s", "delay_s")
+DISTRIBUTION_COLUMNS = ("p50_s", "mean_s", "p90_s", "overhead_s", "delay_s", "jitter_s")
 """Optional columns after `PROFILE_COLUMNS`: statistics of the runs, the per-request serving overhead and the
 per-request delay outside the core."""
 RUNS_COLUMNS = ("variant", "batch", "cores", "run_s")
@@ -56,6 +57,7 @@ class ProfilePoint:
         p50_s / mean_s / p90_s: the other statistics of the same runs, where measured (None: not in the profile).
         overhead_s: the serving cost of one request on the replica's core (CPU seconds), where measured.
         delay_s: a request's time in the stage outside any core (network, the caller), where fitted.
+        jitter_s: the mean of an exponential time added to ``delay_s`` per request, where fitted.
         runs_s: the timed runs themselves (seconds), where kept (`runs_path`).
     """
 
@@ -70,6 +72,7 @@ class ProfilePoint:
     p90_s: float | None = None
     overhead_s: float | None = None
     delay_s: float | None = None
+    jitter_s: float | None = None
     runs_s: tuple[float, ...] | None = field(default=None, repr=False)
 
     def statistic_s(self, name: str) -> float | None:
@@ -259,6 +262,11 @@ class LatencyModel:
         (seconds): chosen as `overhead_s` is, else 0 (none)."""
         return self._per_request(variant, cores, "delay_s")
 
+    def jitter_s(self, variant: str, cores: float) -> float:
+        """The mean of the exponential time added to `delay_s` per request (seconds): chosen as `overhead_s` is,
+        else 0 (none)."""
+        return self._per_request(variant, cores, "jitter_s")
+
     def _per_request(self, variant: str, cores: float, column: str) -> float:
         pts = self._by_variant.get(variant, [])
         at = [getattr(p, column) for p in pts if getattr(p, column) is not None and p.cores == float(cores)]
@@ -318,7 +326,7 @@ def _optional(row: dict, column: str, path: Path, line: int) -> float | None:
     if not raw:
         return None
     value = _parse_number(raw, path, line, column, float)
-    if not (value > 0 and np.isfinite(value)) and not (column in ("overhead_s", "delay_s") and value == 0):
+    if not (value > 0 and np.isfinite(value)) and not (column in ("overhead_s", "delay_s", "jitter_s") and value == 0):
         raise ProfileError(f"{path}:{line}: column {column!r} must be a positive number, got {raw}")
     return value
 
@@ -396,12 +404,14 @@ def load_profile(path: str | Path) -> LatencyModel:
         if key in seen:
             raise ProfileError(f"{path}:{line}: duplicate point variant={variant} batch={batch} cores={cores:g}")
         seen.add(key)
-        p50, mean, p90, overhead, delay = (_optional(row, c, path, line) for c in DISTRIBUTION_COLUMNS)
+        p50, mean, p90, overhead, delay, jitter = (_optional(row, c, path, line) for c in DISTRIBUTION_COLUMNS)
         ordered = [x for x in (p50, p90, latency) if x is not None]
         if any(a > b * (1 + _ORDER_RTOL) for a, b in itertools.pairwise(ordered)):
             raise ProfileError(f"{path}:{line}: p50_s <= p90_s <= latency_s (the p99) must hold, got {ordered}")
         source = (row.get("source") or "").strip()
-        points.append(ProfilePoint(variant, batch, cores, latency, source, kind, p50, mean, p90, overhead, delay))
+        points.append(
+            ProfilePoint(variant, batch, cores, latency, source, kind, p50, mean, p90, overhead, delay, jitter)
+        )
     if not points:
         raise ProfileError(f"{path}: profile has no rows")
     runs = _read_runs(path, seen)

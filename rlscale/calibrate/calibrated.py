@@ -97,7 +97,7 @@ def profile_texts(points: Sequence[ProfilePoint]) -> tuple[str, str | None]:
         cores = f"{p.cores:g}"
         writer.writerow(
             [p.variant, p.batch, cores, f"{p.latency_s:.6g}", p.source, p.kind]
-            + [_g(p.p50_s), _g(p.mean_s), _g(p.p90_s), _g(p.overhead_s), _g(p.delay_s)]
+            + [_g(p.p50_s), _g(p.mean_s), _g(p.p90_s), _g(p.overhead_s), _g(p.delay_s), _g(p.jitter_s)]
         )
         for run in p.runs_s or ():
             runs_writer.writerow([p.variant, p.batch, cores, f"{run:.6g}"])

@@ -9,7 +9,8 @@ model's own batching does). Three numbers a stage model it:
 - ``overhead_s`` (`rlscale.profiles`): work on the replica's core for each request, ahead of the batcher;
 - a **batch cost**: work on the core for each batch (handing it to the model and back), added to every point's
   service time (its statistics and its runs), so batching amortises it as it does on a real server;
-- ``delay_s``: time outside any core (the caller and the network), which neither queues nor shares the core.
+- ``delay_s`` and ``jitter_s``: time outside any core (the caller, the network, the scheduler), a constant plus an
+  exponential of mean ``jitter_s`` drawn per request, which neither queues nor shares the core.
 
 The fit runs the window at the fit loads (``--fit-load-fraction``) on fresh servers, at batch 1 and, at the highest
 fit load, at the largest batch of the configurations (the per-request and per-batch costs cannot be told apart at
@@ -17,9 +18,10 @@ batch 1 alone), with arrivals of another seed than the configurations' (``seed +
 the fit did not see. Then, stage after stage (a stage's latency depends on the stages before it only), it tries
 every overhead and batch cost on a grid whose sum is at most the server's own CPU a request at batch 1 less the
 model's mean (what the core can be charged beyond the model), simulates the fit runs, and takes for each pair the
-delay ``d >= 0`` that matches best; the triple with the least loss wins. The loss is the sum over fit runs and
-over p50, p90 and p99 of the stage's latency of ``(log(sim_q + d) - log(real_q))^2``: relative errors, so the
-tail weighs as much as the median.
+delay and jitter that match best (each simulated request's latency plus the delay plus the jitter's mean times a
+fixed draw of Exp(1) per request: common random numbers); the figures with the least loss win. The loss is the sum
+over fit runs and over p50, p90 and p99 of the stage's latency of ``(log(sim_q) - log(real_q))^2``: relative
+errors, so the tail weighs as much as the median.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ STEPS = 12
 POOR = (0.5, 2.0)
 """A fit whose simulated p50, p90 or p99 of a fit run is outside this share of the real one is warned about."""
 DELAY_STEPS = 200
+JITTER_STEPS = 40
+"""Jitters tried for each overhead and batch cost: this many equal steps from 0 to the fit runs' largest real p50."""
 """Delays tried for each overhead: this many equal steps from 0 to the fit runs' largest real p50."""
 
 
@@ -80,6 +84,7 @@ class StageFit:
     overhead_s: float
     batch_cost_s: float
     delay_s: float
+    jitter_s: float
     loss: float
     measured_overhead_s: float | None
     ceiling_s: float
@@ -91,6 +96,7 @@ class StageFit:
             "overhead_s": self.overhead_s,
             "batch_cost_s": self.batch_cost_s,
             "delay_s": self.delay_s,
+            "jitter_s": self.jitter_s,
             "loss": self.loss,
             "measured_overhead_s": self.measured_overhead_s,
             "overhead_ceiling_s": self.ceiling_s,
@@ -100,10 +106,10 @@ class StageFit:
 
 
 def with_fit(
-    points: Sequence[ProfilePoint], overhead_s: float, batch_cost_s: float, delay_s: float
+    points: Sequence[ProfilePoint], overhead_s: float, batch_cost_s: float, delay_s: float, jitter_s: float = 0.0
 ) -> list[ProfilePoint]:
-    """``points`` with their overhead and delay replaced, and ``batch_cost_s`` added to each point's service time
-    (its statistics and its runs)."""
+    """``points`` with their overhead, delay and jitter replaced, and ``batch_cost_s`` added to each point's service
+    time (its statistics and its runs)."""
 
     def plus(x: float | None) -> float | None:
         return None if x is None else x + batch_cost_s
@@ -118,6 +124,7 @@ def with_fit(
             runs_s=None if p.runs_s is None else tuple(r + batch_cost_s for r in p.runs_s),
             overhead_s=float(overhead_s),
             delay_s=float(delay_s),
+            jitter_s=float(jitter_s),
         )
         for p in points
     ]
@@ -133,6 +140,21 @@ def best_delay(sim_q: np.ndarray, real_q: np.ndarray, top_s: float) -> tuple[flo
     loss[~np.isfinite(loss)] = np.inf
     i = int(np.argmin(loss))
     return float(delays[i]), float(loss[i])
+
+
+def best_delay_and_jitter(
+    latencies: Sequence[np.ndarray], draws: Sequence[np.ndarray], real_q: np.ndarray, top_s: float
+) -> tuple[float, float, float]:
+    """The delay and jitter with the least loss, and that loss: for each jitter on a grid from 0 to ``top_s``
+    (`JITTER_STEPS` steps), each fit run's simulated latencies plus the jitter times its fixed Exp(1) ``draws``,
+    then the best delay for those (`best_delay`)."""
+    best = (0.0, 0.0, math.inf)
+    for jitter in np.linspace(0.0, max(top_s, 0.0), JITTER_STEPS + 1):
+        sim_q = np.array([_quantiles(lat + jitter * e) for lat, e in zip(latencies, draws, strict=True)])
+        delay, loss = best_delay(sim_q, real_q, top_s)
+        if loss < best[2]:
+            best = (delay, float(jitter), loss)
+    return best
 
 
 def fit_stages(
@@ -168,31 +190,36 @@ def fit_stages(
             ceiling = max([c - model_s for c in known] + [measured or 0.0, 0.0])
             real_q = np.array([r.real_q(s) for r in runs])
             top = float(np.nanmax(real_q[:, 0])) if np.isfinite(real_q[:, 0]).any() else 0.0
-            best: tuple[float, float, float, float] | None = None
+            best: tuple[float, ...] | None = None
             grid = np.linspace(0.0, ceiling, STEPS + 1)
+            draws = [np.random.default_rng(i).exponential(1.0, r.stage_s.shape[1]) for i, r in enumerate(runs)]
             for overhead in grid:
                 for cost in grid[grid <= ceiling - overhead + 1e-12]:
                     trial = write(spec, {**fitted, stage.name: with_fit(base, overhead, cost, 0.0)}, path)
-                    sim_q = np.array([_sim_q(r.simulate(trial), s) for r in runs])
-                    delay, loss = best_delay(sim_q, real_q, top)
+                    latencies = [_latencies(r.simulate(trial), s) for r in runs]
+                    shaped = [e[: lat.size] for lat, e in zip(latencies, draws, strict=True)]
+                    delay, jitter, loss = best_delay_and_jitter(latencies, shaped, real_q, top)
                     if best is None or loss < best[0]:
-                        best = (loss, float(overhead), float(cost), delay)
+                        best = (loss, float(overhead), float(cost), delay, jitter)
             assert best is not None
-            loss, overhead, cost, delay = best
-            note = " + serving fitted to real runs (overhead  batch cost  delay: rlscale.calibrate.fit)"
-            fitted[stage.name] = [replace(p, source=p.source + note) for p in with_fit(base, overhead, cost, delay)]
+            loss, overhead, cost, delay, jitter = best
+            note = " + serving fitted to real runs (rlscale.calibrate.fit)"
+            fitted[stage.name] = [
+                replace(p, source=p.source + note) for p in with_fit(base, overhead, cost, delay, jitter)
+            ]
             trial = write(spec, fitted, path)
-            ratios = {r.name: list(((_sim_q(r.simulate(trial), s)) / r.real_q(s)).round(4)) for r in runs}
-            fit = StageFit(stage.name, overhead, cost, delay, loss, measured, ceiling, ratios)
+            ratios = {r.name: list((_sim_q(r.simulate(trial), s) / r.real_q(s)).round(4)) for r in runs}
+            fit = StageFit(stage.name, overhead, cost, delay, jitter, loss, measured, ceiling, ratios)
             log.info(
                 "fit %s: overhead %.3g ms a request (measured %s) and %.3g ms a batch on the core (together at most "
-                "%.3g), delay %.3g ms off it; sim/real p50,p90,p99 %s",
+                "%.3g), delay %.3g ms and jitter %.3g ms off it; sim/real p50,p90,p99 %s",
                 stage.name,
                 overhead * 1e3,
                 "-" if measured is None else f"{measured * 1e3:.3g}",
                 cost * 1e3,
                 ceiling * 1e3,
                 delay * 1e3,
+                jitter * 1e3,
                 "; ".join(f"{k} {','.join(f'{x:.2f}' for x in v)}" for k, v in ratios.items()),
             )
             fits.append(fit)
@@ -209,7 +236,14 @@ def fit_stages(
     return fitted, fits
 
 
-def _sim_q(sim: SimResult, stage: int) -> np.ndarray:
+def _latencies(sim: SimResult, stage: int) -> np.ndarray:
     lat = sim.stage_s[stage]
-    lat = lat[np.isfinite(lat)]
+    return lat[np.isfinite(lat)]
+
+
+def _quantiles(lat: np.ndarray) -> np.ndarray:
     return np.percentile(lat, QUANTILES) if lat.size else np.full(len(QUANTILES), np.nan)
+
+
+def _sim_q(sim: SimResult, stage: int) -> np.ndarray:
+    return _quantiles(_latencies(sim, stage))

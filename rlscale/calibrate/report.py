@@ -26,6 +26,8 @@ SOURCES = {"sim": "calibrated", "sim_served": "served", "sim_uncalibrated": "unc
 overhead), with the served requests' run times and the overhead, and with the spec's own profile
 (`rlscale.calibrate.calibrated`)."""
 E2E = "end-to-end"
+SLA_QUANTILES = ("p90", "p99")
+"""The real end-to-end percentiles (median over repeats) at which SLAs are set to compare violation rates."""
 CSV_FIELDS = (
     *("config", "load_fraction", "batch", "peak_rps", "mean_rps", "where", "metric", "real", "real_min", "real_max"),
     *(column for source in SOURCES for column in (source, f"{source}_over_real")),
@@ -44,6 +46,9 @@ class ConfigResult:
         planned_p99_s / planned_p99_s_uncalibrated: the planner's end-to-end p99 for the configuration at the
             window's peak (the sum over stages of `rlscale.model.stage_latency_s`), on either profile.
         diagnostics: per repeat, what the servers and the generator said (`rlscale.calibrate.run`).
+        at_real_slas: the violation rates at SLAs set at the real end-to-end p90 and p99 (`SLA_QUANTILES`; the
+            median over the repeats): ``{"sla_s": {p90, p99}, "real": {p90, p99}`` (the median over repeats of each
+            repeat's rate) and one entry per simulated source.
     """
 
     config: Configuration
@@ -54,6 +59,7 @@ class ConfigResult:
     planned_p99_s: float
     planned_p99_s_uncalibrated: float
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    at_real_slas: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @cached_property
     def real(self) -> dict[str, Any]:
@@ -88,6 +94,7 @@ class ConfigResult:
             "ratios": {source: ratios(self.sims[source], real) for source in SOURCES},
             "planned_p99_s": self.planned_p99_s,
             "planned_p99_s_uncalibrated": self.planned_p99_s_uncalibrated,
+            "violation_rate_at_real_slas": self.at_real_slas,
             "errors": sum(d.get("errors", 0) for d in self.diagnostics),
         }
 
@@ -148,6 +155,10 @@ def errors_summary(results: Sequence[ConfigResult]) -> dict[str, dict[str, float
             summary[f"e2e_{stat}"] = mape([(r.sims[source]["e2e"][stat], r.real["e2e"][stat]) for r in results])
         for key in ("throughput_rps", "violation_rate"):
             summary[key] = mape([(r.sims[source][key], r.real[key]) for r in results])
+        for q in SLA_QUANTILES:
+            summary[f"violation_rate_at_real_{q}"] = mape(
+                [(r.at_real_slas[source][q], r.at_real_slas["real"][q]) for r in results if r.at_real_slas]
+            )
         inside = [within_band(r.sims[source]["e2e"]["p99"], r.real_band["p99"]) for r in results]
         summary["p99_inside_band_share"] = float(np.mean(inside)) if inside else math.nan
         out[source] = summary
@@ -220,6 +231,22 @@ def markdown(results: Sequence[ConfigResult], meta: dict[str, Any]) -> str:
             f"[{_value(m, row['real_min'])}, {_value(m, row['real_max'])}] |{cells}"
         )
     lines.append("")
+    if any(r.at_real_slas for r in results):
+        lines.append("Violation rates at SLAs set at the real end-to-end p90 and p99 (the median over the repeats):")
+        lines.append("")
+        head = "".join(f" {label} |" for label in SOURCES.values())
+        lines.append(f"| config | SLA | SLA (ms) | real |{head}")
+        lines.append("|---|---|---|---|" + "---|" * len(SOURCES))
+        for r in results:
+            if not r.at_real_slas:
+                continue
+            for q in SLA_QUANTILES:
+                rates = "".join(f" {_value('violation_rate', r.at_real_slas[source][q])} |" for source in SOURCES)
+                lines.append(
+                    f"| {r.config.name} | real {q} | {_ms(r.at_real_slas['sla_s'][q])} | "
+                    f"{_value('violation_rate', r.at_real_slas['real'][q])} |{rates}"
+                )
+        lines.append("")
     lines.append("Planned end-to-end p99 (the planner's stage latencies at the window's peak) against the real p99:")
     lines.append("")
     lines.append("| config | real p99 (ms) | planned (ms) | planned/real | planned uncal. (ms) | uncal./real |")

@@ -33,11 +33,11 @@ from rlscale.calibrate.calibrated import calibrated_points, write_calibrated_spe
 from rlscale.calibrate.fit import FitRun, StageFit, fit_stages
 from rlscale.calibrate.load import LoadResult, run_load, schedule_s, warmup_times, window_trace
 from rlscale.calibrate.measure import StageProfile, capacity_rps, pinned, profile_stage
-from rlscale.calibrate.report import ConfigResult
+from rlscale.calibrate.report import SLA_QUANTILES, ConfigResult
 from rlscale.calibrate.servers import StageServer, server_summary, start_all, stop_all
 from rlscale.calibrate.settings import Configuration, Settings
 from rlscale.calibrate.simulated import simulate
-from rlscale.calibrate.stats import finite_or_none, run_figures
+from rlscale.calibrate.stats import finite_or_none, run_figures, violation_rate_at
 from rlscale.errors import RlscaleError
 from rlscale.interrupts import Interrupted, signum_of
 from rlscale.model import stage_latency_s
@@ -306,23 +306,25 @@ def run_config(
         trace.peak_rps,
         trace.mean_rps,
     )
-    sims = {}
+    sims, e2e = {}, {}
     sources = {"sim": specs["in-process"], "sim_served": specs["served"], "sim_uncalibrated": s.spec}
     for source, spec in sources.items():
         sim = simulate(spec, variants, config.batch, trace, s.arrivals, s.seed)
+        e2e[source] = sim.e2e_s
         if sim.entry_s.shape != times.shape or not np.allclose(sim.entry_s, times):
             raise RlscaleError("the simulator's arrivals differ from the generator's schedule")
         sims[source] = {
             **run_figures(sim.stage_s, sim.stage_end_s[-1], sim.e2e_s, window_s, s.spec.sla_s, names),
             "mean_batch": dict(zip(names, sim.mean_batch, strict=True)),
         }
-    runs, diagnostics = [], []
+    runs, diagnostics, real_e2e = [], [], []
     for repeat in range(s.repeats):
         load, diag = real_run(s, config, trace, times, repeat)
         runs.append(run_figures(load.stage_s, load.stage_end_s[-1], load.e2e_s, window_s, s.spec.sla_s, names))
+        real_e2e.append(load.e2e_s)
         diagnostics.append(diag)
         progress(f"{config.name} repeat {repeat + 1}/{s.repeats}")
-    return ConfigResult(
+    result = ConfigResult(
         config=config,
         peak_rps=trace.peak_rps,
         mean_rps=trace.mean_rps,
@@ -332,6 +334,13 @@ def run_config(
         planned_p99_s_uncalibrated=planned_p99_s(s.spec, variants, config.batch, trace.peak_rps),
         diagnostics=diagnostics,
     )
+    slas = {q: float(result.real["e2e"][q]) for q in SLA_QUANTILES}
+    result.at_real_slas = {
+        "sla_s": slas,
+        "real": {q: float(np.median([violation_rate_at(x, slas[q]) for x in real_e2e])) for q in SLA_QUANTILES},
+        **{source: {q: violation_rate_at(x, slas[q]) for q in SLA_QUANTILES} for source, x in e2e.items()},
+    }
+    return result
 
 
 def _infer_url(base: str, model: str) -> str:

@@ -167,3 +167,12 @@ def finite_or_none(doc: Any) -> Any:
     if isinstance(doc, np.integer):
         return int(doc)
     return doc
+
+
+def violation_rate_at(e2e_s: np.ndarray, sla_s: float) -> float:
+    """The share of requests late at ``sla_s`` (``e2e_s > sla_s``) or not answered (NaN); NaN for no request."""
+    e2e = np.asarray(e2e_s, dtype=float)
+    if not e2e.size or not math.isfinite(sla_s):
+        return math.nan
+    with np.errstate(invalid="ignore"):
+        return float(np.count_nonzero(~(e2e <= sla_s))) / e2e.size

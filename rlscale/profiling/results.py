@@ -217,7 +217,7 @@ def profile_csv(measurements: Sequence[Measurement], source: str) -> str:
     writer.writerow((*PROFILE_COLUMNS, *DISTRIBUTION_COLUMNS))
     for m in measurements:
         overhead = "" if m.overhead_s is None else _number(m.overhead_s)
-        stats = (_number(m.p50_s), _number(m.mean_s), _number(m.p90_s), overhead, "")
+        stats = (_number(m.p50_s), _number(m.mean_s), _number(m.p90_s), overhead, "", "")
         writer.writerow([m.variant, m.batch, m.cores, _number(m.p99_s), source, "measured", *stats])
     return out.getvalue()
 

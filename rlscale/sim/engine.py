@@ -48,6 +48,11 @@ model, per pool (`_run_pool_decode`):
   ``queue_len`` counts the undecoded requests that have arrived and the decoded ones waiting. A serving overhead
   with ``queue_discipline: edf`` is refused (not simulated).
 
+**Time off the core.** Where the profile has ``delay_s`` or ``jitter_s`` (`rlscale.profiles`), a request leaves
+the stage ``delay_s`` plus an exponential time of mean ``jitter_s`` after its batch ends (the network and the
+caller's side of the call): its stage latency includes it, the next stage sees it arrive then, and no core is
+taken. The exponential draws come from a stream a stage of their own, spawned after the service model's.
+
 Stages are simulated one after the other over each interval; stage s+1 consumes stage s's departures. This is
 exact for a feed-forward chain because a stage's behaviour up to time T depends only on its own inputs up to T.
 Within a stage, one loop iteration forms one batch: the replica that is available first takes it (a heap of
@@ -265,7 +270,11 @@ class Engine:
                     "queue_discipline edf; use fifo or a profile without overhead_s"
                 )
         self._empirical = {st.name: empirical_service(spec, st) for st in spec.stages}
-        rngs = (service_rng or np.random.default_rng(0)).spawn(len(spec.stages))
+        root = service_rng or np.random.default_rng(0)
+        rngs = root.spawn(len(spec.stages))
+        # the delay's exponential part (a profile's jitter_s): one stream a stage, spawned after the service
+        # model's so that those are the same with or without it
+        self._jitter = root.spawn(len(spec.stages))
         self._draws = [
             _uniforms(rng).__next__ if self._empirical[st.name] else None
             for rng, st in zip(rngs, spec.stages, strict=True)
@@ -732,8 +741,11 @@ class Engine:
         out = self.outcomes
         sizes = np.asarray(b_size, dtype=np.int64)
         out_t = np.repeat(np.asarray(b_finish), sizes) if b_size else np.empty(0)
-        if b_size and any(r.delay_s for r in b_rep):  # the time outside the core: the stage's answer leaves later
+        if b_size and any(r.delay_s or r.jitter_s for r in b_rep):  # time off the core: the answer leaves later
             out_t = out_t + np.repeat([r.delay_s for r in b_rep], sizes)
+            jitter = np.repeat([r.jitter_s for r in b_rep], sizes)
+            if jitter.any():
+                out_t = out_t + jitter * self._jitter[s].exponential(1.0, out_t.size)
         if out_id.size:
             out.finish_s[s, out_id] = out_t
             out.acc_rank[s, out_id] = np.repeat([r.acc_rank for r in b_rep], sizes)

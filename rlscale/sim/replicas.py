@@ -67,6 +67,7 @@ class Replica:
         "overhead_s",
         "resized_overhead_s",
         "delay_s",
+        "jitter_s",
     )
 
     def __init__(
@@ -80,6 +81,7 @@ class Replica:
         self.lat, self.noise = service_tables(stage, sc, empirical)
         self.overhead_s = stage.latency.overhead_s(sc.variant, sc.cores)
         self.delay_s = stage.latency.delay_s(sc.variant, sc.cores)
+        self.jitter_s = stage.latency.jitter_s(sc.variant, sc.cores)
         self.acc_rank = stage.rank_accuracy(sc.variant)
         self.acc_raw = stage.variant(sc.variant).accuracy
         self.alloc_s = alloc_s
@@ -104,6 +106,7 @@ class Replica:
         self.resized_lat, self.resized_noise = service_tables(stage, sc, self.empirical)
         self.resized_overhead_s = stage.latency.overhead_s(sc.variant, sc.cores)
         self.delay_s = stage.latency.delay_s(sc.variant, sc.cores)
+        self.jitter_s = stage.latency.jitter_s(sc.variant, sc.cores)
         self.resize_at_s = now_s + resize_s
 
     def service_s(self, k: int, start_s: float, draw) -> float:

@@ -52,6 +52,7 @@ def test_calibrate_json_on_two_real_numpy_stages(tmp_path):
     argv = [
         *("calibrate", "--spec", str(spec), "--model", MLP, "--trace", "bursty"),
         *("--window", "360:364", "--load-fraction", "0.3", "--batches", "2", "--repeats", "2"),
+        *("--fit-load-fraction", "0.5"),
         *("--out", str(out), "--json", "--write-spec", str(written)),
     ]
     result = subprocess.run(
@@ -76,6 +77,14 @@ def test_calibrate_json_on_two_real_numpy_stages(tmp_path):
     assert [s["stage"] for s in doc["stages"]] == ["first", "second"]
     assert all(s["overhead_s"] is not None and s["overhead_s"] >= 0 for s in doc["stages"])
     assert doc["capacity_rps"] > 0
+    assert doc["fit"]["runs"] == ["load0.5-b1", "load0.5-b2"]  # batch 1, and the configurations' largest batch
+    for fit in doc["fit"]["stages"]:
+        assert fit["overhead_s"] >= 0 and fit["batch_cost_s"] >= 0 and fit["delay_s"] >= 0 and fit["jitter_s"] >= 0
+        assert set(fit["sim_over_real"]) == {"fit-load0.5-b1", "fit-load0.5-b2"}
+    assert "violation_rate_at_real_slas" in config and set(config["violation_rate_at_real_slas"]["sla_s"]) == {
+        "p90",
+        "p99",
+    }
 
     for name in ("results.csv", "results.md", "calibrate.json", "run.json", "profiles.json", "sim_vs_real.png"):
         assert (out / name).stat().st_size > 0, name
@@ -86,7 +95,9 @@ def test_calibrate_json_on_two_real_numpy_stages(tmp_path):
         assert stage.latency.has_runs and stage.latency.has_overhead
     assert load_spec(out / "spec-calibrated.yaml").name == load_spec(out / "spec-served.yaml").name == "tiny-mlp"
 
-    for repeat in json.loads((out / "run.json").read_text())[0]["repeats"]:
+    diagnostics = json.loads((out / "run.json").read_text())
+    assert [d["config"] for d in diagnostics] == ["fit-load0.5-b1", "fit-load0.5-b2", "load0.3-b2"]
+    for repeat in diagnostics[-1]["repeats"]:
         assert repeat["server_exit_codes"] == [0, 0]
         for pid in repeat["server_pids"]:  # stopped and reaped
             with pytest.raises(ProcessLookupError):
