@@ -24,6 +24,7 @@ are not drowned out by the large absolute errors of big batches.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import math
 from collections.abc import Iterable
@@ -319,6 +320,36 @@ def runs_path(path: str | Path) -> Path:
     """Where a profile's run times sit: ``NAME.runs.csv`` beside ``NAME.csv``."""
     path = Path(path)
     return path.with_name(f"{path.stem}.runs.csv")
+
+
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def profile_text(points: Iterable[ProfilePoint]) -> str:
+    """A profile CSV's text: `PROFILE_COLUMNS` then `DISTRIBUTION_COLUMNS`, one row per point, numbers to 6
+    significant digits, an optional column empty where the point does not hold it. The one writer of profiles
+    (`rlscale profile`, `rlscale calibrate`, the bundled data)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow((*PROFILE_COLUMNS, *DISTRIBUTION_COLUMNS))
+    for p in points:
+        optional = (p.p50_s, p.mean_s, p.p90_s, p.overhead_s, p.delay_s, p.jitter_s)
+        writer.writerow(
+            [p.variant, p.batch, f"{p.cores:g}", _cell(p.latency_s), p.source, p.kind, *map(_cell, optional)]
+        )
+    return out.getvalue()
+
+
+def runs_text(points: Iterable[ProfilePoint]) -> str:
+    """The run times' CSV text (`RUNS_COLUMNS`, `runs_path`): one row per timed run, points in order, each point's
+    runs in the order they ran (only the header where no point keeps runs)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RUNS_COLUMNS)
+    for p in points:
+        writer.writerows([p.variant, p.batch, f"{p.cores:g}", _cell(run)] for run in p.runs_s or ())
+    return out.getvalue()
 
 
 def _optional(row: dict, column: str, path: Path, line: int) -> float | None:

@@ -18,8 +18,6 @@ the one core a replica was measured with (planning other core counts would extra
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +28,7 @@ import yaml
 
 from rlscale.calibrate.measure import StageProfile
 from rlscale.paths import atomic_write_text
-from rlscale.profiles import DISTRIBUTION_COLUMNS, PROFILE_COLUMNS, RUNS_COLUMNS, ProfilePoint, runs_path
+from rlscale.profiles import ProfilePoint
 from rlscale.spec import PipelineSpec, load_spec
 
 log = logging.getLogger("rlscale.calibrate")
@@ -79,41 +77,12 @@ def calibrated_points(profile: StageProfile, where: str = "in-process", date: st
     return points
 
 
-def _g(value: float | None) -> str:
-    return "" if value is None else f"{value:.6g}"
-
-
-def profile_texts(points: Sequence[ProfilePoint]) -> tuple[str, str | None]:
-    """The profile CSV (`PROFILE_COLUMNS` then `DISTRIBUTION_COLUMNS`, empty where not measured) and its run times'
-    CSV (`RUNS_COLUMNS`; None when no point keeps runs)."""
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow((*PROFILE_COLUMNS, *DISTRIBUTION_COLUMNS))
-    runs = io.StringIO()
-    runs_writer = csv.writer(runs, lineterminator="\n")
-    runs_writer.writerow(RUNS_COLUMNS)
-    any_runs = False
-    for p in points:
-        cores = f"{p.cores:g}"
-        writer.writerow(
-            [p.variant, p.batch, cores, f"{p.latency_s:.6g}", p.source, p.kind]
-            + [_g(p.p50_s), _g(p.mean_s), _g(p.p90_s), _g(p.overhead_s), _g(p.delay_s), _g(p.jitter_s)]
-        )
-        for run in p.runs_s or ():
-            runs_writer.writerow([p.variant, p.batch, cores, f"{run:.6g}"])
-            any_runs = True
-    return table.getvalue(), runs.getvalue() if any_runs else None
-
-
 def write_profile(path: Path, points: Sequence[ProfilePoint]) -> Path:
-    """Write a profile CSV and, where its points keep runs, ``NAME.runs.csv`` beside it (a stale one is removed)."""
-    table, runs = profile_texts(points)
-    companion = runs_path(path)
-    if runs is not None:
-        atomic_write_text(companion, runs)
-    else:
-        companion.unlink(missing_ok=True)
-    return atomic_write_text(path, table)
+    """Write a profile CSV and, where its points keep runs, ``NAME.runs.csv`` beside it (a stale one is removed):
+    `rlscale.profiling.results.write_points`."""
+    from rlscale.profiling.results import write_points
+
+    return write_points(path, points)
 
 
 def stage_points(spec: PipelineSpec, stage_name: str, calibrated: Sequence[ProfilePoint]) -> list[ProfilePoint]:

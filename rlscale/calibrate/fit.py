@@ -1,27 +1,25 @@
-"""The fit: what serving adds to each stage's model, chosen so that the simulator reproduces real runs the
-configurations do not include.
+"""The fit: what serving adds to each stage's latency beyond the model and its overhead, chosen so that the
+simulator reproduces real runs the configurations do not include.
 
-Profiling measures the model alone; what serving adds around it under Poisson load was the calibrated simulator's
-largest error (experiments/RESULTS.md section 16: a server's CPU a request under load is about twice what a burst
-or an idle server shows, part of a stage's latency is spent outside its core, and batching saves more than the
-model's own batching does). Three numbers a stage model it:
-
-- ``overhead_s`` (`rlscale.profiles`): work on the replica's core for each request, ahead of the batcher;
-- a **batch cost**: work on the core for each batch (handing it to the model and back), added to every point's
-  service time (its statistics and its runs), so batching amortises it as it does on a real server;
-- ``delay_s`` and ``jitter_s``: time outside any core (the caller, the network, the scheduler), a constant plus an
-  exponential of mean ``jitter_s`` drawn per request, which neither queues nor shares the core.
+Profiling measures the model alone, and the serving overhead from the server's own metrics; under Poisson load a
+real stage is still slower than those two make it (experiments/RESULTS.md section 16): part of each request's time
+is spent outside the replica's core (the caller, the network, the scheduler), with a tail of its own. Two numbers
+a stage model it (`rlscale.profiles`): ``delay_s``, a constant, and ``jitter_s``, the mean of an exponential drawn
+per request; neither queues nor takes the core, so they leave the stage's capacity as measured.
 
 The fit runs the window at the fit loads (``--fit-load-fraction``) on fresh servers, at batch 1 and, at the highest
-fit load, at the largest batch of the configurations (the per-request and per-batch costs cannot be told apart at
-batch 1 alone), with arrivals of another seed than the configurations' (``seed + 1``): the configurations are runs
-the fit did not see. Then, stage after stage (a stage's latency depends on the stages before it only), it tries
-every overhead and batch cost on a grid whose sum is at most the server's own CPU a request at batch 1 less the
-model's mean (what the core can be charged beyond the model), simulates the fit runs, and takes for each pair the
-delay and jitter that match best (each simulated request's latency plus the delay plus the jitter's mean times a
-fixed draw of Exp(1) per request: common random numbers); the figures with the least loss win. The loss is the sum
-over fit runs and over p50, p90 and p99 of the stage's latency of ``(log(sim_q) - log(real_q))^2``: relative
-errors, so the tail weighs as much as the median.
+fit load, at the largest batch of the configurations, with arrivals of another seed than the configurations'
+(``seed + 1``): the configurations are runs the fit did not see. Then, stage after stage (a stage's latency depends
+on the stages before it only), it simulates the fit runs and takes the delay and jitter whose stage latencies
+(each simulated request's plus the delay plus the jitter's mean times a fixed Exp(1) draw per request: common
+random numbers) match best. The loss is the sum over fit runs and over p50, p90 and p99 of the stage's latency of
+``(log(sim_q) - log(real_q))^2``: relative errors, so the tail weighs as much as the median.
+
+``on_core=True`` (`fit_stages`) also fits what the core is charged: the overhead a request and a **batch cost**
+(added to every point's service time, so batching amortises it) on a grid whose sum is at most the server's CPU a
+request at batch 1 less the model's mean. Measured on the sim-to-real pair it fitted its runs but overshot the
+configurations' tails 2-3x (the fit runs' model ran 20-30% slower than the configurations' minutes later, and near
+saturation a small excess of work a request multiplies into the tail), so it is off by default.
 """
 
 from __future__ import annotations
@@ -89,6 +87,7 @@ class StageFit:
     measured_overhead_s: float | None
     ceiling_s: float
     sim_over_real: dict[str, list[float]] = field(default_factory=dict)
+    real_s: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +100,7 @@ class StageFit:
             "measured_overhead_s": self.measured_overhead_s,
             "overhead_ceiling_s": self.ceiling_s,
             "sim_over_real": self.sim_over_real,
+            "real_s": self.real_s,
             "quantiles": list(QUANTILES),
         }
 
@@ -162,8 +162,10 @@ def fit_stages(
     points: Mapping[str, Sequence[ProfilePoint]],
     runs: Sequence[FitRun],
     write: Callable[[PipelineSpec, Mapping[str, Sequence[ProfilePoint]], Path], PipelineSpec],
+    on_core: bool = False,
 ) -> tuple[dict[str, list[ProfilePoint]], list[StageFit]]:
-    """Fit every calibrated stage's overhead and delay (module docstring), in stage order.
+    """Fit every calibrated stage's delay and jitter (and with ``on_core`` its overhead and batch cost; module
+    docstring), in stage order.
 
     Args:
         spec: the spec calibrated.
@@ -173,7 +175,7 @@ def fit_stages(
         write: writes a spec with given points and loads it back (`rlscale.calibrate.calibrated.write_calibrated_spec`).
 
     Returns:
-        The points with the fitted overhead and delay, and each stage's fit.
+        The points with the fitted figures, and each stage's fit.
     """
     fitted = {name: list(p) for name, p in points.items()}
     fits: list[StageFit] = []
@@ -191,10 +193,10 @@ def fit_stages(
             real_q = np.array([r.real_q(s) for r in runs])
             top = float(np.nanmax(real_q[:, 0])) if np.isfinite(real_q[:, 0]).any() else 0.0
             best: tuple[float, ...] | None = None
-            grid = np.linspace(0.0, ceiling, STEPS + 1)
+            grid = np.linspace(0.0, ceiling, STEPS + 1) if on_core else np.array([measured or 0.0])
             draws = [np.random.default_rng(i).exponential(1.0, r.stage_s.shape[1]) for i, r in enumerate(runs)]
             for overhead in grid:
-                for cost in grid[grid <= ceiling - overhead + 1e-12]:
+                for cost in grid[grid <= ceiling - overhead + 1e-12] if on_core else [0.0]:
                     trial = write(spec, {**fitted, stage.name: with_fit(base, overhead, cost, 0.0)}, path)
                     latencies = [_latencies(r.simulate(trial), s) for r in runs]
                     shaped = [e[: lat.size] for lat, e in zip(latencies, draws, strict=True)]
@@ -210,9 +212,10 @@ def fit_stages(
             trial = write(spec, fitted, path)
             ratios = {r.name: list((_sim_q(r.simulate(trial), s) / r.real_q(s)).round(4)) for r in runs}
             fit = StageFit(stage.name, overhead, cost, delay, jitter, loss, measured, ceiling, ratios)
+            fit.real_s = {r.name: [float(x) for x in r.real_q(s)] for r in runs}
             log.info(
-                "fit %s: overhead %.3g ms a request (measured %s) and %.3g ms a batch on the core (together at most "
-                "%.3g), delay %.3g ms and jitter %.3g ms off it; sim/real p50,p90,p99 %s",
+                "fit %s: on the core %.3g ms a request (measured %s) and %.3g ms a batch (at most %.3g together), "
+                "off it a delay of %.3g ms and a jitter of mean %.3g ms; sim/real p50,p90,p99 %s",
                 stage.name,
                 overhead * 1e3,
                 "-" if measured is None else f"{measured * 1e3:.3g}",
@@ -227,8 +230,8 @@ def fit_stages(
             if off:
                 log.warning(
                     "fit %s: the simulator does not reproduce fit run(s) %s (sim/real outside [%g, %g]): something "
-                    "else ran on these CPUs then, or the server changed behaviour under that load; calibrate on a "
-                    "quiet machine, or pass other --fit-load-fraction",
+                    "else ran on these CPUs then, or the server is slower under that load than its profile and "
+                    "overhead say (near saturation); calibrate on a quiet machine, or pass lower --fit-load-fraction",
                     stage.name,
                     ", ".join(off),
                     *POOR,

@@ -206,10 +206,14 @@ def markdown(results: Sequence[ConfigResult], meta: dict[str, Any]) -> str:
         )
         if stage["stage"] in fitted:
             f = fitted[stage["stage"]]
+            if fit.get("on_core"):
+                line += (
+                    f"; fitted on the core: {f['overhead_s'] * 1e3:.2f} ms a request and {f['batch_cost_s'] * 1e3:.2f}"
+                    f" ms a batch (at most {f['overhead_ceiling_s'] * 1e3:.2f} together)"
+                )
             line += (
-                f"; fitted: {f['overhead_s'] * 1e3:.2f} ms a request and {f['batch_cost_s'] * 1e3:.2f} ms a batch on "
-                f"the core (together at most {f['overhead_ceiling_s'] * 1e3:.2f}), delay {f['delay_s'] * 1e3:.2f} ms "
-                "off it"
+                f"; fitted off the core: a delay of {f['delay_s'] * 1e3:.2f} ms and a jitter of mean "
+                f"{f['jitter_s'] * 1e3:.2f} ms"
             )
         lines.append(line)
     if fitted:

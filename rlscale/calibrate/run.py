@@ -109,6 +109,7 @@ class Calibration:
             "fit": {
                 "load_fractions": list(s.fit_fractions),
                 "runs": [f"load{f:g}-b{b}" for f, b in fit_configs(s)],
+                "on_core": s.fit_on_core,
                 "seed": s.seed + 1,
                 "stages": [f.to_dict() for f in self.fits],
             },
@@ -242,7 +243,7 @@ def fit(
             )
         )
         progress(f"{config.name} (fit)")
-    fitted, calibration.fits = fit_stages(s.spec, points, runs, _write_trial)
+    fitted, calibration.fits = fit_stages(s.spec, points, runs, _write_trial, on_core=s.fit_on_core)
     return fitted
 
 

@@ -125,6 +125,7 @@ class Settings:
         write_spec: where to write the calibrated spec (None: only into ``out``).
         fit_fractions: the fit runs' load fractions (`rlscale.calibrate.fit`); empty: no fit (the measured
             overhead, no delay).
+        fit_on_core: the fit also fits the work charged on the core (`rlscale.calibrate.fit.fit_stages`).
         spec_arg: the spec as named on the command line (for the report).
     """
 
@@ -143,6 +144,7 @@ class Settings:
     generator_cpu: int = 0
     write_spec: Path | None = None
     fit_fractions: tuple[float, ...] = DEFAULT_FIT_FRACTIONS
+    fit_on_core: bool = False
     spec_arg: str = ""
     overrides: tuple[str, ...] = field(default=())
 

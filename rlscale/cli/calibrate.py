@@ -41,9 +41,9 @@ model), replay a trace window open loop with the simulator's own arrivals, run t
 with the spec's profile and with the calibrated ones, and write to --out a table in BLIS's format (mean, p50, p90,
 p99 per stage and end to end, throughput, violation rate at the spec's SLA, sim/real ratios, the band over
 repeats) as results.csv and results.md, calibrate.json (the --json document), sim_vs_real.png, the calibrated
-profiles and spec (spec-calibrated.yaml). Before the configurations, fit runs at batch 1 (--fit-load-fraction,
-arrivals of another seed) fit each stage's serving overhead on its core and its delay off it, so that the
-configurations test the calibrated simulator on runs the fit did not see. One configuration per load fraction
+profiles and spec (spec-calibrated.yaml). Before the configurations, fit runs (--fit-load-fraction at batch 1,
+the highest also at the largest batch; arrivals of another seed) fit each stage's delay and jitter off its core, so
+that the configurations test the calibrated simulator on runs the fit did not see. One configuration per load fraction
 x batch size: every stage one replica of one core at that batch (the spec's batch timeout), the window's peak that
 fraction of the bottleneck's capacity at batch 1 (1 / the largest served p50 of one item). Real figures are the
 median over --repeats runs on freshly started servers, with their [min, max] band. Needs the serve extra
@@ -105,9 +105,9 @@ examples:
         type=_fit_fractions(MAX_LOAD_FRACTION),
         default=list(DEFAULT_FIT_FRACTIONS),
         metavar="F1,F2|none",
-        help="loads of the fit runs (batch 1, arrivals of seed + 1), to which each stage's serving overhead (on its "
-        "core) and delay (off it) are fitted; fractions as --load-fraction's, best apart from them, or none to keep "
-        f"the measured overhead and no delay (default {','.join(map(str, DEFAULT_FIT_FRACTIONS))})",
+        help="loads of the fit runs (batch 1, and the highest also at the largest batch; arrivals of seed + 1), to "
+        "which each stage's delay and jitter off its core are fitted; fractions as --load-fraction's, best apart "
+        f"from them, or none for no fit (default {','.join(map(str, DEFAULT_FIT_FRACTIONS))})",
     )
     p.add_argument(
         "--batches",

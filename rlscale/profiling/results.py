@@ -14,9 +14,7 @@ measured points.
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime
-import io
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,14 +25,14 @@ import numpy as np
 from rlscale.inputs import MAX_PROFILE_BYTES
 from rlscale.paths import atomic_path, atomic_write_text, write_synced
 from rlscale.profiles import (
-    DISTRIBUTION_COLUMNS,
-    PROFILE_COLUMNS,
     RUNS_COLUMNS,
     ProfilePoint,
     fit_latency,
     leave_one_out_errors,
     predict_latency,
+    profile_text,
     runs_path,
+    runs_text,
 )
 
 LOO_MIN_POINTS = 5
@@ -209,28 +207,30 @@ def _number(value: float) -> str:
     return f"{value:.6g}"
 
 
+def points_of(measurements: Sequence[Measurement], source: str) -> list[ProfilePoint]:
+    """The profile's points of ``measurements``: ``latency_s`` the p99 of each point's runs, their p50, mean and
+    p90, the serving overhead where measured, and the runs."""
+    return [
+        ProfilePoint(
+            m.variant,
+            m.batch,
+            float(m.cores),
+            m.p99_s,
+            source,
+            "measured",
+            p50_s=m.p50_s,
+            mean_s=m.mean_s,
+            p90_s=m.p90_s,
+            overhead_s=m.overhead_s,
+            runs_s=tuple(m.samples_s),
+        )
+        for m in measurements
+    ]
+
+
 def profile_csv(measurements: Sequence[Measurement], source: str) -> str:
-    """The profile CSV text: `rlscale.profiles.PROFILE_COLUMNS` and `rlscale.profiles.DISTRIBUTION_COLUMNS`, one row
-    per point, ``latency_s`` = p99 (6 significant digits; ``overhead_s`` empty where not measured)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow((*PROFILE_COLUMNS, *DISTRIBUTION_COLUMNS))
-    for m in measurements:
-        overhead = "" if m.overhead_s is None else _number(m.overhead_s)
-        stats = (_number(m.p50_s), _number(m.mean_s), _number(m.p90_s), overhead, "", "")
-        writer.writerow([m.variant, m.batch, m.cores, _number(m.p99_s), source, "measured", *stats])
-    return out.getvalue()
-
-
-def runs_csv(measurements: Sequence[Measurement]) -> str:
-    """The run times' CSV text (`rlscale.profiles.RUNS_COLUMNS`): one row per timed run, points in order, each
-    point's runs in the order they ran."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(RUNS_COLUMNS)
-    for m in measurements:
-        writer.writerows([m.variant, m.batch, m.cores, _number(s)] for s in m.samples_s)
-    return out.getvalue()
+    """The profile CSV text of ``measurements`` (`rlscale.profiles.profile_text` of `points_of`)."""
+    return profile_text(points_of(measurements, source))
 
 
 def is_runs_file(head: bytes) -> bool:
@@ -239,13 +239,18 @@ def is_runs_file(head: bytes) -> bool:
 
 
 def write_profile(path: Path, measurements: Sequence[Measurement], source: str) -> Path:
-    """Write the profile CSV and its run times (`rlscale.profiles.runs_path`) atomically: each to a temporary file
-    first, then both renamed, the CSV first; never half a file under either name, and a failed write leaves both as
-    they were.
+    """Write the profile of ``measurements`` (`write_points` of `points_of`)."""
+    return write_points(path, points_of(measurements, source))
+
+
+def write_points(path: Path, points: Sequence[ProfilePoint]) -> Path:
+    """Write a profile CSV (`rlscale.profiles.profile_text`) and, where its points keep runs, their run times
+    (`rlscale.profiles.runs_path`) atomically: each to a temporary file first, then both renamed, the CSV first;
+    never half a file under either name, and a failed write leaves both as they were.
 
     Run times whose file would exceed what a profile may read (`rlscale.inputs.MAX_PROFILE_BYTES`) are not written,
-    and a run-times file of an earlier run there is removed (it would describe other runs): the CSV keeps their
-    statistics. ``runs_path(path).exists()`` afterwards says which happened.
+    and a run-times file of an earlier run there is removed (it would describe other runs), as it is where no point
+    keeps runs: the CSV keeps their statistics. ``runs_path(path).exists()`` afterwards says which happened.
 
     Returns:
         ``path``.
@@ -255,14 +260,14 @@ def write_profile(path: Path, measurements: Sequence[Measurement], source: str) 
     """
     path = Path(path)
     runs_file = runs_path(path)
-    runs_text = runs_csv(measurements)
-    if len(runs_text.encode()) > MAX_PROFILE_BYTES:
-        atomic_write_text(path, profile_csv(measurements, source))
+    runs = runs_text(points)
+    if not any(p.runs_s for p in points) or len(runs.encode()) > MAX_PROFILE_BYTES:
+        atomic_write_text(path, profile_text(points))
         _remove_runs_file(runs_file)
         return path
     with atomic_path(runs_file) as tmp:
-        write_synced(tmp, runs_text, runs_file)
-        atomic_write_text(path, profile_csv(measurements, source))  # renamed before the run times on leaving
+        write_synced(tmp, runs, runs_file)
+        atomic_write_text(path, profile_text(points))  # renamed before the run times on leaving
     return path
 
 
