@@ -121,3 +121,24 @@ def test_sponge_pipeline_and_trace_run(capfd):
     assert main(["simulate", "--pipeline", "sponge", "--trace", "sponge", "--policy", "ipa", "--json"]) == 0
     record = json.loads(capfd.readouterr().out)
     assert record["pipeline"] == "sponge" and record["requests"] == 6000 and "resizes" in record
+
+
+def test_the_calibrated_pair_is_bundled_with_its_runs():
+    """``resnet-mlp``: the sim-to-real pair with its calibrated profiles (issue 28): run times, the serving
+    overhead, the delay and jitter off the core; simulated with sampled service times under ``auto``, and planned
+    with the calibrated latency."""
+    from rlscale.model import is_calibrated, stage_latency_s
+    from rlscale.sim.engine import empirical_service
+
+    spec = load_spec("resnet-mlp")
+    assert [s.name for s in spec.stages] == ["detect", "classify"]
+    for st in spec.stages:
+        v = st.variant_names[0]
+        assert st.latency.has_runs and st.latency.has_overhead and empirical_service(spec, st)
+        assert st.latency.overhead_s(v, 1) > 0 and st.latency.delay_s(v, 1) + st.latency.jitter_s(v, 1) > 0
+        assert is_calibrated(st, v)
+        for b in st.batch_sizes:
+            assert (v, b, 1.0) in st.latency.points and len(st.latency.points[(v, b, 1.0)].runs_s) == 100
+        # the plan at low load is at least the model's p99 plus its overhead and delay
+        low = stage_latency_s(st, v, 1, 1, 1.0, replicas=1, timeout_s=0.0)
+        assert low >= st.latency.latency_s(v, 1, 1) + st.latency.overhead_s(v, 1) + st.latency.delay_s(v, 1)

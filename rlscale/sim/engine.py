@@ -741,7 +741,7 @@ class Engine:
         out = self.outcomes
         sizes = np.asarray(b_size, dtype=np.int64)
         out_t = np.repeat(np.asarray(b_finish), sizes) if b_size else np.empty(0)
-        if b_size and any(r.delay_s or r.jitter_s for r in b_rep):  # time off the core: the answer leaves later
+        if b_size and any(r.delay_s or r.jitter_s for r in pool.replicas):  # time off the core: it leaves later
             out_t = out_t + np.repeat([r.delay_s for r in b_rep], sizes)
             jitter = np.repeat([r.jitter_s for r in b_rep], sizes)
             if jitter.any():

@@ -412,3 +412,47 @@ def test_overhead_with_edf_is_refused(tmp_path):
     spec = parse_spec(raw, tmp_path / "svc.yaml")
     with pytest.raises(RlscaleError, match="not simulated with queue_discipline edf"):
         Simulator(spec, Trace("t", np.full(10, 1.0)), one(), seed=0)
+
+
+# ------------------------------------------------------------------------------------------ time off the core
+
+
+def _with_columns(folder: Path, name: str, **columns: float) -> str:
+    """Profile ``name`` with extra columns (``delay_s``, ``jitter_s``) set on every row."""
+    path = folder / name
+    lines = path.read_text().splitlines()
+    head = lines[0] + "".join(f",{c}" for c in columns)
+    rows = [line + "".join(f",{v!r}" for v in columns.values()) for line in lines[1:]]
+    path.write_text("\n".join([head, *rows]) + "\n")
+    return name
+
+
+def test_delay_and_jitter_leave_the_core_and_the_service_draws_alone(tmp_path):
+    """A delay of 3 ms and a jitter of mean 2 ms off the core: every request's time in the stage grows by 3 ms plus
+    an exponential of mean 2 ms (the next stage sees it arrive then), the batches and their service draws are the
+    same as without them, and the core's busy time does not change."""
+    runs = {1: [0.001, 0.002, 0.003]}
+    points = {1: {"p99": 0.003, "mean": 0.002}}
+    plain = make_spec(
+        tmp_path, [write_profile(tmp_path, points, runs, name="a"), write_profile(tmp_path, points, runs, name="b")]
+    )
+    write_profile(tmp_path, points, runs, name="c")
+    off = make_spec(tmp_path, [_with_columns(tmp_path, "c.csv", delay_s=0.003, jitter_s=0.002), "b.csv"])
+    base = run(plain, 50, 400, one(stages=2), seed=2, log=True)
+    late = run(off, 50, 400, one(stages=2), seed=2, log=True)
+    first = [b for b in base.batch_log if b[0] == 0]
+    assert first == [b for b in late.batch_log if b[0] == 0] and len(first) > 10_000  # the same batches and draws
+    o0, o1 = base.outcomes, late.outcomes
+    extra = (o1.finish_s[0] - o1.stage_in_s[0]) - (o0.finish_s[0] - o0.stage_in_s[0])
+    assert extra.min() >= 0.003 - 1e-12
+    assert np.mean(extra - 0.003) == pytest.approx(0.002, rel=0.05)  # exponential: mean 2 ms, p90 = 2 ln 10 ms
+    assert np.percentile(extra - 0.003, 90) == pytest.approx(0.002 * np.log(10), rel=0.08)
+    assert np.array_equal(o1.stage_in_s[1], o1.finish_s[0])  # the next stage sees it arrive when it leaves
+
+
+def test_jitter_is_drawn_from_the_runs_seed(tmp_path):
+    points = {1: {"p99": 0.003, "mean": 0.002}}
+    write_profile(tmp_path, points, name="j")
+    spec = make_spec(tmp_path, [_with_columns(tmp_path, "j.csv", jitter_s=0.001)])
+    a, b, c = (run(spec, 20, 60, one(), seed=s).outcomes.finish_s[0] for s in (5, 5, 6))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
