@@ -179,12 +179,19 @@ def test_a_run_times_file_is_told_by_its_header():
     assert not is_runs_file(b"variant,batch,cores,latency_s,source,kind\n") and not is_runs_file(b"hello")
 
 
-BUNDLED = sorted((Path(rlscale.__file__).parent / "data" / "profiles").glob("*.csv"))
+CALIBRATED = ("resnet-tiny", "mlp")
+"""The bundled profiles ``rlscale calibrate`` made (pipeline ``resnet-mlp``, issue 28); every other is p99-only."""
+BUNDLED = sorted(
+    p
+    for p in (Path(rlscale.__file__).parent / "data" / "profiles").glob("*.csv")
+    if not p.name.endswith(".runs.csv") and p.stem not in CALIBRATED
+)
 
 
 @pytest.mark.parametrize("path", BUNDLED, ids=lambda p: p.stem)
 def test_the_bundled_six_column_profiles_load_unchanged(path):
-    """Every bundled profile is p99-only (six columns, no run times): read as before, each statistic its p99."""
+    """Every bundled IPA-, Sponge- or InfAdapter-derived profile is p99-only (six columns, no run times): read as
+    before, each statistic its p99."""
     assert path.read_text().splitlines()[0] == ",".join(PROFILE_COLUMNS) and not runs_path(path).exists()
     model = load_profile(path)
     assert not model.has_runs and not model.has_overhead
@@ -199,3 +206,13 @@ def test_the_bundled_six_column_profiles_load_unchanged(path):
         for name in ("p50", "mean", "p90", "p99"):
             assert model.statistic_s(*key, name) == float(row["latency_s"])
         assert model.noise(*key) is None and model.overhead_s(row["variant"], key[2]) == 0.0
+
+
+@pytest.mark.parametrize("stem", CALIBRATED)
+def test_the_bundled_calibrated_profiles_keep_their_runs(stem):
+    """The calibrated pair's profiles: every column, the run times beside them, written by the one writer."""
+    path = Path(rlscale.__file__).parent / "data" / "profiles" / f"{stem}.csv"
+    assert path.read_text().splitlines()[0] == ",".join(PROFILE_COLUMNS + DISTRIBUTION_COLUMNS)
+    model = load_profile(path)
+    assert model.has_runs and model.has_overhead and runs_path(path).exists()
+    assert all(p.source.startswith("rlscale calibrate") for p in model.points.values())
