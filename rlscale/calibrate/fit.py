@@ -79,7 +79,7 @@ class StageFit:
     """One stage's fitted overhead and delay (seconds) and how well they match."""
 
     stage: str
-    overhead_s: float
+    overhead_s: float | None
     batch_cost_s: float
     delay_s: float
     jitter_s: float
@@ -106,7 +106,11 @@ class StageFit:
 
 
 def with_fit(
-    points: Sequence[ProfilePoint], overhead_s: float, batch_cost_s: float, delay_s: float, jitter_s: float = 0.0
+    points: Sequence[ProfilePoint],
+    overhead_s: float | None,
+    batch_cost_s: float,
+    delay_s: float,
+    jitter_s: float = 0.0,
 ) -> list[ProfilePoint]:
     """``points`` with their overhead, delay and jitter replaced, and ``batch_cost_s`` added to each point's service
     time (its statistics and its runs)."""
@@ -122,7 +126,7 @@ def with_fit(
             mean_s=plus(p.mean_s),
             p90_s=plus(p.p90_s),
             runs_s=None if p.runs_s is None else tuple(r + batch_cost_s for r in p.runs_s),
-            overhead_s=float(overhead_s),
+            overhead_s=None if overhead_s is None else float(overhead_s),
             delay_s=float(delay_s),
             jitter_s=float(jitter_s),
         )
@@ -193,16 +197,18 @@ def fit_stages(
             real_q = np.array([r.real_q(s) for r in runs])
             top = float(np.nanmax(real_q[:, 0])) if np.isfinite(real_q[:, 0]).any() else 0.0
             best: tuple[float, ...] | None = None
-            grid = np.linspace(0.0, ceiling, STEPS + 1) if on_core else np.array([measured or 0.0])
+            grid = np.linspace(0.0, ceiling, STEPS + 1)
+            # off the core the overhead stays as measured (None: not measured, a team's server without a factory)
+            overheads = [float(x) for x in grid] if on_core else [measured]
             draws = [np.random.default_rng(i).exponential(1.0, r.stage_s.shape[1]) for i, r in enumerate(runs)]
-            for overhead in grid:
+            for overhead in overheads:
                 for cost in grid[grid <= ceiling - overhead + 1e-12] if on_core else [0.0]:
                     trial = write(spec, {**fitted, stage.name: with_fit(base, overhead, cost, 0.0)}, path)
                     latencies = [_latencies(r.simulate(trial), s) for r in runs]
                     shaped = [e[: lat.size] for lat, e in zip(latencies, draws, strict=True)]
                     delay, jitter, loss = best_delay_and_jitter(latencies, shaped, real_q, top)
                     if best is None or loss < best[0]:
-                        best = (loss, float(overhead), float(cost), delay, jitter)
+                        best = (loss, overhead, float(cost), delay, jitter)
             assert best is not None
             loss, overhead, cost, delay, jitter = best
             note = " + serving fitted to real runs (rlscale.calibrate.fit)"
@@ -217,7 +223,7 @@ def fit_stages(
                 "fit %s: on the core %.3g ms a request (measured %s) and %.3g ms a batch (at most %.3g together), "
                 "off it a delay of %.3g ms and a jitter of mean %.3g ms; sim/real p50,p90,p99 %s",
                 stage.name,
-                overhead * 1e3,
+                (overhead or 0.0) * 1e3,
                 "-" if measured is None else f"{measured * 1e3:.3g}",
                 cost * 1e3,
                 ceiling * 1e3,

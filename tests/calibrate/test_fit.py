@@ -134,3 +134,18 @@ def test_the_fit_on_the_core_finds_the_figures_that_made_the_runs(tmp_path):
             assert 0.93 <= p50 <= 1.07 and 0.93 <= p90 <= 1.07 and 0.85 <= p99 <= 1.15, f
     for stage, points in fitted.items():
         assert all(p.delay_s == pytest.approx(next(f for f in fits if f.stage == stage).delay_s) for p in points)
+
+
+def test_a_stage_without_a_measured_overhead_keeps_none(tmp_path):
+    """A team's server without a factory has no measured overhead: the fit leaves it unmeasured (None), not 0."""
+    base = {s: [replace_overhead(p) for p in _points()] for s in ("first", "second")}
+    real = {s: with_fit(base[s], None, 0.0, 0.001, 0.0) for s in base}
+    fitted, fits = _fit(tmp_path, base, _runs(_spec_with(tmp_path, "real.yaml", real)))
+    assert all(f.overhead_s is None and f.delay_s == pytest.approx(0.001, abs=0.0004) for f in fits)
+    assert all(p.overhead_s is None for points in fitted.values() for p in points)
+
+
+def replace_overhead(point: ProfilePoint) -> ProfilePoint:
+    from dataclasses import replace
+
+    return replace(point, overhead_s=None)
