@@ -228,7 +228,7 @@ TAIL_Q = 0.99
 
 def is_calibrated(stage: StageSpec, variant: str) -> bool:
     """Whether ``variant``'s profile holds more than p99s: a mean (``mean_s`` or run times) at some point."""
-    return any(p.variant == variant and (p.mean_s is not None or p.runs_s) for p in stage.latency.points.values())
+    return stage.latency.holds_mean(variant)
 
 
 def calibrated_latency_s(

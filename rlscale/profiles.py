@@ -187,6 +187,7 @@ class LatencyModel:
         self._by_variant = by_variant
         self._stat_coef: dict[tuple[str, str], np.ndarray | None] = {}
         self._noise: dict[tuple[str, int, float], np.ndarray | None] = {}
+        self._with_mean = frozenset(p.variant for p in self.points.values() if p.mean_s is not None or p.runs_s)
 
     @property
     def has_runs(self) -> bool:
@@ -252,11 +253,7 @@ class LatencyModel:
     def overhead_s(self, variant: str, cores: float) -> float:
         """The serving cost of one request on a replica of ``variant`` with ``cores`` cores (CPU seconds): the
         median of the measured points at those cores, else of the variant's points, else 0 (not measured)."""
-        pts = self._by_variant.get(variant, [])
-        at = [p.overhead_s for p in pts if p.overhead_s is not None and p.cores == float(cores)]
-        anywhere = [p.overhead_s for p in pts if p.overhead_s is not None]
-        values = at or anywhere
-        return float(np.median(values)) if values else 0.0
+        return self._per_request(variant, cores, "overhead_s")
 
     def delay_s(self, variant: str, cores: float) -> float:
         """A request's time in the stage outside any core on a replica of ``variant`` with ``cores`` cores
@@ -269,10 +266,16 @@ class LatencyModel:
         return self._per_request(variant, cores, "jitter_s")
 
     def _per_request(self, variant: str, cores: float, column: str) -> float:
+        """A per-request column's figure (`overhead_s`, `delay_s`, `jitter_s`): the median of the variant's points
+        that hold it at ``cores``, else of those at any cores, else 0."""
         pts = self._by_variant.get(variant, [])
         at = [getattr(p, column) for p in pts if getattr(p, column) is not None and p.cores == float(cores)]
         values = at or [getattr(p, column) for p in pts if getattr(p, column) is not None]
         return float(np.median(values)) if values else 0.0
+
+    def holds_mean(self, variant: str) -> bool:
+        """Whether ``variant`` has a point holding more than its p99: a mean (``mean_s`` or run times)."""
+        return variant in self._with_mean
 
     @property
     def variants(self) -> list[str]:

@@ -47,9 +47,9 @@ STEPS = 12
 POOR = (0.5, 2.0)
 """A fit whose simulated p50, p90 or p99 of a fit run is outside this share of the real one is warned about."""
 DELAY_STEPS = 200
+"""Delays tried for each jitter: this many equal steps from 0 to the fit runs' largest real p50."""
 JITTER_STEPS = 40
 """Jitters tried for each overhead and batch cost: this many equal steps from 0 to the fit runs' largest real p50."""
-"""Delays tried for each overhead: this many equal steps from 0 to the fit runs' largest real p50."""
 
 
 @dataclass(frozen=True)
@@ -69,14 +69,15 @@ class FitRun:
     simulate: Callable[[PipelineSpec], SimResult]
 
     def real_q(self, stage: int) -> np.ndarray:
+        """The real p50, p90 and p99 of ``stage``'s latency (NaN where no request was answered)."""
         lat = self.stage_s[stage]
-        lat = lat[np.isfinite(lat)]
-        return np.percentile(lat, QUANTILES) if lat.size else np.full(len(QUANTILES), np.nan)
+        return _quantiles(lat[np.isfinite(lat)])
 
 
 @dataclass
 class StageFit:
-    """One stage's fitted overhead and delay (seconds) and how well they match."""
+    """One stage's figures (seconds: the overhead and batch cost on the core, the delay and jitter off it) and how
+    well they match."""
 
     stage: str
     overhead_s: float | None

@@ -4,8 +4,9 @@
    spec into ``--out`` (``spec-calibrated.yaml``, ``spec-calibrated-STAGE.csv`` and its runs; ``spec-served.yaml``
    likewise with the served requests' run times, `WHERE`) and, with ``--write-spec``, the calibrated one there too;
    ``profiles.json`` holds every measurement.
-2. **Fit** (`rlscale.calibrate.fit`): real runs at batch 1 at the fit loads, with arrivals of seed + 1, to which
-   each stage's serving overhead and delay are fitted; the calibrated spec is written with them.
+2. **Fit** (`rlscale.calibrate.fit`): real runs at the fit loads (batch 1, and the largest batch at the highest),
+   with arrivals of seed + 1, to which each stage's delay and jitter off the core are fitted; the calibrated spec
+   is written with them.
 3. Per configuration: the trace window scaled so its peak is the configuration's fraction of the bottleneck's
    capacity at batch 1; the simulator's arrivals for the seed (`rlscale.calibrate.load.schedule_s`); the
    simulator on them with each calibrated spec and with the spec as given; then ``repeats`` real runs, each on
@@ -212,7 +213,7 @@ def _run(calibration: Calibration, progress: Callable[[str], None]) -> None:
 def fit(
     calibration: Calibration, points: dict[str, list[ProfilePoint]], progress: Callable[[str], None]
 ) -> dict[str, list[ProfilePoint]]:
-    """The fit runs, then each stage's overhead and delay fitted to them (`rlscale.calibrate.fit`): ``points``
+    """The fit runs (`fit_configs`), then each stage's figures fitted to them (`rlscale.calibrate.fit`): ``points``
     with the fitted figures."""
     s = calibration.settings
     variants = [t.variant for t in s.stages]
@@ -243,7 +244,7 @@ def fit(
             )
         )
         progress(f"{config.name} (fit)")
-    fitted, calibration.fits = fit_stages(s.spec, points, runs, _write_trial, on_core=s.fit_on_core)
+    fitted, calibration.fits = fit_stages(s.spec, points, runs, write_calibrated_spec, on_core=s.fit_on_core)
     return fitted
 
 
@@ -254,10 +255,6 @@ def fit_configs(s: Settings) -> list[tuple[float, int]]:
     if s.fit_fractions and s.max_batch > 1:
         pairs.append((float(max(s.fit_fractions)), s.max_batch))
     return pairs
-
-
-def _write_trial(spec: PipelineSpec, points, path: Path) -> PipelineSpec:
-    return write_calibrated_spec(spec, points, path)
 
 
 def profile_batches(max_batch: int, spec_batches: Sequence[int]) -> list[int]:

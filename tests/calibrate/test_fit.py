@@ -4,6 +4,7 @@ back, and the stage after a fitted one is fitted on what the first one now sends
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -138,14 +139,8 @@ def test_the_fit_on_the_core_finds_the_figures_that_made_the_runs(tmp_path):
 
 def test_a_stage_without_a_measured_overhead_keeps_none(tmp_path):
     """A team's server without a factory has no measured overhead: the fit leaves it unmeasured (None), not 0."""
-    base = {s: [replace_overhead(p) for p in _points()] for s in ("first", "second")}
+    base = {s: [replace(p, overhead_s=None) for p in _points()] for s in ("first", "second")}
     real = {s: with_fit(base[s], None, 0.0, 0.001, 0.0) for s in base}
     fitted, fits = _fit(tmp_path, base, _runs(_spec_with(tmp_path, "real.yaml", real)))
     assert all(f.overhead_s is None and f.delay_s == pytest.approx(0.001, abs=0.0004) for f in fits)
     assert all(p.overhead_s is None for points in fitted.values() for p in points)
-
-
-def replace_overhead(point: ProfilePoint) -> ProfilePoint:
-    from dataclasses import replace
-
-    return replace(point, overhead_s=None)
