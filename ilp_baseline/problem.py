@@ -183,24 +183,31 @@ def _stage_options(
     sla_s: float,
 ) -> list[Option]:
     """The rows of the stage's option table (`rlscale.model.option_table`) that can carry ``load_rps``
-    within the SLA on their own, at the fewest replicas that do (``fixed``: RIM's replicas and cores)."""
+    within the SLA on their own, at the fewest replicas that do, a calibrated row also at the further counts that
+    lower its latency (`rlscale.model.OptionTable.replica_options`) (``fixed``: RIM's replicas and cores)."""
     t = option_table(stage)
     capacity = t.throughput_rps * rho_max
-    n = replicas_for(load_rps, capacity, stage.min_replicas) if fixed is None else np.full(capacity.size, fixed[0])
-    latency = t.planned_latency_s(load_rps, n)
+    if fixed is None:
+        row, n, latency = t.replica_options(
+            load_rps, replicas_for(load_rps, capacity, stage.min_replicas), stage.max_replicas
+        )
+    else:
+        row, n = np.arange(capacity.size), np.full(capacity.size, fixed[0])
+        latency = t.planned_latency_s(load_rps, n)
     keep = latency <= sla_s
     if len(variants) < len(stage.variants):
-        keep &= np.isin(t.variant_index, [stage.variant_names.index(v) for v in variants])
+        keep &= np.isin(t.variant_index[row], [stage.variant_names.index(v) for v in variants])
     if fixed is None:
         keep &= n <= stage.max_replicas
     else:
         keep &= (t.cores == fixed[1]) & carries(n * capacity, load_rps)
-    idx = np.flatnonzero(keep)
+    k = np.flatnonzero(keep)
+    idx = row[k]
     # python scalars for the solvers' inner loops (numpy scalars are slower to combine one at a time)
     rows, ns, lats, hs = (
         [t.rows[i] for i in idx],
-        n[idx].tolist(),
-        latency[idx].tolist(),
+        n[k].tolist(),
+        latency[k].tolist(),
         t.throughput_rps[idx].tolist(),
     )
     rank, raw = t.acc_rank[idx].tolist(), t.acc_raw[idx].tolist()

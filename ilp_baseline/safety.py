@@ -369,6 +369,15 @@ class SafetyLayer:
         rho = spec.objective.rho_max
         n_min = replicas_for(load, t.throughput_rps * rho, st.min_replicas)
         lat = t.planned_latency_s(load, n_min)
+        scale_out = None
+        if t.calibrated_rows.size:  # a calibrated row's latency falls with replicas: start at its first count in F
+            scale_out = t.replica_options(load, n_min, st.max_replicas)
+            r_all, n_all, l_all = scale_out
+            n_min, lat = n_min.copy(), lat.copy()
+            for i in t.calibrated_rows:
+                fits = np.flatnonzero((r_all == i) & (l_all <= spec.sla_s) & (n_all <= st.max_replicas))
+                if fits.size:
+                    n_min[i], lat[i] = n_all[fits[0]], l_all[fits[0]]
         ok = (n_min <= st.max_replicas) & (lat <= spec.sla_s)
         pr = _proposed(w, st.variant_names, proposed)
         target = pr.replicas[t.variant_index] if len(proposed.pools) > 1 else proposed.replicas
@@ -381,6 +390,16 @@ class SafetyLayer:
             n = np.repeat(lo, counts) + np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
         else:
             row, n = idx, nearest[idx]
+        lat_row = lat[row]
+        if scale_out is not None:
+            # replanned at their own counts, and the counts above the nearest that lower the latency further (more
+            # distance, but a sum of stages that the nearest counts leave over the SLA may need them)
+            lat_row = t.latency_at(load, row, n, lat_row)
+            r_all, n_all, l_all = scale_out
+            more = np.flatnonzero(ok[r_all] & (l_all <= spec.sla_s) & (n_all > nearest[r_all]))
+            row = np.concatenate([row, r_all[more]])
+            n = np.concatenate([n, n_all[more]])
+            lat_row = np.concatenate([lat_row, l_all[more]])
         if len(proposed.pools) == 1:
             distance = (
                 w.variant * (t.variant_index[row] != st.variant_names.index(proposed.variant))
@@ -391,7 +410,7 @@ class SafetyLayer:
         else:
             vi = t.variant_index[row]
             distance = pr.alone + _pool_terms(w, pr, vi, np.log2(t.batch[row]), np.log2(t.cores[row]), n, 1.0)
-        out = _Candidates(st, t.rows, row, n.astype(np.int64), lat[row], n * t.cores[row], distance)
+        out = _Candidates(st, t.rows, row, n.astype(np.int64), lat_row, n * t.cores[row], distance)
         if st.max_pools >= 2:
             mixes = two_pool_options(st, load, rho, spec.sla_s)
             if mixes.size:
@@ -498,8 +517,9 @@ class SafetyLayer:
         distance_terms, latency_terms, core_terms = [], [], []
         enumerated: dict[int, _Candidates] = {}
         for s, (st, p) in enumerate(zip(spec.stages, proposed.stages, strict=True)):
-            if st.max_pools >= 2 or len(p.pools) > 1:
-                # pooled candidates have fixed replicas: one binary per enumerated candidate, as the DP sees them
+            if st.max_pools >= 2 or len(p.pools) > 1 or option_table(st).calibrated_rows.size:
+                # pooled candidates have fixed replicas, and a calibrated row's latency depends on its replicas: one
+                # binary per enumerated candidate, as the DP sees them
                 c = self._stage_candidates(s, p, load, every_count=True)
                 if c.lat.size == 0:
                     return None

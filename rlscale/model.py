@@ -385,6 +385,51 @@ class OptionTable:
         return latency
 
 
+    def latency_at(self, load_rps: float, rows: np.ndarray, replicas: np.ndarray, latency: np.ndarray) -> np.ndarray:
+        """``latency`` (the planned latency of ``rows``, one entry each) with the calibrated rows' entries replanned
+        at ``replicas`` (a p99 profile's does not depend on the replicas)."""
+        if not self.calibrated_rows.size or self.stage is None:
+            return latency
+        out = np.array(latency, dtype=float)
+        for k in np.flatnonzero(np.isin(rows, self.calibrated_rows)):
+            v, b, c = self.rows[int(rows[k])]
+            out[k] = calibrated_latency_s(self.stage, v, b, c, load_rps, int(replicas[k]))
+        return out
+
+    def replica_options(
+        self, load_rps: float, n_min: np.ndarray, max_replicas: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every row at ``n_min`` replicas, and each calibrated row also at each further count that lowers its
+        planned latency by at least `SCALE_OUT_GAIN` (queueing falls as replicas are added; a p99 profile's
+        latency does not), at most `SCALE_OUT_OPTIONS` of them and ``max_replicas``: the replica counts a planner
+        may trade cores against latency on. Returns rows, replicas and planned latencies (one entry per option)."""
+        latency = self.planned_latency_s(load_rps, n_min)
+        rows, counts, lats = [np.arange(len(self.rows))], [np.asarray(n_min, dtype=float)], [latency]
+        if self.calibrated_rows.size and self.stage is not None:
+            extra: list[tuple[int, int, float]] = []
+            for i in self.calibrated_rows:
+                v, b, c = self.rows[i]
+                n, lat, added = n_min[i], float(latency[i]), 0
+                while n < max_replicas and added < SCALE_OUT_OPTIONS:
+                    more = calibrated_latency_s(self.stage, v, b, c, load_rps, int(n) + 1)
+                    if not more < lat * (1.0 - SCALE_OUT_GAIN):
+                        break
+                    n, lat, added = n + 1, more, added + 1
+                    extra.append((int(i), n, lat))
+            if extra:
+                rows.append(np.array([e[0] for e in extra], dtype=np.int64))
+                counts.append(np.array([e[1] for e in extra], dtype=float))
+                lats.append(np.array([e[2] for e in extra]))
+        return np.concatenate(rows), np.concatenate(counts), np.concatenate(lats)
+
+
+SCALE_OUT_GAIN = 0.01
+"""`OptionTable.replica_options`: a calibrated row gets one more replica while that lowers its planned latency by
+at least this share."""
+SCALE_OUT_OPTIONS = 8
+"""`OptionTable.replica_options`: at most this many replica counts above the fewest, per calibrated row."""
+
+
 _TABLES: dict[int, tuple[StageSpec, OptionTable]] = {}
 
 
@@ -402,7 +447,7 @@ def option_table(stage: StageSpec) -> OptionTable:
         batch=batch,
         cores=np.array([c for _v, _b, c in rows], dtype=float),
         service_s=service,
-        throughput_rps=batch / service,
+        throughput_rps=np.array([stage.latency.throughput_rps(v, b, c) for v, b, c in rows]),
         acc_rank=np.array([stage.rank_accuracy(v) for v, _b, _c in rows]),
         acc_raw=np.array([stage.variant(v).accuracy for v, _b, _c in rows]),
         stage=stage,
@@ -426,20 +471,21 @@ class StageOption:
 def stage_options(
     stage: StageSpec, load_rps: float, rho_max: float, variants: list[str] | None = None
 ) -> list[StageOption]:
-    """Every (variant, batch, cores) of a stage with the fewest replicas that carry ``load_rps``.
+    """Every (variant, batch, cores) of a stage with the fewest replicas that carry ``load_rps`` (a calibrated one
+    also at the further counts that lower its latency, `OptionTable.replica_options`).
 
     Options that need more than ``max_replicas`` are left out.
     """
     table = option_table(stage)
-    n = replicas_for(load_rps, table.throughput_rps * rho_max, stage.min_replicas)
-    latency = table.planned_latency_s(load_rps, n)
+    n_min = replicas_for(load_rps, table.throughput_rps * rho_max, stage.min_replicas)
+    rows, n, latency = table.replica_options(load_rps, n_min, stage.max_replicas)
     keep = n <= stage.max_replicas
     if variants is not None:
-        keep &= np.isin(table.variant_index, [stage.variant_names.index(v) for v in variants])
+        keep &= np.isin(table.variant_index[rows], [stage.variant_names.index(v) for v in variants])
     out = []
-    for i in np.flatnonzero(keep):
-        v, b, c = table.rows[i]
-        out.append(StageOption(StageConfig.one(v, b, int(n[i]), c), float(latency[i]), int(n[i]) * c))
+    for k in np.flatnonzero(keep):
+        v, b, c = table.rows[rows[k]]
+        out.append(StageOption(StageConfig.one(v, b, int(n[k]), c), float(latency[k]), int(n[k]) * c))
     return out
 
 
@@ -620,7 +666,7 @@ def _pool_violations(spec: PipelineSpec, st: StageSpec, sc: StageConfig, load_rp
         if not carries(capacity, load):
             whose = "load" if len(pools) == 1 else "its share's load"
             problems.append(f"{where}: capacity {capacity:.2f} rps < {whose} {load:.2f} rps")
-        latency = max(latency, stage_latency_s(st, p.variant, p.batch, p.cores, load))
+        latency = max(latency, stage_latency_s(st, p.variant, p.batch, p.cores, load, p.replicas))
     return latency
 
 
@@ -633,7 +679,9 @@ def resize_replicas(
 ) -> PipelineConfig | None:
     """``config`` with every stage's variant, batch and cores kept and its replicas resized to the fewest that carry
     its load (one load, or one per stage), or None when that is not feasible (a stage would need more than
-    ``max_replicas``, the planned latency misses the SLA, or the cores exceed the budget). The "hold" move of
+    ``max_replicas``, the planned latency misses the SLA, or the cores exceed the budget). A calibrated pool,
+    whose latency falls as replicas are added (`calibrated_latency_s`), gets further replicas one at a time, each
+    where it lowers the planned latency most, until the SLA holds. The "hold" move of
     hysteresis planners (``ipa-hold``) and of the agent's planner action.
 
     Raises:
@@ -642,22 +690,45 @@ def resize_replicas(
     loads = list(load_rps) if isinstance(load_rps, Sequence) else [load_rps] * len(spec.stages)
     if len(loads) != len(spec.stages) or len(config.stages) != len(spec.stages):
         return None
-    stages, latency = [], 0.0
+    pools: list[list[VariantPool]] = []
     for st, sc, load in zip(spec.stages, config.stages, loads, strict=True):
-        pools, slowest = [], 0.0
+        pools.append([])
         for p in sc.pools:  # a pool carries its share of the stage's load
             if p.variant not in st.variant_names or p.batch not in st.batch_sizes or p.cores not in st.cores:
                 return None
-            pool_load = p.share * load
-            n = replicas_needed(st, p.variant, p.batch, p.cores, pool_load, spec.objective.rho_max)
+            n = replicas_needed(st, p.variant, p.batch, p.cores, p.share * load, spec.objective.rho_max)
             if n > st.max_replicas:
                 return None
-            slowest = max(slowest, stage_latency_s(st, p.variant, p.batch, p.cores, pool_load))
-            pools.append(p.with_(replicas=n))
-        latency += slowest
-        stages.append(StageConfig.of_pools(pools))
-    resized = PipelineConfig(tuple(stages))
-    if latency > spec.sla_s + _EPS or resized.total_cores > spec.core_budget:
+            pools[-1].append(p.with_(replicas=n))
+
+    def pool_latency(s: int, p: VariantPool) -> float:
+        st = spec.stages[s]
+        return stage_latency_s(st, p.variant, p.batch, p.cores, p.share * loads[s], p.replicas)
+
+    def total() -> float:
+        return sum(max(pool_latency(s, p) for p in ps) for s, ps in enumerate(pools))
+
+    latency = total()
+    # a calibrated pool queues less with more replicas: while over the SLA, add the replica that lowers the
+    # planned latency most (a p99 profile's latency does not move, so nothing is added to one)
+    while latency > spec.sla_s + _EPS:
+        best: tuple[float, int, int] | None = None
+        for s, ps in enumerate(pools):
+            st = spec.stages[s]
+            for k, p in enumerate(ps):
+                if p.replicas >= st.max_replicas or not is_calibrated(st, p.variant):
+                    continue
+                ps[k] = p.with_(replicas=p.replicas + 1)
+                trial = total()
+                ps[k] = p
+                if trial < latency and (best is None or trial < best[0]):
+                    best = (trial, s, k)
+        if best is None:
+            return None
+        latency, s, k = best
+        pools[s][k] = pools[s][k].with_(replicas=pools[s][k].replicas + 1)
+    resized = PipelineConfig(tuple(StageConfig.of_pools(ps) for ps in pools))
+    if resized.total_cores > spec.core_budget:
         return None
     return resized
 

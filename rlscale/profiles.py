@@ -307,7 +307,11 @@ class LatencyModel:
         return value
 
     def throughput_rps(self, variant: str, batch: int, cores: float) -> float:
-        """Requests per second of one replica that always runs full batches: ``b / l(v, b, c)``."""
+        """Requests per second of one replica that always runs full batches: ``b / l(v, b, c)`` for a p99 profile
+        (IPA's); for a variant whose profile holds a mean (`holds_mean`: a calibrated one) what its core can do,
+        ``b / (mean(v, b, c) + b * overhead)``, as the simulator serves it (the overhead is work on the same core)."""
+        if variant in self._with_mean:
+            return batch / (self.mean_s(variant, batch, cores) + batch * self.overhead_s(variant, cores))
         return batch / self.latency_s(variant, batch, cores)
 
 

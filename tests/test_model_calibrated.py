@@ -8,8 +8,23 @@ import math
 import numpy as np
 import pytest
 
-from rlscale.model import calibrated_latency_s, is_calibrated, option_table, stage_latency_s
+from ilp_baseline.ilp import solve
+from ilp_baseline.problem import planning_data
+from ilp_baseline.safety import SafetyLayer
+from rlscale.model import (
+    SCALE_OUT_GAIN,
+    SCALE_OUT_OPTIONS,
+    calibrated_latency_s,
+    is_calibrated,
+    option_table,
+    plan_fixed_variants,
+    replicas_for,
+    resize_replicas,
+    stage_latency_s,
+    violations,
+)
 from rlscale.spec import load_spec
+from rlscale.types import PipelineConfig, StageConfig
 from tests.sim.test_service_model import make_spec, one, run, write_profile
 
 RUNS = {b: [float(x) for x in np.linspace(0.8, 1.2, 21) * (0.002 + 0.0006 * (b - 1))] for b in (1, 2, 4)}
@@ -69,3 +84,77 @@ def test_the_option_table_plans_calibrated_rows_with_their_replicas(tmp_path):
     latency = table.planned_latency_s(200.0, n)
     for i, (v, b, c) in enumerate(table.rows):
         assert latency[i] == pytest.approx(calibrated_latency_s(stage, v, b, c, 200.0, 1))
+
+
+# ------------------------------------------------------------------ scaling out a calibrated stage
+
+
+def _chain(tmp_path, sla_s: float, overhead=0.0005, delay=0.001):
+    """Two calibrated stages (batch 1 only, up to 8 replicas of 1 core) under ``sla_s``."""
+    points = {1: {"p99": max(RUNS[1]), "mean": float(np.mean(RUNS[1])), "overhead": overhead}}
+    name = write_profile(tmp_path, points, {1: RUNS[1]})
+    path = tmp_path / name
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0] + ",delay_s"] + [f"{line},{delay!r}" for line in lines[1:]]) + "\n")
+    return make_spec(tmp_path, [name, name], sla_s=sla_s)
+
+
+def test_a_calibrated_replica_carries_what_its_core_does(tmp_path):
+    """Its throughput counts the mean service time and the overhead (the simulator's work a request), not the
+    p99 alone; a p99 profile keeps IPA's ``b / l``."""
+    stage = _spec(tmp_path).stages[0]
+    assert stage.latency.throughput_rps("v", 1, 1) == pytest.approx(1.0 / (np.mean(RUNS[1]) + 0.0005))
+    assert stage.latency.throughput_rps("v", 4, 1) == pytest.approx(4.0 / (np.mean(RUNS[4]) + 4 * 0.0005))
+    video = load_spec("video").stages[0]
+    v = video.variants[0].name
+    assert video.latency.throughput_rps(v, 2, 1) == 2 / video.latency.latency_s(v, 2, 1)
+
+
+def test_replica_options_trade_replicas_for_latency(tmp_path):
+    """A calibrated row is offered at further counts while each lowers its planned latency by 1% or more;
+    a p99 profile's rows once each."""
+    stage = _spec(tmp_path, batches=(1,)).stages[0]
+    table = option_table(stage)
+    n_min = np.array([1.0])
+    rows, n, latency = table.replica_options(350.0, n_min, stage.max_replicas)
+    assert rows.tolist() == [0] * len(rows) and n.tolist() == list(range(1, len(rows) + 1))
+    assert 2 <= len(rows) <= 1 + SCALE_OUT_OPTIONS
+    assert all(b < a * (1 - SCALE_OUT_GAIN) for a, b in zip(latency[:-1], latency[1:], strict=True))
+    assert latency[0] == pytest.approx(calibrated_latency_s(stage, "v", 1, 1, 350.0, 1))
+    capped = table.replica_options(350.0, n_min, 2)
+    assert capped[1].max() == 2
+    video = option_table(load_spec("video").stages[0])
+    ones = np.ones(len(video.rows))
+    rows, n, latency = video.replica_options(5.0, ones, 8)
+    assert rows.tolist() == list(range(len(video.rows))) and (n == 1).all()
+
+
+def test_the_planner_scales_out_a_calibrated_stage_that_would_queue_past_the_sla(tmp_path):
+    """At 600 rps two replicas a stage carry the load (work 2.5 ms a request), but their queueing breaks a 25 ms
+    SLA end to end: IPA's ILP and the fixed-variant planner add replicas until the plan holds, and the simulator
+    running the plan stays within the SLA at p99."""
+    spec = _chain(tmp_path, sla_s=0.025)
+    load = 600.0
+    fewest = [int(replicas_for(load, s.latency.throughput_rps("v", 1, 1), 1)) for s in spec.stages]
+    assert fewest == [2, 2]
+    crowded = PipelineConfig(tuple(StageConfig.one("v", 1, 2, 1) for _ in spec.stages))
+    assert any("SLA" in p for p in violations(spec, crowded, load))
+    for config in (
+        solve(planning_data(spec, load, "ipa"), "cbc").config,
+        plan_fixed_variants(spec, ["v", "v"], load),
+        resize_replicas(spec, crowded, load),
+    ):
+        assert config is not None and violations(spec, config, load) == []
+        assert sum(sc.replicas for sc in config.stages) > 4
+        sim = run(spec, load, 120, config, seed=5)
+        e2e = sim.outcomes.finish_s[-1] - sim.outcomes.stage_in_s[0]
+        assert float(np.nanpercentile(e2e, 99)) <= spec.sla_s
+
+
+def test_the_safety_layer_projects_onto_more_replicas_of_a_calibrated_stage(tmp_path):
+    spec = _chain(tmp_path, sla_s=0.025)
+    crowded = PipelineConfig(tuple(StageConfig.one("v", 1, 2, 1) for _ in spec.stages))
+    for solver in ("dp", "pulp"):
+        result = SafetyLayer(spec, solver=solver).nearest(crowded, 600.0)
+        assert result is not None and violations(spec, result, 600.0) == [], solver
+        assert all(sc.replicas >= 2 for sc in result.stages)
