@@ -384,7 +384,6 @@ class OptionTable:
                 latency[i] = calibrated_latency_s(self.stage, v, b, c, load_rps, n)
         return latency
 
-
     def latency_at(self, load_rps: float, rows: np.ndarray, replicas: np.ndarray, latency: np.ndarray) -> np.ndarray:
         """``latency`` (the planned latency of ``rows``, one entry each) with the calibrated rows' entries replanned
         at ``replicas`` (a p99 profile's does not depend on the replicas)."""
