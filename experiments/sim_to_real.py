@@ -125,7 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--fit-load-fraction", default=",".join(map(str, FIT_FRACTIONS)), help="fit runs' peaks (0.45,0.75; none)"
     )
     parser.add_argument(
-        "--fit-on-core", action="store_true", help="also fit the overhead and a batch cost on the core (ablation)"
+        "--fit-mode",
+        choices=("overhead", "off-core", "on-core"),
+        default="overhead",
+        help="what the fit fits besides the delay and jitter (rlscale calibrate --fit-mode; default overhead)",
     )
     parser.add_argument("--batches", default=",".join(map(str, BATCHES)), help="batch sizes (1,4,8)")
     parser.add_argument("--repeats", type=int, help="real runs per configuration (default 3; --quick 1)")
@@ -157,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fit_fractions=()
             if args.fit_load_fraction == "none"
             else tuple(float(f) for f in args.fit_load_fraction.split(",")),
-            fit_on_core=args.fit_on_core,
+            fit_mode=args.fit_mode,
             out=out,
             cpus=cpus,
             repeats=repeats,

@@ -15,11 +15,18 @@ on the stages before it only), it simulates the fit runs and takes the delay and
 random numbers) match best. The loss is the sum over fit runs and over p50, p90 and p99 of the stage's latency of
 ``(log(sim_q) - log(real_q))^2``: relative errors, so the tail weighs as much as the median.
 
-``on_core=True`` (`fit_stages`) also fits what the core is charged: the overhead a request and a **batch cost**
-(added to every point's service time, so batching amortises it) on a grid whose sum is at most the server's CPU a
-request at batch 1 less the model's mean. Measured on the sim-to-real pair it fitted its runs but overshot the
-configurations' tails 2-3x (the fit runs' model ran 20-30% slower than the configurations' minutes later, and near
-saturation a small excess of work a request multiplies into the tail), so it is off by default.
+What the core is charged a request, the **overhead**, is fitted too (`MODES`, default ``overhead``): on a line of
+`STEPS` steps from the overhead measured with 8 requests in flight (`rlscale.calibrate.measure`) up to the server's
+whole CPU a request in the fit runs at batch 1 less the model's mean. Under open-loop Poisson arrivals a server
+spends more a request than with 8 in flight (fewer requests share each wake-up), but not all of its CPU delays the
+next batch: the fit places it between (experiments/RESULTS.md section 17: 0.3-0.5 of the way on both pairs). Each
+fit run is repeated like the configurations (``repeats``, fresh servers) and matched at its median quantiles:
+single runs minutes apart differ by 20-30% on a small machine, and a fit to one of them does not carry over.
+
+``off-core`` keeps the measured overhead and fits the delay and jitter alone (the previous default). ``on-core``
+fits the overhead and a **batch cost** (added to every point's service time, so batching amortises it) on a grid
+from 0 whose sum is at most that CPU ceiling: an ablation, which fitted its runs but overshot the configurations'
+tails 2-3x (a small excess of work a request near saturation multiplies into the tail).
 """
 
 from __future__ import annotations
@@ -34,12 +41,16 @@ from typing import Any
 
 import numpy as np
 
+from rlscale.calibrate.settings import FIT_MODES
 from rlscale.calibrate.simulated import SimResult
 from rlscale.profiles import ProfilePoint
 from rlscale.spec import PipelineSpec
 
 log = logging.getLogger("rlscale.calibrate")
 
+MODES = FIT_MODES
+"""What the fit fits besides the delay and jitter (module docstring): the overhead on a line up to the CPU ceiling,
+nothing, or the overhead and a batch cost on a grid from 0."""
 QUANTILES = (50, 90, 99)
 """The stage latency percentiles the fit matches."""
 STEPS = 12
@@ -54,24 +65,34 @@ JITTER_STEPS = 40
 
 @dataclass(frozen=True)
 class FitRun:
-    """One real run the fit matches.
+    """One fit configuration the fit matches, run for real once or more (repeats, on fresh servers).
 
     Attributes:
         name: the fit configuration's name.
-        stage_s: the real per-stage latencies (client side), shape (stages, requests); NaN where not answered.
-        cpu_per_request_s: per stage, its server's CPU seconds a request over the run (None: not our server).
+        stage_s: the real per-stage latencies (client side), shape (stages, requests), NaN where not answered; or
+            one such array per repeat.
+        cpu_per_request_s: per stage, its server's CPU seconds a request over the run, the median over repeats
+            (None: not our server).
         simulate: runs the fit configuration through the simulator with a given spec.
     """
 
     name: str
-    stage_s: np.ndarray
+    stage_s: np.ndarray | Sequence[np.ndarray]
     cpu_per_request_s: Sequence[float | None]
     simulate: Callable[[PipelineSpec], SimResult]
 
+    @property
+    def repeats(self) -> list[np.ndarray]:
+        """The real runs' per-stage latencies, one array per repeat."""
+        one = isinstance(self.stage_s, np.ndarray) and self.stage_s.ndim == 2
+        return [self.stage_s] if one else [np.asarray(r) for r in self.stage_s]
+
     def real_q(self, stage: int) -> np.ndarray:
-        """The real p50, p90 and p99 of ``stage``'s latency (NaN where no request was answered)."""
-        lat = self.stage_s[stage]
-        return _quantiles(lat[np.isfinite(lat)])
+        """The real p50, p90 and p99 of ``stage``'s latency, the median over the repeats of each (NaN where no
+        request was answered)."""
+        per_repeat = [_quantiles(r[stage][np.isfinite(r[stage])]) for r in self.repeats]
+        with np.errstate(all="ignore"):
+            return np.median(np.array(per_repeat), axis=0)
 
 
 @dataclass
@@ -167,10 +188,10 @@ def fit_stages(
     points: Mapping[str, Sequence[ProfilePoint]],
     runs: Sequence[FitRun],
     write: Callable[[PipelineSpec, Mapping[str, Sequence[ProfilePoint]], Path], PipelineSpec],
-    on_core: bool = False,
+    mode: str = "overhead",
 ) -> tuple[dict[str, list[ProfilePoint]], list[StageFit]]:
-    """Fit every calibrated stage's delay and jitter (and with ``on_core`` its overhead and batch cost; module
-    docstring), in stage order.
+    """Fit every calibrated stage's delay and jitter, and as ``mode`` says (`MODES`) its overhead (and batch cost;
+    module docstring), in stage order.
 
     Args:
         spec: the spec calibrated.
@@ -178,10 +199,14 @@ def fit_stages(
             overhead in them.
         runs: the fit runs.
         write: writes a spec with given points and loads it back (`rlscale.calibrate.calibrated.write_calibrated_spec`).
+        mode: one of `MODES`.
 
     Returns:
         The points with the fitted figures, and each stage's fit.
     """
+    if mode not in MODES:
+        raise ValueError(f"fit mode {mode!r}: one of {', '.join(MODES)}")
+    on_core = mode == "on-core"
     fitted = {name: list(p) for name, p in points.items()}
     fits: list[StageFit] = []
     with tempfile.TemporaryDirectory(prefix="rlscale-fit-") as tmp:
@@ -191,17 +216,19 @@ def fit_stages(
                 continue
             base = fitted[stage.name]
             model_s = next(p for p in base if p.batch == 1).mean_s or base[0].latency_s
-            cpus = [r.cpu_per_request_s[s] for r in runs]
-            known = [c for c in cpus if c is not None and math.isfinite(c)]
             measured = base[0].overhead_s
-            ceiling = max([c - model_s for c in known] + [measured or 0.0, 0.0])
+            ceiling = _cpu_ceiling(runs, s, model_s, measured)
             real_q = np.array([r.real_q(s) for r in runs])
             top = float(np.nanmax(real_q[:, 0])) if np.isfinite(real_q[:, 0]).any() else 0.0
             best: tuple[float, ...] | None = None
             grid = np.linspace(0.0, ceiling, STEPS + 1)
-            # off the core the overhead stays as measured (None: not measured, a team's server without a factory)
-            overheads = [float(x) for x in grid] if on_core else [measured]
-            draws = [np.random.default_rng(i).exponential(1.0, r.stage_s.shape[1]) for i, r in enumerate(runs)]
+            if on_core:
+                overheads: list[float | None] = [float(x) for x in grid]
+            elif mode == "overhead" and measured is not None:
+                overheads = [float(x) for x in np.linspace(measured, max(ceiling, measured), STEPS + 1)]
+            else:  # as measured (None: not measured, a team's server without a factory)
+                overheads = [measured]
+            draws = [np.random.default_rng(i).exponential(1.0, r.repeats[0].shape[1]) for i, r in enumerate(runs)]
             for overhead in overheads:
                 for cost in grid[grid <= ceiling - overhead + 1e-12] if on_core else [0.0]:
                     trial = write(spec, {**fitted, stage.name: with_fit(base, overhead, cost, 0.0)}, path)
@@ -221,7 +248,7 @@ def fit_stages(
             fit = StageFit(stage.name, overhead, cost, delay, jitter, loss, measured, ceiling, ratios)
             fit.real_s = {r.name: [float(x) for x in r.real_q(s)] for r in runs}
             log.info(
-                "fit %s: on the core %.3g ms a request (measured %s) and %.3g ms a batch (at most %.3g together), "
+                "fit %s: on the core %.3g ms a request (measured %s) and %.3g ms a batch (CPU ceiling %.3g), "
                 "off it a delay of %.3g ms and a jitter of mean %.3g ms; sim/real p50,p90,p99 %s",
                 stage.name,
                 (overhead or 0.0) * 1e3,
@@ -244,6 +271,17 @@ def fit_stages(
                     *POOR,
                 )
     return fitted, fits
+
+
+def _cpu_ceiling(runs: Sequence[FitRun], stage: int, model_s: float, measured: float | None) -> float:
+    """The most the core may be charged a request: the median over the fit runs at batch 1 (else all of them) of
+    the server's CPU a request less the model's mean, and at least the measured overhead (and 0)."""
+    known = [
+        (r.name.endswith("-b1"), c) for r in runs if (c := r.cpu_per_request_s[stage]) is not None and math.isfinite(c)
+    ]
+    at_one = [c for b1, c in known if b1] or [c for _b1, c in known]
+    cpu = float(np.median(at_one)) - model_s if at_one else 0.0
+    return max(cpu, measured or 0.0, 0.0)
 
 
 def _latencies(sim: SimResult, stage: int) -> np.ndarray:

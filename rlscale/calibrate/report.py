@@ -206,10 +206,12 @@ def markdown(results: Sequence[ConfigResult], meta: dict[str, Any]) -> str:
         )
         if stage["stage"] in fitted:
             f = fitted[stage["stage"]]
-            if fit.get("on_core"):
+            mode = fit.get("mode", "off-core")
+            if mode != "off-core" and f.get("overhead_s") is not None:
                 line += (
-                    f"; fitted on the core: {f['overhead_s'] * 1e3:.2f} ms a request and {f['batch_cost_s'] * 1e3:.2f}"
-                    f" ms a batch (at most {f['overhead_ceiling_s'] * 1e3:.2f} together)"
+                    f"; fitted on the core: {f['overhead_s'] * 1e3:.2f} ms a request"
+                    + (f" and {f['batch_cost_s'] * 1e3:.2f} ms a batch" if mode == "on-core" else "")
+                    + f" (the server's CPU a request less the model's: {f['overhead_ceiling_s'] * 1e3:.2f} ms)"
                 )
             line += (
                 f"; fitted off the core: a delay of {f['delay_s'] * 1e3:.2f} ms and a jitter of mean "
@@ -220,8 +222,8 @@ def markdown(results: Sequence[ConfigResult], meta: dict[str, Any]) -> str:
         lines.append("")
         lines.append(
             "The calibrated column uses the fitted figures: fit runs "
-            f"{', '.join(fit.get('runs', []))} with arrivals of seed {fit.get('seed')}, none of them a "
-            "configuration below (`rlscale.calibrate.fit`)."
+            f"{', '.join(fit.get('runs', []))} ({fit.get('repeats', 1)} repeats each, matched at their median) with "
+            f"arrivals of seed {fit.get('seed')}, none of them a configuration below (`rlscale.calibrate.fit`)."
         )
     lines.append("")
     head = "".join(f" {label} | /real |" for label in SOURCES.values())

@@ -110,7 +110,8 @@ class Calibration:
             "fit": {
                 "load_fractions": list(s.fit_fractions),
                 "runs": [f"load{f:g}-b{b}" for f, b in fit_configs(s)],
-                "on_core": s.fit_on_core,
+                "mode": s.fit_mode,
+                "repeats": s.repeats,
                 "seed": s.seed + 1,
                 "stages": [f.to_dict() for f in self.fits],
             },
@@ -138,7 +139,7 @@ class Calibration:
 def total_steps(settings: Settings) -> int:
     """How many times `run_calibration` advances its progress: each stage's profiles, then each real run."""
     profiles = sum((t.factory is not None) + 1 for t in settings.stages)
-    return profiles + len(fit_configs(settings)) + len(settings.configs) * settings.repeats
+    return profiles + (len(fit_configs(settings)) + len(settings.configs)) * settings.repeats
 
 
 def run_calibration(settings: Settings, progress: Callable[[str], None] = lambda detail: None) -> Calibration:
@@ -232,20 +233,30 @@ def fit(
             trace.peak_rps,
             seed,
         )
-        load, diag = real_run(s, config, trace, times, 0)
-        calibration.fit_diagnostics.append({"config": config.name, "repeats": [diag]})
-        cpus = [diag.get("server", {}).get(t.name, {}).get("cpu_per_request_s") for t in s.stages]
+        latencies, diags = [], []
+        for repeat in range(s.repeats):  # like the configurations: single runs minutes apart differ
+            load, diag = real_run(s, config, trace, times, repeat)
+            latencies.append(load.stage_s)
+            diags.append(diag)
+            progress(f"{config.name} (fit) repeat {repeat + 1}/{s.repeats}")
+        calibration.fit_diagnostics.append({"config": config.name, "repeats": diags})
         runs.append(
             FitRun(
                 config.name,
-                load.stage_s,
-                cpus,
+                latencies,
+                [_median_cpu(diags, t.name) for t in s.stages],
                 lambda spec, trace=trace, batch=batch: simulate(spec, variants, batch, trace, s.arrivals, seed),
             )
         )
-        progress(f"{config.name} (fit)")
-    fitted, calibration.fits = fit_stages(s.spec, points, runs, write_calibrated_spec, on_core=s.fit_on_core)
+    fitted, calibration.fits = fit_stages(s.spec, points, runs, write_calibrated_spec, mode=s.fit_mode)
     return fitted
+
+
+def _median_cpu(diags: Sequence[dict[str, Any]], stage: str) -> float | None:
+    """The median over a fit configuration's repeats of a stage server's CPU a request (None: none known)."""
+    cpus = [d.get("server", {}).get(stage, {}).get("cpu_per_request_s") for d in diags]
+    known = [c for c in cpus if c is not None and math.isfinite(c)]
+    return float(np.median(known)) if known else None
 
 
 def fit_configs(s: Settings) -> list[tuple[float, int]]:

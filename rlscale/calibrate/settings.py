@@ -40,6 +40,9 @@ DEFAULT_FRACTIONS = (0.5, 0.8)
 DEFAULT_BATCHES = (1, 4)
 DEFAULT_FIT_FRACTIONS = (0.4, 0.7)
 """The fit runs' loads (`rlscale.calibrate.fit`): batch 1, arrivals of another seed than the configurations'."""
+FIT_MODES = ("overhead", "off-core", "on-core")
+"""What the fit fits besides the delay and jitter (`rlscale.calibrate.fit`; the first is the default): the overhead on
+the core on a line up to the server's CPU a request, nothing more, or the overhead and a batch cost on a grid."""
 DEFAULT_REPEATS = 3
 DEFAULT_PROFILE_REPEATS = 100
 DEFAULT_WARMUP = 5
@@ -125,7 +128,7 @@ class Settings:
         write_spec: where to write the calibrated spec (None: only into ``out``).
         fit_fractions: the fit runs' load fractions (`rlscale.calibrate.fit`); empty: no fit (the measured
             overhead, no delay).
-        fit_on_core: the fit also fits the work charged on the core (`rlscale.calibrate.fit.fit_stages`).
+        fit_mode: what the fit fits besides the delay and jitter (`rlscale.calibrate.fit.MODES`).
         spec_arg: the spec as named on the command line (for the report).
     """
 
@@ -144,7 +147,7 @@ class Settings:
     generator_cpu: int = 0
     write_spec: Path | None = None
     fit_fractions: tuple[float, ...] = DEFAULT_FIT_FRACTIONS
-    fit_on_core: bool = False
+    fit_mode: str = "overhead"
     spec_arg: str = ""
     overrides: tuple[str, ...] = field(default=())
 

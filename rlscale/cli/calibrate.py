@@ -25,6 +25,7 @@ def register(sub) -> None:
         DEFAULT_PROFILE_REPEATS,
         DEFAULT_REPEATS,
         DEFAULT_WINDOW,
+        FIT_MODES,
         MAX_BATCH,
         MAX_LOAD_FRACTION,
         MAX_REPEATS,
@@ -105,9 +106,18 @@ examples:
         type=_fit_fractions(MAX_LOAD_FRACTION),
         default=list(DEFAULT_FIT_FRACTIONS),
         metavar="F1,F2|none",
-        help="loads of the fit runs (batch 1, and the highest also at the largest batch; arrivals of seed + 1), to "
-        "which each stage's delay and jitter off its core are fitted; fractions as --load-fraction's, best apart "
-        f"from them, or none for no fit (default {','.join(map(str, DEFAULT_FIT_FRACTIONS))})",
+        help="loads of the fit runs (batch 1, and the highest also at the largest batch; arrivals of seed + 1; "
+        "--repeats each), to which each stage's overhead on its core and delay and jitter off it are fitted; "
+        "fractions as --load-fraction's, best apart from them, or none for no fit (default "
+        f"{','.join(map(str, DEFAULT_FIT_FRACTIONS))})",
+    )
+    p.add_argument(
+        "--fit-mode",
+        choices=FIT_MODES,
+        default=FIT_MODES[0],
+        help="what the fit fits besides the delay and jitter: overhead, the overhead on the core between the one "
+        "measured with 8 in flight and the server's CPU a request in the fit runs (default); off-core, nothing "
+        "(the measured overhead); on-core, the overhead and a per-batch cost on a grid from 0 (an ablation)",
     )
     p.add_argument(
         "--batches",
@@ -183,6 +193,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         fractions=args.load_fraction,
         batches=args.batches,
         fit_fractions=tuple(args.fit_load_fraction),
+        fit_mode=args.fit_mode,
         out=Path(args.out),
         repeats=args.repeats,
         seed=args.seed,

@@ -93,12 +93,12 @@ def _fit(tmp_path, base, runs, **kw):
 
 
 def test_the_fit_finds_the_delay_and_jitter_off_the_core(tmp_path):
-    """The default fit keeps each stage's measured overhead and finds the delay and jitter the runs were made with
+    """``off-core`` keeps each stage's measured overhead and finds the delay and jitter the runs were made with
     (stage first: a delay of 2 ms; second: 0.5 ms and a jitter of mean 1 ms), matching p50 and p90 within 7%."""
     truth = {"first": (0.0004, 0.002, 0.0), "second": (0.0002, 0.0005, 0.001)}
     base = {s: with_fit(_points(), o, 0.0, 0.0) for s, (o, _d, _j) in truth.items()}
     real = {s: with_fit(base[s], o, 0.0, d, j) for s, (o, d, j) in truth.items()}
-    fitted, fits = _fit(tmp_path, base, _runs(_spec_with(tmp_path, "real.yaml", real)))
+    fitted, fits = _fit(tmp_path, base, _runs(_spec_with(tmp_path, "real.yaml", real)), mode="off-core")
     assert [f.stage for f in fits] == ["first", "second"]
     for f in fits:
         overhead, delay, jitter = truth[f.stage]
@@ -121,7 +121,7 @@ def test_the_fit_on_the_core_finds_the_figures_that_made_the_runs(tmp_path):
     base = {"first": _points(), "second": _points()}
     real_spec = _spec_with(tmp_path, "real.yaml", {s: with_fit(base[s], *truth[s]) for s in truth})
     cpu = [truth[s][0] + truth[s][1] + 0.001 + 0.0004 for s in truth]  # what a server's CPU a request would say
-    fitted, fits = _fit(tmp_path, base, _runs(real_spec, cpu), on_core=True)
+    fitted, fits = _fit(tmp_path, base, _runs(real_spec, cpu), mode="on-core")
     assert [f.stage for f in fits] == ["first", "second"]
     for f in fits:
         overhead, cost, delay, jitter = truth[f.stage]
@@ -144,3 +144,39 @@ def test_a_stage_without_a_measured_overhead_keeps_none(tmp_path):
     fitted, fits = _fit(tmp_path, base, _runs(_spec_with(tmp_path, "real.yaml", real)))
     assert all(f.overhead_s is None and f.delay_s == pytest.approx(0.001, abs=0.0004) for f in fits)
     assert all(p.overhead_s is None for points in fitted.values() for p in points)
+
+
+def test_the_fit_places_the_overhead_between_the_measured_one_and_the_cpu(tmp_path):
+    """The default: runs made with 0.9 ms a request on the core (stage first) and 0.5 ms (second), from a measured
+    overhead of 0.3 and 0.2 ms and a server CPU a request that would allow 1.2 ms beyond the model: the fit finds
+    an overhead on that line within two of its steps, and the runs' p50 and p90 within 7%."""
+    truth = {"first": (0.0009, 0.001, 0.0), "second": (0.0005, 0.0005, 0.0005)}
+    measured = {"first": 0.0003, "second": 0.0002}
+    base = {s: with_fit(_points(), measured[s], 0.0, 0.0) for s in truth}
+    real = {s: with_fit(base[s], o, 0.0, d, j) for s, (o, d, j) in truth.items()}
+    cpu = [next(p for p in base[s] if p.batch == 1).mean_s + 0.0012 for s in truth]
+    fitted, fits = _fit(tmp_path, base, _runs(_spec_with(tmp_path, "real.yaml", real), cpu))
+    for f in fits:
+        overhead, _delay, _jitter = truth[f.stage]
+        assert f.measured_overhead_s == measured[f.stage] and f.ceiling_s == pytest.approx(0.0012)
+        step = (f.ceiling_s - measured[f.stage]) / 12
+        assert f.measured_overhead_s <= f.overhead_s <= f.ceiling_s and f.batch_cost_s == 0.0
+        assert f.overhead_s == pytest.approx(overhead, abs=2 * step), f
+        for p50, p90, _p99 in f.sim_over_real.values():
+            assert 0.93 <= p50 <= 1.07 and 0.93 <= p90 <= 1.07, f
+    assert all(p.overhead_s == next(f.overhead_s for f in fits if f.stage == s) for s, ps in fitted.items() for p in ps)
+
+
+def test_a_fit_run_is_matched_at_the_median_of_its_repeats():
+    rng = np.random.default_rng(3)
+    repeats = [rng.exponential(scale, (2, 500)) for scale in (0.001, 0.002, 0.004)]
+    run = FitRun("load0.5-b1", repeats, [None, None], lambda spec: None)
+    expected = np.median([np.percentile(r[1], QUANTILES) for r in repeats], axis=0)
+    assert np.allclose(run.real_q(1), expected) and len(run.repeats) == 3
+    one = FitRun("load0.5-b1", repeats[0], [None, None], lambda spec: None)
+    assert np.allclose(one.real_q(0), np.percentile(repeats[0][0], QUANTILES))
+
+
+def test_an_unknown_fit_mode_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="fit mode"):
+        _fit(tmp_path, {"first": _points()}, [], mode="both")
