@@ -4,16 +4,19 @@
    spec into ``--out`` (``spec-calibrated.yaml``, ``spec-calibrated-STAGE.csv`` and its runs; ``spec-served.yaml``
    likewise with the served requests' run times, `WHERE`) and, with ``--write-spec``, the calibrated one there too;
    ``profiles.json`` holds every measurement.
-2. **Fit** (`rlscale.calibrate.fit`): real runs at the fit loads (batch 1, and the largest batch at the highest),
-   with arrivals of seed + 1, to which each stage's delay and jitter off the core are fitted; the calibrated spec
-   is written with them.
-3. Per configuration: the trace window scaled so its peak is the configuration's fraction of the bottleneck's
-   capacity at batch 1; the simulator's arrivals for the seed (`rlscale.calibrate.load.schedule_s`); the
-   simulator on them with each calibrated spec and with the spec as given; then ``repeats`` real runs, each on
-   freshly started servers (`rlscale.calibrate.servers`) after a warm-up, the open-loop generator on its own CPU.
-4. After each configuration, every output is rewritten (`rlscale.calibrate.report`), so an interrupt keeps the
-   finished configurations; ``run.json`` holds the diagnostics (the servers' own metrics and CPU, the generator's
-   lateness and CPU).
+2. **Rounds**, ``repeats`` of them: in each, one real run of every fit configuration (the fit loads at batch 1,
+   and the largest batch at the highest; arrivals of seed + 1), then one of every configuration (arrivals of the
+   seed), each on freshly started servers (`rlscale.calibrate.servers`) after a warm-up, the open-loop generator
+   on its own CPU. A configuration's window is the trace's, scaled so its peak is the configuration's fraction of
+   the bottleneck's capacity at batch 1; its arrivals are the simulator's own (`rlscale.calibrate.load.schedule_s`).
+   Rounds rather than one configuration's repeats back to back: the machine drifts over minutes, and rounds
+   spread the drift over the fit runs and the configurations alike.
+3. **Fit** (`rlscale.calibrate.fit`), after each round's fit runs, to all of their repeats so far: each stage's
+   overhead on the core and delay and jitter off it; the calibrated specs are written again with them.
+4. After each real run of a configuration, the simulator on its arrivals with each calibrated spec and with the
+   spec as given, and every output rewritten (`rlscale.calibrate.report`) with the configurations' runs so far,
+   so an interrupt keeps every finished run; ``run.json`` holds the diagnostics (the servers' own metrics and CPU,
+   the generator's lateness and CPU).
 """
 
 from __future__ import annotations
@@ -57,17 +60,18 @@ SERVERS_LOG = "servers.log"
 
 
 class CalibrationInterrupted(Interrupted):
-    """SIGINT or SIGTERM stopped a calibration; the finished configurations are written.
+    """SIGINT or SIGTERM stopped a calibration; every configuration with a real run is written.
 
     Attributes:
         finished: configurations finished (all their repeats).
         total: configurations asked for.
         out: the output folder.
+        partial: configurations written with fewer repeats than asked.
     """
 
-    def __init__(self, signum: int, finished: int, total: int, out: Path) -> None:
+    def __init__(self, signum: int, finished: int, total: int, out: Path, partial: int = 0) -> None:
         super().__init__(signum)
-        self.finished, self.total, self.out = finished, total, out
+        self.finished, self.total, self.out, self.partial = finished, total, out, partial
 
 
 @dataclass
@@ -122,7 +126,9 @@ class Calibration:
 
     def document(self) -> dict[str, Any]:
         """The ``--json`` document (`rlscale.calibrate.report.document`)."""
-        return report.document(self.results, self.meta(), complete=len(self.results) == len(self.settings.configs))
+        s = self.settings
+        done = len(self.results) == len(s.configs) and all(len(r.real_runs) == s.repeats for r in self.results)
+        return report.document(self.results, self.meta(), complete=done)
 
     def write(self) -> None:
         """Every output for the configurations finished so far (atomically, each file whole)."""
@@ -158,8 +164,9 @@ def run_calibration(settings: Settings, progress: Callable[[str], None] = lambda
         _run(calibration, progress)
     except KeyboardInterrupt as exc:
         calibration.write()
+        finished = sum(len(r.real_runs) == settings.repeats for r in calibration.results)
         raise CalibrationInterrupted(
-            signum_of(exc), len(calibration.results), len(settings.configs), settings.out
+            signum_of(exc), finished, len(settings.configs), settings.out, len(calibration.results) - finished
         ) from None
     return calibration
 
@@ -199,57 +206,90 @@ def _run(calibration: Calibration, progress: Callable[[str], None]) -> None:
     )
     note = f"calibrated by rlscale calibrate from {s.spec.source} (profiles measured on this machine)"
     points = {where: {p.target.name: calibrated_points(p, where) for p in calibration.profiles} for where in WHERE}
-    if s.fit_fractions:
-        points["in-process"] = fit(calibration, points["in-process"], progress)
+    fit_runs = [
+        _planned(calibration, Configuration(f"fit-load{f:g}-b{b}", float(f), b), s.seed + 1) for f, b in fit_configs(s)
+    ]
+    runs = [_planned(calibration, config, s.seed) for config in s.configs]
+    specs = _write_specs(calibration, points, note)
+    sims: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
+    # rounds: every fit run and configuration once, then again: the machine drifts over minutes (a server's time a
+    # batch by 20-30% here), and rounds spread that drift over the fit and the configurations alike
+    for repeat in range(s.repeats):
+        for planned in fit_runs:
+            _real(s, planned, repeat)
+            progress(f"{planned.config.name} (fit) repeat {repeat + 1}/{s.repeats}")
+        if fit_runs:
+            fitted, calibration.fits = fit_stages(
+                s.spec, points["in-process"], [_fit_run(s, p) for p in fit_runs], write_calibrated_spec, s.fit_mode
+            )
+            specs = _write_specs(calibration, {**points, "in-process": fitted}, note)
+            sims.clear()  # the calibrated spec changed: simulate again
+            calibration.fit_diagnostics = [{"config": p.config.name, "repeats": p.diagnostics} for p in fit_runs]
+        for planned in runs:
+            _real(s, planned, repeat)
+            progress(f"{planned.config.name} repeat {repeat + 1}/{s.repeats}")
+            calibration.results = [_result(calibration, p, specs, sims) for p in runs if p.loads]
+            calibration.write()
+
+
+@dataclass
+class _Planned:
+    """A configuration's window and arrivals, and its real runs so far."""
+
+    config: Configuration
+    trace: Trace
+    times: np.ndarray
+    seed: int
+    loads: list[LoadResult] = field(default_factory=list)
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _planned(calibration: Calibration, config: Configuration, seed: int) -> _Planned:
+    s = calibration.settings
+    trace = window_trace(s.trace, s.window[0], s.window[1], config.load_fraction * calibration.capacity_rps)
+    times = schedule_s(trace, s.arrivals, seed)
+    log.info(
+        "%s: batch %d, %d requests in %d s (peak %.1f rps, mean %.1f), arrivals seed %d",
+        config.name,
+        config.batch,
+        times.size,
+        s.window_s,
+        trace.peak_rps,
+        trace.mean_rps,
+        seed,
+    )
+    return _Planned(config, trace, times, seed)
+
+
+def _real(s: Settings, planned: _Planned, repeat: int) -> None:
+    load, diag = real_run(s, planned.config, planned.trace, planned.times, repeat)
+    planned.loads.append(load)
+    planned.diagnostics.append(diag)
+
+
+def _write_specs(
+    calibration: Calibration, points: dict[str, dict[str, list[ProfilePoint]]], note: str
+) -> dict[str, PipelineSpec]:
+    """The calibrated specs into ``--out`` (and with ``--write-spec`` the calibrated one there)."""
+    s = calibration.settings
     specs = {where: write_calibrated_spec(s.spec, points[where], s.out / name, note) for where, name in WHERE.items()}
     calibration.calibrated_spec = specs["in-process"].source
     if s.write_spec is not None:
         calibration.written_spec = write_calibrated_spec(s.spec, points["in-process"], s.write_spec, note).source
         log.info("calibrated spec written to %s", calibration.written_spec)
-    for config in s.configs:
-        calibration.results.append(run_config(calibration, config, specs, progress))
-        calibration.write()
+    return specs
 
 
-def fit(
-    calibration: Calibration, points: dict[str, list[ProfilePoint]], progress: Callable[[str], None]
-) -> dict[str, list[ProfilePoint]]:
-    """The fit runs (`fit_configs`), then each stage's figures fitted to them (`rlscale.calibrate.fit`): ``points``
-    with the fitted figures."""
-    s = calibration.settings
+def _fit_run(s: Settings, planned: _Planned) -> FitRun:
+    """A fit configuration's real runs so far as the fit matches them (`rlscale.calibrate.fit.FitRun`)."""
     variants = [t.variant for t in s.stages]
-    seed = s.seed + 1
-    runs = []
-    for fraction, batch in fit_configs(s):
-        config = Configuration(f"fit-load{fraction:g}-b{batch}", float(fraction), batch)
-        trace = window_trace(s.trace, s.window[0], s.window[1], fraction * calibration.capacity_rps)
-        times = schedule_s(trace, s.arrivals, seed)
-        log.info(
-            "%s: batch %d, %d requests in %d s (peak %.1f rps), arrivals seed %d",
-            config.name,
-            batch,
-            times.size,
-            s.window_s,
-            trace.peak_rps,
-            seed,
-        )
-        latencies, diags = [], []
-        for repeat in range(s.repeats):  # like the configurations: single runs minutes apart differ
-            load, diag = real_run(s, config, trace, times, repeat)
-            latencies.append(load.stage_s)
-            diags.append(diag)
-            progress(f"{config.name} (fit) repeat {repeat + 1}/{s.repeats}")
-        calibration.fit_diagnostics.append({"config": config.name, "repeats": diags})
-        runs.append(
-            FitRun(
-                config.name,
-                latencies,
-                [_median_cpu(diags, t.name) for t in s.stages],
-                lambda spec, trace=trace, batch=batch: simulate(spec, variants, batch, trace, s.arrivals, seed),
-            )
-        )
-    fitted, calibration.fits = fit_stages(s.spec, points, runs, write_calibrated_spec, mode=s.fit_mode)
-    return fitted
+    trace, batch, seed = planned.trace, planned.config.batch, planned.seed
+    return FitRun(
+        planned.config.name,
+        [load.stage_s for load in planned.loads],
+        [_median_cpu(planned.diagnostics, t.name) for t in s.stages],
+        lambda spec: simulate(spec, variants, batch, trace, s.arrivals, seed),
+    )
 
 
 def _median_cpu(diags: Sequence[dict[str, Any]], stage: str) -> float | None:
@@ -292,61 +332,50 @@ def planned_p99_s(spec: PipelineSpec, variants: list[str], batch: int, load_rps:
     )
 
 
-def run_config(
+def _result(
     calibration: Calibration,
-    config: Configuration,
+    planned: _Planned,
     specs: dict[str, PipelineSpec],
-    progress: Callable[[str], None],
+    sims: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]],
 ) -> ConfigResult:
-    """One configuration: simulated with each profile (``specs``: the calibrated ones, ``in-process`` and
-    ``served``), then real ``repeats`` times."""
+    """One configuration's outcome from its real runs so far: simulated with each profile (``specs``: the
+    calibrated ones, ``in-process`` and ``served``; cached in ``sims`` by configuration until the specs change)."""
     s = calibration.settings
     names = [t.name for t in s.stages]
     variants = [t.variant for t in s.stages]
-    trace = window_trace(s.trace, s.window[0], s.window[1], config.load_fraction * calibration.capacity_rps)
-    times = schedule_s(trace, s.arrivals, s.seed)
+    config, trace, times = planned.config, planned.trace, planned.times
     window_s = float(s.window_s)
-    log.info(
-        "%s: batch %d, %d requests in %d s (peak %.1f rps, mean %.1f)",
-        config.name,
-        config.batch,
-        times.size,
-        s.window_s,
-        trace.peak_rps,
-        trace.mean_rps,
-    )
-    sims, e2e = {}, {}
-    sources = {"sim": specs["in-process"], "sim_served": specs["served"], "sim_uncalibrated": s.spec}
-    for source, spec in sources.items():
-        sim = simulate(spec, variants, config.batch, trace, s.arrivals, s.seed)
-        e2e[source] = sim.e2e_s
-        if sim.entry_s.shape != times.shape or not np.allclose(sim.entry_s, times):
-            raise RlscaleError("the simulator's arrivals differ from the generator's schedule")
-        sims[source] = {
-            **run_figures(sim.stage_s, sim.stage_end_s[-1], sim.e2e_s, window_s, s.spec.sla_s, names),
-            "mean_batch": dict(zip(names, sim.mean_batch, strict=True)),
-        }
-    runs, diagnostics, real_e2e = [], [], []
-    for repeat in range(s.repeats):
-        load, diag = real_run(s, config, trace, times, repeat)
-        runs.append(run_figures(load.stage_s, load.stage_end_s[-1], load.e2e_s, window_s, s.spec.sla_s, names))
-        real_e2e.append(load.e2e_s)
-        diagnostics.append(diag)
-        progress(f"{config.name} repeat {repeat + 1}/{s.repeats}")
+    if config.name not in sims:
+        figures, e2e = {}, {}
+        sources = {"sim": specs["in-process"], "sim_served": specs["served"], "sim_uncalibrated": s.spec}
+        for source, spec in sources.items():
+            sim = simulate(spec, variants, config.batch, trace, s.arrivals, s.seed)
+            e2e[source] = sim.e2e_s
+            if sim.entry_s.shape != times.shape or not np.allclose(sim.entry_s, times):
+                raise RlscaleError("the simulator's arrivals differ from the generator's schedule")
+            figures[source] = {
+                **run_figures(sim.stage_s, sim.stage_end_s[-1], sim.e2e_s, window_s, s.spec.sla_s, names),
+                "mean_batch": dict(zip(names, sim.mean_batch, strict=True)),
+            }
+        sims[config.name] = (figures, e2e)
+    figures, e2e = sims[config.name]
+    runs = [run_figures(x.stage_s, x.stage_end_s[-1], x.e2e_s, window_s, s.spec.sla_s, names) for x in planned.loads]
     result = ConfigResult(
         config=config,
         peak_rps=trace.peak_rps,
         mean_rps=trace.mean_rps,
         real_runs=runs,
-        sims=sims,
+        sims=figures,
         planned_p99_s=planned_p99_s(specs["in-process"], variants, config.batch, trace.peak_rps),
         planned_p99_s_uncalibrated=planned_p99_s(s.spec, variants, config.batch, trace.peak_rps),
-        diagnostics=diagnostics,
+        diagnostics=list(planned.diagnostics),
     )
     slas = {q: float(result.real["e2e"][q]) for q in SLA_QUANTILES}
     result.at_real_slas = {
         "sla_s": slas,
-        "real": {q: float(np.median([violation_rate_at(x, slas[q]) for x in real_e2e])) for q in SLA_QUANTILES},
+        "real": {
+            q: float(np.median([violation_rate_at(x.e2e_s, slas[q]) for x in planned.loads])) for q in SLA_QUANTILES
+        },
         **{source: {q: violation_rate_at(x, slas[q]) for q in SLA_QUANTILES} for source, x in e2e.items()},
     }
     return result

@@ -211,9 +211,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         ):
             calibration = run_calibration(settings, progress=advance)
     except CalibrationInterrupted as exc:
+        partial = f" and {exc.partial} with fewer repeats" if exc.partial else ""
         print(
             f"rlscale calibrate: interrupted by {signal_name(exc.signum)}: {exc.finished} of {exc.total} "
-            f"configurations finished, written to {exc.out}/ (results.csv, results.md, calibrate.json)",
+            f"configurations finished{partial}, written to {exc.out}/ (results.csv, results.md, calibrate.json)",
             file=sys.stderr,
         )
         return exc.exit_code

@@ -42,6 +42,7 @@ from rlscale.kube.objects import (
     system_namespace_problem,
 )
 from rlscale.kube.prometheus import redact_url
+from rlscale.profiles import runs_path
 from rlscale.spec import PipelineSpec, data_dir, is_k8s_name
 from rlscale.urls import check_http_url
 
@@ -104,7 +105,8 @@ def spec_files(spec: PipelineSpec) -> dict[str, str]:
     A stage without a ``profile`` key uses the bundled profile of its task, which the image has. A stage whose
     ``profile`` is the bundled profile of its task loses the key (same meaning, and the image's data folder is
     elsewhere). Any other profile is embedded under its basename and the stage's ``profile`` rewritten to it,
-    which the sidecar resolves next to ``spec.yaml``. Without such stages the spec text is copied unchanged.
+    which the sidecar resolves next to ``spec.yaml``, with its run times (``NAME.runs.csv``,
+    `rlscale.profiles.runs_path`) where it keeps them. Without such stages the spec text is copied unchanged.
 
     Raises:
         RlscaleError: the spec file cannot be read, two different profiles share a basename, or a basename
@@ -142,6 +144,9 @@ def spec_files(spec: PipelineSpec) -> dict[str, str]:
     files = {SPEC_KEY: yaml.safe_dump(raw, sort_keys=False) if rewritten else text}
     for key, path in profiles.items():
         files[key] = read_text_limited(path, MAX_PROFILE_BYTES, ProfileError, "profile")
+        runs = runs_path(path)  # a calibrated profile's run times: the planner's service-time variability
+        if runs.is_file():
+            files[runs.name] = read_text_limited(runs, MAX_PROFILE_BYTES, ProfileError, "profile run times")
     size_bytes = sum(len(v.encode("utf-8")) for v in files.values())
     if size_bytes > CONFIGMAP_MAX_BYTES:
         raise RlscaleError(f"spec and profiles take {size_bytes} bytes; a ConfigMap holds at most 1 MiB")

@@ -95,17 +95,22 @@ def test_json_is_one_document_with_the_contracts_fields(cli_main, spec, fakes, t
     assert (tmp_path / "out" / "spec-calibrated.yaml").exists()
 
 
-def test_ctrl_c_keeps_the_finished_configurations(cli_main, spec, fakes, tmp_path):
-    fakes["stop_at"] = 2 * 3 + 5  # after the two fit runs' repeats, the second configuration's second repeat
+def test_ctrl_c_keeps_every_finished_run(cli_main, spec, fakes, tmp_path):
+    """Rounds: each round runs the two fit runs, then each configuration once; interrupted during the last round's
+    second configuration, the first has its 3 repeats and the second 2, both written."""
+    fakes["stop_at"] = 4 + 4 + 4
     out = tmp_path / "out"
     result = cli_main(_argv(spec, out, "--json"))
     assert result.returncode == 130
     assert result.stdout == ""
-    assert "interrupted by SIGINT: 1 of 2 configurations finished" in result.stderr
+    assert "interrupted by SIGINT: 1 of 2 configurations finished and 1 with fewer repeats" in result.stderr
     doc = json.loads((out / "calibrate.json").read_text())
-    assert doc["complete"] is False and [c["name"] for c in doc["configs"]] == ["load0.2-b1"]
-    assert "load0.2-b1" in (out / "results.md").read_text() and (out / "sim_vs_real.png").exists()
-    assert len((out / "results.csv").read_text().splitlines()) == 1 + 14
+    assert doc["complete"] is False and [c["name"] for c in doc["configs"]] == ["load0.2-b1", "load0.4-b1"]
+    assert [len(c["real_repeats"]) for c in doc["configs"]] == [3, 2]
+    assert "load0.4-b1" in (out / "results.md").read_text() and (out / "sim_vs_real.png").exists()
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 2 * 14
+    fits = json.loads((out / "run.json").read_text())[:2]
+    assert [f["config"] for f in fits] == ["fit-load0.4-b1", "fit-load0.7-b1"] and len(fits[0]["repeats"]) == 3
 
 
 def test_no_fit_keeps_the_measured_overhead(cli_main, spec, fakes, tmp_path):

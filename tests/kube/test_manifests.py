@@ -13,6 +13,7 @@ import yaml
 from rlscale.errors import RlscaleError
 from rlscale.kube.manifests import RUN_AS_UID, render_manifests
 from rlscale.kube.objects import rbac_rules
+from rlscale.model import stage_latency_s
 from rlscale.spec import bundled_pipelines, data_dir, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,6 +145,29 @@ def test_custom_profile_is_embedded_and_path_rewritten(custom_spec, tmp_path):
     assert by_kind(docs, "Deployment")["metadata"]["namespace"] == "ops"
     args = container(docs)["args"]
     assert args[args.index("--namespace") + 1] == "models"
+
+
+def test_a_calibrated_profile_travels_with_its_run_times(tmp_path):
+    """A team's calibrated profile (``rlscale calibrate --write-spec``) keeps its run times beside it: the ConfigMap
+    carries both, so the sidecar plans the same latency as the machine that rendered it."""
+    raw = yaml.safe_load((data_dir() / "pipelines" / "resnet-mlp.yaml").read_text())
+    (tmp_path / "profiles").mkdir()
+    for name in ("resnet-tiny.csv", "resnet-tiny.runs.csv"):
+        shutil.copy(data_dir() / "profiles" / name, tmp_path / "profiles" / name.replace("resnet-tiny", "my-detect"))
+    raw["stages"][0]["profile"] = str(tmp_path / "profiles" / "my-detect.csv")
+    path = tmp_path / "calibrated.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    spec = load_spec(path)
+    docs = render(spec)
+    data = by_kind(docs, "ConfigMap")["data"]
+    assert sorted(data) == ["my-detect.csv", "my-detect.runs.csv", "spec.yaml"]
+    assert data["my-detect.runs.csv"] == (tmp_path / "profiles" / "my-detect.runs.csv").read_text()
+    restored = restore(docs, tmp_path / "mounted")
+    before, after = spec.stages[0], restored.stages[0]
+    assert after.latency.runs_s("resnet-tiny-20", 1, 1) == before.latency.runs_s("resnet-tiny-20", 1, 1)
+    assert after.latency.runs_s("resnet-tiny-20", 1, 1)
+    planned = [stage_latency_s(st, "resnet-tiny-20", 1, 1, 250.0, replicas=1) for st in (before, after)]
+    assert planned[0] == planned[1]
 
 
 def test_explicit_bundled_profile_of_the_task_is_dropped(custom_spec, tmp_path):
