@@ -224,6 +224,9 @@ def stage_latency_s(
 
 TAIL_Q = 0.99
 """The quantile `calibrated_latency_s` plans for."""
+COMBINE_TAILS = True
+"""`calibrated_latency_s` combines the jitter's tail with the core's (the root of summed squared excesses over the
+means) rather than adding their p99s; False adds them (the earlier plan, higher)."""
 
 
 def is_calibrated(stage: StageSpec, variant: str) -> bool:
@@ -239,8 +242,10 @@ def calibrated_latency_s(
     load_rps: float,
     replicas: int | None = None,
     timeout_s: float = math.inf,
+    quantile: float = TAIL_Q,
 ) -> float:
-    """A stage's planned p99 on a calibrated profile (DESIGN.md section 3), meant to be at least the real one:
+    """A stage's planned p99 on a calibrated profile (DESIGN.md section 3), meant to be at least the real one
+    (``quantile``: another quantile of the same model; the batch's service time there from its runs):
 
     - each of the ``n`` replicas takes ``lambda = load / n`` (n: ``replicas``, else the fewest that carry the load
       at the profile's mean service time and overhead);
@@ -256,7 +261,9 @@ def calibrated_latency_s(
     - then its own batch: the p99 of ``k``'s service time, the decoding of the batch's ``k`` requests ``k o``,
       and the time outside the core: the delay and the p99 of its exponential jitter.
 
-    The sum of tail parts is above the tail of their sum, so this errs high.
+    The wait and the batch's p99s add (a sum of tail parts is above the tail of their sum: this errs high); the
+    jitter, independent of the core, is combined with them as a root of summed squared excesses over the means
+    (`COMBINE_TAILS`).
     """
     lat = stage.latency
     if not load_rps >= 0:
@@ -285,14 +292,23 @@ def calibrated_latency_s(
     # the per-request work's squared coefficient of variation: the model's part varies, the overhead does not
     per_request = work(k)
     cv2 = cv2 * (mean_service / k / per_request) ** 2 if per_request > 0 else 0.0
-    wait = 0.0
-    if rho > 1.0 - TAIL_Q:
-        mean_wait = rho * per_request * (1.0 + cv2) / (2.0 * (1.0 - rho))
-        wait = mean_wait / rho * math.log(rho / (1.0 - TAIL_Q))
+    mean_wait = rho * per_request * (1.0 + cv2) / (2.0 * (1.0 - rho))
     if o > 0 and rate * o < 1.0:  # decoding comes first: requests arriving meanwhile are decoded ahead (busy period)
-        wait /= 1.0 - rate * o
-    jitter = lat.jitter_s(variant, cores) * math.log(1.0 / (1.0 - TAIL_Q))  # the exponential part's p99
-    return wait + lat.latency_s(variant, k, cores) + k * o + d + jitter + fill
+        mean_wait /= 1.0 - rate * o
+    wait = mean_wait / rho * math.log(rho / (1.0 - quantile)) if rho > 1.0 - quantile else 0.0
+    j = lat.jitter_s(variant, cores)
+    jitter = j * math.log(1.0 / (1.0 - quantile))  # the exponential part's quantile
+    service = lat.latency_s(variant, k, cores)
+    if quantile != TAIL_Q and noise is not None:
+        service = mean_service * float(np.quantile(noise, quantile))
+    if not COMBINE_TAILS:
+        return wait + service + k * o + d + jitter + fill
+    # the time off the core is independent of the time on it: their means add, their excesses over the mean at the
+    # quantile add as a root of squares (exact for normal parts, above it for exponential ones); on the core the wait
+    # and the batch's service add whole (a long batch also makes the next ones wait)
+    parts = ((mean_wait + mean_service, wait + service), (j, jitter))
+    excess = math.sqrt(sum(max(q - m, 0.0) ** 2 for m, q in parts))
+    return sum(m for m, _q in parts) + excess + k * o + d + fill
 
 
 def pool_capacity_rps(stage: StageSpec, pool: VariantPool, rho_max: float) -> float:

@@ -11,6 +11,7 @@ import pytest
 from ilp_baseline.ilp import solve
 from ilp_baseline.problem import planning_data
 from ilp_baseline.safety import SafetyLayer
+from rlscale.calibrate.run import planned_p99_s, window_planned_p99_s
 from rlscale.model import (
     SCALE_OUT_GAIN,
     SCALE_OUT_OPTIONS,
@@ -25,6 +26,7 @@ from rlscale.model import (
 )
 from rlscale.spec import load_spec
 from rlscale.types import PipelineConfig, StageConfig
+from rlscale.workload import Trace
 from tests.sim.test_service_model import make_spec, one, run, write_profile
 
 RUNS = {b: [float(x) for x in np.linspace(0.8, 1.2, 21) * (0.002 + 0.0006 * (b - 1))] for b in (1, 2, 4)}
@@ -158,3 +160,25 @@ def test_the_safety_layer_projects_onto_more_replicas_of_a_calibrated_stage(tmp_
         result = SafetyLayer(spec, solver=solver).nearest(crowded, 600.0)
         assert result is not None and violations(spec, result, 600.0) == [], solver
         assert all(sc.replicas >= 2 for sc in result.stages)
+
+
+def test_other_quantiles_of_the_same_model(tmp_path):
+    stage = _spec(tmp_path, batches=(1,)).stages[0]
+    at = [calibrated_latency_s(stage, "v", 1, 1, 250.0, 1, 0.0, quantile=q) for q in (0.5, 0.9, 0.99, 0.999)]
+    assert at == sorted(at) and at[0] < at[-1]
+    assert at[2] == calibrated_latency_s(stage, "v", 1, 1, 250.0, 1, 0.0)
+
+
+def test_the_window_model_weighs_each_second_by_its_requests(tmp_path):
+    """A flat window plans its steady state; a bursty one less than the steady state at its peak and more than at
+    its mean; a window whose busiest seconds saturate one replica is infinite (the planner's word for infeasible)."""
+    spec = _chain(tmp_path, sla_s=1.0)
+    flat = window_planned_p99_s(spec, ["v", "v"], 1, Trace("flat", np.full(20, 250.0)))
+    steady = planned_p99_s(spec, ["v", "v"], 1, 250.0)
+    assert flat == pytest.approx(steady, rel=0.01)
+    rps = np.array([60.0] * 30 + [330.0] * 2)
+    bursty = window_planned_p99_s(spec, ["v", "v"], 1, Trace("bursty", rps))
+    mean = float(np.sum(rps * rps) / np.sum(rps))
+    assert planned_p99_s(spec, ["v", "v"], 1, mean) < bursty < planned_p99_s(spec, ["v", "v"], 1, 330.0)
+    saturated = np.array([60.0] * 10 + [450.0] * 10)
+    assert math.isinf(window_planned_p99_s(spec, ["v", "v"], 1, Trace("hot", saturated)))

@@ -36,6 +36,7 @@ def _result(name: str = "load0.5-b1", sim_scale: float = 0.5) -> report.ConfigRe
         sims={"sim": _figures(sim_scale), "sim_served": _figures(2.0), "sim_uncalibrated": _figures(0.25)},
         planned_p99_s=0.05,
         planned_p99_s_uncalibrated=0.01,
+        planned_p99_s_at_peak=0.06,
         diagnostics=[{"errors": 1}, {"errors": 0}, {"errors": 2}],
     )
 
@@ -62,7 +63,7 @@ def test_csv_and_markdown():
     md = report.markdown(results, {"spec": "p.yaml", "stages": [], "capacity_rps": 60.0})
     row = "| load0.5-b1 | end-to-end | p99 | 40.00 | [36.00, 48.00] | 20.00 | 0.50 | 80.00 | 2.00 | 10.00 | 0.25 |"
     assert row in md
-    assert "| load0.5-b1 | 40.00 | 50.00 | 1.25 | 10.00 | 0.25 |" in md  # planned against real p99
+    assert "| load0.5-b1 | 40.00 | 50.00 | 1.25 | 60.00 | 1.50 | 10.00 | 0.25 |" in md  # planned against real p99
     errors = report.errors_summary(results)
     assert errors["sim"]["e2e_p99"] == pytest.approx(0.25)  # |0.5 - 1| and |1 - 1|, averaged
     assert errors["sim"]["p99_inside_band_share"] == 0.5
@@ -80,7 +81,7 @@ def test_the_json_document_has_the_contracts_fields_and_no_nan():
         assert config[side]["throughput_rps"] > 0 and config[side]["violation_rate"] >= 0
     assert set(config["real_band"]) == {"p50", "p90", "p99"}
     assert config["real_band"]["p99"] == [pytest.approx(0.04)] * 2
-    assert config["planned_p99_s"] == 0.05
+    assert config["planned_p99_s"] == 0.05 and config["planned_p99_s_at_peak"] == 0.06
     assert config["ratios"]["sim"]["violation_rate"] is None
     assert len(config["real_repeats"]) == 2 and set(config["real_stage_bands"]) == {"a", "b"}
 
