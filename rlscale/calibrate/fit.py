@@ -15,7 +15,7 @@ on the stages before it only), it simulates the fit runs and takes the delay and
 random numbers) match best. The loss is the sum over fit runs and over p50, p90 and p99 of the stage's latency of
 ``(log(sim_q) - log(real_q))^2``: relative errors, so the tail weighs as much as the median.
 
-What the core is charged a request, the **overhead**, is fitted too (`MODES`, default ``overhead``): on a line of
+What the core is charged a request, the **overhead**, is fitted too (`FIT_MODES`, default ``overhead``): on a line of
 `STEPS` steps from the overhead measured with 8 requests in flight (`rlscale.calibrate.measure`) up to the server's
 whole CPU a request in the fit runs at batch 1 less the model's mean. Under open-loop Poisson arrivals a server
 spends more a request than with 8 in flight (fewer requests share each wake-up), but not all of its CPU delays the
@@ -48,9 +48,6 @@ from rlscale.spec import PipelineSpec
 
 log = logging.getLogger("rlscale.calibrate")
 
-MODES = FIT_MODES
-"""What the fit fits besides the delay and jitter (module docstring): the overhead on a line up to the CPU ceiling,
-nothing, or the overhead and a batch cost on a grid from 0."""
 QUANTILES = (50, 90, 99)
 """The stage latency percentiles the fit matches."""
 STEPS = 12
@@ -69,23 +66,17 @@ class FitRun:
 
     Attributes:
         name: the fit configuration's name.
-        stage_s: the real per-stage latencies (client side), shape (stages, requests), NaN where not answered; or
-            one such array per repeat.
+        repeats: per repeat, the real per-stage latencies (client side), shape (stages, requests), NaN where not
+            answered.
         cpu_per_request_s: per stage, its server's CPU seconds a request over the run, the median over repeats
             (None: not our server).
         simulate: runs the fit configuration through the simulator with a given spec.
     """
 
     name: str
-    stage_s: np.ndarray | Sequence[np.ndarray]
+    repeats: Sequence[np.ndarray]
     cpu_per_request_s: Sequence[float | None]
     simulate: Callable[[PipelineSpec], SimResult]
-
-    @property
-    def repeats(self) -> list[np.ndarray]:
-        """The real runs' per-stage latencies, one array per repeat."""
-        one = isinstance(self.stage_s, np.ndarray) and self.stage_s.ndim == 2
-        return [self.stage_s] if one else [np.asarray(r) for r in self.stage_s]
 
     def real_q(self, stage: int) -> np.ndarray:
         """The real p50, p90 and p99 of ``stage``'s latency, the median over the repeats of each (NaN where no
@@ -190,7 +181,7 @@ def fit_stages(
     write: Callable[[PipelineSpec, Mapping[str, Sequence[ProfilePoint]], Path], PipelineSpec],
     mode: str = "overhead",
 ) -> tuple[dict[str, list[ProfilePoint]], list[StageFit]]:
-    """Fit every calibrated stage's delay and jitter, and as ``mode`` says (`MODES`) its overhead (and batch cost;
+    """Fit every calibrated stage's delay and jitter, and as ``mode`` says (`FIT_MODES`) its overhead (and batch cost;
     module docstring), in stage order.
 
     Args:
@@ -199,13 +190,13 @@ def fit_stages(
             overhead in them.
         runs: the fit runs.
         write: writes a spec with given points and loads it back (`rlscale.calibrate.calibrated.write_calibrated_spec`).
-        mode: one of `MODES`.
+        mode: one of `FIT_MODES`.
 
     Returns:
         The points with the fitted figures, and each stage's fit.
     """
-    if mode not in MODES:
-        raise ValueError(f"fit mode {mode!r}: one of {', '.join(MODES)}")
+    if mode not in FIT_MODES:
+        raise ValueError(f"fit mode {mode!r}: one of {', '.join(FIT_MODES)}")
     on_core = mode == "on-core"
     fitted = {name: list(p) for name, p in points.items()}
     fits: list[StageFit] = []

@@ -128,7 +128,7 @@ class Settings:
         write_spec: where to write the calibrated spec (None: only into ``out``).
         fit_fractions: the fit runs' load fractions (`rlscale.calibrate.fit`); empty: no fit (the measured
             overhead, no delay).
-        fit_mode: what the fit fits besides the delay and jitter (`rlscale.calibrate.fit.MODES`).
+        fit_mode: what the fit fits besides the delay and jitter (`FIT_MODES`).
         spec_arg: the spec as named on the command line (for the report).
     """
 

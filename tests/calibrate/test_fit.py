@@ -81,7 +81,7 @@ def _runs(real_spec, cpu=(None, None)):
         def again(spec, trace=trace, batch=batch):
             return simulate(spec, variants, batch, trace, "poisson", 1)
 
-        runs.append(FitRun(f"load{load:g}-b{batch}", real.stage_s, list(cpu), again))
+        runs.append(FitRun(f"load{load:g}-b{batch}", [real.stage_s], list(cpu), again))
     return runs
 
 
@@ -173,7 +173,7 @@ def test_a_fit_run_is_matched_at_the_median_of_its_repeats():
     run = FitRun("load0.5-b1", repeats, [None, None], lambda spec: None)
     expected = np.median([np.percentile(r[1], QUANTILES) for r in repeats], axis=0)
     assert np.allclose(run.real_q(1), expected) and len(run.repeats) == 3
-    one = FitRun("load0.5-b1", repeats[0], [None, None], lambda spec: None)
+    one = FitRun("load0.5-b1", [repeats[0]], [None, None], lambda spec: None)
     assert np.allclose(one.real_q(0), np.percentile(repeats[0][0], QUANTILES))
 
 
